@@ -1,0 +1,134 @@
+"""Hand-written Jacobian products of the autoencoder's residual (§4.6, Alg. 4 and 5).
+
+For weights ``w = (W_1, ..., W_k)`` and a batch ``X`` (``n`` rows) the operator caches
+``S_l = sigma_l(S~_{l-1} W_l)`` (eq. 3) and ``S'_l = sigma'_l(S~_{l-1} W_l)`` (eq. 15)
+once, then every product is a chain of matrix products:
+
+* forward mode (Alg. 4): ``F_1 = S'_1 ∘ X~ D_1``,
+  ``F_l = S'_l ∘ (F_{l-1} W_l^- + S~_{l-1} D_l)``, ``A d = F_k / sqrt(n)``;
+* reverse mode (Alg. 5): ``F_k = U ∘ S'_k``, ``F_l = F_{l+1} (W_{l+1}^-)^T ∘ S'_l``,
+  ``D_l = S~_{l-1}^T F_l / sqrt(n)``.
+
+``S~ D`` is ``S D^- + 1 d_b^T`` and ``S~^T F = [S^T F; 1^T F]``, so the augmented
+matrices are never built.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from shf import tensorlist as tl
+from shf.models.autoencoder import Autoencoder, activation, affine
+from shf.tensorlist import Vec
+
+
+def _aug_t_mm(S: Tensor, F: Tensor) -> Tensor:
+    """``S~^T F = [S^T F ; 1^T F]`` (bias row last, as in eq. 1)."""
+    return torch.cat([S.T @ F, F.sum(dim=0, keepdim=True)], dim=0)
+
+
+class AutoencoderJacobian:
+    """``A = grad R(w; X)`` of the autoencoder residual, with ``S_l, S'_l`` cached.
+
+    Args:
+        net: the architecture.
+        w: weights ``(W_1, ..., W_k)``; not copied, must not change while in use.
+        X: the batch, ``n x m_1``.
+    """
+
+    def __init__(self, net: Autoencoder, w: Sequence[Tensor], X: Tensor) -> None:
+        net.check_weights(w)
+        net.check_data(X)
+        self.net = net
+        self.w = list(w)
+        self.X = X
+        self.n = X.shape[0]
+        self.scale = 1.0 / math.sqrt(self.n)
+        # Forward pass once per HF iteration: S_0 = X, S_l and S'_l for l = 1..k (eq. 3, 15).
+        S: list[Tensor] = [X]
+        Sp: list[Tensor] = []
+        for act, W in zip(net.activations, self.w):
+            Sl, Spl = activation(act, affine(S[-1], W))
+            S.append(Sl)
+            Sp.append(Spl)
+        self.S = S
+        self.Sp = Sp
+        # R(w; X) = (S_k - S_0)/sqrt(n)  (§3)
+        self._R = (S[-1] - X) * self.scale
+        self._loss = 0.5 * float(torch.sum(self._R * self._R, dtype=torch.float64))
+
+    @property
+    def residual(self) -> Tensor:
+        """``R(w; X) = (S_k - X)/sqrt(n)``."""
+        return self._R
+
+    @property
+    def loss(self) -> float:
+        """``f(w; X) = 1/2 ||R||_F^2`` (float64 accumulation)."""
+        return self._loss
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(n m_1, n_var)``: the Jacobian's size as a matrix."""
+        return (self.n * self.net.input_dim, self.net.n_params())
+
+    def matvec(self, d: Vec) -> Vec:
+        """Forward mode ``d -> grad R(w; X) d`` (Alg. 4)."""
+        assert isinstance(d, list)
+        S, Sp, w = self.S, self.Sp, self.w
+        # F_1 = S'_1 ∘ X~ D_1
+        F = Sp[0] * affine(S[0], d[0])
+        for l in range(1, len(w)):
+            # F_l = S'_l ∘ (F_{l-1} W_l^- + S~_{l-1} D_l)
+            Z = torch.addmm(affine(S[l], d[l]), F, w[l][:-1])
+            F = Sp[l] * Z
+        # return F_k / sqrt(n)
+        return F * self.scale
+
+    def backprop(self, U: Tensor) -> list[Tensor]:
+        """The ``F_l`` of Alg. 5 for an output-space matrix ``U`` (no ``1/sqrt(n)``)."""
+        Sp, w = self.Sp, self.w
+        k = len(w)
+        Fs: list[Tensor] = [U] * k
+        # F_k = U ∘ S'_k
+        F = U * Sp[k - 1]
+        Fs[k - 1] = F
+        for l in range(k - 2, -1, -1):
+            # F_l = F_{l+1} (W_{l+1}^-)^T ∘ S'_l
+            F = (F @ w[l + 1][:-1].T) * Sp[l]
+            Fs[l] = F
+        return Fs
+
+    def rmatvec(self, U: Vec) -> Vec:
+        """Reverse mode ``U -> grad R(w; X)^T U`` (Alg. 5)."""
+        assert isinstance(U, Tensor)
+        Fs = self.backprop(U)
+        # D_l = S~_{l-1}^T F_l / sqrt(n)
+        return [_aug_t_mm(S, F).mul_(self.scale) for S, F in zip(self.S, Fs)]
+
+    def gradient(self) -> list[Tensor]:
+        """``grad f(w; X) = grad R(w; X)^T R(w; X)`` (eq. 6)."""
+        g = self.rmatvec(self._R)
+        assert isinstance(g, list)
+        return g
+
+    def range_norm(self, U: Vec) -> float:
+        """``||U||_F`` (a single process holds the whole batch)."""
+        return tl.norm(U)
+
+    def per_example_gradient_stats(self) -> tuple[list[Tensor], list[Tensor]]:
+        """``(grad f_S, sum_i (grad f_i)^2)`` without a per-example loop (NOTES item 6).
+
+        With ``f_i = 1/2 ||r_i||^2`` and ``F_l`` backpropagated from the unscaled residual
+        ``S_k - X``, ``grad_{W_l} f_i = s~_{l-1,i} f_{l,i}^T``, so
+        ``sum_i (grad_{W_l} f_i)^2 = (S~_{l-1} ∘ S~_{l-1})^T (F_l ∘ F_l)`` and
+        ``grad f_S = (1/n) S~_{l-1}^T F_l``.
+        """
+        Fs = self.backprop(self.S[-1] - self.X)
+        grad = [_aug_t_mm(S, F).div_(self.n) for S, F in zip(self.S, Fs)]
+        sumsq = [_aug_t_mm(S * S, F * F) for S, F in zip(self.S, Fs)]
+        return grad, sumsq

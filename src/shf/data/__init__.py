@@ -1,0 +1,1 @@
+"""Data sets for the paper's autoencoder experiments (loaders and offline generators)."""

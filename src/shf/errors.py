@@ -1,0 +1,15 @@
+"""Exceptions the library raises for bad input, each with a message that names the problem."""
+
+from __future__ import annotations
+
+
+class ShfError(Exception):
+    """Base class of the errors :mod:`shf` raises on purpose."""
+
+
+class ConfigError(ShfError, ValueError):
+    """An invalid hyper-parameter, configuration key or architecture."""
+
+
+class DataError(ShfError, ValueError):
+    """Data that cannot be used: wrong shape, NaN/Inf, values outside the model's range."""

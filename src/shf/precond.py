@@ -1,0 +1,89 @@
+"""Diagonal preconditioners for the Gauss-Newton system (§4.4).
+
+Each function returns the *inverse* preconditioner ``c`` as a list of tensors shaped
+like the weights (§4.4 stores ``(C_l)_pq = 1/(C_ll)_pq,pq``). LSMR applies it as a
+column scaling, ``d -> A (c ∘ d)`` and ``U -> c ∘ A^T U`` (Alg. 6).
+"""
+
+from __future__ import annotations
+
+import enum
+
+import torch
+from torch import Tensor
+
+from shf.curvature.mlp import AutoencoderJacobian, _aug_t_mm
+from shf.errors import ConfigError
+
+
+class Preconditioner(str, enum.Enum):
+    """Which diagonal preconditioner the HF step uses."""
+
+    CHAPELLE_ERHAN = "chapelle-erhan"
+    MARTENS = "martens"
+    NONE = "none"
+
+
+def chapelle_erhan_estimate(
+    A: AutoencoderJacobian, generator: torch.Generator | None = None
+) -> list[Tensor]:
+    """Chapelle & Erhan's (2011) unbiased estimate of ``diag(G)``, ``G = A^T A`` (§4.4, Alg. 3).
+
+    For Rademacher ``U`` (``n x m_1``, entries ``±1``), ``F_l`` is Alg. 5's backward
+    pass of ``U`` and ``c_{l pq, i} = (s~_{l-1,i} f_{l,i}^T)_pq``. The per-example
+    loop of Alg. 3 is one matrix product per layer (NOTES item 1):
+    ``C_l = sum_i (s~_{l-1,i} f_{l,i}^T)^2 = (S~_{l-1} ∘ S~_{l-1})^T (F_l ∘ F_l)``.
+    Returns ``C_l / n``, whose expectation is ``diag(G)`` for the ``1/sqrt(n)``-scaled
+    residual.
+    """
+    R = A.residual
+    # u_i ~ Unif{±1}^{m_1}, all n rows at once (drawn on the CPU generator)
+    U = torch.randint(0, 2, tuple(R.shape), generator=generator)
+    U = U.to(dtype=R.dtype, device=R.device) * 2.0 - 1.0
+    # f_k = u_i ∘ s'_k,i ; f_l = W_{l+1}^- f_{l+1} ∘ s'_l,i  (Alg. 3 inner loop, batched)
+    Fs = A.backprop(U)
+    # C_l = sum_i (s~_{l-1,i} f_l^T)^2 = (S~∘S~)^T (F∘F), then / n
+    return [_aug_t_mm(S * S, F * F).div_(A.n) for S, F in zip(A.S, Fs)]
+
+
+def chapelle_erhan(A: AutoencoderJacobian, generator: torch.Generator | None = None) -> list[Tensor]:
+    """The inverse preconditioner of Alg. 3: ``c_l = 1 / (1 + sqrt(C_l / n))``.
+
+    The square root turns the estimate of ``diag(G)`` into an estimate of the column
+    norms of ``A``, which is what LSMR's column scaling must use (NOTES item 1: Alg.
+    3's ``1/(1 + sqrt(C_l/n))`` rather than §4.4's ``1/(1 + C)``).
+    """
+    # C_l <- 1 / [1 + sqrt(C_l / n)]
+    return [1.0 / (1.0 + torch.sqrt(D)) for D in chapelle_erhan_estimate(A, generator)]
+
+
+def martens_fisher(A: AutoencoderJacobian, lam: float, exponent: float = 0.75) -> list[Tensor]:
+    """Martens' (2010) empirical-Fisher diagonal, as a column scaling for LSMR.
+
+    Martens preconditions CG with ``M = (diag(sum_i (grad f_i)^2)/n + lambda)^xi``,
+    ``xi = 3/4``. LSMR on ``A diag(c)`` is CG on ``diag(c) G diag(c)``, i.e. CG
+    preconditioned with ``M = diag(c)^{-2}``; so ``c = M^{-1/2}``. Damping here is
+    SHF's ``lambda^2`` (NOTES item 9), hence ``M = (F_diag + lambda^2)^xi``.
+    """
+    _, sumsq = A.per_example_gradient_stats()
+    damp2 = lam * lam
+    return [torch.pow(s / A.n + damp2 + 1e-12, -exponent / 2.0) for s in sumsq]
+
+
+def compute(
+    kind: Preconditioner | str,
+    A: AutoencoderJacobian,
+    lam: float,
+    generator: torch.Generator | None = None,
+) -> list[Tensor] | None:
+    """The inverse preconditioner ``c`` named by ``kind`` (``None`` for no preconditioning)."""
+    try:
+        kind = Preconditioner(kind)
+    except ValueError:
+        choices = ", ".join(p.value for p in Preconditioner)
+        raise ConfigError(f"unknown preconditioner {kind!r}; choose from {choices}") from None
+    if kind is Preconditioner.CHAPELLE_ERHAN:
+        return chapelle_erhan(A, generator)
+    if kind is Preconditioner.MARTENS:
+        return martens_fisher(A, lam)
+    return None

@@ -1,0 +1,668 @@
+"""Preconditioned LSMR with merit-based stopping (paper §5, Algorithm 6).
+
+LSMR (Fong & Saunders, 2011) solves the damped least-squares problem
+
+    min_x ||A x - b||^2 + damp^2 ||x - x0||^2                                  (eq. 18, 19)
+
+by applying MINRES to the normal equations ``(A^T A + damp^2 I)(x - x0) = A^T r0``
+with ``r0 = b - A x0``; it only needs the products ``x -> A x`` and ``u -> A^T u``.
+Its iterate minimises ``||Abar^T rbar_k||`` over ``x0 + K_k(A^T A, A^T r0)`` where
+``Abar = [A; damp I]`` and ``rbar_k = [r_k; damp (x0 - x_k)]``, so ``||rbar_k||`` and
+``||Abar^T rbar_k||`` both decrease monotonically.
+
+Preconditioning (§4.4, NOTES item 2). With the inverse-preconditioner vector
+``c = precond > 0`` (stored like ``x``), LSMR runs on ``Abar = A diag(c)`` in the scaled
+variable ``y``, ``x = c ∘ y``, starting from ``y0 = x0 / c``; the damping penalises the
+scaled correction, i.e. the problem solved is
+
+    min_y ||A (c ∘ y) - b||^2 + damp^2 ||y - y0||^2,
+
+and the returned vector (and every vector given to ``merit`` and ``callback``) is
+``x = c ∘ y`` in the original variables.
+
+Merit stopping (Alg. 6 with NOTES items 4 and 5). Every ``k_next``-th iteration
+(``k_next = first_check, ceil(1.25 k_next), ...``) the merit ``phi(x_k)`` (the
+validation loss of ``w + x_k`` in the paper, eq. 20) is evaluated; LSMR stops when the
+relative progress per iteration falls below ``ftol`` at a new minimum, or when ``phi``
+has not come back below its minimum within ``recover`` iterations. The iterate with the
+best merit is returned.
+
+Without ``precond`` and ``merit`` this is exactly the Fong-Saunders algorithm as
+implemented in ``scipy.sparse.linalg.lsmr`` (same iterates, estimates, stopping tests
+and iteration counts up to floating-point rounding in the products and norms).
+
+All scalars of the recurrences are Python floats (IEEE double) whatever the tensor
+dtype; vectors are :data:`shf.tensorlist.Vec` (a tensor or a list of tensors) updated
+in place, so the loop allocates only what the operator's products allocate.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from torch import Tensor
+
+from shf import tensorlist as tl
+from shf.solvers.operator import ColumnScaled, LinearOperator, as_operator, range_norm
+from shf.tensorlist import Vec
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["LsmrInfo", "LsmrStop", "lsmr"]
+
+
+class LsmrStop(str, enum.Enum):
+    """Why :func:`lsmr` stopped. Codes 0-7 of ``scipy.sparse.linalg.lsmr`` map 1:1."""
+
+    X0_SOLVES = "x0_solves"
+    """``A^T r0 = 0`` (``x0``, or 0 when ``x0`` is None, is a solution) or ``b = 0`` without
+    damping (``x = 0`` is a solution). scipy istop 0."""
+    RESIDUAL_SMALL = "residual_small"
+    """``||r|| <= btol ||b|| + atol ||Abar|| ||x||``: the system looks consistent and is
+    solved to the tolerances. scipy istop 1."""
+    LSQ_SOLVED = "lsq_solved"
+    """``||Abar^T rbar|| <= atol ||Abar|| ||rbar||``: the least-squares problem is solved
+    to ``atol`` (the paper's test, Alg. 6). scipy istop 2."""
+    ILL_CONDITIONED = "ill_conditioned"
+    """The estimate of ``cond(Abar)`` reached ``conlim``. scipy istop 3."""
+    RESIDUAL_EPS = "residual_eps"
+    """As RESIDUAL_SMALL with ``atol = btol = eps``. scipy istop 4."""
+    LSQ_EPS = "lsq_eps"
+    """As LSQ_SOLVED with ``atol = eps``. scipy istop 5."""
+    COND_EPS = "cond_eps"
+    """As ILL_CONDITIONED with ``conlim = 1/eps``. scipy istop 6."""
+    MAXITER = "maxiter"
+    """``k`` reached ``maxiter``. scipy istop 7."""
+    MERIT_STALLED = "merit_stalled"
+    """Alg. 6: a new merit minimum with relative progress per iteration below ``ftol``."""
+    MERIT_NOT_RECOVERED = "merit_not_recovered"
+    """Alg. 6: the merit stayed above its minimum for more than ``recover`` iterations."""
+    CALLBACK = "callback"
+    """The callback returned True."""
+    NOT_FINITE = "not_finite"
+    """A product, norm or recurrence scalar became NaN/Inf; the last finite iterate is
+    returned."""
+    RUNNING = "running"
+    """Not a stop reason: the value of ``info.stop`` seen by a callback during the solve."""
+
+    @property
+    def scipy_istop(self) -> int | None:
+        """The matching ``istop`` of ``scipy.sparse.linalg.lsmr``, or None if scipy has none."""
+        return _SCIPY_ISTOP.get(self)
+
+
+_SCIPY_ISTOP: dict[LsmrStop, int] = {
+    LsmrStop.X0_SOLVES: 0,
+    LsmrStop.RESIDUAL_SMALL: 1,
+    LsmrStop.LSQ_SOLVED: 2,
+    LsmrStop.ILL_CONDITIONED: 3,
+    LsmrStop.RESIDUAL_EPS: 4,
+    LsmrStop.LSQ_EPS: 5,
+    LsmrStop.COND_EPS: 6,
+    LsmrStop.MAXITER: 7,
+}
+
+
+@dataclass
+class LsmrInfo:
+    """Diagnostics of one :func:`lsmr` run.
+
+    The estimates ``normr``, ``normar``, ``norma``, ``conda`` and ``normx`` are those of
+    Fong & Saunders (2011) (scipy's), for the *last* iterate ``y_k`` (``k = iterations``)
+    of the scaled problem: ``normr ~ ||rbar_k|| = sqrt(||b - Abar y_k||^2 +
+    damp^2 ||y_k - y0||^2)``, ``normar ~ ||Abar^T rbar_k||``, ``norma ~ ||[Abar; damp I]||_F``,
+    ``conda ~ cond([Abar; damp I])`` and ``normx = ||y_k||`` (the LSMR variable: equal to
+    ``||x_k||`` without ``precond``; with it ``x = c ∘ y``). When a merit is given the
+    returned vector is the best-merit iterate ``best_merit_iteration``, whose residual
+    estimates are ``residual_history[best_merit_iteration - 1]`` etc.
+    """
+
+    stop: LsmrStop
+    iterations: int
+    """Number of completed iterations (the last iterate is ``x_iterations``)."""
+    normr: float
+    normar: float
+    norma: float
+    conda: float
+    normx: float
+    merit_history: list[tuple[int, float]] = field(default_factory=list)
+    """``(k, phi(x_k))`` at every merit evaluation, ``k = 0`` included; NaN/Inf merits are
+    recorded as ``+inf``."""
+    best_merit_iteration: int | None = None
+    """``k`` of the returned iterate when a merit was given, else None."""
+    residual_history: list[float] = field(default_factory=list)
+    """``normr`` after each iteration ``k = 1, ..., iterations``."""
+    normar_history: list[float] = field(default_factory=list)
+    """``normar`` after each iteration ``k = 1, ..., iterations``."""
+    merit_evaluations: int = 0
+    elapsed_s: float = 0.0
+
+    @property
+    def istop(self) -> int | None:
+        """scipy's ``istop`` code for :attr:`stop` (None for the stop reasons scipy lacks)."""
+        return self.stop.scipy_istop
+
+
+Merit = Callable[[Vec], float]
+"""``phi(x) -> float``, e.g. the validation loss at ``w + x`` (eq. 20)."""
+Callback = Callable[[int, Vec, LsmrInfo], bool | None]
+"""``callback(k, x_k, info) -> stop?``; must not modify ``x_k`` (it may be the live iterate)."""
+
+
+def _sign(a: float) -> float:
+    return 1.0 if a > 0.0 else (-1.0 if a < 0.0 else 0.0)
+
+
+def _sym_ortho(a: float, b: float) -> tuple[float, float, float]:
+    """Plane rotation ``(c, s, r)`` with ``[c s; -s c] [a; b] = [r; 0]``, ``r = ||(a, b)||``
+    up to sign, computed without overflow (Choi's SymOrtho, as used by Fong & Saunders)."""
+    if b == 0.0:
+        return _sign(a), 0.0, abs(a)
+    if a == 0.0:
+        return 0.0, _sign(b), abs(b)
+    if abs(b) > abs(a):
+        tau = a / b
+        s = _sign(b) / math.sqrt(1.0 + tau * tau)
+        return s * tau, s, b / s
+    tau = b / a
+    c = _sign(a) / math.sqrt(1.0 + tau * tau)
+    return c, c * tau, a / c
+
+
+def _tensors(x: Vec) -> list[Tensor]:
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def _structure(x: Vec) -> object:
+    """Shapes of a vector: a tuple for a tensor, a list of tuples for a list of tensors."""
+    if isinstance(x, (list, tuple)):
+        return [tuple(t.shape) for t in x]
+    return tuple(x.shape)
+
+
+def _is_vec(x: object) -> bool:
+    if isinstance(x, Tensor):
+        return True
+    return isinstance(x, list) and len(x) > 0 and all(isinstance(t, Tensor) for t in x)
+
+
+def _check_real(name: str, value: float, *, allow_inf: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a real number, got {value!r}")
+    v = float(value)
+    if math.isnan(v) or (math.isinf(v) and not allow_inf) or v < 0.0:
+        raise ValueError(f"{name} must be {'>= 0' if allow_inf else 'finite and >= 0'}, got {v}")
+    return v
+
+
+def _check_int(name: str, value: int, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _validate_vectors(
+    op: LinearOperator, b: Vec, x0: Vec | None, precond: Vec | None
+) -> tuple[int, int] | None:
+    """Check ``b``, ``x0``, ``precond``; return ``(m, n)`` when the operator has a shape."""
+    for name, vec in (("b", b), ("x0", x0), ("precond", precond)):
+        if vec is None:
+            continue
+        if not _is_vec(vec):
+            raise ValueError(
+                f"{name} must be a torch.Tensor or a non-empty list of tensors, "
+                f"got {type(vec).__name__}"
+            )
+        if not all(t.is_floating_point() for t in _tensors(vec)):
+            raise ValueError(f"{name} must have a floating-point dtype")
+        if not tl.all_finite(vec):
+            raise ValueError(f"{name} contains NaN or Inf entries")
+    if precond is not None and not all(bool((t > 0).all()) for t in _tensors(precond)):
+        raise ValueError(
+            "precond (the inverse preconditioner c, x = c ∘ y) must have all entries > 0; "
+            "found a zero or negative entry"
+        )
+    if x0 is not None and precond is not None and _structure(x0) != _structure(precond):
+        raise ValueError(
+            f"x0 and precond must have the same structure, got {_structure(x0)} "
+            f"and {_structure(precond)}"
+        )
+    shape = getattr(op, "shape", None)
+    if not (isinstance(shape, tuple) and len(shape) == 2):
+        return None
+    m, n = int(shape[0]), int(shape[1])
+    # An operator with a 2-D shape (a dense matrix) acts on 1-D tensors.
+    if not isinstance(b, Tensor) or tuple(b.shape) != (m,):
+        raise ValueError(f"b must be a 1-D tensor of length {m} for A of shape {(m, n)}, "
+                         f"got {_structure(b)}")
+    for name, vec in (("x0", x0), ("precond", precond)):
+        if vec is not None and (not isinstance(vec, Tensor) or tuple(vec.shape) != (n,)):
+            raise ValueError(f"{name} must be a 1-D tensor of length {n} for A of shape "
+                             f"{(m, n)}, got {_structure(vec)}")
+    return m, n
+
+
+def _relative_progress(f_prev: float, f_k: float) -> float:
+    """``(f_prev - f_k) / f_k`` (Alg. 6, with NOTES item 5's ``f_val -> f_k``).
+
+    The denominator is ``|f_k|`` so that the test keeps its meaning (relative decrease)
+    for a merit that can be negative; for the paper's merit (a loss, > 0) it is the
+    paper's formula. ``f_k = 0`` gives 0 (no progress) or ``+inf``.
+    """
+    if f_k == 0.0:
+        return 0.0 if f_prev == f_k else math.inf
+    return (f_prev - f_k) / abs(f_k)
+
+
+def lsmr(
+    A: object,
+    b: Vec,
+    *,
+    damp: float = 0.0,
+    x0: Vec | None = None,
+    precond: Vec | None = None,
+    atol: float = 1e-6,
+    btol: float = 1e-6,
+    conlim: float = 1e8,
+    maxiter: int | None = None,
+    merit: Merit | None = None,
+    ftol: float = 1e-5,
+    miniter: int = 50,
+    recover: int = 100,
+    first_check: int = 5,
+    check_growth: float = 1.25,
+    callback: Callback | None = None,
+) -> tuple[Vec, LsmrInfo]:
+    """Solve ``min ||A x - b||^2 + damp^2 ||x - x0||^2`` by (preconditioned) LSMR.
+
+    Args:
+        A: a dense 2-D ``torch.Tensor`` or any object with ``matvec(x) = A x`` and
+            ``rmatvec(u) = A^T u`` (and optionally ``range_norm(u)``); see
+            :mod:`shf.solvers.operator`.
+        b: right-hand side in the range of ``A`` (tensor or list of tensors).
+        damp: the regularisation ``lambda >= 0`` of eq. (18) (NOTES item 9: the system is
+            ``(A^T A + damp^2 I) x = A^T b``). With ``x0`` the damping applies to the
+            correction ``x - x0`` (eq. 19, NOTES item 3), with ``precond`` to ``y - y0``.
+        x0: initial iterate in the domain (default 0), original variables.
+        precond: the inverse preconditioner ``c`` (same structure as ``x``, entries > 0):
+            LSMR runs on ``A diag(c)`` in ``y`` with ``x = c ∘ y`` (§4.4, NOTES item 2).
+        atol: stop when ``||Abar^T rbar|| <= atol ||Abar|| ||rbar||`` (least-squares
+            solved; the paper's test, checked at every iteration, even before
+            ``miniter``) or, together with ``btol``, when
+            ``||r|| <= btol ||b|| + atol ||Abar|| ||x||`` (consistent system solved).
+            Roughly the relative accuracy of ``A``'s entries.
+        btol: relative accuracy of ``b`` (the consistent-system test above).
+        conlim: stop when the estimate of ``cond(Abar)`` reaches ``conlim``
+            (0 disables it; the machine-precision version ``1/eps`` stays active).
+        maxiter: iteration limit; default ``min(m, n)`` when ``A`` has a 2-D ``shape``
+            (like scipy); required otherwise.
+        merit: ``phi(x) -> float`` evaluated at ``x0`` and at iterations
+            ``first_check, ceil(check_growth * first_check), ...`` (capped at ``maxiter``)
+            and at the last iterate; NaN/Inf values count as ``+inf``. When given, the
+            iterate with the lowest merit among the evaluated ``k >= 1`` is returned
+            (``x0`` only when every evaluated merit is ``+inf``).
+        ftol: Alg. 6's stall rule: at a check ``k > miniter`` that is a new minimum,
+            stop when ``(f_prev - f_k)/f_k < (k - k_prev) ftol``.
+        miniter: the merit rules are inactive for ``k <= miniter``.
+        recover: stop at a check ``k > miniter`` with ``f_k > f_min`` and
+            ``k > k_min + recover``.
+        first_check: first merit check (Alg. 6: 5).
+        check_growth: ``k_next <- min(max(k_next + 1, ceil(check_growth k_next)), maxiter)``
+            (Alg. 6 / Martens: 1.25).
+        callback: ``callback(k, x_k, info)`` after each iteration ``k >= 1``, once the
+            iterate and the estimates in ``info`` are updated (``info.stop`` is
+            ``RUNNING``); returning True stops with ``CALLBACK``. ``x_k`` is the live
+            iterate without ``precond`` (do not modify it; clone it to keep it).
+
+    Returns:
+        ``(x, info)``: ``x`` in the original variables (a new vector, never ``x0``
+        itself) and the diagnostics :class:`LsmrInfo`.
+
+    Raises:
+        ValueError: on invalid arguments (negative tolerances, ``maxiter < 1``, shapes
+            that do not match a dense ``A``, ``precond`` entries that are not finite and
+            positive, NaN/Inf in ``b`` or ``x0``).
+    """
+    t_start = time.perf_counter()
+    op = as_operator(A)
+    damp = _check_real("damp", damp)
+    atol = _check_real("atol", atol)
+    btol = _check_real("btol", btol)
+    conlim = _check_real("conlim", conlim, allow_inf=True)
+    ftol = _check_real("ftol", ftol)
+    miniter = _check_int("miniter", miniter, 0)
+    recover = _check_int("recover", recover, 0)
+    first_check = _check_int("first_check", first_check, 1)
+    check_growth = _check_real("check_growth", check_growth)
+    if check_growth < 1.0:
+        raise ValueError(f"check_growth must be >= 1, got {check_growth}")
+    if merit is not None and not callable(merit):
+        raise ValueError("merit must be callable: x -> float")
+    if callback is not None and not callable(callback):
+        raise ValueError("callback must be callable: (k, x, info) -> bool | None")
+    shape = _validate_vectors(op, b, x0, precond)
+    if maxiter is None:
+        if shape is None:
+            raise ValueError(
+                "maxiter is required when A is an operator without a 2-D shape "
+                "(for a dense A it defaults to min(m, n))"
+            )
+        maxiter = max(1, min(shape))
+    maxiter = _check_int("maxiter", maxiter, 1)
+
+    # NOTES item 2: LSMR works with Abar = A diag(c) in the scaled variable y, x = c ∘ y.
+    c = precond
+    abar: LinearOperator = op if c is None else ColumnScaled(op, c)
+
+    def to_x(y: Vec) -> Vec:
+        """Original variables ``x = c ∘ y`` (a new vector when preconditioned)."""
+        return y if c is None else tl.mul(c, y)
+
+    def finish(
+        stop: LsmrStop, x: Vec, k: int, normr: float, normar: float, norma: float,
+        conda: float, normx: float,
+    ) -> tuple[Vec, LsmrInfo]:
+        info.stop, info.iterations = stop, k
+        info.normr, info.normar, info.norma, info.conda, info.normx = (
+            normr, normar, norma, conda, normx)
+        info.elapsed_s = time.perf_counter() - t_start
+        logger.debug("lsmr stopped: %s after %d iterations, normr=%.3e normar=%.3e",
+                     stop.value, k, normr, normar)
+        return x, info
+
+    info = LsmrInfo(LsmrStop.RUNNING, 0, math.nan, math.nan, math.nan, math.nan, math.nan)
+
+    def eval_merit(k: int, x: Vec) -> float:
+        assert merit is not None
+        f = float(merit(x))
+        if not math.isfinite(f):
+            f = math.inf  # a NaN/Inf merit is treated as +inf (never the best)
+        info.merit_history.append((k, f))
+        info.merit_evaluations += 1
+        return f
+
+    # Alg. 6 line 1: r0 = b - Abar y0, beta_1 u_1 = r0 (Fong & Saunders (2011) §2).
+    normb = range_norm(op, b)
+    y: Vec | None
+    if x0 is None:
+        y = None
+        u = tl.clone(b)
+    else:
+        y = tl.clone(x0) if c is None else tl.div(x0, c)
+        u = tl.axpy(-1.0, abar.matvec(y), b)
+    beta = range_norm(abar, u)
+    # alpha_1 v_1 = Abar^T u_1.
+    if math.isfinite(beta) and beta > 0.0:
+        tl.scale_(u, 1.0 / beta)
+        v = abar.rmatvec(u)
+        alpha = tl.norm(v)
+    else:
+        # u = 0 (or not finite): v = 0, with the domain's structure taken from A^T u.
+        v = tl.zeros_like(abar.rmatvec(u)) if y is None else tl.zeros_like(y)
+        alpha = 0.0
+    for name, vec in (("x0", x0), ("precond", c)):
+        if vec is not None and _structure(vec) != _structure(v):
+            raise ValueError(f"{name} has structure {_structure(vec)} but A^T u has "
+                             f"{_structure(v)}")
+    if y is None:
+        y = tl.zeros_like(v)
+
+    # The k = 0 iterate in the original variables (x0 itself, not c ∘ (x0 / c)).
+    def x_start() -> Vec:
+        return tl.clone(x0) if x0 is not None else tl.zeros_like(v)
+
+    # Alg. 6 line 3: f_min = inf, f_prev = phi(x0), k_min = k_prev = 0, x_min = x0.
+    f_min = math.inf
+    k_min = 0
+    k_prev = 0
+    x_min: Vec | None = None
+    f_prev = math.inf
+    last_eval = -1
+    if merit is not None:
+        x_min = x_start()
+        f_prev = eval_merit(0, x_min)
+        last_eval = 0
+        info.best_merit_iteration = 0
+    k_next = min(first_check, maxiter)
+
+    normy = tl.norm(y)
+    if not (math.isfinite(beta) and math.isfinite(alpha)):
+        # A product with x0 or b was not finite: nothing to iterate on.
+        return finish(LsmrStop.NOT_FINITE, x_min if x_min is not None else x_start(), 0,
+                      beta, alpha * beta, alpha, 1.0, normy)
+    if alpha > 0.0:
+        tl.scale_(v, 1.0 / alpha)
+
+    # Alg. 6 lines 1-2: alphabar_1 = alpha_1, zetabar_1 = alpha_1 beta_1, rho_0 = rhobar_0 =
+    # cbar_0 = 1, sbar_0 = 0, h_1 = v_1, hbar_0 = 0.  (rho_0 = 1 as in Fong & Saunders; it
+    # only enters through thetabar_1 = sbar_0 rho_0 = 0.)
+    zetabar = alpha * beta
+    alphabar = alpha
+    rho = 1.0
+    rhobar = 1.0
+    cbar = 1.0
+    sbar = 0.0
+    h = tl.clone(v)
+    hbar = tl.zeros_like(v)
+
+    # Fong & Saunders (2011) §3.4: state of the ||r_k|| estimate.
+    betadd = beta
+    betad = 0.0
+    rhodold = 1.0
+    tautildeold = 0.0
+    thetatilde = 0.0
+    zeta = 0.0
+    d = 0.0
+
+    # Fong & Saunders (2011) §3.5: ||Abar||_F and cond(Abar) estimates.
+    norma2 = alpha * alpha
+    maxrbar = 0.0
+    minrbar = 1e100
+    norma = math.sqrt(norma2)
+    conda = 1.0
+    ctol = 1.0 / conlim if conlim > 0.0 else 0.0
+    normr = beta
+    normar = alpha * beta
+
+    # A^T r0 = 0: x0 solves the (damped) problem.
+    if normar == 0.0:
+        x = x_min if x_min is not None else (x_start() if c is not None else y)
+        return finish(LsmrStop.X0_SOLVES, x, 0, normr, normar, norma, conda, normy)
+    if normb == 0.0 and damp == 0.0:
+        # b = 0 without damping: x = 0 is a least-squares solution (scipy returns it even
+        # with x0). With damp > 0 and x0 != 0, x = 0 is *not* the solution of the damped
+        # problem, so we iterate instead (deviation from scipy), with the consistent-system
+        # tests (which divide by ||b||) switched off.
+        zero = tl.zeros_like(v)
+        if merit is not None:
+            info.best_merit_iteration = 0
+        return finish(LsmrStop.X0_SOLVES, zero, 0, 0.0, 0.0, norma, conda, 0.0)
+
+    k = 0
+    stop: LsmrStop | None = None
+    user_stop = False
+    while k < maxiter:
+        k += 1
+
+        # Alg. 6, Golub-Kahan bidiagonalization: beta_{k+1} u_{k+1} = Abar v_k - alpha_k u_k.
+        tl.scale_(u, -alpha)
+        tl.axpy_(1.0, abar.matvec(v), u)
+        beta_new = range_norm(abar, u)
+        if not math.isfinite(beta_new):
+            stop = LsmrStop.NOT_FINITE
+            break
+        beta = beta_new
+        if beta > 0.0:
+            tl.scale_(u, 1.0 / beta)
+            # alpha_{k+1} v_{k+1} = Abar^T u_{k+1} - beta_{k+1} v_k.
+            tl.scale_(v, -beta)
+            tl.axpy_(1.0, abar.rmatvec(u), v)
+            alpha_new = tl.norm(v)
+            if not math.isfinite(alpha_new):
+                stop = LsmrStop.NOT_FINITE
+                break
+            alpha = alpha_new
+            if alpha > 0.0:
+                tl.scale_(v, 1.0 / alpha)
+        # (If beta_{k+1} = 0, alpha and v are kept, as in Fong & Saunders' code; then
+        # zetabar_{k+1} = 0 below and the least-squares test stops the iteration.)
+
+        try:
+            # Alg. 6: rotation Phat_k eliminates damp: alphahat_k = (alphabar_k^2 + damp^2)^1/2.
+            chat, shat, alphahat = _sym_ortho(alphabar, damp)
+            # Alg. 6: rotation P_k: rho_k = (alphahat_k^2 + beta_{k+1}^2)^1/2,
+            # theta_{k+1} = s_k alpha_{k+1}, alphabar_{k+1} = c_k alpha_{k+1}.
+            rhoold = rho
+            ck, sk, rho = _sym_ortho(alphahat, beta)
+            thetanew = sk * alpha
+            alphabar = ck * alpha
+            # Alg. 6: rotation Pbar_k: thetabar_k = sbar_{k-1} rho_k,
+            # rhobar_k = ((cbar_{k-1} rho_k)^2 + theta_{k+1}^2)^1/2.
+            rhobarold = rhobar
+            zetaold = zeta
+            thetabar = sbar * rho
+            rhotemp = cbar * rho
+            cbar, sbar, rhobar = _sym_ortho(cbar * rho, thetanew)
+            # Alg. 6: zeta_k = cbar_k zetabar_k, zetabar_{k+1} = -sbar_k zetabar_k.
+            zeta = cbar * zetabar
+            zetabar = -sbar * zetabar
+            # Coefficients of the hbar, x and h updates (Alg. 6, "Update hbar_k, x_k, h_k").
+            hbar_coef = -(thetabar * rho / (rhoold * rhobarold))
+            x_coef = zeta / (rho * rhobar)
+            h_coef = -(thetanew / rho)
+
+            # Fong & Saunders (2011) §3.4, estimate of ||rbar_k||: apply Qhat_k, then Q_k
+            # to (betadd, 0) ...
+            betaacute = chat * betadd
+            betacheck = -shat * betadd
+            betahat = ck * betaacute
+            betadd = -sk * betaacute
+            # ... then Qtilde_{k-1}, which turns Rbar_k^T into Rtilde_k.
+            thetatildeold = thetatilde
+            ctildeold, stildeold, rhotildeold = _sym_ortho(rhodold, thetabar)
+            thetatilde = stildeold * rhobar
+            rhodold = ctildeold * rhobar
+            betad = -stildeold * betad + ctildeold * betahat
+            # tau~_{k-1} and tau._k by forward substitution with Rtilde_k^T.
+            tautildeold = (zetaold - thetatildeold * tautildeold) / rhotildeold
+            taud = (zeta - thetatilde * tautildeold) / rhodold
+            # ||rbar_k||^2 = sum betacheck_j^2 + (betad_k - taud_k)^2 + betadd_{k+1}^2.
+            d = d + betacheck * betacheck
+            normr_new = math.sqrt(d + (betad - taud) ** 2 + betadd * betadd)
+        except ZeroDivisionError:
+            stop = LsmrStop.NOT_FINITE
+            break
+        if not all(math.isfinite(t) for t in (hbar_coef, x_coef, h_coef, normr_new)):
+            stop = LsmrStop.NOT_FINITE
+            break
+
+        # Alg. 6: hbar_k = h_k - thetabar_k rho_k / (rho_{k-1} rhobar_{k-1}) hbar_{k-1},
+        # x_k = x_{k-1} + zeta_k / (rho_k rhobar_k) hbar_k, h_{k+1} = v_{k+1} - theta_{k+1}/rho_k h_k.
+        tl.scale_(hbar, hbar_coef)
+        tl.axpy_(1.0, h, hbar)
+        tl.axpy_(x_coef, hbar, y)
+        tl.scale_(h, h_coef)
+        tl.axpy_(1.0, v, h)
+
+        normr = normr_new
+        # Fong & Saunders (2011) §3.5: ||Abar||_F^2 accumulates alpha_k^2 + beta_{k+1}^2.
+        norma2 = norma2 + beta * beta
+        norma = math.sqrt(norma2)
+        norma2 = norma2 + alpha * alpha
+        # cond(Abar) ~ max(rhobar_j) / min(rhobar_j) over j < k, with cbar_{k-1} rho_k.
+        maxrbar = max(maxrbar, rhobarold)
+        if k > 1:
+            minrbar = min(minrbar, rhobarold)
+        den = min(minrbar, rhotemp)
+        conda = max(maxrbar, rhotemp) / den if den != 0.0 else math.inf
+        # ||Abar^T rbar_k|| = |zetabar_{k+1}| (Fong & Saunders (2011) §2).
+        normar = abs(zetabar)
+        normy = tl.norm(y)
+        info.residual_history.append(normr)
+        info.normar_history.append(normar)
+        if not math.isfinite(normy):
+            # Overflow in the vector update itself (the scalars were finite).
+            stop = LsmrStop.NOT_FINITE
+            break
+
+        # Stopping tests of Fong & Saunders (2011) §6 / scipy (test1..3, t1, rtol).
+        if normb > 0.0:
+            test1 = normr / normb
+            t1 = test1 / (1.0 + norma * normy / normb)
+            rtol = btol + atol * norma * normy / normb
+        else:
+            test1 = t1 = math.inf  # b = 0 (damped, x0 != 0): no consistent-system test
+            rtol = 0.0
+        test2 = normar / (norma * normr) if norma * normr != 0.0 else math.inf
+        test3 = 1.0 / conda
+        # Priority as in scipy: the tolerance tests override the machine-precision ones.
+        if test1 <= rtol:
+            stop = LsmrStop.RESIDUAL_SMALL
+        elif test2 <= atol:
+            stop = LsmrStop.LSQ_SOLVED  # Alg. 6: checked before the merit, any k
+        elif test3 <= ctol:
+            stop = LsmrStop.ILL_CONDITIONED
+        elif 1.0 + t1 <= 1.0:
+            stop = LsmrStop.RESIDUAL_EPS
+        elif 1.0 + test2 <= 1.0:
+            stop = LsmrStop.LSQ_EPS
+        elif 1.0 + test3 <= 1.0:
+            stop = LsmrStop.COND_EPS
+
+        if callback is not None:
+            info.iterations = k
+            info.normr, info.normar, info.norma, info.conda, info.normx = (
+                normr, normar, norma, conda, normy)
+            user_stop = bool(callback(k, to_x(y), info))
+        if stop is not None:
+            break
+
+        # Alg. 6, merit check at k = k_next.
+        if merit is not None and k == k_next:
+            xk = to_x(y)
+            f_k = eval_merit(k, xk)
+            last_eval = k
+            if f_k < f_min:
+                f_min, k_min = f_k, k
+                x_min = tl.clone(xk) if c is None else xk  # to_x already made a new vector
+            if k > miniter and f_k == f_min and (
+                _relative_progress(f_prev, f_k) < (k - k_prev) * ftol
+            ):
+                stop = LsmrStop.MERIT_STALLED
+            elif k > miniter and f_k > f_min and k > k_min + recover:
+                stop = LsmrStop.MERIT_NOT_RECOVERED
+            # Alg. 6 sets k_next = min(ceil(1.25 k_next), maxiter); the max(k_next + 1, .)
+            # keeps the schedule strictly increasing for any check_growth >= 1.
+            k_next = min(max(k_next + 1, math.ceil(check_growth * k_next)), maxiter)
+            k_prev = k
+            f_prev = f_k
+            if stop is not None:
+                break
+        if user_stop:
+            stop = LsmrStop.CALLBACK
+            break
+    else:
+        stop = LsmrStop.MAXITER
+
+    assert stop is not None
+    # The returned iterate is x_{k_done}: on NOT_FINITE the update of iteration k was
+    # not applied (unless the overflow happened in the update itself).
+    k_done = k - 1 if stop is LsmrStop.NOT_FINITE and len(info.residual_history) < k else k
+    if merit is None:
+        return finish(stop, to_x(y), k_done, normr, normar, norma, conda, normy)
+
+    # NOTES item 4 (deliberate deviation from Alg. 6, which returns x_k): return the
+    # iterate with the best merit among those evaluated, evaluating the last one too.
+    if last_eval != k_done:
+        xk = to_x(y)
+        f_k = eval_merit(k_done, xk)
+        if f_k < f_min:
+            f_min, k_min, x_min = f_k, k_done, xk  # y is no longer updated: no clone needed
+    assert x_min is not None
+    info.best_merit_iteration = k_min
+    return finish(stop, x_min, k_done, normr, normar, norma, conda, normy)

@@ -1,0 +1,98 @@
+"""The linear-operator protocol the Krylov solvers work with.
+
+A solver only needs ``x -> A x`` (:meth:`LinearOperator.matvec`, the paper's forward
+mode, Alg. 4) and ``u -> A^T u`` (:meth:`LinearOperator.rmatvec`, reverse mode,
+Alg. 5). ``x`` lives in the domain (for a network: the weight space ``W``, a list of
+matrices) and ``u`` in the range (for a network: ``X = R^{n x m_1}``, one matrix).
+
+Range-space norms go through :meth:`range_norm` when the operator defines it, so a
+data-parallel operator whose range is sharded over processes can all-reduce there
+without the solver knowing (the domain is replicated, so domain norms stay local).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+from shf import tensorlist as tl
+from shf.tensorlist import Vec
+
+
+@runtime_checkable
+class LinearOperator(Protocol):
+    """Anything with ``matvec`` (``A x``) and ``rmatvec`` (``A^T u``)."""
+
+    def matvec(self, x: Vec) -> Vec:
+        """Return ``A x``."""
+        ...
+
+    def rmatvec(self, u: Vec) -> Vec:
+        """Return ``A^T u``."""
+        ...
+
+
+class DenseOperator:
+    """A dense matrix ``A`` (2-D tensor) seen as an operator on 1-D tensors."""
+
+    def __init__(self, A: Tensor) -> None:
+        if not isinstance(A, Tensor) or A.dim() != 2:
+            raise ValueError(f"a dense operator needs a 2-D tensor, got {getattr(A, 'shape', A)!r}")
+        self.A = A
+        self.shape = tuple(A.shape)
+
+    def matvec(self, x: Vec) -> Vec:
+        assert isinstance(x, Tensor)
+        return self.A @ x
+
+    def rmatvec(self, u: Vec) -> Vec:
+        assert isinstance(u, Tensor)
+        return self.A.T @ u
+
+
+def as_operator(A: object) -> LinearOperator:
+    """Wrap a dense 2-D tensor; pass through anything with ``matvec``/``rmatvec``."""
+    if isinstance(A, Tensor):
+        return DenseOperator(A)
+    if hasattr(A, "matvec") and hasattr(A, "rmatvec"):
+        return A  # type: ignore[return-value]
+    raise TypeError(
+        "A must be a 2-D torch.Tensor or an object with matvec(x) and rmatvec(u) methods, "
+        f"got {type(A).__name__}"
+    )
+
+
+def range_norm(A: LinearOperator, u: Vec) -> float:
+    """``||u||_2`` for ``u`` in the range of ``A`` (all-reduced if ``A`` says how)."""
+    f = getattr(A, "range_norm", None)
+    if f is not None:
+        return float(f(u))
+    return tl.norm(u)
+
+
+class ColumnScaled:
+    """``A diag(c)``: the column scaling a diagonal preconditioner applies (§4.4).
+
+    ``matvec(y) = A (c ∘ y)`` and ``rmatvec(u) = c ∘ A^T u``, the two products of
+    Alg. 6 with the inverse preconditioner ``c`` stored as a vector like ``x``.
+    """
+
+    def __init__(self, A: LinearOperator, c: Vec) -> None:
+        self.A = A
+        self.c = c
+
+    def matvec(self, x: Vec) -> Vec:
+        return self.A.matvec(tl.mul(self.c, x))
+
+    def rmatvec(self, u: Vec) -> Vec:
+        return tl.mul(self.c, self.A.rmatvec(u))
+
+    def range_norm(self, u: Vec) -> float:
+        return range_norm(self.A, u)
+
+
+def dtype_of(x: Vec) -> torch.dtype:
+    """The floating dtype of a vector."""
+    return x[0].dtype if isinstance(x, list) else x.dtype

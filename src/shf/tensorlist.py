@@ -1,0 +1,190 @@
+"""Algebra on the paper's weight space ``W`` (§3.1, eq. 1) and its output space ``X``.
+
+The paper keeps the weights as a *vector of matrices* ``w = (W_1, ..., W_k)`` and
+never flattens them. Every solver in :mod:`shf` works on a ``Vec``: either a single
+tensor (a point of the output space ``X = R^{n x m_1}``, or a dense vector) or a list
+of tensors (a point of ``W``). The operations below are the ones §3.1 defines:
+
+* ``<a, b> = sum_l A_l • B_l`` (Frobenius inner product summed over layers),
+* ``||w||_2 = sqrt(<w, w>)``, ``||w||_1 = sum_l sum_ij |(W_l)_ij|``,
+* ``v + w``, ``alpha v`` and the Hadamard product ``v ∘ w`` layer by layer.
+
+Inner products and norms return Python floats accumulated in float64 so that the
+scalar recurrences of LSMR/CG run in double precision whatever the tensor dtype.
+List operations use ``torch._foreach_*`` kernels (one launch for all layers).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Union
+
+import torch
+from torch import Tensor
+
+Vec = Union[Tensor, list[Tensor]]
+"""A point of ``W`` (list of matrices) or of the output space (one tensor)."""
+
+
+def _is_list(x: Vec) -> bool:
+    return isinstance(x, (list, tuple))
+
+
+def dot(a: Vec, b: Vec) -> float:
+    """Inner product ``<a, b> = sum_l A_l • B_l`` (§3.1), accumulated in float64."""
+    if _is_list(a):
+        assert isinstance(a, list) and isinstance(b, list)
+        return float(sum(torch.sum(x * y, dtype=torch.float64) for x, y in zip(a, b)))
+    assert isinstance(a, Tensor) and isinstance(b, Tensor)
+    return float(torch.sum(a * b, dtype=torch.float64))
+
+
+def norm(a: Vec) -> float:
+    """Euclidean norm ``||a||_2 = sqrt(<a, a>)`` (Frobenius over all layers)."""
+    if _is_list(a):
+        assert isinstance(a, list)
+        if not a:
+            return 0.0
+        # torch._foreach_norm computes all layer norms in one call.
+        norms = torch._foreach_norm(a)
+        return math.sqrt(float(sum(float(v.double()) ** 2 for v in norms)))
+    assert isinstance(a, Tensor)
+    return float(torch.linalg.vector_norm(a.double() if a.dtype != torch.float64 else a))
+
+
+def norm1(a: Vec) -> float:
+    """``||a||_1 = sum_l sum_ij |(A_l)_ij|`` (§3.1)."""
+    if _is_list(a):
+        assert isinstance(a, list)
+        return float(sum(torch.sum(x.abs(), dtype=torch.float64) for x in a))
+    assert isinstance(a, Tensor)
+    return float(torch.sum(a.abs(), dtype=torch.float64))
+
+
+def scale(alpha: float, a: Vec) -> Vec:
+    """``alpha a`` as a new vector."""
+    if _is_list(a):
+        assert isinstance(a, list)
+        return list(torch._foreach_mul(a, alpha))
+    assert isinstance(a, Tensor)
+    return a * alpha
+
+
+def scale_(a: Vec, alpha: float) -> Vec:
+    """In place ``a <- alpha a``; returns ``a``."""
+    if _is_list(a):
+        assert isinstance(a, list)
+        torch._foreach_mul_(a, alpha)
+        return a
+    assert isinstance(a, Tensor)
+    return a.mul_(alpha)
+
+
+def axpy(alpha: float, x: Vec, y: Vec) -> Vec:
+    """``y + alpha x`` as a new vector."""
+    if _is_list(x):
+        assert isinstance(x, list) and isinstance(y, list)
+        return list(torch._foreach_add(y, x, alpha=alpha))
+    assert isinstance(x, Tensor) and isinstance(y, Tensor)
+    return torch.add(y, x, alpha=alpha)
+
+
+def axpy_(alpha: float, x: Vec, y: Vec) -> Vec:
+    """In place ``y <- y + alpha x``; returns ``y``."""
+    if _is_list(x):
+        assert isinstance(x, list) and isinstance(y, list)
+        torch._foreach_add_(y, x, alpha=alpha)
+        return y
+    assert isinstance(x, Tensor) and isinstance(y, Tensor)
+    return y.add_(x, alpha=alpha)
+
+
+def add(a: Vec, b: Vec) -> Vec:
+    """``a + b``."""
+    return axpy(1.0, b, a)
+
+
+def sub(a: Vec, b: Vec) -> Vec:
+    """``a - b``."""
+    return axpy(-1.0, b, a)
+
+
+def mul(a: Vec, b: Vec) -> Vec:
+    """Hadamard product ``a ∘ b`` (§3.1), layer by layer."""
+    if _is_list(a):
+        assert isinstance(a, list) and isinstance(b, list)
+        return list(torch._foreach_mul(a, b))
+    assert isinstance(a, Tensor) and isinstance(b, Tensor)
+    return a * b
+
+
+def div(a: Vec, b: Vec) -> Vec:
+    """Componentwise ``a / b``."""
+    if _is_list(a):
+        assert isinstance(a, list) and isinstance(b, list)
+        return list(torch._foreach_div(a, b))
+    assert isinstance(a, Tensor) and isinstance(b, Tensor)
+    return a / b
+
+
+def zeros_like(a: Vec) -> Vec:
+    """The zero vector of ``a``'s space."""
+    if _is_list(a):
+        assert isinstance(a, list)
+        return [torch.zeros_like(x) for x in a]
+    assert isinstance(a, Tensor)
+    return torch.zeros_like(a)
+
+
+def clone(a: Vec) -> Vec:
+    """A deep copy of ``a``."""
+    if _is_list(a):
+        assert isinstance(a, list)
+        return [x.clone() for x in a]
+    assert isinstance(a, Tensor)
+    return a.clone()
+
+
+def copy_(dst: Vec, src: Vec) -> Vec:
+    """In place ``dst <- src``; returns ``dst``."""
+    if _is_list(dst):
+        assert isinstance(dst, list) and isinstance(src, list)
+        for d, s in zip(dst, src):
+            d.copy_(s)
+        return dst
+    assert isinstance(dst, Tensor) and isinstance(src, Tensor)
+    return dst.copy_(src)
+
+
+def all_finite(a: Vec) -> bool:
+    """True when no entry of ``a`` is NaN or infinite."""
+    if _is_list(a):
+        assert isinstance(a, list)
+        return all(bool(torch.isfinite(x).all()) for x in a)
+    assert isinstance(a, Tensor)
+    return bool(torch.isfinite(a).all())
+
+
+def flatten(a: Vec) -> Tensor:
+    """Concatenate into one 1-D tensor (row-major per layer).
+
+    Only for tests and dense references: the algorithms never flatten.
+    """
+    if _is_list(a):
+        assert isinstance(a, list)
+        return torch.cat([x.reshape(-1) for x in a])
+    assert isinstance(a, Tensor)
+    return a.reshape(-1)
+
+
+def unflatten(v: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
+    """Inverse of :func:`flatten` for the shapes of ``like``."""
+    out: list[Tensor] = []
+    i = 0
+    for x in like:
+        out.append(v[i : i + x.numel()].reshape(x.shape).to(x.dtype))
+        i += x.numel()
+    if i != v.numel():
+        raise ValueError(f"vector of length {v.numel()} does not match {i} weights")
+    return out

@@ -1,0 +1,49 @@
+"""Float64 references shared by the tests: autograd Jacobians of the autoencoder residual."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from shf import tensorlist as tl
+from shf.models.autoencoder import Autoencoder, forward, sparse_init
+
+
+def residual_fn(net: Autoencoder, X: Tensor):  # type: ignore[no-untyped-def]
+    """``w -> R(w; X) = (S_k - X)/sqrt(n)`` as a function of a tuple of weights."""
+    n = X.shape[0]
+
+    def R(*w: Tensor) -> Tensor:
+        return (forward(net, list(w), X) - X) / math.sqrt(n)
+
+    return R
+
+
+def dense_jacobian(net: Autoencoder, w: list[Tensor], X: Tensor) -> Tensor:
+    """``grad R(w; X)`` as an ``(n m_1) x n_var`` matrix (columns: flattened weights)."""
+    jac = torch.autograd.functional.jacobian(residual_fn(net, X), tuple(w))
+    n_out = X.numel()
+    return torch.cat([J.reshape(n_out, -1) for J in jac], dim=1)
+
+
+def tiny_problem(
+    encoder: tuple[int, ...], n: int, *, linear_code: bool = False, seed: int = 0
+) -> tuple[Autoencoder, list[Tensor], Tensor]:
+    """A small float64 autoencoder with dense random weights and data in (0, 1)."""
+    g = torch.Generator().manual_seed(seed)
+    net = Autoencoder(encoder, linear_code=linear_code)
+    w = sparse_init(net, m0=max(encoder), sigma=1.0, generator=g, dtype=torch.float64)
+    # Non-zero biases so the bias rows are exercised too.
+    w = [W + 0.1 * torch.randn(W.shape, generator=g, dtype=torch.float64) for W in w]
+    X = torch.rand(n, encoder[0], generator=g, dtype=torch.float64)
+    return net, w, X
+
+
+def random_like(w: list[Tensor], seed: int) -> list[Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(W.shape, generator=g, dtype=W.dtype) for W in w]
+
+
+__all__ = ["dense_jacobian", "random_like", "residual_fn", "tiny_problem", "tl"]

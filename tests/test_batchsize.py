@@ -1,0 +1,97 @@
+"""Alg. 2 on hand-computed cases and the growth rule of Alg. 1."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from reference import tiny_problem
+
+from shf.batchsize import BatchSchedule, predict_batch_size
+from shf.curvature.mlp import AutoencoderJacobian
+from shf.errors import ConfigError
+
+
+def test_alg2_hand_computed():
+    # Two scalar "per-example gradients" per entry, n = 2:
+    # entry 1: g_i = 1, 3 -> mean 2, mean of squares 5, sample var 2/1 * (5 - 4) = 2
+    # entry 2: g_i = 0, 2 -> mean 1, mean of squares 2, sample var 2 * (2 - 1) = 2
+    # ||Var||_1 = 4, ||grad||^2 = 4 + 1 = 5, N = 10, theta = 0.5:
+    # n_hat = ceil(10 * 4 / (4 + 0.25 * 9 * 5)) = ceil(40 / 15.25) = ceil(2.62...) = 3
+    grad = [torch.tensor([[2.0, 1.0]], dtype=torch.float64)]
+    sumsq = [torch.tensor([[10.0, 4.0]], dtype=torch.float64)]
+    st = predict_batch_size(grad, sumsq, n=2, N=10, theta=0.5)
+    assert st.var_l1 == pytest.approx(4.0, rel=1e-15)
+    assert st.grad_norm_sq == pytest.approx(5.0, rel=1e-15)
+    assert st.n_hat == 3
+
+
+def test_alg2_satisfies_eq14_minimally():
+    """n_hat is the smallest size for which eq. (14) holds (squared norm, NOTES 6)."""
+    g = torch.Generator().manual_seed(0)
+    grad = [torch.randn(3, 4, generator=g, dtype=torch.float64) * 0.1]
+    sumsq = [grad[0] ** 2 * 50 + torch.rand(3, 4, generator=g, dtype=torch.float64)]
+    n, N, theta = 50, 5000, 0.3
+    st = predict_batch_size(grad, sumsq, n, N, theta)
+
+    def eq14(m: int) -> bool:
+        return st.var_l1 / m * (N - m) / (N - 1) <= theta**2 * st.grad_norm_sq
+
+    assert eq14(st.n_hat)
+    assert not eq14(st.n_hat - 1)
+
+
+def test_batched_variance_equals_per_example_loop():
+    net, w, X = tiny_problem((6, 4, 2), 9, seed=1)
+    A = AutoencoderJacobian(net, w, X)
+    grad, sumsq = A.per_example_gradient_stats()
+    st = predict_batch_size(grad, sumsq, n=9, N=100, theta=0.2)
+    # Per-example loop: each example's gradient separately, then the sample variance.
+    per = []
+    for i in range(9):
+        gi, _ = AutoencoderJacobian(net, w, X[i : i + 1]).per_example_gradient_stats()
+        per.append(torch.cat([t.reshape(-1) for t in gi]))
+    G = torch.stack(per)
+    var_l1 = float(G.var(dim=0, unbiased=True).sum())
+    assert st.var_l1 == pytest.approx(var_l1, rel=1e-10)
+    assert st.grad_norm_sq == pytest.approx(float((G.mean(0) ** 2).sum()), rel=1e-12)
+
+
+def test_alg2_errors():
+    with pytest.raises(ConfigError, match="n >= 2"):
+        predict_batch_size([torch.zeros(1)], [torch.zeros(1)], n=1, N=10, theta=0.5)
+
+
+def test_schedule_rules():
+    s = BatchSchedule(n=100, maxiter=50, n_max=1000)
+    # i = 1..5: no change, whatever the predictions.
+    for f in [1.0, 0.9, 0.8, 0.7, 0.6]:
+        assert s.update(f, 5000)[:2] == (100, 50)
+    # i = 6: n_avg = 5000 > n -> min(5000, n_max) = 1000; maxiter scales by 10.
+    n, maxiter, r_rel = s.update(0.5, 5000)
+    assert (n, maxiter) == (1000, 500)
+    assert r_rel == pytest.approx((1.0 - 0.5) / 0.5)
+
+
+def test_schedule_growth_on_stall():
+    s = BatchSchedule(n=200, maxiter=150, n_max=250)
+    for _ in range(5):
+        s.update(1.0, 10)
+    # Stalled validation (r_rel = 0 < 0.005) and n_avg = 10 <= n: grow by 1.005.
+    n, maxiter, r_rel = s.update(1.0, 10)
+    assert r_rel == 0.0
+    assert n == math.ceil(1.005 * 200) == 201
+    assert maxiter == math.ceil(201 / 200 * 150)
+    # Progressing validation: keep n.
+    n2, _, _ = s.update(0.5, 10)
+    assert n2 == 201
+
+
+def test_schedule_caps_at_nmax_and_validates():
+    s = BatchSchedule(n=10, maxiter=5, n_max=10)
+    for _ in range(7):
+        n, _, _ = s.update(1.0, 10**6)
+    assert n == 10
+    with pytest.raises(ConfigError, match="n_max"):
+        BatchSchedule(n=10, maxiter=5, n_max=5)

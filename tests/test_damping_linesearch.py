@@ -1,0 +1,69 @@
+"""Levenberg-Marquardt rule, reduction ratio and Armijo backtracking."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from shf.damping import levenberg_marquardt, reduction_ratio
+from shf.errors import ConfigError
+from shf.linesearch import armijo_backtracking
+
+
+def test_lm_rule():
+    assert levenberg_marquardt(2.0, 0.1, 0.5) == 4.0  # rho < 1/4: lambda / drop
+    assert levenberg_marquardt(2.0, 0.9, 0.5) == 1.0  # rho > 3/4: drop * lambda
+    assert levenberg_marquardt(2.0, 0.5, 0.5) == 2.0  # in between: unchanged
+    assert levenberg_marquardt(2.0, 0.25, 0.5) == 2.0  # boundaries are "unchanged"
+    assert levenberg_marquardt(2.0, 0.75, 0.5) == 2.0
+    assert levenberg_marquardt(2.0, math.nan, 0.5) == 4.0  # NaN rho raises damping
+    assert levenberg_marquardt(2.0, -math.inf, 0.5) == 4.0
+
+
+@pytest.mark.parametrize("drop", [0.0, 1.0, 1.5, -0.2])
+def test_lm_rejects_bad_drop(drop):
+    with pytest.raises(ConfigError, match=r"drop must be in \(0, 1\)"):
+        levenberg_marquardt(1.0, 0.5, drop)
+
+
+def test_lm_rejects_negative_lambda():
+    with pytest.raises(ConfigError, match="lambda must be finite and >= 0"):
+        levenberg_marquardt(-1.0, 0.5, 0.9)
+
+
+def test_reduction_ratio():
+    assert reduction_ratio(0.5, 1.0, -1.0) == 0.5
+    assert reduction_ratio(math.nan, 1.0, -1.0) == -math.inf
+    assert reduction_ratio(0.5, 1.0, 0.0) == -math.inf  # model predicts no decrease
+
+
+def test_armijo_on_quadratic():
+    """f(s) = (s - 0.1)^2 - 0.01 along d with slope f'(0) = -0.2: Armijo with alpha = 1/2 holds iff s <= 0.1: s = 1/16."""
+
+    def f(s: float) -> float:
+        return (s - 0.1) ** 2 - 0.01
+
+    res = armijo_backtracking(f, f(0.0), -0.2, alpha=0.5)
+    assert res.accepted
+    # The Armijo condition holds at the accepted step and fails at twice the step.
+    assert f(res.step) <= f(0.0) + 0.5 * res.step * -0.2
+    assert f(2 * res.step) > f(0.0) + 0.5 * 2 * res.step * -0.2
+    assert res.step == 0.0625
+
+
+def test_armijo_rejects_ascent_and_nan():
+    assert not armijo_backtracking(lambda s: 0.0, 1.0, 0.3).accepted
+    res = armijo_backtracking(lambda s: math.nan, 1.0, -1.0, max_backtracks=3)
+    assert not res.accepted and res.step == 0.0 and res.evaluations == 4
+
+
+def test_armijo_reuses_f_at_one():
+    calls = []
+
+    def f(s: float) -> float:
+        calls.append(s)
+        return -s
+
+    res = armijo_backtracking(f, 0.0, -1.0, f_at_one=-1.0)
+    assert res.accepted and res.step == 1.0 and calls == []

@@ -1,0 +1,61 @@
+"""Chapelle-Erhan's estimator against the exact diagonal of the Gauss-Newton matrix."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from reference import dense_jacobian, tiny_problem
+
+from shf import precond
+from shf import tensorlist as tl
+from shf.curvature.mlp import AutoencoderJacobian
+from shf.errors import ConfigError
+
+
+def test_chapelle_erhan_estimate_is_unbiased():
+    """Mean of the estimate over M draws -> diag(J^T J), within 6 standard errors per entry.
+
+    Each entry is a sum of squares of Rademacher combinations; its sample standard
+    deviation s over M draws gives a standard error s/sqrt(M). With ~100 entries a
+    6-sigma deviation happens with probability < 1e-7, while a wrong estimator (e.g.
+    a missing square or a wrong 1/n) is off by O(1) relative and fails.
+    """
+    net, w, X = tiny_problem((6, 4, 2), 8, seed=7)
+    A = AutoencoderJacobian(net, w, X)
+    exact = (dense_jacobian(net, w, X) ** 2).sum(dim=0)  # diag(G) = column norms^2
+    g = torch.Generator().manual_seed(0)
+    M = 4000
+    draws = torch.stack([tl.flatten(precond.chapelle_erhan_estimate(A, g)) for _ in range(M)])
+    mean, std = draws.mean(0), draws.std(0)
+    bound = 6 * std / M**0.5 + 1e-12
+    assert torch.all((mean - exact).abs() <= bound), float(((mean - exact).abs() / bound).max())
+    # The estimator is not trivially exact: single draws do differ from the mean.
+    assert float(std.max()) > 1e-3 * float(exact.max())
+
+
+def test_chapelle_erhan_inverse_form():
+    net, w, X = tiny_problem((6, 4, 2), 8, seed=7)
+    A = AutoencoderJacobian(net, w, X)
+    est = precond.chapelle_erhan_estimate(A, torch.Generator().manual_seed(3))
+    c = precond.chapelle_erhan(A, torch.Generator().manual_seed(3))
+    for ci, ei in zip(c, est):
+        torch.testing.assert_close(ci, 1.0 / (1.0 + ei.sqrt()), rtol=1e-14, atol=0)
+        assert bool((ci > 0).all()) and bool((ci <= 1).all())
+
+
+def test_martens_fisher_formula():
+    net, w, X = tiny_problem((6, 4, 2), 8, seed=8)
+    A = AutoencoderJacobian(net, w, X)
+    _, sumsq = A.per_example_gradient_stats()
+    c = precond.martens_fisher(A, lam=0.5)
+    for ci, s in zip(c, sumsq):
+        torch.testing.assert_close(ci, (s / 8 + 0.25 + 1e-12) ** (-0.375), rtol=1e-12, atol=0)
+
+
+def test_compute_dispatch_and_errors():
+    net, w, X = tiny_problem((6, 4, 2), 8)
+    A = AutoencoderJacobian(net, w, X)
+    assert precond.compute("none", A, 1.0) is None
+    assert len(precond.compute("martens", A, 1.0) or []) == len(w)
+    with pytest.raises(ConfigError, match="unknown preconditioner 'jacobi'"):
+        precond.compute("jacobi", A, 1.0)
