@@ -47,3 +47,47 @@ def random_like(w: list[Tensor], seed: int) -> list[Tensor]:
 
 
 __all__ = ["dense_jacobian", "random_like", "residual_fn", "tiny_problem", "tl"]
+
+
+class LinearJacobian:
+    """The constant Jacobian ``M`` of ``R(w) = M vec(W) - y`` (a linear least-squares problem)."""
+
+    def __init__(self, model: LinearLSQ, w: list[Tensor]) -> None:
+        self.model = model
+        self.wshape = w[0].shape
+        self._R = model.M @ w[0].reshape(-1) - model.y
+        self._loss = 0.5 * float(self._R @ self._R)
+
+    @property
+    def residual(self) -> Tensor:
+        return self._R
+
+    @property
+    def loss(self) -> float:
+        return self._loss
+
+    def matvec(self, d):  # type: ignore[no-untyped-def]
+        return self.model.M @ d[0].reshape(-1)
+
+    def rmatvec(self, u):  # type: ignore[no-untyped-def]
+        return [(self.model.M.T @ u).reshape(self.wshape)]
+
+    def gradient(self) -> list[Tensor]:
+        return self.rmatvec(self._R)
+
+    def range_norm(self, u: Tensor) -> float:
+        return float(u.norm())
+
+
+class LinearLSQ:
+    """``f(w) = 1/2 ||M vec(W) - y||^2`` as a :class:`shf.curvature.base.ResidualModel` (X unused)."""
+
+    def __init__(self, M: Tensor, y: Tensor, shape: tuple[int, int]) -> None:
+        self.M, self.y, self.shape = M, y, shape
+
+    def jacobian(self, w: list[Tensor], X: Tensor) -> LinearJacobian:
+        return LinearJacobian(self, w)
+
+    def loss(self, w: list[Tensor], X: Tensor) -> float:
+        r = self.M @ w[0].reshape(-1) - self.y
+        return 0.5 * float(r @ r)

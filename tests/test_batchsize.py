@@ -6,8 +6,8 @@ import math
 
 import pytest
 import torch
-from reference import tiny_problem
 
+from reference import tiny_problem
 from shf.batchsize import BatchSchedule, predict_batch_size
 from shf.curvature.mlp import AutoencoderJacobian
 from shf.errors import ConfigError

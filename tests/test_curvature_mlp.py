@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from reference import dense_jacobian, random_like, residual_fn, tiny_problem
 
+from reference import dense_jacobian, random_like, residual_fn, tiny_problem
 from shf import tensorlist as tl
 from shf.curvature.mlp import AutoencoderJacobian
 

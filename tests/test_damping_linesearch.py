@@ -39,7 +39,10 @@ def test_reduction_ratio():
 
 
 def test_armijo_on_quadratic():
-    """f(s) = (s - 0.1)^2 - 0.01 along d with slope f'(0) = -0.2: Armijo with alpha = 1/2 holds iff s <= 0.1: s = 1/16."""
+    """f(s) = (s - 0.1)^2 - 0.01, slope f'(0) = -0.2.
+
+    Armijo with alpha = 1/2 holds iff s <= 0.1, so halving from 1 stops at s = 1/16.
+    """
 
     def f(s: float) -> float:
         return (s - 0.1) ** 2 - 0.01

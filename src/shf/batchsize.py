@@ -39,7 +39,7 @@ def predict_batch_size(
     """
     if n < 2:
         raise ConfigError(f"the batch-size test needs n >= 2 examples, got {n}")
-    if N < n:
+    if n > N:
         raise ConfigError(f"training-set size N={N} is smaller than the batch n={n}")
     # Var(grad f_S) <- n/(n-1) [ (1/n) sum_i (grad f_i)^2 - (grad f_S)^2 ]
     var = [(s / n - g * g).clamp_(min=0.0) * (n / (n - 1)) for g, s in zip(grad, sumsq)]

@@ -24,9 +24,7 @@ class Preconditioner(str, enum.Enum):
     NONE = "none"
 
 
-def chapelle_erhan_estimate(
-    A: AutoencoderJacobian, generator: torch.Generator | None = None
-) -> list[Tensor]:
+def chapelle_erhan_estimate(A: AutoencoderJacobian, generator: torch.Generator | None = None) -> list[Tensor]:
     """Chapelle & Erhan's (2011) unbiased estimate of ``diag(G)``, ``G = A^T A`` (§4.4, Alg. 3).
 
     For Rademacher ``U`` (``n x m_1``, entries ``±1``), ``F_l`` is Alg. 5's backward
@@ -72,7 +70,7 @@ def martens_fisher(A: AutoencoderJacobian, lam: float, exponent: float = 0.75) -
 
 def compute(
     kind: Preconditioner | str,
-    A: AutoencoderJacobian,
+    A: object,
     lam: float,
     generator: torch.Generator | None = None,
 ) -> list[Tensor] | None:
@@ -82,8 +80,13 @@ def compute(
     except ValueError:
         choices = ", ".join(p.value for p in Preconditioner)
         raise ConfigError(f"unknown preconditioner {kind!r}; choose from {choices}") from None
+    if kind is Preconditioner.NONE:
+        return None
+    if not isinstance(A, AutoencoderJacobian):
+        raise ConfigError(
+            f"the {kind.value} preconditioner needs per-example products, which "
+            f"{type(A).__name__} does not provide; use preconditioner 'none'"
+        )
     if kind is Preconditioner.CHAPELLE_ERHAN:
         return chapelle_erhan(A, generator)
-    if kind is Preconditioner.MARTENS:
-        return martens_fisher(A, lam)
-    return None
+    return martens_fisher(A, lam)

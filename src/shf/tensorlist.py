@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Union
+from typing import TypeAlias
 
 import torch
 from torch import Tensor
 
-Vec = Union[Tensor, list[Tensor]]
+Vec: TypeAlias = Tensor | list[Tensor]
 """A point of ``W`` (list of matrices) or of the output space (one tensor)."""
 
 

@@ -19,7 +19,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -118,8 +118,12 @@ def train(
     state = SHFState.initial(cfg)
     n1 = min(cfg.n1, N)
     sched = BatchSchedule(
-        n=n1, maxiter=cfg.maxiter1, n_max=max(min(cfg.n_max, N), n1), window=cfg.window,
-        growth=cfg.batch_growth, rrel_tol=cfg.rrel_tol,
+        n=n1,
+        maxiter=cfg.maxiter1,
+        n_max=max(min(cfg.n_max, N), n1),
+        window=cfg.window,
+        growth=cfg.batch_growth,
+        rrel_tol=cfg.rrel_tol,
     )
     # A fixed subset of the training set for the train error, if asked (documented in metrics).
     if loop.train_eval_size is not None and loop.train_eval_size < N:
@@ -131,10 +135,7 @@ def train(
     f_val0 = loss(net, w, data.val)
     f_test0 = loss(net, w, data.test)
     best = {"val": f_val0, "iteration": 0}
-    best_w = tl.clone(w)
-    assert isinstance(best_w, list)
-    best_train = loss(net, w, X_train_eval)
-    best_test = f_test0
+    best_w = cast(list[Tensor], tl.clone(w))
     history: list[dict[str, Any]] = []
     opt_time = 0.0
     examples = 0
@@ -179,15 +180,15 @@ def train(
             "times": info.times,
             "train_error_subset": X_train_eval is not data.train,
         }
-        if improved or i % loop.eval_every == 0:
+        if i % loop.eval_every == 0:
             f_tr = loss(net, w, X_train_eval)
             f_te = loss(net, w, data.test)
-            rec.update(train_error=f_tr, train_error_no_half=2 * f_tr,
-                       test_error=f_te, test_error_no_half=2 * f_te)
+            rec.update(
+                train_error=f_tr, train_error_no_half=2 * f_tr, test_error=f_te, test_error_no_half=2 * f_te
+            )
         if improved:
             best = {"val": f_val, "iteration": i}
-            best_w = tl.clone(w)  # type: ignore[assignment]
-            best_train, best_test = rec["train_error"], rec["test_error"]
+            best_w = cast(list[Tensor], tl.clone(w))
         rec["best_val_error"] = best["val"]
         history.append(rec)
         if on_iteration is not None:
@@ -202,6 +203,9 @@ def train(
             stop_reason = "interrupted"
             break
 
+    # Train and test errors at the best-validation weights (what the paper reports).
+    best_train = loss(net, best_w, X_train_eval)
+    best_test = loss(net, best_w, data.test)
     summary = {
         "train_error": best_train,
         "val_error": best["val"],

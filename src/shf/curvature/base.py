@@ -49,3 +49,20 @@ class JacobianOperator(Protocol):
     def range_norm(self, U: Vec) -> float:
         """``||U||_F`` of an output-space matrix (all-reduced when sharded)."""
         ...
+
+
+@runtime_checkable
+class ResidualModel(Protocol):
+    """A least-squares model ``f(w; X) = 1/2 ||R(w; X)||_F^2`` that SHF can train.
+
+    :class:`shf.models.autoencoder.Autoencoder` is one; an autodiff model wrapping any
+    ``nn.Module`` is another.
+    """
+
+    def jacobian(self, w: list[Tensor], X: Tensor) -> JacobianOperator:
+        """The operator ``grad R(w; X)`` with ``R``, ``f`` and ``grad f`` at ``(w, X)``."""
+        ...
+
+    def loss(self, w: list[Tensor], X: Tensor) -> float:
+        """``f(w; X)`` (float64 accumulation; ``inf`` on overflow)."""
+        ...

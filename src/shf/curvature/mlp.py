@@ -72,7 +72,7 @@ class AutoencoderJacobian:
         return self._loss
 
     @property
-    def shape(self) -> tuple[int, int]:
+    def matrix_shape(self) -> tuple[int, int]:
         """``(n m_1, n_var)``: the Jacobian's size as a matrix."""
         return (self.n * self.net.input_dim, self.net.n_params())
 

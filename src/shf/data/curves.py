@@ -246,7 +246,7 @@ def sample_control_points(rng: np.random.Generator, n: int, *, size: int = IMAGE
 
 def _splat_bilinear(points: FloatArray, size: int, ink: float) -> FloatArray:
     """Spread ``ink`` from each point over the 4 pixels whose centres surround it."""
-    n, n_points, _ = points.shape
+    n = points.shape[0]
     u = points[..., 0] - 0.5  # column coordinate in pixel-centre units
     v = points[..., 1] - 0.5  # row coordinate in pixel-centre units
     if u.min() < 0.0 or v.min() < 0.0 or u.max() > size - 1 or v.max() > size - 1:
@@ -257,10 +257,9 @@ def _splat_bilinear(points: FloatArray, size: int, ink: float) -> FloatArray:
     fv = v - r0
     base = (np.arange(n, dtype=np.intp) * (size * size))[:, None] + r0 * size + c0
     idx = np.concatenate([base, base + 1, base + size, base + size + 1], axis=1)
-    w = ink * np.concatenate(
-        [(1 - fu) * (1 - fv), fu * (1 - fv), (1 - fu) * fv, fu * fv], axis=1
-    )
-    flat = np.bincount(idx.ravel(), weights=w.ravel(), minlength=n * size * size)
+    w = ink * np.concatenate([(1 - fu) * (1 - fv), fu * (1 - fv), (1 - fu) * fv, fu * fv], axis=1)
+    counts = np.bincount(idx.ravel(), weights=w.ravel(), minlength=n * size * size)
+    flat: FloatArray = np.asarray(counts, dtype=np.float64)  # stubs type bincount as int
     return flat.reshape(n, size, size)
 
 
@@ -280,9 +279,7 @@ def _blur(images: FloatArray) -> FloatArray:
     return out
 
 
-def render_curves(
-    control: FloatArray, *, size: int = IMAGE_SIZE, blur: bool = True
-) -> ImageArray:
+def render_curves(control: FloatArray, *, size: int = IMAGE_SIZE, blur: bool = True) -> ImageArray:
     """Draw the curves through the given control points (steps 3-6 of the recipe).
 
     Args:
@@ -363,8 +360,7 @@ def _mat_images(mat: dict[str, Any], name: str, path: Path, min_rows: int) -> Im
     arr = np.asarray(mat[name])
     if arr.ndim != 2 or arr.shape[1] != _MAT_WIDTH:
         raise DataError(
-            f"{path}: {name!r} must have shape (n, {_MAT_WIDTH}), one 28x28 image per row; "
-            f"got {arr.shape}"
+            f"{path}: {name!r} must have shape (n, {_MAT_WIDTH}), one 28x28 image per row; got {arr.shape}"
         )
     if arr.shape[0] < min_rows:
         raise DataError(f"{path}: {name!r} needs at least {min_rows} rows, got {arr.shape[0]}")
@@ -399,10 +395,10 @@ def load_curves_mat(path: str | os.PathLike[str]) -> CurvesSplit:
             [0, 1] or NaN/Inf.
     """
     p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"CURVES file not found: {p}")
     try:
-        mat = scipy.io.loadmat(p)
-    except FileNotFoundError:
-        raise
+        mat = scipy.io.loadmat(str(p), appendmat=False)
     except NotImplementedError as exc:  # MATLAB v7.3 (HDF5)
         raise DataError(f"{p}: MATLAB v7.3 (HDF5) files are not supported: {exc}") from exc
     except (ValueError, TypeError, OSError) as exc:

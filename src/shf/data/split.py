@@ -41,18 +41,26 @@ def check_array(x: np.ndarray | Tensor, name: str, *, unit_range: bool = True) -
     Raises :class:`DataError` for a non-2-D array, an empty one, NaN/Inf entries, or
     (``unit_range``) values outside ``[0, 1]``, which logistic outputs cannot reach.
     """
-    t = torch.as_tensor(np.asarray(x)) if not isinstance(x, Tensor) else x
+    if not isinstance(x, Tensor):
+        a = np.asarray(x)
+        if a.dtype.kind not in "biuf":
+            raise DataError(f"{name} must be numeric, got dtype {a.dtype}")
+        t = torch.as_tensor(a)
+    else:
+        t = x
     if t.dim() != 2:
         raise DataError(f"{name} must be a 2-D array (examples x features), got shape {tuple(t.shape)}")
     if t.shape[0] == 0 or t.shape[1] == 0:
         raise DataError(f"{name} is empty (shape {tuple(t.shape)})")
     if not (t.is_floating_point() or t.dtype in (torch.uint8, torch.int16, torch.int32, torch.int64)):
         raise DataError(f"{name} must be numeric, got dtype {t.dtype}")
-    t = t.to(torch.float64) if not t.is_floating_point() else t
+    t = t.to(torch.float64) if not t.is_floating_point() or t.dtype == torch.float16 else t
     bad = ~torch.isfinite(t)
     if bool(bad.any()):
         r, c = (int(v) for v in bad.nonzero()[0])
-        raise DataError(f"{name} contains NaN or Inf ({int(bad.sum())} entries, first at row {r}, column {c})")
+        raise DataError(
+            f"{name} contains NaN or Inf ({int(bad.sum())} entries, first at row {r}, column {c})"
+        )
     if unit_range:
         lo, hi = float(t.min()), float(t.max())
         if lo < 0.0 or hi > 1.0:
@@ -77,7 +85,6 @@ def make_split(
     te = check_array(test, f"{name} test", unit_range=unit_range)
     if not tr.shape[1] == va.shape[1] == te.shape[1]:
         raise DataError(
-            f"{name}: train, validation and test widths differ: "
-            f"{tr.shape[1]}, {va.shape[1]}, {te.shape[1]}"
+            f"{name}: train, validation and test widths differ: {tr.shape[1]}, {va.shape[1]}, {te.shape[1]}"
         )
     return Split(tr, va, te, name)

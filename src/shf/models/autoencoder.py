@@ -14,11 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from shf.errors import ConfigError
+
+if TYPE_CHECKING:
+    from shf.curvature.mlp import AutoencoderJacobian
 
 LOGISTIC = "logistic"
 LINEAR = "linear"
@@ -43,9 +47,7 @@ class Autoencoder:
     def __post_init__(self) -> None:
         enc = tuple(self.encoder)
         if len(enc) < 2:
-            raise ConfigError(
-                f"encoder needs at least an input and a code size, got {list(enc)}"
-            )
+            raise ConfigError(f"encoder needs at least an input and a code size, got {list(enc)}")
         for m in enc:
             if isinstance(m, bool) or not isinstance(m, int) or m <= 0:
                 raise ConfigError(f"layer sizes must be positive integers, got {list(enc)}")
@@ -55,9 +57,7 @@ class Autoencoder:
         object.__setattr__(self, "sizes", sizes)
         k = len(sizes) - 1
         code = len(enc) - 2  # index of the weight matrix that produces the code layer
-        acts = tuple(
-            LINEAR if (self.linear_code and l == code) else LOGISTIC for l in range(k)
-        )
+        acts = tuple(LINEAR if (self.linear_code and l == code) else LOGISTIC for l in range(k))
         object.__setattr__(self, "activations", acts)
 
     @property
@@ -87,12 +87,20 @@ class Autoencoder:
             if tuple(W.shape) != s:
                 raise ValueError(f"W_{l} must have shape {s}, got {tuple(W.shape)}")
 
+    def jacobian(self, w: list[Tensor], X: Tensor) -> AutoencoderJacobian:
+        """``grad R(w; X)`` with ``S_l, S'_l`` cached (Alg. 4, 5)."""
+        from shf.curvature.mlp import AutoencoderJacobian
+
+        return AutoencoderJacobian(self, w, X)
+
+    def loss(self, w: Sequence[Tensor], X: Tensor) -> float:
+        """``f(w; X) = (1/n) sum_i 1/2 ||xhat_i - x_i||^2``."""
+        return loss(self, w, X)
+
     def check_data(self, X: Tensor, name: str = "X") -> None:
         """Raise ``ValueError`` for a batch this network cannot reconstruct."""
         if X.dim() != 2 or X.shape[1] != self.input_dim:
-            raise ValueError(
-                f"{name} must have shape (n, {self.input_dim}), got {tuple(X.shape)}"
-            )
+            raise ValueError(f"{name} must have shape (n, {self.input_dim}), got {tuple(X.shape)}")
         if X.shape[0] == 0:
             raise ValueError(f"{name} is empty")
 

@@ -20,18 +20,17 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
 
 from shf import precond as pc
 from shf import tensorlist as tl
-from shf.curvature.mlp import AutoencoderJacobian
+from shf.curvature.base import ResidualModel
 from shf.damping import levenberg_marquardt, reduction_ratio
 from shf.errors import ConfigError
 from shf.linesearch import armijo_backtracking
-from shf.models.autoencoder import Autoencoder, loss
 from shf.solvers.lsmr import lsmr
 
 
@@ -104,36 +103,54 @@ class SHFConfig:
         need(finite(self.lambda1) and self.lambda1 >= 0, f"lambda1 must be >= 0, got {self.lambda1}")
         need(finite(self.drop) and 0 < self.drop < 1, f"drop must be in (0, 1), got {self.drop}")
         need(finite(self.gamma1) and 0 <= self.gamma1 < 1, f"gamma1 must be in [0, 1), got {self.gamma1}")
-        need(finite(self.gamma_max) and 0 <= self.gamma_max < 1,
-             f"gamma_max must be in [0, 1), got {self.gamma_max}")
-        need(finite(self.gamma_growth) and self.gamma_growth >= 1,
-             f"gamma_growth must be >= 1, got {self.gamma_growth}")
-        need(isinstance(self.maxiter1, int) and self.maxiter1 >= 1,
-             f"maxiter1 must be a positive integer, got {self.maxiter1}")
+        need(
+            finite(self.gamma_max) and 0 <= self.gamma_max < 1,
+            f"gamma_max must be in [0, 1), got {self.gamma_max}",
+        )
+        need(
+            finite(self.gamma_growth) and self.gamma_growth >= 1,
+            f"gamma_growth must be >= 1, got {self.gamma_growth}",
+        )
+        need(
+            isinstance(self.maxiter1, int) and self.maxiter1 >= 1,
+            f"maxiter1 must be a positive integer, got {self.maxiter1}",
+        )
         need(finite(self.atol) and self.atol >= 0, f"atol must be >= 0, got {self.atol}")
         need(finite(self.ftol) and self.ftol >= 0, f"ftol must be >= 0, got {self.ftol}")
         need(isinstance(self.miniter, int) and self.miniter >= 0, f"miniter must be >= 0, got {self.miniter}")
         need(isinstance(self.recover, int) and self.recover >= 0, f"recover must be >= 0, got {self.recover}")
-        need(isinstance(self.first_check, int) and self.first_check >= 1,
-             f"first_check must be >= 1, got {self.first_check}")
-        need(finite(self.check_growth) and self.check_growth > 1,
-             f"check_growth must be > 1, got {self.check_growth}")
+        need(
+            isinstance(self.first_check, int) and self.first_check >= 1,
+            f"first_check must be >= 1, got {self.first_check}",
+        )
+        need(
+            finite(self.check_growth) and self.check_growth > 1,
+            f"check_growth must be > 1, got {self.check_growth}",
+        )
         need(finite(self.theta) and 0 < self.theta < 1, f"theta must be in (0, 1), got {self.theta}")
         need(isinstance(self.m0, int) and self.m0 >= 1, f"m0 must be a positive integer, got {self.m0}")
         need(finite(self.sigma) and self.sigma > 0, f"sigma must be > 0, got {self.sigma}")
         need(finite(self.alpha) and 0 < self.alpha < 1, f"alpha must be in (0, 1), got {self.alpha}")
-        need(isinstance(self.max_backtracks, int) and self.max_backtracks >= 0,
-             f"max_backtracks must be >= 0, got {self.max_backtracks}")
+        need(
+            isinstance(self.max_backtracks, int) and self.max_backtracks >= 0,
+            f"max_backtracks must be >= 0, got {self.max_backtracks}",
+        )
         need(isinstance(self.n1, int) and self.n1 >= 2, f"n1 must be an integer >= 2, got {self.n1}")
-        need(isinstance(self.n_max, int) and self.n_max >= self.n1,
-             f"n_max must be an integer >= n1 ({self.n1}), got {self.n_max}")
-        need(finite(self.batch_growth) and self.batch_growth > 1,
-             f"batch_growth must be > 1, got {self.batch_growth}")
+        need(
+            isinstance(self.n_max, int) and self.n_max >= self.n1,
+            f"n_max must be an integer >= n1 ({self.n1}), got {self.n_max}",
+        )
+        need(
+            finite(self.batch_growth) and self.batch_growth > 1,
+            f"batch_growth must be > 1, got {self.batch_growth}",
+        )
         need(finite(self.rrel_tol) and self.rrel_tol >= 0, f"rrel_tol must be >= 0, got {self.rrel_tol}")
         need(isinstance(self.window, int) and self.window >= 1, f"window must be >= 1, got {self.window}")
         choices = [p.value for p in pc.Preconditioner]
-        need(self.preconditioner in choices,
-             f"preconditioner must be one of {choices}, got {self.preconditioner!r}")
+        need(
+            self.preconditioner in choices,
+            f"preconditioner must be one of {choices}, got {self.preconditioner!r}",
+        )
 
 
 @dataclass
@@ -185,19 +202,14 @@ class StepInfo:
         return asdict(self)
 
 
-def _finite_or_none(x: float) -> float | None:
-    return x if math.isfinite(x) else None
-
-
 def shf_step(
-    net: Autoencoder,
+    model: ResidualModel,
     w: list[Tensor],
     X: Tensor,
     state: SHFState,
     cfg: SHFConfig,
     X_val: Tensor | None = None,
     generator: torch.Generator | None = None,
-    operator: Callable[[Autoencoder, list[Tensor], Tensor], AutoencoderJacobian] = AutoencoderJacobian,
 ) -> tuple[list[Tensor], StepInfo]:
     """One HF iteration of Alg. 1 on the mini-batch ``X``; updates ``state`` in place.
 
@@ -209,7 +221,7 @@ def shf_step(
     t0 = time.perf_counter()
     lam = state.lam
     # A <- grad R(w; X); b <- -R(w; X)
-    A = operator(net, w, X)
+    A = model.jacobian(w, X)
     b = -A.residual
     f0 = A.loss
     times["forward"] = time.perf_counter() - t0
@@ -226,7 +238,7 @@ def shf_step(
 
         def merit(d: Any) -> float:
             tm = time.perf_counter()
-            value = loss(net, tl.add(w, d), X_val)  # type: ignore[arg-type]
+            value = model.loss(tl.add(w, d), X_val)  # type: ignore[arg-type]
             merit_time[0] += time.perf_counter() - tm
             return value
 
@@ -262,7 +274,7 @@ def shf_step(
         g = A.gradient()  # grad f = A^T R = -A^T b (eq. 6)
         slope = tl.dot(d, g)  # -d^T A^T b
         model_change = 0.5 * A.range_norm(Ad) ** 2 + slope
-        f_new = loss(net, tl.add(w, d), X)  # type: ignore[arg-type]
+        f_new = model.loss(tl.add(w, d), X)  # type: ignore[arg-type]
     else:
         slope, model_change, f_new = math.nan, math.nan, math.inf
     # rho <- (f(w + d) - f(w)) / q(d)  (§4.2)
@@ -275,7 +287,7 @@ def shf_step(
     # Backtracking: s <- 1; while f(w + s d) > f(w) - alpha s d^T A^T b: s <- s/2
     if finite:
         ls = armijo_backtracking(
-            lambda s: loss(net, tl.axpy(s, d, w), X),  # type: ignore[arg-type]
+            lambda s: model.loss(tl.axpy(s, d, w), X),  # type: ignore[arg-type]
             f0,
             slope,
             alpha=cfg.alpha,
@@ -288,10 +300,9 @@ def shf_step(
     times["linesearch"] = time.perf_counter() - t
 
     # w <- w + s d
-    w_new = tl.axpy(step, d, w) if accepted else tl.clone(w)
-    assert isinstance(w_new, list)
+    w_new = cast(list[Tensor], tl.axpy(step, d, w) if accepted else tl.clone(w))
     if accepted and not tl.all_finite(w_new):  # never write NaN weights
-        accepted, step, loss_new, w_new = False, 0.0, f0, tl.clone(w)  # type: ignore[assignment]
+        accepted, step, loss_new, w_new = False, 0.0, f0, cast(list[Tensor], tl.clone(w))
         lam_next = max(lam_next, lam / cfg.drop)
 
     # d <- gamma d; gamma <- min(1.002 gamma, 0.95)  (§4.5)

@@ -41,6 +41,7 @@ from __future__ import annotations
 import enum
 import logging
 import math
+import numbers
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -201,9 +202,9 @@ def _check_real(name: str, value: float, *, allow_inf: bool = False) -> float:
 
 
 def _check_int(name: str, value: int, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
+    return int(value)
 
 
 def _validate_vectors(
@@ -215,8 +216,7 @@ def _validate_vectors(
             continue
         if not _is_vec(vec):
             raise ValueError(
-                f"{name} must be a torch.Tensor or a non-empty list of tensors, "
-                f"got {type(vec).__name__}"
+                f"{name} must be a torch.Tensor or a non-empty list of tensors, got {type(vec).__name__}"
             )
         if not all(t.is_floating_point() for t in _tensors(vec)):
             raise ValueError(f"{name} must have a floating-point dtype")
@@ -229,8 +229,7 @@ def _validate_vectors(
         )
     if x0 is not None and precond is not None and _structure(x0) != _structure(precond):
         raise ValueError(
-            f"x0 and precond must have the same structure, got {_structure(x0)} "
-            f"and {_structure(precond)}"
+            f"x0 and precond must have the same structure, got {_structure(x0)} and {_structure(precond)}"
         )
     shape = getattr(op, "shape", None)
     if not (isinstance(shape, tuple) and len(shape) == 2):
@@ -238,12 +237,12 @@ def _validate_vectors(
     m, n = int(shape[0]), int(shape[1])
     # An operator with a 2-D shape (a dense matrix) acts on 1-D tensors.
     if not isinstance(b, Tensor) or tuple(b.shape) != (m,):
-        raise ValueError(f"b must be a 1-D tensor of length {m} for A of shape {(m, n)}, "
-                         f"got {_structure(b)}")
+        raise ValueError(f"b must be a 1-D tensor of length {m} for A of shape {(m, n)}, got {_structure(b)}")
     for name, vec in (("x0", x0), ("precond", precond)):
         if vec is not None and (not isinstance(vec, Tensor) or tuple(vec.shape) != (n,)):
-            raise ValueError(f"{name} must be a 1-D tensor of length {n} for A of shape "
-                             f"{(m, n)}, got {_structure(vec)}")
+            raise ValueError(
+                f"{name} must be a 1-D tensor of length {n} for A of shape {(m, n)}, got {_structure(vec)}"
+            )
     return m, n
 
 
@@ -364,15 +363,31 @@ def lsmr(
         return y if c is None else tl.mul(c, y)
 
     def finish(
-        stop: LsmrStop, x: Vec, k: int, normr: float, normar: float, norma: float,
-        conda: float, normx: float,
+        stop: LsmrStop,
+        x: Vec,
+        k: int,
+        normr: float,
+        normar: float,
+        norma: float,
+        conda: float,
+        normx: float,
     ) -> tuple[Vec, LsmrInfo]:
         info.stop, info.iterations = stop, k
         info.normr, info.normar, info.norma, info.conda, info.normx = (
-            normr, normar, norma, conda, normx)
+            normr,
+            normar,
+            norma,
+            conda,
+            normx,
+        )
         info.elapsed_s = time.perf_counter() - t_start
-        logger.debug("lsmr stopped: %s after %d iterations, normr=%.3e normar=%.3e",
-                     stop.value, k, normr, normar)
+        logger.debug(
+            "lsmr stopped: %s after %d iterations, normr=%.3e normar=%.3e",
+            stop.value,
+            k,
+            normr,
+            normar,
+        )
         return x, info
 
     info = LsmrInfo(LsmrStop.RUNNING, 0, math.nan, math.nan, math.nan, math.nan, math.nan)
@@ -407,8 +422,7 @@ def lsmr(
         alpha = 0.0
     for name, vec in (("x0", x0), ("precond", c)):
         if vec is not None and _structure(vec) != _structure(v):
-            raise ValueError(f"{name} has structure {_structure(vec)} but A^T u has "
-                             f"{_structure(v)}")
+            raise ValueError(f"{name} has structure {_structure(vec)} but A^T u has {_structure(v)}")
     if y is None:
         y = tl.zeros_like(v)
 
@@ -433,14 +447,23 @@ def lsmr(
     normy = tl.norm(y)
     if not (math.isfinite(beta) and math.isfinite(alpha)):
         # A product with x0 or b was not finite: nothing to iterate on.
-        return finish(LsmrStop.NOT_FINITE, x_min if x_min is not None else x_start(), 0,
-                      beta, alpha * beta, alpha, 1.0, normy)
+        return finish(
+            LsmrStop.NOT_FINITE,
+            x_min if x_min is not None else x_start(),
+            0,
+            beta,
+            alpha * beta,
+            alpha,
+            1.0,
+            normy,
+        )
     if alpha > 0.0:
         tl.scale_(v, 1.0 / alpha)
 
-    # Alg. 6 lines 1-2: alphabar_1 = alpha_1, zetabar_1 = alpha_1 beta_1, rho_0 = rhobar_0 =
-    # cbar_0 = 1, sbar_0 = 0, h_1 = v_1, hbar_0 = 0.  (rho_0 = 1 as in Fong & Saunders; it
-    # only enters through thetabar_1 = sbar_0 rho_0 = 0.)
+    # Alg. 6 lines 1-2: alphabar_1 = alpha_1, zetabar_1 = alpha_1 beta_1, rhobar_0 = cbar_0 = 1,
+    # sbar_0 = 0, h_1 = v_1, hbar_0 = 0. Alg. 6 writes rho_0 = 0, which would make the k = 1
+    # hbar coefficient thetabar_1 rho_1 / (rho_0 rhobar_0) = 0/0; Fong & Saunders (and scipy)
+    # use rho_0 = 1, which gives the intended hbar_1 = h_1.
     zetabar = alpha * beta
     alphabar = alpha
     rho = 1.0
@@ -562,7 +585,8 @@ def lsmr(
             break
 
         # Alg. 6: hbar_k = h_k - thetabar_k rho_k / (rho_{k-1} rhobar_{k-1}) hbar_{k-1},
-        # x_k = x_{k-1} + zeta_k / (rho_k rhobar_k) hbar_k, h_{k+1} = v_{k+1} - theta_{k+1}/rho_k h_k.
+        # x_k = x_{k-1} + zeta_k / (rho_k rhobar_k) hbar_k,
+        # h_{k+1} = v_{k+1} - theta_{k+1} / rho_k h_k.
         tl.scale_(hbar, hbar_coef)
         tl.axpy_(1.0, h, hbar)
         tl.axpy_(x_coef, hbar, y)
@@ -617,7 +641,12 @@ def lsmr(
         if callback is not None:
             info.iterations = k
             info.normr, info.normar, info.norma, info.conda, info.normx = (
-                normr, normar, norma, conda, normy)
+                normr,
+                normar,
+                norma,
+                conda,
+                normy,
+            )
             user_stop = bool(callback(k, to_x(y), info))
         if stop is not None:
             break
@@ -630,9 +659,7 @@ def lsmr(
             if f_k < f_min:
                 f_min, k_min = f_k, k
                 x_min = tl.clone(xk) if c is None else xk  # to_x already made a new vector
-            if k > miniter and f_k == f_min and (
-                _relative_progress(f_prev, f_k) < (k - k_prev) * ftol
-            ):
+            if k > miniter and f_k == f_min and (_relative_progress(f_prev, f_k) < (k - k_prev) * ftol):
                 stop = LsmrStop.MERIT_STALLED
             elif k > miniter and f_k > f_min and k > k_min + recover:
                 stop = LsmrStop.MERIT_NOT_RECOVERED

@@ -1,0 +1,197 @@
+"""The ``shf`` command line: ``shf train`` (more sub-commands to come).
+
+Library code never prints; this module owns the progress bar and the final report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from shf import config as cfgmod
+from shf.errors import ShfError
+
+log = logging.getLogger("shf")
+
+
+def _encoder(text: str) -> list[int]:
+    try:
+        sizes = [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--encoder must be comma-separated integers such as 784,400,6, got {text!r}"
+        ) from None
+    if len(sizes) < 2 or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"--encoder needs at least two positive sizes, got {text!r}")
+    return sizes
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="shf",
+        description="Stochastic Hessian-free optimisation with LSMR (Emirahmetoglu & Stewart 2025).",
+    )
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser(
+        "train",
+        help="train an autoencoder with SHF-LSMR",
+        description=(
+            "Train with SHF-LSMR and write a run directory (config.json, env.json, metrics.jsonl, "
+            "weights.pt, summary.json). With no arguments: the CURVES architecture on a seeded "
+            "synthetic CURVES set, capped at 300 s of optimiser time."
+        ),
+    )
+    t.add_argument(
+        "--config",
+        default="default",
+        help=f"a TOML file or a built-in preset ({', '.join(cfgmod.preset_names())}); default: default",
+    )
+    t.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override any config value, e.g. --set optimizer.lambda1=3 (repeatable)",
+    )
+    t.add_argument("--out", default=None, help="run directory (default: runs/<name>-<timestamp>)")
+    t.add_argument("--seed", type=int, default=None, help="seed of initialisation and batches")
+    t.add_argument("--max-time", type=_positive_float, default=None, help="optimiser time limit, seconds")
+    t.add_argument("--max-iters", type=int, default=None, help="HF iteration limit")
+    t.add_argument("--encoder", type=_encoder, default=None, help="encoder sizes, e.g. 784,400,200,6")
+    t.add_argument("--dtype", choices=cfgmod.DTYPES, default=None)
+    t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def _flag_overrides(args: argparse.Namespace) -> list[str]:
+    o: list[str] = []
+    if args.seed is not None:
+        o.append(f"run.seed={args.seed}")
+    if args.max_time is not None:
+        o.append(f"run.max_time={args.max_time!r}")
+    if args.max_iters is not None:
+        o.append(f"run.max_iters={args.max_iters}")
+    if args.encoder is not None:
+        o.append(f"model.encoder={args.encoder}")
+    if args.dtype is not None:
+        o.append(f'run.dtype="{args.dtype}"')
+    if args.threads is not None:
+        o.append(f"run.threads={args.threads}")
+    return o
+
+
+def _fmt(x: Any, spec: str = ".4g") -> str:
+    return format(x, spec) if isinstance(x, (int, float)) and x is not None else "-"
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from shf import runlog
+    from shf.data.registry import load_dataset
+    from shf.models.autoencoder import Autoencoder
+    from shf.train import train
+
+    cfg = cfgmod.load(args.config, [*args.overrides, *_flag_overrides(args)])
+    if cfg.run.threads is not None:
+        torch.set_num_threads(cfg.run.threads)
+    out = runlog.RunDir(args.out or runlog.default_run_dir(cfg.name))
+    out.write_json("config.json", cfg.to_dict())
+    out.write_json("env.json", runlog.environment())
+
+    t0 = time.perf_counter()
+    dtype = torch.float64 if cfg.run.dtype == "float64" else torch.float32
+    data = load_dataset(cfg.data).to(dtype)
+    net = Autoencoder(tuple(cfg.model.encoder), linear_code=cfg.model.linear_code)
+    print(
+        f"shf train: {data.name}, train/val/test = {len(data.train)}/{len(data.val)}/{len(data.test)}, "
+        f"encoder {'-'.join(map(str, cfg.model.encoder))} ({net.n_params():,} weights), {cfg.run.dtype}, "
+        f"data ready in {time.perf_counter() - t0:.1f}s -> {out.path}",
+        file=sys.stderr,
+    )
+    loop = cfg.run.loop()
+    total = loop.max_iters
+    bar = tqdm(total=total, disable=args.no_progress, unit="it", dynamic_ncols=True, file=sys.stderr)
+    if math.isfinite(loop.max_time):
+        bar.set_description(f"SHF-LSMR (<= {loop.max_time:g}s)")
+
+    def on_iteration(rec: dict[str, Any]) -> None:
+        out.log_metrics(rec)
+        bar.update(1)
+        bar.set_postfix_str(
+            f"n={rec['n']} λ={rec['lam']:.3g} lsmr={rec['lsmr_iterations']}/{rec['lsmr_stop']} "
+            f"train={_fmt(rec.get('train_error'))} val={rec['val_error']:.4g} t={rec['time_s']:.0f}s",
+            refresh=False,
+        )
+
+    try:
+        result = train(net, data, cfg.optimizer, loop, seed=cfg.run.seed, on_iteration=on_iteration)
+    finally:
+        bar.close()
+        out.close()
+    out.save_weights(
+        result.weights,
+        {
+            "encoder": cfg.model.encoder,
+            "linear_code": cfg.model.linear_code,
+            "best_iteration": result.summary["best_iteration"],
+        },
+    )
+    summary = {"name": cfg.name, "dataset": data.name, **result.summary}
+    out.write_json("summary.json", summary)
+    s = result.summary
+    print(
+        f"best validation at HF iteration {s['best_iteration']}/{s['hf_iterations']} ({s['stop_reason']}), "
+        f"{s['optimizer_time_s']:.0f}s optimiser / {s['wall_time_s']:.0f}s wall\n"
+        f"  errors (paper scale, 1/2 mean squared error per case): "
+        f"train {s['train_error']:.4f}  val {s['val_error']:.4f}  test {s['test_error']:.4f}  "
+        f"(initial test {s['initial_test_error']:.4f})\n"
+        f"  errors (no-1/2 scale, Martens / Hinton & Salakhutdinov): "
+        f"train {s['train_error_no_half']:.4f}  val {s['val_error_no_half']:.4f}  "
+        f"test {s['test_error_no_half']:.4f}\n"
+        f"  run directory: {out.path}"
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "train":
+            return cmd_train(args)
+    except ShfError as e:
+        print(f"shf: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("shf: interrupted", file=sys.stderr)
+        return 130
+    parser.error(f"unknown command {args.command!r}")  # pragma: no cover
+    return 2  # pragma: no cover
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,250 @@
+"""Experiment configuration: TOML files, strict keys and types, CLI overrides.
+
+A configuration has four sections, each a dataclass whose fields are the keys that
+section accepts: ``[data]`` (:class:`DataConfig`), ``[model]`` (:class:`ModelConfig`),
+``[optimizer]`` (:class:`shf.optim.shf.SHFConfig`, the paper's hyper-parameters) and
+``[run]`` (:class:`RunConfig`). Unknown sections or keys, and values of the wrong type,
+raise :class:`shf.errors.ConfigError` naming the key. Overrides are
+``section.key=value`` strings whose value is read as a TOML literal (``3``, ``1e-5``,
+``true``, ``[784, 400, 6]``, ``"name"``), a bare word being taken as a string.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Union
+
+import tomllib
+
+from shf.errors import ConfigError
+from shf.optim.shf import SHFConfig
+from shf.train import LoopConfig
+
+DTYPES = ("float32", "float64")
+NONE_WORDS = ("none", "null")  # spell "no value" for an optional key in an override
+
+
+@dataclass
+class DataConfig:
+    """Which data set and how to split it.
+
+    Attributes:
+        dataset: ``curves`` (the file ``path`` if given, else the seeded synthetic set).
+        path: a data file or directory; ``None`` for the built-in/synthetic source.
+        n_train, n_val, n_test: split sizes (``None``: the paper's, Table 1).
+        seed: seed of the synthetic generator and of the split.
+    """
+
+    dataset: str = "curves"
+    path: str | None = None
+    n_train: int | None = None
+    n_val: int | None = None
+    n_test: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for k in ("n_train", "n_val", "n_test"):
+            v = getattr(self, k)
+            if v is not None and v < 1:
+                raise ConfigError(f"data.{k} must be a positive integer, got {v}")
+
+
+@dataclass
+class ModelConfig:
+    """The autoencoder: encoder sizes (decoder mirrored) and the code layer's units."""
+
+    encoder: list[int] = field(default_factory=lambda: [784, 400, 200, 100, 50, 25, 6])
+    linear_code: bool = False
+
+    def __post_init__(self) -> None:
+        if len(self.encoder) < 2 or any(isinstance(m, bool) or m < 1 for m in self.encoder):
+            raise ConfigError(f"model.encoder must list at least two positive sizes, got {self.encoder}")
+
+
+@dataclass
+class RunConfig:
+    """Seeds, numerics and stopping (see :class:`shf.train.LoopConfig`)."""
+
+    seed: int = 0
+    dtype: str = "float32"
+    threads: int | None = None
+    max_iters: int = 1000
+    max_time: float = math.inf
+    patience: int = 100
+    train_eval_size: int | None = None
+    eval_every: int = 1
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"run.dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"run.threads must be >= 1, got {self.threads}")
+        self.loop()  # validates the stopping rules
+
+    def loop(self) -> LoopConfig:
+        """The loop's stopping rules."""
+        return LoopConfig(
+            max_iters=self.max_iters,
+            max_time=self.max_time,
+            patience=self.patience,
+            train_eval_size=self.train_eval_size,
+            eval_every=self.eval_every,
+        )
+
+
+@dataclass
+class ExperimentConfig:
+    """A whole run: data, model, optimizer and run settings."""
+
+    name: str = "default"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optimizer: SHFConfig = field(default_factory=SHFConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dictionary (JSON/TOML-ready; ``inf`` kept as a float)."""
+        return dataclasses.asdict(self)
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "optimizer": SHFConfig,
+    "run": RunConfig,
+}
+
+
+def _check_type(value: Any, tp: Any, where: str) -> Any:
+    """Return ``value`` converted to ``tp`` (int -> float allowed) or raise ConfigError."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if type(None) in args and (value is None or (isinstance(value, str) and value.lower() in NONE_WORDS)):
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _check_type(value, a, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        return [_check_type(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported type {tp}")  # pragma: no cover
+
+
+def _build(cls: type, values: dict[str, Any], section: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) in [{section}]: {', '.join(unknown)}; valid keys: {', '.join(sorted(names))}"
+        )
+    kwargs = {k: _check_type(v, hints[k], f"{section}.{k}") for k, v in values.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"[{section}] {e}") from None
+
+
+def from_dict(d: dict[str, Any]) -> ExperimentConfig:
+    """Build and validate an :class:`ExperimentConfig` from nested dictionaries."""
+    unknown = sorted(set(d) - set(SECTIONS) - {"name"})
+    if unknown:
+        raise ConfigError(f"unknown section(s) {', '.join(unknown)}; valid: name, {', '.join(SECTIONS)}")
+    name = d.get("name", "default")
+    if not isinstance(name, str):
+        raise ConfigError(f"name must be a string, got {name!r}")
+    parts = {}
+    for sec, cls in SECTIONS.items():
+        vals = d.get(sec, {})
+        if not isinstance(vals, dict):
+            raise ConfigError(f"[{sec}] must be a table of keys, got {vals!r}")
+        parts[sec] = _build(cls, vals, sec)
+    return ExperimentConfig(name=name, **parts)
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """``"section.key=value"`` -> ``(section, key, value)`` with ``value`` a TOML literal."""
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise ConfigError(f"override {text!r} must look like section.key=value (e.g. optimizer.lambda1=3)")
+    lhs, raw = text.split("=", 1)
+    section, key = lhs.strip().split(".", 1)
+    raw = raw.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        if raw.lower() in ("inf", "+inf"):
+            value = math.inf
+        else:
+            value = raw  # a bare word is a string
+    return section, key, value
+
+
+def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of the nested dictionary ``d`` with ``section.key=value`` applied."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in d.items()}
+    for text in overrides:
+        section, key, value = parse_override(text)
+        if section not in SECTIONS:
+            raise ConfigError(f"override {text!r}: unknown section {section!r}; valid: {', '.join(SECTIONS)}")
+        out.setdefault(section, {})[key] = value
+    return out
+
+
+def preset_names() -> list[str]:
+    """Names of the built-in configuration files (``shf/experiments/configs/*.toml``)."""
+    files = resources.files("shf.experiments").joinpath("configs")
+    return sorted(p.name[:-5] for p in files.iterdir() if p.name.endswith(".toml"))
+
+
+def read_toml(name_or_path: str) -> dict[str, Any]:
+    """Read a built-in preset by name or a TOML file by path."""
+    p = Path(name_or_path)
+    if p.suffix == ".toml" or p.exists():
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} does not exist")
+        text = p.read_text()
+    else:
+        names = preset_names()
+        if name_or_path not in names:
+            raise ConfigError(f"unknown config {name_or_path!r}: give a .toml file or one of {names}")
+        text = resources.files("shf.experiments").joinpath("configs", f"{name_or_path}.toml").read_text()
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{name_or_path}: invalid TOML: {e}") from None
+
+
+def load(name_or_path: str = "default", overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read a preset or file, apply overrides, validate."""
+    return from_dict(apply_overrides(read_toml(name_or_path), overrides or []))

@@ -1,0 +1,66 @@
+"""`shf train` end to end on a tiny configuration, and its error messages."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from shf.cli import main
+
+TINY = [
+    "--set", "data.n_train=200", "--set", "data.n_val=60", "--set", "data.n_test=60",
+    "--encoder", "784,32,6", "--max-iters", "4", "--no-progress", "--dtype", "float64",
+    "--set", "optimizer.n1=40", "--set", "optimizer.maxiter1=20",
+]  # fmt: skip
+
+
+def test_train_writes_run_directory(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), *TINY]) == 0
+    printed = capsys.readouterr().out
+    assert "errors (paper scale" in printed and "test" in printed
+    for f in ("config.json", "env.json", "metrics.jsonl", "weights.pt", "summary.json"):
+        assert (out / f).is_file(), f
+    summary = json.loads((out / "summary.json").read_text())
+    for k in ("train_error", "val_error", "test_error", "train_error_no_half", "val_error_no_half",
+              "test_error_no_half", "initial_test_error", "hf_iterations", "wall_time_s"):  # fmt: skip
+        assert k in summary, k
+    assert summary["hf_iterations"] == 4
+    assert summary["test_error_no_half"] == pytest.approx(2 * summary["test_error"])
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 4
+    rec = json.loads(lines[0])
+    for k in ("n", "lam", "gamma", "lsmr_iterations", "lsmr_stop", "step", "rho", "val_error", "time_s"):
+        assert k in rec, k
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["model"]["encoder"] == [784, 32, 6] and cfg["run"]["max_iters"] == 4
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--set", "optimizer.drop=1.5"], r"drop must be in \(0, 1\)"),
+        (["--set", "optimizer.lambda1=-2"], "lambda1 must be >= 0"),
+        (["--encoder", "256,30"], "the data have 784 features but the network's input layer has 256"),
+        (["--set", "optimizer.bogus=1"], r"unknown key\(s\) in \[optimizer\]: bogus"),
+    ],
+)
+def test_bad_input_gives_clear_error(tmp_path, capsys, args, match):
+    import re
+
+    code = main(["train", "--out", str(tmp_path / "r"), *TINY, *args])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert re.search(match, err), err
+    assert "Traceback" not in err
+
+
+def test_bad_flag_values(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--encoder", "784,x"])
+    assert e.value.code == 2
+    assert "--encoder must be comma-separated integers" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--max-time", "-3"])
+    assert "expected a positive number" in capsys.readouterr().err

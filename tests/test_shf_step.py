@@ -1,0 +1,147 @@
+"""One HF step (Alg. 1): least-squares limit, Armijo, LM rule, NaN rejection."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from reference import LinearLSQ, tiny_problem
+
+from shf import tensorlist as tl
+from shf.curvature.base import ResidualModel
+from shf.errors import ConfigError
+from shf.optim.shf import SHFConfig, SHFState, shf_step
+
+
+def _lsq(seed: int = 0) -> tuple[LinearLSQ, list[torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    M = torch.randn(30, 12, generator=g, dtype=torch.float64)
+    y = torch.randn(30, generator=g, dtype=torch.float64)
+    return LinearLSQ(M, y, (3, 4)), [torch.zeros(3, 4, dtype=torch.float64)]
+
+
+def test_models_satisfy_protocol():
+    model, _ = _lsq()
+    net, _, _ = tiny_problem((5, 3), 4)
+    assert isinstance(model, ResidualModel) and isinstance(net, ResidualModel)
+
+
+def test_one_step_with_vanishing_damping_reaches_least_squares_solution():
+    model, w = _lsq()
+    cfg = SHFConfig(lambda1=1e-8, preconditioner="none", use_merit=False, maxiter1=50, atol=1e-14)
+    state = SHFState.initial(cfg)
+    w1, info = shf_step(model, w, torch.empty(0), state, cfg)
+    x_ls = torch.linalg.lstsq(model.M, model.y.unsqueeze(1)).solution.squeeze(1)
+    # lambda^2 = 1e-16 perturbs the solution by O(1e-16 cond^2); LSMR to atol 1e-14:
+    # agreement to 1e-10 relative is far inside both and far outside any real error.
+    torch.testing.assert_close(w1[0].reshape(-1), x_ls, rtol=1e-10, atol=1e-12)
+    assert info.accepted and info.step == 1.0
+    # On a quadratic the model is exact: rho = 1, so lambda drops (rho > 3/4).
+    assert info.rho == pytest.approx(1.0, abs=1e-8)
+    assert state.lam == pytest.approx(1e-8 * cfg.drop)
+    # The warm start for the next iteration is gamma_1 d, and gamma grows by 1.002.
+    torch.testing.assert_close(state.d[0], cfg.gamma1 * w1[0], rtol=1e-12, atol=0)
+    assert state.gamma == pytest.approx(cfg.gamma1 * 1.002)
+
+
+def test_armijo_holds_after_line_search_on_autoencoder():
+    net, w, X = tiny_problem((6, 4, 2), 16, seed=3)
+    cfg = SHFConfig(lambda1=1e-3, preconditioner="chapelle-erhan", use_merit=False, maxiter1=30, n1=16)
+    state = SHFState.initial(cfg)
+    A = net.jacobian(w, X)
+    f0, g = A.loss, A.gradient()
+    w1, info = shf_step(net, w, X, state, cfg, generator=torch.Generator().manual_seed(0))
+    d = tl.scale(1.0 / info.step, tl.sub(w1, w)) if info.step > 0 else None
+    assert info.accepted and d is not None
+    slope = tl.dot(d, g)
+    assert slope < 0
+    assert net.loss(w1, X) <= f0 + cfg.alpha * info.step * slope
+    assert info.loss_new == pytest.approx(net.loss(w1, X), rel=1e-12)
+
+
+def test_lm_rule_raises_damping_when_model_is_poor():
+    """Nearly undamped Gauss-Newton on a saturated net overshoots: rho < 1/4, lambda / drop."""
+    net, w, X = tiny_problem((6, 4, 2), 16, seed=4)
+    w = [W * 6 for W in w]  # saturated units: the quadratic model is poor far from w
+    cfg = SHFConfig(lambda1=1e-6, preconditioner="none", use_merit=False, maxiter1=200, n1=16, drop=0.5)
+    state = SHFState.initial(cfg)
+    _, info = shf_step(net, w, X, state, cfg)
+    assert info.rho < 0.25
+    assert state.lam == pytest.approx(2e-6) and info.lam_next == state.lam
+    # Armijo still finds a (short) step along the GN direction.
+    assert info.accepted and 0 < info.step < 1
+
+
+def test_lm_rule_lowers_damping_when_model_is_good():
+    """Heavily damped step on a mildly nonlinear net: the model is accurate, rho > 3/4."""
+    net, w, X = tiny_problem((6, 4, 2), 16, seed=4)
+    cfg = SHFConfig(lambda1=10.0, preconditioner="none", use_merit=False, maxiter1=50, n1=16, drop=0.5)
+    state = SHFState.initial(cfg)
+    _, info = shf_step(net, w, X, state, cfg)
+    assert info.rho > 0.75
+    assert state.lam == pytest.approx(5.0)
+
+
+class _NaNModel(LinearLSQ):
+    """A model whose loss is NaN away from the current point (as an overflowing net)."""
+
+    def loss(self, w: list[torch.Tensor], X: torch.Tensor) -> float:
+        if float(w[0].abs().sum()) > 0:
+            return math.nan
+        return super().loss(w, X)
+
+
+def test_nan_loss_rejects_step_and_raises_damping():
+    g = torch.Generator().manual_seed(0)
+    model = _NaNModel(torch.randn(10, 4, generator=g, dtype=torch.float64), torch.ones(10, dtype=torch.float64), (2, 2))
+    w = [torch.zeros(2, 2, dtype=torch.float64)]
+    cfg = SHFConfig(lambda1=1.0, preconditioner="none", use_merit=False, drop=0.5)
+    state = SHFState.initial(cfg)
+    w1, info = shf_step(model, w, torch.empty(0), state, cfg)
+    assert not info.accepted and info.step == 0.0
+    assert torch.equal(w1[0], w[0]) and tl.all_finite(w1)
+    assert state.lam == 2.0  # lambda / drop
+    assert state.d is None  # the rejected direction is not reused
+
+
+class _NaNJacobianModel(LinearLSQ):
+    def jacobian(self, w, X):  # type: ignore[no-untyped-def]
+        J = super().jacobian(w, X)
+        J.matvec = lambda d: torch.full_like(self.y, math.nan)  # type: ignore[method-assign]
+        return J
+
+
+def test_nan_direction_never_reaches_weights():
+    g = torch.Generator().manual_seed(1)
+    model = _NaNJacobianModel(torch.randn(10, 4, generator=g, dtype=torch.float64), torch.ones(10, dtype=torch.float64), (2, 2))
+    w = [torch.ones(2, 2, dtype=torch.float64)]
+    cfg = SHFConfig(lambda1=1.0, preconditioner="none", use_merit=False, drop=0.5)
+    state = SHFState.initial(cfg)
+    w1, info = shf_step(model, w, torch.empty(0), state, cfg)
+    assert tl.all_finite(w1) and torch.equal(w1[0], w[0])
+    assert state.lam == 2.0 and not info.accepted
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"drop": 1.5}, r"drop must be in \(0, 1\)"),
+        ({"drop": 0.0}, r"drop must be in \(0, 1\)"),
+        ({"lambda1": -1.0}, "lambda1 must be >= 0"),
+        ({"lambda1": math.nan}, "lambda1 must be >= 0"),
+        ({"gamma1": 1.0}, r"gamma1 must be in \[0, 1\)"),
+        ({"maxiter1": 0}, "maxiter1 must be a positive integer"),
+        ({"atol": -1e-3}, "atol must be >= 0"),
+        ({"theta": 0.0}, r"theta must be in \(0, 1\)"),
+        ({"n1": 0}, "n1 must be an integer >= 2"),
+        ({"n1": 100, "n_max": 50}, r"n_max must be an integer >= n1 \(100\)"),
+        ({"m0": 0}, "m0 must be a positive integer"),
+        ({"sigma": 0.0}, "sigma must be > 0"),
+        ({"alpha": 1.0}, r"alpha must be in \(0, 1\)"),
+        ({"preconditioner": "jacobi"}, "preconditioner must be one of"),
+    ],
+)
+def test_invalid_hyperparameters(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        SHFConfig(**kwargs)
