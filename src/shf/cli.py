@@ -136,12 +136,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     if math.isfinite(loop.max_time):
         bar.set_description(f"SHF-LSMR (<= {loop.max_time:g}s)")
 
+    last_train: list[Any] = [None]
+
     def on_iteration(rec: dict[str, Any]) -> None:
         out.log_metrics(rec)
+        if rec.get("train_error") is not None:
+            last_train[0] = rec["train_error"]
         bar.update(1)
         bar.set_postfix_str(
             f"n={rec['n']} λ={rec['lam']:.3g} lsmr={rec['lsmr_iterations']}/{rec['lsmr_stop']} "
-            f"train={_fmt(rec.get('train_error'))} val={rec['val_error']:.4g} t={rec['time_s']:.0f}s",
+            f"train={_fmt(last_train[0])} val={rec['val_error']:.4g} t={rec['time_s']:.0f}s",
             refresh=False,
         )
 

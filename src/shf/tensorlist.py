@@ -180,11 +180,12 @@ def flatten(a: Vec) -> Tensor:
 
 def unflatten(v: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
     """Inverse of :func:`flatten` for the shapes of ``like``."""
+    total = sum(x.numel() for x in like)
+    if v.numel() != total:
+        raise ValueError(f"vector of length {v.numel()} does not match {total} weights")
     out: list[Tensor] = []
     i = 0
     for x in like:
         out.append(v[i : i + x.numel()].reshape(x.shape).to(x.dtype))
         i += x.numel()
-    if i != v.numel():
-        raise ValueError(f"vector of length {v.numel()} does not match {i} weights")
     return out
