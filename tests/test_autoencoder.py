@@ -19,7 +19,8 @@ def test_mirrored_sizes_shapes_and_activations():
     assert lin.activations == (LOGISTIC, LINEAR, LOGISTIC, LOGISTIC)
     # Table 1's MNIST net: 784-1000-500-250-30 mirrored, 2 x (785*1000 + 1001*500 + 501*250 + 251*30) + ...
     assert Autoencoder((784, 1000, 500, 250, 30)).n_params() == sum(
-        (a + 1) * b for a, b in zip((784, 1000, 500, 250, 30, 250, 500, 1000), (1000, 500, 250, 30, 250, 500, 1000, 784))
+        (a + 1) * b
+        for a, b in zip((784, 1000, 500, 250, 30, 250, 500, 1000), (1000, 500, 250, 30, 250, 500, 1000, 784))
     )
 
 
@@ -51,7 +52,11 @@ def test_loss_is_half_mean_squared_error_and_chunking():
 
 @pytest.mark.parametrize(
     ("encoder", "match"),
-    [((784,), "at least an input and a code size"), ((784, 0, 6), "positive integers"), ((784, -3), "positive")],
+    [
+        ((784,), "at least an input and a code size"),
+        ((784, 0, 6), "positive integers"),
+        ((784, -3), "positive"),
+    ],
 )
 def test_bad_architectures(encoder, match):
     with pytest.raises(ConfigError, match=match):

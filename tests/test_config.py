@@ -25,8 +25,13 @@ def test_presets_load_with_paper_values():
 def test_overrides_and_types():
     c = config.load(
         "default",
-        ["optimizer.lambda1=3", "run.max_time=inf", "model.encoder=[10, 4]", "optimizer.preconditioner=none",
-         "run.train_eval_size=none"],
+        [
+            "optimizer.lambda1=3",
+            "run.max_time=inf",
+            "model.encoder=[10, 4]",
+            "optimizer.preconditioner=none",
+            "run.train_eval_size=none",
+        ],
     )
     assert c.optimizer.lambda1 == 3.0 and isinstance(c.optimizer.lambda1, float)
     assert math.isinf(c.run.max_time)
@@ -41,7 +46,7 @@ def test_overrides_and_types():
         (["optimizer.lambda=3"], r"unknown key\(s\) in \[optimizer\]: lambda; valid keys: .*lambda1"),
         (["optim.lambda1=3"], "unknown section 'optim'"),
         (["optimizer.maxiter1=2.5"], "optimizer.maxiter1 must be an integer, got 2.5"),
-        (["optimizer.lambda1=\"big\""], "optimizer.lambda1 must be a number"),
+        (['optimizer.lambda1="big"'], "optimizer.lambda1 must be a number"),
         (["optimizer.use_merit=1"], "optimizer.use_merit must be true or false"),
         (["model.encoder=[784, 0]"], "model.encoder must list at least two positive sizes"),
         (["optimizer.drop=2"], r"\[optimizer\] drop must be in \(0, 1\)"),

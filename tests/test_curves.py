@@ -275,9 +275,7 @@ def test_load_curves_mat_accepts_edges_and_integers(tmp_path: Path) -> None:
         ),
     ],
 )
-def test_load_curves_mat_errors(
-    tmp_path: Path, variables: dict[str, np.ndarray], match: str
-) -> None:
+def test_load_curves_mat_errors(tmp_path: Path, variables: dict[str, np.ndarray], match: str) -> None:
     path = _write_mat(tmp_path / "bad.mat", **variables)
     with pytest.raises(ValueError, match=match):
         load_curves_mat(path)

@@ -6,8 +6,8 @@ import math
 
 import pytest
 import torch
-from reference import LinearLSQ, tiny_problem
 
+from reference import LinearLSQ, tiny_problem
 from shf import tensorlist as tl
 from shf.curvature.base import ResidualModel
 from shf.errors import ConfigError
@@ -94,7 +94,9 @@ class _NaNModel(LinearLSQ):
 
 def test_nan_loss_rejects_step_and_raises_damping():
     g = torch.Generator().manual_seed(0)
-    model = _NaNModel(torch.randn(10, 4, generator=g, dtype=torch.float64), torch.ones(10, dtype=torch.float64), (2, 2))
+    model = _NaNModel(
+        torch.randn(10, 4, generator=g, dtype=torch.float64), torch.ones(10, dtype=torch.float64), (2, 2)
+    )
     w = [torch.zeros(2, 2, dtype=torch.float64)]
     cfg = SHFConfig(lambda1=1.0, preconditioner="none", use_merit=False, drop=0.5)
     state = SHFState.initial(cfg)
@@ -114,7 +116,9 @@ class _NaNJacobianModel(LinearLSQ):
 
 def test_nan_direction_never_reaches_weights():
     g = torch.Generator().manual_seed(1)
-    model = _NaNJacobianModel(torch.randn(10, 4, generator=g, dtype=torch.float64), torch.ones(10, dtype=torch.float64), (2, 2))
+    model = _NaNJacobianModel(
+        torch.randn(10, 4, generator=g, dtype=torch.float64), torch.ones(10, dtype=torch.float64), (2, 2)
+    )
     w = [torch.ones(2, 2, dtype=torch.float64)]
     cfg = SHFConfig(lambda1=1.0, preconditioner="none", use_merit=False, drop=0.5)
     state = SHFState.initial(cfg)

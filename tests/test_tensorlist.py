@@ -12,8 +12,14 @@ from shf import tensorlist as tl
 
 def _pair():
     g = torch.Generator().manual_seed(0)
-    a = [torch.randn(3, 4, generator=g, dtype=torch.float64), torch.randn(5, 2, generator=g, dtype=torch.float64)]
-    b = [torch.randn(3, 4, generator=g, dtype=torch.float64), torch.randn(5, 2, generator=g, dtype=torch.float64)]
+    a = [
+        torch.randn(3, 4, generator=g, dtype=torch.float64),
+        torch.randn(5, 2, generator=g, dtype=torch.float64),
+    ]
+    b = [
+        torch.randn(3, 4, generator=g, dtype=torch.float64),
+        torch.randn(5, 2, generator=g, dtype=torch.float64),
+    ]
     return a, b
 
 

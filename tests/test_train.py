@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -44,7 +46,7 @@ def test_shf_lowers_validation_error_well_below_start():
     assert NET.loss(res.weights, _data().val) == pytest.approx(best, rel=1e-12)
     # The schedule ran: batch sizes never shrink and stay within n_max.
     ns = [r["n"] for r in res.history]
-    assert all(a <= b for a, b in zip(ns, ns[1:])) and max(ns) <= CFG.n_max
+    assert all(a <= b for a, b in itertools.pairwise(ns)) and max(ns) <= CFG.n_max
 
 
 def test_same_seed_same_metrics_and_different_seed_differs():

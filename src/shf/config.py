@@ -203,10 +203,8 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
-        if raw.lower() in ("inf", "+inf"):
-            value = math.inf
-        else:
-            value = raw  # a bare word is a string
+        # "inf" is not a TOML float literal; any other bare word is a string.
+        value = math.inf if raw.lower() in ("inf", "+inf") else raw
     return section, key, value
 
 
