@@ -64,3 +64,12 @@ def test_bad_flag_values(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--max-time", "-3"])
     assert "expected a positive number" in capsys.readouterr().err
+
+
+def test_cuda_requested_without_gpu(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    assert main(["train", "--out", str(tmp_path / "r"), *TINY, "--device", "cuda"]) == 2
+    assert "CUDA is not available here" in capsys.readouterr().err

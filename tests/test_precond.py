@@ -59,3 +59,30 @@ def test_compute_dispatch_and_errors():
     assert len(precond.compute("martens", A, 1.0) or []) == len(w)
     with pytest.raises(ConfigError, match="unknown preconditioner 'jacobi'"):
         precond.compute("jacobi", A, 1.0)
+
+
+def test_preconditioned_lsmr_solves_the_scaled_damped_problem():
+    """On the network operator, LSMR with precond c returns d = c ∘ y where y solves
+    min ||A diag(c) y - b||^2 + lambda^2 ||y||^2 — the same problem plain LSMR solves
+    on the explicitly column-scaled operator (NOTES item 2)."""
+    from shf.solvers.lsmr import lsmr
+    from shf.solvers.operator import ColumnScaled
+
+    net, w, X = tiny_problem((6, 4, 2), 8, seed=9)
+    A = AutoencoderJacobian(net, w, X)
+    c = precond.chapelle_erhan(A, torch.Generator().manual_seed(1))
+    b = -A.residual
+    lam = 0.3
+    d, info = lsmr(A, b, damp=lam, precond=c, atol=1e-14, btol=1e-14, maxiter=500)
+    y, _ = lsmr(ColumnScaled(A, c), b, damp=lam, atol=1e-14, btol=1e-14, maxiter=500)
+    # Both solve a well-conditioned (damped) problem to ~1e-14: agreement to 1e-9 relative.
+    torch.testing.assert_close(tl.flatten(d), tl.flatten(tl.mul(c, y)), rtol=1e-9, atol=1e-12)
+    # Dense check: normal equations of the scaled problem, (C J^T J C + lam^2 I) y = C J^T b.
+    J = dense_jacobian(net, w, X)
+    C = torch.diag(tl.flatten(c))
+    JC = J @ C
+    y_ref = torch.linalg.solve(JC.T @ JC + lam**2 * torch.eye(JC.shape[1], dtype=J.dtype), JC.T @ b.reshape(-1))
+    torch.testing.assert_close(tl.flatten(d), C @ y_ref, rtol=1e-8, atol=1e-12)
+    # ... which differs from the unpreconditioned damped solution (the damping acts on y).
+    x_plain = torch.linalg.solve(J.T @ J + lam**2 * torch.eye(J.shape[1], dtype=J.dtype), J.T @ b.reshape(-1))
+    assert float((x_plain - tl.flatten(d)).norm()) > 1e-3 * float(x_plain.norm())

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from shf import config as cfgmod
-from shf.errors import ShfError
+from shf.errors import ConfigError, ShfError
 
 log = logging.getLogger("shf")
 
@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--encoder", type=_encoder, default=None, help="encoder sizes, e.g. 784,400,200,6")
     t.add_argument("--dtype", choices=cfgmod.DTYPES, default=None)
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    t.add_argument("--device", default=None, help="cpu (default) or cuda[:N]")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -98,11 +99,23 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
         o.append(f'run.dtype="{args.dtype}"')
     if args.threads is not None:
         o.append(f"run.threads={args.threads}")
+    if args.device is not None:
+        o.append(f'run.device="{args.device}"')
     return o
 
 
 def _fmt(x: Any, spec: str = ".4g") -> str:
     return format(x, spec) if isinstance(x, (int, float)) and x is not None else "-"
+
+
+def resolve_device(name: str) -> torch.device:
+    """``torch.device`` for a config value, with a clear error when CUDA is absent."""
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available here; use --device cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError as e:
+        raise ConfigError(f"invalid device {name!r}: {e}") from None
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -122,7 +135,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     dtype = torch.float64 if cfg.run.dtype == "float64" else torch.float32
-    data = load_dataset(cfg.data).to(dtype)
+    device = resolve_device(cfg.run.device)
+    data = load_dataset(cfg.data).to(dtype, device)
     net = Autoencoder(tuple(cfg.model.encoder), linear_code=cfg.model.linear_code)
     print(
         f"shf train: {data.name}, train/val/test = {len(data.train)}/{len(data.val)}/{len(data.test)}, "

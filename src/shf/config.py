@@ -69,10 +69,11 @@ class ModelConfig:
 
 @dataclass
 class RunConfig:
-    """Seeds, numerics and stopping (see :class:`shf.train.LoopConfig`)."""
+    """Seeds, numerics, device and stopping (see :class:`shf.train.LoopConfig`)."""
 
     seed: int = 0
     dtype: str = "float32"
+    device: str = "cpu"
     threads: int | None = None
     max_iters: int = 1000
     max_time: float = math.inf
@@ -83,6 +84,8 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise ConfigError(f"run.dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ConfigError(f"run.device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"run.threads must be >= 1, got {self.threads}")
         self.loop()  # validates the stopping rules

@@ -27,7 +27,7 @@ from torch import Tensor
 from shf import tensorlist as tl
 from shf.batchsize import BatchSchedule, predict_batch_size
 from shf.curvature.mlp import AutoencoderJacobian
-from shf.data.split import Split
+from shf.data.split import Split, check_array
 from shf.errors import ConfigError
 from shf.models.autoencoder import Autoencoder, loss, sparse_init
 from shf.optim.shf import SHFConfig, SHFState, shf_step
@@ -108,6 +108,8 @@ def train(
     N = data.train.shape[0]
     if N < 2:
         raise ConfigError(f"need at least 2 training examples, got {N}")
+    for part, X_part in (("train", data.train), ("validation", data.val), ("test", data.test)):
+        check_array(X_part, f"{data.name} {part}")  # NaN/Inf or values outside [0, 1]
     dtype, device = data.train.dtype, data.train.device
     gen = torch.Generator().manual_seed(seed)
     # Initialize w according to (9) with m0, sigma; d <- 0 (§4.1)
