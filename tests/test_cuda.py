@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from reference import random_like, tiny_problem
 
+from reference import random_like, tiny_problem
 from shf import tensorlist as tl
 from shf.curvature.mlp import AutoencoderJacobian
 from shf.optim.shf import SHFConfig, SHFState, shf_step

@@ -73,7 +73,7 @@ def test_preconditioned_lsmr_solves_the_scaled_damped_problem():
     c = precond.chapelle_erhan(A, torch.Generator().manual_seed(1))
     b = -A.residual
     lam = 0.3
-    d, info = lsmr(A, b, damp=lam, precond=c, atol=1e-14, btol=1e-14, maxiter=500)
+    d, _ = lsmr(A, b, damp=lam, precond=c, atol=1e-14, btol=1e-14, maxiter=500)
     y, _ = lsmr(ColumnScaled(A, c), b, damp=lam, atol=1e-14, btol=1e-14, maxiter=500)
     # Both solve a well-conditioned (damped) problem to ~1e-14: agreement to 1e-9 relative.
     torch.testing.assert_close(tl.flatten(d), tl.flatten(tl.mul(c, y)), rtol=1e-9, atol=1e-12)
@@ -81,7 +81,8 @@ def test_preconditioned_lsmr_solves_the_scaled_damped_problem():
     J = dense_jacobian(net, w, X)
     C = torch.diag(tl.flatten(c))
     JC = J @ C
-    y_ref = torch.linalg.solve(JC.T @ JC + lam**2 * torch.eye(JC.shape[1], dtype=J.dtype), JC.T @ b.reshape(-1))
+    eye = torch.eye(JC.shape[1], dtype=J.dtype)
+    y_ref = torch.linalg.solve(JC.T @ JC + lam**2 * eye, JC.T @ b.reshape(-1))
     torch.testing.assert_close(tl.flatten(d), C @ y_ref, rtol=1e-8, atol=1e-12)
     # ... which differs from the unpreconditioned damped solution (the damping acts on y).
     x_plain = torch.linalg.solve(J.T @ J + lam**2 * torch.eye(J.shape[1], dtype=J.dtype), J.T @ b.reshape(-1))

@@ -11,12 +11,11 @@ import math
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-import torch
-
 from shf import config as cfgmod
-from shf.errors import ConfigError, ShfError
+from shf.errors import ShfError
 
 log = logging.getLogger("shf")
 
@@ -108,88 +107,52 @@ def _fmt(x: Any, spec: str = ".4g") -> str:
     return format(x, spec) if isinstance(x, (int, float)) and x is not None else "-"
 
 
-def resolve_device(name: str) -> torch.device:
-    """``torch.device`` for a config value, with a clear error when CUDA is absent."""
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} requested but CUDA is not available here; use --device cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError as e:
-        raise ConfigError(f"invalid device {name!r}: {e}") from None
+class ProgressBar:
+    """A tqdm bar whose postfix shows the state of the latest HF iteration."""
 
+    def __init__(self, total: int, max_time: float, disable: bool, desc: str = "SHF-LSMR") -> None:
+        from tqdm import tqdm
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+        self.bar = tqdm(total=total, disable=disable, unit="it", dynamic_ncols=True, file=sys.stderr)
+        self.bar.set_description(f"{desc} (<= {max_time:g}s)" if math.isfinite(max_time) else desc)
+        self.last_train: Any = None
 
-    from shf import runlog
-    from shf.data.registry import load_dataset
-    from shf.models.autoencoder import Autoencoder
-    from shf.train import train
-
-    cfg = cfgmod.load(args.config, [*args.overrides, *_flag_overrides(args)])
-    if cfg.run.threads is not None:
-        torch.set_num_threads(cfg.run.threads)
-    out = runlog.RunDir(args.out or runlog.default_run_dir(cfg.name))
-    out.write_json("config.json", cfg.to_dict())
-    out.write_json("env.json", runlog.environment())
-
-    t0 = time.perf_counter()
-    dtype = torch.float64 if cfg.run.dtype == "float64" else torch.float32
-    device = resolve_device(cfg.run.device)
-    data = load_dataset(cfg.data).to(dtype, device)
-    net = Autoencoder(tuple(cfg.model.encoder), linear_code=cfg.model.linear_code)
-    print(
-        f"shf train: {data.name}, train/val/test = {len(data.train)}/{len(data.val)}/{len(data.test)}, "
-        f"encoder {'-'.join(map(str, cfg.model.encoder))} ({net.n_params():,} weights), {cfg.run.dtype}, "
-        f"data ready in {time.perf_counter() - t0:.1f}s -> {out.path}",
-        file=sys.stderr,
-    )
-    loop = cfg.run.loop()
-    total = loop.max_iters
-    bar = tqdm(total=total, disable=args.no_progress, unit="it", dynamic_ncols=True, file=sys.stderr)
-    if math.isfinite(loop.max_time):
-        bar.set_description(f"SHF-LSMR (<= {loop.max_time:g}s)")
-
-    last_train: list[Any] = [None]
-
-    def on_iteration(rec: dict[str, Any]) -> None:
-        out.log_metrics(rec)
+    def __call__(self, rec: dict[str, Any]) -> None:
         if rec.get("train_error") is not None:
-            last_train[0] = rec["train_error"]
-        bar.update(1)
-        bar.set_postfix_str(
+            self.last_train = rec["train_error"]
+        self.bar.update(1)
+        self.bar.set_postfix_str(
             f"n={rec['n']} λ={rec['lam']:.3g} lsmr={rec['lsmr_iterations']}/{rec['lsmr_stop']} "
-            f"train={_fmt(last_train[0])} val={rec['val_error']:.4g} t={rec['time_s']:.0f}s",
+            f"train={_fmt(self.last_train)} val={rec['val_error']:.4g} t={rec['time_s']:.0f}s",
             refresh=False,
         )
 
+    def close(self) -> None:
+        self.bar.close()
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from shf import runlog
+    from shf.experiments.run import describe, prepare_data, run_experiment
+    from shf.models.autoencoder import Autoencoder
+
+    cfg = cfgmod.load(args.config, [*args.overrides, *_flag_overrides(args)])
+    out = Path(args.out) if args.out else runlog.default_run_dir(cfg.name)
+    t0 = time.perf_counter()
+    data = prepare_data(cfg)
+    n_params = Autoencoder(tuple(cfg.model.encoder)).n_params()
+    print(
+        f"shf train: {data.name}, train/val/test = {len(data.train)}/{len(data.val)}/{len(data.test)}, "
+        f"encoder {'-'.join(map(str, cfg.model.encoder))} ({n_params:,} weights), {cfg.run.dtype}, "
+        f"data ready in {time.perf_counter() - t0:.1f}s -> {out}",
+        file=sys.stderr,
+    )
+    bar = ProgressBar(cfg.run.max_iters, cfg.run.max_time, args.no_progress)
     try:
-        result = train(net, data, cfg.optimizer, loop, seed=cfg.run.seed, on_iteration=on_iteration)
+        summary = run_experiment(cfg, out, data=data, on_iteration=bar)
     finally:
         bar.close()
-        out.close()
-    out.save_weights(
-        result.weights,
-        {
-            "encoder": cfg.model.encoder,
-            "linear_code": cfg.model.linear_code,
-            "best_iteration": result.summary["best_iteration"],
-        },
-    )
-    summary = {"name": cfg.name, "dataset": data.name, **result.summary}
-    out.write_json("summary.json", summary)
-    s = result.summary
-    print(
-        f"best validation at HF iteration {s['best_iteration']}/{s['hf_iterations']} ({s['stop_reason']}), "
-        f"{s['optimizer_time_s']:.0f}s optimiser / {s['wall_time_s']:.0f}s wall\n"
-        f"  errors (paper scale, 1/2 mean squared error per case): "
-        f"train {s['train_error']:.4f}  val {s['val_error']:.4f}  test {s['test_error']:.4f}  "
-        f"(initial test {s['initial_test_error']:.4f})\n"
-        f"  errors (no-1/2 scale, Martens / Hinton & Salakhutdinov): "
-        f"train {s['train_error_no_half']:.4f}  val {s['val_error_no_half']:.4f}  "
-        f"test {s['test_error_no_half']:.4f}\n"
-        f"  run directory: {out.path}"
-    )
+    print(describe(summary) + f"\n  run directory: {out}")
     return 0
 
 

@@ -1,0 +1,101 @@
+"""Run one configured experiment into a run directory (shared by ``shf train`` and ``shf reproduce``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from shf import runlog
+from shf.config import ExperimentConfig
+from shf.data.registry import load_dataset
+from shf.data.split import Split
+from shf.errors import ConfigError
+from shf.models.autoencoder import Autoencoder
+from shf.train import train
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``torch.device`` for a config value, with a clear error when CUDA is absent."""
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available here; use --device cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError as e:
+        raise ConfigError(f"invalid device {name!r}: {e}") from None
+
+
+def prepare_data(cfg: ExperimentConfig) -> Split:
+    """Load the configured data set in the configured dtype and device."""
+    dtype = torch.float64 if cfg.run.dtype == "float64" else torch.float32
+    return load_dataset(cfg.data).to(dtype, resolve_device(cfg.run.device))
+
+
+def run_experiment(
+    cfg: ExperimentConfig,
+    out_dir: str | os.PathLike[str],
+    *,
+    data: Split | None = None,
+    on_iteration: Progress | None = None,
+) -> dict[str, Any]:
+    """Train as configured, writing ``config.json``, ``env.json``, ``metrics.jsonl``,
+    ``weights.pt`` and ``summary.json`` into ``out_dir``; return the summary."""
+    if cfg.run.threads is not None:
+        torch.set_num_threads(cfg.run.threads)
+    out = runlog.RunDir(out_dir)
+    out.write_json("config.json", cfg.to_dict())
+    out.write_json("env.json", runlog.environment())
+    if data is None:
+        data = prepare_data(cfg)
+    net = Autoencoder(tuple(cfg.model.encoder), linear_code=cfg.model.linear_code)
+
+    def record(rec: dict[str, Any]) -> None:
+        out.log_metrics(rec)
+        if on_iteration is not None:
+            on_iteration(rec)
+
+    try:
+        result = train(net, data, cfg.optimizer, cfg.run.loop(), seed=cfg.run.seed, on_iteration=record)
+    finally:
+        out.close()
+    out.save_weights(
+        result.weights,
+        {
+            "encoder": cfg.model.encoder,
+            "linear_code": cfg.model.linear_code,
+            "best_iteration": result.summary["best_iteration"],
+        },
+    )
+    summary = {
+        "name": cfg.name,
+        "dataset": data.name,
+        "seed": cfg.run.seed,
+        "sizes": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
+        **result.summary,
+    }
+    out.write_json("summary.json", summary)
+    log.info("run %s finished: test error %.4f", Path(out_dir), summary["test_error"])
+    return summary
+
+
+def describe(summary: dict[str, Any]) -> str:
+    """The human-readable report ``shf train`` prints."""
+    s = summary
+    return (
+        f"best validation at HF iteration {s['best_iteration']}/{s['hf_iterations']} ({s['stop_reason']}), "
+        f"{s['optimizer_time_s']:.0f}s optimiser / {s['wall_time_s']:.0f}s wall\n"
+        f"  errors (paper scale, 1/2 mean squared error per case): "
+        f"train {s['train_error']:.4f}  val {s['val_error']:.4f}  test {s['test_error']:.4f}  "
+        f"(initial test {s['initial_test_error']:.4f})\n"
+        f"  errors (no-1/2 scale, Martens / Hinton & Salakhutdinov): "
+        f"train {s['train_error_no_half']:.4f}  val {s['val_error_no_half']:.4f}  "
+        f"test {s['test_error_no_half']:.4f}"
+    )
