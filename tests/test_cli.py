@@ -73,3 +73,35 @@ def test_cuda_requested_without_gpu(tmp_path, capsys):
         pytest.skip("a GPU is present")
     assert main(["train", "--out", str(tmp_path / "r"), *TINY, "--device", "cuda"]) == 2
     assert "CUDA is not available here" in capsys.readouterr().err
+
+
+def test_train_on_own_csv_with_label_column(tmp_path, capsys):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, size=(80, 16))
+    path = tmp_path / "mine.csv"
+    header = "label," + ",".join(f"p{i}" for i in range(16))
+    rows = [f"{i % 10}," + ",".join(map(str, r)) for i, r in enumerate(X)]
+    path.write_text(header + "\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "run"
+    args = ["train", "--data", str(path), "--label-column", "label", "--encoder", "16,8,3", "--out", str(out),
+            "--max-iters", "3", "--no-progress", "--set", "optimizer.n1=20", "--set", "optimizer.m0=4"]  # fmt: skip
+    # Without --scale-255 the 0..255 values are refused with a hint.
+    assert main(args) == 2
+    assert "--scale-255" in capsys.readouterr().err
+    assert main([*args, "--scale-255"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["sizes"] == {"train": 64, "val": 8, "test": 8}
+    assert summary["hf_iterations"] == 3
+
+
+def test_wrong_width_suggests_encoder(tmp_path, capsys):
+    import numpy as np
+
+    path = tmp_path / "x.npy"
+    np.save(path, np.random.default_rng(0).random((40, 10)))
+    assert main(["train", "--data", str(path), "--out", str(tmp_path / "r"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "the data have 10 features but the network's input layer has 784" in err
+    assert "--encoder 10," in err

@@ -6,6 +6,7 @@ Library code never prints; this module owns the progress bar and the final repor
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import sys
@@ -81,6 +82,22 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     t.add_argument("--device", default=None, help="cpu (default) or cuda[:N]")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    d = t.add_argument_group("data")
+    d.add_argument("--dataset", default=None, help="curves, mnist, fashion-mnist, mnist-t10k, usps or own")
+    d.add_argument(
+        "--data",
+        dest="data_file",
+        default=None,
+        metavar="FILE",
+        help="your own .npy/.npz/.csv/.csv.gz file, one example per row (sets --dataset own)",
+    )
+    d.add_argument("--data-path", default=None, help="file or directory of a named data set")
+    d.add_argument("--data-dir", default=None, help="download cache (default $SHF_DATA_DIR or ~/.cache/shf)")
+    d.add_argument("--label-column", default=None, help="column (name or index) of your file to drop")
+    d.add_argument("--scale-255", action="store_true", help="your file holds 0..255 values: divide by 255")
+    d.add_argument(
+        "--fractions", default=None, help="train,val,test fractions of your file (default 0.8,0.1,0.1)"
+    )
     return p
 
 
@@ -100,6 +117,21 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
         o.append(f"run.threads={args.threads}")
     if args.device is not None:
         o.append(f'run.device="{args.device}"')
+    if args.dataset is not None:
+        o.append(f'data.dataset="{args.dataset}"')
+    if args.data_file is not None:
+        o += ['data.dataset="own"', f"data.path={json.dumps(args.data_file)}"]
+    if args.data_path is not None:
+        o.append(f"data.path={json.dumps(args.data_path)}")
+    if args.data_dir is not None:
+        o.append(f"data.cache_dir={json.dumps(args.data_dir)}")
+    if args.label_column is not None:
+        lc = args.label_column
+        o.append(f"data.label_column={lc if lc.lstrip('-').isdigit() else json.dumps(lc)}")
+    if args.scale_255:
+        o.append("data.scale_255=true")
+    if args.fractions is not None:
+        o.append(f"data.fractions=[{args.fractions}]")
     return o
 
 

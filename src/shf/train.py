@@ -103,7 +103,8 @@ def train(
     """
     if data.dim != net.input_dim:
         raise ConfigError(
-            f"the data have {data.dim} features but the network's input layer has {net.input_dim}"
+            f"the data have {data.dim} features but the network's input layer has {net.input_dim}: "
+            f"give an encoder that starts with the data width (e.g. --encoder {data.dim},...)"
         )
     N = data.train.shape[0]
     if N < 2:

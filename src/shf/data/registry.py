@@ -1,26 +1,109 @@
-"""Turn a :class:`shf.config.DataConfig` into a checked :class:`Split`."""
+"""Turn a :class:`shf.config.DataConfig` into a checked :class:`Split`.
+
+Data sets (``data.dataset``):
+
+* ``curves``: ``digs3pts_1.mat`` at ``data.path`` if given, else the seeded synthetic CURVES;
+* ``mnist``: the IDX files in ``data.path``, or downloaded into the cache (``data.cache_dir``,
+  ``$SHF_DATA_DIR``, ``~/.cache/shf``);
+* ``fashion-mnist``: ``data.path`` or ``/usr/share/datasets/fashion-mnist`` (Debian package
+  ``dataset-fashion-mnist``), the full-size MNIST stand-in;
+* ``mnist-t10k``: the 10,000-image MNIST test set split into train/val/test, a small stand-in;
+* ``usps``: a ``.mat`` file (``usps_all.mat``, 11,000 images, or the 9,298-image layout);
+* ``own``: a user's ``.npy``/``.npz``/``.csv``/``.csv.gz`` file, split by ``data.fractions``.
+
+``n_train``/``n_val``/``n_test`` override the split sizes where the loader has them.
+"""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shf.data.split import Split, make_split
-from shf.errors import ConfigError
+from shf.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from shf.config import DataConfig
 
-DATASETS = ("curves",)
+DATASETS = ("curves", "mnist", "fashion-mnist", "mnist-t10k", "usps", "own")
+USPS_URL = "https://cs.nyu.edu/~roweis/data/usps_all.mat"
+
+
+def _sizes(cfg: DataConfig, default: tuple[int, int, int]) -> tuple[int, int, int]:
+    """(train, val, test) with the configured overrides."""
+    return (cfg.n_train or default[0], cfg.n_val or default[1], cfg.n_test or default[2])
+
+
+def _usps_path(cfg: DataConfig) -> Path:
+    if cfg.path:
+        return Path(cfg.path)
+    from shf.data.download import cache_dir
+
+    here = Path(__file__).resolve().parents[3]
+    candidates = [cache_dir(cfg.cache_dir) / "usps_all.mat"]
+    for root in (Path.cwd(), here):
+        candidates += [root / "../shared/data/usps/usps_9298.mat", root / "shared/data/usps/usps_9298.mat"]
+    for c in candidates:
+        if c.is_file():
+            return c.resolve()
+    raise DataError(
+        f"no USPS file found: give data.path (--data-path), or download {USPS_URL} "
+        f"and put it in {candidates[0].parent} as usps_all.mat"
+    )
 
 
 def load_dataset(cfg: DataConfig) -> Split:
-    """Load and check the data set named by ``cfg`` (sizes cut to ``n_train/n_val/n_test``)."""
-    if cfg.dataset == "curves":
+    """Load and check the data set named by ``cfg``."""
+    name = cfg.dataset
+    if name == "curves":
         from shf.data.curves import PAPER_SPLIT, load_curves
 
         tr, te, va = PAPER_SPLIT
-        sizes = (cfg.n_train or tr, cfg.n_test or te, cfg.n_val or va)
-        cs = load_curves(cfg.path, seed=cfg.seed, sizes=sizes)
-        name = "CURVES (file)" if cfg.path else "CURVES (synthetic)"
-        return make_split(cs.train[: sizes[0]], cs.val[: sizes[2]], cs.test[: sizes[1]], name)
-    raise ConfigError(f"unknown dataset {cfg.dataset!r}; choose from {DATASETS}")
+        train, val, test = _sizes(cfg, (tr, va, te))
+        cs = load_curves(cfg.path, seed=cfg.seed, sizes=(train, test, val))
+        label = "CURVES (file)" if cfg.path and os.path.exists(cfg.path) else "CURVES (synthetic)"
+        return make_split(cs.train[:train], cs.val[:val], cs.test[:test], label)
+    if name == "mnist":
+        from shf.data.mnist import PAPER_SIZES, load_mnist
+
+        return load_mnist(
+            cfg.path,
+            download=cfg.download,
+            cache=cfg.cache_dir,
+            seed=cfg.seed,
+            sizes=_sizes(cfg, PAPER_SIZES),
+        )
+    if name == "fashion-mnist":
+        from shf.data.mnist import PAPER_SIZES, load_fashion_mnist
+
+        return load_fashion_mnist(cfg.path, seed=cfg.seed, sizes=_sizes(cfg, PAPER_SIZES))
+    if name == "mnist-t10k":
+        from shf.data.mnist import T10K_SIZES, load_mnist_t10k
+
+        return load_mnist_t10k(
+            cfg.path, seed=cfg.seed, sizes=_sizes(cfg, T10K_SIZES), download=cfg.download, cache=cfg.cache_dir
+        )
+    if name == "usps":
+        from shf.data.usps import default_sizes, load_usps, read_usps_mat
+
+        path = _usps_path(cfg)
+        n = len(read_usps_mat(path).images)
+        return load_usps(path, seed=cfg.seed, sizes=_sizes(cfg, default_sizes(n)))
+    if name == "own":
+        from shf.data.own import load_own
+
+        if not cfg.path:
+            raise ConfigError("data.dataset = 'own' needs data.path (shf train --data FILE)")
+        fr = cfg.fractions
+        if len(fr) != 3:
+            raise ConfigError(f"data.fractions must be [train, val, test], got {fr}")
+        return load_own(
+            cfg.path,
+            fractions=(fr[0], fr[1], fr[2]),
+            seed=cfg.seed,
+            label_column=cfg.label_column,
+            scale_255=cfg.scale_255,
+            key=cfg.key,
+        )
+    raise ConfigError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
