@@ -98,7 +98,137 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--fractions", default=None, help="train,val,test fractions of your file (default 0.8,0.1,0.1)"
     )
+
+    r = sub.add_parser("reproduce", help="reproduce the paper's experiments")
+    rsub = r.add_subparsers(dest="what", required=True)
+    t2 = rsub.add_parser(
+        "table2",
+        help="SHF-LSMR over several seeds per data set, table beside the paper's Table 2",
+        description=(
+            "Runs the curves/mnist/usps presets for each seed (resuming finished runs), then writes "
+            "table2.md, table2.json and Figures 2-3 per data set into --out."
+        ),
+    )
+    t2.add_argument("--datasets", default="curves,mnist,usps", help="comma-separated: curves,mnist,usps")
+    t2.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds (default 0-4, as the paper)")
+    t2.add_argument(
+        "--max-time",
+        type=_positive_float,
+        default=1200.0,
+        help="optimiser time cap per run, seconds (default 1200)",
+    )
+    t2.add_argument(
+        "--mnist", default="auto", help="MNIST row data: auto, mnist, fashion-mnist or mnist-t10k"
+    )
+    t2.add_argument("--out", default="runs/table2", help="output directory (default runs/table2)")
+    t2.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a config value in every run (repeatable)",
+    )
+    t2.add_argument("--no-progress", action="store_true")
+    t2.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run nothing: tabulate and plot every finished run under --out/runs",
+    )
+
+    pl = sub.add_parser(
+        "plot",
+        help="Figures 2 and 3 from run directories",
+        description="Figure 2: train (dotted) and test (solid) error vs time; "
+        "Figure 3: mini-batch size vs time. Runs are overlaid.",
+    )
+    pl.add_argument("runs", nargs="+", help="run directories (with metrics.jsonl)")
+    pl.add_argument("--figure", choices=["2", "3", "both"], default="both")
+    pl.add_argument("--out", default=".", help="output directory (fig2.png, fig3.png) or a .png path")
+    pl.add_argument("--labels", default=None, help="comma-separated legend labels, one per run")
+    pl.add_argument("--title", default=None)
+    pl.add_argument("--no-half", action="store_true", help="plot the no-1/2 scale")
     return p
+
+
+def _ints(text: str, what: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ShfError(f"{what} must be comma-separated integers, got {text!r}") from None
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from shf.experiments import reproduce as rp
+    from shf.plots import figure2, figure3
+
+    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    seeds = _ints(args.seeds, "--seeds")
+    out = Path(args.out)
+    bars: list[ProgressBar] = []
+
+    def on_run(ds: str, seed: int, cfg: cfgmod.ExperimentConfig) -> ProgressBar:
+        for b in bars:
+            b.close()
+        bar = ProgressBar(cfg.run.max_iters, cfg.run.max_time, args.no_progress, desc=f"{ds} seed {seed}")
+        bars.append(bar)
+        return bar
+
+    if args.report_only:
+        dirs = sorted(p for p in (out / "runs").glob("*") if p.is_dir())
+        if not dirs:
+            raise ShfError(f"no runs under {out / 'runs'}")
+    else:
+        try:
+            dirs = rp.run_all(
+                datasets,
+                seeds,
+                out,
+                max_time=args.max_time,
+                mnist=args.mnist,
+                overrides=args.overrides,
+                on_run=on_run,
+            )
+        finally:
+            for b in bars:
+                b.close()
+    groups = rp.collect(dirs)
+    md, record = rp.table(groups)
+    (out / "table2.md").write_text(md)
+    (out / "table2.json").write_text(json.dumps(record, indent=2) + "\n")
+    for name, runs in groups.items():
+        rd = [r["run_dir"] for r in runs]
+        figure2(rd, out / f"fig2-{name}.png", title=f"{name.upper()}: train (dotted) and test (solid) error")
+        figure3(rd, out / f"fig3-{name}.png", title=f"{name.upper()}: mini-batch size")
+    print(md + f"\nwritten: {out / 'table2.md'}, {out / 'table2.json'}, fig2-*.png, fig3-*.png")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from shf.plots import figure2, figure3
+
+    labels = args.labels.split(",") if args.labels else None
+    out = Path(args.out)
+    single = out.suffix == ".png"
+    if single and args.figure == "both":
+        raise ShfError("--out names one .png file: choose --figure 2 or --figure 3 (or give a directory)")
+    written = []
+    if args.figure in ("2", "both"):
+        written.append(
+            figure2(
+                args.runs,
+                out if single else out / "fig2.png",
+                labels=labels,
+                title=args.title,
+                no_half=args.no_half,
+            )
+        )
+    if args.figure in ("3", "both"):
+        written.append(
+            figure3(args.runs, out if single else out / "fig3.png", labels=labels, title=args.title)
+        )
+    print("written: " + ", ".join(map(str, written)))
+    return 0
 
 
 def _flag_overrides(args: argparse.Namespace) -> list[str]:
@@ -196,6 +326,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "train":
             return cmd_train(args)
+        if args.command == "reproduce":
+            return cmd_reproduce(args)
+        if args.command == "plot":
+            return cmd_plot(args)
     except ShfError as e:
         print(f"shf: error: {e}", file=sys.stderr)
         return 2

@@ -133,7 +133,8 @@ def to_unit_range(x: npt.NDArray[Any], what: str, *, scale_255: bool) -> FloatIm
         return (a / 255.0).astype(np.float32)
     if lo < 0.0 or hi > 1.0:
         hint = (
-            "; they look like 8-bit pixel values (0..255): pass scale_255=True (shf train --scale-255) to divide them by 255"
+            "; they look like 8-bit pixel values (0..255): pass scale_255=True "
+            "(shf train --scale-255) to divide them by 255"
             if lo >= 0.0 and hi <= 255.0
             else "; rescale the data to [0, 1] first (the model's logistic outputs cannot reach other values)"
         )

@@ -1,0 +1,118 @@
+"""Figures 2 and 3 of the paper from run directories (``metrics.jsonl``).
+
+* Figure 2: training (dotted) and test (solid) error against optimiser time.
+* Figure 3: mini-batch size against optimiser time.
+
+Errors are on the paper's scale (1/2 mean squared error per case) unless
+``no_half=True``. Runs are overlaid, one colour each.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from shf.errors import DataError
+from shf.runlog import read_metrics
+
+
+def load_run(path: str | os.PathLike[str]) -> tuple[str, list[dict[str, Any]]]:
+    """``(label, metrics)`` of a run directory; the label is its config name, dataset and seed."""
+    p = Path(path)
+    if not (p / "metrics.jsonl").is_file():
+        raise DataError(f"{p} is not a run directory (no metrics.jsonl)")
+    metrics = read_metrics(p)
+    if not metrics:
+        raise DataError(f"{p / 'metrics.jsonl'} is empty")
+    label = p.name
+    summary = p / "summary.json"
+    if summary.is_file():
+        s = json.loads(summary.read_text())
+        label = f"{s.get('dataset', s.get('name', p.name))} seed {s.get('seed', '?')}"
+    return label, metrics
+
+
+def _series(metrics: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    xs, ys = [], []
+    for r in metrics:
+        v = r.get(key)
+        if v is not None:
+            xs.append(float(r["time_s"]))
+            ys.append(float(v))
+    return xs, ys
+
+
+def figure2(
+    runs: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    labels: Sequence[str] | None = None,
+    title: str | None = None,
+    no_half: bool = False,
+    log_y: bool = True,
+) -> Path:
+    """Training (dotted) and test (solid) error against time, one colour per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    suffix = "_no_half" if no_half else ""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, run in enumerate(runs):
+        label, metrics = load_run(run)
+        if labels is not None and i < len(labels):
+            label = labels[i]
+        c = colors[i % len(colors)]
+        ax.plot(*_series(metrics, "train_error" + suffix), ls=":", color=c, lw=1.5)
+        ax.plot(*_series(metrics, "test_error" + suffix), ls="-", color=c, lw=1.5, label=label)
+    ax.set_xlabel("optimiser time (s)")
+    scale = "mean squared error per case" if no_half else "1/2 mean squared error per case"
+    ax.set_ylabel(f"error ({scale})")
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_title(title or "Training (dotted) and test (solid) error vs time")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    p = Path(out)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(p, dpi=120)
+    plt.close(fig)
+    return p
+
+
+def figure3(
+    runs: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    labels: Sequence[str] | None = None,
+    title: str | None = None,
+) -> Path:
+    """Mini-batch size against time, one colour per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, run in enumerate(runs):
+        label, metrics = load_run(run)
+        if labels is not None and i < len(labels):
+            label = labels[i]
+        ax.step(*_series(metrics, "n"), where="post", label=label, lw=1.5)
+    ax.set_xlabel("optimiser time (s)")
+    ax.set_ylabel("mini-batch size n")
+    ax.set_title(title or "Mini-batch size vs time")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    p = Path(out)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(p, dpi=120)
+    plt.close(fig)
+    return p
