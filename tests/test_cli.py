@@ -85,8 +85,8 @@ def test_train_on_own_csv_with_label_column(tmp_path, capsys):
     rows = [f"{i % 10}," + ",".join(map(str, r)) for i, r in enumerate(X)]
     path.write_text(header + "\n" + "\n".join(rows) + "\n")
     out = tmp_path / "run"
-    args = ["train", "--data", str(path), "--label-column", "label", "--encoder", "16,8,3", "--out", str(out),
-            "--max-iters", "3", "--no-progress", "--set", "optimizer.n1=20", "--set", "optimizer.m0=4"]  # fmt: skip
+    args = ["train", "--data", str(path), "--label-column", "label", "--encoder", "16,8,3", "--out", str(out)]
+    args += ["--max-iters", "3", "--no-progress", "--set", "optimizer.n1=20", "--set", "optimizer.m0=4"]
     # Without --scale-255 the 0..255 values are refused with a hint.
     assert main(args) == 2
     assert "--scale-255" in capsys.readouterr().err

@@ -40,7 +40,7 @@ def _fake_run(root, name, seed, train, test):
                 "optimizer_time_s": 5.0,
                 "sizes": {"train": 6762, "val": 845, "test": 1691},
             }
-        )  # fmt: skip
+        )
     )
     (d / "config.json").write_text(json.dumps({"run": {"max_time": 900.0}}))
     return d
