@@ -91,3 +91,22 @@ class LinearLSQ:
     def loss(self, w: list[Tensor], X: Tensor) -> float:
         r = self.M @ w[0].reshape(-1) - self.y
         return 0.5 * float(r @ r)
+
+
+def cross_entropy_fn(net: Autoencoder, X: Tensor):  # type: ignore[no-untyped-def]
+    """``w -> (1/n) sum -[x log s + (1-x) log(1-s)]`` and ``w -> Z_k`` (output pre-activations)."""
+    n = X.shape[0]
+
+    def logits(*w: Tensor) -> Tensor:
+        S = X
+        Z = X
+        for act, W in zip(net.activations, w):
+            Z = W[-1] + S @ W[:-1]
+            S = torch.sigmoid(Z) if act == "logistic" else Z
+        return Z
+
+    def f(*w: Tensor) -> Tensor:
+        Z = logits(*w)
+        return (torch.nn.functional.softplus(Z) - X * Z).sum() / n
+
+    return f, logits

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from shf import tensorlist as tl
-from shf.models.autoencoder import Autoencoder, activation, affine
+from shf.models.autoencoder import CROSS_ENTROPY, Autoencoder, activation, affine, cross_entropy
 from shf.tensorlist import Vec
 
 
@@ -57,9 +57,22 @@ class AutoencoderJacobian:
             Sp.append(Spl)
         self.S = S
         self.Sp = Sp
-        # R(w; X) = (S_k - S_0)/sqrt(n)  (§3)
-        self._R = (S[-1] - X) * self.scale
-        self._loss = 0.5 * float(torch.sum(self._R * self._R, dtype=torch.float64))
+        self.cross_entropy = net.loss_name == CROSS_ENTROPY
+        if not self.cross_entropy:
+            # R(w; X) = (S_k - S_0)/sqrt(n)  (§3); the output factor of Alg. 4/5 is S'_k.
+            self.out_factor = Sp[-1]
+            self._R = (S[-1] - X) * self.scale
+            self._loss = 0.5 * float(torch.sum(self._R * self._R, dtype=torch.float64))
+        else:
+            # Cross-entropy on logistic outputs (Martens 2010), written as least squares: its
+            # Gauss-Newton matrix is J_z^T diag(s(1-s)) J_z / n with J_z the Jacobian of the
+            # output pre-activations, so A = diag(sqrt(s(1-s))) J_z / sqrt(n), and the residual
+            # with A^T R = grad f = J_z^T (S_k - X)/n is R = (S_k - X)/(sqrt(n) sqrt(s(1-s))).
+            # sqrt(s(1-s)) is clamped at 1e-6 where the outputs saturate.
+            root = torch.sqrt(Sp[-1]).clamp_(min=1e-6)
+            self.out_factor = root
+            self._R = (S[-1] - X) / root * self.scale
+            self._loss = cross_entropy(net, self.w, X)
 
     @property
     def residual(self) -> Tensor:
@@ -82,20 +95,24 @@ class AutoencoderJacobian:
         S, Sp, w = self.S, self.Sp, self.w
         # F_1 = S'_1 ∘ X~ D_1
         F = Sp[0] * affine(S[0], d[0])
-        for l in range(1, len(w)):
-            # F_l = S'_l ∘ (F_{l-1} W_l^- + S~_{l-1} D_l)
+        k = len(w)  # >= 2 for an autoencoder
+        for l in range(1, k):
+            # F_l = S'_l ∘ (F_{l-1} W_l^- + S~_{l-1} D_l)  (S'_k: the output factor)
             Z = torch.addmm(affine(S[l], d[l]), F, w[l][:-1])
-            F = Sp[l] * Z
+            F = (Sp[l] if l < k - 1 else self.out_factor) * Z
         # return F_k / sqrt(n)
         return F * self.scale
 
-    def backprop(self, U: Tensor) -> list[Tensor]:
-        """The ``F_l`` of Alg. 5 for an output-space matrix ``U`` (no ``1/sqrt(n)``)."""
+    def backprop(self, U: Tensor, *, top: Tensor | None = None) -> list[Tensor]:
+        """The ``F_l`` of Alg. 5 for an output-space matrix ``U`` (no ``1/sqrt(n)``).
+
+        ``top``, if given, is ``F_k`` itself (``U`` is then ignored).
+        """
         Sp, w = self.Sp, self.w
         k = len(w)
-        Fs: list[Tensor] = [U] * k
-        # F_k = U ∘ S'_k
-        F = U * Sp[k - 1]
+        # F_k = U ∘ S'_k  (the output factor)
+        F = U * self.out_factor if top is None else top
+        Fs: list[Tensor] = [F] * k
         Fs[k - 1] = F
         for l in range(k - 2, -1, -1):
             # F_l = F_{l+1} (W_{l+1}^-)^T ∘ S'_l
@@ -112,9 +129,21 @@ class AutoencoderJacobian:
 
     def gradient(self) -> list[Tensor]:
         """``grad f(w; X) = grad R(w; X)^T R(w; X)`` (eq. 6)."""
+        if self.cross_entropy:
+            # grad f = J_z^T (S_k - X)/n directly, without the clamped division in R.
+            return [_aug_t_mm(S, F).div_(self.n) for S, F in zip(self.S, self._backprop_residual())]
         g = self.rmatvec(self._R)
         assert isinstance(g, list)
         return g
+
+    def _backprop_residual(self) -> list[Tensor]:
+        """Alg. 5's ``F_l`` for the per-example gradients of the unscaled loss.
+
+        Squared error: ``F_k = (S_k - X) ∘ S'_k``; cross-entropy on logistic outputs:
+        ``F_k = S_k - X`` (the derivative with respect to the output pre-activation).
+        """
+        E = self.S[-1] - self.X
+        return self.backprop(E, top=E) if self.cross_entropy else self.backprop(E)
 
     def range_norm(self, U: Vec) -> float:
         """``||U||_F`` (a single process holds the whole batch)."""
@@ -128,7 +157,7 @@ class AutoencoderJacobian:
         ``sum_i (grad_{W_l} f_i)^2 = (S~_{l-1} ∘ S~_{l-1})^T (F_l ∘ F_l)`` and
         ``grad f_S = (1/n) S~_{l-1}^T F_l``.
         """
-        Fs = self.backprop(self.S[-1] - self.X)
+        Fs = self._backprop_residual()
         grad = [_aug_t_mm(S, F).div_(self.n) for S, F in zip(self.S, Fs)]
         sumsq = [_aug_t_mm(S * S, F * F) for S, F in zip(self.S, Fs)]
         return grad, sumsq

@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 LOGISTIC = "logistic"
 LINEAR = "linear"
 ACTIVATIONS = (LOGISTIC, LINEAR)
+SQUARED = "squared"
+CROSS_ENTROPY = "cross_entropy"
+LOSSES = (SQUARED, CROSS_ENTROPY)
 
 
 @dataclass(frozen=True)
@@ -37,10 +40,14 @@ class Autoencoder:
         encoder: encoder sizes ``(m_1, ..., m_c)``, input first, code last.
         linear_code: make the code layer linear (Hinton & Salakhutdinov, Martens);
             the paper uses logistic units everywhere (NOTES item 11).
+        loss: the training objective: ``squared`` (the paper's ``(1/n) sum 1/2 ||r_i||^2``)
+            or ``cross_entropy`` on the logistic outputs (Martens 2010). Errors are always
+            reported as squared errors.
     """
 
     encoder: tuple[int, ...]
     linear_code: bool = False
+    loss_name: str = SQUARED
     sizes: tuple[int, ...] = field(init=False)
     activations: tuple[str, ...] = field(init=False)
 
@@ -59,6 +66,8 @@ class Autoencoder:
         code = len(enc) - 2  # index of the weight matrix that produces the code layer
         acts = tuple(LINEAR if (self.linear_code and l == code) else LOGISTIC for l in range(k))
         object.__setattr__(self, "activations", acts)
+        if self.loss_name not in LOSSES:
+            raise ConfigError(f"loss must be one of {LOSSES}, got {self.loss_name!r}")
 
     @property
     def n_layers(self) -> int:
@@ -94,7 +103,9 @@ class Autoencoder:
         return AutoencoderJacobian(self, w, X)
 
     def loss(self, w: Sequence[Tensor], X: Tensor) -> float:
-        """``f(w; X) = (1/n) sum_i 1/2 ||xhat_i - x_i||^2``."""
+        """The training objective at ``(w, X)``: :func:`loss` or :func:`cross_entropy`."""
+        if self.loss_name == CROSS_ENTROPY:
+            return cross_entropy(self, w, X)
         return loss(self, w, X)
 
     def check_data(self, X: Tensor, name: str = "X") -> None:
@@ -175,4 +186,24 @@ def loss(net: Autoencoder, w: Sequence[Tensor], X: Tensor, chunk: int = 8192) ->
             R = forward(net, w, Xc) - Xc
             total += float(torch.sum(R * R, dtype=torch.float64))
     value = 0.5 * total / n
+    return value if value == value else float("inf")
+
+
+def cross_entropy(net: Autoencoder, w: Sequence[Tensor], X: Tensor, chunk: int = 8192) -> float:
+    """``(1/n) sum_i sum_j -[x_ij log s_ij + (1 - x_ij) log(1 - s_ij)]`` on logistic outputs.
+
+    Computed from the output pre-activations ``z`` as ``softplus(z) - x z`` (no log of 0).
+    """
+    n = X.shape[0]
+    total = 0.0
+    with torch.no_grad():
+        for start in range(0, n, chunk):
+            Xc = X[start : start + chunk]
+            S = Xc
+            Z = Xc
+            for act, W in zip(net.activations, w):
+                Z = affine(S, W)
+                S = torch.sigmoid(Z) if act == LOGISTIC else Z
+            total += float(torch.sum(torch.nn.functional.softplus(Z) - Xc * Z, dtype=torch.float64))
+    value = total / n
     return value if value == value else float("inf")
