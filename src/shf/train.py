@@ -19,7 +19,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import torch
 from torch import Tensor
@@ -86,52 +86,113 @@ def errors(net: Autoencoder, w: list[Tensor], X: Tensor) -> tuple[float, float]:
     return f, 2.0 * f
 
 
-def train(
+class Method(Protocol):
+    """An optimiser the loop can drive: initial weights, then one iteration at a time.
+
+    ``step`` returns the new weights and a metrics dictionary that holds at least
+    ``examples`` (training rows used by the iteration) and may hold ``val_error`` (the
+    validation error at the new weights, when the method computed it anyway).
+    """
+
+    def init_weights(self) -> list[Tensor]: ...
+
+    def step(self, w: list[Tensor]) -> tuple[list[Tensor], dict[str, Any]]: ...
+
+    def summary(self) -> dict[str, Any]: ...
+
+
+def check_data_for(net: Autoencoder, data: Split) -> None:
+    """Raise a clear error unless ``data`` fits ``net`` (width, finiteness, [0, 1] range)."""
+    if data.dim != net.input_dim:
+        raise ConfigError(
+            f"the data have {data.dim} features but the network's input layer has {net.input_dim}: "
+            f"give an encoder that starts with the data width (e.g. --encoder {data.dim},...)"
+        )
+    if data.train.shape[0] < 2:
+        raise ConfigError(f"need at least 2 training examples, got {data.train.shape[0]}")
+    for part, X_part in (("train", data.train), ("validation", data.val), ("test", data.test)):
+        check_array(X_part, f"{data.name} {part}")  # NaN/Inf or values outside [0, 1]
+
+
+class SHFMethod:
+    """Alg. 1: sparse initialisation, then per iteration a random batch, one SHF step,
+    the validation error, Alg. 2 at the new weights and the batch-size rule."""
+
+    def __init__(self, net: Autoencoder, data: Split, cfg: SHFConfig, seed: int = 0) -> None:
+        self.net, self.data, self.cfg = net, data, cfg
+        self.N = data.train.shape[0]
+        self.gen = torch.Generator().manual_seed(seed)
+        # n <- n1; lambda <- lambda1; gamma <- gamma1; maxiter <- maxiter1
+        self.state = SHFState.initial(cfg)
+        n1 = min(cfg.n1, self.N)
+        self.sched = BatchSchedule(
+            n=n1,
+            maxiter=cfg.maxiter1,
+            n_max=max(min(cfg.n_max, self.N), n1),
+            window=cfg.window,
+            growth=cfg.batch_growth,
+            rrel_tol=cfg.rrel_tol,
+        )
+
+    def init_weights(self) -> list[Tensor]:
+        # Initialize w according to (9) with m0, sigma; d <- 0 (§4.1)
+        X = self.data.train
+        return sparse_init(
+            self.net, m0=self.cfg.m0, sigma=self.cfg.sigma, generator=self.gen, dtype=X.dtype, device=X.device
+        )
+
+    def step(self, w: list[Tensor]) -> tuple[list[Tensor], dict[str, Any]]:
+        net, data, cfg = self.net, self.data, self.cfg
+        n = self.sched.n
+        self.state.maxiter = self.sched.maxiter
+        # S <- draw n instances from {1..N} randomly; X <- X_train[S, :]
+        idx = torch.randperm(self.N, generator=self.gen)[:n].to(data.train.device)
+        X = data.train[idx]
+        w, info = shf_step(net, w, X, self.state, cfg, X_val=data.val, generator=self.gen)
+        # f_val,i <- f(w; X_val)
+        t_val = time.perf_counter()
+        f_val = loss(net, w, data.val)
+        # n_hat_i <- BatchSize(w, S, N, theta)  (Alg. 2, at the new w on the same batch)
+        t_bs = time.perf_counter()
+        grad, sumsq = AutoencoderJacobian(net, w, X).per_example_gradient_stats()
+        stats = predict_batch_size(grad, sumsq, n, self.N, cfg.theta)
+        n_next, maxiter_next, r_rel = self.sched.update(f_val, stats.n_hat)
+        info.times["validation"] = t_bs - t_val
+        info.times["batch_stats"] = time.perf_counter() - t_bs
+        rec = {k: v for k, v in info.as_dict().items() if k != "times"}
+        rec.update(
+            examples=n, n_hat=stats.n_hat, r_rel=r_rel, n_next=n_next, maxiter_next=maxiter_next,
+            val_error=f_val, times=info.times,
+        )  # fmt: skip
+        return w, rec
+
+    def summary(self) -> dict[str, Any]:
+        return {"final_batch_size": self.sched.n, "final_lambda": self.state.lam}
+
+
+def run_loop(
     net: Autoencoder,
     data: Split,
-    cfg: SHFConfig,
+    method: Method,
     loop: LoopConfig,
     *,
     seed: int = 0,
     on_iteration: Callable[[dict[str, Any]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> TrainResult:
-    """Run Alg. 1 on ``data`` and return the best-validation weights and metrics.
+    """Drive ``method`` until patience, ``max_iters`` or ``max_time``; keep the best-validation weights.
 
     ``on_iteration`` receives each iteration's metrics (for progress bars and metric
     files); the library itself prints nothing.
     """
-    if data.dim != net.input_dim:
-        raise ConfigError(
-            f"the data have {data.dim} features but the network's input layer has {net.input_dim}: "
-            f"give an encoder that starts with the data width (e.g. --encoder {data.dim},...)"
-        )
+    check_data_for(net, data)
     N = data.train.shape[0]
-    if N < 2:
-        raise ConfigError(f"need at least 2 training examples, got {N}")
-    for part, X_part in (("train", data.train), ("validation", data.val), ("test", data.test)):
-        check_array(X_part, f"{data.name} {part}")  # NaN/Inf or values outside [0, 1]
-    dtype, device = data.train.dtype, data.train.device
-    gen = torch.Generator().manual_seed(seed)
-    # Initialize w according to (9) with m0, sigma; d <- 0 (§4.1)
-    w = sparse_init(net, m0=cfg.m0, sigma=cfg.sigma, generator=gen, dtype=dtype, device=device)
-    w0 = tl.clone(w)
-    assert isinstance(w0, list)
-    # n <- n1; lambda <- lambda1; gamma <- gamma1; maxiter <- maxiter1
-    state = SHFState.initial(cfg)
-    n1 = min(cfg.n1, N)
-    sched = BatchSchedule(
-        n=n1,
-        maxiter=cfg.maxiter1,
-        n_max=max(min(cfg.n_max, N), n1),
-        window=cfg.window,
-        growth=cfg.batch_growth,
-        rrel_tol=cfg.rrel_tol,
-    )
+    w = method.init_weights()
+    w0 = cast(list[Tensor], tl.clone(w))
     # A fixed subset of the training set for the train error, if asked (documented in metrics).
     if loop.train_eval_size is not None and loop.train_eval_size < N:
         sub = torch.randperm(N, generator=torch.Generator().manual_seed(seed + 1))[: loop.train_eval_size]
-        X_train_eval = data.train[sub.to(device)]
+        X_train_eval = data.train[sub.to(data.train.device)]
     else:
         X_train_eval = data.train
 
@@ -147,40 +208,23 @@ def train(
     i = 0
     for i in range(1, loop.max_iters + 1):
         t_iter = time.perf_counter()
-        n = sched.n
-        state.maxiter = sched.maxiter
-        # S <- draw n instances from {1..N} randomly; X <- X_train[S, :]
-        idx = torch.randperm(N, generator=gen)[:n].to(device)
-        X = data.train[idx]
-        w, info = shf_step(net, w, X, state, cfg, X_val=data.val, generator=gen)
-        # f_val,i <- f(w; X_val)
-        t_val = time.perf_counter()
-        f_val = loss(net, w, data.val)
-        # n_hat_i <- BatchSize(w, S, N, theta)  (Alg. 2, at the new w on the same batch)
-        t_bs = time.perf_counter()
-        grad, sumsq = AutoencoderJacobian(net, w, X).per_example_gradient_stats()
-        stats = predict_batch_size(grad, sumsq, n, N, cfg.theta)
-        n_next, maxiter_next, r_rel = sched.update(f_val, stats.n_hat)
-        t_end = time.perf_counter()
-        info.times["validation"] = t_bs - t_val
-        info.times["batch_stats"] = t_end - t_bs
-        opt_time += t_end - t_iter
-        examples += n
-
+        w, info = method.step(w)
+        f_val = info.pop("val_error", None)
+        if f_val is None:
+            f_val = loss(net, w, data.val)
+        opt_time += time.perf_counter() - t_iter
+        examples += int(info.pop("examples"))
         improved = f_val < best["val"]
+        times = info.pop("times", {})
         rec: dict[str, Any] = {
             "iteration": i,
             "time_s": opt_time,
             "wall_s": time.perf_counter() - wall0,
             "examples": examples,
-            **{k: v for k, v in info.as_dict().items() if k != "times"},
-            "n_hat": stats.n_hat,
-            "r_rel": r_rel,
-            "n_next": n_next,
-            "maxiter_next": maxiter_next,
+            **info,
             "val_error": f_val,
             "val_error_no_half": 2.0 * f_val,
-            "times": info.times,
+            "times": times,
             "train_error_subset": X_train_eval is not data.train,
         }
         if i % loop.eval_every == 0:
@@ -225,8 +269,25 @@ def train(
         "examples_processed": examples,
         "stop_reason": stop_reason,
         "train_error_on_subset": X_train_eval is not data.train,
-        "final_batch_size": sched.n,
-        "final_lambda": state.lam,
+        **method.summary(),
     }
     log.info("finished: %s", summary)
     return TrainResult(weights=best_w, history=history, summary=summary, initial_weights=w0)
+
+
+def train(
+    net: Autoencoder,
+    data: Split,
+    cfg: SHFConfig,
+    loop: LoopConfig,
+    *,
+    seed: int = 0,
+    on_iteration: Callable[[dict[str, Any]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Run Alg. 1 (SHF-LSMR) on ``data``; return the best-validation weights and metrics."""
+    check_data_for(net, data)
+    return run_loop(
+        net, data, SHFMethod(net, data, cfg, seed), loop, seed=seed, on_iteration=on_iteration,
+        should_stop=should_stop,
+    )  # fmt: skip
