@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from reference import cross_entropy_fn, random_like, tiny_problem
 
+from reference import cross_entropy_fn, random_like, tiny_problem
 from shf import tensorlist as tl
 from shf.curvature.mlp import AutoencoderJacobian
 from shf.errors import ConfigError
