@@ -283,11 +283,14 @@ class ProgressBar:
         if rec.get("train_error") is not None:
             self.last_train = rec["train_error"]
         self.bar.update(1)
-        self.bar.set_postfix_str(
-            f"n={rec['n']} λ={rec['lam']:.3g} lsmr={rec['lsmr_iterations']}/{rec['lsmr_stop']} "
-            f"train={_fmt(self.last_train)} val={rec['val_error']:.4g} t={rec['time_s']:.0f}s",
-            refresh=False,
-        )
+        parts = [f"n={rec['n']}" if "n" in rec else ""]
+        if rec.get("lam") is not None:
+            parts.append(f"λ={rec['lam']:.3g}")
+        for solver in ("lsmr", "cg"):
+            if f"{solver}_iterations" in rec:
+                parts.append(f"{solver}={rec[f'{solver}_iterations']}/{rec[f'{solver}_stop']}")
+        parts.append(f"train={_fmt(self.last_train)} val={rec['val_error']:.4g} t={rec['time_s']:.0f}s")
+        self.bar.set_postfix_str(" ".join(p for p in parts if p), refresh=False)
 
     def close(self) -> None:
         self.bar.close()

@@ -1,0 +1,221 @@
+"""Martens' (2010) Hessian-free optimisation, the baseline the paper compares with.
+
+Per iteration (Martens 2010, §4 and his published code; the project's reading notes):
+
+1. gradient and per-example squared gradients on the gradient batch (the whole
+   training set by default), objective ``f = L + weight_cost/2 ||w||^2``;
+2. curvature products ``B v = (G + (lambda + weight_cost) I) v`` on one of
+   ``num_chunks`` fixed chunks of the training set, cycled; ``lambda`` is added
+   unsquared (NOTES item 9);
+3. preconditioned CG (diagonal ``M = (mean_i (grad f_i)^2 + lambda + weight_cost)^(3/4)``)
+   from ``0.95`` times the previous CG solution, Martens' relative-progress stop, at
+   most 250 iterations, iterates stored at ``ceil(5 * 1.3^j)``;
+4. CG backtracking: from the last stored iterate go back while the objective on the
+   gradient batch improves;
+5. ``rho`` with the undamped model, Levenberg-Marquardt with factors 3/2 and 2/3;
+6. Armijo line search with ``c = 1e-2``, step multiplied by 0.8 up to 60 times.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, cast
+
+import torch
+from torch import Tensor
+
+from shf import tensorlist as tl
+from shf.data.split import Split
+from shf.errors import ConfigError
+from shf.linesearch import armijo_backtracking
+from shf.models.autoencoder import Autoencoder, sparse_init
+from shf.solvers.cg import cg
+
+
+@dataclass
+class HFConfig:
+    """Hyper-parameters of Martens (2010) HF (defaults: his published settings)."""
+
+    lambda1: float = 45.0
+    lm_increase: float = 1.5
+    lm_decrease: float = 2.0 / 3.0
+    maxiter: int = 250
+    cg_tol: float = 5e-4
+    decay: float = 0.95
+    armijo_c: float = 1e-2
+    armijo_shrink: float = 0.8
+    max_backtracks: int = 60
+    precond_exponent: float = 0.75
+    weight_cost: float = 2e-5
+    m0: int = 15
+    sigma: float = 1.0
+    num_chunks: int = 4
+    grad_batch: int | None = None
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise ConfigError(msg)
+
+        need(
+            math.isfinite(self.lambda1) and self.lambda1 >= 0, f"hf.lambda1 must be >= 0, got {self.lambda1}"
+        )
+        need(self.lm_increase > 1, f"hf.lm_increase must be > 1, got {self.lm_increase}")
+        need(0 < self.lm_decrease < 1, f"hf.lm_decrease must be in (0, 1), got {self.lm_decrease}")
+        need(self.maxiter >= 1, f"hf.maxiter must be >= 1, got {self.maxiter}")
+        need(self.cg_tol >= 0, f"hf.cg_tol must be >= 0, got {self.cg_tol}")
+        need(0 <= self.decay < 1, f"hf.decay must be in [0, 1), got {self.decay}")
+        need(0 < self.armijo_c < 1, f"hf.armijo_c must be in (0, 1), got {self.armijo_c}")
+        need(0 < self.armijo_shrink < 1, f"hf.armijo_shrink must be in (0, 1), got {self.armijo_shrink}")
+        need(self.weight_cost >= 0, f"hf.weight_cost must be >= 0, got {self.weight_cost}")
+        need(self.m0 >= 1 and self.sigma > 0, "hf.m0 must be >= 1 and hf.sigma > 0")
+        need(self.num_chunks >= 1, f"hf.num_chunks must be >= 1, got {self.num_chunks}")
+        need(
+            self.grad_batch is None or self.grad_batch >= 2,
+            f"hf.grad_batch must be >= 2, got {self.grad_batch}",
+        )
+
+
+class MartensHF:
+    """Martens (2010) HF as a :class:`shf.train.Method` (one HF iteration per step)."""
+
+    def __init__(self, net: Autoencoder, data: Split, cfg: HFConfig, seed: int = 0) -> None:
+        self.net, self.data, self.cfg = net, data, cfg
+        self.gen = torch.Generator().manual_seed(seed)
+        self.lam = cfg.lambda1
+        self.ch: list[Tensor] | None = None  # the last CG solution (warm start source)
+        N = data.train.shape[0]
+        # Fixed curvature chunks of the training set (a seeded permutation, then cut).
+        perm = torch.randperm(N, generator=torch.Generator().manual_seed(seed + 7)).to(data.train.device)
+        k = min(cfg.num_chunks, N)
+        self.chunks = [perm[j::k] for j in range(k)]
+        self.iteration = 0
+
+    def init_weights(self) -> list[Tensor]:
+        X = self.data.train
+        return sparse_init(
+            self.net, m0=self.cfg.m0, sigma=self.cfg.sigma, generator=self.gen, dtype=X.dtype, device=X.device
+        )
+
+    def _objective(self, w: list[Tensor], X: Tensor) -> float:
+        """``L(w; X) + weight_cost/2 ||w||^2``."""
+        return self.net.loss(w, X) + 0.5 * self.cfg.weight_cost * tl.dot(w, w)
+
+    def _grad_batch(self) -> Tensor:
+        X = self.data.train
+        gb = self.cfg.grad_batch
+        if gb is None or gb >= X.shape[0]:
+            return X
+        idx = torch.randperm(X.shape[0], generator=self.gen)[:gb].to(X.device)
+        return X[idx]
+
+    def step(self, w: list[Tensor]) -> tuple[list[Tensor], dict[str, Any]]:
+        cfg, net = self.cfg, self.net
+        times: dict[str, float] = {}
+        t = time.perf_counter()
+        Xg = self._grad_batch()
+        # 1. gradient, per-example squared gradients and objective on the gradient batch
+        Ag = net.jacobian(w, Xg)
+        grad, sumsq = Ag.per_example_gradient_stats()
+        wc = cfg.weight_cost
+        g = cast(list[Tensor], tl.axpy(wc, w, grad))  # grad f = grad L + wc w
+        f0 = Ag.loss + 0.5 * wc * tl.dot(w, w)
+        ng = Xg.shape[0]
+        del Ag
+        times["gradient"] = time.perf_counter() - t
+
+        # 2. curvature on the next fixed chunk, cycled
+        t = time.perf_counter()
+        chunk = self.chunks[self.iteration % len(self.chunks)]
+        self.iteration += 1
+        Ac = net.jacobian(w, self.data.train[chunk])
+        lam = self.lam
+
+        def Gv(v: Any, shift: float) -> Any:
+            # (G + shift I) v with G = A^T A the Gauss-Newton matrix of the chunk
+            return tl.axpy(shift, v, Ac.rmatvec(Ac.matvec(v)))
+
+        # 3. preconditioned CG: M = (mean_i (grad f_i)^2 + lambda + wc)^(3/4)
+        M = [torch.pow(s / ng + (lam + wc), cfg.precond_exponent) for s in sumsq]
+        x0 = tl.scale(cfg.decay, self.ch) if self.ch is not None else None
+        p_last, info = cg(
+            lambda v: Gv(v, lam + wc),
+            tl.scale(-1.0, g),
+            x0=x0,
+            precond=M,
+            maxiter=cfg.maxiter,
+            tol=cfg.cg_tol,
+        )
+        self.ch = cast(list[Tensor], p_last) if tl.all_finite(p_last) else None
+        times["cg"] = time.perf_counter() - t
+
+        # 4. CG backtracking over the stored iterates, on the gradient batch
+        t = time.perf_counter()
+        stored = info.stored
+        j = len(stored) - 1
+        p = cast(list[Tensor], stored[j][1])
+        f_p = self._objective(cast(list[Tensor], tl.add(w, p)), Xg)
+        evals = 1
+        while j > 0:
+            f_prev = self._objective(cast(list[Tensor], tl.add(w, stored[j - 1][1])), Xg)
+            evals += 1
+            if not f_prev < f_p:
+                break
+            j -= 1
+            p, f_p = cast(list[Tensor], stored[j][1]), f_prev
+        chosen = stored[j][0]
+        times["backtrack"] = time.perf_counter() - t
+
+        # 5. rho with the undamped model q(p) = 1/2 p^T (G + wc I) p + g^T p; LM 3/2, 2/3
+        t = time.perf_counter()
+        finite = tl.all_finite(p) and math.isfinite(f_p)
+        if finite:
+            q = 0.5 * tl.dot(p, Gv(p, wc)) + tl.dot(g, p)
+            rho = (f_p - f0) / q if q < 0 else -math.inf
+        else:
+            rho = -math.inf
+        if rho < 0.25:
+            self.lam = lam * cfg.lm_increase
+        elif rho > 0.75:
+            self.lam = lam * cfg.lm_decrease
+
+        # 6. Armijo: c = 1e-2, s <- 0.8 s, at most 60 times
+        slope = tl.dot(g, p) if finite else math.nan
+        ls = armijo_backtracking(
+            lambda s: self._objective(cast(list[Tensor], tl.axpy(s, p, w)), Xg),
+            f0,
+            slope,
+            alpha=cfg.armijo_c,
+            shrink=cfg.armijo_shrink,
+            max_backtracks=cfg.max_backtracks,
+            f_at_one=f_p,
+        )
+        w_new = cast(list[Tensor], tl.axpy(ls.step, p, w)) if ls.accepted else cast(list[Tensor], tl.clone(w))
+        if not tl.all_finite(w_new):  # never write NaN weights
+            w_new, ls_step, accepted = cast(list[Tensor], tl.clone(w)), 0.0, False
+        else:
+            ls_step, accepted = ls.step, ls.accepted
+        times["linesearch"] = time.perf_counter() - t
+        rec = {
+            "examples": ng + int(chunk.numel()),
+            "n": int(chunk.numel()),
+            "grad_batch": ng,
+            "loss": f0,
+            "loss_new": ls.f_new if accepted else f0,
+            "lam": lam,
+            "lam_next": self.lam,
+            "cg_iterations": info.iterations,
+            "cg_stop": info.stop.value,
+            "cg_chosen_iteration": chosen,
+            "backtrack_evaluations": evals,
+            "rho": rho if math.isfinite(rho) else None,
+            "step": ls_step,
+            "accepted": accepted,
+            "times": times,
+        }
+        return w_new, rec
+
+    def summary(self) -> dict[str, Any]:
+        return {"final_lambda": self.lam}
