@@ -152,17 +152,22 @@ class SHFMethod:
         # f_val,i <- f(w; X_val)
         t_val = time.perf_counter()
         f_val = loss(net, w, data.val)
-        # n_hat_i <- BatchSize(w, S, N, theta)  (Alg. 2, at the new w on the same batch)
         t_bs = time.perf_counter()
-        grad, sumsq = AutoencoderJacobian(net, w, X).per_example_gradient_stats()
-        stats = predict_batch_size(grad, sumsq, n, self.N, cfg.theta)
-        n_next, maxiter_next, r_rel = self.sched.update(f_val, stats.n_hat)
+        n_hat: int | None = None
+        r_rel: float | None = None
+        if cfg.batch_schedule == "dynamic":
+            # n_hat_i <- BatchSize(w, S, N, theta)  (Alg. 2, at the new w on the same batch)
+            grad, sumsq = AutoencoderJacobian(net, w, X).per_example_gradient_stats()
+            n_hat = predict_batch_size(grad, sumsq, n, self.N, cfg.theta).n_hat
+            n_next, maxiter_next, r_rel = self.sched.update(f_val, n_hat)
+        else:  # ablation: the batch size and LSMR cap stay at n1 and maxiter1
+            n_next, maxiter_next = self.sched.n, self.sched.maxiter
         info.times["validation"] = t_bs - t_val
         info.times["batch_stats"] = time.perf_counter() - t_bs
         rec = {k: v for k, v in info.as_dict().items() if k != "times"}
         rec.update(
-            examples=n, n_hat=stats.n_hat, r_rel=r_rel, n_next=n_next, maxiter_next=maxiter_next,
-            val_error=f_val, times=info.times,
+            examples=n, n_hat=n_hat, r_rel=r_rel, n_next=n_next, maxiter_next=maxiter_next,
+            batch_schedule=cfg.batch_schedule, val_error=f_val, times=info.times,
         )  # fmt: skip
         return w, rec
 

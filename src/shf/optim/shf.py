@@ -31,7 +31,9 @@ from shf.curvature.base import ResidualModel
 from shf.damping import levenberg_marquardt, reduction_ratio
 from shf.errors import ConfigError
 from shf.linesearch import armijo_backtracking
+from shf.solvers.cg import cg
 from shf.solvers.lsmr import lsmr
+from shf.solvers.merit import MeritMonitor
 
 
 @dataclass
@@ -60,6 +62,10 @@ class SHFConfig:
         preconditioner: ``chapelle-erhan`` (Alg. 3), ``martens`` or ``none``.
         use_merit: evaluate the validation merit inside LSMR (Alg. 6); off gives
             plain damped LSMR stopped by ``atol``/``maxiter`` only.
+        solver: ``lsmr`` (Alg. 6) or ``cg`` (ablation: CG on the same preconditioned
+            damped normal equations, same merit rules, residual test ``rtol = atol``).
+        batch_schedule: ``dynamic`` (Alg. 2 and the growth rule) or ``fixed`` (``n = n1``
+            and ``maxiter = maxiter1`` throughout; ablation).
     """
 
     lambda1: float = 5.0
@@ -86,6 +92,8 @@ class SHFConfig:
     window: int = 5
     preconditioner: str = "chapelle-erhan"
     use_merit: bool = True
+    solver: str = "lsmr"
+    batch_schedule: str = "dynamic"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -146,6 +154,11 @@ class SHFConfig:
         )
         need(finite(self.rrel_tol) and self.rrel_tol >= 0, f"rrel_tol must be >= 0, got {self.rrel_tol}")
         need(isinstance(self.window, int) and self.window >= 1, f"window must be >= 1, got {self.window}")
+        need(self.solver in ("lsmr", "cg"), f"solver must be 'lsmr' or 'cg', got {self.solver!r}")
+        need(
+            self.batch_schedule in ("dynamic", "fixed"),
+            f"batch_schedule must be 'dynamic' or 'fixed', got {self.batch_schedule!r}",
+        )
         choices = [p.value for p in pc.Preconditioner]
         need(
             self.preconditioner in choices,
@@ -195,11 +208,55 @@ class StepInfo:
     step: float
     accepted: bool
     direction_norm: float
+    solver: str = "lsmr"
     times: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready dictionary."""
-        return asdict(self)
+        """JSON-ready dictionary (``cg_iterations``/``cg_stop`` when the solver is CG)."""
+        d = asdict(self)
+        if self.solver == "cg":
+            d["cg_iterations"], d["cg_stop"] = d.pop("lsmr_iterations"), d.pop("lsmr_stop")
+        return d
+
+
+def _solve_cg(
+    A: Any,
+    b: Tensor,
+    lam: float,
+    c: list[Tensor] | None,
+    x0: list[Tensor],
+    maxiter: int,
+    cfg: SHFConfig,
+    merit: Callable[[Any], float] | None,
+) -> tuple[list[Tensor], int, str, int]:
+    """Ablation: CG on the problem LSMR solves, ``(C A^T A C + lambda^2 I) y = C A^T b + lambda^2 y0``.
+
+    In the scaled variable ``y`` (``d = c ∘ y``, ``y0 = x0 / c``) these are the normal
+    equations of ``min ||A C y - b||^2 + lambda^2 ||y - y0||^2``, Alg. 6's problem. Stops:
+    ``||residual|| <= atol ||rhs||`` (CG has no ``||Abar^T rbar||`` estimate; this is the
+    closest test), ``maxiter``, and Alg. 6's merit rules via :class:`MeritMonitor`, whose
+    best iterate is returned.
+    """
+    ones = c if c is not None else [torch.ones_like(t) for t in x0]
+    y0 = tl.div(x0, ones)
+
+    def Bv(y: Any) -> Any:
+        # v -> C A^T A C y + lambda^2 y
+        return tl.axpy(lam * lam, y, tl.mul(ones, A.rmatvec(A.matvec(tl.mul(ones, y)))))
+
+    rhs = tl.axpy(lam * lam, y0, tl.mul(ones, A.rmatvec(b)))
+    monitor = None
+    if merit is not None:
+        monitor = MeritMonitor(
+            merit, y0, ftol=cfg.ftol, miniter=cfg.miniter, recover=cfg.recover, maxiter=maxiter,
+            first_check=cfg.first_check, check_growth=cfg.check_growth, to_x=lambda y: tl.mul(ones, y),
+        )  # fmt: skip
+    y, info = cg(Bv, rhs, x0=y0, maxiter=maxiter, tol=0.0, rtol=cfg.atol, callback=monitor)
+    if monitor is not None:
+        d, _ = monitor.best(info.iterations, y)
+        stop = monitor.stop or info.stop.value
+        return cast(list[Tensor], d), info.iterations, stop, len(monitor.history)
+    return cast(list[Tensor], tl.mul(ones, y)), info.iterations, info.stop.value, 0
 
 
 def shf_step(
@@ -244,26 +301,33 @@ def shf_step(
 
     t = time.perf_counter()
     x0 = state.d if state.d is not None else tl.zeros_like(w)
-    # Solve (A^T A + lambda^2 I) d = A^T b with LSMR(d, A, b, lambda, c; maxiter, atol, ftol, phi)
-    d, info = lsmr(
-        A,
-        b,
-        damp=lam,
-        x0=x0,
-        precond=c,
-        atol=cfg.atol,
-        btol=0.0,  # Alg. 6 has no consistent-system test; only atol, the merit and maxiter
-        conlim=0.0,  # ... and no condition-number stop (0 disables it, as in scipy)
-        maxiter=state.maxiter,
-        merit=merit,
-        ftol=cfg.ftol,
-        miniter=cfg.miniter,
-        recover=cfg.recover,
-        first_check=cfg.first_check,
-        check_growth=cfg.check_growth,
-    )
+    if cfg.solver == "lsmr":
+        # Solve (A^T A + lambda^2 I) d = A^T b with LSMR(d, A, b, lambda, c; maxiter, atol, ftol, phi)
+        d, info = lsmr(
+            A,
+            b,
+            damp=lam,
+            x0=x0,
+            precond=c,
+            atol=cfg.atol,
+            btol=0.0,  # Alg. 6 has no consistent-system test; only atol, the merit and maxiter
+            conlim=0.0,  # ... and no condition-number stop (0 disables it, as in scipy)
+            maxiter=state.maxiter,
+            merit=merit,
+            ftol=cfg.ftol,
+            miniter=cfg.miniter,
+            recover=cfg.recover,
+            first_check=cfg.first_check,
+            check_growth=cfg.check_growth,
+        )
+        iterations, stop = info.iterations, str(info.stop.value)
+        merit_evals = len(info.merit_history)
+    else:
+        d, iterations, stop, merit_evals = _solve_cg(
+            A, b, lam, c, cast(list[Tensor], x0), state.maxiter, cfg, merit
+        )
     assert isinstance(d, list)
-    times["lsmr"] = time.perf_counter() - t - merit_time[0]
+    times["solver"] = time.perf_counter() - t - merit_time[0]
     times["merit"] = merit_time[0]
 
     t = time.perf_counter()
@@ -324,9 +388,10 @@ def shf_step(
         lam_next=lam_next,
         gamma=gamma_used,
         maxiter=state.maxiter,
-        lsmr_iterations=info.iterations,
-        lsmr_stop=str(info.stop.value),
-        merit_evaluations=len(info.merit_history),
+        lsmr_iterations=iterations,
+        lsmr_stop=stop,
+        merit_evaluations=merit_evals,
+        solver=cfg.solver,
         rho=rho if math.isfinite(rho) else float("nan"),
         model_change=model_change,
         step=step,

@@ -1,0 +1,87 @@
+"""SHF ablation switches: the solver (LSMR, CG), the preconditioner and the batch schedule."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from reference import tiny_problem
+from shf import tensorlist as tl
+from shf.data.curves import generate_curves
+from shf.data.split import make_split
+from shf.models.autoencoder import Autoencoder
+from shf.optim.shf import SHFConfig, SHFState, shf_step
+from shf.solvers.merit import MERIT_NOT_RECOVERED, MeritMonitor
+from shf.train import LoopConfig, train
+
+
+def test_cg_ablation_solves_the_same_problem_as_lsmr():
+    """Without the merit and run to tight tolerances, CG and LSMR return the same step."""
+    net, w, X = tiny_problem((6, 4, 2), 12, seed=2)
+    base = dict(lambda1=0.5, use_merit=False, maxiter1=400, atol=1e-13, n1=12)
+    steps = {}
+    for solver in ("lsmr", "cg"):
+        cfg = SHFConfig(solver=solver, **base)
+        state = SHFState.initial(cfg)
+        state.d = [0.1 * W for W in w]  # a warm start, to check the damping on y - y0 too
+        _, info = shf_step(net, w, X, state, cfg, generator=torch.Generator().manual_seed(0))
+        steps[solver] = tl.flatten(state.d) / cfg.gamma1  # d = state.d / gamma
+        assert info.solver == solver
+        key = "cg_iterations" if solver == "cg" else "lsmr_iterations"
+        assert key in info.as_dict()
+    # Both solve a damped SPD system to ~1e-13: agreement to 1e-7 relative.
+    torch.testing.assert_close(steps["cg"], steps["lsmr"], rtol=1e-7, atol=1e-10)
+
+
+def _data():
+    X = generate_curves(400, seed=3)
+    return make_split(X[:240], X[240:320], X[320:], "tiny").to(torch.float64)
+
+
+@pytest.mark.parametrize("precond", ["chapelle-erhan", "martens", "none"])
+def test_switches_are_visible_in_metrics(precond):
+    net = Autoencoder((784, 24, 6))
+    cfg = SHFConfig(n1=40, n_max=200, maxiter1=20, miniter=5, recover=10, preconditioner=precond,
+                    solver="cg", batch_schedule="fixed")  # fmt: skip
+    res = train(net, _data(), cfg, LoopConfig(max_iters=8), seed=0)
+    h = res.history
+    assert all(r["n"] == 40 and r["maxiter"] == 20 and r["n_hat"] is None for r in h)
+    assert all(r["batch_schedule"] == "fixed" and r["solver"] == "cg" and "cg_iterations" in r for r in h)
+    assert res.summary["val_error"] < res.summary["initial_val_error"]
+
+
+def test_dynamic_schedule_grows_batch():
+    net = Autoencoder((784, 24, 6))
+    cfg = SHFConfig(n1=20, n_max=240, maxiter1=20, miniter=5, recover=10, theta=0.05)
+    res = train(net, _data(), cfg, LoopConfig(max_iters=8), seed=0)
+    # theta = 0.05 demands a low-variance gradient: Alg. 2 asks for more data, n grows after i = 5.
+    assert res.history[-1]["n"] > 20 and all(r["n_hat"] is not None for r in res.history)
+
+
+def test_merit_monitor_rules():
+    values = {0: 10.0, 5: 5.0, 7: 4.0, 9: 6.0, 12: 6.0, 15: 6.0}
+
+    def merit(x):
+        return values[int(x)]
+
+    mon = MeritMonitor(merit, torch.tensor(0.0), ftol=1e-3, miniter=0, recover=5, maxiter=100)
+    stops = []
+    for k in range(1, 16):
+        if mon(k, torch.tensor(float(k))):
+            stops.append(k)
+            break
+    # Checks at 5, 7, 9, 12, 15; best at 7; 12 > 7 + 5 and 6 > 4: not recovered.
+    assert [k for k, _ in mon.history] == [0, 5, 7, 9, 12]
+    assert stops == [12] and mon.stop == MERIT_NOT_RECOVERED
+    x, k = mon.best(12, torch.tensor(12.0))
+    assert k == 7 and float(x) == 7.0
+
+
+def test_merit_monitor_stalls():
+    values = {0: 10.0, 5: 5.0, 7: 4.9999}
+    mon = MeritMonitor(
+        lambda x: values[int(x)], torch.tensor(0.0), ftol=1e-3, miniter=6, recover=50, maxiter=100
+    )
+    assert not mon(5, torch.tensor(5.0))  # k = 5 <= miniter
+    # (5 - 4.9999)/4.9999 = 2e-5 < (7 - 5) * 1e-3: stalled at a new minimum.
+    assert mon(7, torch.tensor(7.0)) and mon.stop == "merit_stalled"
