@@ -70,10 +70,11 @@ def test_merit_monitor_rules():
         if mon(k, torch.tensor(float(k))):
             stops.append(k)
             break
-    # Checks at 5, 7, 9, 12, 15; best at 7; 12 > 7 + 5 and 6 > 4: not recovered.
-    assert [k for k, _ in mon.history] == [0, 5, 7, 9, 12]
-    assert stops == [12] and mon.stop == MERIT_NOT_RECOVERED
-    x, k = mon.best(12, torch.tensor(12.0))
+    # Checks at 5, 7, 9, 12, 15; best at 7; at 12 not yet past k_min + recover = 12,
+    # at 15 > 12 with 6 > 4: not recovered.
+    assert [k for k, _ in mon.history] == [0, 5, 7, 9, 12, 15]
+    assert stops == [15] and mon.stop == MERIT_NOT_RECOVERED
+    x, k = mon.best(15, torch.tensor(15.0))
     assert k == 7 and float(x) == 7.0
 
 
