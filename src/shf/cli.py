@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     t.add_argument("--device", default=None, help="cpu (default) or cuda[:N]")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--method", default="shf-lsmr", help="shf-lsmr (default), shf-cg, martens-hf, adam or sgd")
     d = t.add_argument_group("data")
     d.add_argument("--dataset", default=None, help="curves, mnist, fashion-mnist, mnist-t10k, usps or own")
     d.add_argument(
@@ -135,6 +136,45 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run nothing: tabulate and plot every finished run under --out/runs",
     )
+
+    c = sub.add_parser(
+        "compare",
+        help="several methods on the same data, architecture, seed and time budget",
+        description="Runs each method (in its own process, to measure peak memory) and writes "
+        "compare.md, compare.json and compare.png into --out.",
+    )
+    c.add_argument("--config", default="default", help="preset or TOML file for data, model and settings")
+    c.add_argument(
+        "--methods",
+        default="shf-lsmr,shf-cg,martens-hf,adam,sgd",
+        help="comma-separated: shf-lsmr, shf-cg, martens-hf, adam, sgd",
+    )
+    c.add_argument("--budget", type=_positive_float, default=300.0, help="optimiser seconds per method")
+    c.add_argument(
+        "--target",
+        type=float,
+        default=None,
+        help="target test error (paper scale); default: the worst final test error",
+    )
+    c.add_argument(
+        "--hf-loss",
+        choices=["cross_entropy", "squared"],
+        default="cross_entropy",
+        help="Martens HF's training objective (default: cross-entropy, as Martens)",
+    )
+    c.add_argument(
+        "--sweep-fraction",
+        type=_positive_float,
+        default=0.25,
+        help="fraction of the budget per learning rate in the first-order sweep",
+    )
+    c.add_argument("--out", default="runs/compare", help="output directory")
+    c.add_argument("--seed", type=int, default=None)
+    c.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    c.add_argument("--data", dest="data_file", default=None, metavar="FILE", help="your own data file")
+    c.add_argument("--dataset", default=None)
+    c.add_argument("--data-path", default=None)
+    c.add_argument("--encoder", type=_encoder, default=None)
 
     pl = sub.add_parser(
         "plot",
@@ -201,6 +241,33 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         figure2(rd, out / f"fig2-{name}.png", title=f"{name.upper()}: train (dotted) and test (solid) error")
         figure3(rd, out / f"fig3-{name}.png", title=f"{name.upper()}: mini-batch size")
     print(md + f"\nwritten: {out / 'table2.md'}, {out / 'table2.json'}, fig2-*.png, fig3-*.png")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from shf.experiments.compare import compare
+
+    o = list(args.overrides)
+    if args.seed is not None:
+        o.append(f"run.seed={args.seed}")
+    if args.encoder is not None:
+        o.append(f"model.encoder={args.encoder}")
+    if args.dataset is not None:
+        o.append(f'data.dataset="{args.dataset}"')
+    if args.data_file is not None:
+        o += ['data.dataset="own"', f"data.path={json.dumps(args.data_file)}"]
+    if args.data_path is not None:
+        o.append(f"data.path={json.dumps(args.data_path)}")
+    cfg = cfgmod.load(args.config, o)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    print(f"shf compare: {', '.join(methods)}; {args.budget:g} s each -> {args.out}", file=sys.stderr)
+    record = compare(
+        cfg, methods, args.out, budget=args.budget, hf_loss=args.hf_loss,
+        sweep_fraction=args.sweep_fraction, target=args.target,
+    )  # fmt: skip
+    from shf.experiments.compare import markdown
+
+    print(markdown(record) + f"\nwritten: {Path(args.out) / 'compare.md'}, compare.json, compare.png")
     return 0
 
 
@@ -314,7 +381,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     bar = ProgressBar(cfg.run.max_iters, cfg.run.max_time, args.no_progress)
     try:
-        summary = run_experiment(cfg, out, data=data, on_iteration=bar)
+        summary = run_experiment(cfg, out, data=data, on_iteration=bar, method=args.method)
     finally:
         bar.close()
     print(describe(summary) + f"\n  run directory: {out}")
@@ -333,6 +400,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_reproduce(args)
         if args.command == "plot":
             return cmd_plot(args)
+        if args.command == "compare":
+            return cmd_compare(args)
     except ShfError as e:
         print(f"shf: error: {e}", file=sys.stderr)
         return 2

@@ -23,6 +23,8 @@ from typing import Any, Union
 import tomllib
 
 from shf.errors import ConfigError
+from shf.optim.first_order import FirstOrderConfig
+from shf.optim.hf import HFConfig
 from shf.optim.shf import SHFConfig
 from shf.train import LoopConfig
 
@@ -72,10 +74,12 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """The autoencoder: encoder sizes (decoder mirrored) and the code layer's units."""
+    """The autoencoder: encoder sizes (decoder mirrored), the code layer's units and the
+    training objective (``squared``, the paper's, or ``cross_entropy``, Martens')."""
 
     encoder: list[int] = field(default_factory=lambda: [784, 400, 200, 100, 50, 25, 6])
     linear_code: bool = False
+    loss: str = "squared"
 
     def __post_init__(self) -> None:
         if len(self.encoder) < 2 or any(isinstance(m, bool) or m < 1 for m in self.encoder):
@@ -125,6 +129,8 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optimizer: SHFConfig = field(default_factory=SHFConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    hf: HFConfig = field(default_factory=HFConfig)
+    first_order: FirstOrderConfig = field(default_factory=FirstOrderConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dictionary (JSON/TOML-ready; ``inf`` kept as a float)."""
@@ -136,6 +142,8 @@ SECTIONS: dict[str, type] = {
     "model": ModelConfig,
     "optimizer": SHFConfig,
     "run": RunConfig,
+    "hf": HFConfig,
+    "first_order": FirstOrderConfig,
 }
 
 

@@ -15,8 +15,9 @@ from shf.config import ExperimentConfig
 from shf.data.registry import load_dataset
 from shf.data.split import Split
 from shf.errors import ConfigError
+from shf.experiments.methods import build_method
 from shf.models.autoencoder import Autoencoder
-from shf.train import train
+from shf.train import check_data_for, run_loop
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ def run_experiment(
     *,
     data: Split | None = None,
     on_iteration: Progress | None = None,
+    method: str = "shf-lsmr",
 ) -> dict[str, Any]:
     """Train as configured, writing ``config.json``, ``env.json``, ``metrics.jsonl``,
     ``weights.pt`` and ``summary.json`` into ``out_dir``; return the summary."""
@@ -55,7 +57,7 @@ def run_experiment(
     out.write_json("env.json", runlog.environment())
     if data is None:
         data = prepare_data(cfg)
-    net = Autoencoder(tuple(cfg.model.encoder), linear_code=cfg.model.linear_code)
+    net = Autoencoder(tuple(cfg.model.encoder), linear_code=cfg.model.linear_code, loss_name=cfg.model.loss)
 
     def record(rec: dict[str, Any]) -> None:
         out.log_metrics(rec)
@@ -63,7 +65,9 @@ def run_experiment(
             on_iteration(rec)
 
     try:
-        result = train(net, data, cfg.optimizer, cfg.run.loop(), seed=cfg.run.seed, on_iteration=record)
+        check_data_for(net, data)
+        opt = build_method(method, net, data, cfg)
+        result = run_loop(net, data, opt, cfg.run.loop(), seed=cfg.run.seed, on_iteration=record)
     finally:
         out.close()
     out.save_weights(
@@ -76,6 +80,7 @@ def run_experiment(
     )
     summary = {
         "name": cfg.name,
+        "method": method,
         "dataset": data.name,
         "seed": cfg.run.seed,
         "sizes": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},

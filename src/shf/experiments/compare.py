@@ -1,0 +1,183 @@
+"""``shf compare``: several methods on the same data, architecture, seed and time budget.
+
+Each method runs in its own process (so its peak resident memory can be measured) into
+``<out>/runs/<method>``; first-order methods first run a short learning-rate sweep
+(``sweep_fraction`` of the budget per rate) and then the best rate, by validation
+error, with the full budget. The result is a table (``compare.md``/``compare.json``)
+and an error-against-time figure (``compare.png``).
+
+Time to target: the first optimiser time at which the test error (measured at every
+iteration in a comparison) is at or below the target, which is given or, by
+default, the worst final best-validation test error among the methods, so every
+method reaches it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import multiprocessing as mp
+import os
+import resource
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from shf import config as cfgmod
+from shf.errors import ConfigError
+from shf.experiments.methods import METHODS
+from shf.runlog import read_metrics
+
+DEFAULT_LRS = {"adam": [3e-4, 1e-3, 3e-3, 1e-2], "sgd": [3e-3, 1e-2, 3e-2, 1e-1]}
+
+
+def _child(cfg_dict: dict[str, Any], method: str, out: str, threads: int | None) -> None:
+    """Run one method in this (child) process and record its peak resident memory."""
+    import torch
+
+    from shf.experiments.run import run_experiment
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    cfg = cfgmod.from_dict(cfg_dict)
+    summary = run_experiment(cfg, out, method=method)
+    # ru_maxrss is in KiB on Linux.
+    summary["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    (Path(out) / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+
+
+def run_method(cfg: cfgmod.ExperimentConfig, method: str, out: Path) -> dict[str, Any]:
+    """Run ``method`` in a fresh process (spawn) unless ``out/summary.json`` exists; return the summary."""
+    summary_path = out / "summary.json"
+    if not summary_path.is_file():
+        ctx = mp.get_context("spawn")
+        p = ctx.Process(target=_child, args=(cfg.to_dict(), method, str(out), cfg.run.threads))
+        p.start()
+        p.join()
+        if p.exitcode != 0 or not summary_path.is_file():
+            raise ConfigError(f"method {method} failed (exit code {p.exitcode}); see {out}")
+    s: dict[str, Any] = json.loads(summary_path.read_text())
+    return s
+
+
+def _with(cfg: cfgmod.ExperimentConfig, **sections: dict[str, Any]) -> cfgmod.ExperimentConfig:
+    parts = {k: dataclasses.replace(getattr(cfg, k), **v) for k, v in sections.items()}
+    return dataclasses.replace(cfg, **parts)
+
+
+def compare(
+    cfg: cfgmod.ExperimentConfig,
+    methods: Sequence[str],
+    out: str | os.PathLike[str],
+    *,
+    budget: float,
+    hf_loss: str = "cross_entropy",
+    lrs: dict[str, list[float]] | None = None,
+    sweep_fraction: float = 0.25,
+    target: float | None = None,
+) -> dict[str, Any]:
+    """Run the methods and write the table and figure; return the JSON record."""
+    for m in methods:
+        if m not in METHODS:
+            raise ConfigError(f"unknown method {m!r}; choose from {', '.join(METHODS)}")
+    if not (budget > 0 and math.isfinite(budget)):
+        raise ConfigError(f"the time budget must be a positive number of seconds, got {budget}")
+    lrs = lrs or DEFAULT_LRS
+    root = Path(out)
+    # Test errors every iteration, so the time to target is exact.
+    base = _with(cfg, run={"max_time": budget, "eval_every": 1})
+    results: dict[str, dict[str, Any]] = {}
+    sweeps: dict[str, list[dict[str, Any]]] = {}
+    for m in methods:
+        mcfg = base
+        if m == "martens-hf":
+            mcfg = _with(base, model={"loss": hf_loss})
+        if m in ("adam", "sgd"):
+            trial = []
+            for lr in lrs[m]:
+                scfg = _with(base, run={"max_time": budget * sweep_fraction}, first_order={"lr": lr})
+                s = run_method(scfg, m, root / "sweep" / f"{m}-lr{lr:g}")
+                trial.append({"lr": lr, "val_error": s["val_error"], "test_error": s["test_error"]})
+            sweeps[m] = trial
+            best_lr = min(trial, key=lambda r: r["val_error"] if math.isfinite(r["val_error"]) else math.inf)[
+                "lr"
+            ]
+            mcfg = _with(base, first_order={"lr": best_lr})
+        results[m] = run_method(mcfg, m, root / "runs" / m)
+        results[m]["run_dir"] = str(root / "runs" / m)
+
+    finals = [r["test_error"] for r in results.values()]
+    tgt = target if target is not None else max(finals)
+    rows = []
+    for m, s in results.items():
+        metrics = read_metrics(s["run_dir"])
+        reach = next(
+            (r["time_s"] for r in metrics if r.get("test_error") is not None and r["test_error"] <= tgt), None
+        )
+        rows.append({
+            "method": m,
+            "best_val_error": s["val_error"],
+            "train_error": s["train_error"],
+            "test_error": s["test_error"],
+            "train_error_no_half": s["train_error_no_half"],
+            "test_error_no_half": s["test_error_no_half"],
+            "time_to_target_s": reach,
+            "examples_processed": s["examples_processed"],
+            "peak_rss_mb": s.get("peak_rss_mb"),
+            "iterations": s["hf_iterations"],
+            "optimizer_time_s": s["optimizer_time_s"],
+            "lr": s.get("lr"),
+        })  # fmt: skip
+    record = {
+        "dataset": next(iter(results.values()))["dataset"],
+        "encoder": cfg.model.encoder,
+        "seed": cfg.run.seed,
+        "budget_s": budget,
+        "target_test_error": tgt,
+        "hf_loss": hf_loss,
+        "rows": rows,
+        "lr_sweeps": sweeps,
+    }
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "compare.json").write_text(json.dumps(record, indent=2) + "\n")
+    (root / "compare.md").write_text(markdown(record))
+    from shf.plots import figure2
+
+    figure2(
+        [results[m]["run_dir"] for m in results],
+        root / "compare.png",
+        labels=list(results),
+        title=f"{record['dataset']}: train (dotted) and test (solid) error, budget {budget:g} s",
+    )
+    return record
+
+
+def _f(x: Any, spec: str = ".4f") -> str:
+    return format(x, spec) if isinstance(x, (int, float)) else "—"
+
+
+def markdown(record: dict[str, Any]) -> str:
+    """The comparison table."""
+    lines = [
+        f"Data: {record['dataset']}, encoder {'-'.join(map(str, record['encoder']))}, seed {record['seed']}, "
+        f"budget {record['budget_s']:g} s optimiser time per method; target test error "
+        f"{record['target_test_error']:.4f} (paper scale). Martens HF trains on {record['hf_loss']}.",
+        "",
+        "| method | best val | train | test | train (no 1/2) | test (no 1/2) | time to target (s) "
+        "| examples | peak RSS (MB) | iterations |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in record["rows"]:
+        name = r["method"] + (f" (lr {r['lr']:g})" if r.get("lr") else "")
+        lines.append(
+            f"| {name} | {_f(r['best_val_error'])} | {_f(r['train_error'])} | {_f(r['test_error'])} | "
+            f"{_f(r['train_error_no_half'])} | {_f(r['test_error_no_half'])} | "
+            f"{_f(r['time_to_target_s'], '.0f')} | "
+            f"{r['examples_processed']:,} | {_f(r['peak_rss_mb'], '.0f')} | {r['iterations']} |"
+        )
+    for m, trial in record.get("lr_sweeps", {}).items():
+        lines.append("")
+        lines.append(f"{m} learning-rate sweep (val error after a short run): " + ", ".join(
+            f"lr {t['lr']:g}: {_f(t['val_error'])}" for t in trial))  # fmt: skip
+    return "\n".join(lines) + "\n"

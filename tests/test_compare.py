@@ -1,0 +1,53 @@
+"""`shf compare` on a tiny problem: every method runs, the table and figure are written."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from shf.cli import main
+from shf.experiments.compare import markdown
+
+
+def test_compare_tiny(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    args = ["compare", "--methods", "shf-lsmr,martens-hf,adam", "--budget", "1.5", "--out", str(out),
+            "--encoder", "784,16,6", "--set", "data.n_train=200", "--set", "data.n_val=60",
+            "--set", "data.n_test=60", "--set", "optimizer.n1=40", "--set", "run.threads=1",
+            "--sweep-fraction", "0.2", "--set", "first_order.batch_size=50"]  # fmt: skip
+    assert main(args) == 0
+    rec = json.loads((out / "compare.json").read_text())
+    assert [r["method"] for r in rec["rows"]] == ["shf-lsmr", "martens-hf", "adam"]
+    assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| method | best val |" in (out / "compare.md").read_text()
+    # The default target is the worst final test error, so every method reaches it.
+    assert rec["target_test_error"] == max(r["test_error"] for r in rec["rows"])
+    assert all(r["time_to_target_s"] is not None for r in rec["rows"])
+    assert all(r["peak_rss_mb"] > 50 for r in rec["rows"])  # a Python + torch process
+    assert [t["lr"] for t in rec["lr_sweeps"]["adam"]] == [3e-4, 1e-3, 3e-3, 1e-2]
+    # Martens HF trains on cross-entropy by default; its metrics show CG and backtracking.
+    hf = [
+        json.loads(line) for line in (out / "runs" / "martens-hf" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert all("cg_chosen_iteration" in r for r in hf)
+
+
+def test_compare_rejects_unknown_method(tmp_path, capsys):
+    assert main(["compare", "--methods", "lbfgs", "--out", str(tmp_path)]) == 2
+    assert "unknown method 'lbfgs'" in capsys.readouterr().err
+
+
+def test_markdown_handles_unreached_target():
+    rec = {"dataset": "d", "encoder": [4, 2], "seed": 0, "budget_s": 1.0, "target_test_error": 0.1,
+           "hf_loss": "squared", "rows": [{"method": "adam", "best_val_error": 1.0, "train_error": 1.0,
+           "test_error": 1.0, "train_error_no_half": 2.0, "test_error_no_half": 2.0, "time_to_target_s": None,
+           "examples_processed": 10, "peak_rss_mb": None, "iterations": 1, "lr": 0.001}]}  # fmt: skip
+    md = markdown(rec)
+    assert "| adam (lr 0.001) |" in md and "—" in md
+
+
+@pytest.mark.parametrize("budget", ["0", "-1"])
+def test_compare_budget_must_be_positive(budget, capsys):
+    with pytest.raises(SystemExit):
+        main(["compare", "--budget", budget])
