@@ -43,6 +43,32 @@ def _positive_float(text: str) -> float:
     return v
 
 
+_FLAG_NAMES = (
+    "seed", "max_time", "max_iters", "encoder", "dtype", "threads", "device", "dataset", "data_file",
+    "data_path", "data_dir", "label_column", "scale_255", "fractions",
+)  # fmt: skip
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    """The data-set flags shared by ``train`` and ``compare``."""
+    d = p.add_argument_group("data")
+    d.add_argument("--dataset", default=None, help="curves, mnist, fashion-mnist, mnist-t10k, usps or own")
+    d.add_argument(
+        "--data",
+        dest="data_file",
+        default=None,
+        metavar="FILE",
+        help="your own .npy/.npz/.csv/.csv.gz file, one example per row (sets --dataset own)",
+    )
+    d.add_argument("--data-path", default=None, help="file or directory of a named data set")
+    d.add_argument("--data-dir", default=None, help="download cache (default $SHF_DATA_DIR or ~/.cache/shf)")
+    d.add_argument("--label-column", default=None, help="column (name or index) of your file to drop")
+    d.add_argument("--scale-255", action="store_true", help="your file holds 0..255 values: divide by 255")
+    d.add_argument(
+        "--fractions", default=None, help="train,val,test fractions of your file (default 0.8,0.1,0.1)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="shf",
@@ -83,22 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default=None, help="cpu (default) or cuda[:N]")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--method", default="shf-lsmr", help="shf-lsmr (default), shf-cg, martens-hf, adam or sgd")
-    d = t.add_argument_group("data")
-    d.add_argument("--dataset", default=None, help="curves, mnist, fashion-mnist, mnist-t10k, usps or own")
-    d.add_argument(
-        "--data",
-        dest="data_file",
-        default=None,
-        metavar="FILE",
-        help="your own .npy/.npz/.csv/.csv.gz file, one example per row (sets --dataset own)",
-    )
-    d.add_argument("--data-path", default=None, help="file or directory of a named data set")
-    d.add_argument("--data-dir", default=None, help="download cache (default $SHF_DATA_DIR or ~/.cache/shf)")
-    d.add_argument("--label-column", default=None, help="column (name or index) of your file to drop")
-    d.add_argument("--scale-255", action="store_true", help="your file holds 0..255 values: divide by 255")
-    d.add_argument(
-        "--fractions", default=None, help="train,val,test fractions of your file (default 0.8,0.1,0.1)"
-    )
+    _add_data_args(t)
 
     r = sub.add_parser("reproduce", help="reproduce the paper's experiments")
     rsub = r.add_subparsers(dest="what", required=True)
@@ -171,10 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", default="runs/compare", help="output directory")
     c.add_argument("--seed", type=int, default=None)
     c.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    c.add_argument("--data", dest="data_file", default=None, metavar="FILE", help="your own data file")
-    c.add_argument("--dataset", default=None)
-    c.add_argument("--data-path", default=None)
-    c.add_argument("--encoder", type=_encoder, default=None)
+    c.add_argument("--encoder", type=_encoder, default=None, help="encoder sizes, e.g. 784,400,200,6")
+    _add_data_args(c)
 
     pl = sub.add_parser(
         "plot",
@@ -247,17 +256,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from shf.experiments.compare import compare
 
-    o = list(args.overrides)
-    if args.seed is not None:
-        o.append(f"run.seed={args.seed}")
-    if args.encoder is not None:
-        o.append(f"model.encoder={args.encoder}")
-    if args.dataset is not None:
-        o.append(f'data.dataset="{args.dataset}"')
-    if args.data_file is not None:
-        o += ['data.dataset="own"', f"data.path={json.dumps(args.data_file)}"]
-    if args.data_path is not None:
-        o.append(f"data.path={json.dumps(args.data_path)}")
+    o = [*args.overrides, *_flag_overrides(args)]
     cfg = cfgmod.load(args.config, o)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     print(f"shf compare: {', '.join(methods)}; {args.budget:g} s each -> {args.out}", file=sys.stderr)
@@ -298,7 +297,10 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
-def _flag_overrides(args: argparse.Namespace) -> list[str]:
+def _flag_overrides(ns: argparse.Namespace) -> list[str]:
+    """``section.key=value`` overrides for the flags a sub-command has and the user gave."""
+    args = argparse.Namespace(**{k: None for k in _FLAG_NAMES})
+    vars(args).update(vars(ns))
     o: list[str] = []
     if args.seed is not None:
         o.append(f"run.seed={args.seed}")

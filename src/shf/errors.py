@@ -13,3 +13,9 @@ class ConfigError(ShfError, ValueError):
 
 class DataError(ShfError, ValueError):
     """Data that cannot be used: wrong shape, NaN/Inf, values outside the model's range."""
+
+
+def require(ok: bool, message: str) -> None:
+    """Raise :class:`ConfigError` with ``message`` unless ``ok``."""
+    if not ok:
+        raise ConfigError(message)

@@ -45,6 +45,18 @@ def _series(metrics: list[dict[str, Any]], key: str) -> tuple[list[float], list[
     return xs, ys
 
 
+def _save(fig: Any, out: str | os.PathLike[str]) -> Path:
+    """Write ``fig`` as a PNG (creating the folder) and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    p = Path(out)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(p, dpi=120)
+    plt.close(fig)
+    return p
+
+
 def figure2(
     runs: Sequence[str | os.PathLike[str]],
     out: str | os.PathLike[str],
@@ -78,12 +90,7 @@ def figure2(
     ax.set_title(title or "Training (dotted) and test (solid) error vs time")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    p = Path(out)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p, dpi=120)
-    plt.close(fig)
-    return p
+    return _save(fig, out)
 
 
 def figure3(
@@ -110,9 +117,4 @@ def figure3(
     ax.set_title(title or "Mini-batch size vs time")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    p = Path(out)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p, dpi=120)
-    plt.close(fig)
-    return p
+    return _save(fig, out)

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from shf import tensorlist as tl
 from shf.data.split import Split
-from shf.errors import ConfigError
+from shf.errors import require
 from shf.linesearch import armijo_backtracking
 from shf.models.autoencoder import Autoencoder, sparse_init
 from shf.solvers.cg import cg
@@ -55,9 +55,7 @@ class HFConfig:
     grad_batch: int | None = None
 
     def __post_init__(self) -> None:
-        def need(ok: bool, msg: str) -> None:
-            if not ok:
-                raise ConfigError(msg)
+        need = require
 
         need(
             math.isfinite(self.lambda1) and self.lambda1 >= 0, f"hf.lambda1 must be >= 0, got {self.lambda1}"

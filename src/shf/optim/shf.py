@@ -29,7 +29,7 @@ from shf import precond as pc
 from shf import tensorlist as tl
 from shf.curvature.base import ResidualModel
 from shf.damping import levenberg_marquardt, reduction_ratio
-from shf.errors import ConfigError
+from shf.errors import require
 from shf.linesearch import armijo_backtracking
 from shf.solvers.cg import cg
 from shf.solvers.lsmr import lsmr
@@ -101,9 +101,7 @@ class SHFConfig:
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first invalid hyper-parameter."""
 
-        def need(ok: bool, msg: str) -> None:
-            if not ok:
-                raise ConfigError(msg)
+        need = require
 
         def finite(x: float) -> bool:
             return isinstance(x, (int, float)) and math.isfinite(x)
