@@ -161,6 +161,12 @@ def table(groups: dict[str, list[dict[str, Any]]]) -> tuple[str, dict[str, Any]]
             "hf_iterations_mean": its,
             "optimizer_time_s": [r["optimizer_time_s"] for r in runs],
             "paper": paper,
+            "per_run": [
+                {k: r.get(k) for k in ("seed", "train_error", "val_error", "test_error", "initial_test_error",
+                                       "hf_iterations", "best_iteration", "optimizer_time_s", "wall_time_s",
+                                       "examples_processed", "final_batch_size", "final_lambda")}
+                for r in runs
+            ],  # fmt: skip
             "runs": [r["run_dir"] for r in runs],
         }
     notes = (
