@@ -29,6 +29,10 @@ PAPER_TABLE2: dict[str, dict[str, tuple[float, float]]] = {
     "usps": {"martens": (1.007, 1.961), "shf": (0.999, 1.947)},
 }
 PRESETS = ("curves", "mnist", "usps")
+PER_RUN_KEYS = (
+    "seed", "train_error", "val_error", "test_error", "initial_test_error", "hf_iterations", "best_iteration",
+    "optimizer_time_s", "wall_time_s", "examples_processed", "final_batch_size", "final_lambda",
+)  # fmt: skip
 MNIST_SOURCES = ("auto", "mnist", "fashion-mnist", "mnist-t10k")
 
 RunHook = Callable[[str, int, cfgmod.ExperimentConfig], Callable[[dict[str, Any]], None] | None]
@@ -161,12 +165,7 @@ def table(groups: dict[str, list[dict[str, Any]]]) -> tuple[str, dict[str, Any]]
             "hf_iterations_mean": its,
             "optimizer_time_s": [r["optimizer_time_s"] for r in runs],
             "paper": paper,
-            "per_run": [
-                {k: r.get(k) for k in ("seed", "train_error", "val_error", "test_error", "initial_test_error",
-                                       "hf_iterations", "best_iteration", "optimizer_time_s", "wall_time_s",
-                                       "examples_processed", "final_batch_size", "final_lambda")}
-                for r in runs
-            ],  # fmt: skip
+            "per_run": [{k: r.get(k) for k in PER_RUN_KEYS} for r in runs],
             "runs": [r["run_dir"] for r in runs],
         }
     notes = (
