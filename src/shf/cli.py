@@ -43,10 +43,17 @@ def _positive_float(text: str) -> float:
     return v
 
 
-_FLAG_NAMES = (
-    "seed", "max_time", "max_iters", "encoder", "dtype", "threads", "device", "dataset", "data_file",
-    "data_path", "data_dir", "label_column", "scale_255", "fractions",
+# Flags mapped one to one onto a config key (in the order they are applied), then the
+# data-file flags that need more than a copy.
+_SIMPLE_FLAGS = (
+    ("seed", "run.seed"), ("max_time", "run.max_time"), ("max_iters", "run.max_iters"),
+    ("encoder", "model.encoder"), ("dtype", "run.dtype"), ("threads", "run.threads"),
+    ("device", "run.device"), ("dataset", "data.dataset"),
 )  # fmt: skip
+_PATH_FLAGS = (("data_path", "data.path"), ("data_dir", "data.cache_dir"))
+_FLAG_NAMES = frozenset(
+    [f for f, _ in _SIMPLE_FLAGS + _PATH_FLAGS] + ["data_file", "label_column", "scale_255", "fractions"]
+)
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -297,40 +304,25 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _toml(value: Any) -> str:
+    """A flag's value as a TOML literal (strings quoted and escaped)."""
+    return json.dumps(value) if isinstance(value, str) else repr(value)
+
+
 def _flag_overrides(ns: argparse.Namespace) -> list[str]:
     """``section.key=value`` overrides for the flags a sub-command has and the user gave."""
-    args = argparse.Namespace(**{k: None for k in _FLAG_NAMES})
-    vars(args).update(vars(ns))
-    o: list[str] = []
-    if args.seed is not None:
-        o.append(f"run.seed={args.seed}")
-    if args.max_time is not None:
-        o.append(f"run.max_time={args.max_time!r}")
-    if args.max_iters is not None:
-        o.append(f"run.max_iters={args.max_iters}")
-    if args.encoder is not None:
-        o.append(f"model.encoder={args.encoder}")
-    if args.dtype is not None:
-        o.append(f'run.dtype="{args.dtype}"')
-    if args.threads is not None:
-        o.append(f"run.threads={args.threads}")
-    if args.device is not None:
-        o.append(f'run.device="{args.device}"')
-    if args.dataset is not None:
-        o.append(f'data.dataset="{args.dataset}"')
-    if args.data_file is not None:
-        o += ['data.dataset="own"', f"data.path={json.dumps(args.data_file)}"]
-    if args.data_path is not None:
-        o.append(f"data.path={json.dumps(args.data_path)}")
-    if args.data_dir is not None:
-        o.append(f"data.cache_dir={json.dumps(args.data_dir)}")
-    if args.label_column is not None:
-        lc = args.label_column
-        o.append(f"data.label_column={lc if lc.lstrip('-').isdigit() else json.dumps(lc)}")
-    if args.scale_255:
+    given = {k: v for k, v in vars(ns).items() if k in _FLAG_NAMES and v is not None}
+    o = [f"{key}={_toml(given[flag])}" for flag, key in _SIMPLE_FLAGS if flag in given]
+    if "data_file" in given:
+        o += ['data.dataset="own"', f"data.path={_toml(given['data_file'])}"]
+    o += [f"{key}={_toml(given[flag])}" for flag, key in _PATH_FLAGS if flag in given]
+    if "label_column" in given:
+        lc = given["label_column"]
+        o.append(f"data.label_column={lc if lc.lstrip('-').isdigit() else _toml(lc)}")
+    if given.get("scale_255"):
         o.append("data.scale_255=true")
-    if args.fractions is not None:
-        o.append(f"data.fractions=[{args.fractions}]")
+    if "fractions" in given:
+        o.append(f"data.fractions=[{given['fractions']}]")
     return o
 
 

@@ -110,14 +110,8 @@ class RunConfig:
         self.loop()  # validates the stopping rules
 
     def loop(self) -> LoopConfig:
-        """The loop's stopping rules."""
-        return LoopConfig(
-            max_iters=self.max_iters,
-            max_time=self.max_time,
-            patience=self.patience,
-            train_eval_size=self.train_eval_size,
-            eval_every=self.eval_every,
-        )
+        """The loop's stopping rules: this section's keys that :class:`LoopConfig` has."""
+        return LoopConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(LoopConfig)})
 
 
 @dataclass

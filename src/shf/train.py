@@ -80,12 +80,6 @@ class TrainResult:
     initial_weights: list[Tensor] = field(default_factory=list)
 
 
-def errors(net: Autoencoder, w: list[Tensor], X: Tensor) -> tuple[float, float]:
-    """``(paper-scale error, no-1/2-scale error)`` of ``w`` on ``X``."""
-    f = loss(net, w, X)
-    return f, 2.0 * f
-
-
 class Method(Protocol):
     """An optimiser the loop can drive: initial weights, then one iteration at a time.
 

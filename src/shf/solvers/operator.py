@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-import torch
 from torch import Tensor
 
 from shf import tensorlist as tl
@@ -91,8 +90,3 @@ class ColumnScaled:
 
     def range_norm(self, u: Vec) -> float:
         return range_norm(self.A, u)
-
-
-def dtype_of(x: Vec) -> torch.dtype:
-    """The floating dtype of a vector."""
-    return x[0].dtype if isinstance(x, list) else x.dtype
