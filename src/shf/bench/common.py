@@ -72,7 +72,7 @@ def machine() -> dict[str, Any]:
     env = environment()
     env.pop("argv", None)
     env["cpu_model"] = cpu_model()
-    env["mkl"] = bool(torch.backends.mkl.is_available())
+    env["mkl"] = bool(torch.backends.mkl.is_available())  # type: ignore[no-untyped-call]
     env["numpy_blas"] = _numpy_blas(numpy)
     try:
         env["cpu_affinity"] = len(os.sched_getaffinity(0))
