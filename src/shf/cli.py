@@ -1,4 +1,4 @@
-"""The ``shf`` command line: ``shf train`` (more sub-commands to come).
+"""The ``shf`` command line: ``shf train``, ``reproduce``, ``compare``, ``plot`` and ``bench``.
 
 Library code never prints; this module owns the progress bar and the final report.
 """
@@ -192,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--encoder", type=_encoder, default=None, help="encoder sizes, e.g. 784,400,200,6")
     _add_data_args(c)
 
+    _add_bench_parser(sub)
+
     pl = sub.add_parser(
         "plot",
         help="Figures 2 and 3 from run directories",
@@ -205,6 +207,142 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--title", default=None)
     pl.add_argument("--no-half", action="store_true", help="plot the no-1/2 scale")
     return p
+
+
+def _add_bench_parser(sub: Any) -> None:
+    b = sub.add_parser(
+        "bench",
+        help="benchmarks: curvature products, a whole HF iteration, memory",
+        description="Benchmarks print numbers against a baseline measured in the same run. "
+        "--out DIR also writes <name>.json and <name>.md there.",
+    )
+    bsub = b.add_subparsers(dest="bench", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print JSON instead of the markdown summary")
+    common.add_argument(
+        "--out", default=None, help="also write the JSON and markdown files into this directory"
+    )
+    common.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    common.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    k = bsub.add_parser(
+        "kernels",
+        parents=[common],
+        help="products (Alg. 4 + 5) in GFLOP/s against the same-shape matrix-product ceiling",
+        description="Per architecture, batch size and dtype: one LSMR iteration's products (forward + "
+        "reverse mode) in GFLOP/s and as a ratio of the matrix-product throughput measured in the "
+        "same run on the same shapes; the preconditioner, gradient and batch-size statistics as "
+        "multiples of one forward pass.",
+    )
+    k.add_argument("--archs", default="curves,mnist,usps", help="comma-separated: curves, mnist, usps")
+    k.add_argument("--sizes", default="250,1000,2500,6000", help="comma-separated batch sizes")
+    k.add_argument("--dtypes", default="float32,float64", help="comma-separated: float32, float64")
+    k.add_argument(
+        "--min-time",
+        type=_positive_float,
+        default=0.5,
+        help="seconds of repeated calls per timing (default 0.5)",
+    )
+
+    s = bsub.add_parser(
+        "solve",
+        parents=[common],
+        help="time per HF iteration on the paper's configurations, and where it goes",
+        description="Runs SHF-LSMR for --iters HF iterations per configuration and phase (start: "
+        "n = n1; n_max: the batch at its cap) and breaks the time per iteration down into products, "
+        "LSMR's vector work, merit evaluations, validation, line search, preconditioner, forward "
+        "pass, batch statistics and the rest.",
+    )
+    s.add_argument("--configs", default="curves,mnist,usps", help="comma-separated presets or TOML files")
+    s.add_argument("--iters", type=int, default=10, help="HF iterations timed per case (default 10)")
+    s.add_argument("--phases", default="start,n_max", help="comma-separated: start, n_max")
+    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+
+    m = bsub.add_parser(
+        "memory",
+        parents=[common],
+        help="peak resident memory of SHF-LSMR and Martens HF on the same configuration",
+        description="Each method runs in its own process; also a baseline process (data and "
+        "weights only) and the resident memory across many LSMR iterations.",
+    )
+    m.add_argument("--config", default="mnist", help="preset or TOML file (default mnist)")
+    m.add_argument("--methods", default="shf-lsmr,martens-hf", help="comma-separated methods")
+    m.add_argument("--iters", type=int, default=5, help="HF iterations per method (default 5)")
+    m.add_argument("--growth-iters", type=int, default=200, help="LSMR iterations of the growth check")
+    m.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+
+
+def _words(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def _bench_solve(args: argparse.Namespace, progress: Any) -> tuple[dict[str, Any], str]:
+    from shf.bench import solve
+
+    record = solve.bench_solve(
+        _words(args.configs), iters=args.iters, phases=_words(args.phases),
+        overrides=args.overrides, progress=progress,
+    )  # fmt: skip
+    return record, solve.markdown(record)
+
+
+def _bench_memory(args: argparse.Namespace, progress: Any) -> tuple[dict[str, Any], str]:
+    from shf.bench import memory
+
+    record = memory.bench_memory(
+        args.config, methods=_words(args.methods), iters=args.iters, overrides=args.overrides,
+        threads=args.threads, growth_iters=args.growth_iters, progress=progress,
+    )  # fmt: skip
+    return record, memory.markdown(record)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from shf.bench.common import write_outputs
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ShfError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    record: dict[str, Any]
+    if args.bench == "kernels":
+        from shf.bench import kernels as kb
+
+        archs, dtypes = _words(args.archs), _words(args.dtypes)
+        sizes = _ints(args.sizes, "--sizes")
+        total = len(archs) * len(sizes) * len(dtypes)
+        with tqdm(total=total, disable=args.no_progress, desc="bench kernels", file=sys.stderr) as bar:
+
+            def on_case(case: dict[str, Any]) -> None:
+                bar.write(kb.format_case(case), file=sys.stderr)
+                bar.update(1)
+
+            record = kb.bench_kernels(archs, sizes, dtypes, min_time=args.min_time, progress=on_case)
+        md = kb.markdown(record)
+        printed: Any = kb.json_rows(record)
+    else:
+        with tqdm(disable=args.no_progress, desc=f"bench {args.bench}", file=sys.stderr, unit="case") as bar:
+
+            def on_line(msg: str) -> None:
+                bar.write(msg, file=sys.stderr)
+                bar.update(1)
+
+            record, md = (
+                _bench_solve(args, on_line) if args.bench == "solve" else _bench_memory(args, on_line)
+            )
+        printed = record
+    if args.out:
+        written = write_outputs(args.out, args.bench, record, md)
+        print("written: " + ", ".join(map(str, written)), file=sys.stderr)
+    if args.json:
+        from shf.runlog import jsonable
+
+        print(json.dumps(jsonable(printed), indent=2))
+    else:
+        print(md, end="")
+    return 0
 
 
 def _ints(text: str, what: str) -> list[int]:
@@ -396,6 +534,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_plot(args)
         if args.command == "compare":
             return cmd_compare(args)
+        if args.command == "bench":
+            return cmd_bench(args)
     except ShfError as e:
         print(f"shf: error: {e}", file=sys.stderr)
         return 2

@@ -27,8 +27,16 @@ from shf.tensorlist import Vec
 
 
 def _aug_t_mm(S: Tensor, F: Tensor) -> Tensor:
-    """``S~^T F = [S^T F ; 1^T F]`` (bias row last, as in eq. 1)."""
-    return torch.cat([S.T @ F, F.sum(dim=0, keepdim=True)], dim=0)
+    """``S~^T F = [S^T F ; 1^T F]`` (bias row last, as in eq. 1).
+
+    Both blocks are written straight into the result (the first ``m`` rows of a
+    row-major ``(m + 1) x p`` matrix are contiguous), so no concatenation copy is made.
+    """
+    m = S.shape[1]
+    out = F.new_empty((m + 1, F.shape[1]))
+    torch.mm(S.T, F, out=out[:m])
+    torch.sum(F, dim=0, out=out[m])
+    return out
 
 
 class AutoencoderJacobian:
@@ -61,7 +69,7 @@ class AutoencoderJacobian:
         if not self.cross_entropy:
             # R(w; X) = (S_k - S_0)/sqrt(n)  (§3); the output factor of Alg. 4/5 is S'_k.
             self.out_factor = Sp[-1]
-            self._R = (S[-1] - X) * self.scale
+            self._R = (S[-1] - X).mul_(self.scale)
             self._loss = 0.5 * float(torch.sum(self._R * self._R, dtype=torch.float64))
         else:
             # Cross-entropy on logistic outputs (Martens 2010), written as least squares: its
@@ -73,6 +81,10 @@ class AutoencoderJacobian:
             self.out_factor = root
             self._R = (S[-1] - X) / root * self.scale
             self._loss = cross_entropy(net, self.w, X)
+        # The output factor times 1/sqrt(n): applying it once at the output of forward mode
+        # and at the input of reverse mode scales the whole product by 1/sqrt(n) (both are
+        # linear), which saves a pass over the result (Alg. 4's last line, Alg. 5's D_l).
+        self._out_scaled = self.out_factor * self.scale
 
     @property
     def residual(self) -> Tensor:
@@ -93,15 +105,15 @@ class AutoencoderJacobian:
         """Forward mode ``d -> grad R(w; X) d`` (Alg. 4)."""
         assert isinstance(d, list)
         S, Sp, w = self.S, self.Sp, self.w
-        # F_1 = S'_1 ∘ X~ D_1
-        F = Sp[0] * affine(S[0], d[0])
         k = len(w)  # >= 2 for an autoencoder
+        # F_1 = S'_1 ∘ X~ D_1
+        F = affine(S[0], d[0]).mul_(Sp[0])
         for l in range(1, k):
-            # F_l = S'_l ∘ (F_{l-1} W_l^- + S~_{l-1} D_l)  (S'_k: the output factor)
-            Z = torch.addmm(affine(S[l], d[l]), F, w[l][:-1])
-            F = (Sp[l] if l < k - 1 else self.out_factor) * Z
-        # return F_k / sqrt(n)
-        return F * self.scale
+            # F_l = S'_l ∘ (F_{l-1} W_l^- + S~_{l-1} D_l), the sum accumulated in place;
+            # at l = k the factor is S'_k / sqrt(n), which also applies Alg. 4's F_k / sqrt(n).
+            Z = affine(S[l], d[l]).addmm_(F, w[l][:-1])
+            F = Z.mul_(Sp[l] if l < k - 1 else self._out_scaled)
+        return F
 
     def backprop(self, U: Tensor, *, top: Tensor | None = None) -> list[Tensor]:
         """The ``F_l`` of Alg. 5 for an output-space matrix ``U`` (no ``1/sqrt(n)``).
@@ -116,16 +128,17 @@ class AutoencoderJacobian:
         Fs[k - 1] = F
         for l in range(k - 2, -1, -1):
             # F_l = F_{l+1} (W_{l+1}^-)^T ∘ S'_l
-            F = (F @ w[l + 1][:-1].T) * Sp[l]
+            F = torch.mm(F, w[l + 1][:-1].T).mul_(Sp[l])
             Fs[l] = F
         return Fs
 
     def rmatvec(self, U: Vec) -> Vec:
         """Reverse mode ``U -> grad R(w; X)^T U`` (Alg. 5)."""
         assert isinstance(U, Tensor)
-        Fs = self.backprop(U)
+        # F_k = U ∘ S'_k / sqrt(n): the 1/sqrt(n) of D_l applied once, at the top.
+        Fs = self.backprop(U, top=U * self._out_scaled)
         # D_l = S~_{l-1}^T F_l / sqrt(n)
-        return [_aug_t_mm(S, F).mul_(self.scale) for S, F in zip(self.S, Fs)]
+        return [_aug_t_mm(S, F) for S, F in zip(self.S, Fs)]
 
     def gradient(self) -> list[Tensor]:
         """``grad f(w; X) = grad R(w; X)^T R(w; X)`` (eq. 6)."""
