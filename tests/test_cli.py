@@ -44,6 +44,7 @@ def test_train_writes_run_directory(tmp_path, capsys):
         (["--set", "optimizer.lambda1=-2"], "lambda1 must be >= 0"),
         (["--encoder", "256,30"], "the data have 784 features but the network's input layer has 256"),
         (["--set", "optimizer.bogus=1"], r"unknown key\(s\) in \[optimizer\]: bogus"),
+        (["--data", "/nonexistent/x.npy"], "data file not found: /nonexistent/x.npy"),
     ],
 )
 def test_bad_input_gives_clear_error(tmp_path, capsys, args, match):

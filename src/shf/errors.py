@@ -15,6 +15,10 @@ class DataError(ShfError, ValueError):
     """Data that cannot be used: wrong shape, NaN/Inf, values outside the model's range."""
 
 
+class DataFileNotFoundError(DataError, FileNotFoundError):
+    """A data file that does not exist (still a ``FileNotFoundError`` for callers that expect one)."""
+
+
 def require(ok: bool, message: str) -> None:
     """Raise :class:`ConfigError` with ``message`` unless ``ok``."""
     if not ok:

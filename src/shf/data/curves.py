@@ -67,7 +67,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.io
 
-from shf.errors import ConfigError, DataError
+from shf.errors import ConfigError, DataError, DataFileNotFoundError
 
 FloatArray = npt.NDArray[np.float64]
 """Coordinates and intermediate images (float64)."""
@@ -388,7 +388,7 @@ def load_curves_mat(path: str | os.PathLike[str]) -> CurvesSplit:
     pixel permutation and irrelevant to a fully connected autoencoder).
 
     Raises:
-        FileNotFoundError: the file does not exist.
+        DataFileNotFoundError: the file does not exist (a ``FileNotFoundError``).
         DataError (a ``ValueError``): the file is not a MATLAB v4/v5/v7 file, a variable
             is missing, has the wrong shape (not 784 columns, fewer than 1 row in
             ``bdata`` or 5 in ``bdatatest``), is not numeric, or holds values outside
@@ -396,7 +396,7 @@ def load_curves_mat(path: str | os.PathLike[str]) -> CurvesSplit:
     """
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"CURVES file not found: {p}")
+        raise DataFileNotFoundError(f"CURVES file not found: {p}")
     try:
         mat = scipy.io.loadmat(str(p), appendmat=False)
     except NotImplementedError as exc:  # MATLAB v7.3 (HDF5)

@@ -30,7 +30,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from shf.errors import DataError
+from shf.errors import DataError, DataFileNotFoundError
 
 IDX_DTYPES: Final[dict[int, np.dtype[np.generic]]] = {
     0x08: np.dtype(">u1"),
@@ -86,13 +86,13 @@ def read_idx(path: str | os.PathLike[str], *, md5: str | None = None) -> npt.NDA
         native byte order.
 
     Raises:
-        FileNotFoundError: the file does not exist.
+        DataFileNotFoundError: the file does not exist (a ``FileNotFoundError``).
         DataError: the content is not a valid IDX array (see the module docstring) or its md5
             differs from ``md5``.
     """
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"IDX file not found: {p}")
+        raise DataFileNotFoundError(f"IDX file not found: {p}")
     data = _read_bytes(p)
     if md5 is not None:
         got = hashlib.md5(data).hexdigest()

@@ -41,7 +41,7 @@ import numpy as np
 import numpy.typing as npt
 
 from shf.data.split import Split, make_split
-from shf.errors import ConfigError, DataError
+from shf.errors import ConfigError, DataError, DataFileNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -251,13 +251,13 @@ def read_table(
     See the module docstring for the formats and ``label_column``.
 
     Raises:
-        FileNotFoundError: the file does not exist.
+        DataFileNotFoundError: the file does not exist (a ``FileNotFoundError``).
         DataError: unsupported type, unreadable content, not numeric, fewer than 2 dimensions,
             ragged or non-numeric CSV rows, or a bad ``label_column`` / ``key``.
     """
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"data file not found: {p}")
+        raise DataFileNotFoundError(f"data file not found: {p}")
     kind = _suffix(p)
     header: list[str] | None = None
     if kind == ".npy":

@@ -42,7 +42,7 @@ import scipy.io
 
 from shf.data.own import FloatImages, check_seed, check_sizes, seeded_split
 from shf.data.split import Split
-from shf.errors import ConfigError, DataError
+from shf.errors import ConfigError, DataError, DataFileNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -130,13 +130,13 @@ def read_usps_mat(path: str | os.PathLike[str]) -> UspsImages:
     """All images of a USPS ``.mat`` file (layout (a) or (b) of the module docstring).
 
     Raises:
-        FileNotFoundError: the file does not exist.
+        DataFileNotFoundError: the file does not exist (a ``FileNotFoundError``).
         DataError: not a readable MATLAB v4/v5/v7 file (v7.3/HDF5 is not supported), neither
             variable ``data`` nor ``usps_all``, wrong shapes, labels or values.
     """
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"USPS file not found: {p}")
+        raise DataFileNotFoundError(f"USPS file not found: {p}")
     try:
         mat = scipy.io.loadmat(str(p), appendmat=False)
     except NotImplementedError as exc:  # MATLAB v7.3 (HDF5)
