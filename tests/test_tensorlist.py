@@ -71,3 +71,34 @@ def test_all_finite():
 def test_float32_accumulates_in_double():
     x = [torch.full((1000, 1000), 1e-3, dtype=torch.float32)]
     assert tl.dot(x, x) == pytest.approx(1.0, rel=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(4_704_000,), (6000, 784), (1, 3_000_001), (785, 1000)])
+def test_float32_norm_and_dot_accumulate_in_float64(shape):
+    """Norms and inner products of large float32 vectors are accurate to float32's epsilon.
+
+    Each row reduction is rounded once to float32 (relative error <= 2^-24 ~ 6e-8) and the
+    rows are added in float64, so the total is within 1e-7 of the float64 value whatever
+    the size; a plain float32 reduction over 4.7M entries is off by about 1e-5.
+    """
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(shape, generator=g) + 0.5
+    y = torch.rand(shape, generator=g) - 0.25
+    ref_norm = float(torch.linalg.vector_norm(x.double()))
+    ref_dot = float(torch.sum(x.double() * y.double()))
+    assert tl.norm(x) == pytest.approx(ref_norm, rel=1e-7)
+    assert tl.norm([x, y]) == pytest.approx(
+        math.hypot(ref_norm, float(torch.linalg.vector_norm(y.double()))), rel=1e-7
+    )
+    assert tl.dot(x, y) == pytest.approx(ref_dot, rel=1e-6)  # y has both signs: the sum cancels
+
+
+def test_xpay_in_place():
+    x = [torch.tensor([1.0, 2.0]), torch.tensor([[3.0]])]
+    y = [torch.tensor([10.0, 20.0]), torch.tensor([[30.0]])]
+    ids = [id(t) for t in y]
+    out = tl.xpay_(x, 0.5, y)
+    assert out is y and [id(t) for t in y] == ids
+    assert y[0].tolist() == [6.0, 12.0] and y[1].tolist() == [[18.0]]
+    z = torch.tensor([1.0, 1.0])
+    assert tl.xpay_(torch.tensor([1.0, 2.0]), -2.0, z).tolist() == [-1.0, 0.0]

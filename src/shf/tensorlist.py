@@ -31,26 +31,59 @@ def _is_list(x: Vec) -> bool:
     return isinstance(x, (list, tuple))
 
 
+def _rows(t: Tensor) -> Tensor:
+    """``t`` as a matrix of about ``sqrt(numel)`` columns (a view when ``t`` is contiguous).
+
+    Reductions over the rows run in ``t``'s dtype over few elements each, and the row
+    results are then added in float64: accurate to about float32's epsilon whatever
+    the size, without the full-size float64 copy a cast would make (NOTES: LSMR's
+    ``alpha`` and ``beta`` are norms of vectors of up to millions of entries).
+    """
+    if t.dim() == 2 and 16 <= t.shape[1] <= 8192:
+        return t  # already rows of a suitable width (a batch, a weight matrix)
+    flat = t.reshape(-1)
+    width = max(1, math.isqrt(flat.numel()))
+    if flat.numel() % width:
+        return flat.reshape(1, -1) if flat.numel() <= 4096 else _rows_padded(flat, width)
+    return flat.view(-1, width)
+
+
+def _rows_padded(flat: Tensor, width: int) -> Tensor:
+    pad = (-flat.numel()) % width
+    return torch.cat([flat, flat.new_zeros(pad)]).view(-1, width)
+
+
+def _sum64(t: Tensor) -> float:
+    """``sum(t)`` accumulated in float64 (row sums in ``t``'s dtype, then float64)."""
+    if t.dtype == torch.float64:
+        return float(torch.sum(t))
+    return float(torch.sum(_rows(t).sum(dim=1, dtype=t.dtype).double()))
+
+
+def _sumsq(t: Tensor) -> float:
+    """``||t||_F^2`` accumulated in float64 (row norms in ``t``'s dtype, then float64)."""
+    if t.dtype == torch.float64:
+        return float(torch.linalg.vector_norm(t)) ** 2
+    r = torch.linalg.vector_norm(_rows(t), dim=1).double()
+    return float(torch.dot(r, r))
+
+
 def dot(a: Vec, b: Vec) -> float:
     """Inner product ``<a, b> = sum_l A_l • B_l`` (§3.1), accumulated in float64."""
     if _is_list(a):
         assert isinstance(a, list) and isinstance(b, list)
-        return float(sum(torch.sum(x * y, dtype=torch.float64) for x, y in zip(a, b)))
+        return math.fsum(_sum64(x * y) for x, y in zip(a, b))
     assert isinstance(a, Tensor) and isinstance(b, Tensor)
-    return float(torch.sum(a * b, dtype=torch.float64))
+    return _sum64(a * b)
 
 
 def norm(a: Vec) -> float:
-    """Euclidean norm ``||a||_2 = sqrt(<a, a>)`` (Frobenius over all layers)."""
+    """Euclidean norm ``||a||_2 = sqrt(<a, a>)`` (Frobenius over all layers), float64 accumulation."""
     if _is_list(a):
         assert isinstance(a, list)
-        if not a:
-            return 0.0
-        # torch._foreach_norm computes all layer norms in one call.
-        norms = torch._foreach_norm(a)
-        return math.sqrt(float(sum(float(v.double()) ** 2 for v in norms)))
+        return math.sqrt(math.fsum(_sumsq(x) for x in a))
     assert isinstance(a, Tensor)
-    return float(torch.linalg.vector_norm(a.double() if a.dtype != torch.float64 else a))
+    return math.sqrt(_sumsq(a))
 
 
 def norm1(a: Vec) -> float:
@@ -98,6 +131,27 @@ def axpy_(alpha: float, x: Vec, y: Vec) -> Vec:
         return y
     assert isinstance(x, Tensor) and isinstance(y, Tensor)
     return y.add_(x, alpha=alpha)
+
+
+def mul_(a: Vec, b: Vec) -> Vec:
+    """In place ``a <- a ∘ b``; returns ``a``."""
+    if _is_list(a):
+        assert isinstance(a, list) and isinstance(b, list)
+        torch._foreach_mul_(a, b)
+        return a
+    assert isinstance(a, Tensor) and isinstance(b, Tensor)
+    return a.mul_(b)
+
+
+def xpay_(x: Vec, alpha: float, y: Vec) -> Vec:
+    """In place ``y <- x + alpha y``; returns ``y`` (one pass, no temporary)."""
+    if _is_list(x):
+        assert isinstance(x, list) and isinstance(y, list)
+        for xi, yi in zip(x, y):
+            torch.add(xi, yi, alpha=alpha, out=yi)
+        return y
+    assert isinstance(x, Tensor) and isinstance(y, Tensor)
+    return torch.add(x, y, alpha=alpha, out=y)
 
 
 def add(a: Vec, b: Vec) -> Vec:

@@ -512,9 +512,9 @@ def lsmr(
     while k < maxiter:
         k += 1
 
-        # Alg. 6, Golub-Kahan bidiagonalization: beta_{k+1} u_{k+1} = Abar v_k - alpha_k u_k.
-        tl.scale_(u, -alpha)
-        tl.axpy_(1.0, abar.matvec(v), u)
+        # Alg. 6, Golub-Kahan bidiagonalization: beta_{k+1} u_{k+1} = Abar v_k - alpha_k u_k,
+        # accumulated into the product's own (new) result: one pass instead of two.
+        u = tl.axpy_(-alpha, u, abar.matvec(v))
         beta_new = range_norm(abar, u)
         if not math.isfinite(beta_new):
             stop = LsmrStop.NOT_FINITE
@@ -522,9 +522,8 @@ def lsmr(
         beta = beta_new
         if beta > 0.0:
             tl.scale_(u, 1.0 / beta)
-            # alpha_{k+1} v_{k+1} = Abar^T u_{k+1} - beta_{k+1} v_k.
-            tl.scale_(v, -beta)
-            tl.axpy_(1.0, abar.rmatvec(u), v)
+            # alpha_{k+1} v_{k+1} = Abar^T u_{k+1} - beta_{k+1} v_k (into the product's result).
+            v = tl.axpy_(-beta, v, abar.rmatvec(u))
             alpha_new = tl.norm(v)
             if not math.isfinite(alpha_new):
                 stop = LsmrStop.NOT_FINITE
@@ -587,11 +586,9 @@ def lsmr(
         # Alg. 6: hbar_k = h_k - thetabar_k rho_k / (rho_{k-1} rhobar_{k-1}) hbar_{k-1},
         # x_k = x_{k-1} + zeta_k / (rho_k rhobar_k) hbar_k,
         # h_{k+1} = v_{k+1} - theta_{k+1} / rho_k h_k.
-        tl.scale_(hbar, hbar_coef)
-        tl.axpy_(1.0, h, hbar)
+        tl.xpay_(h, hbar_coef, hbar)
         tl.axpy_(x_coef, hbar, y)
-        tl.scale_(h, h_coef)
-        tl.axpy_(1.0, v, h)
+        tl.xpay_(v, h_coef, h)
 
         normr = normr_new
         # Fong & Saunders (2011) §3.5: ||Abar||_F^2 accumulates alpha_k^2 + beta_{k+1}^2.

@@ -23,7 +23,11 @@ from shf.tensorlist import Vec
 
 @runtime_checkable
 class LinearOperator(Protocol):
-    """Anything with ``matvec`` (``A x``) and ``rmatvec`` (``A^T u``)."""
+    """Anything with ``matvec`` (``A x``) and ``rmatvec`` (``A^T u``).
+
+    Both must return a *new* vector that the caller owns: the solvers update it in
+    place (LSMR forms ``A v - alpha u`` in the result of ``A v``) rather than copy it.
+    """
 
     def matvec(self, x: Vec) -> Vec:
         """Return ``A x``."""
@@ -87,7 +91,8 @@ class ColumnScaled:
         return self.A.matvec(tl.mul(self.c, x))
 
     def rmatvec(self, u: Vec) -> Vec:
-        return tl.mul(self.c, self.A.rmatvec(u))
+        # c ∘ (A^T u), scaling A^T u's new result in place (see LinearOperator).
+        return tl.mul_(self.A.rmatvec(u), self.c)
 
     def range_norm(self, u: Vec) -> float:
         return range_norm(self.A, u)
