@@ -103,3 +103,28 @@ def test_shape_errors():
         AutoencoderJacobian(net, w, X[:, :5])
     with pytest.raises(ValueError, match="W_2 must have shape"):
         AutoencoderJacobian(net, [w[0], w[1][:-1], *w[2:]], X)
+
+
+@pytest.mark.parametrize(("encoder", "n", "linear_code"), CASES)
+def test_products_return_new_tensors_despite_the_workspace(encoder, n, linear_code):
+    """The products reuse buffers for the hidden F_l, but what they return is the caller's:
+    earlier results survive later products bit for bit, and nothing aliases the cache."""
+    net, w, X = tiny_problem(encoder, n, linear_code=linear_code)
+    A = AutoencoderJacobian(net, w, X)
+    d1, d2 = random_like(w, 1), random_like(w, 2)
+    U1 = torch.randn(X.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    U2 = torch.randn(X.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    a1, r1 = A.matvec(d1), A.rmatvec(U1)
+    a1_copy, r1_copy = a1.clone(), [t.clone() for t in r1]
+    a2, r2 = A.matvec(d2), A.rmatvec(U2)
+    torch.testing.assert_close(a1, a1_copy, rtol=0, atol=0)
+    for t, c in zip(r1, r1_copy):
+        torch.testing.assert_close(t, c, rtol=0, atol=0)
+    cached = [*A.S, *A.Sp, A.residual, *A._workspace()]
+    for t in [a1, a2, *r1, *r2]:
+        assert all(t.untyped_storage().data_ptr() != c.untyped_storage().data_ptr() for c in cached)
+    # A fresh operator gives the same second products (the workspace carries no state).
+    B = AutoencoderJacobian(net, w, X)
+    torch.testing.assert_close(B.matvec(d2), a2, rtol=0, atol=0)
+    for t, c in zip(B.rmatvec(U2), r2):
+        torch.testing.assert_close(t, c, rtol=0, atol=0)

@@ -85,6 +85,19 @@ class AutoencoderJacobian:
         # and at the input of reverse mode scales the whole product by 1/sqrt(n) (both are
         # linear), which saves a pass over the result (Alg. 4's last line, Alg. 5's D_l).
         self._out_scaled = self.out_factor * self.scale
+        self._work: list[Tensor] | None = None
+
+    def _workspace(self) -> list[Tensor]:
+        """One ``n x m_{l+1}`` buffer per hidden layer for the intermediate ``F_l`` of the
+        products, allocated on first use and reused by every later product.
+
+        Fresh intermediates of tens of MB each are mapped and zeroed by the OS on every
+        product (thousands of page faults per LSMR iteration at n = 6000); reusing them
+        is worth 5-8% of a product there (``shf bench kernels``, docs/results/bench).
+        """
+        if self._work is None:
+            self._work = [torch.empty_like(Sl) for Sl in self.S[1:-1]]
+        return self._work
 
     @property
     def residual(self) -> Tensor:
@@ -102,41 +115,47 @@ class AutoencoderJacobian:
         return (self.n * self.net.input_dim, self.net.n_params())
 
     def matvec(self, d: Vec) -> Vec:
-        """Forward mode ``d -> grad R(w; X) d`` (Alg. 4)."""
+        """Forward mode ``d -> grad R(w; X) d`` (Alg. 4); returns a new tensor."""
         assert isinstance(d, list)
         S, Sp, w = self.S, self.Sp, self.w
         k = len(w)  # >= 2 for an autoencoder
+        work = self._workspace()
         # F_1 = S'_1 ∘ X~ D_1
-        F = affine(S[0], d[0]).mul_(Sp[0])
+        F = torch.addmm(d[0][-1], S[0], d[0][:-1], out=work[0]).mul_(Sp[0])
         for l in range(1, k):
             # F_l = S'_l ∘ (F_{l-1} W_l^- + S~_{l-1} D_l), the sum accumulated in place;
             # at l = k the factor is S'_k / sqrt(n), which also applies Alg. 4's F_k / sqrt(n).
-            Z = affine(S[l], d[l]).addmm_(F, w[l][:-1])
+            # (the hidden layers' F_l in the workspace; F_k, the result, in a new tensor)
+            Z = torch.addmm(d[l][-1], S[l], d[l][:-1], out=work[l] if l < k - 1 else None)
+            Z.addmm_(F, w[l][:-1])
             F = Z.mul_(Sp[l] if l < k - 1 else self._out_scaled)
         return F
 
-    def backprop(self, U: Tensor, *, top: Tensor | None = None) -> list[Tensor]:
+    def backprop(
+        self, U: Tensor, *, top: Tensor | None = None, out: list[Tensor] | None = None
+    ) -> list[Tensor]:
         """The ``F_l`` of Alg. 5 for an output-space matrix ``U`` (no ``1/sqrt(n)``).
 
-        ``top``, if given, is ``F_k`` itself (``U`` is then ignored).
+        ``top``, if given, is ``F_k`` itself (``U`` is then ignored). ``out``, if given,
+        holds one buffer per hidden layer for ``F_1, ..., F_{k-1}``.
         """
         Sp, w = self.Sp, self.w
         k = len(w)
         # F_k = U ∘ S'_k  (the output factor)
         F = U * self.out_factor if top is None else top
         Fs: list[Tensor] = [F] * k
-        Fs[k - 1] = F
         for l in range(k - 2, -1, -1):
             # F_l = F_{l+1} (W_{l+1}^-)^T ∘ S'_l
-            F = torch.mm(F, w[l + 1][:-1].T).mul_(Sp[l])
+            buf = out[l] if out is not None else None
+            F = torch.mm(F, w[l + 1][:-1].T, out=buf).mul_(Sp[l])
             Fs[l] = F
         return Fs
 
     def rmatvec(self, U: Vec) -> Vec:
-        """Reverse mode ``U -> grad R(w; X)^T U`` (Alg. 5)."""
+        """Reverse mode ``U -> grad R(w; X)^T U`` (Alg. 5); returns new tensors."""
         assert isinstance(U, Tensor)
         # F_k = U ∘ S'_k / sqrt(n): the 1/sqrt(n) of D_l applied once, at the top.
-        Fs = self.backprop(U, top=U * self._out_scaled)
+        Fs = self.backprop(U, top=U * self._out_scaled, out=self._workspace())
         # D_l = S~_{l-1}^T F_l / sqrt(n)
         return [_aug_t_mm(S, F) for S, F in zip(self.S, Fs)]
 
