@@ -53,14 +53,14 @@ def _rows_padded(flat: Tensor, width: int) -> Tensor:
     return torch.cat([flat, flat.new_zeros(pad)]).view(-1, width)
 
 
-def _sum64(t: Tensor) -> float:
+def sum64(t: Tensor) -> float:
     """``sum(t)`` accumulated in float64 (row sums in ``t``'s dtype, then float64)."""
     if t.dtype == torch.float64:
         return float(torch.sum(t))
     return float(torch.sum(_rows(t).sum(dim=1, dtype=t.dtype).double()))
 
 
-def _sumsq(t: Tensor) -> float:
+def sumsq(t: Tensor) -> float:
     """``||t||_F^2`` accumulated in float64 (row norms in ``t``'s dtype, then float64)."""
     if t.dtype == torch.float64:
         return float(torch.linalg.vector_norm(t)) ** 2
@@ -72,18 +72,18 @@ def dot(a: Vec, b: Vec) -> float:
     """Inner product ``<a, b> = sum_l A_l • B_l`` (§3.1), accumulated in float64."""
     if _is_list(a):
         assert isinstance(a, list) and isinstance(b, list)
-        return math.fsum(_sum64(x * y) for x, y in zip(a, b))
+        return math.fsum(sum64(x * y) for x, y in zip(a, b))
     assert isinstance(a, Tensor) and isinstance(b, Tensor)
-    return _sum64(a * b)
+    return sum64(a * b)
 
 
 def norm(a: Vec) -> float:
     """Euclidean norm ``||a||_2 = sqrt(<a, a>)`` (Frobenius over all layers), float64 accumulation."""
     if _is_list(a):
         assert isinstance(a, list)
-        return math.sqrt(math.fsum(_sumsq(x) for x in a))
+        return math.sqrt(math.fsum(sumsq(x) for x in a))
     assert isinstance(a, Tensor)
-    return math.sqrt(_sumsq(a))
+    return math.sqrt(sumsq(a))
 
 
 def norm1(a: Vec) -> float:

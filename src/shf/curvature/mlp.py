@@ -70,7 +70,7 @@ class AutoencoderJacobian:
             # R(w; X) = (S_k - S_0)/sqrt(n)  (§3); the output factor of Alg. 4/5 is S'_k.
             self.out_factor = Sp[-1]
             self._R = (S[-1] - X).mul_(self.scale)
-            self._loss = 0.5 * float(torch.sum(self._R * self._R, dtype=torch.float64))
+            self._loss = 0.5 * tl.sumsq(self._R)
         else:
             # Cross-entropy on logistic outputs (Martens 2010), written as least squares: its
             # Gauss-Newton matrix is J_z^T diag(s(1-s)) J_z / n with J_z the Jacobian of the

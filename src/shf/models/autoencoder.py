@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from shf import tensorlist as tl
 from shf.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -169,7 +170,7 @@ def forward(net: Autoencoder, w: Sequence[Tensor], X: Tensor) -> Tensor:
     S = X
     for act, W in zip(net.activations, w):
         Z = affine(S, W)
-        S = torch.sigmoid(Z) if act == LOGISTIC else Z
+        S = Z.sigmoid_() if act == LOGISTIC else Z  # in place: Z is a new tensor
     return S
 
 
@@ -183,8 +184,8 @@ def loss(net: Autoencoder, w: Sequence[Tensor], X: Tensor, chunk: int = 8192) ->
     with torch.no_grad():
         for start in range(0, n, chunk):
             Xc = X[start : start + chunk]
-            R = forward(net, w, Xc) - Xc
-            total += float(torch.sum(R * R, dtype=torch.float64))
+            R = forward(net, w, Xc).sub_(Xc)
+            total += tl.sumsq(R)  # float64 accumulation without a float64 copy of R
     value = 0.5 * total / n
     return value if value == value else float("inf")
 
@@ -204,6 +205,6 @@ def cross_entropy(net: Autoencoder, w: Sequence[Tensor], X: Tensor, chunk: int =
             for act, W in zip(net.activations, w):
                 Z = affine(S, W)
                 S = torch.sigmoid(Z) if act == LOGISTIC else Z
-            total += float(torch.sum(torch.nn.functional.softplus(Z) - Xc * Z, dtype=torch.float64))
+            total += tl.sum64(torch.nn.functional.softplus(Z).sub_(Xc * Z))
     value = total / n
     return value if value == value else float("inf")
