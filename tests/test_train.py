@@ -86,3 +86,21 @@ def test_architecture_data_mismatch_is_a_clear_error():
 def test_loop_config_errors(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         LoopConfig(**kwargs)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_validation_error_reused_from_the_merit_is_exact(dtype):
+    """After a full step (s = 1) the validation error is taken from LSMR's merit: it must be
+    bit for bit the loss recomputed at the new weights, and the reuse must actually happen."""
+    from shf.models.autoencoder import loss
+    from shf.train import SHFMethod
+
+    data = _data(300, 100, 100).to(dtype, torch.device("cpu"))
+    method = SHFMethod(NET, data, CFG, seed=3)
+    w = method.init_weights()
+    reused = 0
+    for _ in range(8):
+        w, rec = method.step(w)
+        assert rec["val_error"] == loss(NET, w, data.val)  # exact, not approx
+        reused += rec["val_loss_new"] is not None
+    assert reused >= 4  # most early steps are full steps with a merit-selected d

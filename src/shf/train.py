@@ -29,7 +29,7 @@ from shf.batchsize import BatchSchedule, predict_batch_size
 from shf.curvature.mlp import AutoencoderJacobian
 from shf.data.split import Split, check_array
 from shf.errors import ConfigError
-from shf.models.autoencoder import Autoencoder, loss, sparse_init
+from shf.models.autoencoder import SQUARED, Autoencoder, loss, sparse_init
 from shf.optim.shf import SHFConfig, SHFState, shf_step
 
 log = logging.getLogger(__name__)
@@ -143,9 +143,13 @@ class SHFMethod:
         idx = torch.randperm(self.N, generator=self.gen)[:n].to(data.train.device)
         X = data.train[idx]
         w, info = shf_step(net, w, X, self.state, cfg, X_val=data.val, generator=self.gen)
-        # f_val,i <- f(w; X_val)
+        # f_val,i <- f(w; X_val); when the step was w + d with s = 1, LSMR's merit already
+        # computed exactly this number (same weights, same loss function): reuse it.
         t_val = time.perf_counter()
-        f_val = loss(net, w, data.val)
+        if info.val_loss_new is not None and net.loss_name == SQUARED:
+            f_val = info.val_loss_new
+        else:
+            f_val = loss(net, w, data.val)
         t_bs = time.perf_counter()
         n_hat: int | None = None
         r_rel: float | None = None

@@ -32,7 +32,7 @@ from shf.damping import levenberg_marquardt, reduction_ratio
 from shf.errors import require
 from shf.linesearch import armijo_backtracking
 from shf.solvers.cg import cg
-from shf.solvers.lsmr import lsmr
+from shf.solvers.lsmr import LsmrStop, lsmr
 from shf.solvers.merit import MeritMonitor
 from shf.solvers.operator import TimedOperator
 
@@ -208,6 +208,8 @@ class StepInfo:
     accepted: bool
     direction_norm: float
     solver: str = "lsmr"
+    val_loss_new: float | None = None
+    """``f(w_new; X_val)`` (the model's loss) when the merit already evaluated it, else None."""
     times: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -299,6 +301,7 @@ def shf_step(
             return value
 
     t = time.perf_counter()
+    merit_of_d: float | None = None
     x0 = state.d if state.d is not None else tl.zeros_like(w)
     # The solver sees A through a timer, so its time splits into products and the rest.
     A_timed = TimedOperator(A)
@@ -323,6 +326,10 @@ def shf_step(
         )
         iterations, stop = info.iterations, str(info.stop.value)
         merit_evals = len(info.merit_history)
+        best = info.best_merit_iteration
+        if merit is not None and best is not None and info.stop is not LsmrStop.X0_SOLVES:
+            # phi(d) for the returned d, which LSMR evaluated: f(w + d; X_val).
+            merit_of_d = dict(info.merit_history).get(best)
     else:
         d, iterations, stop, merit_evals = _solve_cg(
             A_timed, b, lam, c, cast(list[Tensor], x0), state.maxiter, cfg, merit
@@ -371,6 +378,10 @@ def shf_step(
         accepted, step, loss_new, w_new = False, 0.0, f0, cast(list[Tensor], tl.clone(w))
         lam_next = max(lam_next, lam / cfg.drop)
 
+    # With s = 1 the new weights are exactly the w + d the merit was evaluated at (the same
+    # tensor operation), so f(w_new; X_val) is already known: the caller need not recompute it.
+    val_loss_new = merit_of_d if (accepted and step == 1.0 and merit_of_d is not None) else None
+
     # d <- gamma d; gamma <- min(1.002 gamma, 0.95)  (§4.5)
     if accepted:
         state.d = tl.scale(state.gamma, d)  # type: ignore[assignment]
@@ -399,6 +410,7 @@ def shf_step(
         step=step,
         accepted=accepted,
         direction_norm=tl.norm(d) if finite else float("nan"),
+        val_loss_new=val_loss_new,
         times=times,
     )
     return w_new, info_out
