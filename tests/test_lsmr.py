@@ -360,18 +360,19 @@ def test_merit_schedule_and_final_evaluation() -> None:
 
     _, info = lsmr(A, b, atol=0.0, btol=0.0, conlim=0.0, maxiter=30, merit=phi, miniter=1000)
     assert info.stop is LsmrStop.MAXITER
-    # k_next: 5, ceil(1.25*5)=7, 9, 12, 15, 19, 24, then min(30, maxiter) = 30.
-    assert [k for k, _ in info.merit_history] == [0, 5, 7, 9, 12, 15, 19, 24, 30]
-    assert info.merit_evaluations == len(calls) == 9
+    # k_next: 5, ceil(1.25*5)=7, 9, 12, 15, 19, 24, then min(30, maxiter) = 30. phi(x0) is
+    # not evaluated: only the stall test beyond miniter would read it.
+    assert [k for k, _ in info.merit_history] == [5, 7, 9, 12, 15, 19, 24, 30]
+    assert info.merit_evaluations == len(calls) == 8
     # ||A x_k - b|| decreases monotonically in LSMR, so the best merit is the last one.
     assert info.best_merit_iteration == 30
 
     # maxiter = 28 caps the last check at 28; maxiter = 27 is not on the schedule, so the
     # final iterate is evaluated after the loop.
     _, info = lsmr(A, b, atol=0.0, btol=0.0, conlim=0.0, maxiter=28, merit=phi, miniter=1000)
-    assert [k for k, _ in info.merit_history] == [0, 5, 7, 9, 12, 15, 19, 24, 28]
+    assert [k for k, _ in info.merit_history] == [5, 7, 9, 12, 15, 19, 24, 28]
     _, info = lsmr(A, b, atol=0.0, btol=0.0, conlim=0.0, maxiter=26, merit=phi, miniter=1000)
-    assert [k for k, _ in info.merit_history] == [0, 5, 7, 9, 12, 15, 19, 24, 26]
+    assert [k for k, _ in info.merit_history] == [5, 7, 9, 12, 15, 19, 24, 26]
 
 
 def test_atol_test_applies_before_miniter_with_merit() -> None:
@@ -381,7 +382,7 @@ def test_atol_test_applies_before_miniter_with_merit() -> None:
     _, info = lsmr(A, b, merit=lambda x: float(tl.norm(x)), miniter=50)
     assert info.stop is LsmrStop.LSQ_SOLVED and info.iterations == ref.iterations < 50
     ks = [k for k, _ in info.merit_history]
-    assert ks[0] == 0 and ks[-1] == info.iterations  # last iterate evaluated as well
+    assert ks[0] == 5 and ks[-1] == info.iterations  # last iterate evaluated as well
 
 
 def test_merit_stalled_returns_best_iterate() -> None:
@@ -435,7 +436,7 @@ def test_merit_not_recovered_returns_best_iterate() -> None:
     )  # fmt: skip
     assert info.stop is LsmrStop.MERIT_NOT_RECOVERED
     # Checks at 5, 7, 9, 12, 15: k = 12 is not > k_min + recover = 12; k = 15 is.
-    assert [k for k, _ in info.merit_history] == [0, 5, 7, 9, 12, 15]
+    assert [k for k, _ in info.merit_history] == [5, 7, 9, 12, 15]
     assert info.iterations == 15 and info.best_merit_iteration == 7
     assert torch.equal(x, iterates[7])  # NOTES item 4: the best iterate, not x_15
     assert torch.equal(x, x7)
@@ -627,3 +628,26 @@ def test_bad_operator_inputs() -> None:
         lsmr(op, b, maxiter=3, x0=[t.clone() for t in like], precond=[torch.ones(3, 4)])
     with pytest.raises(TypeError, match="matvec"):
         lsmr(object(), b, maxiter=3)
+
+
+@pytest.mark.parametrize("ftol", [1e-3, 1e3])
+def test_merit_at_x0_is_evaluated_only_when_the_stall_test_reads_it(ftol: float) -> None:
+    """Alg. 6's f_prev = phi(x0) matters only at a first check beyond miniter: there it is
+    evaluated (lazily) and the stall rule compares against it exactly as written."""
+    A, b = _slow_problem()
+    x0 = torch.full((A.shape[1],), 0.01, dtype=A.dtype)
+
+    def phi(x: Any) -> float:
+        return float(torch.sum((A @ x - b) ** 2))
+
+    _, info = lsmr(A, b, x0=x0, atol=0.0, btol=0.0, conlim=0.0, maxiter=40, merit=phi, miniter=0, ftol=ftol)
+    # The first check (k = 5) is beyond miniter = 0 and a new minimum: it needs phi(x0).
+    assert [k for k, _ in info.merit_history][:2] == [5, 0]
+    f5, f0 = info.merit_history[0][1], info.merit_history[1][1]
+    assert f0 == phi(x0)
+    stalled = (f0 - f5) / f5 < 5 * ftol
+    assert stalled == (ftol == 1e3)  # phi falls by a lot from x0 in 5 iterations, not 5000x
+    if stalled:
+        assert info.stop is LsmrStop.MERIT_STALLED and info.iterations == 5
+    else:
+        assert info.iterations > 5

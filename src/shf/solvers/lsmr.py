@@ -132,8 +132,9 @@ class LsmrInfo:
     conda: float
     normx: float
     merit_history: list[tuple[int, float]] = field(default_factory=list)
-    """``(k, phi(x_k))`` at every merit evaluation, ``k = 0`` included; NaN/Inf merits are
-    recorded as ``+inf``."""
+    """``(k, phi(x_k))`` at every merit evaluation in the order made (``k = 0`` appears,
+    after the first check, only when the stall rule needed ``phi(x0)``); NaN/Inf merits
+    are recorded as ``+inf``."""
     best_merit_iteration: int | None = None
     """``k`` of the returned iterate when a merit was given, else None."""
     residual_history: list[float] = field(default_factory=list)
@@ -300,9 +301,11 @@ def lsmr(
             (0 disables it; the machine-precision version ``1/eps`` stays active).
         maxiter: iteration limit; default ``min(m, n)`` when ``A`` has a 2-D ``shape``
             (like scipy); required otherwise.
-        merit: ``phi(x) -> float`` evaluated at ``x0`` and at iterations
+        merit: ``phi(x) -> float`` evaluated at iterations
             ``first_check, ceil(check_growth * first_check), ...`` (capped at ``maxiter``)
-            and at the last iterate; NaN/Inf values count as ``+inf``. When given, the
+            and at the last iterate, and at ``x0`` only if the stall rule needs
+            ``f_prev = phi(x0)`` (a first check beyond ``miniter``); NaN/Inf values count
+            as ``+inf``. When given, the
             iterate with the lowest merit among the evaluated ``k >= 1`` is returned
             (``x0`` only when every evaluated merit is ``+inf``).
         ftol: Alg. 6's stall rule: at a check ``k > miniter`` that is a new minimum,
@@ -435,12 +438,14 @@ def lsmr(
     k_min = 0
     k_prev = 0
     x_min: Vec | None = None
-    f_prev = math.inf
+    f_prev: float | None = math.inf
     last_eval = -1
     if merit is not None:
         x_min = x_start()
-        f_prev = eval_merit(0, x_min)
-        last_eval = 0
+        # f_prev = phi(x0) is read only by the stall test at a check k > miniter that no
+        # earlier check precedes, so it is evaluated there, lazily: the same decisions, and
+        # one validation pass fewer per solve when first_check <= miniter (the defaults).
+        f_prev = None
         info.best_merit_iteration = 0
     k_next = min(first_check, maxiter)
 
@@ -656,8 +661,11 @@ def lsmr(
             if f_k < f_min:
                 f_min, k_min = f_k, k
                 x_min = tl.clone(xk) if c is None else xk  # to_x already made a new vector
-            if k > miniter and f_k == f_min and (_relative_progress(f_prev, f_k) < (k - k_prev) * ftol):
-                stop = LsmrStop.MERIT_STALLED
+            if k > miniter and f_k == f_min:
+                if f_prev is None:
+                    f_prev = eval_merit(0, x_start())  # phi(x0), now needed
+                if _relative_progress(f_prev, f_k) < (k - k_prev) * ftol:
+                    stop = LsmrStop.MERIT_STALLED
             elif k > miniter and f_k > f_min and k > k_min + recover:
                 stop = LsmrStop.MERIT_NOT_RECOVERED
             # Alg. 6 sets k_next = min(ceil(1.25 k_next), maxiter); the max(k_next + 1, .)
@@ -682,7 +690,7 @@ def lsmr(
 
     # NOTES item 4 (deliberate deviation from Alg. 6, which returns x_k): return the
     # iterate with the best merit among those evaluated, evaluating the last one too.
-    if last_eval != k_done:
+    if last_eval != k_done and k_done > 0:  # (k_done = 0: x0 is returned, its merit unused)
         xk = to_x(y)
         f_k = eval_merit(k_done, xk)
         if f_k < f_min:
