@@ -164,35 +164,44 @@ def test_cuda_without_cuda_is_a_config_error(monkeypatch):
         bench_memory("default", overrides=["run.device=cuda"])
 
 
-def test_mnist_falls_back_to_the_stand_ins(monkeypatch):
+def test_a_child_loads_a_stand_in_when_mnist_fails(monkeypatch):
+    """The baseline child (run in this process) records the stand-in it loaded and what failed."""
+    from shf import config as cfgmod
+    from shf.data.split import make_split
+    from shf.experiments import run
+
+    calls: list[tuple[str, int | None]] = []
+
+    def fake_prepare(cfg):
+        calls.append((cfg.data.dataset, cfg.data.n_train))
+        if cfg.data.dataset != "mnist-t10k":
+            raise DataError(f"{cfg.data.dataset} is not here\nno network")
+        g = torch.Generator().manual_seed(0)
+        return make_split(*(torch.rand(n, 784, generator=g) for n in (30, 10, 10)), "t10k (fake)")
+
+    monkeypatch.setattr(run, "prepare_data", fake_prepare)
+    monkeypatch.setattr(memory, "_reset_peak", lambda: False)  # leave this process's peak alone
+    cfg = cfgmod.load("mnist", ["model.encoder=[784, 8, 4]"])
+    out = memory._method_child(cfg, "baseline", 1)
+    # The preset's 50000/10000/10000 split does not fit in the 10,000 t10k images: its default.
+    assert calls == [("mnist", 50000), ("fashion-mnist", 50000), ("mnist-t10k", None)]
+    assert out["dataset"] == "t10k (fake)" and out["dataset_config"] == "mnist-t10k"
+    assert out["data_config"]["dataset"] == "mnist-t10k" and out["data_config"]["n_train"] is None
+    assert out["fallbacks_tried"] == ["mnist: mnist is not here", "fashion-mnist: fashion-mnist is not here"]
+    assert out["sizes"] == {"train": 30, "val": 10, "test": 10} and math.isfinite(out["initial_loss"])
+    assert out["peak_after_data_mb"] is None and out["peak_rss_mb"] > 0
+
+
+def test_a_child_raises_the_last_error_when_nothing_loads(monkeypatch):
     from shf import config as cfgmod
     from shf.experiments import run
 
-    calls: list[str] = []
-    sizes: list[tuple[int | None, ...]] = []
-
     def fake_prepare(cfg):
-        calls.append(cfg.data.dataset)
-        sizes.append((cfg.data.n_train, cfg.data.n_val, cfg.data.n_test))
-        if cfg.data.dataset in ("mnist", "fashion-mnist"):
-            raise DataError(f"{cfg.data.dataset} is not here")
-        return "t10k data"
+        raise DataError(f"{cfg.data.dataset} is not here")
 
     monkeypatch.setattr(run, "prepare_data", fake_prepare)
-    data, used, tried = memory._load_data(cfgmod.load("mnist"))
-    assert data == "t10k data" and used.data.dataset == "mnist-t10k"
-    assert calls == ["mnist", "fashion-mnist", "mnist-t10k"]
-    assert tried == ["mnist: mnist is not here", "fashion-mnist: fashion-mnist is not here"]
-    # The preset's 50000/10000/10000 split does not fit in the 10,000 t10k images: its default.
-    assert sizes == [(50000, 10000, 10000), (50000, 10000, 10000), (None, None, None)]
-    sizes.clear()
-    memory._load_data(cfgmod.load("mnist", ["data.n_train=500", "data.n_val=100", "data.n_test=100"]))
-    assert sizes[-1] == (500, 100, 100)
-    # Other data sets, or MNIST from a given path, do not fall back.
-    calls.clear()
-    with pytest.raises(DataError):
-        memory._load_data(cfgmod.load("mnist", ["data.path=/somewhere"]))
-    assert calls == ["mnist"]
+    with pytest.raises(DataError, match=r"^mnist-t10k is not here$"):
+        memory._method_child(cfgmod.load("mnist"), "baseline", 1)
 
 
 def _fake_spawn(peaks, payloads, dataset="curves"):

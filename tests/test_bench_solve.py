@@ -12,9 +12,10 @@ import torch
 
 from shf.bench import solve
 from shf.bench.solve import BREAKDOWN, bench_solve, markdown, summarise
-from shf.config import ExperimentConfig, load
+from shf.config import ExperimentConfig
 from shf.data.split import Split, make_split
 from shf.errors import ConfigError, DataError
+from shf.experiments import run as experiments_run
 
 # A tiny CURVES problem: 300/100/100 synthetic rows, a 784-20-6 encoder, n1 = 50, n_max capped at 300.
 TINY = [
@@ -143,7 +144,7 @@ class _FakeMethod:
 def test_warmup_left_out_and_n_max_phase_config(monkeypatch: pytest.MonkeyPatch) -> None:
     _FakeMethod.made = []
     monkeypatch.setattr(solve, "SHFMethod", _FakeMethod)
-    monkeypatch.setattr(solve, "prepare_data", lambda cfg: _tiny_split(n=60))
+    monkeypatch.setattr(experiments_run, "prepare_data", lambda cfg: _tiny_split(n=60))
     threads = torch.get_num_threads()
     rec = bench_solve(["default"], iters=3, overrides=[*TINY[3:7], "run.threads=3"])
     assert torch.get_num_threads() == threads  # restored after each case
@@ -174,7 +175,7 @@ def test_errors_before_any_work(monkeypatch: pytest.MonkeyPatch, kwargs: dict[st
     def no_work(cfg: ExperimentConfig) -> Split:
         raise AssertionError("data loaded before the arguments were checked")
 
-    monkeypatch.setattr(solve, "prepare_data", no_work)
+    monkeypatch.setattr(experiments_run, "prepare_data", no_work)
     with pytest.raises(ConfigError, match=match):
         bench_solve(**{"configs": ("default",), **kwargs})
 
@@ -190,11 +191,16 @@ def test_missing_data_is_recorded_as_skipped(tmp_path: Path) -> None:
     assert "| usps | - | start |" in md and "- usps / n_max: skipped, no data" in md
 
 
-def _fake_loader(loadable: set[str], seen: list[tuple[str, str | None]]) -> Any:
+def _fake_loader(loadable: set[str], seen: list[tuple[str, str | None]], narrow: str = "") -> Any:
+    """A ``prepare_data`` that loads only the data sets in ``loadable``; ``narrow`` loads
+    as 256-wide data, which do not fit a 784-wide network."""
+
     def prepare(cfg: ExperimentConfig) -> Split:
         seen.append((cfg.data.dataset, cfg.data.path))
+        if cfg.data.dataset == narrow:
+            return make_split(torch.rand(60, 256), torch.rand(10, 256), torch.rand(10, 256), "narrow")
         if cfg.data.dataset not in loadable:
-            raise DataError(f"{cfg.data.dataset} is not here")
+            raise DataError(f"{cfg.data.dataset} is not here\nsecond line")
         return _tiny_split(f"{cfg.data.dataset} (fake)")
 
     return prepare
@@ -202,29 +208,35 @@ def _fake_loader(loadable: set[str], seen: list[tuple[str, str | None]]) -> Any:
 
 def test_mnist_falls_back_to_stand_ins(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[tuple[str, str | None]] = []
-    monkeypatch.setattr(solve, "prepare_data", _fake_loader({"mnist-t10k"}, seen))
-    rec = bench_solve(("mnist",), iters=1, phases=("start",), overrides=[*TINY, "data.path=/nowhere"])
-    assert seen == [("mnist", "/nowhere"), ("fashion-mnist", None), ("mnist-t10k", None)]
+    # fashion-mnist loads but does not fit the network: the next stand-in is timed.
+    monkeypatch.setattr(experiments_run, "prepare_data", _fake_loader({"mnist-t10k"}, seen, "fashion-mnist"))
+    rec = bench_solve(("mnist",), iters=1, phases=("start",), overrides=TINY)
+    assert seen == [("mnist", None), ("fashion-mnist", None), ("mnist-t10k", None)]
     (case,) = rec["cases"]
     assert case["skipped"] is False and case["dataset"] == "mnist-t10k (fake)"
-    assert "mnist is not here" in case["note"] and "stand-in mnist-t10k" in case["note"]
+    assert case["sizes"] == {"train": 60, "val": 10, "test": 10}
+    assert case["note"] == (
+        "mnist could not be loaded (mnist: mnist is not here); "
+        "timed on the stand-in mnist-t10k (mnist-t10k (fake), 60/10/10 rows)"
+    )
     assert "Note: mnist could not be loaded" in markdown(rec)
 
 
 def test_nothing_loads_is_skipped_with_every_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(solve, "prepare_data", _fake_loader(set(), []))
+    monkeypatch.setattr(experiments_run, "prepare_data", _fake_loader(set(), []))
     rec = bench_solve(("mnist",), iters=1, phases=("n_max",), overrides=TINY)
     (case,) = rec["cases"]
-    assert case["skipped"] is True and case["phase"] == "n_max"
-    for name in ("mnist", "fashion-mnist", "mnist-t10k"):
-        assert f"{name} is not here" in case["error"]
+    assert case["skipped"] is True and case["phase"] == "n_max" and case["note"] is None
+    assert case["error"] == (
+        "mnist: mnist is not here; fashion-mnist: fashion-mnist is not here; "
+        "mnist-t10k: mnist-t10k is not here"
+    )
 
 
-def test_t10k_stand_in_keeps_sizes_that_fit() -> None:
-    paper = solve._attempts(load("mnist"))  # 50000/10000/10000 do not fit in 10,000 images
-    assert [a.data.dataset for a in paper] == ["mnist", "fashion-mnist", "mnist-t10k"]
-    assert paper[1].data.n_train == 50000
-    assert (paper[2].data.n_train, paper[2].data.n_val, paper[2].data.n_test) == (None, None, None)
-    small = solve._attempts(load("mnist", TINY[:3]))
-    assert (small[2].data.n_train, small[2].data.n_val, small[2].data.n_test) == (300, 100, 100)
-    assert [a.data.dataset for a in solve._attempts(load("curves"))] == ["curves"]
+def test_mnist_from_a_path_has_no_stand_ins(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[str, str | None]] = []
+    monkeypatch.setattr(experiments_run, "prepare_data", _fake_loader({"fashion-mnist", "mnist-t10k"}, seen))
+    rec = bench_solve(("mnist",), iters=1, phases=("start",), overrides=[*TINY, "data.path=/nowhere"])
+    assert seen == [("mnist", "/nowhere")]
+    (case,) = rec["cases"]
+    assert case["skipped"] is True and case["error"] == "mnist: mnist is not here"

@@ -1,8 +1,11 @@
-"""Shared pieces of the benchmarks: a repeat timer, the machine description, output files."""
+"""Shared pieces of the benchmarks: a repeat timer, the machine description, output files,
+and loading the data with stand-ins when MNIST cannot be loaded offline."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import os
 import platform
 import statistics
@@ -14,7 +17,12 @@ from typing import Any
 
 import torch
 
+from shf.config import ExperimentConfig
+from shf.data.split import Split
+from shf.errors import ShfError
 from shf.runlog import environment, jsonable
+
+log = logging.getLogger(__name__)
 
 ARCHITECTURES: dict[str, tuple[int, ...]] = {
     # The paper's encoders (§6, Table 1); the decoder mirrors each.
@@ -22,6 +30,12 @@ ARCHITECTURES: dict[str, tuple[int, ...]] = {
     "mnist": (784, 1000, 500, 250, 30),
     "usps": (256, 400, 200, 100, 50, 25),
 }
+
+STAND_INS: dict[str, tuple[str, ...]] = {"mnist": ("fashion-mnist", "mnist-t10k")}
+"""Data sets of the same shape tried, in order, when a data set without a ``data.path``
+cannot be loaded (MNIST needs a download). ``mnist-t10k`` has 10,000 images: configured
+split sizes that do not fit are replaced by its default split
+(:data:`shf.data.mnist.T10K_SIZES`)."""
 
 
 @dataclass(frozen=True)
@@ -110,3 +124,72 @@ def write_outputs(
     pm = root / f"{stem}.md"
     pm.write_text(markdown)
     return [pj, pm]
+
+
+def stand_in_attempts(cfg: ExperimentConfig) -> list[ExperimentConfig]:
+    """``cfg``, then one configuration per stand-in of its data set (:data:`STAND_INS`), in
+    the order they are tried. A configuration with an explicit ``data.path`` has none (so
+    a stand-in has no path either).
+
+    For ``mnist-t10k`` the configured sizes are kept when they fit in its 10,000 images (an
+    unset size counting as its default in :data:`shf.data.mnist.T10K_SIZES`), else all three
+    are reset to None (its default split).
+    """
+    out = [cfg]
+    if cfg.data.path is not None:
+        return out
+    for stand_in in STAND_INS.get(cfg.data.dataset, ()):
+        d = dataclasses.replace(cfg.data, dataset=stand_in)
+        if stand_in == "mnist-t10k":
+            from shf.data.mnist import T10K_SIZES
+
+            wanted = (d.n_train or T10K_SIZES[0], d.n_val or T10K_SIZES[1], d.n_test or T10K_SIZES[2])
+            if sum(wanted) > sum(T10K_SIZES):  # e.g. the paper's MNIST sizes: its own split
+                d = dataclasses.replace(d, n_train=None, n_val=None, n_test=None)
+        out.append(dataclasses.replace(cfg, data=d))
+    return out
+
+
+def load_with_stand_ins(
+    cfg: ExperimentConfig,
+    *,
+    check: Callable[[Split], None] | None = None,
+    tried: list[str] | None = None,
+) -> tuple[Split, ExperimentConfig, list[str]]:
+    """Load the data of the first of :func:`stand_in_attempts` that loads (and passes ``check``).
+
+    Each attempt calls :func:`shf.experiments.run.prepare_data` (looked up when called, so
+    tests can replace it) and then ``check(data)`` when given; a :class:`~shf.errors.ShfError`
+    or an :class:`OSError` from either moves on to the next attempt.
+
+    Args:
+        cfg: the configuration as given.
+        check: raises when the loaded data cannot be used (e.g. they do not fit the network).
+        tried: the list the failed attempts' errors are appended to (a new one when None);
+            a caller that passes one still has them when this raises.
+
+    Returns:
+        ``(data, used, tried)``: the data, the configuration they were loaded with (``cfg``
+        itself or a stand-in's) and one line per failed attempt, ``"<dataset>: <error>"``
+        (the error's first line), in order; empty when ``cfg`` loaded.
+
+    Raises:
+        ShfError, OSError: the last attempt's error when no attempt loads.
+    """
+    from shf.experiments import run
+
+    errors = [] if tried is None else tried
+    last: ShfError | OSError | None = None
+    for attempt in stand_in_attempts(cfg):
+        try:
+            data = run.prepare_data(attempt)
+            if check is not None:
+                check(data)
+        except (ShfError, OSError) as e:
+            log.info("data set %s not usable: %s", attempt.data.dataset, e)
+            errors.append(f"{attempt.data.dataset}: {e}".splitlines()[0])
+            last = e
+            continue
+        return data, attempt, errors
+    assert last is not None  # stand_in_attempts is never empty
+    raise last

@@ -28,6 +28,11 @@ SHF's memory grows with its batch size, which Alg. 1 raises from ``n1`` towards
 gradient on ``hf.grad_batch`` rows (default: the whole training set) and its
 curvature on a quarter of it (``hf.num_chunks = 4``).
 
+The baseline process loads the data first: when the configured data set cannot be
+loaded and has stand-ins (MNIST without a ``data.path``, which needs a download; see
+:func:`shf.bench.common.load_with_stand_ins`), it uses the first stand-in that loads,
+every later process loads that one, and ``dataset`` and ``notes`` say so.
+
 Growth (:func:`lsmr_rss_growth`): LSMR on one Jacobian with a fixed number of
 iterations, sampling the current RSS after every iteration; a leak or an allocation
 that piles up per iteration shows as a positive slope.
@@ -48,18 +53,12 @@ from pathlib import Path
 from typing import Any
 
 from shf import config as cfgmod
-from shf.bench.common import ARCHITECTURES, describe_machine, machine
+from shf.bench.common import ARCHITECTURES, describe_machine, load_with_stand_ins, machine
 from shf.errors import ConfigError, ShfError
 from shf.experiments.methods import METHODS
 from shf.runlog import jsonable
 
-__all__ = ["FALLBACK_DATASETS", "bench_memory", "current_rss_mb", "lsmr_rss_growth", "markdown"]
-
-FALLBACK_DATASETS: tuple[str, ...] = ("fashion-mnist", "mnist-t10k")
-"""Stand-ins tried, in order, when ``data.dataset = "mnist"`` (no ``data.path``) cannot be
-loaded (it needs a download). ``mnist-t10k`` has 10,000 images: configured split sizes
-that do not fit are replaced by its default 6,000 / 2,000 / 2,000."""
-_T10K_ROWS = 10_000
+__all__ = ["bench_memory", "current_rss_mb", "lsmr_rss_growth", "markdown"]
 
 _SHF_METHODS = ("shf-lsmr", "shf-cg")
 _MB = 1024.0 * 1024.0
@@ -216,32 +215,6 @@ def lsmr_rss_growth(
 # --------------------------------------------------------------------------- children
 
 
-def _load_data(cfg: cfgmod.ExperimentConfig) -> tuple[Any, cfgmod.ExperimentConfig, list[str]]:
-    """``prepare_data(cfg)``, falling back to the MNIST stand-ins when MNIST itself fails."""
-    from shf.experiments.run import prepare_data
-
-    tried: list[str] = []
-    try:
-        return prepare_data(cfg), cfg, tried
-    except ShfError as e:
-        if cfg.data.dataset != "mnist" or cfg.data.path is not None:
-            raise
-        tried.append(f"mnist: {e}".splitlines()[0])
-        last: ShfError = e
-    for name in FALLBACK_DATASETS:
-        data_cfg = dataclasses.replace(cfg.data, dataset=name)
-        d = cfg.data
-        if name == "mnist-t10k" and sum(v or 0 for v in (d.n_train, d.n_val, d.n_test)) > _T10K_ROWS:
-            data_cfg = dataclasses.replace(data_cfg, n_train=None, n_val=None, n_test=None)
-        alt = dataclasses.replace(cfg, data=data_cfg)
-        try:
-            return prepare_data(alt), alt, tried
-        except ShfError as e:
-            tried.append(f"{name}: {e}".splitlines()[0])
-            last = e
-    raise last
-
-
 def _method_child(cfg: cfgmod.ExperimentConfig, method: str, iters: int) -> dict[str, Any]:
     """Load the data, then ``iters`` iterations of ``method`` (or the baseline's work)."""
     import torch
@@ -251,7 +224,7 @@ def _method_child(cfg: cfgmod.ExperimentConfig, method: str, iters: int) -> dict
     from shf.train import check_data_for, run_loop
 
     rss_start = current_rss_mb()
-    data, used, tried = _load_data(cfg)
+    data, used, tried = load_with_stand_ins(cfg)
     peak_load = _ru_maxrss_mb()
     rss_data = current_rss_mb()
     reset = _reset_peak()

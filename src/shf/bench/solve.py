@@ -45,11 +45,11 @@ from typing import Any
 
 import torch
 
-from shf.bench.common import describe_machine, machine
+from shf.bench.common import describe_machine, load_with_stand_ins, machine
 from shf.config import ExperimentConfig, load
 from shf.data.split import Split
 from shf.errors import ConfigError, ShfError
-from shf.experiments.run import prepare_data, resolve_device
+from shf.experiments.run import resolve_device
 from shf.models.autoencoder import Autoencoder
 from shf.train import SHFMethod, check_data_for
 
@@ -71,9 +71,6 @@ BREAKDOWN = (
     "other",
 )
 """Keys of a case's ``breakdown`` and ``shares``; they sum to ``per_iteration_s``."""
-
-FALLBACKS: dict[str, tuple[str, ...]] = {"mnist": ("fashion-mnist", "mnist-t10k")}
-"""Stand-ins of the same shape tried, in order, when a data set cannot be loaded."""
 
 # Table columns after the products: (heading, breakdown keys summed).
 _COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -129,8 +126,9 @@ def bench_solve(
         * ``samples_s``: ``per_iteration_s`` of each timed iteration; ``warmup_s``: that
           of the warm-up iteration.
 
-        A case whose data could not be loaded (no data set, nor a stand-in, loads or fits
-        the network) has ``skipped`` = ``True`` and ``error`` (the messages) instead.
+        A case whose data could not be loaded (neither the data set nor a stand-in of
+        :data:`shf.bench.common.STAND_INS` loads and fits the network) has ``skipped`` =
+        ``True`` and ``error`` (one line per data set tried, joined by ``"; "``) instead.
 
     Raises:
         ConfigError: ``iters < 1``, an unknown phase, or a configuration, override or
@@ -179,43 +177,23 @@ def _first_line(text: str | None) -> str:
     return lines[0] if lines else ""
 
 
-def _attempts(cfg: ExperimentConfig) -> list[ExperimentConfig]:
-    """The configuration, then one per stand-in data set (without the original's path)."""
-    out = [cfg]
-    for stand_in in FALLBACKS.get(cfg.data.dataset, ()):
-        d = dataclasses.replace(cfg.data, dataset=stand_in, path=None)
-        if stand_in == "mnist-t10k":
-            from shf.data.mnist import T10K_SIZES
-
-            wanted = (d.n_train or T10K_SIZES[0], d.n_val or T10K_SIZES[1], d.n_test or T10K_SIZES[2])
-            if sum(wanted) > sum(T10K_SIZES):  # the paper's MNIST sizes do not fit: its own split
-                d = dataclasses.replace(d, n_train=None, n_val=None, n_test=None)
-        out.append(dataclasses.replace(cfg, data=d))
-    return out
-
-
 def _load_data(cfg: ExperimentConfig) -> tuple[Split | None, str | None, str | None]:
     """``(data, note, error)``: the first of the data set and its stand-ins that loads and
     fits the network; ``note`` says when a stand-in was used, ``error`` why none was."""
     net = _network(cfg)
-    errors: list[str] = []
-    for attempt in _attempts(cfg):
-        try:
-            data = prepare_data(attempt)
-            check_data_for(net, data)
-        except (ShfError, OSError) as e:
-            log.info("data set %s not usable: %s", attempt.data.dataset, e)
-            errors.append(f"{attempt.data.dataset}: {e}")
-            continue
-        note = None
-        if attempt is not cfg:
-            note = (
-                f"{cfg.data.dataset} could not be loaded ({_first_line(errors[0])}); "
-                f"timed on the stand-in {attempt.data.dataset} ({data.name}, "
-                f"{len(data.train)}/{len(data.val)}/{len(data.test)} rows)"
-            )
-        return data, note, None
-    return None, None, "; ".join(errors)
+    tried: list[str] = []
+    try:
+        data, used, _ = load_with_stand_ins(cfg, check=lambda d: check_data_for(net, d), tried=tried)
+    except (ShfError, OSError):
+        return None, None, "; ".join(tried)
+    note = None
+    if used is not cfg:
+        note = (
+            f"{cfg.data.dataset} could not be loaded ({tried[0]}); "
+            f"timed on the stand-in {used.data.dataset} ({data.name}, "
+            f"{len(data.train)}/{len(data.val)}/{len(data.test)} rows)"
+        )
+    return data, note, None
 
 
 def _network(cfg: ExperimentConfig) -> Autoencoder:
