@@ -118,13 +118,16 @@ def test_cli_bench_kernels_bad_arch(capsys: pytest.CaptureFixture[str]) -> None:
     assert "unknown architecture 'cifar'" in capsys.readouterr().err
 
 
-def test_cli_bench_solve_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_bench_solve_smoke(capsys: pytest.CaptureFixture[str], tmp_path: Any) -> None:
     argv = ["bench", "solve", "--configs", "default", "--iters", "1", "--phases", "start", "--json",
-            "--no-progress", *[a for o in TINY for a in ("--set", o)]]  # fmt: skip
+            "--no-progress", "--out", str(tmp_path), *[a for o in TINY for a in ("--set", o)]]  # fmt: skip
     assert main(argv) == 0
     record = json.loads(capsys.readouterr().out)
     (case,) = record["cases"]
     assert case["phase"] == "start" and case["per_iteration_s"] > 0
+    # --out: the record, the summary and the breakdown figure (a PNG file).
+    assert json.loads((tmp_path / "solve.json").read_text())["cases"][0]["n"] == case["n"]
+    assert (tmp_path / "solve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_cli_bench_memory_smoke(capsys: pytest.CaptureFixture[str]) -> None:

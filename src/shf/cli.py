@@ -335,6 +335,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         printed = record
     if args.out:
         written = write_outputs(args.out, args.bench, record, md)
+        if args.bench == "solve":
+            from shf.plots import time_breakdown
+
+            written.append(time_breakdown(record, Path(args.out) / "solve.png"))
         print("written: " + ", ".join(map(str, written)), file=sys.stderr)
     if args.json:
         from shf.runlog import jsonable

@@ -118,3 +118,33 @@ def figure3(
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, out)
+
+
+def time_breakdown(record: dict[str, Any], out: str | os.PathLike[str]) -> Path:
+    """``shf bench solve``: where an HF iteration's time goes, one stacked bar per case."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from shf.bench.solve import BREAKDOWN
+
+    cases = [c for c in record["cases"] if not c.get("skipped")]
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(cases) + 3), 4.5))
+    labels = [f"{c['config']}\n{c['phase']}, n={c['n']:.0f}\n{c['per_iteration_s']:.2f} s" for c in cases]
+    bottom = [0.0] * len(cases)
+    cmap = plt.get_cmap("tab10")
+    for i, part in enumerate(BREAKDOWN):
+        vals = [max(c["shares"][part], 0.0) * 100 for c in cases]
+        ax.bar(labels, vals, bottom=bottom, label=part.replace("_", " "), color=cmap(i % 10))
+        bottom = [b + v for b, v in zip(bottom, vals)]
+    ax.set_ylabel("% of one HF iteration")
+    ax.set_ylim(0, 100)
+    ax.set_title("Where an HF iteration's time goes (shf bench solve)")
+    ax.legend(fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.tight_layout()
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
