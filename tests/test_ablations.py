@@ -71,7 +71,7 @@ def test_merit_monitor_rules():
             stops.append(k)
             break
     # Checks at 5, 7, 9, 12, 15; best at 7; at 12 not yet past k_min + recover = 12,
-    # at 15 > 12 with 6 > 4: not recovered.
+    # at 15 > 12 with 6 > 4: not recovered. phi(x0) was read by the stall test at k = 5.
     assert [k for k, _ in mon.history] == [0, 5, 7, 9, 12, 15]
     assert stops == [15] and mon.stop == MERIT_NOT_RECOVERED
     x, k = mon.best(15, torch.tensor(15.0))
@@ -86,3 +86,19 @@ def test_merit_monitor_stalls():
     assert not mon(5, torch.tensor(5.0))  # k = 5 <= miniter
     # (5 - 4.9999)/4.9999 = 2e-5 < (7 - 5) * 1e-3: stalled at a new minimum.
     assert mon(7, torch.tensor(7.0)) and mon.stop == "merit_stalled"
+
+
+def test_merit_monitor_evaluates_x0_only_when_read():
+    """With every check up to miniter, phi(x0) is never read, so it is never evaluated."""
+    calls = []
+
+    def merit(x):
+        calls.append(float(x))
+        return 10.0 - float(x)
+
+    mon = MeritMonitor(merit, torch.tensor(0.0), ftol=1e-3, miniter=50, recover=5, maxiter=100)
+    for k in range(1, 10):
+        assert not mon(k, torch.tensor(float(k)))
+    assert calls == [5.0, 7.0, 9.0] and [k for k, _ in mon.history] == [5, 7, 9]
+    x, k = mon.best(9, torch.tensor(9.0))
+    assert k == 9 and float(x) == 9.0 and calls == [5.0, 7.0, 9.0]  # the last check is reused

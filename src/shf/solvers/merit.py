@@ -28,7 +28,8 @@ class MeritMonitor:
 
     Args:
         merit: ``x -> phi(x)``; NaN/Inf counts as ``+inf``.
-        x0: the starting iterate (``phi(x0)`` is ``f_prev`` at ``k = 0``).
+        x0: the starting iterate (``phi(x0)`` is ``f_prev`` at ``k = 0``, evaluated only
+            if the stall test reads it).
         to_x: maps the solver's iterate to the merit's argument (e.g. ``y -> c ∘ y``).
     """
 
@@ -49,12 +50,15 @@ class MeritMonitor:
         self.ftol, self.miniter, self.recover, self.maxiter = ftol, miniter, recover, maxiter
         self.check_growth = check_growth
         x = self.to_x(x0)
-        f0 = self._eval(x)
-        self.history: list[tuple[int, float]] = [(0, f0)]
-        # Alg. 6: f_min = inf, f_prev = phi(x0), k_min = k_prev = 0, x_min = x0, k_next = 5
-        self.f_min, self.f_prev = math.inf, f0
+        self.history: list[tuple[int, float]] = []
+        # Alg. 6: f_min = inf, f_prev = phi(x0), k_min = k_prev = 0, x_min = x0, k_next = 5.
+        # As in lsmr (docs/deviations.md item 21), phi(x0) is evaluated only when the stall
+        # test reads it (a first check beyond miniter): the same decisions, one pass fewer.
+        self.f_min = math.inf
+        self.f_prev: float | None = None
         self.k_min, self.k_prev, self.k_next = 0, 0, min(first_check, maxiter)
         self.x_min: Vec = tl.clone(x)
+        self._x0 = self.x_min  # x_min is rebound, never modified: this stays phi's x0
         self.stop: str | None = None
 
     def _eval(self, x: Vec) -> float:
@@ -71,6 +75,9 @@ class MeritMonitor:
         if f < self.f_min:
             self.f_min, self.k_min, self.x_min = f, k, tl.clone(x)
         if k > self.miniter and f == self.f_min and f < math.inf:
+            if self.f_prev is None:  # phi(x0), read for the first time
+                self.f_prev = self._eval(self._x0)
+                self.history.insert(0, (0, self.f_prev))  # history stays ordered by k
             # (f_prev - f_k)/f_k < (k - k_prev) ftol  (NOTES item 5)
             if (self.f_prev - f) / abs(f) < (k - self.k_prev) * self.ftol if f != 0 else True:
                 self.stop = MERIT_STALLED
