@@ -102,27 +102,24 @@ class TimedOperator:
     """Pass-through wrapper that adds up the wall time spent in ``matvec``/``rmatvec``.
 
     Used by the HF step to split the solver's time into the Jacobian products and the
-    solver's own vector work (``seconds``, ``products`` count both directions). On a GPU
-    the time is that of launching the products unless the caller synchronises.
+    solver's own vector work (``seconds``, both directions together). On a GPU the time
+    is that of launching the products unless the caller synchronises.
     """
 
     def __init__(self, A: LinearOperator) -> None:
         self.A = A
         self.seconds = 0.0
-        self.products = 0
 
     def matvec(self, x: Vec) -> Vec:
         t = time.perf_counter()
         out = self.A.matvec(x)
         self.seconds += time.perf_counter() - t
-        self.products += 1
         return out
 
     def rmatvec(self, u: Vec) -> Vec:
         t = time.perf_counter()
         out = self.A.rmatvec(u)
         self.seconds += time.perf_counter() - t
-        self.products += 1
         return out
 
     def range_norm(self, u: Vec) -> float:
