@@ -507,14 +507,13 @@ class ProgressBar:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from shf import runlog
-    from shf.experiments.run import describe, prepare_data, run_experiment
-    from shf.models.autoencoder import Autoencoder
+    from shf.experiments.run import build_network, describe, prepare_data, run_experiment
 
     cfg = cfgmod.load(args.config, [*args.overrides, *_flag_overrides(args)])
     out = Path(args.out) if args.out else runlog.default_run_dir(cfg.name)
     t0 = time.perf_counter()
     data = prepare_data(cfg)
-    n_params = Autoencoder(tuple(cfg.model.encoder)).n_params()
+    n_params = build_network(cfg).n_params()
     print(
         f"shf train: {data.name}, train/val/test = {len(data.train)}/{len(data.val)}/{len(data.test)}, "
         f"encoder {'-'.join(map(str, cfg.model.encoder))} ({n_params:,} weights), {cfg.run.dtype}, "

@@ -220,7 +220,8 @@ def _method_child(cfg: cfgmod.ExperimentConfig, method: str, iters: int) -> dict
     import torch
 
     from shf.experiments.methods import build_method
-    from shf.models.autoencoder import Autoencoder, sparse_init
+    from shf.experiments.run import build_network
+    from shf.models.autoencoder import sparse_init
     from shf.train import check_data_for, run_loop
 
     rss_start = current_rss_mb()
@@ -228,9 +229,7 @@ def _method_child(cfg: cfgmod.ExperimentConfig, method: str, iters: int) -> dict
     peak_load = _ru_maxrss_mb()
     rss_data = current_rss_mb()
     reset = _reset_peak()
-    net = Autoencoder(
-        tuple(used.model.encoder), linear_code=used.model.linear_code, loss_name=used.model.loss
-    )
+    net = build_network(used)
     out: dict[str, Any] = {
         "dataset": data.name,
         "dataset_config": used.data.dataset,

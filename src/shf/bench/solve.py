@@ -49,8 +49,7 @@ from shf.bench.common import describe_machine, load_with_stand_ins, machine
 from shf.config import ExperimentConfig, load
 from shf.data.split import Split
 from shf.errors import ConfigError, ShfError
-from shf.experiments.run import resolve_device
-from shf.models.autoencoder import Autoencoder
+from shf.experiments.run import build_network, resolve_device
 from shf.train import SHFMethod, check_data_for
 
 log = logging.getLogger(__name__)
@@ -180,7 +179,7 @@ def _first_line(text: str | None) -> str:
 def _load_data(cfg: ExperimentConfig) -> tuple[Split | None, str | None, str | None]:
     """``(data, note, error)``: the first of the data set and its stand-ins that loads and
     fits the network; ``note`` says when a stand-in was used, ``error`` why none was."""
-    net = _network(cfg)
+    net = build_network(cfg)
     tried: list[str] = []
     try:
         data, used, _ = load_with_stand_ins(cfg, check=lambda d: check_data_for(net, d), tried=tried)
@@ -196,10 +195,6 @@ def _load_data(cfg: ExperimentConfig) -> tuple[Split | None, str | None, str | N
     return data, note, None
 
 
-def _network(cfg: ExperimentConfig) -> Autoencoder:
-    return Autoencoder(tuple(cfg.model.encoder), linear_code=cfg.model.linear_code, loss_name=cfg.model.loss)
-
-
 def _run_case(name: str, cfg: ExperimentConfig, data: Split, phase: str, iters: int) -> dict[str, Any]:
     """Take ``iters + 1`` HF iterations of one phase and summarise the last ``iters``."""
     opt = cfg.optimizer
@@ -213,7 +208,7 @@ def _run_case(name: str, cfg: ExperimentConfig, data: Split, phase: str, iters: 
         torch.set_num_threads(cfg.run.threads)
     try:
         threads = torch.get_num_threads()
-        net = _network(cfg)
+        net = build_network(cfg)
         method = SHFMethod(net, data, opt, cfg.run.seed)
         w = method.init_weights()
         records: list[dict[str, Any]] = []

@@ -40,6 +40,11 @@ def prepare_data(cfg: ExperimentConfig) -> Split:
     return load_dataset(cfg.data).to(dtype, resolve_device(cfg.run.device))
 
 
+def build_network(cfg: ExperimentConfig) -> Autoencoder:
+    """The autoencoder the ``[model]`` section describes."""
+    return Autoencoder(tuple(cfg.model.encoder), linear_code=cfg.model.linear_code, loss_name=cfg.model.loss)
+
+
 def run_experiment(
     cfg: ExperimentConfig,
     out_dir: str | os.PathLike[str],
@@ -57,7 +62,7 @@ def run_experiment(
     out.write_json("env.json", runlog.environment())
     if data is None:
         data = prepare_data(cfg)
-    net = Autoencoder(tuple(cfg.model.encoder), linear_code=cfg.model.linear_code, loss_name=cfg.model.loss)
+    net = build_network(cfg)
 
     def record(rec: dict[str, Any]) -> None:
         out.log_metrics(rec)
