@@ -157,3 +157,19 @@ def test_other_exceptions_are_not_caught(loader: Any) -> None:
     with pytest.raises(RuntimeError, match="a bug"):
         load_with_stand_ins(load("mnist"))
     assert fake.names == ["mnist"]
+
+
+def test_jacobian_problem_is_the_same_problem_in_both_dtypes() -> None:
+    """The benchmarks' operator: b = -R, c within Alg. 3's range, the same data in float32/64."""
+    from shf.bench.common import encoder_of, jacobian_problem
+
+    p64 = jacobian_problem("usps", 7, torch.float64, seed=3)
+    p32 = jacobian_problem("usps", 7, torch.float32, seed=3)
+    assert p64.net.encoder == encoder_of("usps") and tuple(p64.X.shape) == (7, 256)
+    torch.testing.assert_close(p32.X.double(), p64.X, rtol=0, atol=1e-7)  # float32 rounding only
+    torch.testing.assert_close(p64.b, -p64.A.residual, rtol=0, atol=0)
+    assert all(float(t.min()) >= 0.5 and float(t.max()) <= 1.0 for t in p64.c)
+    assert [tuple(t.shape) for t in p64.c] == [tuple(W.shape) for W in p64.w]
+    assert encoder_of([5, 3]) == (5, 3)
+    with pytest.raises(ConfigError, match="unknown architecture 'cifar'"):
+        encoder_of("cifar")

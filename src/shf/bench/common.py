@@ -10,7 +10,7 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,8 +18,10 @@ from typing import Any
 import torch
 
 from shf.config import ExperimentConfig
+from shf.curvature.mlp import AutoencoderJacobian
 from shf.data.split import Split
-from shf.errors import ShfError
+from shf.errors import ConfigError, ShfError
+from shf.models.autoencoder import Autoencoder, sparse_init
 from shf.runlog import environment, jsonable
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,50 @@ ARCHITECTURES: dict[str, tuple[int, ...]] = {
     "mnist": (784, 1000, 500, 250, 30),
     "usps": (256, 400, 200, 100, 50, 25),
 }
+
+
+def encoder_of(arch: str | Sequence[int]) -> tuple[int, ...]:
+    """The encoder sizes of a named architecture (:data:`ARCHITECTURES`) or of a list of sizes."""
+    if isinstance(arch, str):
+        if arch not in ARCHITECTURES:
+            raise ConfigError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}")
+        return ARCHITECTURES[arch]
+    return tuple(int(m) for m in arch)
+
+
+@dataclass(frozen=True)
+class JacobianProblem:
+    """One curvature operator to benchmark: the network, weights, batch, ``A = grad R``,
+    the right-hand side ``b = -R`` and a positive diagonal preconditioner ``c``."""
+
+    net: Autoencoder
+    w: list[torch.Tensor]
+    X: torch.Tensor
+    A: AutoencoderJacobian
+    b: torch.Tensor
+    c: list[torch.Tensor]
+
+
+def jacobian_problem(
+    arch: str | Sequence[int],
+    n: int,
+    dtype: torch.dtype,
+    seed: int = 0,
+    *,
+    loss: str = "squared",
+    linear_code: bool = False,
+) -> JacobianProblem:
+    """Sparse-initialised weights (eq. 9, ``m0 = 15``, ``sigma = 1``), ``n`` uniform rows in
+    [0, 1] (drawn in float64, so both dtypes see the same numbers) and a preconditioner
+    uniform in [0.5, 1], inside the range (0, 1] that Alg. 3 produces."""
+    net = Autoencoder(encoder_of(arch), linear_code=linear_code, loss_name=loss)
+    gen = torch.Generator().manual_seed(seed)
+    w = sparse_init(net, m0=15, sigma=1.0, generator=gen, dtype=dtype)
+    X = torch.rand(n, net.input_dim, generator=gen, dtype=torch.float64).to(dtype)
+    A = AutoencoderJacobian(net, w, X)
+    c = [torch.rand(W.shape, generator=gen, dtype=torch.float64).mul_(0.5).add_(0.5).to(dtype) for W in w]
+    return JacobianProblem(net, w, X, A, -A.residual, c)
+
 
 STAND_INS: dict[str, tuple[str, ...]] = {"mnist": ("fashion-mnist", "mnist-t10k")}
 """Data sets of the same shape tried, in order, when a data set without a ``data.path``

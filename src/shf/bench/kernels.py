@@ -37,10 +37,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from shf.bench.common import ARCHITECTURES, describe_machine, machine, time_call
+from shf.bench.common import ARCHITECTURES, describe_machine, jacobian_problem, machine, time_call
 from shf.curvature.mlp import AutoencoderJacobian
 from shf.errors import ConfigError
-from shf.models.autoencoder import Autoencoder, forward, sparse_init
+from shf.models.autoencoder import Autoencoder, forward
 from shf.precond import chapelle_erhan
 from shf.solvers.lsmr import lsmr
 
@@ -144,16 +144,11 @@ def bench_case(arch: str, n: int, dtype: str, *, min_time: float = 0.5, seed: in
     """Time one (architecture, batch size, dtype) case; see the module docstring."""
     _check([arch], [n], [dtype])
     tdtype = torch.float64 if dtype == "float64" else torch.float32
-    gen = torch.Generator().manual_seed(seed)
-    net = Autoencoder(ARCHITECTURES[arch])
-    w = sparse_init(net, m0=15, sigma=1.0, generator=gen, dtype=tdtype)
-    X = torch.rand(n, net.input_dim, generator=gen, dtype=tdtype)
-    A = AutoencoderJacobian(net, w, X)
+    p = jacobian_problem(arch, n, tdtype, seed)
+    net, w, X, A, b, c = p.net, p.w, p.X, p.A, p.b, p.c
+    gen = torch.Generator().manual_seed(seed + 2)
     d = [torch.randn(W.shape, generator=gen, dtype=tdtype) for W in w]
     U = torch.randn(X.shape, generator=gen, dtype=tdtype)
-    # A positive preconditioner in the range Alg. 3 produces, (0, 1].
-    c = [torch.rand(W.shape, generator=gen, dtype=tdtype).mul_(0.5).add_(0.5) for W in w]
-    b = -A.residual
     shapes = product_shapes(net, n)
     flops = lsmr_iteration_flops(net, n)
 

@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from shf import config as cfgmod
-from shf.bench.common import ARCHITECTURES, describe_machine, load_with_stand_ins, machine
+from shf.bench.common import describe_machine, encoder_of, jacobian_problem, load_with_stand_ins, machine
 from shf.errors import ConfigError, ShfError
 from shf.experiments.methods import METHODS
 from shf.runlog import jsonable
@@ -111,7 +111,8 @@ def lsmr_rss_growth(
     :data:`shf.bench.common.ARCHITECTURES` or a list of encoder sizes) at sparse-initialised
     weights (eq. 9, ``m0 = 15``, ``sigma = 1``) on ``n`` uniform random rows in [0, 1],
     then runs :func:`shf.solvers.lsmr.lsmr` on ``b = -R`` with ``damp``, a random
-    positive preconditioner in [0.5, 1.5] and every stopping test off (``atol = btol = 0``,
+    positive preconditioner in [0.5, 1] (:func:`shf.bench.common.jacobian_problem`) and
+    every stopping test off (``atol = btol = 0``,
     ``conlim = 0``; only the machine-precision tests stay), sampling the current RSS
     (``/proc/self/statm``) after every iteration. The default ``damp = 1e-2`` keeps LSMR
     running: with ``damp = 1`` the damping dominates these Jacobians (norm about 1-70)
@@ -130,18 +131,10 @@ def lsmr_rss_growth(
     """
     import torch
 
-    from shf.curvature.mlp import AutoencoderJacobian
-    from shf.models.autoencoder import Autoencoder, sparse_init
     from shf.solvers.lsmr import lsmr
 
-    if isinstance(arch, str):
-        if arch not in ARCHITECTURES:
-            raise ConfigError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}")
-        encoder = tuple(ARCHITECTURES[arch])
-        arch_name = arch
-    else:
-        encoder = tuple(int(m) for m in arch)
-        arch_name = "-".join(map(str, encoder))
+    encoder = encoder_of(arch)
+    arch_name = arch if isinstance(arch, str) else "-".join(map(str, encoder))
     if not (isinstance(n, int) and n >= 1):
         raise ConfigError(f"n must be a positive integer, got {n}")
     if not (isinstance(iters, int) and iters >= 1):
@@ -152,13 +145,8 @@ def lsmr_rss_growth(
         raise ConfigError(f"dtype must be one of {cfgmod.DTYPES}, got {dtype!r}")
     tdtype = torch.float64 if dtype == "float64" else torch.float32
 
-    net = Autoencoder(encoder, linear_code=linear_code, loss_name=loss)
-    gen = torch.Generator().manual_seed(seed)
-    w = sparse_init(net, m0=15, sigma=1.0, generator=gen, dtype=tdtype)
-    X = torch.rand(n, net.input_dim, generator=gen, dtype=torch.float64).to(tdtype)
-    A = AutoencoderJacobian(net, w, X)
-    b = -A.residual
-    precond = [torch.rand(W.shape, generator=gen, dtype=torch.float64).add_(0.5).to(tdtype) for W in w]
+    p = jacobian_problem(encoder, n, tdtype, seed, loss=loss, linear_code=linear_code)
+    net = p.net
 
     samples: list[tuple[int, float]] = []
 
@@ -169,7 +157,7 @@ def lsmr_rss_growth(
     rss_start = current_rss_mb()
     t = time.perf_counter()
     _, info = lsmr(
-        A, b, damp=damp, precond=precond, maxiter=iters, atol=0.0, btol=0.0, conlim=0.0, callback=sample
+        p.A, p.b, damp=damp, precond=p.c, maxiter=iters, atol=0.0, btol=0.0, conlim=0.0, callback=sample
     )
     elapsed = time.perf_counter() - t
     if not samples:  # stopped before its first iteration (A^T b = 0)
