@@ -87,18 +87,14 @@ class ModelConfig:
 
 
 @dataclass
-class RunConfig:
-    """Seeds, numerics, device and stopping (see :class:`shf.train.LoopConfig`)."""
+class RunConfig(LoopConfig):
+    """Seeds, numerics, device, and the loop's stopping rules (the fields it inherits from
+    :class:`shf.train.LoopConfig`, with the same defaults and checks)."""
 
     seed: int = 0
     dtype: str = "float32"
     device: str = "cpu"
     threads: int | None = None
-    max_iters: int = 1000
-    max_time: float = math.inf
-    patience: int = 100
-    train_eval_size: int | None = None
-    eval_every: int = 1
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -107,7 +103,7 @@ class RunConfig:
             raise ConfigError(f"run.device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"run.threads must be >= 1, got {self.threads}")
-        self.loop()  # validates the stopping rules
+        super().__post_init__()  # validates the stopping rules
 
     def loop(self) -> LoopConfig:
         """The loop's stopping rules: this section's keys that :class:`LoopConfig` has."""
