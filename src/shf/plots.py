@@ -142,9 +142,4 @@ def time_breakdown(record: dict[str, Any], out: str | os.PathLike[str]) -> Path:
     ax.set_ylim(0, 100)
     ax.set_title("Where an HF iteration's time goes (shf bench solve)")
     ax.legend(fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
-    fig.tight_layout()
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, out)
