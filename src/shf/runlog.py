@@ -48,6 +48,13 @@ def environment() -> dict[str, Any]:
     }
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MiB (``ru_maxrss``: KiB on Linux)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def default_run_dir(name: str, root: str | os.PathLike[str] = "runs") -> Path:
     """``runs/<name>-<UTC timestamp>`` (a suffix is added if it exists)."""
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")

@@ -44,7 +44,6 @@ import dataclasses
 import math
 import multiprocessing as mp
 import os
-import resource
 import tempfile
 import time
 import traceback
@@ -56,7 +55,7 @@ from shf import config as cfgmod
 from shf.bench.common import describe_machine, encoder_of, jacobian_problem, load_with_stand_ins, machine
 from shf.errors import ConfigError, ShfError
 from shf.experiments.methods import METHODS
-from shf.runlog import jsonable
+from shf.runlog import jsonable, peak_rss_mb
 
 __all__ = ["bench_memory", "current_rss_mb", "lsmr_rss_growth", "markdown"]
 
@@ -74,11 +73,6 @@ def current_rss_mb() -> float:
     except OSError as e:
         raise ShfError(f"cannot read the resident memory from /proc/self/statm (Linux only): {e}") from None
     return int(fields[1]) * os.sysconf("SC_PAGE_SIZE") / _MB
-
-
-def _ru_maxrss_mb() -> float:
-    # ru_maxrss is in KiB on Linux.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _reset_peak() -> bool:
@@ -214,7 +208,7 @@ def _method_child(cfg: cfgmod.ExperimentConfig, method: str, iters: int) -> dict
 
     rss_start = current_rss_mb()
     data, used, tried = load_with_stand_ins(cfg)
-    peak_load = _ru_maxrss_mb()
+    peak_load = peak_rss_mb()
     rss_data = current_rss_mb()
     reset = _reset_peak()
     net = build_network(used)
@@ -272,7 +266,7 @@ def _method_child(cfg: cfgmod.ExperimentConfig, method: str, iters: int) -> dict
             gb = used.hf.grad_batch
             out["grad_batch"] = N if gb is None or gb >= N else gb
             out["curvature_chunk"] = math.ceil(N / min(used.hf.num_chunks, N))
-    peak_end = _ru_maxrss_mb()
+    peak_end = peak_rss_mb()
     out["peak_rss_mb"] = max(peak_load, peak_end)
     out["peak_after_data_mb"] = peak_end if reset else None
     out["method_peak_mb"] = peak_end - rss_data if reset else None

@@ -19,7 +19,6 @@ import json
 import math
 import multiprocessing as mp
 import os
-import resource
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from typing import Any
 from shf import config as cfgmod
 from shf.errors import ConfigError
 from shf.experiments.methods import METHODS
-from shf.runlog import read_metrics
+from shf.runlog import peak_rss_mb, read_metrics
 
 DEFAULT_LRS = {"adam": [3e-4, 1e-3, 3e-3, 1e-2], "sgd": [3e-3, 1e-2, 3e-2, 1e-1]}
 
@@ -42,8 +41,7 @@ def _child(cfg_dict: dict[str, Any], method: str, out: str, threads: int | None)
         torch.set_num_threads(threads)
     cfg = cfgmod.from_dict(cfg_dict)
     summary = run_experiment(cfg, out, method=method)
-    # ru_maxrss is in KiB on Linux.
-    summary["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    summary["peak_rss_mb"] = peak_rss_mb()
     (Path(out) / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
 
 
