@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from shf.bench.common import ARCHITECTURES, describe_machine, jacobian_problem, machine, time_call
+from shf.bench.common import ARCHITECTURES, describe_machine, encoder_of, jacobian_problem, machine, time_call
 from shf.curvature.mlp import AutoencoderJacobian
 from shf.errors import ConfigError
 from shf.models.autoencoder import Autoencoder, forward
@@ -130,8 +130,7 @@ def ceiling_calls(shapes: Sequence[MatmulShape], dtype: torch.dtype) -> dict[str
 
 def _check(archs: Sequence[str], sizes: Sequence[int], dtypes: Sequence[str]) -> None:
     for a in archs:
-        if a not in ARCHITECTURES:
-            raise ConfigError(f"unknown architecture {a!r}; choose from {', '.join(ARCHITECTURES)}")
+        encoder_of(a)  # raises ConfigError for an unknown name
     for n in sizes:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ConfigError(f"batch sizes must be positive integers, got {n!r}")
