@@ -1,0 +1,81 @@
+"""The small runs whose metrics must not change when the code is restructured.
+
+``python tests/regression_runs.py`` prints the JSON that ``tests/data/before_refactor.json``
+holds (recorded at commit b38bdfb, before the generic optimizer API); the test in
+``tests/test_regression.py`` reruns them and compares.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import torch
+
+from shf import config as cfgmod
+from shf.data.curves import generate_curves
+from shf.data.split import Split, make_split
+
+# (name, preset, method): each paper preset's optimizer settings with SHF-LSMR, and the
+# baselines on the default preset.
+RUNS = [
+    ("curves-shf-lsmr", "curves", "shf-lsmr"),
+    ("mnist-shf-lsmr", "mnist", "shf-lsmr"),
+    ("usps-shf-lsmr", "usps", "shf-lsmr"),
+    ("default-shf-cg", "default", "shf-cg"),
+    ("default-martens-hf", "default", "martens-hf"),
+    ("default-adam", "default", "adam"),
+    ("default-sgd", "default", "sgd"),
+]
+
+# Shrunk to seconds: a small network, small batches, few iterations, float64.
+OVERRIDES = [
+    "model.encoder=[784, 24, 6]",
+    "optimizer.n1=40",
+    "optimizer.n_max=120",
+    "optimizer.maxiter1=30",
+    "optimizer.miniter=8",
+    "optimizer.recover=12",
+    "hf.maxiter=20",
+    "hf.num_chunks=2",
+    "first_order.batch_size=50",
+    "first_order.steps=4",
+    "run.max_iters=6",
+    "run.dtype=float64",
+    "run.threads=1",
+    "run.eval_every=2",
+    "run.max_time=inf",
+]
+
+DROP = {"time_s", "wall_s", "times", "elapsed_s"}
+
+
+def data() -> Split:
+    X = generate_curves(400, seed=5)
+    return make_split(X[:240], X[240:320], X[320:], "tiny CURVES").to(torch.float64)
+
+
+def run(preset: str, method: str, out: str) -> dict[str, Any]:
+    from shf.experiments.run import run_experiment
+
+    cfg = cfgmod.load(preset, [*OVERRIDES, "run.seed=7"])
+    metrics: list[dict[str, Any]] = []
+    summary = run_experiment(cfg, out, data=data(), on_iteration=metrics.append, method=method)
+    keep_summary = {k: v for k, v in summary.items() if k not in ("wall_time_s", "optimizer_time_s", "name")}
+    rows = [{k: v for k, v in r.items() if k not in DROP} for r in metrics]
+    return {"summary": keep_summary, "metrics": rows}
+
+
+def main() -> None:
+    import tempfile
+
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, preset, method in RUNS:
+            out[name] = run(preset, method, f"{tmp}/{name}")
+    json.dump(out, sys.stdout, indent=1, sort_keys=True)
+
+
+if __name__ == "__main__":
+    main()
