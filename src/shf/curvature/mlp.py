@@ -1,8 +1,15 @@
-"""Hand-written Jacobian products of the autoencoder's residual (§4.6, Alg. 4 and 5).
+"""The logistic MLP of §3 and its hand-written Jacobian products (§4.6, Alg. 4 and 5).
 
-For weights ``w = (W_1, ..., W_k)`` and a batch ``X`` (``n`` rows) the operator caches
-``S_l = sigma_l(S~_{l-1} W_l)`` (eq. 3) and ``S'_l = sigma'_l(S~_{l-1} W_l)`` (eq. 15)
-once, then every product is a chain of matrix products:
+A network of layer sizes ``(m_1, ..., m_{k+1})`` has weights ``w = (W_1, ..., W_k)``,
+``W_l`` of shape ``(m_l + 1) x m_{l+1}`` with the bias in its last row (eq. 1), and
+layer ``l`` computes ``S_l = sigma_l(S~_{l-1} W_l)`` (eq. 3) with ``S~ = [S 1]``. The
+loss is ``f = (1/n) sum_i 1/2 ||s_{k,i} - y_i||^2 = 1/2 ||R||_F^2`` with the residual
+``R = (S_k - Y)/sqrt(n)`` (§3; the autoencoder's targets are its inputs, ``Y = X``), or
+cross-entropy on logistic outputs (Martens 2010).
+
+For a batch ``X`` (``n`` rows) the operator caches ``S_l`` (eq. 3) and
+``S'_l = sigma'_l(S~_{l-1} W_l)`` (eq. 15) once, then every product is a chain of
+matrix products:
 
 * forward mode (Alg. 4): ``F_1 = S'_1 ∘ X~ D_1``,
   ``F_l = S'_l ∘ (F_{l-1} W_l^- + S~_{l-1} D_l)``, ``A d = F_k / sqrt(n)``;
@@ -10,20 +17,159 @@ once, then every product is a chain of matrix products:
   ``D_l = S~_{l-1}^T F_l / sqrt(n)``.
 
 ``S~ D`` is ``S D^- + 1 d_b^T`` and ``S~^T F = [S^T F; 1^T F]``, so the augmented
-matrices are never built.
+matrices are never built. This module knows nothing of autoencoders: the architecture
+is any :class:`MLPSpec` (:class:`shf.models.Autoencoder` is one).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
 from shf import tensorlist as tl
-from shf.models.autoencoder import CROSS_ENTROPY, Autoencoder, activation, affine, cross_entropy
+from shf.errors import ConfigError
 from shf.tensorlist import Vec
+
+LOGISTIC = "logistic"
+LINEAR = "linear"
+ACTIVATIONS = (LOGISTIC, LINEAR)
+SQUARED = "squared"
+CROSS_ENTROPY = "cross_entropy"
+LOSSES = (SQUARED, CROSS_ENTROPY)
+
+
+class MLPSpec(Protocol):
+    """What the hand-written operator needs to know of a network."""
+
+    @property
+    def activations(self) -> tuple[str, ...]:
+        """One activation (``logistic``/``linear``) per weight matrix."""
+        ...
+
+    @property
+    def loss_name(self) -> str:
+        """``squared`` or ``cross_entropy`` (on logistic outputs)."""
+        ...
+
+    def weight_shapes(self) -> list[tuple[int, int]]:
+        """``(m_l + 1, m_{l+1})`` for ``l = 1..k``."""
+        ...
+
+
+def weight_count(spec: MLPSpec) -> int:
+    """``n_var = sum_l (m_l + 1) m_{l+1}`` (§4)."""
+    return sum(a * b for a, b in spec.weight_shapes())
+
+
+def check_weights(spec: MLPSpec, w: Sequence[Tensor]) -> None:
+    """Raise ``ValueError`` unless ``w`` has the network's shapes."""
+    shapes = spec.weight_shapes()
+    if len(w) != len(shapes):
+        raise ValueError(f"expected {len(shapes)} weight matrices, got {len(w)}")
+    for l, (W, s) in enumerate(zip(w, shapes), start=1):
+        if tuple(W.shape) != s:
+            raise ValueError(f"W_{l} must have shape {s}, got {tuple(W.shape)}")
+
+
+def check_batch(spec: MLPSpec, X: Tensor, name: str = "X", *, output: bool = False) -> None:
+    """Raise ``ValueError`` for a batch of inputs (or targets, ``output``) of the wrong width."""
+    shapes = spec.weight_shapes()
+    width = shapes[-1][1] if output else shapes[0][0] - 1
+    if X.dim() != 2 or X.shape[1] != width:
+        raise ValueError(f"{name} must have shape (n, {width}), got {tuple(X.shape)}")
+    if X.shape[0] == 0:
+        raise ValueError(f"{name} is empty")
+
+
+def activation(name: str, Z: Tensor) -> tuple[Tensor, Tensor]:
+    """``(sigma(Z), sigma'(Z))`` for a named elementwise activation (eq. 3 and 15)."""
+    if name == LOGISTIC:
+        S = torch.sigmoid(Z)
+        return S, S * (1.0 - S)  # logistic: sigma' = sigma (1 - sigma)
+    if name == LINEAR:
+        return Z, torch.ones_like(Z)
+    raise ConfigError(f"unknown activation {name!r}; choose from {ACTIVATIONS}")
+
+
+def affine(S: Tensor, W: Tensor) -> Tensor:
+    """``S~ W = S W^- + 1 w_b^T`` with ``W^-`` the first ``m_l`` rows, ``w_b`` the bias row."""
+    return torch.addmm(W[-1], S, W[:-1])
+
+
+def pre_activations(spec: MLPSpec, w: Sequence[Tensor], X: Tensor) -> tuple[Tensor, Tensor]:
+    """``(S_k, Z_k)``: the output and the output layer's pre-activation (eq. 3), not in place
+    (autograd may run through it)."""
+    S = X
+    Z = X
+    for act, W in zip(spec.activations, w):
+        Z = affine(S, W)
+        S = torch.sigmoid(Z) if act == LOGISTIC else Z
+    return S, Z
+
+
+def forward(spec: MLPSpec, w: Sequence[Tensor], X: Tensor) -> Tensor:
+    """Output ``S_k`` for the rows of ``X`` (eq. 3), without caching (in place: no autograd)."""
+    S = X
+    for act, W in zip(spec.activations, w):
+        Z = affine(S, W)
+        S = Z.sigmoid_() if act == LOGISTIC else Z  # in place: Z is a new tensor
+    return S
+
+
+def objective_tensor(spec: MLPSpec, w: Sequence[Tensor], X: Tensor, Y: Tensor | None = None) -> Tensor:
+    """The training objective on a batch as a differentiable tensor (mean over rows)."""
+    Y = X if Y is None else Y
+    S, Z = pre_activations(spec, w, X)
+    if spec.loss_name == CROSS_ENTROPY:
+        return (torch.nn.functional.softplus(Z) - Y * Z).sum() / X.shape[0]
+    return 0.5 * ((S - Y) ** 2).sum() / X.shape[0]
+
+
+def loss(spec: MLPSpec, w: Sequence[Tensor], X: Tensor, Y: Tensor | None = None, chunk: int = 8192) -> float:
+    """``f(w; X) = (1/n) sum_i 1/2 ||s_{k,i} - y_i||^2`` (§3; ``Y = X`` by default), in chunks of rows.
+
+    Accumulated in float64; returns ``inf`` rather than NaN if the network overflows.
+    """
+    Y = X if Y is None else Y
+    n = X.shape[0]
+    total = 0.0
+    with torch.no_grad():
+        for start in range(0, n, chunk):
+            Xc, Yc = X[start : start + chunk], Y[start : start + chunk]
+            R = forward(spec, w, Xc).sub_(Yc)
+            total += tl.sumsq(R)  # float64 accumulation without a float64 copy of R
+    value = 0.5 * total / n
+    return value if value == value else float("inf")
+
+
+def cross_entropy(
+    spec: MLPSpec, w: Sequence[Tensor], X: Tensor, Y: Tensor | None = None, chunk: int = 8192
+) -> float:
+    """``(1/n) sum_i sum_j -[y_ij log s_ij + (1 - y_ij) log(1 - s_ij)]`` on logistic outputs.
+
+    Computed from the output pre-activations ``z`` as ``softplus(z) - y z`` (no log of 0).
+    """
+    Y = X if Y is None else Y
+    n = X.shape[0]
+    total = 0.0
+    with torch.no_grad():
+        for start in range(0, n, chunk):
+            Xc, Yc = X[start : start + chunk], Y[start : start + chunk]
+            _, Z = pre_activations(spec, w, Xc)
+            total += tl.sum64(torch.nn.functional.softplus(Z).sub_(Yc * Z))
+    value = total / n
+    return value if value == value else float("inf")
+
+
+def objective(spec: MLPSpec, w: Sequence[Tensor], X: Tensor, Y: Tensor | None = None) -> float:
+    """The training objective at ``(w, X, Y)``: :func:`loss` or :func:`cross_entropy`."""
+    if spec.loss_name == CROSS_ENTROPY:
+        return cross_entropy(spec, w, X, Y)
+    return loss(spec, w, X, Y)
 
 
 def _aug_t_mm(S: Tensor, F: Tensor) -> Tensor:
@@ -39,21 +185,25 @@ def _aug_t_mm(S: Tensor, F: Tensor) -> Tensor:
     return out
 
 
-class AutoencoderJacobian:
-    """``A = grad R(w; X)`` of the autoencoder residual, with ``S_l, S'_l`` cached.
+class MLPJacobian:
+    """``A = grad R(w; X)`` of the network's residual, with ``S_l, S'_l`` cached.
 
     Args:
         net: the architecture.
         w: weights ``(W_1, ..., W_k)``; not copied, must not change while in use.
         X: the batch, ``n x m_1``.
+        Y: the targets, ``n x m_{k+1}`` (``None``: ``X``, the autoencoder's).
     """
 
-    def __init__(self, net: Autoencoder, w: Sequence[Tensor], X: Tensor) -> None:
-        net.check_weights(w)
-        net.check_data(X)
+    def __init__(self, net: MLPSpec, w: Sequence[Tensor], X: Tensor, Y: Tensor | None = None) -> None:
+        check_weights(net, w)
+        check_batch(net, X)
+        if Y is not None:
+            check_batch(net, Y, "Y", output=True)
         self.net = net
         self.w = list(w)
         self.X = X
+        self.Y = X if Y is None else Y
         self.n = X.shape[0]
         self.scale = 1.0 / math.sqrt(self.n)
         # Forward pass once per HF iteration: S_0 = X, S_l and S'_l for l = 1..k (eq. 3, 15).
@@ -67,9 +217,10 @@ class AutoencoderJacobian:
         self.Sp = Sp
         self.cross_entropy = net.loss_name == CROSS_ENTROPY
         if not self.cross_entropy:
-            # R(w; X) = (S_k - S_0)/sqrt(n)  (§3); the output factor of Alg. 4/5 is S'_k.
+            # R(w; X) = (S_k - Y)/sqrt(n)  (§3, Y = S_0 for an autoencoder); the output
+            # factor of Alg. 4/5 is S'_k.
             self.out_factor = Sp[-1]
-            self._R = (S[-1] - X).mul_(self.scale)
+            self._R = (S[-1] - self.Y).mul_(self.scale)
             self._loss = 0.5 * tl.sumsq(self._R)
         else:
             # Cross-entropy on logistic outputs (Martens 2010), written as least squares: its
@@ -79,8 +230,8 @@ class AutoencoderJacobian:
             # sqrt(s(1-s)) is clamped at 1e-6 where the outputs saturate.
             root = torch.sqrt(Sp[-1]).clamp_(min=1e-6)
             self.out_factor = root
-            self._R = (S[-1] - X) / root * self.scale
-            self._loss = cross_entropy(net, self.w, X)
+            self._R = (S[-1] - self.Y) / root * self.scale
+            self._loss = cross_entropy(net, self.w, X, self.Y)
         # The output factor times 1/sqrt(n): applying it once at the output of forward mode
         # and at the input of reverse mode scales the whole product by 1/sqrt(n) (both are
         # linear), which saves a pass over the result (Alg. 4's last line, Alg. 5's D_l).
@@ -112,7 +263,7 @@ class AutoencoderJacobian:
     @property
     def matrix_shape(self) -> tuple[int, int]:
         """``(n m_1, n_var)``: the Jacobian's size as a matrix."""
-        return (self.n * self.net.input_dim, self.net.n_params())
+        return (int(self._R.numel()), weight_count(self.net))
 
     def matvec(self, d: Vec) -> Vec:
         """Forward mode ``d -> grad R(w; X) d`` (Alg. 4); returns a new tensor."""
@@ -174,12 +325,18 @@ class AutoencoderJacobian:
         Squared error: ``F_k = (S_k - X) ∘ S'_k``; cross-entropy on logistic outputs:
         ``F_k = S_k - X`` (the derivative with respect to the output pre-activation).
         """
-        E = self.S[-1] - self.X
+        E = self.S[-1] - self.Y
         return self.backprop(E, top=E) if self.cross_entropy else self.backprop(E)
 
     def range_norm(self, U: Vec) -> float:
         """``||U||_F`` (a single process holds the whole batch)."""
         return tl.norm(U)
+
+    def per_example_sumsq(self, U: Tensor) -> list[Tensor]:
+        """``sum_i (a_i^T u_i)^2`` for range-space rows ``u_i`` (``a_i`` the unscaled per-example
+        block of ``A``): ``(S~_{l-1} ∘ S~_{l-1})^T (F_l ∘ F_l)`` with ``F_l`` Alg. 5's backward
+        pass of ``U`` (NOTES item 1)."""
+        return [_aug_t_mm(S * S, F * F) for S, F in zip(self.S, self.backprop(U))]
 
     def per_example_gradient_stats(self) -> tuple[list[Tensor], list[Tensor]]:
         """``(grad f_S, sum_i (grad f_i)^2)`` without a per-example loop (NOTES item 6).
@@ -193,3 +350,7 @@ class AutoencoderJacobian:
         grad = [_aug_t_mm(S, F).div_(self.n) for S, F in zip(self.S, Fs)]
         sumsq = [_aug_t_mm(S * S, F * F) for S, F in zip(self.S, Fs)]
         return grad, sumsq
+
+
+AutoencoderJacobian = MLPJacobian
+"""The name used where the network is the paper's autoencoder."""

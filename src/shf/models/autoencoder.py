@@ -1,4 +1,4 @@
-"""The symmetric deep autoencoder of §3, with weights as a list of matrices.
+"""The symmetric deep autoencoder of §3 as a ``torch.nn.Module``.
 
 Layer sizes ``(m_1, ..., m_{k+1})``: the encoder is given, the decoder mirrors it, so
 ``m_{k+1} = m_1``. Weight ``W_l`` has shape ``(m_l + 1) x m_{l+1}`` with the bias in
@@ -6,69 +6,111 @@ its last row (eq. 1), and layer ``l`` computes ``S_l = sigma_l(S~_{l-1} W_l)`` (
 with ``S~ = [S 1]``. The loss is ``f = (1/n) sum_i 1/2 ||xhat_i - x_i||^2``
 ``= 1/2 ||R||_F^2`` with the residual ``R = (S_k - X)/sqrt(n)`` (§3).
 
-``S~ W`` is computed as ``S W^- + 1 w_b^T`` (``torch.addmm``) so the augmented
-matrix ``S~`` is never materialised.
+The module's parameters are the matrices ``W_l`` themselves (``weights``), so SHF uses
+the hand-written products of :mod:`shf.curvature.mlp` (Alg. 4, 5) on it: the fast path.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from shf import tensorlist as tl
+from shf.curvature.mlp import (
+    ACTIVATIONS,
+    CROSS_ENTROPY,
+    LINEAR,
+    LOGISTIC,
+    LOSSES,
+    SQUARED,
+    MLPJacobian,
+    activation,
+    affine,
+    check_batch,
+    check_weights,
+    cross_entropy,
+    forward,
+    loss,
+    objective,
+    weight_count,
+)
 from shf.errors import ConfigError
 
-if TYPE_CHECKING:
-    from shf.curvature.mlp import AutoencoderJacobian
+__all__ = [
+    "ACTIVATIONS",
+    "CROSS_ENTROPY",
+    "LINEAR",
+    "LOGISTIC",
+    "LOSSES",
+    "SQUARED",
+    "Autoencoder",
+    "activation",
+    "affine",
+    "cross_entropy",
+    "forward",
+    "loss",
+    "sparse_init",
+]
 
-LOGISTIC = "logistic"
-LINEAR = "linear"
-ACTIVATIONS = (LOGISTIC, LINEAR)
-SQUARED = "squared"
-CROSS_ENTROPY = "cross_entropy"
-LOSSES = (SQUARED, CROSS_ENTROPY)
 
-
-@dataclass(frozen=True)
-class Autoencoder:
+class Autoencoder(nn.Module):
     """A symmetric autoencoder: layer sizes and one activation per non-input layer.
 
     Args:
         encoder: encoder sizes ``(m_1, ..., m_c)``, input first, code last.
         linear_code: make the code layer linear (Hinton & Salakhutdinov, Martens);
             the paper uses logistic units everywhere (NOTES item 11).
-        loss: the training objective: ``squared`` (the paper's ``(1/n) sum 1/2 ||r_i||^2``)
-            or ``cross_entropy`` on the logistic outputs (Martens 2010). Errors are always
-            reported as squared errors.
+        loss_name: the training objective: ``squared`` (the paper's
+            ``(1/n) sum 1/2 ||r_i||^2``) or ``cross_entropy`` on the logistic outputs
+            (Martens 2010). Errors are always reported as squared errors.
+        m0, sigma: the sparse initialisation of eq. (9) the weights start from.
+        generator: random numbers for the initialisation (default: torch's global RNG).
+        dtype, device: of the weights.
     """
 
-    encoder: tuple[int, ...]
-    linear_code: bool = False
-    loss_name: str = SQUARED
-    sizes: tuple[int, ...] = field(init=False)
-    activations: tuple[str, ...] = field(init=False)
-
-    def __post_init__(self) -> None:
-        enc = tuple(self.encoder)
+    def __init__(
+        self,
+        encoder: Sequence[int],
+        linear_code: bool = False,
+        loss_name: str = SQUARED,
+        *,
+        m0: int = 20,
+        sigma: float = 1.5,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        enc = tuple(encoder)
         if len(enc) < 2:
             raise ConfigError(f"encoder needs at least an input and a code size, got {list(enc)}")
         for m in enc:
             if isinstance(m, bool) or not isinstance(m, int) or m <= 0:
                 raise ConfigError(f"layer sizes must be positive integers, got {list(enc)}")
-        object.__setattr__(self, "encoder", enc)
+        if loss_name not in LOSSES:
+            raise ConfigError(f"loss must be one of {LOSSES}, got {loss_name!r}")
+        self.encoder = enc
+        self.linear_code = bool(linear_code)
+        self.loss_name = loss_name
         # Decoder mirrors the encoder (§6, "symmetric autoencoder").
-        sizes = enc + tuple(reversed(enc[:-1]))
-        object.__setattr__(self, "sizes", sizes)
-        k = len(sizes) - 1
+        self.sizes = enc + tuple(reversed(enc[:-1]))
+        k = len(self.sizes) - 1
         code = len(enc) - 2  # index of the weight matrix that produces the code layer
-        acts = tuple(LINEAR if (self.linear_code and l == code) else LOGISTIC for l in range(k))
-        object.__setattr__(self, "activations", acts)
-        if self.loss_name not in LOSSES:
-            raise ConfigError(f"loss must be one of {LOSSES}, got {self.loss_name!r}")
+        self.activations = tuple(LINEAR if (self.linear_code and l == code) else LOGISTIC for l in range(k))
+        w = sparse_init(self, m0=m0, sigma=sigma, generator=generator, dtype=dtype, device=device)
+        self.weights = nn.ParameterList([nn.Parameter(W) for W in w])
+
+    def extra_repr(self) -> str:
+        return f"sizes={list(self.sizes)}, activations={list(self.activations)}, loss={self.loss_name!r}"
+
+    def forward(self, X: Tensor) -> Tensor:
+        """The reconstruction ``S_k`` of the rows of ``X`` (eq. 3), differentiable."""
+        S = X
+        for act, W in zip(self.activations, self.weights):
+            Z = affine(S, W)
+            S = torch.sigmoid(Z) if act == LOGISTIC else Z
+        return S
 
     @property
     def n_layers(self) -> int:
@@ -86,35 +128,33 @@ class Autoencoder:
 
     def n_params(self) -> int:
         """``n_var = sum_l (m_l + 1) m_{l+1}`` (§4)."""
-        return sum(a * b for a, b in self.weight_shapes())
+        return weight_count(self)
 
     def check_weights(self, w: Sequence[Tensor]) -> None:
         """Raise ``ValueError`` unless ``w`` has this network's shapes."""
-        shapes = self.weight_shapes()
-        if len(w) != len(shapes):
-            raise ValueError(f"expected {len(shapes)} weight matrices, got {len(w)}")
-        for l, (W, s) in enumerate(zip(w, shapes), start=1):
-            if tuple(W.shape) != s:
-                raise ValueError(f"W_{l} must have shape {s}, got {tuple(W.shape)}")
-
-    def jacobian(self, w: list[Tensor], X: Tensor) -> AutoencoderJacobian:
-        """``grad R(w; X)`` with ``S_l, S'_l`` cached (Alg. 4, 5)."""
-        from shf.curvature.mlp import AutoencoderJacobian
-
-        return AutoencoderJacobian(self, w, X)
-
-    def loss(self, w: Sequence[Tensor], X: Tensor) -> float:
-        """The training objective at ``(w, X)``: :func:`loss` or :func:`cross_entropy`."""
-        if self.loss_name == CROSS_ENTROPY:
-            return cross_entropy(self, w, X)
-        return loss(self, w, X)
+        check_weights(self, w)
 
     def check_data(self, X: Tensor, name: str = "X") -> None:
         """Raise ``ValueError`` for a batch this network cannot reconstruct."""
-        if X.dim() != 2 or X.shape[1] != self.input_dim:
-            raise ValueError(f"{name} must have shape (n, {self.input_dim}), got {tuple(X.shape)}")
-        if X.shape[0] == 0:
-            raise ValueError(f"{name} is empty")
+        check_batch(self, X, name)
+
+    # The curvature-model protocol (shf.curvature.base.CurvatureModel): the fast path.
+
+    def jacobian(self, w: list[Tensor], X: Tensor, Y: Tensor | None = None) -> MLPJacobian:
+        """``grad R(w; X)`` with ``S_l, S'_l`` cached (Alg. 4, 5); targets ``Y = X`` by default."""
+        return MLPJacobian(self, w, X, Y)
+
+    def loss(self, w: Sequence[Tensor], X: Tensor, Y: Tensor | None = None) -> float:
+        """The training objective at ``(w, X)``: squared error or cross-entropy."""
+        return objective(self, w, X, Y)
+
+    def check_batch(self, w: Sequence[Tensor], X: Tensor, Y: Tensor | None) -> None:
+        """Raise ``ValueError`` unless ``(X, Y)`` fits the network (widths, rows)."""
+        check_batch(self, X)
+        if Y is not None:
+            check_batch(self, Y, "targets", output=True)
+            if Y.shape[0] != X.shape[0]:
+                raise ValueError(f"inputs have {X.shape[0]} rows but targets have {Y.shape[0]}")
 
 
 def sparse_init(
@@ -132,7 +172,7 @@ def sparse_init(
     at rows drawn without replacement from ``{1, ..., m_l}``, each ``~ N(0, sigma)``
     with ``sigma`` the standard deviation (NOTES item 8); biases are 0.
     """
-    if m0 <= 0:
+    if isinstance(m0, bool) or not isinstance(m0, int) or m0 <= 0:
         raise ConfigError(f"m0 must be a positive integer, got {m0}")
     if not sigma > 0:
         raise ConfigError(f"sigma must be positive, got {sigma}")
@@ -148,63 +188,3 @@ def sparse_init(
         W[:m_l].scatter_(0, idx, vals)  # (W_l)_{ij} ~ N(0, sigma) if i in I_{jl}, else 0
         w.append(W.to(dtype=dtype, device=device))  # bias row stays 0
     return w
-
-
-def activation(name: str, Z: Tensor) -> tuple[Tensor, Tensor]:
-    """``(sigma(Z), sigma'(Z))`` for a named elementwise activation (eq. 3 and 15)."""
-    if name == LOGISTIC:
-        S = torch.sigmoid(Z)
-        return S, S * (1.0 - S)  # logistic: sigma' = sigma (1 - sigma)
-    if name == LINEAR:
-        return Z, torch.ones_like(Z)
-    raise ConfigError(f"unknown activation {name!r}; choose from {ACTIVATIONS}")
-
-
-def affine(S: Tensor, W: Tensor) -> Tensor:
-    """``S~ W = S W^- + 1 w_b^T`` with ``W^-`` the first ``m_l`` rows, ``w_b`` the bias row."""
-    return torch.addmm(W[-1], S, W[:-1])
-
-
-def forward(net: Autoencoder, w: Sequence[Tensor], X: Tensor) -> Tensor:
-    """Reconstruction ``S_k`` of the rows of ``X`` (eq. 3), without caching."""
-    S = X
-    for act, W in zip(net.activations, w):
-        Z = affine(S, W)
-        S = Z.sigmoid_() if act == LOGISTIC else Z  # in place: Z is a new tensor
-    return S
-
-
-def loss(net: Autoencoder, w: Sequence[Tensor], X: Tensor, chunk: int = 8192) -> float:
-    """``f(w; X) = (1/n) sum_i 1/2 ||xhat_i - x_i||^2`` (§3), in chunks of rows.
-
-    Accumulated in float64; returns ``inf`` rather than NaN if the network overflows.
-    """
-    n = X.shape[0]
-    total = 0.0
-    with torch.no_grad():
-        for start in range(0, n, chunk):
-            Xc = X[start : start + chunk]
-            R = forward(net, w, Xc).sub_(Xc)
-            total += tl.sumsq(R)  # float64 accumulation without a float64 copy of R
-    value = 0.5 * total / n
-    return value if value == value else float("inf")
-
-
-def cross_entropy(net: Autoencoder, w: Sequence[Tensor], X: Tensor, chunk: int = 8192) -> float:
-    """``(1/n) sum_i sum_j -[x_ij log s_ij + (1 - x_ij) log(1 - s_ij)]`` on logistic outputs.
-
-    Computed from the output pre-activations ``z`` as ``softplus(z) - x z`` (no log of 0).
-    """
-    n = X.shape[0]
-    total = 0.0
-    with torch.no_grad():
-        for start in range(0, n, chunk):
-            Xc = X[start : start + chunk]
-            S = Xc
-            Z = Xc
-            for act, W in zip(net.activations, w):
-                Z = affine(S, W)
-                S = torch.sigmoid(Z) if act == LOGISTIC else Z
-            total += tl.sum64(torch.nn.functional.softplus(Z).sub_(Xc * Z))
-    value = total / n
-    return value if value == value else float("inf")

@@ -1,0 +1,249 @@
+"""Curvature operators for any ``torch.nn.Module``, built with ``torch.func``.
+
+For a model ``g(w; x)``, a loss in least-squares form (:mod:`shf.curvature.losses`)
+and a batch ``(X, Y)`` of ``n`` examples, :class:`ModuleJacobian` is the operator
+
+    A = (1/sqrt(n)) B^T J,     J = d g(w; X) / d w,
+
+with ``A^T A`` the Gauss-Newton matrix of ``f(w) = (1/n) sum_i l(g(w; x_i), y_i)``, the
+residual ``R`` (``A^T R = grad f``), the loss and the gradient: the same protocol as the
+hand-written autoencoder operator (:mod:`shf.curvature.mlp`), so the solvers, the
+preconditioners and the HF step work on any model.
+
+* forward mode ``A d``: ``torch.func.jvp`` of the model in its parameters (the forward
+  pass is recomputed with the tangent; ``torch.func.linearize`` would avoid that, but
+  it replays a trace that is wrong for in-place activations such as ``sigmoid_`` from
+  its second call on, so it is not used);
+* reverse mode ``A^T u``: the ``torch.func.vjp`` closure of one forward pass per HF
+  iteration, reused by every product;
+* per-example quantities (Chapelle-Erhan's ``sum_i (J_i^T B_i u_i)^2``, the per-example
+  gradients' sum of squares for Martens' preconditioner and Alg. 2):
+  ``torch.func.vmap`` over ``torch.func.grad`` of one example's output, in chunks of
+  examples so that at most :data:`PER_EXAMPLE_BUDGET` numbers are held at once.
+
+What it cannot handle, refused with a clear error by :func:`check_module`: layers whose
+output for one example depends on the others (BatchNorm in training mode) and random
+layers in training mode (Dropout), since a Gauss-Newton product must be the same linear
+map at every call. Put the model in ``eval()`` mode or replace those layers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from shf import tensorlist as tl
+from shf.curvature.losses import Loss, LossPoint, finite_or_inf, get_loss
+from shf.errors import ConfigError, DataError
+from shf.tensorlist import Vec
+
+PER_EXAMPLE_BUDGET = 1 << 24
+"""Numbers of per-example gradients held at once (64 MiB in float32): the chunk of
+examples processed by one ``vmap`` call is ``max(1, PER_EXAMPLE_BUDGET // n_params)``."""
+
+EVAL_CHUNK = 8192
+"""Rows per forward pass when a loss is evaluated over a large set (validation merit)."""
+
+
+def check_module(model: nn.Module) -> None:
+    """Raise :class:`ConfigError` for layers the Gauss-Newton products cannot treat."""
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"SHF needs a torch.nn.Module, got {type(model).__name__}")
+    for name, m in model.named_modules():
+        where = f"layer {name!r} ({type(m).__name__})" if name else type(m).__name__
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training:
+            raise ConfigError(
+                f"{where} is in training mode: its output for one example depends on the whole "
+                "batch, which per-example curvature cannot represent; call model.eval() to use its "
+                "running statistics, or use GroupNorm/LayerNorm"
+            )
+        if isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0:
+            raise ConfigError(
+                f"{where} is in training mode: a random layer changes the Jacobian at every product; "
+                "call model.eval() or remove it"
+            )
+
+
+class ModuleProblem:
+    """A model, a loss and the parameters SHF trains: what the HF step needs, for any module.
+
+    Args:
+        model: any ``nn.Module`` mapping a batch of inputs (first dimension = examples)
+            to outputs.
+        loss: a :class:`~shf.curvature.losses.Loss`, its name, or a residual function.
+        params: the parameters to train (default: all that require grad), each a
+            parameter of ``model``; the others are held fixed.
+    """
+
+    def __init__(
+        self, model: nn.Module, loss: str | Loss | Any = "mse", params: Sequence[Tensor] | None = None
+    ) -> None:
+        check_module(model)
+        self.model = model
+        self.loss_fn = get_loss(loss)
+        named = list(model.named_parameters())
+        by_id = {id(p): name for name, p in named}
+        chosen = list(params) if params is not None else [p for _, p in named if p.requires_grad]
+        if not chosen:
+            raise ConfigError(
+                "the model has no parameter to train (none requires grad); "
+                "set requires_grad=True on the parameters SHF should optimise"
+            )
+        for p in chosen:
+            if id(p) not in by_id:
+                raise ConfigError("a parameter given to SHF is not a parameter of the model")
+        self.names = [by_id[id(p)] for p in chosen]
+        if len(set(self.names)) != len(self.names):
+            raise ConfigError("a parameter was given to SHF twice")
+        trained = set(self.names)
+        self._fixed = {name: p.detach() for name, p in named if name not in trained}
+        self.n_params = sum(p.numel() for p in chosen)
+
+    def _state(self, w: Sequence[Tensor]) -> dict[str, Tensor]:
+        state = dict(self._fixed)
+        state.update(zip(self.names, w))
+        state.update(dict(self.model.named_buffers()))
+        return state
+
+    def output(self, w: Sequence[Tensor], X: Tensor, Y: Tensor) -> Tensor:
+        """What the loss sees: ``transform(g(w; X), Y)`` (the model output for built-in losses)."""
+        z = torch.func.functional_call(self.model, self._state(w), (X,))
+        if not isinstance(z, Tensor):
+            raise ConfigError(f"the model must return one tensor, got {type(z).__name__}")
+        return self.loss_fn.transform(z, Y)
+
+    def jacobian(self, w: list[Tensor], X: Tensor, Y: Tensor | None = None) -> ModuleJacobian:
+        """``A = B^T J / sqrt(n)`` at ``(w, X, Y)`` (``Y = None``: reconstruct ``X``)."""
+        return ModuleJacobian(self, w, X, X if Y is None else Y)
+
+    def loss(self, w: Sequence[Tensor], X: Tensor, Y: Tensor | None = None) -> float:
+        """``f(w; X, Y) = (1/n) sum_i l_i`` in chunks of rows, float64 sums; ``inf`` on overflow."""
+        Y = X if Y is None else Y
+        n = X.shape[0]
+        total = 0.0
+        with torch.no_grad():
+            for start in range(0, n, EVAL_CHUNK):
+                Xc, Yc = X[start : start + EVAL_CHUNK], Y[start : start + EVAL_CHUNK]
+                total += self.loss_fn.at(self.output(w, Xc, Yc), Yc).total()
+        return finite_or_inf(total / n)
+
+    def check_batch(self, w: Sequence[Tensor], X: Tensor, Y: Tensor | None) -> None:
+        """Raise a clear error unless ``(X, Y)`` fits the model and the loss.
+
+        The model runs on two rows to learn its output shape; the targets are checked
+        whole (shape, dtype, label range).
+        """
+        Y = X if Y is None else Y
+        for name, t in (("inputs", X), ("targets", Y)):
+            if not isinstance(t, Tensor):
+                raise DataError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+            if t.dim() == 0 or t.shape[0] == 0:
+                raise DataError(f"{name} must have at least one row (examples first), got shape {tuple(t.shape)}")
+        if X.shape[0] != Y.shape[0]:
+            raise DataError(f"inputs have {X.shape[0]} rows but targets have {Y.shape[0]}")
+        with torch.no_grad():
+            z = torch.func.functional_call(self.model, self._state(w), (X[:2],))
+            if not isinstance(z, Tensor) or z.dim() == 0 or z.shape[0] != min(2, X.shape[0]):
+                raise ConfigError(
+                    "the model must return a tensor with one row per input row, got "
+                    f"{getattr(z, 'shape', type(z).__name__)}"
+                )
+            self.loss_fn.check(tuple(z.shape[1:]), Y)
+            self.loss_fn.transform(z, Y[:2])
+
+    def per_example_products(
+        self, w: Sequence[Tensor], X: Tensor, Y: Tensor, V: Tensor
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """``(sum_i J_i^T v_i, sum_i (J_i^T v_i)^2)`` for output-space cotangents ``V`` (row ``i`` = ``v_i``).
+
+        ``J_i^T v_i`` is the gradient of ``<g(w; x_i), v_i>`` for one example, batched
+        with ``vmap`` over chunks of examples (no Python loop over examples).
+        """
+        w = [t.detach() for t in w]
+
+        def one(ws: tuple[Tensor, ...], x: Tensor, y: Tensor, v: Tensor) -> Tensor:
+            out = self.output(ws, x.unsqueeze(0), y.unsqueeze(0))
+            return (out * v.unsqueeze(0)).sum()
+
+        per_example = torch.func.vmap(torch.func.grad(one), in_dims=(None, 0, 0, 0))
+        n = X.shape[0]
+        chunk = max(1, min(n, PER_EXAMPLE_BUDGET // max(1, self.n_params)))
+        total = [torch.zeros_like(t) for t in w]
+        sumsq = [torch.zeros_like(t) for t in w]
+        for start in range(0, n, chunk):
+            sl = slice(start, start + chunk)
+            grads = per_example(tuple(w), X[sl], Y[sl], V[sl])
+            for t, s, g in zip(total, sumsq, grads):
+                t.add_(g.sum(dim=0))
+                s.add_((g * g).sum(dim=0))
+        return total, sumsq
+
+
+class ModuleJacobian:
+    """``A = B^T J / sqrt(n)`` of a module at fixed ``(w, X, Y)``, with ``R``, ``f`` and ``grad f``.
+
+    Implements :class:`shf.curvature.base.JacobianOperator` and the per-example
+    statistics the preconditioners and Alg. 2 use.
+    """
+
+    def __init__(self, problem: ModuleProblem, w: Sequence[Tensor], X: Tensor, Y: Tensor) -> None:
+        self.problem = problem
+        self.w = [t.detach() for t in w]
+        self.X, self.Y = X, Y
+        self.n = X.shape[0]
+        self.scale = 1.0 / math.sqrt(self.n)
+        # One forward pass with its reverse-mode closure per HF iteration.
+        z, self._vjp = torch.func.vjp(self._fn, *self.w)
+        self.point: LossPoint = problem.loss_fn.at(z.detach(), Y)
+        # R = r / sqrt(n) with B r = dl/dz, so A^T R = J^T dl/dz / n = grad f
+        self._R = self.point.residual * self.scale
+        self._loss = finite_or_inf(self.point.total() / self.n)
+
+    def _fn(self, *w: Tensor) -> Tensor:
+        return self.problem.output(w, self.X, self.Y)
+
+    @property
+    def residual(self) -> Tensor:
+        """``R`` with ``A^T R = grad f``."""
+        return self._R
+
+    @property
+    def loss(self) -> float:
+        """``f(w; X, Y) = (1/n) sum_i l_i``."""
+        return self._loss
+
+    def matvec(self, d: Vec) -> Vec:
+        """Forward mode ``d -> B^T (J d) / sqrt(n)``; a new tensor."""
+        assert isinstance(d, list)
+        _, jd = torch.func.jvp(self._fn, tuple(self.w), tuple(d))
+        out = self.point.bt(jd)
+        return out.mul_(self.scale) if out is jd else out.mul_(self.scale)
+
+    def rmatvec(self, U: Vec) -> Vec:
+        """Reverse mode ``U -> J^T (B U) / sqrt(n)``; new tensors."""
+        assert isinstance(U, Tensor)
+        v = self.point.b(U)
+        v = v * self.scale  # a new tensor: U is the caller's
+        return list(self._vjp(v))
+
+    def gradient(self) -> list[Tensor]:
+        """``grad f = J^T (dl/dz) / n`` (eq. 6), from the loss derivative directly."""
+        return list(self._vjp(self.point.grad_z / self.n))
+
+    def range_norm(self, U: Vec) -> float:
+        """``||U||_F`` (a single process holds the whole batch)."""
+        return tl.norm(U)
+
+    def per_example_sumsq(self, U: Tensor) -> list[Tensor]:
+        """``sum_i (J_i^T B_i u_i)^2`` for range-space rows ``u_i`` (no ``1/n``)."""
+        _, sumsq = self.problem.per_example_products(self.w, self.X, self.Y, self.point.b(U))
+        return sumsq
+
+    def per_example_gradient_stats(self) -> tuple[list[Tensor], list[Tensor]]:
+        """``(grad f_S, sum_i (grad l_i)^2)`` with ``grad l_i = J_i^T dl/dz_i`` (Alg. 2, Martens)."""
+        total, sumsq = self.problem.per_example_products(self.w, self.X, self.Y, self.point.grad_z)
+        return [t.div_(self.n) for t in total], sumsq
