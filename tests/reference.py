@@ -85,12 +85,15 @@ class LinearLSQ:
     def __init__(self, M: Tensor, y: Tensor, shape: tuple[int, int]) -> None:
         self.M, self.y, self.shape = M, y, shape
 
-    def jacobian(self, w: list[Tensor], X: Tensor) -> LinearJacobian:
+    def jacobian(self, w: list[Tensor], X: Tensor, Y: Tensor | None = None) -> LinearJacobian:
         return LinearJacobian(self, w)
 
-    def loss(self, w: list[Tensor], X: Tensor) -> float:
+    def loss(self, w: list[Tensor], X: Tensor, Y: Tensor | None = None) -> float:
         r = self.M @ w[0].reshape(-1) - self.y
         return 0.5 * float(r @ r)
+
+    def check_batch(self, w: list[Tensor], X: Tensor, Y: Tensor | None) -> None:
+        pass
 
 
 def cross_entropy_fn(net: Autoencoder, X: Tensor):  # type: ignore[no-untyped-def]

@@ -98,7 +98,7 @@ def _record(i: int) -> dict[str, Any]:
     times = {k: scale * (j + 1) * 1e-3 for j, k in enumerate(TIMES)}
     times["solver"], times["products"], times["total"] = 8 * scale, 5 * scale, 30 * scale
     times["validation"], times["batch_stats"] = 1.5 * scale, 2.5 * scale
-    return {"examples": 40 + i, "lsmr_iterations": 10 * i, "merit_evaluations": 2, "times": times}
+    return {"examples": 40 + i, "solver_iterations": 10 * i, "merit_evaluations": 2, "times": times}
 
 
 def test_summarise_arithmetic() -> None:
@@ -143,7 +143,7 @@ class _FakeMethod:
 
 def test_warmup_left_out_and_n_max_phase_config(monkeypatch: pytest.MonkeyPatch) -> None:
     _FakeMethod.made = []
-    monkeypatch.setattr(solve, "SHFMethod", _FakeMethod)
+    monkeypatch.setattr(solve, "shf_method", _FakeMethod)
     monkeypatch.setattr(experiments_run, "prepare_data", lambda cfg: _tiny_split(n=60))
     threads = torch.get_num_threads()
     rec = bench_solve(["default"], iters=3, overrides=[*TINY[3:7], "run.threads=3"])

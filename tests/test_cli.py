@@ -31,7 +31,7 @@ def test_train_writes_run_directory(tmp_path, capsys):
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 4
     rec = json.loads(lines[0])
-    for k in ("n", "lam", "gamma", "lsmr_iterations", "lsmr_stop", "step", "rho", "val_error", "time_s"):
+    for k in ("n", "lam", "gamma", "solver_iterations", "solver_stop", "step", "rho", "val_error", "time_s"):
         assert k in rec, k
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["model"]["encoder"] == [784, 32, 6] and cfg["run"]["max_iters"] == 4

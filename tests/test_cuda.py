@@ -8,7 +8,7 @@ import torch
 from reference import random_like, tiny_problem
 from shf import tensorlist as tl
 from shf.curvature.mlp import AutoencoderJacobian
-from shf.optim.shf import SHFConfig, SHFState, shf_step
+from shf.optim.step import SHFConfig, SHFState, shf_step
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 

@@ -11,7 +11,7 @@ from reference import LinearLSQ, tiny_problem
 from shf import tensorlist as tl
 from shf.curvature.base import ResidualModel
 from shf.errors import ConfigError
-from shf.optim.shf import SHFConfig, SHFState, shf_step
+from shf.optim.step import SHFConfig, SHFState, shf_step
 
 
 def _lsq(seed: int = 0) -> tuple[LinearLSQ, list[torch.Tensor]]:
@@ -86,7 +86,7 @@ def test_lm_rule_lowers_damping_when_model_is_good():
 class _NaNModel(LinearLSQ):
     """A model whose loss is NaN away from the current point (as an overflowing net)."""
 
-    def loss(self, w: list[torch.Tensor], X: torch.Tensor) -> float:
+    def loss(self, w: list[torch.Tensor], X: torch.Tensor, Y: torch.Tensor | None = None) -> float:
         if float(w[0].abs().sum()) > 0:
             return math.nan
         return super().loss(w, X)
@@ -108,7 +108,7 @@ def test_nan_loss_rejects_step_and_raises_damping():
 
 
 class _NaNJacobianModel(LinearLSQ):
-    def jacobian(self, w, X):  # type: ignore[no-untyped-def]
+    def jacobian(self, w, X, Y=None):  # type: ignore[no-untyped-def]
         J = super().jacobian(w, X)
         J.matvec = lambda d: torch.full_like(self.y, math.nan)  # type: ignore[method-assign]
         return J

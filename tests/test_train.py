@@ -10,9 +10,10 @@ import torch
 from shf.data.curves import generate_curves
 from shf.data.split import make_split
 from shf.errors import ConfigError
+from shf.experiments.run import train
+from shf.fit import LoopConfig
 from shf.models.autoencoder import Autoencoder
-from shf.optim.shf import SHFConfig
-from shf.train import LoopConfig, train
+from shf.optim.step import SHFConfig
 
 
 def _data(n_train: int = 600, n_val: int = 200, n_test: int = 200):
@@ -92,11 +93,11 @@ def test_loop_config_errors(kwargs, match):
 def test_validation_error_reused_from_the_merit_is_exact(dtype):
     """After a full step (s = 1) the validation error is taken from LSMR's merit: it must be
     bit for bit the loss recomputed at the new weights, and the reuse must actually happen."""
+    from shf.experiments.methods import shf_method
     from shf.models.autoencoder import loss
-    from shf.train import SHFMethod
 
     data = _data(300, 100, 100).to(dtype, torch.device("cpu"))
-    method = SHFMethod(NET, data, CFG, seed=3)
+    method = shf_method(NET, data, CFG, 3)
     w = method.init_weights()
     reused = 0
     for _ in range(8):

@@ -23,14 +23,15 @@ class BatchStats:
 
 
 def predict_batch_size(
-    grad: Sequence[Tensor], sumsq: Sequence[Tensor], n: int, N: int, theta: float
+    grad: Sequence[Tensor], sumsq: Sequence[Tensor], n: int, N: int | None, theta: float
 ) -> BatchStats:
     """``BatchSize(w, S, N, theta)``, Alg. 2.
 
     Args:
         grad: ``grad f_S = (1/n) sum_i grad f_i``.
         sumsq: ``sum_i (grad f_i)^2`` (componentwise squares).
-        n: ``|S|``; N: the training-set size; theta: the tolerance of eq. (10).
+        n: ``|S|``; N: the training-set size (``None``: an unbounded stream of examples,
+            the limit ``N -> inf`` of the formula below); theta: the tolerance of eq. (10).
 
     ``Var = n/(n-1) [ (1/n) sum_i (grad f_i)^2 - (grad f_S)^2 ]`` (sample variance) and
     ``n_hat = ceil(N ||Var||_1 / (||Var||_1 + theta^2 (N-1) ||grad f_S||_2^2))``, the
@@ -39,12 +40,17 @@ def predict_batch_size(
     """
     if n < 2:
         raise ConfigError(f"the batch-size test needs n >= 2 examples, got {n}")
-    if n > N:
+    if N is not None and n > N:
         raise ConfigError(f"training-set size N={N} is smaller than the batch n={n}")
     # Var(grad f_S) <- n/(n-1) [ (1/n) sum_i (grad f_i)^2 - (grad f_S)^2 ]
     var = [(s / n - g * g).clamp_(min=0.0) * (n / (n - 1)) for g, s in zip(grad, sumsq)]
     var_l1 = tl.norm1(var)  # ||Var||_1 (entries are >= 0)
     g2 = tl.dot(list(grad), list(grad))  # ||grad f_S||_2^2
+    if N is None:
+        # N -> inf: n_hat = ||Var||_1 / (theta^2 ||grad f_S||^2)
+        if not (math.isfinite(var_l1) and g2 > 0.0):
+            return BatchStats(n_hat=n, var_l1=var_l1, grad_norm_sq=g2)
+        return BatchStats(n_hat=max(math.ceil(var_l1 / (theta**2 * g2)), 1), var_l1=var_l1, grad_norm_sq=g2)
     denom = var_l1 + theta**2 * (N - 1) * g2
     if not math.isfinite(denom) or denom <= 0.0:
         # Zero gradient and zero variance: nothing to estimate, keep the batch.

@@ -2,7 +2,7 @@
 
 A configuration has four sections, each a dataclass whose fields are the keys that
 section accepts: ``[data]`` (:class:`DataConfig`), ``[model]`` (:class:`ModelConfig`),
-``[optimizer]`` (:class:`shf.optim.shf.SHFConfig`, the paper's hyper-parameters) and
+``[optimizer]`` (:class:`shf.optim.step.SHFConfig`, the paper's hyper-parameters) and
 ``[run]`` (:class:`RunConfig`). Unknown sections or keys, and values of the wrong type,
 raise :class:`shf.errors.ConfigError` naming the key. Overrides are
 ``section.key=value`` strings whose value is read as a TOML literal (``3``, ``1e-5``,
@@ -23,10 +23,10 @@ from typing import Any, Union
 import tomllib
 
 from shf.errors import ConfigError
+from shf.fit import LoopConfig
 from shf.optim.first_order import FirstOrderConfig
 from shf.optim.hf import HFConfig
-from shf.optim.shf import SHFConfig
-from shf.train import LoopConfig
+from shf.optim.step import SHFConfig
 
 DTYPES = ("float32", "float64")
 NONE_WORDS = ("none", "null")  # spell "no value" for an optional key in an override
@@ -89,7 +89,7 @@ class ModelConfig:
 @dataclass
 class RunConfig(LoopConfig):
     """Seeds, numerics, device, and the loop's stopping rules (the fields it inherits from
-    :class:`shf.train.LoopConfig`, with the same defaults and checks)."""
+    :class:`shf.fit.LoopConfig`, with the same defaults and checks)."""
 
     seed: int = 0
     dtype: str = "float32"

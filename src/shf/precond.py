@@ -12,7 +12,7 @@ import enum
 import torch
 from torch import Tensor
 
-from shf.curvature.mlp import AutoencoderJacobian, _aug_t_mm
+from shf.curvature.base import JacobianOperator
 from shf.errors import ConfigError
 
 
@@ -24,27 +24,24 @@ class Preconditioner(str, enum.Enum):
     NONE = "none"
 
 
-def chapelle_erhan_estimate(A: AutoencoderJacobian, generator: torch.Generator | None = None) -> list[Tensor]:
+def chapelle_erhan_estimate(A: JacobianOperator, generator: torch.Generator | None = None) -> list[Tensor]:
     """Chapelle & Erhan's (2011) unbiased estimate of ``diag(G)``, ``G = A^T A`` (§4.4, Alg. 3).
 
-    For Rademacher ``U`` (``n x m_1``, entries ``±1``), ``F_l`` is Alg. 5's backward
-    pass of ``U`` and ``c_{l pq, i} = (s~_{l-1,i} f_{l,i}^T)_pq``. The per-example
-    loop of Alg. 3 is one matrix product per layer (NOTES item 1):
-    ``C_l = sum_i (s~_{l-1,i} f_{l,i}^T)^2 = (S~_{l-1} ∘ S~_{l-1})^T (F_l ∘ F_l)``.
-    Returns ``C_l / n``, whose expectation is ``diag(G)`` for the ``1/sqrt(n)``-scaled
-    residual.
+    For Rademacher rows ``u_i`` (entries ``±1``, one per range entry of example ``i``),
+    ``E[(a_i^T u_i)^2] = diag(a_i^T a_i)`` with ``a_i`` example ``i``'s block of
+    ``sqrt(n) A``, so ``C = sum_i (a_i^T u_i)^2`` estimates ``n diag(G)``. The operator
+    computes the sum without a per-example loop (for the MLP one matrix product per
+    layer, NOTES item 1: ``(S~_{l-1} ∘ S~_{l-1})^T (F_l ∘ F_l)``). Returns ``C / n``.
     """
     R = A.residual
-    # u_i ~ Unif{±1}^{m_1}, all n rows at once (drawn on the CPU generator)
+    # u_i ~ Unif{±1}, all n rows at once (drawn on the CPU generator)
     U = torch.randint(0, 2, tuple(R.shape), generator=generator)
     U = U.to(dtype=R.dtype, device=R.device) * 2.0 - 1.0
-    # f_k = u_i ∘ s'_k,i ; f_l = W_{l+1}^- f_{l+1} ∘ s'_l,i  (Alg. 3 inner loop, batched)
-    Fs = A.backprop(U)
-    # C_l = sum_i (s~_{l-1,i} f_l^T)^2 = (S~∘S~)^T (F∘F), then / n
-    return [_aug_t_mm(S * S, F * F).div_(A.n) for S, F in zip(A.S, Fs)]
+    # C_l = sum_i (a_i^T u_i)^2  (Alg. 3's inner loop, batched), then / n
+    return [C.div_(A.n) for C in A.per_example_sumsq(U)]
 
 
-def chapelle_erhan(A: AutoencoderJacobian, generator: torch.Generator | None = None) -> list[Tensor]:
+def chapelle_erhan(A: JacobianOperator, generator: torch.Generator | None = None) -> list[Tensor]:
     """The inverse preconditioner of Alg. 3: ``c_l = 1 / (1 + sqrt(C_l / n))``.
 
     The square root turns the estimate of ``diag(G)`` into an estimate of the column
@@ -55,7 +52,7 @@ def chapelle_erhan(A: AutoencoderJacobian, generator: torch.Generator | None = N
     return [1.0 / (1.0 + torch.sqrt(D)) for D in chapelle_erhan_estimate(A, generator)]
 
 
-def martens_fisher(A: AutoencoderJacobian, lam: float, exponent: float = 0.75) -> list[Tensor]:
+def martens_fisher(A: JacobianOperator, lam: float, exponent: float = 0.75) -> list[Tensor]:
     """Martens' (2010) empirical-Fisher diagonal, as a column scaling for LSMR.
 
     Martens preconditions CG with ``M = (diag(sum_i (grad f_i)^2)/n + lambda)^xi``,
@@ -70,7 +67,7 @@ def martens_fisher(A: AutoencoderJacobian, lam: float, exponent: float = 0.75) -
 
 def compute(
     kind: Preconditioner | str,
-    A: object,
+    A: JacobianOperator,
     lam: float,
     generator: torch.Generator | None = None,
 ) -> list[Tensor] | None:
@@ -82,7 +79,7 @@ def compute(
         raise ConfigError(f"unknown preconditioner {kind!r}; choose from {choices}") from None
     if kind is Preconditioner.NONE:
         return None
-    if not isinstance(A, AutoencoderJacobian):
+    if not hasattr(A, "per_example_sumsq"):
         raise ConfigError(
             f"the {kind.value} preconditioner needs per-example products, which "
             f"{type(A).__name__} does not provide; use preconditioner 'none'"

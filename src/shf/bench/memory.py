@@ -202,9 +202,9 @@ def _method_child(cfg: cfgmod.ExperimentConfig, method: str, iters: int) -> dict
     import torch
 
     from shf.experiments.methods import build_method
-    from shf.experiments.run import build_network
+    from shf.experiments.run import build_network, check_data_for, squared_error
+    from shf.fit import run_loop
     from shf.models.autoencoder import sparse_init
-    from shf.train import check_data_for, run_loop
 
     rss_start = current_rss_mb()
     data, used, tried = load_with_stand_ins(cfg)
@@ -247,7 +247,9 @@ def _method_child(cfg: cfgmod.ExperimentConfig, method: str, iters: int) -> dict
             batches.append(int(rec["examples"]) - seen[0])
             seen[0] = int(rec["examples"])
 
-        result = run_loop(net, data, opt, loop, seed=used.run.seed, on_iteration=on_iteration)
+        result = run_loop(
+            data, opt, loop, evaluate=squared_error(net), seed=used.run.seed, on_iteration=on_iteration
+        )
         s = result.summary
         out.update(
             iterations=s["hf_iterations"],

@@ -1,7 +1,7 @@
 """``shf bench solve``: the time of one HF iteration and where it goes.
 
 For each configuration (a preset or a TOML file) and each *phase*, the benchmark builds
-the data, the autoencoder and :class:`shf.train.SHFMethod` exactly as ``shf train`` does,
+the data, the autoencoder and :class:`shf.fit.SHFMethod` exactly as ``shf train`` does,
 takes ``iters + 1`` HF iterations from the sparse initialisation and reports the means
 over the last ``iters`` of them (the first is a warm-up: its first calls allocate).
 
@@ -14,7 +14,7 @@ Phases:
   ``ceil(maxiter1 * n / n1)`` (§4.5, without the rule's per-step rounding).
 
 The time of an HF iteration, ``per_iteration_s``, is what the training loop spends on
-it: the SHF step (:func:`shf.optim.shf.shf_step`'s ``total``), the validation error and
+it: the SHF step (:func:`shf.optim.step.shf_step`'s ``total``), the validation error and
 the batch statistics of Alg. 2. Its breakdown (seconds per HF iteration, means):
 
 * ``products``: Jacobian products ``A v`` and ``A^T u`` inside the solver;
@@ -49,8 +49,8 @@ from shf.bench.common import describe_machine, load_with_stand_ins, machine
 from shf.config import ExperimentConfig, load
 from shf.data.split import Split
 from shf.errors import ConfigError, ShfError
-from shf.experiments.run import build_network, resolve_device
-from shf.train import SHFMethod, check_data_for
+from shf.experiments.methods import shf_method
+from shf.experiments.run import build_network, check_data_for, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +209,7 @@ def _run_case(name: str, cfg: ExperimentConfig, data: Split, phase: str, iters: 
     try:
         threads = torch.get_num_threads()
         net = build_network(cfg)
-        method = SHFMethod(net, data, opt, cfg.run.seed)
+        method = shf_method(net, data, opt, cfg.run.seed)
         w = method.init_weights()
         records: list[dict[str, Any]] = []
         for _ in range(iters + 1):
@@ -242,7 +242,7 @@ def _iteration_seconds(times: dict[str, float]) -> float:
 
 
 def summarise(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Means over the iteration records of :meth:`shf.train.SHFMethod.step`.
+    """Means over the iteration records of :meth:`shf.fit.SHFMethod.step`.
 
     Returns ``n``, ``iterations``, ``lsmr_iterations``, ``merit_evaluations``,
     ``per_iteration_s``, ``breakdown``, ``shares``, ``products_ms_per_lsmr_iteration``
@@ -274,7 +274,7 @@ def summarise(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
     breakdown["other"] = per_iteration - sum(breakdown.values())
     shares = {k: (v / per_iteration if per_iteration > 0 else 0.0) for k, v in breakdown.items()}
-    solver_its = mean([float(r.get("lsmr_iterations", r.get("cg_iterations", 0))) for r in records])
+    solver_its = mean([float(r.get("solver_iterations", 0)) for r in records])
     return {
         "n": mean([float(r["examples"]) for r in records]),
         "iterations": len(records),

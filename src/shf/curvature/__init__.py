@@ -1,6 +1,22 @@
-"""Curvature operators: Jacobian products of the residual (Alg. 4, 5)."""
+"""Curvature operators: Gauss-Newton products for the hand-written MLP (Alg. 4, 5) and any module."""
 
-from shf.curvature.base import JacobianOperator
-from shf.curvature.mlp import AutoencoderJacobian
+from shf.curvature.base import CurvatureModel, JacobianOperator
+from shf.curvature.losses import MSE, BCEWithLogits, CrossEntropy, Loss, Residual, get_loss
+from shf.curvature.mlp import AutoencoderJacobian, MLPJacobian
+from shf.curvature.module import ModuleJacobian, ModuleProblem, check_module
 
-__all__ = ["AutoencoderJacobian", "JacobianOperator"]
+__all__ = [
+    "MSE",
+    "AutoencoderJacobian",
+    "BCEWithLogits",
+    "CrossEntropy",
+    "CurvatureModel",
+    "JacobianOperator",
+    "Loss",
+    "MLPJacobian",
+    "ModuleJacobian",
+    "ModuleProblem",
+    "Residual",
+    "check_module",
+    "get_loss",
+]

@@ -250,10 +250,13 @@ class CrossEntropy(Loss):
     def check(self, out_shape: tuple[int, ...], y: Tensor) -> None:
         if len(out_shape) != 1:
             raise DataError(
-                f"cross_entropy: the model must output (n, classes) logits, got rows of shape {tuple(out_shape)}"
+                "cross_entropy: the model must output (n, classes) logits, "
+                f"got rows of shape {tuple(out_shape)}"
             )
         if y.dim() != 1:
-            raise DataError(f"cross_entropy: targets must be a 1-D tensor of labels, got shape {tuple(y.shape)}")
+            raise DataError(
+                f"cross_entropy: targets must be a 1-D tensor of labels, got shape {tuple(y.shape)}"
+            )
         if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
             raise DataError(f"cross_entropy: targets must be integer class labels, got {y.dtype}")
         classes = out_shape[0]

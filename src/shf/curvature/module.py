@@ -142,7 +142,9 @@ class ModuleProblem:
             if not isinstance(t, Tensor):
                 raise DataError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
             if t.dim() == 0 or t.shape[0] == 0:
-                raise DataError(f"{name} must have at least one row (examples first), got shape {tuple(t.shape)}")
+                raise DataError(
+                    f"{name} must have at least one row (examples first), got shape {tuple(t.shape)}"
+                )
         if X.shape[0] != Y.shape[0]:
             raise DataError(f"inputs have {X.shape[0]} rows but targets have {Y.shape[0]}")
         with torch.no_grad():
@@ -197,7 +199,7 @@ class ModuleJacobian:
         self.n = X.shape[0]
         self.scale = 1.0 / math.sqrt(self.n)
         # One forward pass with its reverse-mode closure per HF iteration.
-        z, self._vjp = torch.func.vjp(self._fn, *self.w)
+        z, self._vjp = torch.func.vjp(self._fn, *self.w)[:2]
         self.point: LossPoint = problem.loss_fn.at(z.detach(), Y)
         # R = r / sqrt(n) with B r = dl/dz, so A^T R = J^T dl/dz / n = grad f
         self._R = self.point.residual * self.scale
@@ -219,9 +221,8 @@ class ModuleJacobian:
     def matvec(self, d: Vec) -> Vec:
         """Forward mode ``d -> B^T (J d) / sqrt(n)``; a new tensor."""
         assert isinstance(d, list)
-        _, jd = torch.func.jvp(self._fn, tuple(self.w), tuple(d))
-        out = self.point.bt(jd)
-        return out.mul_(self.scale) if out is jd else out.mul_(self.scale)
+        jd = torch.func.jvp(self._fn, tuple(self.w), tuple(d))[1]
+        return self.point.bt(jd).mul_(self.scale)  # bt returns jd itself or a new tensor
 
     def rmatvec(self, U: Vec) -> Vec:
         """Reverse mode ``U -> J^T (B U) / sqrt(n)``; new tensors."""
@@ -247,3 +248,38 @@ class ModuleJacobian:
         """``(grad f_S, sum_i (grad l_i)^2)`` with ``grad l_i = J_i^T dl/dz_i`` (Alg. 2, Martens)."""
         total, sumsq = self.problem.per_example_products(self.w, self.X, self.Y, self.point.grad_z)
         return [t.div_(self.n) for t in total], sumsq
+
+
+def curvature_model(
+    model: nn.Module,
+    loss: str | Loss | Any | None = None,
+    params: Sequence[Tensor] | None = None,
+    *,
+    generic: bool = False,
+) -> Any:
+    """What SHF trains ``model`` through: the model itself when it provides hand-written
+    products for this loss and these parameters (the fast path, e.g.
+    :class:`shf.models.Autoencoder` with its own loss), else a :class:`ModuleProblem`
+    (``torch.func``, any module). ``generic=True`` forces the ``torch.func`` path.
+
+    ``loss=None`` means the model's own loss on the fast path and ``mse`` otherwise.
+    """
+    check_module(model)
+    own = getattr(model, "loss_name", None)
+    fast = (
+        not generic
+        and callable(getattr(model, "jacobian", None))
+        and callable(getattr(model, "check_batch", None))
+        and (loss is None or (isinstance(loss, str) and get_loss(loss).name == _FAST_LOSS.get(str(own))))
+    )
+    if fast:
+        mine = list(model.parameters())
+        chosen = mine if params is None else list(params)
+        same = len(chosen) == len(mine) and all(a is b for a, b in zip(chosen, mine))
+        if same and all(p.requires_grad for p in mine):
+            return model
+    return ModuleProblem(model, "mse" if loss is None else loss, params)
+
+
+_FAST_LOSS = {"squared": "mse"}
+"""The generic loss name that a fast-path model's own loss equals."""

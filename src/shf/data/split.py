@@ -13,12 +13,20 @@ from shf.errors import DataError
 
 @dataclass(frozen=True)
 class Split:
-    """Rows are examples; all three parts have the same number of columns."""
+    """Rows are examples; all three parts have the same number of columns.
+
+    ``train_targets``/``val_targets``/``test_targets`` are the targets of a supervised
+    task (labels for classification); ``None`` for an autoencoder, whose targets are
+    its inputs.
+    """
 
     train: Tensor
     val: Tensor
     test: Tensor
     name: str = "data"
+    train_targets: Tensor | None = None
+    val_targets: Tensor | None = None
+    test_targets: Tensor | None = None
 
     @property
     def dim(self) -> int:
@@ -26,13 +34,27 @@ class Split:
         return int(self.train.shape[1])
 
     def to(self, dtype: torch.dtype, device: torch.device | str = "cpu") -> Split:
-        """The same split as ``dtype`` on ``device``."""
+        """The same split as ``dtype`` on ``device`` (integer targets keep their dtype)."""
+
+        def move(t: Tensor | None) -> Tensor | None:
+            if t is None:
+                return None
+            return t.to(dtype=dtype, device=device) if t.is_floating_point() else t.to(device=device)
+
         return Split(
             self.train.to(dtype=dtype, device=device),
             self.val.to(dtype=dtype, device=device),
             self.test.to(dtype=dtype, device=device),
             self.name,
+            move(self.train_targets),
+            move(self.val_targets),
+            move(self.test_targets),
         )
+
+    @property
+    def supervised(self) -> bool:
+        """True when the split has targets other than its inputs."""
+        return self.train_targets is not None
 
 
 def check_array(x: np.ndarray | Tensor, name: str, *, unit_range: bool = True) -> Tensor:

@@ -4,24 +4,45 @@ from __future__ import annotations
 
 import dataclasses
 
+import torch
+
 from shf.config import ExperimentConfig
 from shf.data.split import Split
 from shf.errors import ConfigError
-from shf.models.autoencoder import Autoencoder
+from shf.fit import Method, SHFMethod
+from shf.models.autoencoder import Autoencoder, sparse_init
 from shf.optim.first_order import FirstOrder
 from shf.optim.hf import MartensHF
-from shf.train import Method, SHFMethod
+from shf.optim.shf import SHF
+from shf.optim.step import SHFConfig
 
 METHODS = ("shf-lsmr", "shf-cg", "martens-hf", "adam", "sgd")
+
+
+def shf_method(net: Autoencoder, data: Split, cfg: SHFConfig, seed: int) -> SHFMethod:
+    """Alg. 1 on the autoencoder as the paper runs it: one generator seeded with ``seed`` draws
+    the sparse initialisation (eq. 9), then the batches and the preconditioner's probes.
+    The network is moved to the data's dtype and device."""
+    net.to(dtype=data.train.dtype, device=data.train.device)
+    opt = SHF(net, config=cfg, train_size=data.train.shape[0], generator=torch.Generator().manual_seed(seed))
+
+    def init(opt: SHF) -> None:
+        # Initialize w according to (9) with m0, sigma
+        X, gen = data.train, opt.generator
+        w = sparse_init(net, m0=cfg.m0, sigma=cfg.sigma, generator=gen, dtype=X.dtype, device=X.device)
+        opt.set_weights(w)
+
+    # The loop's validation error is the squared error; it is the step's loss only for that loss.
+    return SHFMethod(opt, data, init, reuse_val=net.loss_name == "squared")
 
 
 def build_method(name: str, net: Autoencoder, data: Split, cfg: ExperimentConfig) -> Method:
     """The optimiser ``name`` configured from ``cfg``'s ``optimizer``, ``hf`` or ``first_order`` section."""
     seed = cfg.run.seed
     if name == "shf-lsmr":
-        return SHFMethod(net, data, dataclasses.replace(cfg.optimizer, solver="lsmr"), seed)
+        return shf_method(net, data, dataclasses.replace(cfg.optimizer, solver="lsmr"), seed)
     if name == "shf-cg":
-        return SHFMethod(net, data, dataclasses.replace(cfg.optimizer, solver="cg"), seed)
+        return shf_method(net, data, dataclasses.replace(cfg.optimizer, solver="cg"), seed)
     if name == "martens-hf":
         return MartensHF(net, data, cfg.hf, seed)
     if name in ("adam", "sgd"):

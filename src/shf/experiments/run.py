@@ -13,11 +13,12 @@ import torch
 from shf import runlog
 from shf.config import ExperimentConfig
 from shf.data.registry import load_dataset
-from shf.data.split import Split
+from shf.data.split import Split, check_array
 from shf.errors import ConfigError
-from shf.experiments.methods import build_method
-from shf.models.autoencoder import Autoencoder
-from shf.train import check_data_for, run_loop
+from shf.experiments.methods import build_method, shf_method
+from shf.fit import Evaluate, LoopConfig, TrainResult, run_loop
+from shf.models.autoencoder import Autoencoder, loss
+from shf.optim.step import SHFConfig
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,35 @@ def prepare_data(cfg: ExperimentConfig) -> Split:
 
 
 def build_network(cfg: ExperimentConfig) -> Autoencoder:
-    """The autoencoder the ``[model]`` section describes."""
-    return Autoencoder(tuple(cfg.model.encoder), linear_code=cfg.model.linear_code, loss_name=cfg.model.loss)
+    """The autoencoder the ``[model]`` section describes, in the run's dtype and device (its
+    weights are set by the method's own initialisation)."""
+    dtype = torch.float64 if cfg.run.dtype == "float64" else torch.float32
+    return Autoencoder(
+        tuple(cfg.model.encoder),
+        linear_code=cfg.model.linear_code,
+        loss_name=cfg.model.loss,
+        generator=torch.Generator().manual_seed(0),
+        dtype=dtype,
+        device=resolve_device(cfg.run.device),
+    )
+
+
+def check_data_for(net: Autoencoder, data: Split) -> None:
+    """Raise a clear error unless ``data`` fits ``net`` (width, finiteness, [0, 1] range)."""
+    if data.dim != net.input_dim:
+        raise ConfigError(
+            f"the data have {data.dim} features but the network's input layer has {net.input_dim}: "
+            f"give an encoder that starts with the data width (e.g. --encoder {data.dim},...)"
+        )
+    if data.train.shape[0] < 2:
+        raise ConfigError(f"need at least 2 training examples, got {data.train.shape[0]}")
+    for part, X_part in (("train", data.train), ("validation", data.val), ("test", data.test)):
+        check_array(X_part, f"{data.name} {part}")  # NaN/Inf or values outside [0, 1]
+
+
+def squared_error(net: Autoencoder) -> Evaluate:
+    """The error the paper reports, ``(1/N) sum_i 1/2 ||xhat_i - x_i||^2``, as the loop's ``evaluate``."""
+    return lambda w, X, Y: loss(net, w, X, Y)
 
 
 def run_experiment(
@@ -72,7 +100,9 @@ def run_experiment(
     try:
         check_data_for(net, data)
         opt = build_method(method, net, data, cfg)
-        result = run_loop(net, data, opt, cfg.run.loop(), seed=cfg.run.seed, on_iteration=record)
+        result = run_loop(
+            data, opt, cfg.run.loop(), evaluate=squared_error(net), seed=cfg.run.seed, on_iteration=record
+        )
     finally:
         out.close()
     out.save_weights(
@@ -109,3 +139,22 @@ def describe(summary: dict[str, Any]) -> str:
         f"train {s['train_error_no_half']:.4f}  val {s['val_error_no_half']:.4f}  "
         f"test {s['test_error_no_half']:.4f}"
     )
+
+
+def train(
+    net: Autoencoder,
+    data: Split,
+    cfg: SHFConfig,
+    loop: LoopConfig,
+    *,
+    seed: int = 0,
+    on_iteration: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Run Alg. 1 (SHF-LSMR) on the autoencoder as the paper does: sparse initialisation from
+    ``seed``, squared errors reported; return the best-validation weights and metrics."""
+    check_data_for(net, data)
+    return run_loop(
+        data, shf_method(net, data, cfg, seed), loop, evaluate=squared_error(net), seed=seed,
+        on_iteration=on_iteration, should_stop=should_stop,
+    )  # fmt: skip

@@ -60,7 +60,7 @@ def objective_tensor(net: Autoencoder, w: list[Tensor], X: Tensor) -> Tensor:
 
 
 class FirstOrder:
-    """Adam or SGD-Nesterov as a :class:`shf.train.Method`."""
+    """Adam or SGD-Nesterov as a :class:`shf.fit.Method`."""
 
     def __init__(self, net: Autoencoder, data: Split, cfg: FirstOrderConfig, seed: int = 0) -> None:
         self.net, self.data, self.cfg = net, data, cfg

@@ -77,7 +77,7 @@ class HFConfig:
 
 
 class MartensHF:
-    """Martens (2010) HF as a :class:`shf.train.Method` (one HF iteration per step)."""
+    """Martens (2010) HF as a :class:`shf.fit.Method` (one HF iteration per step)."""
 
     def __init__(self, net: Autoencoder, data: Split, cfg: HFConfig, seed: int = 0) -> None:
         self.net, self.data, self.cfg = net, data, cfg

@@ -1,416 +1,247 @@
-"""One iteration of stochastic Hessian-free optimisation with LSMR (Alg. 1, body of the loop).
+"""``shf.SHF``: stochastic Hessian-free optimisation with LSMR as a ``torch.optim.Optimizer``.
 
-Given the weights ``w``, a mini-batch ``X`` and the state carried between iterations
-(``lambda``, ``gamma``, the warm start ``d`` and ``maxiter``), :func:`shf_step`
+One call of :meth:`SHF.step` is one HF iteration of Alg. 1 on the batch it is given:
+the damped, preconditioned Gauss-Newton system solved by LSMR with the validation
+merit (Alg. 6, :func:`shf.optim.step.shf_step`), the Levenberg-Marquardt update and
+Armijo backtracking, the warm start for the next solve, and then Alg. 2's batch-size
+prediction at the new weights with the growth rule, so :attr:`SHF.batch_size` is the
+size the next batch should have. The optimizer holds all of Alg. 1's state
+(``lambda``, ``gamma``, the warm start, ``maxiter``, the batch size and the ``n_hat``
+and validation histories, the random generator), and :meth:`SHF.state_dict` round-trips
+it so that a resumed run continues bit for bit.
 
-1. builds ``A = grad R(w; X)``, ``b = -R(w; X)`` and the inverse preconditioner ``c``;
-2. solves ``(A^T A + lambda^2 I) d = A^T b`` with preconditioned LSMR from ``d``,
-   with the validation merit ``phi(d) = f(w + d; X_val)`` (Alg. 6);
-3. computes ``rho`` and applies the Levenberg-Marquardt rule (§4.2);
-4. backtracks ``s`` until Armijo's condition holds and sets ``w <- w + s d``;
-5. decays the warm start ``d <- gamma d``, ``gamma <- min(1.002 gamma, 0.95)`` (§4.5).
-
-The batch schedule (Alg. 2 and the growth rule), validation tracking and stopping
-live in :mod:`shf.train`.
+Unlike first-order optimizers, SHF needs the model as a function of its parameters
+(Jacobian products, not just a gradient), so it takes the model, not only its
+parameters; ``step`` takes the batch instead of a closure.
 """
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from shf import precond as pc
-from shf import tensorlist as tl
-from shf.curvature.base import ResidualModel
-from shf.damping import levenberg_marquardt, reduction_ratio
-from shf.errors import require
-from shf.linesearch import armijo_backtracking
-from shf.solvers.cg import cg
-from shf.solvers.lsmr import LsmrStop, lsmr
-from shf.solvers.merit import MeritMonitor
-from shf.solvers.operator import TimedOperator
+from shf.batchsize import BatchSchedule, predict_batch_size
+from shf.curvature.losses import Loss
+from shf.curvature.module import curvature_model
+from shf.errors import ConfigError
+from shf.optim.hyper import Batch, Damping, Init, LineSearch, Solver, WarmStart, to_config
+from shf.optim.step import SHFConfig, SHFState, StepInfo, shf_step
+
+ValSet = tuple[Tensor, Tensor | None] | Tensor
 
 
-@dataclass
-class SHFConfig:
-    """Hyper-parameters of Alg. 1 and Alg. 6 (defaults: the paper's CURVES run, §6).
+class SHF(torch.optim.Optimizer):
+    """SHF-LSMR (Emirahmetoglu & Stewart 2025) over a model's parameters.
 
-    Attributes:
-        lambda1: initial damping ``lambda_1`` (LSMR's ``damp``; the system is
-            ``A^T A + lambda^2 I``, NOTES item 9).
-        drop: Levenberg-Marquardt factor in (0, 1) (§4.2).
-        gamma1, gamma_growth, gamma_max: warm-start decay ``gamma_1`` and its schedule
-            ``gamma <- min(gamma_growth gamma, gamma_max)`` (§4.5).
-        maxiter1: LSMR iteration cap at the first HF iteration (§4.5).
-        atol: LSMR's ``||Abar^T rbar|| <= atol ||Abar|| ||rbar||`` test (§5).
-        ftol: relative merit progress per LSMR iteration below which LSMR stops (§5).
-        miniter, recover: Alg. 6's minimum iterations before a merit stop and the
-            patience for the merit to recover (NOTES: 50 and 100).
-        first_check, check_growth: merit check points ``k = 5, ceil(1.25 k), ...``.
-        theta: Byrd et al.'s variance tolerance in eq. (10).
-        m0, sigma: sparse initialisation, eq. (9).
-        alpha: Armijo constant; ``max_backtracks`` bounds the halvings (deviation: the
-            paper's loop is unbounded).
-        n1, n_max: initial and maximal mini-batch size (Table 1).
-        batch_growth, rrel_tol, window: Alg. 1's growth by 1.005 when
-            ``r_rel < 0.005`` over a window of 5 iterations.
+    Args:
+        model: any ``nn.Module``. :class:`shf.models.Autoencoder` with its own loss uses
+            the hand-written products (Alg. 4, 5); every other module the ``torch.func``
+            ones (:mod:`shf.curvature.module`).
+        loss: ``"mse"`` (``(1/n) sum_i 1/2 ||z_i - y_i||^2``, the paper's), ``"bce"``
+            (binary cross-entropy on logits), ``"cross_entropy"`` (softmax on logits,
+            integer labels), a :class:`shf.losses.Loss`, or a residual function
+            ``(outputs, targets) -> r`` for ``1/2 ||r||^2``. ``None``: the model's own loss
+            (fast path) or ``"mse"``.
+        params: the parameters to train, or param groups as ``torch.optim`` takes them
+            (default: all of the model's parameters that require grad). One system is
+            solved for all of them, so groups may not set options of their own.
+        damping, warm_start, solver, batch, line_search: the hyper-parameter groups of
+            :mod:`shf.optim.hyper` (defaults: the paper's CURVES settings).
         preconditioner: ``chapelle-erhan`` (Alg. 3), ``martens`` or ``none``.
-        use_merit: evaluate the validation merit inside LSMR (Alg. 6); off gives
-            plain damped LSMR stopped by ``atol``/``maxiter`` only.
-        solver: ``lsmr`` (Alg. 6) or ``cg`` (ablation: CG on the same preconditioned
-            damped normal equations, same merit rules, residual test ``rtol = atol``).
-        batch_schedule: ``dynamic`` (Alg. 2 and the growth rule) or ``fixed`` (``n = n1``
-            and ``maxiter = maxiter1`` throughout; ablation).
+        config: all hyper-parameters as one flat :class:`SHFConfig` instead of the groups.
+        train_size: ``N``, the training-set size, for Alg. 2's finite-population factor
+            (``None``: an unbounded stream). The batch size is capped at it.
+        seed, generator: the random numbers of the batches (drawn by :func:`shf.fit`) and of
+            the preconditioner's probes; ``generator`` (a CPU generator) wins over ``seed``.
+        generic: use the ``torch.func`` products even where hand-written ones exist.
     """
 
-    lambda1: float = 5.0
-    drop: float = 0.99
-    gamma1: float = 0.7
-    gamma_growth: float = 1.002
-    gamma_max: float = 0.95
-    maxiter1: int = 200
-    atol: float = 1e-8
-    ftol: float = 1e-7
-    miniter: int = 50
-    recover: int = 100
-    first_check: int = 5
-    check_growth: float = 1.25
-    theta: float = 0.5
-    m0: int = 20
-    sigma: float = 1.5
-    alpha: float = 1e-4
-    max_backtracks: int = 30
-    n1: int = 250
-    n_max: int = 2500
-    batch_growth: float = 1.005
-    rrel_tol: float = 0.005
-    window: int = 5
-    preconditioner: str = "chapelle-erhan"
-    use_merit: bool = True
-    solver: str = "lsmr"
-    batch_schedule: str = "dynamic"
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: str | Loss | Any | None = None,
+        *,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]] | None = None,
+        damping: Damping | None = None,
+        warm_start: WarmStart | None = None,
+        solver: Solver | None = None,
+        batch: Batch | None = None,
+        line_search: LineSearch | None = None,
+        preconditioner: str = "chapelle-erhan",
+        config: SHFConfig | None = None,
+        train_size: int | None = None,
+        seed: int = 0,
+        generator: torch.Generator | None = None,
+        generic: bool = False,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"SHF needs the model (a torch.nn.Module), got {type(model).__name__}")
+        groups = (damping, warm_start, solver, batch, line_search)
+        if config is not None:
+            if any(g is not None for g in groups) or preconditioner != "chapelle-erhan":
+                raise ConfigError("give SHF either config= or the hyper-parameter groups, not both")
+            if not isinstance(config, SHFConfig):
+                raise ConfigError(f"config must be a shf.SHFConfig, got {type(config).__name__}")
+            cfg = dataclasses.replace(config)  # validated copy
+        else:
+            cfg = to_config(
+                damping=damping, warm_start=warm_start, solver=solver, batch=batch,
+                line_search=line_search, init=Init(), preconditioner=preconditioner,
+            )  # fmt: skip
+        if train_size is not None and (isinstance(train_size, bool) or int(train_size) < 2):
+            raise ConfigError(f"train_size must be an integer >= 2, got {train_size}")
+        if params is None:
+            params = [p for p in model.parameters() if p.requires_grad]
+            if not params:
+                raise ConfigError(
+                    "the model has no parameter that requires grad: nothing to train "
+                    "(set requires_grad=True on the parameters SHF should optimise)"
+                )
+        super().__init__(params, {})
+        for g in self.param_groups:
+            extra = sorted(k for k in g if k != "params")
+            if extra:
+                raise ConfigError(
+                    "SHF solves one system for all parameters: param groups cannot set options "
+                    f"({', '.join(extra)})"
+                )
+        self._params: list[Tensor] = [p for g in self.param_groups for p in g["params"]]
+        self.model = model
+        self.problem = curvature_model(model, loss, self._params, generic=generic)
+        self.config = cfg
+        self.train_size = None if train_size is None else int(train_size)
+        self.generator = generator if generator is not None else torch.Generator().manual_seed(int(seed))
+        # lambda <- lambda1; gamma <- gamma1; maxiter <- maxiter1; d <- 0  (Alg. 1)
+        self.hf_state = SHFState.initial(cfg)
+        N = self.train_size
+        n1 = cfg.n1 if N is None else min(cfg.n1, N)
+        # n <- n1 (Alg. 1), and the growth rule's window
+        self.schedule = BatchSchedule(
+            n=n1,
+            maxiter=cfg.maxiter1,
+            n_max=cfg.n_max if N is None else max(min(cfg.n_max, N), n1),
+            window=cfg.window,
+            growth=cfg.batch_growth,
+            rrel_tol=cfg.rrel_tol,
+        )
+        self.iterations = 0
 
-    def __post_init__(self) -> None:
-        self.validate()
+    @property
+    def fast_path(self) -> bool:
+        """True when the hand-written products are used (the model is its own curvature model)."""
+        return self.problem is self.model
 
-    def validate(self) -> None:
-        """Raise :class:`ConfigError` naming the first invalid hyper-parameter."""
+    @property
+    def batch_size(self) -> int:
+        """``n``: the size the next batch should have (Alg. 1's growth rule)."""
+        return self.schedule.n
 
-        need = require
+    @property
+    def lam(self) -> float:
+        """The current damping ``lambda``."""
+        return self.hf_state.lam
 
-        def finite(x: float) -> bool:
-            return isinstance(x, (int, float)) and math.isfinite(x)
+    def weights(self) -> list[Tensor]:
+        """The trained parameters (the live tensors, detached), in the optimizer's order."""
+        return [p.detach() for p in self._params]
 
-        need(finite(self.lambda1) and self.lambda1 >= 0, f"lambda1 must be >= 0, got {self.lambda1}")
-        need(finite(self.drop) and 0 < self.drop < 1, f"drop must be in (0, 1), got {self.drop}")
-        need(finite(self.gamma1) and 0 <= self.gamma1 < 1, f"gamma1 must be in [0, 1), got {self.gamma1}")
-        need(
-            finite(self.gamma_max) and 0 <= self.gamma_max < 1,
-            f"gamma_max must be in [0, 1), got {self.gamma_max}",
-        )
-        need(
-            finite(self.gamma_growth) and self.gamma_growth >= 1,
-            f"gamma_growth must be >= 1, got {self.gamma_growth}",
-        )
-        need(
-            isinstance(self.maxiter1, int) and self.maxiter1 >= 1,
-            f"maxiter1 must be a positive integer, got {self.maxiter1}",
-        )
-        need(finite(self.atol) and self.atol >= 0, f"atol must be >= 0, got {self.atol}")
-        need(finite(self.ftol) and self.ftol >= 0, f"ftol must be >= 0, got {self.ftol}")
-        need(isinstance(self.miniter, int) and self.miniter >= 0, f"miniter must be >= 0, got {self.miniter}")
-        need(isinstance(self.recover, int) and self.recover >= 0, f"recover must be >= 0, got {self.recover}")
-        need(
-            isinstance(self.first_check, int) and self.first_check >= 1,
-            f"first_check must be >= 1, got {self.first_check}",
-        )
-        need(
-            finite(self.check_growth) and self.check_growth > 1,
-            f"check_growth must be > 1, got {self.check_growth}",
-        )
-        need(finite(self.theta) and 0 < self.theta < 1, f"theta must be in (0, 1), got {self.theta}")
-        need(isinstance(self.m0, int) and self.m0 >= 1, f"m0 must be a positive integer, got {self.m0}")
-        need(finite(self.sigma) and self.sigma > 0, f"sigma must be > 0, got {self.sigma}")
-        need(finite(self.alpha) and 0 < self.alpha < 1, f"alpha must be in (0, 1), got {self.alpha}")
-        need(
-            isinstance(self.max_backtracks, int) and self.max_backtracks >= 0,
-            f"max_backtracks must be >= 0, got {self.max_backtracks}",
-        )
-        need(isinstance(self.n1, int) and self.n1 >= 2, f"n1 must be an integer >= 2, got {self.n1}")
-        need(
-            isinstance(self.n_max, int) and self.n_max >= self.n1,
-            f"n_max must be an integer >= n1 ({self.n1}), got {self.n_max}",
-        )
-        need(
-            finite(self.batch_growth) and self.batch_growth > 1,
-            f"batch_growth must be > 1, got {self.batch_growth}",
-        )
-        need(finite(self.rrel_tol) and self.rrel_tol >= 0, f"rrel_tol must be >= 0, got {self.rrel_tol}")
-        need(isinstance(self.window, int) and self.window >= 1, f"window must be >= 1, got {self.window}")
-        need(self.solver in ("lsmr", "cg"), f"solver must be 'lsmr' or 'cg', got {self.solver!r}")
-        need(
-            self.batch_schedule in ("dynamic", "fixed"),
-            f"batch_schedule must be 'dynamic' or 'fixed', got {self.batch_schedule!r}",
-        )
-        choices = [p.value for p in pc.Preconditioner]
-        need(
-            self.preconditioner in choices,
-            f"preconditioner must be one of {choices}, got {self.preconditioner!r}",
-        )
+    @torch.no_grad()
+    def set_weights(self, w: Sequence[Tensor]) -> None:
+        """Copy ``w`` into the trained parameters."""
+        for p, t in zip(self._params, w):
+            p.copy_(t)
 
+    def loss(self, inputs: Tensor, targets: Tensor | None = None) -> float:
+        """The training loss ``f`` of the current weights on ``(inputs, targets)``."""
+        return float(self.problem.loss(self.weights(), inputs, targets))
 
-@dataclass
-class SHFState:
-    """What Alg. 1 carries from one HF iteration to the next."""
+    def step(  # type: ignore[override]
+        self, inputs: Tensor, targets: Tensor | None = None, *, val: ValSet | None = None
+    ) -> StepInfo:
+        """One HF iteration of Alg. 1 on the batch ``(inputs, targets)``; returns what happened.
 
-    lam: float
-    gamma: float
-    maxiter: int
-    d: list[Tensor] | None = None  # the decayed previous step gamma d (warm start)
-
-    @classmethod
-    def initial(cls, cfg: SHFConfig) -> SHFState:
-        """``lambda <- lambda_1``, ``gamma <- gamma_1``, ``maxiter <- maxiter_1``, ``d <- 0``."""
-        return cls(lam=cfg.lambda1, gamma=cfg.gamma1, maxiter=cfg.maxiter1, d=None)
+        Args:
+            inputs, targets: the mini-batch (``targets=None``: reconstruct the inputs).
+            val: ``(inputs, targets)`` (or just inputs) of the validation set: the merit
+                that stops LSMR (Alg. 6) and the loss the growth rule watches. Without it
+                LSMR stops on ``atol``/``maxiter`` only and the batch size stays.
+        """
+        X, Y = inputs, targets
+        X_val, Y_val = (val if isinstance(val, tuple) else (val, None)) if val is not None else (None, None)
+        w = self.weights()
+        self.problem.check_batch(w, X, Y)
+        if X.shape[0] < 2:
+            raise ConfigError(f"an SHF step needs a batch of at least 2 examples, got {X.shape[0]}")
+        if X_val is not None:
+            self.problem.check_batch(w, X_val, Y_val)
+        cfg, state = self.config, self.hf_state
+        state.maxiter = self.schedule.maxiter
+        w_new, info = shf_step(
+            self.problem, w, X, state, cfg, X_val=X_val, generator=self.generator, Y=Y, Y_val=Y_val
+        )
+        self.set_weights(w_new)
+        w = self.weights()
+        # Keep the warm start where torch keeps per-parameter state (moved with the params).
+        for i, p in enumerate(self._params):
+            if state.d is None:
+                self.state[p].pop("warm_start", None)
+            else:
+                self.state[p]["warm_start"] = state.d[i]
+        t_val = time.perf_counter()
+        if X_val is not None:
+            # f_val,i <- f(w; X_val); after a full step the merit already computed exactly this.
+            f_val = info.val_loss_new if info.val_loss_new is not None else self.problem.loss(w, X_val, Y_val)
+            info.val_loss = f_val
+        t_bs = time.perf_counter()
+        if cfg.batch_schedule == "dynamic":
+            # n_hat_i <- BatchSize(w, S, N, theta)  (Alg. 2, at the new w on the same batch)
+            grad, sumsq = self.problem.jacobian(w, X, Y).per_example_gradient_stats()
+            N = self.train_size
+            info.n_hat = predict_batch_size(grad, sumsq, X.shape[0], N, cfg.theta).n_hat
+            if info.val_loss is not None:
+                _, _, info.r_rel = self.schedule.update(info.val_loss, info.n_hat)
+        # else (ablation): the batch size and the solver's cap stay at n1 and maxiter1
+        info.n_next, info.maxiter_next = self.schedule.n, self.schedule.maxiter
+        info.times["validation"] = t_bs - t_val
+        info.times["batch_stats"] = time.perf_counter() - t_bs
+        self.iterations += 1
+        return info
 
     def state_dict(self) -> dict[str, Any]:
-        """Tensors and scalars to resume exactly."""
-        return {"lam": self.lam, "gamma": self.gamma, "maxiter": self.maxiter, "d": self.d}
+        """``torch.optim``'s state dict (the warm start per parameter) plus Alg. 1's state
+        under ``"shf"``: ``lambda``, ``gamma``, ``maxiter``, the batch schedule, the
+        generator's state and the configuration."""
+        sd = super().state_dict()
+        sd["shf"] = {
+            "lam": self.hf_state.lam,
+            "gamma": self.hf_state.gamma,
+            "maxiter": self.hf_state.maxiter,
+            "schedule": self.schedule.state_dict(),
+            "generator": self.generator.get_state(),
+            "train_size": self.train_size,
+            "iterations": self.iterations,
+            "config": dataclasses.asdict(self.config),
+        }
+        return sd
 
-    def load_state_dict(self, s: dict[str, Any]) -> None:
-        """Restore from :meth:`state_dict`."""
-        self.lam, self.gamma, self.maxiter, self.d = s["lam"], s["gamma"], s["maxiter"], s["d"]
-
-
-@dataclass
-class StepInfo:
-    """What happened in one HF iteration (one line of the metrics file)."""
-
-    n: int
-    loss: float
-    loss_new: float
-    lam: float
-    lam_next: float
-    gamma: float
-    maxiter: int
-    lsmr_iterations: int
-    lsmr_stop: str
-    merit_evaluations: int
-    rho: float
-    model_change: float
-    step: float
-    accepted: bool
-    direction_norm: float
-    solver: str = "lsmr"
-    val_loss_new: float | None = None
-    """``f(w_new; X_val)`` (the model's loss) when the merit already evaluated it, else None."""
-    times: dict[str, float] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready dictionary (``cg_iterations``/``cg_stop`` when the solver is CG)."""
-        d = asdict(self)
-        if self.solver == "cg":
-            d["cg_iterations"], d["cg_stop"] = d.pop("lsmr_iterations"), d.pop("lsmr_stop")
-        return d
-
-
-def _solve_cg(
-    A: Any,
-    b: Tensor,
-    lam: float,
-    c: list[Tensor] | None,
-    x0: list[Tensor],
-    maxiter: int,
-    cfg: SHFConfig,
-    merit: Callable[[Any], float] | None,
-) -> tuple[list[Tensor], int, str, int]:
-    """Ablation: CG on the problem LSMR solves, ``(C A^T A C + lambda^2 I) y = C A^T b + lambda^2 y0``.
-
-    In the scaled variable ``y`` (``d = c ∘ y``, ``y0 = x0 / c``) these are the normal
-    equations of ``min ||A C y - b||^2 + lambda^2 ||y - y0||^2``, Alg. 6's problem. Stops:
-    ``||residual|| <= atol ||rhs||`` (CG has no ``||Abar^T rbar||`` estimate; this is the
-    closest test), ``maxiter``, and Alg. 6's merit rules via :class:`MeritMonitor`, whose
-    best iterate is returned.
-    """
-    ones = c if c is not None else [torch.ones_like(t) for t in x0]
-    y0 = tl.div(x0, ones)
-
-    def Bv(y: Any) -> Any:
-        # v -> C A^T A C y + lambda^2 y
-        return tl.axpy(lam * lam, y, tl.mul(ones, A.rmatvec(A.matvec(tl.mul(ones, y)))))
-
-    rhs = tl.axpy(lam * lam, y0, tl.mul(ones, A.rmatvec(b)))
-    monitor = None
-    if merit is not None:
-        monitor = MeritMonitor(
-            merit, y0, ftol=cfg.ftol, miniter=cfg.miniter, recover=cfg.recover, maxiter=maxiter,
-            first_check=cfg.first_check, check_growth=cfg.check_growth, to_x=lambda y: tl.mul(ones, y),
-        )  # fmt: skip
-    y, info = cg(Bv, rhs, x0=y0, maxiter=maxiter, tol=0.0, rtol=cfg.atol, callback=monitor)
-    if monitor is not None:
-        d, _ = monitor.best(info.iterations, y)
-        stop = monitor.stop or info.stop.value
-        return cast(list[Tensor], d), info.iterations, stop, len(monitor.history)
-    return cast(list[Tensor], tl.mul(ones, y)), info.iterations, info.stop.value, 0
-
-
-def shf_step(
-    model: ResidualModel,
-    w: list[Tensor],
-    X: Tensor,
-    state: SHFState,
-    cfg: SHFConfig,
-    X_val: Tensor | None = None,
-    generator: torch.Generator | None = None,
-) -> tuple[list[Tensor], StepInfo]:
-    """One HF iteration of Alg. 1 on the mini-batch ``X``; updates ``state`` in place.
-
-    Returns the new weights (a new list; ``w`` is not modified) and a :class:`StepInfo`.
-    A direction or loss that is NaN/Inf is rejected: the weights stay as they were,
-    ``lambda`` is raised as for ``rho < 1/4`` and the warm start is reset.
-    """
-    times: dict[str, float] = {}
-    t0 = time.perf_counter()
-    lam = state.lam
-    # A <- grad R(w; X); b <- -R(w; X)
-    A = model.jacobian(w, X)
-    b = -A.residual
-    f0 = A.loss
-    times["forward"] = time.perf_counter() - t0
-
-    t = time.perf_counter()
-    # c <- Precon(w; X)  (Alg. 3, §4.4)
-    c = pc.compute(cfg.preconditioner, A, lam, generator)
-    times["precond"] = time.perf_counter() - t
-
-    # phi(d) := f(w + d; X_val)  (eq. 20)
-    merit: Callable[[Any], float] | None = None
-    merit_time = [0.0]
-    if cfg.use_merit and X_val is not None:
-
-        def merit(d: Any) -> float:
-            tm = time.perf_counter()
-            value = model.loss(tl.add(w, d), X_val)  # type: ignore[arg-type]
-            merit_time[0] += time.perf_counter() - tm
-            return value
-
-    t = time.perf_counter()
-    merit_of_d: float | None = None
-    x0 = state.d if state.d is not None else tl.zeros_like(w)
-    # The solver sees A through a timer, so its time splits into products and the rest.
-    A_timed = TimedOperator(A)
-    if cfg.solver == "lsmr":
-        # Solve (A^T A + lambda^2 I) d = A^T b with LSMR(d, A, b, lambda, c; maxiter, atol, ftol, phi)
-        d, info = lsmr(
-            A_timed,
-            b,
-            damp=lam,
-            x0=x0,
-            precond=c,
-            atol=cfg.atol,
-            btol=0.0,  # Alg. 6 has no consistent-system test; only atol, the merit and maxiter
-            conlim=0.0,  # ... and no condition-number stop (0 disables it, as in scipy)
-            maxiter=state.maxiter,
-            merit=merit,
-            ftol=cfg.ftol,
-            miniter=cfg.miniter,
-            recover=cfg.recover,
-            first_check=cfg.first_check,
-            check_growth=cfg.check_growth,
-        )
-        iterations, stop = info.iterations, str(info.stop.value)
-        merit_evals = len(info.merit_history)
-        best = info.best_merit_iteration
-        if merit is not None and best is not None and info.stop is not LsmrStop.X0_SOLVES:
-            # phi(d) for the returned d, which LSMR evaluated: f(w + d; X_val).
-            merit_of_d = dict(info.merit_history).get(best)
-    else:
-        d, iterations, stop, merit_evals = _solve_cg(
-            A_timed, b, lam, c, cast(list[Tensor], x0), state.maxiter, cfg, merit
-        )
-    assert isinstance(d, list)
-    times["solver"] = time.perf_counter() - t - merit_time[0]
-    times["products"] = A_timed.seconds  # part of "solver": the Jacobian products alone
-    times["merit"] = merit_time[0]
-
-    t = time.perf_counter()
-    finite = tl.all_finite(d)
-    if finite:
-        # q(d) = 1/2 d^T A^T A d - d^T A^T b, the undamped model (NOTES item 10)
-        Ad = A.matvec(d)
-        g = A.gradient()  # grad f = A^T R = -A^T b (eq. 6)
-        slope = tl.dot(d, g)  # -d^T A^T b
-        model_change = 0.5 * A.range_norm(Ad) ** 2 + slope
-        f_new = model.loss(tl.add(w, d), X)  # type: ignore[arg-type]
-    else:
-        slope, model_change, f_new = math.nan, math.nan, math.inf
-    # rho <- (f(w + d) - f(w)) / q(d)  (§4.2)
-    rho = reduction_ratio(f_new, f0, model_change)
-    # lambda <- lambda/drop if rho < 1/4; drop*lambda if rho > 3/4
-    lam_next = levenberg_marquardt(lam, rho, cfg.drop)
-    times["rho"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    # Backtracking: s <- 1; while f(w + s d) > f(w) - alpha s d^T A^T b: s <- s/2
-    if finite:
-        ls = armijo_backtracking(
-            lambda s: model.loss(tl.axpy(s, d, w), X),  # type: ignore[arg-type]
-            f0,
-            slope,
-            alpha=cfg.alpha,
-            max_backtracks=cfg.max_backtracks,
-            f_at_one=f_new,
-        )
-        accepted, step, loss_new = ls.accepted, ls.step, ls.f_new
-    else:
-        accepted, step, loss_new = False, 0.0, f0
-    times["linesearch"] = time.perf_counter() - t
-
-    # w <- w + s d
-    w_new = cast(list[Tensor], tl.axpy(step, d, w) if accepted else tl.clone(w))
-    if accepted and not tl.all_finite(w_new):  # never write NaN weights
-        accepted, step, loss_new, w_new = False, 0.0, f0, cast(list[Tensor], tl.clone(w))
-        lam_next = max(lam_next, lam / cfg.drop)
-
-    # With s = 1 the new weights are exactly the w + d the merit was evaluated at (the same
-    # tensor operation), so f(w_new; X_val) is already known: the caller need not recompute it.
-    val_loss_new = merit_of_d if (accepted and step == 1.0 and merit_of_d is not None) else None
-
-    # d <- gamma d; gamma <- min(1.002 gamma, 0.95)  (§4.5)
-    if accepted:
-        state.d = tl.scale(state.gamma, d)  # type: ignore[assignment]
-    else:
-        # Deviation: a rejected direction is not reused as a warm start.
-        state.d = None
-    gamma_used = state.gamma
-    state.gamma = min(cfg.gamma_growth * state.gamma, cfg.gamma_max)
-    state.lam = lam_next
-    times["total"] = time.perf_counter() - t0
-
-    info_out = StepInfo(
-        n=X.shape[0],
-        loss=f0,
-        loss_new=loss_new,
-        lam=lam,
-        lam_next=lam_next,
-        gamma=gamma_used,
-        maxiter=state.maxiter,
-        lsmr_iterations=iterations,
-        lsmr_stop=stop,
-        merit_evaluations=merit_evals,
-        solver=cfg.solver,
-        rho=rho if math.isfinite(rho) else float("nan"),
-        model_change=model_change,
-        step=step,
-        accepted=accepted,
-        direction_norm=tl.norm(d) if finite else float("nan"),
-        val_loss_new=val_loss_new,
-        times=times,
-    )
-    return w_new, info_out
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore from :meth:`state_dict` (the configuration must be the same)."""
+        if "shf" not in state_dict:
+            raise ConfigError("not an SHF state dict (no 'shf' entry)")
+        s = state_dict["shf"]
+        if s["config"] != dataclasses.asdict(self.config):
+            diff = sorted(k for k, v in s["config"].items() if dataclasses.asdict(self.config).get(k) != v)
+            raise ConfigError(f"the state dict was saved with other hyper-parameters ({', '.join(diff)})")
+        super().load_state_dict(state_dict)
+        self.hf_state.lam, self.hf_state.gamma, self.hf_state.maxiter = s["lam"], s["gamma"], s["maxiter"]
+        self.schedule.load_state_dict(s["schedule"])
+        self.generator.set_state(cast(Tensor, s["generator"]).clone())
+        self.train_size = s["train_size"]
+        self.iterations = int(s["iterations"])
+        d = [self.state[p].get("warm_start") for p in self._params]
+        self.hf_state.d = None if any(t is None for t in d) else cast(list[Tensor], d)

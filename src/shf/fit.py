@@ -1,0 +1,385 @@
+"""Alg. 1's training loop for any model: :func:`fit`, and :func:`run_loop` that drives any method.
+
+Per HF iteration ``i``: draw ``n`` training examples without replacement, take one SHF
+step (:class:`shf.SHF`: the solve, damping, line search, Alg. 2 at the new weights
+and the growth rule), read ``f_val,i``. "Not converged" (NOTES item 12) means: the
+validation error improved within the last ``patience`` iterations, fewer than
+``max_iters`` iterations, less than ``max_time`` seconds of optimiser time. The
+weights with the lowest validation error are kept and restored at the end.
+
+The loop knows nothing of the architecture: it sees weights as lists of tensors, a
+:class:`Method` that advances them, and an ``evaluate(w, X, Y)`` function for the
+errors it reports. The paper's experiments (``shf train``, ``shf reproduce``) and
+:func:`fit` run through the same :func:`run_loop`.
+
+For the paper's autoencoders the errors are also reported on the no-1/2 scale
+``(1/N) sum_i ||xhat_i - x_i||^2`` of Martens and Hinton & Salakhutdinov (= ``2 f``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, cast
+
+import torch
+from torch import Tensor
+
+from shf import tensorlist as tl
+from shf.data.split import Split
+from shf.errors import ConfigError, DataError
+from shf.optim.shf import SHF
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoopConfig:
+    """When to stop and what to measure (NOTES item 12).
+
+    Attributes:
+        max_iters: cap on HF iterations.
+        max_time: cap on optimiser wall time in seconds (evaluation of the train and
+            test errors for the metrics is not counted; the validation error is, since
+            Alg. 1 uses it).
+        patience: stop after this many iterations without a new best validation error.
+        train_eval_size: measure the train error on a fixed random subset of this many
+            rows (``None``: the whole training set).
+        eval_every: compute train/test errors every this many iterations (and at the
+            best-validation iterations, always).
+    """
+
+    max_iters: int = 1000
+    max_time: float = math.inf
+    patience: int = 100
+    train_eval_size: int | None = None
+    eval_every: int = 1
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.max_iters, int) and self.max_iters >= 1):
+            raise ConfigError(f"max_iters must be a positive integer, got {self.max_iters}")
+        if not self.max_time > 0:
+            raise ConfigError(f"max_time must be > 0 seconds, got {self.max_time}")
+        if not (isinstance(self.patience, int) and self.patience >= 1):
+            raise ConfigError(f"patience must be a positive integer, got {self.patience}")
+        if self.train_eval_size is not None and self.train_eval_size < 1:
+            raise ConfigError(f"train_eval_size must be >= 1, got {self.train_eval_size}")
+        if not (isinstance(self.eval_every, int) and self.eval_every >= 1):
+            raise ConfigError(f"eval_every must be a positive integer, got {self.eval_every}")
+
+
+@dataclass
+class TrainResult:
+    """Best-validation weights, the metrics of every iteration and a summary."""
+
+    weights: list[Tensor]
+    history: list[dict[str, Any]]
+    summary: dict[str, Any]
+    initial_weights: list[Tensor] = field(default_factory=list)
+
+
+class Method(Protocol):
+    """An optimiser the loop can drive: initial weights, then one iteration at a time.
+
+    ``step`` returns the new weights and a metrics dictionary that holds at least
+    ``examples`` (training rows used by the iteration) and may hold ``val_error`` (the
+    validation error at the new weights, when the method computed it anyway).
+    """
+
+    def init_weights(self) -> list[Tensor]: ...
+
+    def step(self, w: list[Tensor]) -> tuple[list[Tensor], dict[str, Any]]: ...
+
+    def summary(self) -> dict[str, Any]: ...
+
+
+Evaluate = Callable[[list[Tensor], Tensor, "Tensor | None"], float]
+"""``evaluate(w, X, Y)``: the error the loop reports and tracks (validation: best weights)."""
+
+
+class SHFMethod:
+    """Alg. 1 with :class:`shf.SHF` as a :class:`Method`: per iteration a random batch of
+    ``opt.batch_size`` training examples without replacement and one SHF step.
+
+    Args:
+        opt: the optimizer (its ``train_size`` should be the training-set size).
+        data: the split (targets: ``data.*_targets``, or the inputs).
+        init: called once with ``opt`` before the first iteration to set the initial
+            weights (e.g. the paper's sparse initialisation from ``opt.generator``);
+            ``None`` keeps the model's weights.
+        reuse_val: the loop's validation error is ``opt``'s validation loss, so the
+            value the step computed (often the merit itself) is reused.
+    """
+
+    def __init__(
+        self,
+        opt: SHF,
+        data: Split,
+        init: Callable[[SHF], None] | None = None,
+        *,
+        reuse_val: bool = True,
+    ) -> None:
+        self.opt, self.data, self.init, self.reuse_val = opt, data, init, reuse_val
+        self.N = data.train.shape[0]
+
+    def init_weights(self) -> list[Tensor]:
+        # Initialize w (eq. 9 for the paper's networks); d <- 0 (§4.1)
+        if self.init is not None:
+            self.init(self.opt)
+        return [t.clone() for t in self.opt.weights()]
+
+    def step(self, w: list[Tensor]) -> tuple[list[Tensor], dict[str, Any]]:
+        opt, data = self.opt, self.data
+        opt.set_weights(w)  # a no-op copy unless the caller changed the weights
+        n = opt.batch_size
+        # S <- draw n instances from {1..N} randomly; X <- X_train[S, :]
+        idx = torch.randperm(self.N, generator=opt.generator)[:n].to(data.train.device)
+        X = data.train[idx]
+        Y = data.train_targets[idx] if data.train_targets is not None else None
+        info = opt.step(X, Y, val=(data.val, data.val_targets))
+        rec = {k: v for k, v in info.as_dict().items() if k != "times"}
+        rec.update(examples=n, batch_schedule=opt.config.batch_schedule, times=info.times)
+        if self.reuse_val and info.val_loss is not None:
+            rec["val_error"] = info.val_loss
+        return [t.clone() for t in opt.weights()], rec
+
+    def summary(self) -> dict[str, Any]:
+        return {"final_batch_size": self.opt.batch_size, "final_lambda": self.opt.lam}
+
+
+def run_loop(
+    data: Split,
+    method: Method,
+    loop: LoopConfig,
+    *,
+    evaluate: Evaluate,
+    seed: int = 0,
+    on_iteration: Callable[[dict[str, Any]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    no_half: bool = True,
+) -> TrainResult:
+    """Drive ``method`` until patience, ``max_iters`` or ``max_time``; keep the best-validation weights.
+
+    ``evaluate(w, X, Y)`` gives the validation, train and test errors; ``on_iteration``
+    receives each iteration's metrics (for progress bars and metric files); the library
+    itself prints nothing. ``no_half`` adds ``*_no_half`` errors (``2 f``, the squared
+    error without the 1/2) to the records, as the paper's autoencoder results need.
+    """
+    N = data.train.shape[0]
+    if N < 2:
+        raise ConfigError(f"need at least 2 training examples, got {N}")
+    w = method.init_weights()
+    w0 = cast(list[Tensor], tl.clone(w))
+    # A fixed subset of the training set for the train error, if asked (documented in metrics).
+    Y_train_eval = data.train_targets
+    if loop.train_eval_size is not None and loop.train_eval_size < N:
+        sub = torch.randperm(N, generator=torch.Generator().manual_seed(seed + 1))[: loop.train_eval_size]
+        sub = sub.to(data.train.device)
+        X_train_eval = data.train[sub]
+        Y_train_eval = data.train_targets[sub] if data.train_targets is not None else None
+    else:
+        X_train_eval = data.train
+
+    def val_error(w: list[Tensor]) -> float:
+        return evaluate(w, data.val, data.val_targets)
+
+    def test_error(w: list[Tensor]) -> float:
+        return evaluate(w, data.test, data.test_targets)
+
+    def train_error(w: list[Tensor]) -> float:
+        return evaluate(w, X_train_eval, Y_train_eval)
+
+    def scales(name: str, value: float) -> dict[str, float]:
+        return {name: value, f"{name}_no_half": 2.0 * value} if no_half else {name: value}
+
+    f_val0 = val_error(w)
+    f_test0 = test_error(w)
+    best = {"val": f_val0, "iteration": 0}
+    best_w = cast(list[Tensor], tl.clone(w))
+    history: list[dict[str, Any]] = []
+    opt_time = 0.0
+    examples = 0
+    stop_reason = "max_iters"
+    wall0 = time.perf_counter()
+    i = 0
+    for i in range(1, loop.max_iters + 1):
+        t_iter = time.perf_counter()
+        w, info = method.step(w)
+        f_val = info.pop("val_error", None)
+        if f_val is None:
+            f_val = val_error(w)
+        opt_time += time.perf_counter() - t_iter
+        examples += int(info.pop("examples"))
+        improved = f_val < best["val"]
+        times = info.pop("times", {})
+        rec: dict[str, Any] = {
+            "iteration": i,
+            "time_s": opt_time,
+            "wall_s": time.perf_counter() - wall0,
+            "examples": examples,
+            **info,
+            **scales("val_error", f_val),
+            "times": times,
+            "train_error_subset": X_train_eval is not data.train,
+        }
+        if i % loop.eval_every == 0:
+            rec.update(scales("train_error", train_error(w)))
+            rec.update(scales("test_error", test_error(w)))
+        if improved:
+            best = {"val": f_val, "iteration": i}
+            best_w = cast(list[Tensor], tl.clone(w))
+        rec["best_val_error"] = best["val"]
+        history.append(rec)
+        if on_iteration is not None:
+            on_iteration(rec)
+        if i - int(best["iteration"]) >= loop.patience:
+            stop_reason = "patience"
+            break
+        if opt_time >= loop.max_time:
+            stop_reason = "max_time"
+            break
+        if should_stop is not None and should_stop():
+            stop_reason = "interrupted"
+            break
+
+    # Train and test errors at the best-validation weights (what the paper reports).
+    best_train = train_error(best_w)
+    best_test = test_error(best_w)
+    summary = {
+        **scales("train_error", best_train),
+        **scales("val_error", float(best["val"])),
+        **scales("test_error", best_test),
+        "initial_test_error": f_test0,
+        "initial_val_error": f_val0,
+        "best_iteration": int(best["iteration"]),
+        "hf_iterations": i,
+        "wall_time_s": time.perf_counter() - wall0,
+        "optimizer_time_s": opt_time,
+        "examples_processed": examples,
+        "stop_reason": stop_reason,
+        "train_error_on_subset": X_train_eval is not data.train,
+        **method.summary(),
+    }
+    log.info("finished: %s", summary)
+    return TrainResult(weights=best_w, history=history, summary=summary, initial_weights=w0)
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns; the model holds the best-validation weights.
+
+    Attributes:
+        best_val_loss: the lowest validation loss, at ``best_iteration`` (0: the start).
+        test_loss: the loss on ``test`` (or None) at the best-validation weights.
+        train_loss: the loss on the training set at those weights.
+        iterations, stop_reason, time_s: how the loop ended (``patience``, ``max_iters``,
+            ``max_time``, ``interrupted``) and the optimiser time spent.
+        history: one record per HF iteration (the :class:`shf.optim.step.StepInfo` fields,
+            the validation/train/test losses, times).
+        optimizer: the :class:`shf.SHF` used, for a later continuation.
+    """
+
+    best_val_loss: float
+    best_iteration: int
+    train_loss: float
+    test_loss: float | None
+    initial_val_loss: float
+    iterations: int
+    stop_reason: str
+    time_s: float
+    history: list[dict[str, Any]]
+    optimizer: SHF
+
+
+def _as_pair(data: Any, what: str) -> tuple[Tensor, Tensor | None]:
+    """``X`` or ``(X, Y)`` -> ``(X, Y)``."""
+    if isinstance(data, Tensor):
+        return data, None
+    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], Tensor):
+        if data[1] is not None and not isinstance(data[1], Tensor):
+            raise DataError(f"{what} targets must be a torch.Tensor, got {type(data[1]).__name__}")
+        return data[0], data[1]
+    raise DataError(f"{what} must be a tensor of inputs or a pair (inputs, targets) of tensors")
+
+
+def fit(
+    model: torch.nn.Module,
+    train: Tensor | tuple[Tensor, Tensor | None],
+    val: Tensor | tuple[Tensor, Tensor | None],
+    *,
+    loss: Any = None,
+    test: Tensor | tuple[Tensor, Tensor | None] | None = None,
+    optimizer: SHF | None = None,
+    max_iters: int = 1000,
+    max_time: float = math.inf,
+    patience: int = 100,
+    eval_every: int = 1,
+    seed: int = 0,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    **hyper: Any,
+) -> FitResult:
+    """Train ``model`` with SHF-LSMR (Alg. 1) and leave the best-validation weights in it.
+
+    Args:
+        model: any ``nn.Module`` (:class:`shf.models.Autoencoder`: the hand-written fast path).
+        train, val, test: inputs, or ``(inputs, targets)`` (targets ``None``: reconstruct
+            the inputs). Examples are rows (the first dimension).
+        loss: as for :class:`shf.SHF` (``"mse"``, ``"bce"``, ``"cross_entropy"``, a
+            :class:`shf.losses.Loss` or a residual function); the validation loss chooses
+            the best weights and stops LSMR (Alg. 6).
+        optimizer: an :class:`shf.SHF` for ``model`` to continue with (then ``loss``, ``seed``
+            and the hyper-parameters are its own); default: a new one.
+        max_iters, max_time, patience: stop after this many HF iterations, seconds of
+            optimiser time, or iterations without a better validation loss.
+        eval_every: compute the train (and test) loss every this many iterations.
+        seed: the random batches and probes.
+        callback: called with each iteration's record.
+        should_stop: polled after each iteration; True stops with reason ``interrupted``.
+        **hyper: :class:`shf.SHF`'s hyper-parameters (``damping=``, ``solver=``, ``batch=``,
+            ``line_search=``, ``warm_start=``, ``preconditioner=``, ``config=``, ``generic=``).
+    """
+    X, Y = _as_pair(train, "train")
+    Xv, Yv = _as_pair(val, "val")
+    Xt, Yt = _as_pair(test, "test") if test is not None else (Xv[:0], None if Yv is None else Yv[:0])
+    N = X.shape[0]
+    if optimizer is None:
+        opt = SHF(model, loss, train_size=N, seed=seed, **hyper)
+    else:
+        if hyper or loss is not None:
+            raise ConfigError("with optimizer=, give the hyper-parameters and the loss to it, not to fit")
+        if optimizer.model is not model:
+            raise ConfigError("the optimizer was made for another model")
+        opt = optimizer
+    w = opt.weights()
+    opt.problem.check_batch(w, X, Y)
+    opt.problem.check_batch(w, Xv, Yv)
+    if test is not None:
+        opt.problem.check_batch(w, Xt, Yt)
+    data = Split(X, Xv, Xt, "fit", Y, Yv, Yt)
+    loop = LoopConfig(max_iters=max_iters, max_time=max_time, patience=patience, eval_every=eval_every)
+
+    def evaluate(w: list[Tensor], Xe: Tensor, Ye: Tensor | None) -> float:
+        return math.nan if Xe.shape[0] == 0 else float(opt.problem.loss(w, Xe, Ye))
+
+    res = run_loop(
+        data, SHFMethod(opt, data), loop, evaluate=evaluate, seed=seed, on_iteration=callback,
+        should_stop=should_stop, no_half=False,
+    )  # fmt: skip
+    opt.set_weights(res.weights)  # the best-validation weights
+    s = res.summary
+    return FitResult(
+        best_val_loss=float(s["val_error"]),
+        best_iteration=int(s["best_iteration"]),
+        train_loss=float(s["train_error"]),
+        test_loss=None if test is None else float(s["test_error"]),
+        initial_val_loss=float(s["initial_val_error"]),
+        iterations=int(s["hf_iterations"]),
+        stop_reason=str(s["stop_reason"]),
+        time_s=float(s["optimizer_time_s"]),
+        history=res.history,
+        optimizer=opt,
+    )

@@ -1,0 +1,134 @@
+"""SHF's hyper-parameters in small typed groups (what :class:`shf.SHF` and :func:`shf.fit` take).
+
+Each group is one concern of Alg. 1; together they are exactly the fields of the flat
+:class:`shf.optim.step.SHFConfig` (the ``[optimizer]`` section of a configuration file,
+the paper's Table 1 row), to which :func:`to_config` maps them and :func:`from_config`
+maps back. Defaults are the paper's CURVES settings (§6).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from shf.optim.step import SHFConfig
+
+
+@dataclass(frozen=True)
+class Damping:
+    """Levenberg-Marquardt damping (§4.2): start at ``lambda1`` (LSMR's ``damp``, the system
+    is ``A^T A + lambda^2 I``); ``lambda <- lambda/drop`` if ``rho < 1/4``, ``drop lambda`` if
+    ``rho > 3/4``."""
+
+    lambda1: float = 5.0
+    drop: float = 0.99
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """LSMR starts from ``gamma d_prev``; ``gamma <- min(growth gamma, gamma_max)`` (§4.5)."""
+
+    gamma1: float = 0.7
+    growth: float = 1.002
+    gamma_max: float = 0.95
+
+
+@dataclass(frozen=True)
+class Solver:
+    """The inner solver and Alg. 6's stopping rules.
+
+    ``kind``: ``lsmr`` (Alg. 6) or ``cg`` (the same damped, preconditioned system by CG;
+    an ablation). ``maxiter1``: the iteration cap at the first HF iteration (it grows with
+    the batch). ``atol``: LSMR's ``||Abar^T rbar|| <= atol ||Abar|| ||rbar||`` test (CG:
+    ``||r|| <= atol ||rhs||``). ``ftol``, ``miniter``, ``recover``, ``first_check``,
+    ``check_growth``: the validation-merit rules (Alg. 6). ``use_merit``: evaluate the
+    merit at all.
+    """
+
+    kind: str = "lsmr"
+    maxiter1: int = 200
+    atol: float = 1e-8
+    ftol: float = 1e-7
+    miniter: int = 50
+    recover: int = 100
+    first_check: int = 5
+    check_growth: float = 1.25
+    use_merit: bool = True
+
+
+@dataclass(frozen=True)
+class Batch:
+    """The mini-batch schedule: ``n1`` examples at first, at most ``n_max``; ``schedule``
+    ``dynamic`` (Alg. 2 with tolerance ``theta`` and the growth rule: by ``growth`` when the
+    validation loss improved by less than ``rrel_tol`` over ``window`` iterations) or
+    ``fixed`` (``n1`` throughout)."""
+
+    n1: int = 250
+    n_max: int = 2500
+    theta: float = 0.5
+    growth: float = 1.005
+    rrel_tol: float = 0.005
+    window: int = 5
+    schedule: str = "dynamic"
+
+
+@dataclass(frozen=True)
+class LineSearch:
+    """Armijo backtracking (§4): sufficient-decrease constant ``alpha``, at most
+    ``max_backtracks`` halvings."""
+
+    alpha: float = 1e-4
+    max_backtracks: int = 30
+
+
+@dataclass(frozen=True)
+class Init:
+    """The sparse initialisation of eq. (9): ``m0`` nonzero incoming weights per unit, each
+    ``N(0, sigma)``. Used where shf initialises a network (the paper's experiments)."""
+
+    m0: int = 20
+    sigma: float = 1.5
+
+
+# (group field -> SHFConfig field) where the names differ.
+_RENAMED: dict[type, dict[str, str]] = {
+    WarmStart: {"growth": "gamma_growth"},
+    Solver: {"kind": "solver"},
+    Batch: {"growth": "batch_growth", "schedule": "batch_schedule"},
+}
+GROUPS: tuple[type, ...] = (Damping, WarmStart, Solver, Batch, LineSearch, Init)
+
+
+def to_config(
+    *,
+    damping: Damping | None = None,
+    warm_start: WarmStart | None = None,
+    solver: Solver | None = None,
+    batch: Batch | None = None,
+    line_search: LineSearch | None = None,
+    init: Init | None = None,
+    preconditioner: str = "chapelle-erhan",
+) -> SHFConfig:
+    """The flat, validated :class:`SHFConfig` of these groups (``None``: the group's defaults)."""
+    values: dict[str, Any] = {"preconditioner": preconditioner}
+    for cls, part in zip(GROUPS, (damping, warm_start, solver, batch, line_search, init)):
+        part = cls() if part is None else part
+        if not (isinstance(part, cls) and dataclasses.is_dataclass(part)):
+            from shf.errors import ConfigError
+
+            raise ConfigError(f"expected a shf.{cls.__name__}, got {type(part).__name__}")
+        names = _RENAMED.get(cls, {})
+        for f in dataclasses.fields(part):
+            values[names.get(f.name, f.name)] = getattr(part, f.name)
+    return SHFConfig(**values)
+
+
+def from_config(cfg: SHFConfig) -> dict[str, Any]:
+    """The groups of ``cfg`` as keyword arguments of :func:`to_config` (its inverse)."""
+    out: dict[str, Any] = {"preconditioner": cfg.preconditioner}
+    keys = ("damping", "warm_start", "solver", "batch", "line_search", "init")
+    for key, cls in zip(keys, GROUPS):
+        names = _RENAMED.get(cls, {})
+        out[key] = cls(**{f.name: getattr(cfg, names.get(f.name, f.name)) for f in dataclasses.fields(cls)})
+    return out

@@ -1,0 +1,435 @@
+"""One iteration of stochastic Hessian-free optimisation with LSMR (Alg. 1, body of the loop).
+
+Given the weights ``w``, a mini-batch ``X`` and the state carried between iterations
+(``lambda``, ``gamma``, the warm start ``d`` and ``maxiter``), :func:`shf_step`
+
+1. builds ``A = grad R(w; X)``, ``b = -R(w; X)`` and the inverse preconditioner ``c``;
+2. solves ``(A^T A + lambda^2 I) d = A^T b`` with preconditioned LSMR from ``d``,
+   with the validation merit ``phi(d) = f(w + d; X_val)`` (Alg. 6);
+3. computes ``rho`` and applies the Levenberg-Marquardt rule (§4.2);
+4. backtracks ``s`` until Armijo's condition holds and sets ``w <- w + s d``;
+5. decays the warm start ``d <- gamma d``, ``gamma <- min(1.002 gamma, 0.95)`` (§4.5).
+
+The batch schedule (Alg. 2 and the growth rule), validation tracking and stopping
+live in :class:`shf.SHF` and :mod:`shf.fit`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, cast
+
+import torch
+from torch import Tensor
+
+from shf import precond as pc
+from shf import tensorlist as tl
+from shf.curvature.base import CurvatureModel
+from shf.damping import levenberg_marquardt, reduction_ratio
+from shf.errors import require
+from shf.linesearch import armijo_backtracking
+from shf.solvers.cg import cg
+from shf.solvers.lsmr import LsmrStop, lsmr
+from shf.solvers.merit import MeritMonitor
+from shf.solvers.operator import TimedOperator
+
+
+@dataclass
+class SHFConfig:
+    """Hyper-parameters of Alg. 1 and Alg. 6 (defaults: the paper's CURVES run, §6).
+
+    Attributes:
+        lambda1: initial damping ``lambda_1`` (LSMR's ``damp``; the system is
+            ``A^T A + lambda^2 I``, NOTES item 9).
+        drop: Levenberg-Marquardt factor in (0, 1) (§4.2).
+        gamma1, gamma_growth, gamma_max: warm-start decay ``gamma_1`` and its schedule
+            ``gamma <- min(gamma_growth gamma, gamma_max)`` (§4.5).
+        maxiter1: LSMR iteration cap at the first HF iteration (§4.5).
+        atol: LSMR's ``||Abar^T rbar|| <= atol ||Abar|| ||rbar||`` test (§5).
+        ftol: relative merit progress per LSMR iteration below which LSMR stops (§5).
+        miniter, recover: Alg. 6's minimum iterations before a merit stop and the
+            patience for the merit to recover (NOTES: 50 and 100).
+        first_check, check_growth: merit check points ``k = 5, ceil(1.25 k), ...``.
+        theta: Byrd et al.'s variance tolerance in eq. (10).
+        m0, sigma: sparse initialisation, eq. (9).
+        alpha: Armijo constant; ``max_backtracks`` bounds the halvings (deviation: the
+            paper's loop is unbounded).
+        n1, n_max: initial and maximal mini-batch size (Table 1).
+        batch_growth, rrel_tol, window: Alg. 1's growth by 1.005 when
+            ``r_rel < 0.005`` over a window of 5 iterations.
+        preconditioner: ``chapelle-erhan`` (Alg. 3), ``martens`` or ``none``.
+        use_merit: evaluate the validation merit inside LSMR (Alg. 6); off gives
+            plain damped LSMR stopped by ``atol``/``maxiter`` only.
+        solver: ``lsmr`` (Alg. 6) or ``cg`` (ablation: CG on the same preconditioned
+            damped normal equations, same merit rules, residual test ``rtol = atol``).
+        batch_schedule: ``dynamic`` (Alg. 2 and the growth rule) or ``fixed`` (``n = n1``
+            and ``maxiter = maxiter1`` throughout; ablation).
+    """
+
+    lambda1: float = 5.0
+    drop: float = 0.99
+    gamma1: float = 0.7
+    gamma_growth: float = 1.002
+    gamma_max: float = 0.95
+    maxiter1: int = 200
+    atol: float = 1e-8
+    ftol: float = 1e-7
+    miniter: int = 50
+    recover: int = 100
+    first_check: int = 5
+    check_growth: float = 1.25
+    theta: float = 0.5
+    m0: int = 20
+    sigma: float = 1.5
+    alpha: float = 1e-4
+    max_backtracks: int = 30
+    n1: int = 250
+    n_max: int = 2500
+    batch_growth: float = 1.005
+    rrel_tol: float = 0.005
+    window: int = 5
+    preconditioner: str = "chapelle-erhan"
+    use_merit: bool = True
+    solver: str = "lsmr"
+    batch_schedule: str = "dynamic"
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first invalid hyper-parameter."""
+
+        need = require
+
+        def finite(x: float) -> bool:
+            return isinstance(x, (int, float)) and math.isfinite(x)
+
+        need(finite(self.lambda1) and self.lambda1 >= 0, f"lambda1 must be >= 0, got {self.lambda1}")
+        need(finite(self.drop) and 0 < self.drop < 1, f"drop must be in (0, 1), got {self.drop}")
+        need(finite(self.gamma1) and 0 <= self.gamma1 < 1, f"gamma1 must be in [0, 1), got {self.gamma1}")
+        need(
+            finite(self.gamma_max) and 0 <= self.gamma_max < 1,
+            f"gamma_max must be in [0, 1), got {self.gamma_max}",
+        )
+        need(
+            finite(self.gamma_growth) and self.gamma_growth >= 1,
+            f"gamma_growth must be >= 1, got {self.gamma_growth}",
+        )
+        need(
+            isinstance(self.maxiter1, int) and self.maxiter1 >= 1,
+            f"maxiter1 must be a positive integer, got {self.maxiter1}",
+        )
+        need(finite(self.atol) and self.atol >= 0, f"atol must be >= 0, got {self.atol}")
+        need(finite(self.ftol) and self.ftol >= 0, f"ftol must be >= 0, got {self.ftol}")
+        need(isinstance(self.miniter, int) and self.miniter >= 0, f"miniter must be >= 0, got {self.miniter}")
+        need(isinstance(self.recover, int) and self.recover >= 0, f"recover must be >= 0, got {self.recover}")
+        need(
+            isinstance(self.first_check, int) and self.first_check >= 1,
+            f"first_check must be >= 1, got {self.first_check}",
+        )
+        need(
+            finite(self.check_growth) and self.check_growth > 1,
+            f"check_growth must be > 1, got {self.check_growth}",
+        )
+        need(finite(self.theta) and 0 < self.theta < 1, f"theta must be in (0, 1), got {self.theta}")
+        need(isinstance(self.m0, int) and self.m0 >= 1, f"m0 must be a positive integer, got {self.m0}")
+        need(finite(self.sigma) and self.sigma > 0, f"sigma must be > 0, got {self.sigma}")
+        need(finite(self.alpha) and 0 < self.alpha < 1, f"alpha must be in (0, 1), got {self.alpha}")
+        need(
+            isinstance(self.max_backtracks, int) and self.max_backtracks >= 0,
+            f"max_backtracks must be >= 0, got {self.max_backtracks}",
+        )
+        need(isinstance(self.n1, int) and self.n1 >= 2, f"n1 must be an integer >= 2, got {self.n1}")
+        need(
+            isinstance(self.n_max, int) and self.n_max >= self.n1,
+            f"n_max must be an integer >= n1 ({self.n1}), got {self.n_max}",
+        )
+        need(
+            finite(self.batch_growth) and self.batch_growth > 1,
+            f"batch_growth must be > 1, got {self.batch_growth}",
+        )
+        need(finite(self.rrel_tol) and self.rrel_tol >= 0, f"rrel_tol must be >= 0, got {self.rrel_tol}")
+        need(isinstance(self.window, int) and self.window >= 1, f"window must be >= 1, got {self.window}")
+        need(self.solver in ("lsmr", "cg"), f"solver must be 'lsmr' or 'cg', got {self.solver!r}")
+        need(
+            self.batch_schedule in ("dynamic", "fixed"),
+            f"batch_schedule must be 'dynamic' or 'fixed', got {self.batch_schedule!r}",
+        )
+        choices = [p.value for p in pc.Preconditioner]
+        need(
+            self.preconditioner in choices,
+            f"preconditioner must be one of {choices}, got {self.preconditioner!r}",
+        )
+
+
+@dataclass
+class SHFState:
+    """What Alg. 1 carries from one HF iteration to the next."""
+
+    lam: float
+    gamma: float
+    maxiter: int
+    d: list[Tensor] | None = None  # the decayed previous step gamma d (warm start)
+
+    @classmethod
+    def initial(cls, cfg: SHFConfig) -> SHFState:
+        """``lambda <- lambda_1``, ``gamma <- gamma_1``, ``maxiter <- maxiter_1``, ``d <- 0``."""
+        return cls(lam=cfg.lambda1, gamma=cfg.gamma1, maxiter=cfg.maxiter1, d=None)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Tensors and scalars to resume exactly."""
+        return {"lam": self.lam, "gamma": self.gamma, "maxiter": self.maxiter, "d": self.d}
+
+    def load_state_dict(self, s: dict[str, Any]) -> None:
+        """Restore from :meth:`state_dict`."""
+        self.lam, self.gamma, self.maxiter, self.d = s["lam"], s["gamma"], s["maxiter"], s["d"]
+
+
+@dataclass
+class StepInfo:
+    """What happened in one HF iteration (one line of the metrics file).
+
+    The solver's fields are named the same for LSMR and CG (``solver`` says which).
+    The batch-schedule fields (``val_loss`` onwards) are filled by :class:`shf.SHF`'s
+    ``step``, which also runs Alg. 2 and the growth rule; :func:`shf_step` leaves them
+    ``None``.
+    """
+
+    n: int
+    loss: float
+    loss_new: float
+    lam: float
+    lam_next: float
+    gamma: float
+    maxiter: int
+    solver_iterations: int
+    solver_stop: str
+    merit_evaluations: int
+    rho: float
+    model_change: float
+    step: float
+    accepted: bool
+    direction_norm: float
+    solver: str = "lsmr"
+    val_loss_new: float | None = None
+    """``f(w_new; X_val)`` (the model's loss) when the merit already evaluated it, else None."""
+    val_loss: float | None = None
+    """``f(w_new; X_val)``, the validation loss the growth rule reads (given a validation set)."""
+    n_hat: int | None = None
+    """Alg. 2's prediction at the new weights on the same batch (dynamic schedule)."""
+    r_rel: float | None = None
+    """The growth rule's relative validation progress over its window (None at first)."""
+    n_next: int | None = None
+    """The batch size for the next iteration."""
+    maxiter_next: int | None = None
+    """The solver's iteration cap for the next iteration."""
+    times: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary."""
+        return asdict(self)
+
+
+def _solve_cg(
+    A: Any,
+    b: Tensor,
+    lam: float,
+    c: list[Tensor] | None,
+    x0: list[Tensor],
+    maxiter: int,
+    cfg: SHFConfig,
+    merit: Callable[[Any], float] | None,
+) -> tuple[list[Tensor], int, str, int]:
+    """Ablation: CG on the problem LSMR solves, ``(C A^T A C + lambda^2 I) y = C A^T b + lambda^2 y0``.
+
+    In the scaled variable ``y`` (``d = c ∘ y``, ``y0 = x0 / c``) these are the normal
+    equations of ``min ||A C y - b||^2 + lambda^2 ||y - y0||^2``, Alg. 6's problem. Stops:
+    ``||residual|| <= atol ||rhs||`` (CG has no ``||Abar^T rbar||`` estimate; this is the
+    closest test), ``maxiter``, and Alg. 6's merit rules via :class:`MeritMonitor`, whose
+    best iterate is returned.
+    """
+    ones = c if c is not None else [torch.ones_like(t) for t in x0]
+    y0 = tl.div(x0, ones)
+
+    def Bv(y: Any) -> Any:
+        # v -> C A^T A C y + lambda^2 y
+        return tl.axpy(lam * lam, y, tl.mul(ones, A.rmatvec(A.matvec(tl.mul(ones, y)))))
+
+    rhs = tl.axpy(lam * lam, y0, tl.mul(ones, A.rmatvec(b)))
+    monitor = None
+    if merit is not None:
+        monitor = MeritMonitor(
+            merit, y0, ftol=cfg.ftol, miniter=cfg.miniter, recover=cfg.recover, maxiter=maxiter,
+            first_check=cfg.first_check, check_growth=cfg.check_growth, to_x=lambda y: tl.mul(ones, y),
+        )  # fmt: skip
+    y, info = cg(Bv, rhs, x0=y0, maxiter=maxiter, tol=0.0, rtol=cfg.atol, callback=monitor)
+    if monitor is not None:
+        d, _ = monitor.best(info.iterations, y)
+        stop = monitor.stop or info.stop.value
+        return cast(list[Tensor], d), info.iterations, stop, len(monitor.history)
+    return cast(list[Tensor], tl.mul(ones, y)), info.iterations, info.stop.value, 0
+
+
+def shf_step(
+    model: CurvatureModel,
+    w: list[Tensor],
+    X: Tensor,
+    state: SHFState,
+    cfg: SHFConfig,
+    X_val: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    *,
+    Y: Tensor | None = None,
+    Y_val: Tensor | None = None,
+) -> tuple[list[Tensor], StepInfo]:
+    """One HF iteration of Alg. 1 on the mini-batch ``(X, Y)``; updates ``state`` in place.
+
+    ``Y``/``Y_val`` are the targets of the batch and of the validation set (``None``:
+    the inputs, as for the paper's autoencoders).
+
+    Returns the new weights (a new list; ``w`` is not modified) and a :class:`StepInfo`.
+    A direction or loss that is NaN/Inf is rejected: the weights stay as they were,
+    ``lambda`` is raised as for ``rho < 1/4`` and the warm start is reset.
+    """
+    times: dict[str, float] = {}
+    t0 = time.perf_counter()
+    lam = state.lam
+    # A <- grad R(w; X); b <- -R(w; X)
+    A = model.jacobian(w, X, Y)
+    b = -A.residual
+    f0 = A.loss
+    times["forward"] = time.perf_counter() - t0
+
+    t = time.perf_counter()
+    # c <- Precon(w; X)  (Alg. 3, §4.4)
+    c = pc.compute(cfg.preconditioner, A, lam, generator)
+    times["precond"] = time.perf_counter() - t
+
+    # phi(d) := f(w + d; X_val)  (eq. 20)
+    merit: Callable[[Any], float] | None = None
+    merit_time = [0.0]
+    if cfg.use_merit and X_val is not None:
+
+        def merit(d: Any) -> float:
+            tm = time.perf_counter()
+            value = model.loss(tl.add(w, d), X_val, Y_val)  # type: ignore[arg-type]
+            merit_time[0] += time.perf_counter() - tm
+            return value
+
+    t = time.perf_counter()
+    merit_of_d: float | None = None
+    x0 = state.d if state.d is not None else tl.zeros_like(w)
+    # The solver sees A through a timer, so its time splits into products and the rest.
+    A_timed = TimedOperator(A)
+    if cfg.solver == "lsmr":
+        # Solve (A^T A + lambda^2 I) d = A^T b with LSMR(d, A, b, lambda, c; maxiter, atol, ftol, phi)
+        d, info = lsmr(
+            A_timed,
+            b,
+            damp=lam,
+            x0=x0,
+            precond=c,
+            atol=cfg.atol,
+            btol=0.0,  # Alg. 6 has no consistent-system test; only atol, the merit and maxiter
+            conlim=0.0,  # ... and no condition-number stop (0 disables it, as in scipy)
+            maxiter=state.maxiter,
+            merit=merit,
+            ftol=cfg.ftol,
+            miniter=cfg.miniter,
+            recover=cfg.recover,
+            first_check=cfg.first_check,
+            check_growth=cfg.check_growth,
+        )
+        iterations, stop = info.iterations, str(info.stop.value)
+        merit_evals = len(info.merit_history)
+        best = info.best_merit_iteration
+        if merit is not None and best is not None and info.stop is not LsmrStop.X0_SOLVES:
+            # phi(d) for the returned d, which LSMR evaluated: f(w + d; X_val).
+            merit_of_d = dict(info.merit_history).get(best)
+    else:
+        d, iterations, stop, merit_evals = _solve_cg(
+            A_timed, b, lam, c, cast(list[Tensor], x0), state.maxiter, cfg, merit
+        )
+    assert isinstance(d, list)
+    times["solver"] = time.perf_counter() - t - merit_time[0]
+    times["products"] = A_timed.seconds  # part of "solver": the Jacobian products alone
+    times["merit"] = merit_time[0]
+
+    t = time.perf_counter()
+    finite = tl.all_finite(d)
+    if finite:
+        # q(d) = 1/2 d^T A^T A d - d^T A^T b, the undamped model (NOTES item 10)
+        Ad = A.matvec(d)
+        g = A.gradient()  # grad f = A^T R = -A^T b (eq. 6)
+        slope = tl.dot(d, g)  # -d^T A^T b
+        model_change = 0.5 * A.range_norm(Ad) ** 2 + slope
+        f_new = model.loss(tl.add(w, d), X, Y)  # type: ignore[arg-type]
+    else:
+        slope, model_change, f_new = math.nan, math.nan, math.inf
+    # rho <- (f(w + d) - f(w)) / q(d)  (§4.2)
+    rho = reduction_ratio(f_new, f0, model_change)
+    # lambda <- lambda/drop if rho < 1/4; drop*lambda if rho > 3/4
+    lam_next = levenberg_marquardt(lam, rho, cfg.drop)
+    times["rho"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    # Backtracking: s <- 1; while f(w + s d) > f(w) - alpha s d^T A^T b: s <- s/2
+    if finite:
+        ls = armijo_backtracking(
+            lambda s: model.loss(tl.axpy(s, d, w), X, Y),  # type: ignore[arg-type]
+            f0,
+            slope,
+            alpha=cfg.alpha,
+            max_backtracks=cfg.max_backtracks,
+            f_at_one=f_new,
+        )
+        accepted, step, loss_new = ls.accepted, ls.step, ls.f_new
+    else:
+        accepted, step, loss_new = False, 0.0, f0
+    times["linesearch"] = time.perf_counter() - t
+
+    # w <- w + s d
+    w_new = cast(list[Tensor], tl.axpy(step, d, w) if accepted else tl.clone(w))
+    if accepted and not tl.all_finite(w_new):  # never write NaN weights
+        accepted, step, loss_new, w_new = False, 0.0, f0, cast(list[Tensor], tl.clone(w))
+        lam_next = max(lam_next, lam / cfg.drop)
+
+    # With s = 1 the new weights are exactly the w + d the merit was evaluated at (the same
+    # tensor operation), so f(w_new; X_val) is already known: the caller need not recompute it.
+    val_loss_new = merit_of_d if (accepted and step == 1.0 and merit_of_d is not None) else None
+
+    # d <- gamma d; gamma <- min(1.002 gamma, 0.95)  (§4.5)
+    if accepted:
+        state.d = tl.scale(state.gamma, d)  # type: ignore[assignment]
+    else:
+        # Deviation: a rejected direction is not reused as a warm start.
+        state.d = None
+    gamma_used = state.gamma
+    state.gamma = min(cfg.gamma_growth * state.gamma, cfg.gamma_max)
+    state.lam = lam_next
+    times["total"] = time.perf_counter() - t0
+
+    info_out = StepInfo(
+        n=X.shape[0],
+        loss=f0,
+        loss_new=loss_new,
+        lam=lam,
+        lam_next=lam_next,
+        gamma=gamma_used,
+        maxiter=state.maxiter,
+        solver_iterations=iterations,
+        solver_stop=stop,
+        merit_evaluations=merit_evals,
+        solver=cfg.solver,
+        rho=rho if math.isfinite(rho) else float("nan"),
+        model_change=model_change,
+        step=step,
+        accepted=accepted,
+        direction_norm=tl.norm(d) if finite else float("nan"),
+        val_loss_new=val_loss_new,
+        times=times,
+    )
+    return w_new, info_out
