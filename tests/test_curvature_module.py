@@ -1,0 +1,214 @@
+"""The torch.func operator for any nn.Module against float64 references.
+
+References: the dense Jacobian of the model output (``torch.func.jacrev``), the loss Hessian
+in the outputs (``torch.func.hessian``), autograd gradients, and per-example loops. The
+tolerances (1e-10) are float64 round-off of products of a few hundred terms of order one;
+an error in a transpose, a factor B or a 1/sqrt(n) is of order one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from shf import tensorlist as tl
+from shf.curvature.module import ModuleProblem, check_module, curvature_model
+from shf.errors import ConfigError, DataError
+
+F64 = torch.float64
+TOL = {"rtol": 1e-10, "atol": 1e-10}
+
+
+class InPlaceSigmoid(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid_(x * 1.0)  # an in-place activation, as a hand-written net may use
+
+
+def _mlp(out: int = 3) -> nn.Module:
+    return nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3), InPlaceSigmoid(), nn.Linear(3, out))
+
+
+def _cnn(out: int = 3) -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 2, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(2 * 2 * 2, out),
+    )
+
+
+def _batch(kind: str, loss: str, n: int = 6, seed: int = 0) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(seed)
+    model = (_mlp() if kind == "mlp" else _cnn()).to(F64)
+    X = torch.randn(n, 4, dtype=F64) if kind == "mlp" else torch.randn(n, 1, 4, 4, dtype=F64)
+    if loss == "cross_entropy":
+        Y = torch.randint(0, 3, (n,))
+    elif loss == "bce":
+        Y = torch.rand(n, 3, dtype=F64)
+    else:
+        Y = torch.randn(n, 3, dtype=F64)
+    return model, X, Y
+
+
+def _reference(model: nn.Module, loss: str, X: torch.Tensor, Y: torch.Tensor):  # type: ignore[no-untyped-def]
+    """Dense ``J`` (outputs x flat weights), per-example output Hessians ``H_i``, and ``f(w)``."""
+    names = [k for k, _ in model.named_parameters()]
+    w0 = [p.detach().clone() for p in model.parameters()]
+
+    def out(flat: torch.Tensor) -> torch.Tensor:
+        return torch.func.functional_call(model, dict(zip(names, tl.unflatten(flat, w0))), (X,))
+
+    def per_example(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if loss == "mse":
+            return 0.5 * ((z - y) ** 2).sum()
+        if loss == "bce":
+            return nn.functional.binary_cross_entropy_with_logits(z, y, reduction="sum")
+        return nn.functional.cross_entropy(z[None], y[None], reduction="sum")
+
+    flat = tl.flatten(w0)
+    z = out(flat)
+    J = torch.func.jacrev(out)(flat).reshape(z.shape[0], z.shape[1], -1)
+    H = torch.stack([torch.func.hessian(per_example)(z[i], Y[i]) for i in range(z.shape[0])])
+    f = lambda fl: torch.stack([per_example(zi, yi) for zi, yi in zip(out(fl), Y)]).mean()  # noqa: E731
+    return w0, J, H, f, flat
+
+
+CASES = [(kind, loss) for kind in ("mlp", "cnn") for loss in ("mse", "bce", "cross_entropy")]
+
+
+@pytest.mark.parametrize(("kind", "loss"), CASES)
+def test_products_match_the_dense_gauss_newton_matrix(kind: str, loss: str) -> None:
+    model, X, Y = _batch(kind, loss)
+    w0, J, H, _, _ = _reference(model, loss, X, Y)
+    n = X.shape[0]
+    A = ModuleProblem(model, loss).jacobian(w0, X, Y)
+    # G = (1/n) sum_i J_i^T H_i J_i must equal A^T A, column by column
+    G = torch.einsum("iap,iab,ibq->pq", J, H, J) / n
+    P = G.shape[0]
+    AtA = torch.stack(
+        [tl.flatten(A.rmatvec(A.matvec(tl.unflatten(torch.eye(P, dtype=F64)[j], w0)))) for j in range(P)], 1
+    )
+    torch.testing.assert_close(AtA, G, **TOL)
+
+
+@pytest.mark.parametrize(("kind", "loss"), CASES)
+def test_forward_mode_is_the_jacobian_and_reverse_mode_its_adjoint(kind: str, loss: str) -> None:
+    model, X, Y = _batch(kind, loss, seed=1)
+    w0, J, _, _, _ = _reference(model, loss, X, Y)
+    problem = ModuleProblem(model, loss)
+    A = problem.jacobian(w0, X, Y)
+    g = torch.Generator().manual_seed(5)
+    d = [torch.randn(t.shape, generator=g, dtype=F64) for t in w0]
+    u = torch.randn(A.residual.shape, generator=g, dtype=F64)
+    # forward mode: B^T (J d) / sqrt(n)
+    Jd = (J @ tl.flatten(d)).reshape(A.residual.shape[0], -1)
+    torch.testing.assert_close(A.matvec(d), A.point.bt(Jd) / math.sqrt(X.shape[0]), **TOL)
+    # adjoint test: <A d, u> = <d, A^T u>
+    assert tl.dot(A.matvec(d), u) == pytest.approx(tl.dot(d, A.rmatvec(u)), rel=1e-12)
+
+
+@pytest.mark.parametrize(("kind", "loss"), CASES)
+def test_rhs_is_minus_the_autograd_gradient(kind: str, loss: str) -> None:
+    model, X, Y = _batch(kind, loss, seed=2)
+    w0, _, _, f, flat = _reference(model, loss, X, Y)
+    A = ModuleProblem(model, loss).jacobian(w0, X, Y)
+    grad = torch.func.grad(f)(flat)
+    b = -A.residual
+    torch.testing.assert_close(tl.flatten(A.rmatvec(b)), -grad, **TOL)  # A^T b = -grad f
+    torch.testing.assert_close(tl.flatten(A.gradient()), grad, **TOL)
+    assert A.loss == pytest.approx(float(f(flat)), rel=1e-12)
+    assert ModuleProblem(model, loss).loss(w0, X, Y) == pytest.approx(float(f(flat)), rel=1e-12)
+
+
+@pytest.mark.parametrize(("kind", "loss"), [("mlp", "cross_entropy"), ("cnn", "mse"), ("cnn", "bce")])
+def test_per_example_statistics_match_a_loop_over_examples(kind: str, loss: str) -> None:
+    model, X, Y = _batch(kind, loss, n=7, seed=3)
+    w0, J, _, f, flat = _reference(model, loss, X, Y)
+    A = ModuleProblem(model, loss).jacobian(w0, X, Y)
+    n = X.shape[0]
+    g = torch.Generator().manual_seed(9)
+    U = torch.randn(A.residual.shape, generator=g, dtype=F64)
+    # sum_i (J_i^T B_i u_i)^2, with B_i u_i from the loss factor, one example at a time
+    V = A.point.b(U)
+    want = sum((J[i].T @ V[i]) ** 2 for i in range(n))
+    torch.testing.assert_close(tl.flatten(A.per_example_sumsq(U)), want, **TOL)
+    # per-example gradients: their mean is grad f and their squares sum as a loop says
+    G = A.point.grad_z
+    per = [J[i].T @ G[i] for i in range(n)]
+    grad, sumsq = A.per_example_gradient_stats()
+    torch.testing.assert_close(tl.flatten(grad), torch.func.grad(f)(flat), **TOL)
+    torch.testing.assert_close(tl.flatten(sumsq), sum(p * p for p in per), **TOL)
+
+
+def test_per_example_statistics_are_the_same_in_small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shf.curvature import module
+
+    model, X, Y = _batch("mlp", "mse", n=9, seed=4)
+    w0 = [p.detach() for p in model.parameters()]
+    whole = ModuleProblem(model, "mse").jacobian(w0, X, Y).per_example_gradient_stats()
+    monkeypatch.setattr(module, "PER_EXAMPLE_BUDGET", 1)  # one example per vmap call
+    chunked = ModuleProblem(model, "mse").jacobian(w0, X, Y).per_example_gradient_stats()
+    for a, b in zip(whole, chunked):
+        torch.testing.assert_close(tl.flatten(a), tl.flatten(b), **TOL)
+
+
+def test_in_place_activation_gives_the_same_product_on_every_call() -> None:
+    model, X, Y = _batch("mlp", "mse", seed=6)
+    w0 = [p.detach() for p in model.parameters()]
+    A = ModuleProblem(model, "mse").jacobian(w0, X, Y)
+    d = [torch.ones_like(t) for t in w0]
+    first = A.matvec(d)
+    for _ in range(3):
+        torch.testing.assert_close(A.matvec(d), first, rtol=0, atol=0)
+
+
+def test_only_the_chosen_parameters_are_trained() -> None:
+    model, X, Y = _batch("mlp", "mse", seed=7)
+    last = list(model[4].parameters())
+    problem = ModuleProblem(model, "mse", params=last)
+    A = problem.jacobian([p.detach() for p in last], X, Y)
+    assert [t.shape for t in A.gradient()] == [p.shape for p in last]
+    full = ModuleProblem(model, "mse").jacobian([p.detach() for p in model.parameters()], X, Y).gradient()
+    torch.testing.assert_close(tl.flatten(A.gradient()), tl.flatten(full[-2:]), **TOL)
+
+
+def test_layers_that_break_per_example_curvature_are_refused() -> None:
+    with pytest.raises(ConfigError, match=r"BatchNorm1d.*training mode.*model.eval\(\)"):
+        check_module(nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3)))
+    with pytest.raises(ConfigError, match=r"Dropout.*random"):
+        check_module(nn.Sequential(nn.Linear(3, 3), nn.Dropout(0.5)))
+    check_module(nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3), nn.Dropout(0.5)).eval())
+    with pytest.raises(ConfigError, match=r"nn\.Module"):
+        check_module(lambda x: x)  # type: ignore[arg-type]
+
+
+def test_bad_models_and_batches_are_clear_errors() -> None:
+    model, X, Y = _batch("mlp", "cross_entropy")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    with pytest.raises(ConfigError, match="requires grad"):
+        ModuleProblem(model, "cross_entropy")
+    model, X, Y = _batch("mlp", "cross_entropy")
+    problem = ModuleProblem(model, "cross_entropy")
+    w = [p.detach() for p in model.parameters()]
+    with pytest.raises(DataError, match=r"labels must lie in \[0, 2\]"):
+        problem.check_batch(w, X, Y + 3)
+    with pytest.raises(DataError, match="rows"):
+        problem.check_batch(w, X, Y[:-1])
+    with pytest.raises(ConfigError, match="not a parameter of the model"):
+        ModuleProblem(model, "mse", params=[torch.zeros(2, requires_grad=True)])
+
+
+def test_fast_path_is_chosen_only_for_the_models_own_loss_and_parameters() -> None:
+    from shf.models import Autoencoder
+
+    net = Autoencoder((6, 3), dtype=F64)
+    assert curvature_model(net) is net and curvature_model(net, "mse") is net
+    assert isinstance(curvature_model(net, "bce"), ModuleProblem)
+    assert isinstance(curvature_model(net, generic=True), ModuleProblem)
+    assert isinstance(curvature_model(net, params=[net.weights[0]]), ModuleProblem)
+    assert isinstance(curvature_model(_mlp()), ModuleProblem)

@@ -1,0 +1,150 @@
+"""shf.SHF, the torch.optim.Optimizer: state_dict round trip, param groups, refusals."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+from torch import nn
+
+from shf import SHF, Batch, Damping, Solver
+from shf.errors import ConfigError, DataError
+from shf.optim.step import SHFConfig
+
+F64 = torch.float64
+
+
+def _task(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(3, 5, generator=g, dtype=F64) * 2
+    y = torch.randint(0, 3, (300,), generator=g)
+    X = centres[y] + torch.randn(300, 5, generator=g, dtype=F64)
+    return X[:240], y[:240], X[240:], y[240:]
+
+
+def _model(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3)).to(F64)
+
+
+def _steps(
+    opt: SHF, X: torch.Tensor, y: torch.Tensor, val: tuple[torch.Tensor, torch.Tensor], k: int
+) -> list[dict]:
+    out = []
+    for _ in range(k):
+        idx = torch.randperm(X.shape[0], generator=opt.generator)[: opt.batch_size]
+        info = opt.step(X[idx], y[idx], val=val).as_dict()
+        info.pop("times")
+        out.append(info)
+    return out
+
+
+HYPER = {
+    "damping": Damping(lambda1=1.0, drop=0.9),
+    "solver": Solver(maxiter1=20, miniter=5, recover=8),
+    "batch": Batch(n1=30, n_max=120, theta=0.3),
+    "preconditioner": "martens",
+}
+
+
+def test_state_dict_round_trip_continues_bit_for_bit() -> None:
+    X, y, Xv, yv = _task()
+    threads = torch.get_num_threads()
+    model = _model()
+    opt = SHF(model, "cross_entropy", train_size=240, seed=3, **HYPER)
+    whole = _steps(opt, X, y, (Xv, yv), 20)
+    final = [p.detach().clone() for p in model.parameters()]
+
+    model = _model()
+    opt = SHF(model, "cross_entropy", train_size=240, seed=3, **HYPER)
+    first = _steps(opt, X, y, (Xv, yv), 10)
+    buf = io.BytesIO()
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buf)
+    buf.seek(0)
+    saved = torch.load(buf, weights_only=False)
+
+    model2 = _model(seed=99)  # other initial weights: everything must come from the checkpoint
+    opt2 = SHF(model2, "cross_entropy", train_size=240, seed=12345, **HYPER)
+    model2.load_state_dict(saved["model"])
+    opt2.load_state_dict(saved["opt"])
+    second = _steps(opt2, X, y, (Xv, yv), 10)
+    assert torch.get_num_threads() == threads
+    assert first + second == whole
+    assert all(torch.equal(a, b) for a, b in zip(final, model2.parameters()))
+    assert opt2.iterations == 20
+    # The warm start lives in torch's per-parameter state.
+    assert all("warm_start" in opt2.state[p] for p in model2.parameters())
+
+
+def test_loading_a_state_dict_of_other_hyper_parameters_is_refused() -> None:
+    model = _model()
+    sd = SHF(model, "cross_entropy", **HYPER).state_dict()
+    with pytest.raises(ConfigError, match=r"other hyper-parameters.*lambda1"):
+        SHF(model, "cross_entropy", damping=Damping(lambda1=3.0)).load_state_dict(sd)
+    with pytest.raises(ConfigError, match="not an SHF state dict"):
+        SHF(model, "cross_entropy").load_state_dict(torch.optim.SGD(model.parameters(), lr=0.1).state_dict())
+
+
+def test_groups_map_to_the_flat_config_and_back() -> None:
+    from shf.optim.hyper import from_config, to_config
+
+    cfg = SHFConfig(lambda1=7.5, n1=200, n_max=2000, batch_growth=1.01, solver="cg", gamma_growth=1.003)
+    assert to_config(**from_config(cfg)) == cfg
+    assert SHF(_model(), "mse", config=cfg).config == cfg
+
+
+def test_param_groups_select_parameters_but_may_not_set_options() -> None:
+    model = _model()
+    opt = SHF(model, "cross_entropy", params=[{"params": list(model[2].parameters())}])
+    assert len(opt.weights()) == 2 and not opt.fast_path
+    with pytest.raises(ConfigError, match="param groups cannot set options \\(lr\\)"):
+        SHF(model, "cross_entropy", params=[{"params": model.parameters(), "lr": 0.1}])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"loss": "hinge"}, "unknown loss 'hinge'"),
+        ({"damping": Damping(drop=1.5)}, "drop must be in"),
+        ({"solver": Solver(kind="gmres")}, "solver must be 'lsmr' or 'cg'"),
+        ({"batch": Batch(n1=10, n_max=5)}, "n_max must be"),
+        ({"preconditioner": "jacobi"}, "preconditioner must be one of"),
+        ({"config": SHFConfig(), "damping": Damping()}, "either config= or"),
+        ({"train_size": 1}, "train_size must be"),
+    ],
+)
+def test_bad_hyper_parameters_are_refused_in_init(kwargs: dict, match: str) -> None:
+    kwargs = {"loss": "cross_entropy", **kwargs}
+    with pytest.raises(ConfigError, match=match):
+        SHF(_model(), **kwargs)
+
+
+def test_bad_models_and_batches_are_clear_errors() -> None:
+    X, y, _, _ = _task()
+    model = _model()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    with pytest.raises(ConfigError, match="no parameter that requires grad"):
+        SHF(model, "cross_entropy")
+    with pytest.raises(ConfigError, match=r"torch\.nn\.Module"):
+        SHF(lambda x: x, "mse")  # type: ignore[arg-type]
+    opt = SHF(_model(), "cross_entropy")
+    with pytest.raises(DataError, match=r"labels must lie in \[0, 2\]"):
+        opt.step(X[:10], y[:10] + 5)
+    with pytest.raises(DataError, match="integer class labels"):
+        opt.step(X[:10], y[:10].to(F64))
+    with pytest.raises(DataError, match="rows"):
+        opt.step(X[:10], y[:9])
+    with pytest.raises(ConfigError, match="at least 2 examples"):
+        opt.step(X[:1], y[:1])
+    with pytest.raises(DataError, match="model output's shape"):
+        SHF(_model(), "mse").step(X[:10], torch.zeros(10, 4, dtype=F64))
+
+
+def test_step_without_validation_keeps_the_batch_size() -> None:
+    X, y, _, _ = _task()
+    opt = SHF(_model(), "cross_entropy", batch=Batch(n1=30, n_max=120))
+    info = opt.step(X[:30], y[:30])
+    assert info.val_loss is None and info.n_hat is not None and opt.batch_size == 30
+    assert info.solver_stop in ("maxiter", "lsq_solved")  # no merit without a validation set
