@@ -8,10 +8,11 @@ import torch
 from shf.data.curves import generate_curves
 from shf.data.split import make_split
 from shf.errors import ConfigError
+from shf.experiments.methods import first_order_method
 from shf.experiments.run import squared_error
 from shf.fit import LoopConfig, run_loop
 from shf.models.autoencoder import Autoencoder
-from shf.optim.first_order import FirstOrder, FirstOrderConfig
+from shf.optim.first_order import FirstOrderConfig
 from shf.optim.hf import HFConfig, MartensHF
 
 
@@ -46,7 +47,7 @@ def test_martens_hf_lowers_validation_error(loss):
 def test_first_order_lowers_validation_error(opt, lr):
     net = Autoencoder((784, 32, 6))
     data = _data()
-    method = FirstOrder(net, data, FirstOrderConfig(optimizer=opt, lr=lr, batch_size=50))
+    method = first_order_method(net, data, FirstOrderConfig(optimizer=opt, lr=lr, batch_size=50), 0)
     res = run_loop(data, method, LoopConfig(max_iters=5), evaluate=squared_error(net))
     assert res.summary["val_error"] < 0.7 * res.summary["initial_val_error"]
     assert res.history[0]["updates"] == 6  # one epoch of 300 rows in batches of 50
@@ -56,7 +57,7 @@ def test_first_order_lowers_validation_error(opt, lr):
 def test_first_order_divergence_never_writes_nan():
     net = Autoencoder((784, 32, 6))
     data = _data()
-    method = FirstOrder(net, data, FirstOrderConfig(optimizer="sgd", lr=1e6, batch_size=50))
+    method = first_order_method(net, data, FirstOrderConfig(optimizer="sgd", lr=1e6, batch_size=50), 0)
     res = run_loop(data, method, LoopConfig(max_iters=3), evaluate=squared_error(net))
     assert all(bool(torch.isfinite(W).all()) for W in res.weights)
 

@@ -22,6 +22,7 @@ from typing import Any, Union
 
 import tomllib
 
+from shf.data.registry import DataConfig as DataConfig
 from shf.errors import ConfigError
 from shf.fit import LoopConfig
 from shf.optim.first_order import FirstOrderConfig
@@ -30,46 +31,6 @@ from shf.optim.step import SHFConfig
 
 DTYPES = ("float32", "float64")
 NONE_WORDS = ("none", "null")  # spell "no value" for an optional key in an override
-
-
-@dataclass
-class DataConfig:
-    """Which data set and how to split it.
-
-    Attributes:
-        dataset: one of :data:`shf.data.registry.DATASETS` (see that module).
-        path: a data file or directory; ``None`` for the built-in/synthetic/cached source.
-        n_train, n_val, n_test: split sizes (``None``: the paper's, Table 1).
-        seed: seed of the synthetic generator and of the split.
-        cache_dir: download cache (default ``$SHF_DATA_DIR`` or ``~/.cache/shf``).
-        download: allow downloading MNIST when it is not cached.
-        fractions, label_column, scale_255, key: a user's own file (``dataset = "own"``):
-            train/val/test fractions, a label column to drop (name or index), divide
-            0..255 values by 255, the array's key in an ``.npz``.
-    """
-
-    dataset: str = "curves"
-    path: str | None = None
-    n_train: int | None = None
-    n_val: int | None = None
-    n_test: int | None = None
-    seed: int = 0
-    cache_dir: str | None = None
-    download: bool = True
-    fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
-    label_column: int | str | None = None
-    scale_255: bool = False
-    key: str | None = None
-
-    def __post_init__(self) -> None:
-        from shf.data.registry import DATASETS
-
-        if self.dataset not in DATASETS:
-            raise ConfigError(f"data.dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
-        for k in ("n_train", "n_val", "n_test"):
-            v = getattr(self, k)
-            if v is not None and v < 1:
-                raise ConfigError(f"data.{k} must be a positive integer, got {v}")
 
 
 @dataclass

@@ -17,7 +17,7 @@ Splits (sizes are always given in the order **(train, val, test)**):
   first ``n_test`` images of the 10,000 test images, in file order (the whole test set by
   default, independent of the seed).
 * :func:`load_mnist_t10k`: a stand-in for machines that have only the MNIST test set
-  (``t10k-images-idx3-ubyte``, e.g. ``../shared/data/mnist-t10k``): its 10,000 images are cut
+  (``t10k-images-idx3-ubyte``, a path or the download cache): its 10,000 images are cut
   by a seeded permutation into 6,000 / 2,000 / 2,000 (default). Results on it are *not*
   comparable with the paper's MNIST numbers (5x less training data).
 
@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Final
 
 import numpy as np
+import numpy.typing as npt
 
 from shf.data.download import cache_dir, fetch, file_md5
 from shf.data.idx import idx_content_md5, read_idx
@@ -59,6 +60,8 @@ TRAIN_IMAGES: Final[str] = "train-images-idx3-ubyte"
 """Stem of the training images file (``.gz`` optional)."""
 TEST_IMAGES: Final[str] = "t10k-images-idx3-ubyte"
 """Stem of the test images file (``.gz`` optional)."""
+TEST_LABELS: Final[str] = "t10k-labels-idx1-ubyte"
+"""Stem of the test labels file (``.gz`` optional)."""
 
 PAPER_SIZES: Final[tuple[int, int, int]] = (50000, 10000, 10000)
 """The paper's MNIST split, **(train, val, test)**."""
@@ -94,8 +97,6 @@ FASHION_MNIST_CONTENT_MD5: Final[dict[str, str]] = {
 """md5 sums of the decompressed Fashion-MNIST files (upstream = Debian package content)."""
 FASHION_MNIST_DIR: Final[Path] = Path("/usr/share/datasets/fashion-mnist")
 """Where the Debian package ``dataset-fashion-mnist`` installs Fashion-MNIST."""
-T10K_DIR_NAMES: Final[tuple[str, ...]] = ("../shared/data/mnist-t10k", "shared/data/mnist-t10k")
-"""Relative locations searched for the MNIST test set by :func:`load_mnist_t10k`."""
 
 _MNIST_SUBDIR: Final[str] = "mnist"
 
@@ -314,21 +315,9 @@ def load_fashion_mnist(
 
 
 def t10k_candidates(cache: str | os.PathLike[str] | None = None) -> list[Path]:
-    """Directories :func:`load_mnist_t10k` searches, in order.
-
-    ``../shared/data/mnist-t10k`` and ``shared/data/mnist-t10k`` relative to the working
-    directory and to the source checkout (the directory above ``src/``), then the MNIST
-    download cache ``<cache>/mnist``.
-    """
-    roots = [Path.cwd(), Path(__file__).resolve().parents[3]]
-    out: list[Path] = []
-    for root in roots:
-        for rel in T10K_DIR_NAMES:
-            p = (root / rel).resolve()
-            if p not in out:
-                out.append(p)
-    out.append(cache_dir(cache) / _MNIST_SUBDIR)
-    return out
+    """Directories :func:`load_mnist_t10k` searches when no path is given: the MNIST
+    download cache ``<cache>/mnist`` (the library never looks into a development checkout)."""
+    return [cache_dir(cache) / _MNIST_SUBDIR]
 
 
 def load_mnist_t10k(
@@ -340,6 +329,7 @@ def load_mnist_t10k(
     download: bool = True,
     cache: str | os.PathLike[str] | None = None,
     progress: bool = True,
+    labels: bool = False,
 ) -> Split:
     """The 10,000 MNIST test images, split by a seed into train / val / test: a small stand-in.
 
@@ -351,7 +341,7 @@ def load_mnist_t10k(
 
     Args:
         path: the directory with the file; default: the first of :func:`t10k_candidates`
-            that holds it (e.g. ``../shared/data/mnist-t10k``).
+            that holds it (the download cache).
         seed: seed of the permutation.
         sizes: (train, val, test), summing to at most 10,000.
         verify: check the decompressed content against the official md5
@@ -361,6 +351,8 @@ def load_mnist_t10k(
             :data:`MNIST_MIRRORS`.
         cache: the cache directory (default :func:`shf.data.download.cache_dir`).
         progress: show the download progress bar.
+        labels: attach the digits (``t10k-labels-idx1-ubyte[.gz]`` beside the images,
+            downloaded the same way) as the targets, for classification.
     """
     n_train, n_val, n_test = check_sizes(sizes)
     seed = check_seed(seed)
@@ -386,5 +378,23 @@ def load_mnist_t10k(
             f"MNIST-t10k: sizes {(n_train, n_val, n_test)} need {n_train + n_val + n_test} images, "
             f"{file} holds {x.shape[0]}"
         )
+    digits = None
+    if labels:
+        digits = _t10k_labels(file.parent, x.shape[0], verify=verify, cache=cache, progress=progress)
     logger.info("MNIST-t10k stand-in from %s: %d / %d / %d", file, n_train, n_val, n_test)
-    return seeded_split(x, (n_train, n_val, n_test), seed, "MNIST-t10k (stand-in)")
+    return seeded_split(x, (n_train, n_val, n_test), seed, "MNIST-t10k (stand-in)", digits)
+
+
+def _t10k_labels(
+    directory: Path, n: int, *, verify: bool, cache: str | os.PathLike[str] | None, progress: bool
+) -> npt.NDArray[np.int64]:
+    """The MNIST test labels beside the images (or downloaded into the cache), checked."""
+    file = find_idx_file(directory, TEST_LABELS)
+    if file is None:
+        filename = f"{TEST_LABELS}.gz"
+        urls = [base + filename for base in MNIST_MIRRORS]
+        file = fetch(urls, filename, MNIST_GZ_MD5[filename], cache_dir(cache) / _MNIST_SUBDIR, progress)
+    y = read_idx(file, md5=MNIST_CONTENT_MD5[TEST_LABELS] if verify else None)
+    if y.ndim != 1 or y.shape[0] != n or y.dtype.kind not in "iu" or (y.size and int(y.max()) > 9):
+        raise DataError(f"{file}: expected {n} labels 0..9 (a 1-D IDX array), got {y.shape} {y.dtype}")
+    return y.astype(np.int64)

@@ -26,6 +26,7 @@ training. :func:`permuted_parts` is the cut shared by all loaders of :mod:`shf.d
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gzip
 import io
 import logging
@@ -39,6 +40,7 @@ from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
+import torch
 
 from shf.data.split import Split, make_split
 from shf.errors import ConfigError, DataError, DataFileNotFoundError
@@ -100,10 +102,23 @@ def permuted_parts(n_rows: int, sizes: Sequence[int], seed: int) -> list[IndexAr
     return parts
 
 
-def seeded_split(x: FloatImages, sizes: tuple[int, int, int], seed: int, name: str) -> Split:
-    """Cut the rows of ``x`` into train / val / test with :func:`permuted_parts`; check them."""
+def seeded_split(
+    x: FloatImages,
+    sizes: tuple[int, int, int],
+    seed: int,
+    name: str,
+    labels: npt.NDArray[np.int64] | None = None,
+) -> Split:
+    """Cut the rows of ``x`` (and of ``labels``, if given, as the targets) into train / val /
+    test with :func:`permuted_parts`; check them."""
     tr, va, te = permuted_parts(x.shape[0], sizes, seed)
-    return make_split(x[tr], x[va], x[te], name)
+    split = make_split(x[tr], x[va], x[te], name)
+    if labels is None:
+        return split
+    y = torch.as_tensor(np.asarray(labels, dtype=np.int64))
+    return dataclasses.replace(
+        split, train_targets=y[tr], val_targets=y[va], test_targets=y[te], name=f"{name}, labelled"
+    )
 
 
 def to_unit_range(x: npt.NDArray[Any], what: str, *, scale_255: bool) -> FloatImages:

@@ -17,17 +17,53 @@ Data sets (``data.dataset``):
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from shf.data.split import Split, make_split
 from shf.errors import ConfigError, DataError
 
-if TYPE_CHECKING:
-    from shf.config import DataConfig
-
 DATASETS = ("curves", "mnist", "fashion-mnist", "mnist-t10k", "usps", "own")
 USPS_URL = "https://cs.nyu.edu/~roweis/data/usps_all.mat"
+
+
+@dataclass
+class DataConfig:
+    """Which data set and how to split it.
+
+    Attributes:
+        dataset: one of :data:`DATASETS` (see the module docstring).
+        path: a data file or directory; ``None`` for the built-in/synthetic/cached source.
+        n_train, n_val, n_test: split sizes (``None``: the paper's, Table 1).
+        seed: seed of the synthetic generator and of the split.
+        cache_dir: download cache (default ``$SHF_DATA_DIR`` or ``~/.cache/shf``).
+        download: allow downloading MNIST when it is not cached.
+        fractions, label_column, scale_255, key: a user's own file (``dataset = "own"``):
+            train/val/test fractions, a label column to drop (name or index), divide
+            0..255 values by 255, the array's key in an ``.npz``.
+    """
+
+    dataset: str = "curves"
+    path: str | None = None
+    n_train: int | None = None
+    n_val: int | None = None
+    n_test: int | None = None
+    seed: int = 0
+    cache_dir: str | None = None
+    download: bool = True
+    fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
+    label_column: int | str | None = None
+    scale_255: bool = False
+    key: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ConfigError(f"data.dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
+        for k in ("n_train", "n_val", "n_test"):
+            v = getattr(self, k)
+            if v is not None and v < 1:
+                raise ConfigError(f"data.{k} must be a positive integer, got {v}")
+
 
 
 def _sizes(cfg: DataConfig, default: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -40,22 +76,25 @@ def _usps_path(cfg: DataConfig) -> Path:
         return Path(cfg.path)
     from shf.data.download import cache_dir
 
-    here = Path(__file__).resolve().parents[3]
-    candidates = [cache_dir(cfg.cache_dir) / "usps_all.mat"]
-    for root in (Path.cwd(), here):
-        candidates += [root / "../shared/data/usps/usps_9298.mat", root / "shared/data/usps/usps_9298.mat"]
-    for c in candidates:
-        if c.is_file():
-            return c.resolve()
+    # Only the download cache: the library never looks into a development checkout.
+    candidate = cache_dir(cfg.cache_dir) / "usps_all.mat"
+    if candidate.is_file():
+        return candidate.resolve()
     raise DataError(
         f"no USPS file found: give data.path (--data-path), or download {USPS_URL} "
-        f"and put it in {candidates[0].parent} as usps_all.mat"
+        f"and put it in {candidate.parent} as usps_all.mat"
     )
 
 
-def load_dataset(cfg: DataConfig) -> Split:
-    """Load and check the data set named by ``cfg``."""
+LABELLED = ("mnist-t10k", "usps")
+"""Data sets whose loaders can attach class labels (``load_dataset(..., labels=True)``)."""
+
+
+def load_dataset(cfg: DataConfig, *, labels: bool = False) -> Split:
+    """Load and check the data set named by ``cfg`` (with class labels as targets if ``labels``)."""
     name = cfg.dataset
+    if labels and name not in LABELLED:
+        raise ConfigError(f"classification needs labels, which only {', '.join(LABELLED)} have; got {name!r}")
     if name == "curves":
         from shf.data.curves import PAPER_SPLIT, load_curves
 
@@ -82,14 +121,15 @@ def load_dataset(cfg: DataConfig) -> Split:
         from shf.data.mnist import T10K_SIZES, load_mnist_t10k
 
         return load_mnist_t10k(
-            cfg.path, seed=cfg.seed, sizes=_sizes(cfg, T10K_SIZES), download=cfg.download, cache=cfg.cache_dir
-        )
+            cfg.path, seed=cfg.seed, sizes=_sizes(cfg, T10K_SIZES), download=cfg.download,
+            cache=cfg.cache_dir, labels=labels,
+        )  # fmt: skip
     if name == "usps":
         from shf.data.usps import default_sizes, load_usps, read_usps_mat
 
         path = _usps_path(cfg)
         n = len(read_usps_mat(path).images)
-        return load_usps(path, seed=cfg.seed, sizes=_sizes(cfg, default_sizes(n)))
+        return load_usps(path, seed=cfg.seed, sizes=_sizes(cfg, default_sizes(n)), labels=labels)
     if name == "own":
         from shf.data.own import load_own
 

@@ -160,6 +160,7 @@ def load_usps(
     *,
     seed: int = 0,
     sizes: tuple[int, int, int] | None = None,
+    labels: bool = False,
 ) -> Split:
     """USPS from a ``.mat`` file, split with a seed (see the module docstring).
 
@@ -168,6 +169,8 @@ def load_usps(
         seed: seed of the permutation.
         sizes: (train, val, test); default :func:`default_sizes` of the number of images,
             i.e. 8,000 / 1,000 / 2,000 for 11,000 images, 6,762 / 845 / 1,691 for 9,298.
+        labels: attach the digits 0..9 as the targets (classification); the split of the
+            images is the same either way.
 
     Returns:
         A :class:`Split` named ``"USPS (11000)"``-style after the layout and image count.
@@ -182,4 +185,4 @@ def load_usps(
         raise ConfigError(f"USPS: sizes {chosen} need {sum(chosen)} images but {path} holds {n}")
     name = f"USPS ({n})" if u.layout.startswith("9298") else f"USPS (usps_all.mat, {n})"
     logger.info("%s from %s: %s (train, val, test)", name, path, chosen)
-    return seeded_split(u.images, chosen, seed, name)
+    return seeded_split(u.images, chosen, seed, name, u.digits if labels else None)

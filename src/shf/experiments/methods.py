@@ -3,20 +3,36 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import torch
 
 from shf.config import ExperimentConfig
+from shf.curvature.mlp import objective_tensor
 from shf.data.split import Split
 from shf.errors import ConfigError
 from shf.fit import Method, SHFMethod
 from shf.models.autoencoder import Autoencoder, sparse_init
-from shf.optim.first_order import FirstOrder
+from shf.optim.first_order import FirstOrder, FirstOrderConfig
 from shf.optim.hf import MartensHF
 from shf.optim.shf import SHF
 from shf.optim.step import SHFConfig
 
 METHODS = ("shf-lsmr", "shf-cg", "martens-hf", "adam", "sgd")
+
+
+def sparse_init_of(
+    net: Autoencoder, m0: int, sigma: float, data: Split
+) -> Callable[[torch.Generator], list[torch.Tensor]]:
+    """``generator -> w``: the sparse initialisation of eq. (9) in the data's dtype and device."""
+    X = data.train
+    return lambda gen: sparse_init(net, m0=m0, sigma=sigma, generator=gen, dtype=X.dtype, device=X.device)
+
+
+def first_order_method(net: Autoencoder, data: Split, cfg: FirstOrderConfig, seed: int) -> FirstOrder:
+    """Adam or SGD on the autoencoder's objective from the sparse initialisation (``m0``, ``sigma``)."""
+    init = sparse_init_of(net, cfg.m0, cfg.sigma, data)
+    return FirstOrder(lambda w, X, Y: objective_tensor(net, w, X, Y), init, data, cfg, seed)
 
 
 def shf_method(net: Autoencoder, data: Split, cfg: SHFConfig, seed: int) -> SHFMethod:
@@ -46,5 +62,5 @@ def build_method(name: str, net: Autoencoder, data: Split, cfg: ExperimentConfig
     if name == "martens-hf":
         return MartensHF(net, data, cfg.hf, seed)
     if name in ("adam", "sgd"):
-        return FirstOrder(net, data, dataclasses.replace(cfg.first_order, optimizer=name), seed)
+        return first_order_method(net, data, dataclasses.replace(cfg.first_order, optimizer=name), seed)
     raise ConfigError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")

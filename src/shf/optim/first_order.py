@@ -1,14 +1,17 @@
-"""First-order baselines from ``torch.optim`` on the same autoencoder: Adam and SGD with Nesterov momentum.
+"""First-order baselines from ``torch.optim``: Adam and SGD with Nesterov momentum.
 
 One "iteration" of the training loop is ``steps`` mini-batch updates (by default one
 epoch), so validation tracking, metrics and time limits work as for the HF methods.
-Gradients come from autograd on the model's objective (squared error or cross-entropy).
+Gradients come from autograd on a differentiable ``objective(w, X, Y)`` (for the paper's
+autoencoders the squared error or cross-entropy of :mod:`shf.curvature.mlp`; for any
+module its loss through ``torch.func.functional_call``).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +20,6 @@ from torch import Tensor
 
 from shf.data.split import Split
 from shf.errors import ConfigError
-from shf.models.autoencoder import CROSS_ENTROPY, LOGISTIC, Autoencoder, affine, sparse_init
 
 OPTIMIZERS = ("adam", "sgd")
 
@@ -47,32 +49,36 @@ class FirstOrderConfig:
             raise ConfigError(f"steps must be >= 1, got {self.steps}")
 
 
-def objective_tensor(net: Autoencoder, w: list[Tensor], X: Tensor) -> Tensor:
-    """The differentiable training objective on a batch (mean over rows)."""
-    S = X
-    Z = X
-    for act, W in zip(net.activations, w):
-        Z = affine(S, W)
-        S = torch.sigmoid(Z) if act == LOGISTIC else Z
-    if net.loss_name == CROSS_ENTROPY:
-        return (torch.nn.functional.softplus(Z) - X * Z).sum() / X.shape[0]
-    return 0.5 * ((S - X) ** 2).sum() / X.shape[0]
+Objective = Callable[[list[Tensor], Tensor, "Tensor | None"], Tensor]
+"""``objective(w, X, Y)``: the mean training loss on a batch, differentiable in ``w``."""
 
 
 class FirstOrder:
-    """Adam or SGD-Nesterov as a :class:`shf.fit.Method`."""
+    """Adam or SGD-Nesterov as a :class:`shf.fit.Method`.
 
-    def __init__(self, net: Autoencoder, data: Split, cfg: FirstOrderConfig, seed: int = 0) -> None:
-        self.net, self.data, self.cfg = net, data, cfg
+    Args:
+        objective: the differentiable mean loss ``objective(w, X, Y)``.
+        init: ``generator -> w``, the initial weights (drawn first from the method's generator).
+        data: the split (targets ``data.train_targets``, or the inputs).
+        cfg: the optimizer and its settings.
+        seed: seeds the generator of the initialisation and the batches.
+    """
+
+    def __init__(
+        self,
+        objective: Objective,
+        init: Callable[[torch.Generator], list[Tensor]],
+        data: Split,
+        cfg: FirstOrderConfig,
+        seed: int = 0,
+    ) -> None:
+        self.objective, self.init, self.data, self.cfg = objective, init, data, cfg
         self.gen = torch.Generator().manual_seed(seed)
         self.params: list[Tensor] = []
         self.opt: torch.optim.Optimizer | None = None
 
     def init_weights(self) -> list[Tensor]:
-        X = self.data.train
-        w = sparse_init(
-            self.net, m0=self.cfg.m0, sigma=self.cfg.sigma, generator=self.gen, dtype=X.dtype, device=X.device
-        )
+        w = self.init(self.gen)
         self.params = [W.clone().requires_grad_(True) for W in w]
         if self.cfg.optimizer == "adam":
             self.opt = torch.optim.Adam(self.params, lr=self.cfg.lr)
@@ -97,7 +103,8 @@ class FirstOrder:
                 perm = torch.randperm(N, generator=self.gen).to(X.device)
                 idx = perm[:bs]
             self.opt.zero_grad(set_to_none=True)
-            f = objective_tensor(self.net, self.params, X[idx])
+            Y = self.data.train_targets
+            f = self.objective(self.params, X[idx], None if Y is None else Y[idx])
             f.backward()  # type: ignore[no-untyped-call]
             if not all(bool(torch.isfinite(p.grad).all()) for p in self.params if p.grad is not None):
                 break  # a non-finite gradient: stop this iteration before it reaches the weights
