@@ -48,7 +48,7 @@ def _positive_float(text: str) -> float:
 _SIMPLE_FLAGS = (
     ("seed", "run.seed"), ("max_time", "run.max_time"), ("max_iters", "run.max_iters"),
     ("encoder", "model.encoder"), ("dtype", "run.dtype"), ("threads", "run.threads"),
-    ("device", "run.device"), ("dataset", "data.dataset"),
+    ("device", "run.device"), ("dataset", "data.dataset"), ("task", "model.task"), ("arch", "model.arch"),
 )  # fmt: skip
 _PATH_FLAGS = (("data_path", "data.path"), ("data_dir", "data.cache_dir"))
 _FLAG_NAMES = frozenset(
@@ -58,6 +58,14 @@ _FLAG_NAMES = frozenset(
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     """The data-set flags shared by ``train`` and ``compare``."""
+    m = p.add_argument_group("task")
+    m.add_argument(
+        "--task",
+        choices=["autoencoder", "classify"],
+        default=None,
+        help="autoencoder (the paper's) or classify (labels of usps or mnist-t10k, softmax cross-entropy)",
+    )
+    m.add_argument("--arch", choices=["mlp", "cnn"], default=None, help="classifier (with --task classify)")
     d = p.add_argument_group("data")
     d.add_argument("--dataset", default=None, help="curves, mnist, fashion-mnist, mnist-t10k, usps or own")
     d.add_argument(

@@ -33,18 +33,46 @@ DTYPES = ("float32", "float64")
 NONE_WORDS = ("none", "null")  # spell "no value" for an optional key in an override
 
 
+TASKS = ("autoencoder", "classify")
+ARCHS = ("mlp", "cnn")
+
+
 @dataclass
 class ModelConfig:
-    """The autoencoder: encoder sizes (decoder mirrored), the code layer's units and the
-    training objective (``squared``, the paper's, or ``cross_entropy``, Martens')."""
+    """The model.
 
+    Attributes:
+        task: ``autoencoder`` (the paper's: ``encoder`` sizes, decoder mirrored, ``linear_code``,
+            ``loss`` = ``squared`` or ``cross_entropy`` on logistic outputs) or ``classify``
+            (a classifier of the data set's labels, softmax cross-entropy; ``arch`` = ``mlp``
+            with tanh layers of ``hidden`` units, or ``cnn``, two 5x5 convolutions of
+            ``channels`` maps).
+    """
+
+    task: str = "autoencoder"
     encoder: list[int] = field(default_factory=lambda: [784, 400, 200, 100, 50, 25, 6])
     linear_code: bool = False
     loss: str = "squared"
+    arch: str = "mlp"
+    hidden: list[int] = field(default_factory=lambda: [128, 64])
+    channels: list[int] = field(default_factory=lambda: [8, 16])
+    classes: int = 10
 
     def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ConfigError(f"model.task must be one of {TASKS}, got {self.task!r}")
         if len(self.encoder) < 2 or any(isinstance(m, bool) or m < 1 for m in self.encoder):
             raise ConfigError(f"model.encoder must list at least two positive sizes, got {self.encoder}")
+        if self.arch not in ARCHS:
+            raise ConfigError(f"model.arch must be one of {ARCHS}, got {self.arch!r}")
+        if not self.hidden or any(m < 1 for m in self.hidden):
+            raise ConfigError(f"model.hidden must list positive sizes, got {self.hidden}")
+        if len(self.channels) != 2 or any(m < 1 for m in self.channels):
+            raise ConfigError(f"model.channels must be two positive counts, got {self.channels}")
+        if self.classes < 2:
+            raise ConfigError(f"model.classes must be >= 2, got {self.classes}")
+        if self.task == "classify" and self.loss != "squared":
+            raise ConfigError("model.loss is the autoencoder's; a classifier uses softmax cross-entropy")
 
 
 @dataclass

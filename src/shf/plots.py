@@ -65,8 +65,10 @@ def figure2(
     title: str | None = None,
     no_half: bool = False,
     log_y: bool = True,
+    ylabel: str | None = None,
 ) -> Path:
-    """Training (dotted) and test (solid) error against time, one colour per run."""
+    """Training (dotted) and test (solid) error against time, one colour per run
+    (``ylabel``: the axis label, default the paper's squared-error scale)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -84,7 +86,7 @@ def figure2(
         ax.plot(*_series(metrics, "test_error" + suffix), ls="-", color=c, lw=1.5, label=label)
     ax.set_xlabel("optimiser time (s)")
     scale = "mean squared error per case" if no_half else "1/2 mean squared error per case"
-    ax.set_ylabel(f"error ({scale})")
+    ax.set_ylabel(ylabel or f"error ({scale})")
     if log_y:
         ax.set_yscale("log")
     ax.set_title(title or "Training (dotted) and test (solid) error vs time")

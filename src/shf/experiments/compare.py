@@ -76,6 +76,14 @@ def compare(
     target: float | None = None,
 ) -> dict[str, Any]:
     """Run the methods and write the table and figure; return the JSON record."""
+    classify = cfg.model.task == "classify"
+    if classify:
+        from shf.experiments.classify import METHODS as CLASSIFY_METHODS
+
+        for m in methods:
+            if m not in CLASSIFY_METHODS:
+                choices = ", ".join(CLASSIFY_METHODS)
+                raise ConfigError(f"method {m!r} does not train classifiers; choose from {choices}")
     for m in methods:
         if m not in METHODS:
             raise ConfigError(f"unknown method {m!r}; choose from {', '.join(METHODS)}")
@@ -118,8 +126,9 @@ def compare(
             "best_val_error": s["val_error"],
             "train_error": s["train_error"],
             "test_error": s["test_error"],
-            "train_error_no_half": s["train_error_no_half"],
-            "test_error_no_half": s["test_error_no_half"],
+            "train_error_no_half": s.get("train_error_no_half"),
+            "test_error_no_half": s.get("test_error_no_half"),
+            "test_accuracy": s.get("test_accuracy"),
             "time_to_target_s": reach,
             "examples_processed": s["examples_processed"],
             "peak_rss_mb": s.get("peak_rss_mb"),
@@ -129,7 +138,9 @@ def compare(
         })  # fmt: skip
     record = {
         "dataset": next(iter(results.values()))["dataset"],
-        "encoder": cfg.model.encoder,
+        "encoder": cfg.model.encoder if not classify else None,
+        "task": cfg.model.task,
+        "arch": cfg.model.arch if classify else None,
         "seed": cfg.run.seed,
         "budget_s": budget,
         "target_test_error": tgt,
@@ -147,6 +158,7 @@ def compare(
         root / "compare.png",
         labels=list(results),
         title=f"{record['dataset']}: train (dotted) and test (solid) error, budget {budget:g} s",
+        ylabel="mean cross-entropy" if classify else None,
     )
     return record
 
@@ -157,6 +169,8 @@ def _f(x: Any, spec: str = ".4f") -> str:
 
 def markdown(record: dict[str, Any]) -> str:
     """The comparison table."""
+    if record.get("task") == "classify":
+        return _markdown_classify(record)
     lines = [
         f"Data: {record['dataset']}, encoder {'-'.join(map(str, record['encoder']))}, seed {record['seed']}, "
         f"budget {record['budget_s']:g} s optimiser time per method; target test error "
@@ -177,5 +191,31 @@ def markdown(record: dict[str, Any]) -> str:
     for m, trial in record.get("lr_sweeps", {}).items():
         lines.append("")
         lines.append(f"{m} learning-rate sweep (val error after a short run): " + ", ".join(
+            f"lr {t['lr']:g}: {_f(t['val_error'])}" for t in trial))  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def _markdown_classify(record: dict[str, Any]) -> str:
+    """The comparison table of a classification task (cross-entropy and accuracy)."""
+    lines = [
+        f"Data: {record['dataset']}, classifier {record['arch']}, seed {record['seed']}, "
+        f"budget {record['budget_s']:g} s optimiser time per method; target test cross-entropy "
+        f"{record['target_test_error']:.4f}. Errors are mean softmax cross-entropy; accuracy and test "
+        "cross-entropy are at the best-validation iteration.",
+        "",
+        "| method | best val CE | train CE | test CE | test accuracy | time to target (s) "
+        "| examples | peak RSS (MB) | iterations |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in record["rows"]:
+        name = r["method"] + (f" (lr {r['lr']:g})" if r.get("lr") else "")
+        lines.append(
+            f"| {name} | {_f(r['best_val_error'])} | {_f(r['train_error'])} | {_f(r['test_error'])} | "
+            f"{_f(r['test_accuracy'])} | {_f(r['time_to_target_s'], '.0f')} | "
+            f"{r['examples_processed']:,} | {_f(r['peak_rss_mb'], '.0f')} | {r['iterations']} |"
+        )
+    for m, trial in record.get("lr_sweeps", {}).items():
+        lines.append("")
+        lines.append(f"{m} learning-rate sweep (val cross-entropy after a short run): " + ", ".join(
             f"lr {t['lr']:g}: {_f(t['val_error'])}" for t in trial))  # fmt: skip
     return "\n".join(lines) + "\n"

@@ -38,7 +38,8 @@ def resolve_device(name: str) -> torch.device:
 def prepare_data(cfg: ExperimentConfig) -> Split:
     """Load the configured data set in the configured dtype and device."""
     dtype = torch.float64 if cfg.run.dtype == "float64" else torch.float32
-    return load_dataset(cfg.data).to(dtype, resolve_device(cfg.run.device))
+    labels = cfg.model.task == "classify"
+    return load_dataset(cfg.data, labels=labels).to(dtype, resolve_device(cfg.run.device))
 
 
 def build_network(cfg: ExperimentConfig) -> Autoencoder:
@@ -90,24 +91,29 @@ def run_experiment(
     out.write_json("env.json", runlog.environment())
     if data is None:
         data = prepare_data(cfg)
-    net = build_network(cfg)
 
     def record(rec: dict[str, Any]) -> None:
         out.log_metrics(rec)
         if on_iteration is not None:
             on_iteration(rec)
 
+    extra: dict[str, Any] = {}
     try:
-        check_data_for(net, data)
-        opt = build_method(method, net, data, cfg)
-        result = run_loop(
-            data, opt, cfg.run.loop(), evaluate=squared_error(net), seed=cfg.run.seed, on_iteration=record
-        )
+        if cfg.model.task == "classify":
+            result, extra = _classify(cfg, data, method, record)
+        else:
+            net = build_network(cfg)
+            check_data_for(net, data)
+            opt = build_method(method, net, data, cfg)
+            result = run_loop(
+                data, opt, cfg.run.loop(), evaluate=squared_error(net), seed=cfg.run.seed, on_iteration=record
+            )
     finally:
         out.close()
     out.save_weights(
         result.weights,
         {
+            "task": cfg.model.task,
             "encoder": cfg.model.encoder,
             "linear_code": cfg.model.linear_code,
             "best_iteration": result.summary["best_iteration"],
@@ -120,15 +126,51 @@ def run_experiment(
         "seed": cfg.run.seed,
         "sizes": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
         **result.summary,
+        **extra,
     }
     out.write_json("summary.json", summary)
     log.info("run %s finished: test error %.4f", Path(out_dir), summary["test_error"])
     return summary
 
 
+def _classify(
+    cfg: ExperimentConfig, data: Split, method: str, record: Progress
+) -> tuple[TrainResult, dict[str, Any]]:
+    """Train the configured classifier; return the loop's result and the accuracies."""
+    from shf.experiments.classify import accuracy_of, build_classifier, classify_method, cross_entropy_of
+
+    if data.train_targets is None or data.val_targets is None or data.test_targets is None:
+        raise ConfigError(f"{data.name} has no labels to classify")
+    model = build_classifier(cfg, data.dim, dtype=data.train.dtype, device=data.train.device)
+    opt = classify_method(method, model, data, cfg)
+    result = run_loop(
+        data, opt, cfg.run.loop(), evaluate=cross_entropy_of(model), seed=cfg.run.seed, on_iteration=record,
+        no_half=False,
+    )  # fmt: skip
+    acc = accuracy_of(model)
+    extra = {
+        "task": "classify",
+        "arch": cfg.model.arch,
+        "n_params": sum(p.numel() for p in model.parameters()),
+        "val_accuracy": acc(result.weights, data.val, data.val_targets),
+        "test_accuracy": acc(result.weights, data.test, data.test_targets),
+        "initial_test_accuracy": acc(result.initial_weights, data.test, data.test_targets),
+    }
+    return result, extra
+
+
 def describe(summary: dict[str, Any]) -> str:
     """The human-readable report ``shf train`` prints."""
     s = summary
+    if s.get("task") == "classify":
+        return (
+            f"best validation at iteration {s['best_iteration']}/{s['hf_iterations']} ({s['stop_reason']}), "
+            f"{s['optimizer_time_s']:.0f}s optimiser / {s['wall_time_s']:.0f}s wall\n"
+            f"  cross-entropy: train {s['train_error']:.4f}  val {s['val_error']:.4f}  "
+            f"test {s['test_error']:.4f}\n"
+            f"  accuracy: val {s['val_accuracy']:.4f}  test {s['test_accuracy']:.4f}  "
+            f"(initial test {s['initial_test_accuracy']:.4f})"
+        )
     return (
         f"best validation at HF iteration {s['best_iteration']}/{s['hf_iterations']} ({s['stop_reason']}), "
         f"{s['optimizer_time_s']:.0f}s optimiser / {s['wall_time_s']:.0f}s wall\n"
