@@ -310,3 +310,21 @@ def test_real_mnist_t10k() -> None:
 def test_real_fashion_mnist() -> None:
     s = load_fashion_mnist(sizes=(1000, 500, 500))
     assert (s.train.shape, s.val.shape, s.test.shape) == ((1000, 784), (500, 784), (500, 784))
+
+
+def test_load_mnist_t10k_labels_follow_their_images(tmp_path: Path) -> None:
+    digits = (np.arange(100) % 10).astype(np.uint8)
+    images = np.broadcast_to(digits[:, None, None] * 20, (100, 28, 28)).copy()
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", images)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", (np.arange(100) % 10).astype(np.uint8))
+    s = load_mnist_t10k(tmp_path, sizes=(60, 20, 20), verify=False, seed=1, labels=True)
+    for X, y in ((s.train, s.train_targets), (s.val, s.val_targets), (s.test, s.test_targets)):
+        assert y is not None
+        torch.testing.assert_close(X[:, 0] * 255 / 20, y.to(X.dtype), atol=1e-3, rtol=0)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.arange(99).astype(np.uint8))
+    with pytest.raises(DataError, match="expected 100 labels"):
+        load_mnist_t10k(tmp_path, sizes=(60, 20, 20), verify=False, labels=True)
+
+
+def test_load_mnist_t10k_does_not_search_a_checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert mnist.t10k_candidates(tmp_path) == [tmp_path / "mnist"]

@@ -151,3 +151,15 @@ def test_real_usps_9298() -> None:
     s = load_usps(_REAL)
     assert s.name == "USPS (9298)"
     assert (len(s.train), len(s.val), len(s.test)) == SIZES_9298
+
+
+def test_labels_follow_their_images_through_the_split(tmp_path: Path) -> None:
+    p = tmp_path / "usps_9298.mat"
+    n = 40
+    pixels = np.tile((np.arange(n) % 10)[:, None] * 20, (1, 256)).astype(np.uint8)  # row value = 20 * digit
+    _write_layout_b(p, n, pixels=pixels)
+    plain, s = load_usps(p, seed=3), load_usps(p, seed=3, labels=True)
+    assert torch.equal(plain.train, s.train) and not plain.supervised and s.supervised
+    for X, y in ((s.train, s.train_targets), (s.val, s.val_targets), (s.test, s.test_targets)):
+        assert y is not None and y.dtype == torch.int64
+        torch.testing.assert_close(X[:, 0] * 255 / 20, y.to(X.dtype), atol=1e-3, rtol=0)
