@@ -73,7 +73,7 @@ def test_merit_monitor_rules():
             break
     # Checks at 5, 7, 9, 12, 15; best at 7; at 12 not yet past k_min + recover = 12,
     # at 15 > 12 with 6 > 4: not recovered. phi(x0) was read by the stall test at k = 5.
-    assert [k for k, _ in mon.history] == [0, 5, 7, 9, 12, 15]
+    assert [k for k, _ in mon.history] == [5, 0, 7, 9, 12, 15]  # in the order made
     assert stops == [15] and mon.stop == MERIT_NOT_RECOVERED
     x, k = mon.best(15, torch.tensor(15.0))
     assert k == 7 and float(x) == 7.0

@@ -33,7 +33,7 @@ def test_preconditioned_and_warm_started_cg_matches_direct_solve():
     B, b = _spd(seed=1)
     M = torch.diag(B).clone()
     x0 = torch.ones_like(b)
-    x, info = cg(lambda v: B @ v, b, x0=x0, precond=M, maxiter=200, tol=0.0, rtol=1e-12)
+    x, info = cg(lambda v: B @ v, b, x0=x0, precond=M.rsqrt(), maxiter=200, tol=0.0, rtol=1e-12)
     torch.testing.assert_close(x, torch.linalg.solve(B, b), rtol=1e-8, atol=0)
     # phi is the quadratic 1/2 x^T B x - b^T x at every iterate and decreases monotonically.
     assert info.phi[0] == pytest.approx(float(0.5 * x0 @ B @ x0 - b @ x0), rel=1e-12)
@@ -100,3 +100,40 @@ def test_not_finite_product_stops():
 def test_zero_rhs():
     x, info = cg(lambda v: v, torch.zeros(3, dtype=torch.float64))
     assert info.stop is CgStop.RESIDUAL_ZERO and float(x.abs().sum()) == 0.0
+
+
+def test_precond_means_a_column_scaling_as_in_lsmr() -> None:
+    """precond = c solves in y = x / c: CG on diag(c) B diag(c) with rhs c ∘ b, then x = c ∘ y,
+    iterate by iterate (float64 round-off)."""
+    B, b = _spd(seed=4)
+    c = torch.linspace(0.5, 2.0, b.shape[0], dtype=torch.float64)
+    C = torch.diag(c)
+    seen: dict[int, torch.Tensor] = {}
+    cg(
+        lambda v: B @ v,
+        b,
+        precond=c,
+        maxiter=8,
+        tol=0.0,
+        callback=lambda i, x, info: seen.update({i: x.clone()}),
+    )
+    scaled: dict[int, torch.Tensor] = {}
+    cg(
+        lambda v: C @ B @ C @ v,
+        c * b,
+        maxiter=8,
+        tol=0.0,
+        callback=lambda i, y, info: scaled.update({i: c * y}),
+    )
+    for i in range(1, 9):
+        torch.testing.assert_close(seen[i], scaled[i], rtol=1e-10, atol=1e-12)
+
+
+def test_cg_takes_the_operator_type_lsmr_takes() -> None:
+    from shf.solvers.operator import DenseOperator
+
+    B, b = _spd(seed=5)
+    x, _ = cg(DenseOperator(B), b, maxiter=200, tol=0.0, rtol=1e-12)
+    torch.testing.assert_close(x, torch.linalg.solve(B, b), rtol=1e-8, atol=0)
+    with pytest.raises(TypeError, match="matvec"):
+        cg(3, b)

@@ -33,6 +33,7 @@ from shf.curvature.mlp import (
     forward,
     loss,
     objective,
+    pre_activations,
     weight_count,
 )
 from shf.errors import ConfigError
@@ -106,11 +107,7 @@ class Autoencoder(nn.Module):
 
     def forward(self, X: Tensor) -> Tensor:
         """The reconstruction ``S_k`` of the rows of ``X`` (eq. 3), differentiable."""
-        S = X
-        for act, W in zip(self.activations, self.weights):
-            Z = affine(S, W)
-            S = torch.sigmoid(Z) if act == LOGISTIC else Z
-        return S
+        return pre_activations(self, list(self.weights), X)[0]
 
     @property
     def n_layers(self) -> int:

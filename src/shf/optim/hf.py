@@ -135,14 +135,15 @@ class MartensHF:
             # (G + shift I) v with G = A^T A the Gauss-Newton matrix of the chunk
             return tl.axpy(shift, v, Ac.rmatvec(Ac.matvec(v)))
 
-        # 3. preconditioned CG: M = (mean_i (grad f_i)^2 + lambda + wc)^(3/4)
-        M = [torch.pow(s / ng + (lam + wc), cfg.precond_exponent) for s in sumsq]
+        # 3. preconditioned CG: M = (mean_i (grad f_i)^2 + lambda + wc)^(3/4), given to cg as the
+        # inverse preconditioner c = M^{-1/2} (cg applies M^{-1} = c ∘ c, as lsmr's column scaling)
+        c = [torch.pow(s / ng + (lam + wc), -0.5 * cfg.precond_exponent) for s in sumsq]
         x0 = tl.scale(cfg.decay, self.ch) if self.ch is not None else None
         p_last, info = cg(
             lambda v: Gv(v, lam + wc),
             tl.scale(-1.0, g),
             x0=x0,
-            precond=M,
+            precond=c,
             maxiter=cfg.maxiter,
             tol=cfg.cg_tol,
         )

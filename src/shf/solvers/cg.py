@@ -80,7 +80,7 @@ def storage_schedule(maxiter: int, first: float = 5.0, growth: float = 1.3) -> l
 
 
 def cg(
-    Bv: Callable[[Vec], Vec],
+    A: object,
     b: Vec,
     *,
     x0: Vec | None = None,
@@ -93,23 +93,28 @@ def cg(
     miniter: int = 1,
     store_first: float = 5.0,
     store_growth: float = 1.3,
-    callback: Callable[[int, Vec, float], bool | None] | None = None,
+    callback: Callable[[int, Vec, CgInfo], bool | None] | None = None,
 ) -> tuple[Vec, CgInfo]:
     """Preconditioned CG on ``B x = b`` from ``x0`` with Martens' stopping rule.
 
     Args:
-        Bv: ``v -> B v`` for a symmetric positive definite ``B``.
+        A: the symmetric positive definite ``B``: an operator with ``matvec`` (as
+            :func:`shf.lsmr` takes, :mod:`shf.solvers.operator`) or a function ``v -> B v``.
         b: right-hand side (tensor or list of tensors).
         x0: starting point (default 0); Martens warm-starts with 0.95 of the last solution.
-        precond: the diagonal ``M`` of the preconditioner, same structure as ``b``, all
-            entries > 0; CG then works with ``M^{-1}`` applied to residuals.
+        precond: the inverse preconditioner ``c`` (same structure as ``b``, entries > 0),
+            with the meaning it has for :func:`shf.lsmr`: the variable is scaled, ``x = c ∘ y``,
+            so CG runs on ``diag(c) B diag(c)``; as classical preconditioned CG that is
+            ``M^{-1} = diag(c ∘ c)`` applied to the residuals.
         maxiter: iteration cap (Martens: 250).
         tol: Martens' relative-progress tolerance per iteration (5e-4); 0 disables the rule.
         min_window, window_ratio: the window ``k = max(min_window, ceil(window_ratio i))``.
         rtol: stop when ``||r|| <= rtol ||b||`` (0: only on an exactly zero residual).
         miniter: the progress rule is not applied before this iteration.
         store_first, store_growth: iterates kept at ``ceil(store_first store_growth^j)``.
-        callback: ``callback(i, x_i, phi_i)``; returning True stops the solver.
+        callback: ``callback(i, x_i, info)`` after iteration ``i`` (``info.phi[-1]`` is the
+            quadratic at ``x_i``; the same signature as :func:`shf.lsmr`'s); returning True
+            stops the solver. ``x_i`` is the live iterate: do not modify it.
 
     Returns:
         ``(x, info)``: the last iterate and a :class:`CgInfo` with the stored iterates.
@@ -121,12 +126,17 @@ def cg(
     parts = (precond if isinstance(precond, list) else [precond]) if precond is not None else []
     if not all(bool((t > 0).all()) for t in parts):
         raise ValueError("precond must have only positive entries")
+    matvec = getattr(A, "matvec", None)
+    Bv: Callable[[Vec], Vec] = matvec if callable(matvec) else A  # type: ignore[assignment]
+    if not callable(Bv):
+        raise TypeError(f"A must have a matvec method or be a function v -> B v, got {type(A).__name__}")
+    minv = None if precond is None else tl.mul(precond, precond)  # M^{-1} = c ∘ c
     t0 = time.perf_counter()
     schedule = set(storage_schedule(maxiter, store_first, store_growth))
     x = tl.zeros_like(b) if x0 is None else tl.clone(x0)
     # r = b - B x0 ; y = M^{-1} r ; p = y
     r = tl.sub(b, Bv(x)) if x0 is not None else tl.clone(b)
-    y = tl.div(r, precond) if precond is not None else r
+    y = tl.mul(minv, r) if minv is not None else r
     p = tl.clone(y)
     ry = tl.dot(r, y)
     norm_b = tl.norm(b)
@@ -161,7 +171,7 @@ def cg(
         tl.axpy_(alpha, p, x)
         tl.axpy_(-alpha, Bp, r)
         # y = M^{-1} r ; beta = r_new^T y_new / r^T y ; p <- y + beta p
-        y = tl.div(r, precond) if precond is not None else r
+        y = tl.mul(minv, r) if minv is not None else r
         ry_new = tl.dot(r, y)
         beta = ry_new / ry
         ry = ry_new
@@ -175,7 +185,7 @@ def cg(
         if not math.isfinite(phi_i):
             info.stop = CgStop.NOT_FINITE
             break
-        if callback is not None and callback(i, x, phi_i):
+        if callback is not None and callback(i, x, info):
             info.stop = CgStop.CALLBACK
             break
         if rnorm <= rtol * norm_b or rnorm == 0.0:

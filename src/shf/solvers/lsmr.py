@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from torch import Tensor
 
 from shf import tensorlist as tl
+from shf.solvers.merit import MeritMonitor
 from shf.solvers.operator import ColumnScaled, LinearOperator, as_operator, range_norm
 from shf.tensorlist import Vec
 
@@ -247,18 +248,6 @@ def _validate_vectors(
     return m, n
 
 
-def _relative_progress(f_prev: float, f_k: float) -> float:
-    """``(f_prev - f_k) / f_k`` (Alg. 6, with NOTES item 5's ``f_val -> f_k``).
-
-    The denominator is ``|f_k|`` so that the test keeps its meaning (relative decrease)
-    for a merit that can be negative; for the paper's merit (a loss, > 0) it is the
-    paper's formula. ``f_k = 0`` gives 0 (no progress) or ``+inf``.
-    """
-    if f_k == 0.0:
-        return 0.0 if f_prev == f_k else math.inf
-    return (f_prev - f_k) / abs(f_k)
-
-
 def lsmr(
     A: object,
     b: Vec,
@@ -395,15 +384,6 @@ def lsmr(
 
     info = LsmrInfo(LsmrStop.RUNNING, 0, math.nan, math.nan, math.nan, math.nan, math.nan)
 
-    def eval_merit(k: int, x: Vec) -> float:
-        assert merit is not None
-        f = float(merit(x))
-        if not math.isfinite(f):
-            f = math.inf  # a NaN/Inf merit is treated as +inf (never the best)
-        info.merit_history.append((k, f))
-        info.merit_evaluations += 1
-        return f
-
     # Alg. 6 line 1: r0 = b - Abar y0, beta_1 u_1 = r0 (Fong & Saunders (2011) §2).
     normb = range_norm(op, b)
     y: Vec | None
@@ -433,21 +413,18 @@ def lsmr(
     def x_start() -> Vec:
         return tl.clone(x0) if x0 is not None else tl.zeros_like(v)
 
-    # Alg. 6 line 3: f_min = inf, f_prev = phi(x0), k_min = k_prev = 0, x_min = x0.
-    f_min = math.inf
-    k_min = 0
-    k_prev = 0
+    # Alg. 6 line 3: f_min = inf, f_prev = phi(x0), k_min = k_prev = 0, x_min = x0, k_next = 5
+    # (the merit rule, solvers/merit.py; phi(x0) is evaluated only if the stall test reads it).
+    monitor: MeritMonitor | None = None
     x_min: Vec | None = None
-    f_prev: float | None = math.inf
-    last_eval = -1
     if merit is not None:
-        x_min = x_start()
-        # f_prev = phi(x0) is read only by the stall test at a check k > miniter that no
-        # earlier check precedes, so it is evaluated there, lazily: the same decisions, and
-        # one validation pass fewer per solve when first_check <= miniter (the defaults).
-        f_prev = None
+        monitor = MeritMonitor(
+            merit, x_start(), ftol=ftol, miniter=miniter, recover=recover, maxiter=maxiter,
+            first_check=first_check, check_growth=check_growth, to_x=None if c is None else to_x,
+        )  # fmt: skip
+        info.merit_history = monitor.history
+        x_min = monitor.x_min
         info.best_merit_iteration = 0
-    k_next = min(first_check, maxiter)
 
     normy = tl.norm(y)
     if not (math.isfinite(beta) and math.isfinite(alpha)):
@@ -653,27 +630,12 @@ def lsmr(
         if stop is not None:
             break
 
-        # Alg. 6, merit check at k = k_next.
-        if merit is not None and k == k_next:
-            xk = to_x(y)
-            f_k = eval_merit(k, xk)
-            last_eval = k
-            if f_k < f_min:
-                f_min, k_min = f_k, k
-                x_min = tl.clone(xk) if c is None else xk  # to_x already made a new vector
-            if k > miniter and f_k == f_min:
-                if f_prev is None:
-                    f_prev = eval_merit(0, x_start())  # phi(x0), now needed
-                if _relative_progress(f_prev, f_k) < (k - k_prev) * ftol:
-                    stop = LsmrStop.MERIT_STALLED
-            elif k > miniter and f_k > f_min and k > k_min + recover:
-                stop = LsmrStop.MERIT_NOT_RECOVERED
-            # Alg. 6 sets k_next = min(ceil(1.25 k_next), maxiter); the max(k_next + 1, .)
-            # keeps the schedule strictly increasing for any check_growth >= 1.
-            k_next = min(max(k_next + 1, math.ceil(check_growth * k_next)), maxiter)
-            k_prev = k
-            f_prev = f_k
-            if stop is not None:
+        # Alg. 6, merit check at k = k_next (stall and recovery rules).
+        if monitor is not None and monitor.due(k):
+            merit_stop = monitor.check(k, y)
+            info.merit_evaluations = len(monitor.history)
+            if merit_stop is not None:
+                stop = LsmrStop(merit_stop)  # merit_stalled or merit_not_recovered
                 break
         if user_stop:
             stop = LsmrStop.CALLBACK
@@ -685,16 +647,11 @@ def lsmr(
     # The returned iterate is x_{k_done}: on NOT_FINITE the update of iteration k was
     # not applied (unless the overflow happened in the update itself).
     k_done = k - 1 if stop is LsmrStop.NOT_FINITE and len(info.residual_history) < k else k
-    if merit is None:
+    if monitor is None:
         return finish(stop, to_x(y), k_done, normr, normar, norma, conda, normy)
 
     # NOTES item 4 (deliberate deviation from Alg. 6, which returns x_k): return the
     # iterate with the best merit among those evaluated, evaluating the last one too.
-    if last_eval != k_done and k_done > 0:  # (k_done = 0: x0 is returned, its merit unused)
-        xk = to_x(y)
-        f_k = eval_merit(k_done, xk)
-        if f_k < f_min:
-            f_min, k_min, x_min = f_k, k_done, xk  # y is no longer updated: no clone needed
-    assert x_min is not None
-    info.best_merit_iteration = k_min
-    return finish(stop, x_min, k_done, normr, normar, norma, conda, normy)
+    x_best, info.best_merit_iteration = monitor.best(k_done, y)
+    info.merit_evaluations = len(monitor.history)
+    return finish(stop, x_best, k_done, normr, normar, norma, conda, normy)

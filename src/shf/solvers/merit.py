@@ -1,14 +1,16 @@
-"""Alg. 6's merit-based stopping rules as a solver callback (used with CG in the ablation).
+"""Alg. 6's merit-based stopping rules, once, for any iterative solver (LSMR and CG use it).
 
-LSMR implements the same rules inline (:mod:`shf.solvers.lsmr`); this class lets any
-iterative solver with a per-iteration callback stop on the validation merit
-``phi(x_k)`` checked at ``k = first_check, ceil(1.25 k), ...``:
+The merit ``phi(x_k)`` (the validation loss of ``w + x_k`` in the paper, eq. 20) is
+evaluated at ``k = first_check, ceil(1.25 k), ...`` (capped at ``maxiter``):
 
-* stop ("merit_stalled") if ``k > miniter``, ``phi_k`` is the minimum so far and
-  ``(phi_prev - phi_k)/|phi_k| < (k - k_prev) ftol``;
-* stop ("merit_not_recovered") if ``k > miniter``, ``phi_k > phi_min`` and ``k > k_min + recover``;
+* stop (``merit_stalled``) if ``k > miniter``, ``phi_k`` is the minimum so far and
+  ``(phi_prev - phi_k)/|phi_k| < (k - k_prev) ftol`` (NOTES item 5's reading of the typo);
+* stop (``merit_not_recovered``) if ``k > miniter``, ``phi_k > phi_min`` and ``k > k_min + recover``;
 
-and the best-merit iterate is returned (NOTES item 4).
+and the best-merit iterate is returned (NOTES item 4). ``phi(x0)`` (``f_prev`` at
+``k = 0``) is evaluated only when the stall test first reads it (a first check beyond
+``miniter``): the same decisions as evaluating it up front, one validation pass fewer per
+solve with the paper's settings (docs/deviations.md item 21).
 """
 
 from __future__ import annotations
@@ -23,14 +25,30 @@ MERIT_STALLED = "merit_stalled"
 MERIT_NOT_RECOVERED = "merit_not_recovered"
 
 
+def relative_progress(f_prev: float, f_k: float) -> float:
+    """``(f_prev - f_k) / f_k`` (Alg. 6, with NOTES item 5's ``f_val -> f_k``).
+
+    The denominator is ``|f_k|`` so that the test keeps its meaning (relative decrease)
+    for a merit that can be negative; for the paper's merit (a loss, > 0) it is the
+    paper's formula. ``f_k = 0`` gives 0 (no progress) or ``+inf``.
+    """
+    if f_k == 0.0:
+        return 0.0 if f_prev == f_k else math.inf
+    return (f_prev - f_k) / abs(f_k)
+
+
 class MeritMonitor:
     """Evaluates ``merit`` on the check schedule and decides when to stop.
 
+    Use as a solver callback (``monitor(k, iterate, ...) -> stop?``) or call :meth:`check`.
+
     Args:
         merit: ``x -> phi(x)``; NaN/Inf counts as ``+inf``.
-        x0: the starting iterate (``phi(x0)`` is ``f_prev`` at ``k = 0``, evaluated only
-            if the stall test reads it).
-        to_x: maps the solver's iterate to the merit's argument (e.g. ``y -> c ∘ y``).
+        x0: the starting iterate, in the merit's variables (``phi(x0)`` is ``f_prev`` at
+            ``k = 0``, evaluated only if the stall test reads it).
+        ftol, miniter, recover, maxiter, first_check, check_growth: Alg. 6's rules (above).
+        to_x: maps the solver's iterate to the merit's argument (e.g. ``y -> c ∘ y``);
+            when given, it must return a new vector (the best one is kept without a copy).
     """
 
     def __init__(
@@ -46,56 +64,67 @@ class MeritMonitor:
         check_growth: float = 1.25,
         to_x: Callable[[Vec], Vec] | None = None,
     ) -> None:
-        self.merit, self.to_x = merit, to_x or (lambda v: v)
+        self.merit, self.to_x = merit, to_x
         self.ftol, self.miniter, self.recover, self.maxiter = ftol, miniter, recover, maxiter
         self.check_growth = check_growth
-        x = self.to_x(x0)
         self.history: list[tuple[int, float]] = []
+        """``(k, phi(x_k))`` of every evaluation in the order made (``k = 0`` when read)."""
         # Alg. 6: f_min = inf, f_prev = phi(x0), k_min = k_prev = 0, x_min = x0, k_next = 5.
-        # As in lsmr (docs/deviations.md item 21), phi(x0) is evaluated only when the stall
-        # test reads it (a first check beyond miniter): the same decisions, one pass fewer.
         self.f_min = math.inf
-        self.f_prev: float | None = None
+        self.f_prev: float | None = None  # phi(x0), evaluated lazily (module docstring)
         self.k_min, self.k_prev, self.k_next = 0, 0, min(first_check, maxiter)
-        self.x_min: Vec = tl.clone(x)
+        self.x_min: Vec = tl.clone(x0)
         self._x0 = self.x_min  # x_min is rebound, never modified: this stays phi's x0
         self.stop: str | None = None
+        self.last_checked = -1
 
-    def _eval(self, x: Vec) -> float:
+    def _eval(self, k: int, x: Vec) -> float:
         f = float(self.merit(x))
-        return f if math.isfinite(f) else math.inf
-
-    def __call__(self, k: int, iterate: Vec, *_: object) -> bool:
-        """The solver's callback at iteration ``k``; True means stop."""
-        if k != self.k_next:
-            return False
-        x = self.to_x(iterate)
-        f = self._eval(x)
+        f = f if math.isfinite(f) else math.inf  # a NaN/Inf merit is never the best
         self.history.append((k, f))
+        return f
+
+    def _keep(self, x: Vec) -> Vec:
+        return tl.clone(x) if self.to_x is None else x
+
+    def due(self, k: int) -> bool:
+        """Whether iteration ``k`` is a check point."""
+        return k == self.k_next
+
+    def check(self, k: int, iterate: Vec) -> str | None:
+        """Evaluate the merit at check point ``k``; return the stop reason, if any."""
+        x = iterate if self.to_x is None else self.to_x(iterate)
+        f = self._eval(k, x)
+        self.last_checked = k
         if f < self.f_min:
-            self.f_min, self.k_min, self.x_min = f, k, tl.clone(x)
-        if k > self.miniter and f == self.f_min and f < math.inf:
+            self.f_min, self.k_min, self.x_min = f, k, self._keep(x)
+        if k > self.miniter and f == self.f_min:
             if self.f_prev is None:  # phi(x0), read for the first time
-                self.f_prev = self._eval(self._x0)
-                self.history.insert(0, (0, self.f_prev))  # history stays ordered by k
+                self.f_prev = self._eval(0, self._x0)
             # (f_prev - f_k)/f_k < (k - k_prev) ftol  (NOTES item 5)
-            if (self.f_prev - f) / abs(f) < (k - self.k_prev) * self.ftol if f != 0 else True:
+            if relative_progress(self.f_prev, f) < (k - self.k_prev) * self.ftol:
                 self.stop = MERIT_STALLED
         elif k > self.miniter and f > self.f_min and k > self.k_min + self.recover:
             self.stop = MERIT_NOT_RECOVERED
-        # k_next <- min(ceil(1.25 k_next), maxiter), strictly increasing
+        # Alg. 6 sets k_next = min(ceil(1.25 k_next), maxiter); the max(k_next + 1, .)
+        # keeps the schedule strictly increasing for any check_growth >= 1.
         self.k_next = min(max(self.k_next + 1, math.ceil(self.check_growth * self.k_next)), self.maxiter)
         self.k_prev, self.f_prev = k, f
-        return self.stop is not None
+        return self.stop
+
+    def __call__(self, k: int, iterate: Vec, *_: object) -> bool:
+        """The solver's callback at iteration ``k``; True means stop."""
+        return self.due(k) and self.check(k, iterate) is not None
 
     def best(self, k_last: int, last: Vec) -> tuple[Vec, int]:
-        """The best-merit iterate (evaluating the last iterate too if it was not checked)."""
-        if not self.history or self.history[-1][0] != k_last:
-            x = self.to_x(last)
-            f = self._eval(x)
-            self.history.append((k_last, f))
+        """The best-merit iterate and its ``k``, evaluating the last iterate ``k_last`` too if it
+        was not checked (NOTES item 4). ``x0`` (``k = 0``) when every merit was ``+inf``."""
+        if self.last_checked != k_last and k_last > 0:
+            x = last if self.to_x is None else self.to_x(last)
+            f = self._eval(k_last, x)
+            self.last_checked = k_last
             if f < self.f_min:
-                self.f_min, self.k_min, self.x_min = f, k_last, tl.clone(x)
+                self.f_min, self.k_min, self.x_min = f, k_last, self._keep(x)
         if self.f_min == math.inf:
             return self.x_min, 0
         return self.x_min, self.k_min
