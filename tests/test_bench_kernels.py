@@ -83,8 +83,10 @@ def test_time_call_counts_repeats() -> None:
 
 def test_bench_case_smoke() -> None:
     c = kb.bench_case("usps", 8, "float64", min_time=0.0)
-    for key in ("gflops", "ceiling_gflops", "ratio", "lsmr_ratio", "forward_s"):
+    for key in ("gflops", "ceiling_gflops", "ratio", "lsmr_ratio", "forward_s", "generic_ratio"):
         assert math.isfinite(c[key]) and c[key] > 0, key
+    assert c["generic_ratio"] == pytest.approx(c["generic_products_s"] / c["products_s"])
+    assert kb.bench_case("usps", 8, "float64", min_time=0.0, generic=False)["generic_ratio"] is None
     assert c["ceiling_gflops"] == pytest.approx(max(c["ceiling_torch_gflops"], c["ceiling_numpy_gflops"]))
     assert c["ratio"] == pytest.approx(c["gflops"] / c["ceiling_gflops"])
     assert set(c["x_forward"]) == {"cached_forward", "precond", "gradient", "batch_stats", "products"}

@@ -251,6 +251,11 @@ def _add_bench_parser(sub: Any) -> None:
         default=0.5,
         help="seconds of repeated calls per timing (default 0.5)",
     )
+    k.add_argument(
+        "--no-generic",
+        action="store_true",
+        help="skip timing the generic torch.func products against the hand-written ones",
+    )
 
     s = bsub.add_parser(
         "solve",
@@ -333,7 +338,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 bar.write(kb.format_case(case), file=sys.stderr)
                 bar.update(1)
 
-            record = kb.bench_kernels(archs, sizes, dtypes, min_time=args.min_time, progress=on_case)
+            record = kb.bench_kernels(
+                archs, sizes, dtypes, min_time=args.min_time, progress=on_case, generic=not args.no_generic
+            )
         md = kb.markdown(record)
         printed: Any = kb.json_rows(record)
     else:

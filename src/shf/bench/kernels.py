@@ -17,6 +17,11 @@ transposed operands as the products see them): the same matrix products, back to
 into preallocated outputs, with nothing else, in PyTorch and in NumPy; the ceiling is
 the faster of the two. ``ratio = gflops / ceiling_gflops``.
 
+The same two products through the generic ``torch.func`` operator for any module
+(:mod:`shf.curvature.module`, on the same network, weights and batch) are timed in the
+same rounds: ``generic_ratio`` is their time over the hand-written products' (how much
+the fast path saves; the goal for the generic path is at most 1.5).
+
 Each case also times, as multiples of one plain forward pass ``X -> S_k`` on the same
 batch: the cached forward pass the operator starts with (``S_l`` and ``S'_l``), the
 Chapelle-Erhan preconditioner (Alg. 3), the gradient (eq. 6), the batch-size statistics
@@ -39,6 +44,7 @@ from torch import Tensor
 
 from shf.bench.common import ARCHITECTURES, describe_machine, encoder_of, jacobian_problem, machine, time_call
 from shf.curvature.mlp import AutoencoderJacobian
+from shf.curvature.module import ModuleProblem
 from shf.errors import ConfigError
 from shf.models.autoencoder import Autoencoder, forward
 from shf.precond import chapelle_erhan
@@ -139,8 +145,11 @@ def _check(archs: Sequence[str], sizes: Sequence[int], dtypes: Sequence[str]) ->
             raise ConfigError(f"unknown dtype {d!r}; choose from {', '.join(DTYPES)}")
 
 
-def bench_case(arch: str, n: int, dtype: str, *, min_time: float = 0.5, seed: int = 0) -> dict[str, Any]:
-    """Time one (architecture, batch size, dtype) case; see the module docstring."""
+def bench_case(
+    arch: str, n: int, dtype: str, *, min_time: float = 0.5, seed: int = 0, generic: bool = True
+) -> dict[str, Any]:
+    """Time one (architecture, batch size, dtype) case; see the module docstring
+    (``generic``: also time the ``torch.func`` products)."""
     _check([arch], [n], [dtype])
     tdtype = torch.float64 if dtype == "float64" else torch.float32
     p = jacobian_problem(arch, n, tdtype, seed)
@@ -154,6 +163,13 @@ def bench_case(arch: str, n: int, dtype: str, *, min_time: float = 0.5, seed: in
     def products() -> None:
         A.matvec(d)
         A.rmatvec(U)
+
+    G = ModuleProblem(net, "mse").jacobian(w, X) if generic else None
+
+    def generic_products() -> None:
+        assert G is not None
+        G.matvec(d)
+        G.rmatvec(U)
 
     def lsmr_iteration(min_time: float) -> float:
         # Median wall time between consecutive callbacks of LSMR (iterations 2, 3, ...):
@@ -176,8 +192,11 @@ def bench_case(arch: str, n: int, dtype: str, *, min_time: float = 0.5, seed: in
     # hits both; each is the best of the two rounds' medians.
     ceil = ceiling_calls(shapes, tdtype)
     rounds: dict[str, list[float]] = {}
+    timed = [("torch", ceil["torch"]), ("numpy", ceil["numpy"]), ("products", products)]
+    if generic:
+        timed.append(("generic_products", generic_products))
     for _ in range(2):
-        for name, fn in (("torch", ceil["torch"]), ("numpy", ceil["numpy"]), ("products", products)):
+        for name, fn in timed:
             rounds.setdefault(name, []).append(time_call(fn, min_time=min_time).median)
         rounds.setdefault("lsmr_iteration", []).append(lsmr_iteration(min_time))
     best = {k: min(v) for k, v in rounds.items()}
@@ -206,6 +225,8 @@ def bench_case(arch: str, n: int, dtype: str, *, min_time: float = 0.5, seed: in
         "ceiling_torch_gflops": flops / best["torch"] / 1e9,
         "ceiling_numpy_gflops": flops / best["numpy"] / 1e9,
         "ratio": ceiling_s / best["products"],
+        "generic_products_s": best.get("generic_products"),
+        "generic_ratio": best["generic_products"] / best["products"] if generic else None,
         "lsmr_iteration_s": best["lsmr_iteration"],
         "lsmr_gflops": flops / best["lsmr_iteration"] / 1e9,
         "lsmr_ratio": ceiling_s / best["lsmr_iteration"],
@@ -228,6 +249,7 @@ def bench_kernels(
     *,
     min_time: float = 0.5,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    generic: bool = True,
 ) -> dict[str, Any]:
     """Run :func:`bench_case` for every combination; ``progress(case)`` after each."""
     _check(archs, sizes, dtypes)
@@ -235,7 +257,7 @@ def bench_kernels(
     for arch in archs:
         for n in sizes:
             for dtype in dtypes:
-                case = bench_case(arch, n, dtype, min_time=min_time)
+                case = bench_case(arch, n, dtype, min_time=min_time, generic=generic)
                 cases.append(case)
                 if progress is not None:
                     progress(case)
@@ -249,6 +271,7 @@ def format_case(c: dict[str, Any]) -> str:
         f"ceiling {c['ceiling_gflops']:6.1f} (torch {c['ceiling_torch_gflops']:.0f}, numpy "
         f"{c['ceiling_numpy_gflops']:.0f}), ratio {c['ratio']:.2f}; "
         f"LSMR iteration ratio {c['lsmr_ratio']:.2f}"
+        + (f"; generic/hand-written {c['generic_ratio']:.2f}" if c.get("generic_ratio") else "")
     )
 
 
@@ -286,6 +309,21 @@ def markdown(record: dict[str, Any]) -> str:
             f"{x['cached_forward']:.2f} | "
             f"{x['precond']:.2f} | {x['gradient']:.2f} | {x['batch_stats']:.2f} | {x['products']:.2f} |"
         )
+    gen = [c for c in record["cases"] if c.get("generic_ratio")]
+    if gen:
+        lines += [
+            "",
+            "The same products through the generic torch.func operator (any nn.Module), as a multiple of",
+            "the hand-written ones' time (goal: at most 1.5):",
+            "",
+            "| arch | n | dtype | hand-written ms | generic ms | generic / hand-written |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {c['arch']} | {c['n']} | {c['dtype']} | {c['products_s'] * 1e3:.1f} | "
+            f"{c['generic_products_s'] * 1e3:.1f} | {c['generic_ratio']:.2f} |"
+            for c in gen
+        ]
     ratios = [c["ratio"] for c in record["cases"]]
     if ratios:
         lines += [
@@ -303,5 +341,6 @@ def _gmean(xs: Sequence[float]) -> float:
 def json_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
     """What ``--json`` prints: per case ``arch, n, dtype, gflops, ceiling_gflops, ratio`` and more."""
     keys = ("arch", "n", "dtype", "gflops", "ceiling_gflops", "ratio", "ceiling_torch_gflops",
-            "ceiling_numpy_gflops", "lsmr_gflops", "lsmr_ratio", "forward_s", "x_forward")  # fmt: skip
-    return [{k: c[k] for k in keys} for c in record["cases"]]
+            "ceiling_numpy_gflops", "lsmr_gflops", "lsmr_ratio", "forward_s", "x_forward",
+            "generic_ratio")  # fmt: skip
+    return [{k: c.get(k) for k in keys} for c in record["cases"]]
