@@ -212,3 +212,21 @@ def test_fast_path_is_chosen_only_for_the_models_own_loss_and_parameters() -> No
     assert isinstance(curvature_model(net, generic=True), ModuleProblem)
     assert isinstance(curvature_model(net, params=[net.weights[0]]), ModuleProblem)
     assert isinstance(curvature_model(_mlp()), ModuleProblem)
+
+
+def test_chapelle_erhan_estimate_on_the_generic_operator_is_unbiased() -> None:
+    """Softmax cross-entropy (a non-diagonal B): the mean of the estimate over M draws is
+    diag(A^T A) within 6 standard errors per entry (see tests/test_precond.py for the bound)."""
+    from shf import precond
+
+    model, X, Y = _batch("mlp", "cross_entropy", n=5, seed=8)
+    w0, J, H, _, _ = _reference(model, "cross_entropy", X, Y)
+    A = ModuleProblem(model, "cross_entropy").jacobian(w0, X, Y)
+    exact = torch.diagonal(torch.einsum("iap,iab,ibq->pq", J, H, J)) / X.shape[0]
+    g = torch.Generator().manual_seed(0)
+    M = 800
+    draws = torch.stack([tl.flatten(precond.chapelle_erhan_estimate(A, g)) for _ in range(M)])
+    mean, std = draws.mean(0), draws.std(0)
+    bound = 6 * std / M**0.5 + 1e-12
+    assert torch.all((mean - exact).abs() <= bound), float(((mean - exact).abs() / bound).max())
+    assert float(std.max()) > 1e-3 * float(exact.max())
