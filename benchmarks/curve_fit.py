@@ -44,7 +44,11 @@ def main() -> None:
     args = ap.parse_args()
     g = torch.Generator().manual_seed(args.seed)
     t = torch.rand(600, 1, generator=g, dtype=torch.float64) * 4
-    y = TRUE[0] * torch.exp(-TRUE[1] * t) + TRUE[2] + SIGMA * torch.randn(600, 1, generator=g, dtype=torch.float64)
+    y = (
+        TRUE[0] * torch.exp(-TRUE[1] * t)
+        + TRUE[2]
+        + SIGMA * torch.randn(600, 1, generator=g, dtype=torch.float64)
+    )
     tr, va, te = slice(0, 400), slice(400, 500), slice(500, 600)
 
     model = Decay()
@@ -70,8 +74,8 @@ def main() -> None:
     p_shf = model.p.detach().numpy()
     record = {
         "true": TRUE,
-        "shf": {"params": p_shf.tolist(), "test_chi2_per_point": chi2_test(p_shf), "hf_iterations": res.iterations,
-                "stop_reason": res.stop_reason, "wall_s": shf_s},
+        "shf": {"params": p_shf.tolist(), "test_chi2_per_point": chi2_test(p_shf),
+                "hf_iterations": res.iterations, "stop_reason": res.stop_reason, "wall_s": shf_s},
         "scipy_lm": {"params": ref.x.tolist(), "test_chi2_per_point": chi2_test(ref.x), "nfev": int(ref.nfev),
                      "wall_s": scipy_s},
     }  # fmt: skip
@@ -83,8 +87,9 @@ def main() -> None:
         "| method | a | b | c | test chi^2 / point | work | wall s |",
         "|---|---|---|---|---|---|---|",
         f"| true | {TRUE[0]} | {TRUE[1]} | {TRUE[2]} | | | |",
-        f"| shf.fit (residual loss, validation-stopped LSMR) | {p_shf[0]:.4f} | {p_shf[1]:.4f} | {p_shf[2]:.4f} | "
-        f"{record['shf']['test_chi2_per_point']:.3f} | {res.iterations} HF iterations ({res.stop_reason}) | {shf_s:.2f} |",
+        f"| shf.fit (residual loss, validation-stopped LSMR) | {p_shf[0]:.4f} | {p_shf[1]:.4f} | "
+        f"{p_shf[2]:.4f} | {record['shf']['test_chi2_per_point']:.3f} | "
+        f"{res.iterations} HF iterations ({res.stop_reason}) | {shf_s:.2f} |",
         f"| scipy least_squares (LM) | {ref.x[0]:.4f} | {ref.x[1]:.4f} | {ref.x[2]:.4f} | "
         f"{record['scipy_lm']['test_chi2_per_point']:.3f} | {ref.nfev} evaluations | {scipy_s:.3f} |",
         "",
