@@ -59,16 +59,18 @@ class LossPoint(ABC):
 
     z: Tensor
     y: Tensor
+    _r: Tensor
+    _g: Tensor
 
     @property
-    @abstractmethod
     def residual(self) -> Tensor:
         """``r`` with ``B_i r_i = dl/dz_i`` for every example (no ``1/sqrt(n)``)."""
+        return self._r
 
     @property
-    @abstractmethod
     def grad_z(self) -> Tensor:
         """``dl/dz_i`` for every example (output-space)."""
+        return self._g
 
     @abstractmethod
     def bt(self, v: Tensor) -> Tensor:
@@ -129,14 +131,7 @@ class _SquaredPoint(LossPoint):
     def __init__(self, z: Tensor, y: Tensor) -> None:
         self.z, self.y = z, y
         self._r = z - y  # r = z - y, B = I
-
-    @property
-    def residual(self) -> Tensor:
-        return self._r
-
-    @property
-    def grad_z(self) -> Tensor:
-        return self._r  # dl/dz = z - y
+        self._g = self._r  # dl/dz = z - y
 
     def bt(self, v: Tensor) -> Tensor:
         return v
@@ -168,14 +163,6 @@ class _BCEPoint(LossPoint):
         # H = diag(s (1 - s)) = B B^T with B = diag(sqrt(s (1 - s)))
         self._root = torch.sqrt(s * (1.0 - s))
         self._r = self._g / self._root.clamp(min=ROOT_FLOOR)  # B r = s - y
-
-    @property
-    def residual(self) -> Tensor:
-        return self._r
-
-    @property
-    def grad_z(self) -> Tensor:
-        return self._g
 
     def bt(self, v: Tensor) -> Tensor:
         return v * self._root
@@ -215,14 +202,6 @@ class _SoftmaxPoint(LossPoint):
         # r = (p - e_y) / sqrt(p) solves B r = p - e_y and is orthogonal to null(B) = span(sqrt p);
         # sqrt(p_y) is clamped where the model is confidently wrong.
         self._r = self._g / self._sqrtp.clamp(min=ROOT_FLOOR)
-
-    @property
-    def residual(self) -> Tensor:
-        return self._r
-
-    @property
-    def grad_z(self) -> Tensor:
-        return self._g
 
     def bt(self, v: Tensor) -> Tensor:
         # B^T v = sqrt(p) ∘ v - sqrt(p) (p^T v)
@@ -327,3 +306,14 @@ def get_loss(loss: str | Loss | Callable[[Tensor, Tensor], Tensor]) -> Loss:
 def finite_or_inf(value: float) -> float:
     """``value``, or ``+inf`` when it is NaN (an overflowed loss compares as worst)."""
     return value if value == value else math.inf
+
+
+def chunked_mean(term: Callable[[Tensor, Tensor], float], X: Tensor, Y: Tensor, chunk: int = 8192) -> float:
+    """``(1/n) sum over chunks of term(X_c, Y_c)`` without autograd, chunks of ``chunk`` rows (a
+    loss over a large set without its whole forward pass in memory); ``inf`` for NaN."""
+    n = X.shape[0]
+    total = 0.0
+    with torch.no_grad():
+        for start in range(0, n, chunk):
+            total += term(X[start : start + chunk], Y[start : start + chunk])
+    return finite_or_inf(total / n)

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from shf import tensorlist as tl
+from shf.curvature.losses import chunked_mean
 from shf.errors import ConfigError
 from shf.tensorlist import Vec
 
@@ -134,16 +135,12 @@ def loss(spec: MLPSpec, w: Sequence[Tensor], X: Tensor, Y: Tensor | None = None,
 
     Accumulated in float64; returns ``inf`` rather than NaN if the network overflows.
     """
-    Y = X if Y is None else Y
-    n = X.shape[0]
-    total = 0.0
-    with torch.no_grad():
-        for start in range(0, n, chunk):
-            Xc, Yc = X[start : start + chunk], Y[start : start + chunk]
-            R = forward(spec, w, Xc).sub_(Yc)
-            total += tl.sumsq(R)  # float64 accumulation without a float64 copy of R
-    value = 0.5 * total / n
-    return value if value == value else float("inf")
+
+    def term(Xc: Tensor, Yc: Tensor) -> float:
+        # float64 accumulation without a float64 copy of the residual
+        return 0.5 * tl.sumsq(forward(spec, w, Xc).sub_(Yc))
+
+    return chunked_mean(term, X, X if Y is None else Y, chunk)
 
 
 def cross_entropy(
@@ -153,16 +150,12 @@ def cross_entropy(
 
     Computed from the output pre-activations ``z`` as ``softplus(z) - y z`` (no log of 0).
     """
-    Y = X if Y is None else Y
-    n = X.shape[0]
-    total = 0.0
-    with torch.no_grad():
-        for start in range(0, n, chunk):
-            Xc, Yc = X[start : start + chunk], Y[start : start + chunk]
-            _, Z = pre_activations(spec, w, Xc)
-            total += tl.sum64(torch.nn.functional.softplus(Z).sub_(Yc * Z))
-    value = total / n
-    return value if value == value else float("inf")
+
+    def term(Xc: Tensor, Yc: Tensor) -> float:
+        Z = pre_activations(spec, w, Xc)[1]
+        return tl.sum64(torch.nn.functional.softplus(Z).sub_(Yc * Z))
+
+    return chunked_mean(term, X, X if Y is None else Y, chunk)
 
 
 def objective(spec: MLPSpec, w: Sequence[Tensor], X: Tensor, Y: Tensor | None = None) -> float:

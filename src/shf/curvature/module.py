@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from shf import tensorlist as tl
-from shf.curvature.losses import Loss, LossPoint, finite_or_inf, get_loss
+from shf.curvature.losses import Loss, LossPoint, chunked_mean, finite_or_inf, get_loss
 from shf.errors import ConfigError, DataError
 from shf.tensorlist import Vec
 
@@ -122,14 +122,11 @@ class ModuleProblem:
 
     def loss(self, w: Sequence[Tensor], X: Tensor, Y: Tensor | None = None) -> float:
         """``f(w; X, Y) = (1/n) sum_i l_i`` in chunks of rows, float64 sums; ``inf`` on overflow."""
-        Y = X if Y is None else Y
-        n = X.shape[0]
-        total = 0.0
-        with torch.no_grad():
-            for start in range(0, n, EVAL_CHUNK):
-                Xc, Yc = X[start : start + EVAL_CHUNK], Y[start : start + EVAL_CHUNK]
-                total += self.loss_fn.at(self.output(w, Xc, Yc), Yc).total()
-        return finite_or_inf(total / n)
+
+        def term(Xc: Tensor, Yc: Tensor) -> float:
+            return self.loss_fn.at(self.output(w, Xc, Yc), Yc).total()
+
+        return chunked_mean(term, X, X if Y is None else Y, EVAL_CHUNK)
 
     def check_batch(self, w: Sequence[Tensor], X: Tensor, Y: Tensor | None) -> None:
         """Raise a clear error unless ``(X, Y)`` fits the model and the loss.

@@ -167,55 +167,44 @@ def _f(x: Any, spec: str = ".4f") -> str:
     return format(x, spec) if isinstance(x, (int, float)) else "—"
 
 
+_AUTOENCODER_COLUMNS = [
+    ("best val", "best_val_error", ".4f"), ("train", "train_error", ".4f"), ("test", "test_error", ".4f"),
+    ("train (no 1/2)", "train_error_no_half", ".4f"), ("test (no 1/2)", "test_error_no_half", ".4f"),
+    ("time to target (s)", "time_to_target_s", ".0f"),
+]  # fmt: skip
+_CLASSIFY_COLUMNS = [
+    ("best val CE", "best_val_error", ".4f"), ("train CE", "train_error", ".4f"),
+    ("test CE", "test_error", ".4f"), ("test accuracy", "test_accuracy", ".4f"),
+    ("time to target (s)", "time_to_target_s", ".0f"),
+]  # fmt: skip
+
+
 def markdown(record: dict[str, Any]) -> str:
-    """The comparison table."""
+    """The comparison table (squared errors on both scales, or cross-entropy and accuracy)."""
     if record.get("task") == "classify":
-        return _markdown_classify(record)
-    lines = [
-        f"Data: {record['dataset']}, encoder {'-'.join(map(str, record['encoder']))}, seed {record['seed']}, "
-        f"budget {record['budget_s']:g} s optimiser time per method; target test error "
-        f"{record['target_test_error']:.4f} (paper scale). Martens HF trains on {record['hf_loss']}.",
-        "",
-        "| method | best val | train | test | train (no 1/2) | test (no 1/2) | time to target (s) "
-        "| examples | peak RSS (MB) | iterations |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
+        head = (
+            f"Data: {record['dataset']}, classifier {record['arch']}, seed {record['seed']}, "
+            f"budget {record['budget_s']:g} s optimiser time per method; target test cross-entropy "
+            f"{record['target_test_error']:.4f}. Errors are mean softmax cross-entropy; accuracy and test "
+            "cross-entropy are at the best-validation iteration."
+        )
+        columns, sweep_what = _CLASSIFY_COLUMNS, "val cross-entropy"
+    else:
+        head = (
+            f"Data: {record['dataset']}, encoder {'-'.join(map(str, record['encoder']))}, "
+            f"seed {record['seed']}, budget {record['budget_s']:g} s optimiser time per method; target test error "
+            f"{record['target_test_error']:.4f} (paper scale). Martens HF trains on {record['hf_loss']}."
+        )
+        columns, sweep_what = _AUTOENCODER_COLUMNS, "val error"
+    names = [c[0] for c in columns] + ["examples", "peak RSS (MB)", "iterations"]
+    lines = [head, "", "| method | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for r in record["rows"]:
         name = r["method"] + (f" (lr {r['lr']:g})" if r.get("lr") else "")
-        lines.append(
-            f"| {name} | {_f(r['best_val_error'])} | {_f(r['train_error'])} | {_f(r['test_error'])} | "
-            f"{_f(r['train_error_no_half'])} | {_f(r['test_error_no_half'])} | "
-            f"{_f(r['time_to_target_s'], '.0f')} | "
-            f"{r['examples_processed']:,} | {_f(r['peak_rss_mb'], '.0f')} | {r['iterations']} |"
-        )
+        cells = [_f(r.get(key), spec) for _, key, spec in columns]
+        cells += [f"{r['examples_processed']:,}", _f(r["peak_rss_mb"], ".0f"), str(r["iterations"])]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     for m, trial in record.get("lr_sweeps", {}).items():
         lines.append("")
-        lines.append(f"{m} learning-rate sweep (val error after a short run): " + ", ".join(
-            f"lr {t['lr']:g}: {_f(t['val_error'])}" for t in trial))  # fmt: skip
-    return "\n".join(lines) + "\n"
-
-
-def _markdown_classify(record: dict[str, Any]) -> str:
-    """The comparison table of a classification task (cross-entropy and accuracy)."""
-    lines = [
-        f"Data: {record['dataset']}, classifier {record['arch']}, seed {record['seed']}, "
-        f"budget {record['budget_s']:g} s optimiser time per method; target test cross-entropy "
-        f"{record['target_test_error']:.4f}. Errors are mean softmax cross-entropy; accuracy and test "
-        "cross-entropy are at the best-validation iteration.",
-        "",
-        "| method | best val CE | train CE | test CE | test accuracy | time to target (s) "
-        "| examples | peak RSS (MB) | iterations |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in record["rows"]:
-        name = r["method"] + (f" (lr {r['lr']:g})" if r.get("lr") else "")
-        lines.append(
-            f"| {name} | {_f(r['best_val_error'])} | {_f(r['train_error'])} | {_f(r['test_error'])} | "
-            f"{_f(r['test_accuracy'])} | {_f(r['time_to_target_s'], '.0f')} | "
-            f"{r['examples_processed']:,} | {_f(r['peak_rss_mb'], '.0f')} | {r['iterations']} |"
-        )
-    for m, trial in record.get("lr_sweeps", {}).items():
-        lines.append("")
-        lines.append(f"{m} learning-rate sweep (val cross-entropy after a short run): " + ", ".join(
+        lines.append(f"{m} learning-rate sweep ({sweep_what} after a short run): " + ", ".join(
             f"lr {t['lr']:g}: {_f(t['val_error'])}" for t in trial))  # fmt: skip
     return "\n".join(lines) + "\n"
