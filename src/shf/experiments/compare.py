@@ -193,7 +193,8 @@ def markdown(record: dict[str, Any]) -> str:
         head = (
             f"Data: {record['dataset']}, encoder {'-'.join(map(str, record['encoder']))}, "
             f"seed {record['seed']}, budget {record['budget_s']:g} s optimiser time per method; "
-            f"target test error {record['target_test_error']:.4f} (paper scale). Martens HF trains on {record['hf_loss']}."
+            f"target test error {record['target_test_error']:.4f} (paper scale). "
+            f"Martens HF trains on {record['hf_loss']}."
         )
         columns, sweep_what = _AUTOENCODER_COLUMNS, "val error"
     names = [c[0] for c in columns] + ["examples", "peak RSS (MB)", "iterations"]
