@@ -8,7 +8,7 @@ import torch
 from shf.data.curves import generate_curves
 from shf.data.split import make_split
 from shf.errors import ConfigError
-from shf.experiments.methods import first_order_method
+from shf.experiments.methods import first_order_method, sparse_init_of
 from shf.experiments.run import squared_error
 from shf.fit import LoopConfig, run_loop
 from shf.models.autoencoder import Autoencoder
@@ -25,7 +25,8 @@ def _data():
 def test_martens_hf_lowers_validation_error(loss):
     net = Autoencoder((784, 32, 6), linear_code=True, loss_name=loss)
     data = _data()
-    method = MartensHF(net, data, HFConfig(num_chunks=3, maxiter=60))
+    cfg = HFConfig(num_chunks=3, maxiter=60)
+    method = MartensHF(net, sparse_init_of(net, cfg.m0, cfg.sigma, data), data, cfg)
     res = run_loop(data, method, LoopConfig(max_iters=10), evaluate=squared_error(net))
     s = res.summary
     # Ten HF iterations from lambda = 45 cut the squared reconstruction error to ~0.1x

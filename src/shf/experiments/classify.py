@@ -21,9 +21,10 @@ from shf.errors import ConfigError
 from shf.fit import Evaluate, Method, SHFMethod
 from shf.models.classifier import SmallCNN, mlp_classifier
 from shf.optim.first_order import FirstOrder
+from shf.optim.hf import MartensHF
 from shf.optim.shf import SHF
 
-METHODS = ("shf-lsmr", "shf-cg", "adam", "sgd")
+METHODS = ("shf-lsmr", "shf-cg", "martens-hf", "adam", "sgd")
 
 
 def build_classifier(
@@ -43,23 +44,27 @@ def build_classifier(
 
 
 def classify_method(name: str, model: nn.Module, data: Split, cfg: ExperimentConfig) -> Method:
-    """The optimiser ``name`` for a classifier (Martens HF is autoencoder-only here)."""
+    """The optimiser ``name`` for a classifier, from the same initial weights for every method."""
     seed = cfg.run.seed
+
+    def init(gen: torch.Generator) -> list[Tensor]:
+        return [p.detach().clone() for p in model.parameters()]
+
     if name in ("shf-lsmr", "shf-cg"):
         opt_cfg = dataclasses.replace(cfg.optimizer, solver=name[4:])
         gen = torch.Generator().manual_seed(seed)
         opt = SHF(model, "cross_entropy", config=opt_cfg, train_size=data.train.shape[0], generator=gen)
         return SHFMethod(opt, data)
+    problem = ModuleProblem(model, "cross_entropy")
+    if name == "martens-hf":
+        # Martens (2010) HF on the classifier's softmax cross-entropy (his CG, damping, backtracking).
+        return MartensHF(problem, init, data, cfg.hf, seed)
     if name in ("adam", "sgd"):
-        problem = ModuleProblem(model, "cross_entropy")
         fo = dataclasses.replace(cfg.first_order, optimizer=name)
 
         def objective(w: list[Tensor], X: Tensor, Y: Tensor | None) -> Tensor:
             assert Y is not None
             return problem.loss_fn.at(problem.output(w, X, Y), Y).per_example().mean()
-
-        def init(gen: torch.Generator) -> list[Tensor]:
-            return [p.detach().clone() for p in model.parameters()]
 
         return FirstOrder(objective, init, data, fo, seed)
     raise ConfigError(f"method {name!r} does not train classifiers here; choose from {', '.join(METHODS)}")

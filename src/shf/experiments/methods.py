@@ -60,7 +60,7 @@ def build_method(name: str, net: Autoencoder, data: Split, cfg: ExperimentConfig
     if name == "shf-cg":
         return shf_method(net, data, dataclasses.replace(cfg.optimizer, solver="cg"), seed)
     if name == "martens-hf":
-        return MartensHF(net, data, cfg.hf, seed)
+        return MartensHF(net, sparse_init_of(net, cfg.hf.m0, cfg.hf.sigma, data), data, cfg.hf, seed)
     if name in ("adam", "sgd"):
         return first_order_method(net, data, dataclasses.replace(cfg.first_order, optimizer=name), seed)
     raise ConfigError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -27,10 +28,10 @@ import torch
 from torch import Tensor
 
 from shf import tensorlist as tl
+from shf.curvature.base import CurvatureModel
 from shf.data.split import Split
 from shf.errors import require
 from shf.linesearch import armijo_backtracking
-from shf.models.autoencoder import Autoencoder, sparse_init
 from shf.solvers.cg import cg
 
 
@@ -77,10 +78,26 @@ class HFConfig:
 
 
 class MartensHF:
-    """Martens (2010) HF as a :class:`shf.fit.Method` (one HF iteration per step)."""
+    """Martens (2010) HF as a :class:`shf.fit.Method` (one HF iteration per step).
 
-    def __init__(self, net: Autoencoder, data: Split, cfg: HFConfig, seed: int = 0) -> None:
-        self.net, self.data, self.cfg = net, data, cfg
+    Args:
+        net: the model and loss as operators (:class:`shf.curvature.base.CurvatureModel`: the
+            paper's autoencoder, or :class:`shf.curvature.module.ModuleProblem` for any module).
+        init: ``generator -> w``, the initial weights (Martens: sparse, eq. 9 with his settings).
+        data: the split (targets ``data.train_targets``, or the inputs).
+        cfg: Martens' hyper-parameters.
+        seed: seeds the generator of the initialisation and the gradient batches.
+    """
+
+    def __init__(
+        self,
+        net: CurvatureModel,
+        init: Callable[[torch.Generator], list[Tensor]],
+        data: Split,
+        cfg: HFConfig,
+        seed: int = 0,
+    ) -> None:
+        self.net, self.init, self.data, self.cfg = net, init, data, cfg
         self.gen = torch.Generator().manual_seed(seed)
         self.lam = cfg.lambda1
         self.ch: list[Tensor] | None = None  # the last CG solution (warm start source)
@@ -92,30 +109,33 @@ class MartensHF:
         self.iteration = 0
 
     def init_weights(self) -> list[Tensor]:
-        X = self.data.train
-        return sparse_init(
-            self.net, m0=self.cfg.m0, sigma=self.cfg.sigma, generator=self.gen, dtype=X.dtype, device=X.device
-        )
+        return self.init(self.gen)
 
-    def _objective(self, w: list[Tensor], X: Tensor) -> float:
-        """``L(w; X) + weight_cost/2 ||w||^2``."""
-        return self.net.loss(w, X) + 0.5 * self.cfg.weight_cost * tl.dot(w, w)
+    def _objective(self, w: list[Tensor], X: Tensor, Y: Tensor | None) -> float:
+        """``L(w; X, Y) + weight_cost/2 ||w||^2``."""
+        return self.net.loss(w, X, Y) + 0.5 * self.cfg.weight_cost * tl.dot(w, w)
 
-    def _grad_batch(self) -> Tensor:
+    def _rows(self, idx: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """Training inputs and targets of the rows ``idx`` (all rows for None)."""
+        X, Y = self.data.train, self.data.train_targets
+        if idx is None:
+            return X, Y
+        return X[idx], None if Y is None else Y[idx]
+
+    def _grad_batch(self) -> tuple[Tensor, Tensor | None]:
         X = self.data.train
         gb = self.cfg.grad_batch
         if gb is None or gb >= X.shape[0]:
-            return X
-        idx = torch.randperm(X.shape[0], generator=self.gen)[:gb].to(X.device)
-        return X[idx]
+            return self._rows(None)
+        return self._rows(torch.randperm(X.shape[0], generator=self.gen)[:gb].to(X.device))
 
     def step(self, w: list[Tensor]) -> tuple[list[Tensor], dict[str, Any]]:
         cfg, net = self.cfg, self.net
         times: dict[str, float] = {}
         t = time.perf_counter()
-        Xg = self._grad_batch()
+        Xg, Yg = self._grad_batch()
         # 1. gradient, per-example squared gradients and objective on the gradient batch
-        Ag = net.jacobian(w, Xg)
+        Ag = net.jacobian(w, Xg, Yg)
         grad, sumsq = Ag.per_example_gradient_stats()
         wc = cfg.weight_cost
         g = cast(list[Tensor], tl.axpy(wc, w, grad))  # grad f = grad L + wc w
@@ -128,7 +148,7 @@ class MartensHF:
         t = time.perf_counter()
         chunk = self.chunks[self.iteration % len(self.chunks)]
         self.iteration += 1
-        Ac = net.jacobian(w, self.data.train[chunk])
+        Ac = net.jacobian(w, *self._rows(chunk))
         lam = self.lam
 
         def Gv(v: Any, shift: float) -> Any:
@@ -155,10 +175,10 @@ class MartensHF:
         stored = info.stored
         j = len(stored) - 1
         p = cast(list[Tensor], stored[j][1])
-        f_p = self._objective(cast(list[Tensor], tl.add(w, p)), Xg)
+        f_p = self._objective(cast(list[Tensor], tl.add(w, p)), Xg, Yg)
         evals = 1
         while j > 0:
-            f_prev = self._objective(cast(list[Tensor], tl.add(w, stored[j - 1][1])), Xg)
+            f_prev = self._objective(cast(list[Tensor], tl.add(w, stored[j - 1][1])), Xg, Yg)
             evals += 1
             if not f_prev < f_p:
                 break
@@ -183,7 +203,7 @@ class MartensHF:
         # 6. Armijo: c = 1e-2, s <- 0.8 s, at most 60 times
         slope = tl.dot(g, p) if finite else math.nan
         ls = armijo_backtracking(
-            lambda s: self._objective(cast(list[Tensor], tl.axpy(s, p, w)), Xg),
+            lambda s: self._objective(cast(list[Tensor], tl.axpy(s, p, w)), Xg, Yg),
             f0,
             slope,
             alpha=cfg.armijo_c,
