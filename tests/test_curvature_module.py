@@ -157,13 +157,33 @@ def test_per_example_statistics_are_the_same_in_small_chunks(monkeypatch: pytest
 
 
 def test_in_place_activation_gives_the_same_product_on_every_call() -> None:
+    """torch.func.linearize replays a wrong trace for sigmoid_ from its second call on: the
+    operator must notice and keep jvp, past the point where it tries the trace."""
+    from shf.curvature.module import LINEARIZE_AFTER
+
     model, X, Y = _batch("mlp", "mse", seed=6)
     w0 = [p.detach() for p in model.parameters()]
     A = ModuleProblem(model, "mse").jacobian(w0, X, Y)
     d = [torch.ones_like(t) for t in w0]
     first = A.matvec(d)
-    for _ in range(3):
+    for _ in range(LINEARIZE_AFTER + 3):
         torch.testing.assert_close(A.matvec(d), first, rtol=0, atol=0)
+    assert not A.linearized
+
+
+@pytest.mark.parametrize(("kind", "loss"), [("cnn", "cross_entropy"), ("cnn", "mse")])
+def test_forward_mode_after_the_switch_to_linearize_is_still_the_jacobian(kind: str, loss: str) -> None:
+    from shf.curvature.module import LINEARIZE_AFTER
+
+    model, X, Y = _batch(kind, loss, seed=10)
+    w0, J, _, _, _ = _reference(model, loss, X, Y)
+    A = ModuleProblem(model, loss).jacobian(w0, X, Y)
+    g = torch.Generator().manual_seed(11)
+    for i in range(LINEARIZE_AFTER + 3):
+        d = [torch.randn(t.shape, generator=g, dtype=F64) for t in w0]
+        Jd = (J @ tl.flatten(d)).reshape(A.residual.shape[0], -1)
+        torch.testing.assert_close(A.matvec(d), A.point.bt(Jd) / math.sqrt(X.shape[0]), **TOL)
+        assert A.linearized == (i >= LINEARIZE_AFTER - 1)
 
 
 def test_only_the_chosen_parameters_are_trained() -> None:

@@ -10,10 +10,14 @@ residual ``R`` (``A^T R = grad f``), the loss and the gradient: the same protoco
 hand-written autoencoder operator (:mod:`shf.curvature.mlp`), so the solvers, the
 preconditioners and the HF step work on any model.
 
-* forward mode ``A d``: ``torch.func.jvp`` of the model in its parameters (the forward
-  pass is recomputed with the tangent; ``torch.func.linearize`` would avoid that, but
-  it replays a trace that is wrong for in-place activations such as ``sigmoid_`` from
-  its second call on, so it is not used);
+* forward mode ``A d``: ``torch.func.jvp`` of the model in its parameters, which
+  recomputes the forward pass with every tangent. From the :data:`LINEARIZE_AFTER`-th
+  product of an HF iteration on (when the solve is long enough to pay for a trace),
+  ``torch.func.linearize`` traces the tangent map once and replays it without the
+  forward pass (2-3x faster per product). Its replay is wrong for in-place activations
+  such as ``sigmoid_`` from the second call on, so the trace is used only after two
+  replays equal ``jvp``'s result for the same tangent; otherwise (or if tracing fails)
+  ``jvp`` stays (deviation G5 in docs/deviations.md);
 * reverse mode ``A^T u``: the ``torch.func.vjp`` closure of one forward pass per HF
   iteration, reused by every product;
 * per-example quantities (Chapelle-Erhan's ``sum_i (J_i^T B_i u_i)^2``, the per-example
@@ -29,8 +33,10 @@ map at every call. Put the model in ``eval()`` mode or replace those layers.
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -41,9 +47,15 @@ from shf.curvature.losses import Loss, LossPoint, chunked_mean, finite_or_inf, g
 from shf.errors import ConfigError, DataError
 from shf.tensorlist import Vec
 
+log = logging.getLogger(__name__)
+
 PER_EXAMPLE_BUDGET = 1 << 24
 """Numbers of per-example gradients held at once (64 MiB in float32): the chunk of
 examples processed by one ``vmap`` call is ``max(1, PER_EXAMPLE_BUDGET // n_params)``."""
+
+LINEARIZE_AFTER = 8
+"""Forward-mode products per HF iteration made by ``jvp`` before ``linearize`` is tried:
+a trace costs about as much as 5-10 products, so short solves never pay for it."""
 
 EVAL_CHUNK = 8192
 """Rows per forward pass when a loss is evaluated over a large set (validation merit)."""
@@ -201,6 +213,8 @@ class ModuleJacobian:
         # R = r / sqrt(n) with B r = dl/dz, so A^T R = J^T dl/dz / n = grad f
         self._R = self.point.residual * self.scale
         self._loss = finite_or_inf(self.point.total() / self.n)
+        self._matvecs = 0
+        self._linear: Callable[..., Tensor] | None = None  # the checked linearize trace, if any
 
     def _fn(self, *w: Tensor) -> Tensor:
         return self.problem.output(w, self.X, self.Y)
@@ -218,8 +232,38 @@ class ModuleJacobian:
     def matvec(self, d: Vec) -> Vec:
         """Forward mode ``d -> B^T (J d) / sqrt(n)``; a new tensor."""
         assert isinstance(d, list)
-        jd = torch.func.jvp(self._fn, tuple(self.w), tuple(d))[1]
+        self._matvecs += 1
+        if self._linear is not None:
+            jd = self._linear(*d)
+        else:
+            jd = torch.func.jvp(self._fn, tuple(self.w), tuple(d))[1]
+            if self._matvecs == LINEARIZE_AFTER:
+                self._linear = self._checked_linearization(d, jd)
         return self.point.bt(jd).mul_(self.scale)  # bt returns jd itself or a new tensor
+
+    @property
+    def linearized(self) -> bool:
+        """Whether forward mode now replays a checked ``linearize`` trace."""
+        return self._linear is not None
+
+    def _checked_linearization(self, d: list[Tensor], jd: Tensor) -> Callable[..., Tensor] | None:
+        """``torch.func.linearize``'s tangent map if two of its replays equal ``jd`` (``jvp``'s
+        ``J d``) to round-off, else None (with a debug log line saying why)."""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # const folding warns about its own graph
+                linear = torch.func.linearize(self._fn, *self.w)[1]
+                first, second = linear(*d), linear(*d)
+        except Exception as e:  # any tracing failure: keep jvp, which is always right
+            log.debug("linearize not used: %s", e)
+            return None
+        # Same operations in another order: equal to a few ulps of the largest entry.
+        tol = 100 * torch.finfo(jd.dtype).eps * max(float(jd.abs().max()), 1e-30)
+        for replay in (first, second):
+            if replay.shape != jd.shape or float((replay - jd).abs().max()) > tol:
+                log.debug("linearize not used: its replay differs from jvp (in-place operations?)")
+                return None
+        return linear
 
     def rmatvec(self, U: Vec) -> Vec:
         """Reverse mode ``U -> J^T (B U) / sqrt(n)``; new tensors."""
