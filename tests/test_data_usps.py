@@ -163,3 +163,15 @@ def test_labels_follow_their_images_through_the_split(tmp_path: Path) -> None:
     for X, y in ((s.train, s.train_targets), (s.val, s.val_targets), (s.test, s.test_targets)):
         assert y is not None and y.dtype == torch.int64
         torch.testing.assert_close(X[:, 0] * 255 / 20, y.to(X.dtype), atol=1e-3, rtol=0)
+
+
+def test_registry_finds_usps_in_the_data_cache_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shf.data.registry import DataConfig, load_dataset
+
+    monkeypatch.chdir(tmp_path)  # a checkout's ../shared beside the working directory is not searched
+    with pytest.raises(DataError, match=r"usps_9298\.mat"):
+        load_dataset(DataConfig(dataset="usps", cache_dir=str(tmp_path / "cache")))
+    (tmp_path / "cache").mkdir()
+    _write_layout_b(tmp_path / "cache" / "usps_9298.mat", 40)
+    s = load_dataset(DataConfig(dataset="usps", cache_dir=str(tmp_path / "cache")), labels=True)
+    assert s.name == "USPS (40), labelled" and s.supervised

@@ -25,6 +25,8 @@ from shf.errors import ConfigError, DataError
 
 DATASETS = ("curves", "mnist", "fashion-mnist", "mnist-t10k", "usps", "own")
 USPS_URL = "https://cs.nyu.edu/~roweis/data/usps_all.mat"
+USPS_FILES = ("usps_all.mat", "usps_9298.mat")
+"""USPS files looked for in the data cache, in order, when no path is given."""
 
 
 @dataclass
@@ -76,13 +78,14 @@ def _usps_path(cfg: DataConfig) -> Path:
         return Path(cfg.path)
     from shf.data.download import cache_dir
 
-    # Only the download cache: the library never looks into a development checkout.
-    candidate = cache_dir(cfg.cache_dir) / "usps_all.mat"
-    if candidate.is_file():
-        return candidate.resolve()
+    # Only the data cache: the library never looks into a development checkout.
+    cache = cache_dir(cfg.cache_dir)
+    for name in USPS_FILES:
+        if (cache / name).is_file():
+            return (cache / name).resolve()
     raise DataError(
         f"no USPS file found: give data.path (--data-path), or download {USPS_URL} "
-        f"and put it in {candidate.parent} as usps_all.mat"
+        f"and put it in {cache} as usps_all.mat (the 9,298-image file as usps_9298.mat)"
     )
 
 
