@@ -250,3 +250,20 @@ def test_chapelle_erhan_estimate_on_the_generic_operator_is_unbiased() -> None:
     bound = 6 * std / M**0.5 + 1e-12
     assert torch.all((mean - exact).abs() <= bound), float(((mean - exact).abs() / bound).max())
     assert float(std.max()) > 1e-3 * float(exact.max())
+
+
+def test_batchnorm_in_eval_mode_uses_its_running_statistics() -> None:
+    """Buffers go through functional_call: an eval-mode BatchNorm is an affine map with the
+    running statistics, and the operator matches the dense reference."""
+    torch.manual_seed(12)
+    model = nn.Sequential(nn.Linear(4, 5), nn.BatchNorm1d(5), nn.Tanh(), nn.Linear(5, 3)).to(F64)
+    with torch.no_grad():
+        model[1].running_mean.uniform_(-1, 1)
+        model[1].running_var.uniform_(0.5, 2)
+    model.eval()
+    X, Y = torch.randn(6, 4, dtype=F64), torch.randn(6, 3, dtype=F64)
+    w0, J, _, f, flat = _reference(model, "mse", X, Y)
+    A = ModuleProblem(model, "mse").jacobian(w0, X, Y)
+    d = [torch.randn_like(t) for t in w0]
+    torch.testing.assert_close(A.matvec(d), (J @ tl.flatten(d)).reshape(6, 3) / math.sqrt(6), **TOL)
+    torch.testing.assert_close(tl.flatten(A.gradient()), torch.func.grad(f)(flat), **TOL)

@@ -8,7 +8,7 @@ A matrix-free Gauss-Newton / Levenberg-Marquardt optimizer for PyTorch models:
 * :mod:`shf.losses`: losses in least-squares form; :mod:`shf.models`: the paper's autoencoder.
 """
 
-from shf import losses
+from shf import losses, models
 from shf.errors import ConfigError, DataError, ShfError
 from shf.fit import FitResult, fit
 from shf.optim.hyper import Batch, Damping, Init, LineSearch, Solver, WarmStart
@@ -38,4 +38,5 @@ __all__ = [
     "fit",
     "losses",
     "lsmr",
+    "models",
 ]
