@@ -103,3 +103,25 @@ def test_merit_monitor_evaluates_x0_only_when_read():
     assert calls == [5.0, 7.0, 9.0] and [k for k, _ in mon.history] == [5, 7, 9]
     x, k = mon.best(9, torch.tensor(9.0))
     assert k == 9 and float(x) == 9.0 and calls == [5.0, 7.0, 9.0]  # the last check is reused
+
+
+def test_cg_ablation_evaluates_the_merit_at_x0_in_the_original_variables():
+    """With a preconditioner c != 1 and a warm start x0 != 0 the merit's k = 0 point is x0
+    (not x0 / c), and when every merit is +inf the returned direction is x0."""
+    from shf.optim.step import _solve_cg
+
+    net, w, X = tiny_problem((6, 4, 2), 12, seed=3)
+    A = net.jacobian(w, X)
+    c = [torch.full_like(W, 0.5) for W in w]
+    x0 = [torch.full_like(W, 0.1) for W in w]
+    seen: list[list[torch.Tensor]] = []
+
+    def merit(d):  # type: ignore[no-untyped-def]
+        seen.append([t.clone() for t in d])
+        return float(tl.norm(d))
+
+    cfg = SHFConfig(miniter=0, first_check=1, ftol=1.0, n1=12)
+    _solve_cg(A, -A.residual, 1.0, c, x0, 5, cfg, merit)
+    assert any(all(torch.equal(a, b) for a, b in zip(s, x0)) for s in seen)
+    d, *_ = _solve_cg(A, -A.residual, 1.0, c, x0, 5, cfg, lambda d: float("inf"))
+    assert all(torch.equal(a, b) for a, b in zip(d, x0))

@@ -267,3 +267,15 @@ def test_batchnorm_in_eval_mode_uses_its_running_statistics() -> None:
     d = [torch.randn_like(t) for t in w0]
     torch.testing.assert_close(A.matvec(d), (J @ tl.flatten(d)).reshape(6, 3) / math.sqrt(6), **TOL)
     torch.testing.assert_close(tl.flatten(A.gradient()), torch.func.grad(f)(flat), **TOL)
+
+
+def test_frozen_parameters_follow_the_model_and_unusable_batchnorm_is_refused() -> None:
+    model, X, Y = _batch("mlp", "mse", seed=13)
+    model.float()
+    model[0].requires_grad_(False)
+    problem = ModuleProblem(model, "mse")
+    model.double()  # after the problem was made
+    w = [p.detach() for p in model.parameters() if p.requires_grad]
+    assert math.isfinite(problem.loss(w, X, Y))
+    with pytest.raises(ConfigError, match="no running statistics"):
+        check_module(nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3, track_running_stats=False)).eval())

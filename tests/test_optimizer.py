@@ -148,3 +148,32 @@ def test_step_without_validation_keeps_the_batch_size() -> None:
     info = opt.step(X[:30], y[:30])
     assert info.val_loss is None and info.n_hat is not None and opt.batch_size == 30
     assert info.solver_stop in ("maxiter", "lsq_solved")  # no merit without a validation set
+
+
+def test_state_dict_keeps_the_batch_cap_of_the_training_set_it_was_made_for() -> None:
+    model = _model()
+    sd = SHF(model, "cross_entropy", train_size=100, **HYPER).state_dict()
+    other = SHF(model, "cross_entropy", **HYPER)  # no train_size: n_max would be the config's 120
+    other.load_state_dict(sd)
+    assert other.schedule.n_max == 100 and other.train_size == 100
+
+
+def test_parameters_are_fixed_at_construction_and_val_may_be_a_list() -> None:
+    X, y, Xv, yv = _task()
+    model = _model()
+    opt = SHF(model, "cross_entropy", **HYPER)
+    with pytest.raises(ConfigError, match="fixed when it is made"):
+        opt.add_param_group({"params": [torch.zeros(2, requires_grad=True)]})
+    info = opt.step(X[:30], y[:30].to(torch.uint8), val=[Xv, yv])  # any integer label dtype
+    assert info.val_loss is not None
+    with pytest.raises(DataError, match="pair"):
+        opt.step(X[:30], y[:30], val=[Xv, yv, yv])  # type: ignore[arg-type]
+
+
+def test_a_cross_entropy_autoencoder_is_not_silently_trained_on_mse() -> None:
+    from shf.models import Autoencoder
+
+    net = Autoencoder((6, 3), loss_name="cross_entropy", dtype=F64)
+    assert SHF(net).fast_path
+    with pytest.raises(ConfigError, match="own loss 'cross_entropy'"):
+        SHF(net, generic=True)

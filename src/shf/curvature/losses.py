@@ -192,12 +192,13 @@ class BCEWithLogits(Loss):
 class _SoftmaxPoint(LossPoint):
     def __init__(self, z: Tensor, y: Tensor) -> None:
         self.z, self.y = z, y
+        label = y.long()[:, None]  # any integer dtype of labels
         logp = torch.log_softmax(z, dim=1)
-        self._nll = -logp.gather(1, y[:, None])[:, 0]  # l = logsumexp(z) - z_y
+        self._nll = -logp.gather(1, label)[:, 0]  # l = logsumexp(z) - z_y
         p = logp.exp()
         self._p = p
         self._sqrtp = torch.sqrt(p)
-        onehot = torch.zeros_like(p).scatter_(1, y[:, None], 1.0)
+        onehot = torch.zeros_like(p).scatter_(1, label, 1.0)
         self._g = p - onehot  # dl/dz = p - e_y
         # r = (p - e_y) / sqrt(p) solves B r = p - e_y and is orthogonal to null(B) = span(sqrt p);
         # sqrt(p_y) is clamped where the model is confidently wrong.

@@ -67,11 +67,11 @@ def check_module(model: nn.Module) -> None:
         raise ConfigError(f"SHF needs a torch.nn.Module, got {type(model).__name__}")
     for name, m in model.named_modules():
         where = f"layer {name!r} ({type(m).__name__})" if name else type(m).__name__
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training:
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and (m.training or not m.track_running_stats):
             raise ConfigError(
-                f"{where} is in training mode: its output for one example depends on the whole "
-                "batch, which per-example curvature cannot represent; call model.eval() to use its "
-                "running statistics, or use GroupNorm/LayerNorm"
+                f"{where} is in training mode or keeps no running statistics: its output for one "
+                "example depends on the whole batch, which per-example curvature cannot represent; "
+                "call model.eval() to use its running statistics, or use GroupNorm/LayerNorm"
             )
         if isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0:
             raise ConfigError(
@@ -111,12 +111,13 @@ class ModuleProblem:
         self.names = [by_id[id(p)] for p in chosen]
         if len(set(self.names)) != len(self.names):
             raise ConfigError("a parameter was given to SHF twice")
-        trained = set(self.names)
-        self._fixed = {name: p.detach() for name, p in named if name not in trained}
+        self._trained = set(self.names)
         self.n_params = sum(p.numel() for p in chosen)
 
     def _state(self, w: Sequence[Tensor]) -> dict[str, Tensor]:
-        state = dict(self._fixed)
+        # The parameters not trained are read from the model at every call (it may have
+        # been moved or cast since), the trained ones are w.
+        state = {n: p.detach() for n, p in self.model.named_parameters() if n not in self._trained}
         state.update(zip(self.names, w))
         state.update(dict(self.model.named_buffers()))
         return state
@@ -156,6 +157,10 @@ class ModuleProblem:
                 )
         if X.shape[0] != Y.shape[0]:
             raise DataError(f"inputs have {X.shape[0]} rows but targets have {Y.shape[0]}")
+        device = w[0].device if len(w) else X.device
+        for name, t in (("inputs", X), ("targets", Y)):
+            if t.device != device:
+                raise DataError(f"{name} are on {t.device} but the model's parameters on {device}")
         with torch.no_grad():
             z = torch.func.functional_call(self.model, self._state(w), (X[:2],))
             if not isinstance(z, Tensor) or z.dim() == 0 or z.shape[0] != min(2, X.shape[0]):
@@ -303,7 +308,9 @@ def curvature_model(
     :class:`shf.models.Autoencoder` with its own loss), else a :class:`ModuleProblem`
     (``torch.func``, any module). ``generic=True`` forces the ``torch.func`` path.
 
-    ``loss=None`` means the model's own loss on the fast path and ``mse`` otherwise.
+    ``loss=None`` means the model's own loss (its ``loss_name``) where the model has one,
+    else ``mse``. A generic loss applies to the module's output: for the autoencoder that is
+    the logistic reconstruction, not logits, so ``"bce"`` there would apply the sigmoid twice.
     """
     check_module(model)
     own = getattr(model, "loss_name", None)
@@ -319,6 +326,14 @@ def curvature_model(
         same = len(chosen) == len(mine) and all(a is b for a, b in zip(chosen, mine))
         if same and all(p.requires_grad for p in mine):
             return model
+    if loss is None and own is not None:
+        generic_loss = _FAST_LOSS.get(str(own))
+        if generic_loss is None:
+            raise ConfigError(
+                f"the model's own loss {own!r} has only hand-written products, which need all of the "
+                "model's parameters (trainable) and generic=False; give another loss explicitly"
+            )
+        loss = generic_loss
     return ModuleProblem(model, "mse" if loss is None else loss, params)
 
 

@@ -28,11 +28,11 @@ from torch import Tensor, nn
 from shf.batchsize import BatchSchedule, predict_batch_size
 from shf.curvature.losses import Loss
 from shf.curvature.module import curvature_model
-from shf.errors import ConfigError
+from shf.errors import ConfigError, DataError
 from shf.optim.hyper import Batch, Damping, Init, LineSearch, Solver, WarmStart, to_config
 from shf.optim.step import SHFConfig, SHFState, StepInfo, shf_step
 
-ValSet = tuple[Tensor, Tensor | None] | Tensor
+ValSet = tuple[Tensor, Tensor | None] | list[Tensor] | Tensor
 
 
 class SHF(torch.optim.Optimizer):
@@ -115,6 +115,8 @@ class SHF(torch.optim.Optimizer):
         self.problem = curvature_model(model, loss, self._params, generic=generic)
         self.config = cfg
         self.train_size = None if train_size is None else int(train_size)
+        if generator is not None and generator.device.type != "cpu":
+            raise ConfigError("the generator must be a CPU torch.Generator (batches are drawn on the CPU)")
         self.generator = generator if generator is not None else torch.Generator().manual_seed(int(seed))
         # lambda <- lambda1; gamma <- gamma1; maxiter <- maxiter1; d <- 0  (Alg. 1)
         self.hf_state = SHFState.initial(cfg)
@@ -130,6 +132,13 @@ class SHF(torch.optim.Optimizer):
             rrel_tol=cfg.rrel_tol,
         )
         self.iterations = 0
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Refused once the optimizer exists: SHF solves one system for the parameters it was
+        built with (the curvature operator is made for them)."""
+        if hasattr(self, "problem"):
+            raise ConfigError("SHF's parameters are fixed when it is made; make a new SHF to train others")
+        super().add_param_group(param_group)
 
     @property
     def fast_path(self) -> bool:
@@ -158,7 +167,9 @@ class SHF(torch.optim.Optimizer):
 
     def loss(self, inputs: Tensor, targets: Tensor | None = None) -> float:
         """The training loss ``f`` of the current weights on ``(inputs, targets)``."""
-        return float(self.problem.loss(self.weights(), inputs, targets))
+        w = self.weights()
+        self.problem.check_batch(w, inputs, targets)
+        return float(self.problem.loss(w, inputs, targets))
 
     def step(  # type: ignore[override]
         self, inputs: Tensor, targets: Tensor | None = None, *, val: ValSet | None = None
@@ -172,7 +183,14 @@ class SHF(torch.optim.Optimizer):
                 LSMR stops on ``atol``/``maxiter`` only and the batch size stays.
         """
         X, Y = inputs, targets
-        X_val, Y_val = (val if isinstance(val, tuple) else (val, None)) if val is not None else (None, None)
+        X_val: Tensor | None = None
+        Y_val: Tensor | None = None
+        if isinstance(val, (tuple, list)):
+            if len(val) != 2:
+                raise DataError("val must be the validation inputs or a pair (inputs, targets)")
+            X_val, Y_val = val
+        elif val is not None:
+            X_val = val
         w = self.weights()
         self.problem.check_batch(w, X, Y)
         if X.shape[0] < 2:
@@ -222,6 +240,7 @@ class SHF(torch.optim.Optimizer):
             "gamma": self.hf_state.gamma,
             "maxiter": self.hf_state.maxiter,
             "schedule": self.schedule.state_dict(),
+            "n_max": self.schedule.n_max,
             "generator": self.generator.get_state(),
             "train_size": self.train_size,
             "iterations": self.iterations,
@@ -240,6 +259,7 @@ class SHF(torch.optim.Optimizer):
         super().load_state_dict(state_dict)
         self.hf_state.lam, self.hf_state.gamma, self.hf_state.maxiter = s["lam"], s["gamma"], s["maxiter"]
         self.schedule.load_state_dict(s["schedule"])
+        self.schedule.n_max = int(s["n_max"])  # set by the training-set size it was saved with
         self.generator.set_state(cast(Tensor, s["generator"]).clone())
         self.train_size = s["train_size"]
         self.iterations = int(s["iterations"])

@@ -261,8 +261,9 @@ def _solve_cg(
     rhs = tl.axpy(lam * lam, y0, tl.mul(ones, A.rmatvec(b)))
     monitor = None
     if merit is not None:
+        # x0 in the merit's variables (d), the iterates mapped there by d = c ∘ y
         monitor = MeritMonitor(
-            merit, y0, ftol=cfg.ftol, miniter=cfg.miniter, recover=cfg.recover, maxiter=maxiter,
+            merit, x0, ftol=cfg.ftol, miniter=cfg.miniter, recover=cfg.recover, maxiter=maxiter,
             first_check=cfg.first_check, check_growth=cfg.check_growth, to_x=lambda y: tl.mul(ones, y),
         )  # fmt: skip
     y, info = cg(Bv, rhs, x0=y0, maxiter=maxiter, tol=0.0, rtol=cfg.atol, callback=monitor)
