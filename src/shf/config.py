@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Union
-
-import tomllib
 
 from shf.data.registry import DataConfig as DataConfig
 from shf.errors import ConfigError

@@ -44,7 +44,7 @@ def environment() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.is_available(),
         "argv": sys.argv,
-        "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "started": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
 
 
@@ -57,7 +57,7 @@ def peak_rss_mb() -> float:
 
 def default_run_dir(name: str, root: str | os.PathLike[str] = "runs") -> Path:
     """``runs/<name>-<UTC timestamp>`` (a suffix is added if it exists)."""
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%d-%H%M%S")
     base = Path(root) / f"{name}-{stamp}"
     p, k = base, 1
     while p.exists():
