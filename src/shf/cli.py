@@ -528,11 +528,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else runlog.default_run_dir(cfg.name)
     t0 = time.perf_counter()
     data = prepare_data(cfg)
-    n_params = build_network(cfg).n_params()
+    if cfg.model.task == "classify":
+        from shf.experiments.classify import build_classifier
+
+        clf = build_classifier(cfg, data.dim, dtype=torch.float32, device=torch.device("cpu"))
+        model = f"{cfg.model.arch} classifier ({sum(p.numel() for p in clf.parameters()):,} weights)"
+    else:
+        model = f"encoder {'-'.join(map(str, cfg.model.encoder))} ({build_network(cfg).n_params():,} weights)"
     print(
         f"shf train: {data.name}, train/val/test = {len(data.train)}/{len(data.val)}/{len(data.test)}, "
-        f"encoder {'-'.join(map(str, cfg.model.encoder))} ({n_params:,} weights), {cfg.run.dtype}, "
-        f"data ready in {time.perf_counter() - t0:.1f}s -> {out}",
+        f"{model}, {cfg.run.dtype}, {args.method}, data ready in {time.perf_counter() - t0:.1f}s -> {out}",
         file=sys.stderr,
     )
     bar = ProgressBar(cfg.run.max_iters, cfg.run.max_time, args.no_progress)
