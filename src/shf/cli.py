@@ -529,6 +529,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     data = prepare_data(cfg)
     if cfg.model.task == "classify":
+        import torch
+
         from shf.experiments.classify import build_classifier
 
         clf = build_classifier(cfg, data.dim, dtype=torch.float32, device=torch.device("cpu"))
