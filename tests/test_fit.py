@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -128,3 +129,51 @@ def test_model_without_trainable_parameters_is_refused() -> None:
 def test_max_time_stops_the_loop() -> None:
     res = shf.fit(_model(), _blobs(200, 0), _blobs(50, 1), loss="cross_entropy", max_time=1e-9, **HYPER)
     assert res.iterations == 1 and res.stop_reason == "max_time" and math.isnan(res.test_loss or math.nan)
+
+
+@pytest.mark.parametrize("method", ["shf-lsmr", "shf-cg", "martens-hf", "adam", "sgd"])
+def test_run_loop_resumes_bit_for_bit_from_a_checkpoint(method: str) -> None:
+    """10 iterations uninterrupted == 6 iterations, a checkpoint, a fresh method resumed from it,
+    4 more: the same records (but times) and the same final and best weights, bit for bit."""
+    import copy
+
+    import regression_runs
+    from shf import config as cfgmod
+    from shf.experiments.methods import build_method
+    from shf.experiments.run import build_network, squared_error
+    from shf.fit import LoopConfig, run_loop
+
+    cfg = cfgmod.load("default", [*regression_runs.OVERRIDES, "run.seed=3"])
+    data = regression_runs.data()
+    loop = LoopConfig(max_iters=10, eval_every=2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        net = build_network(cfg)
+        whole = run_loop(
+            data, build_method(method, net, data, cfg), loop, evaluate=squared_error(net), seed=3
+        )
+        states: dict[int, object] = {}
+        net = build_network(cfg)
+        run_loop(
+            data, build_method(method, net, data, cfg), dataclasses.replace(loop, max_iters=7),
+            evaluate=squared_error(net), seed=3, checkpoint_every=3,
+            checkpoint=lambda s: states.update({s.iteration: copy.deepcopy(s)}),
+        )  # fmt: skip
+        assert sorted(states) == [3, 6]
+        net = build_network(cfg)
+        rest = run_loop(
+            data, build_method(method, net, data, cfg), loop, evaluate=squared_error(net), seed=3,
+            resume=states[6],  # type: ignore[arg-type]
+        )  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+
+    def strip(recs: list[dict]) -> list[dict]:
+        return [{k: v for k, v in r.items() if k not in ("time_s", "wall_s", "times")} for r in recs]
+
+    assert strip(rest.history) == strip(whole.history[6:])
+    assert all(torch.equal(a, b) for a, b in zip(rest.weights, whole.weights))
+    assert {k: v for k, v in rest.summary.items() if "time" not in k} == {
+        k: v for k, v in whole.summary.items() if "time" not in k
+    }

@@ -18,6 +18,7 @@ For the paper's autoencoders the errors are also reported on the no-1/2 scale
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -87,6 +88,8 @@ class Method(Protocol):
     ``step`` returns the new weights and a metrics dictionary that holds at least
     ``examples`` (training rows used by the iteration) and may hold ``val_error`` (the
     validation error at the new weights, when the method computed it anyway).
+    ``state_dict``/``load_state_dict`` hold everything a resumed run needs to continue
+    bit for bit (after ``init_weights``, which builds the method's structures).
     """
 
     def init_weights(self) -> list[Tensor]: ...
@@ -94,6 +97,41 @@ class Method(Protocol):
     def step(self, w: list[Tensor]) -> tuple[list[Tensor], dict[str, Any]]: ...
 
     def summary(self) -> dict[str, Any]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class LoopState:
+    """Where the loop stands after ``iteration`` iterations: enough to continue bit for bit.
+
+    ``records`` is the number of metric records written so far (a resumed run's metrics
+    file is cut back to it: records after the checkpoint are written again).
+    """
+
+    iteration: int
+    w: list[Tensor]
+    w0: list[Tensor]
+    best_w: list[Tensor]
+    best_val: float
+    best_iteration: int
+    f_val0: float
+    f_test0: float
+    opt_time: float
+    examples: int
+    records: int
+    method: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        """Tensors and plain values (for ``torch.save``)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LoopState:
+        """Inverse of :meth:`as_dict`."""
+        return cls(**d)
 
 
 Evaluate = Callable[[list[Tensor], Tensor, "Tensor | None"], float]
@@ -149,6 +187,12 @@ class SHFMethod:
     def summary(self) -> dict[str, Any]:
         return {"final_batch_size": self.opt.batch_size, "final_lambda": self.opt.lam}
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"opt": self.opt.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.opt.load_state_dict(state["opt"])
+
 
 def run_loop(
     data: Split,
@@ -160,6 +204,9 @@ def run_loop(
     on_iteration: Callable[[dict[str, Any]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     no_half: bool = True,
+    resume: LoopState | None = None,
+    checkpoint: Callable[[LoopState], None] | None = None,
+    checkpoint_every: int = 0,
 ) -> TrainResult:
     """Drive ``method`` until patience, ``max_iters`` or ``max_time``; keep the best-validation weights.
 
@@ -167,6 +214,11 @@ def run_loop(
     receives each iteration's metrics (for progress bars and metric files); the library
     itself prints nothing. ``no_half`` adds ``*_no_half`` errors (``2 f``, the squared
     error without the 1/2) to the records, as the paper's autoencoder results need.
+
+    Checkpoints: ``checkpoint(state)`` is called after every ``checkpoint_every``-th
+    iteration (0: never) and when ``should_stop`` stops the loop; ``resume`` continues from
+    such a state (the same data, method configuration, seed and thread count give the
+    same iterations, bit for bit, as the uninterrupted run).
     """
     N = data.train.shape[0]
     if N < 2:
@@ -195,17 +247,35 @@ def run_loop(
     def scales(name: str, value: float) -> dict[str, float]:
         return {name: value, f"{name}_no_half": 2.0 * value} if no_half else {name: value}
 
-    f_val0 = val_error(w)
-    f_test0 = test_error(w)
-    best = {"val": f_val0, "iteration": 0}
-    best_w = cast(list[Tensor], tl.clone(w))
     history: list[dict[str, Any]] = []
-    opt_time = 0.0
-    examples = 0
     stop_reason = "max_iters"
     wall0 = time.perf_counter()
-    i = 0
-    for i in range(1, loop.max_iters + 1):
+    if resume is None:
+        f_val0 = val_error(w)
+        f_test0 = test_error(w)
+        best = {"val": f_val0, "iteration": 0}
+        best_w = cast(list[Tensor], tl.clone(w))
+        opt_time = 0.0
+        examples = 0
+        start, records = 1, 0
+    else:
+        method.load_state_dict(resume.method)
+        w, w0 = [t.clone() for t in resume.w], [t.clone() for t in resume.w0]
+        best_w = [t.clone() for t in resume.best_w]
+        best = {"val": resume.best_val, "iteration": resume.best_iteration}
+        f_val0, f_test0 = resume.f_val0, resume.f_test0
+        opt_time, examples = resume.opt_time, resume.examples
+        start, records = resume.iteration + 1, resume.records
+
+    def state(i: int) -> LoopState:
+        return LoopState(
+            iteration=i, w=[t.clone() for t in w], w0=w0, best_w=best_w, best_val=float(best["val"]),
+            best_iteration=int(best["iteration"]), f_val0=f_val0, f_test0=f_test0, opt_time=opt_time,
+            examples=examples, records=records, method=method.state_dict(),
+        )  # fmt: skip
+
+    i = start - 1
+    for i in range(start, loop.max_iters + 1):
         t_iter = time.perf_counter()
         w, info = method.step(w)
         f_val = info.pop("val_error", None)
@@ -233,8 +303,11 @@ def run_loop(
             best_w = cast(list[Tensor], tl.clone(w))
         rec["best_val_error"] = best["val"]
         history.append(rec)
+        records += 1
         if on_iteration is not None:
             on_iteration(rec)
+        if checkpoint is not None and checkpoint_every > 0 and i % checkpoint_every == 0:
+            checkpoint(state(i))
         if i - int(best["iteration"]) >= loop.patience:
             stop_reason = "patience"
             break
@@ -243,6 +316,8 @@ def run_loop(
             break
         if should_stop is not None and should_stop():
             stop_reason = "interrupted"
+            if checkpoint is not None:
+                checkpoint(state(i))
             break
 
     # Train and test errors at the best-validation weights (what the paper reports).

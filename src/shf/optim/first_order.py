@@ -130,3 +130,21 @@ class FirstOrder:
 
     def summary(self) -> dict[str, Any]:
         return {"optimizer": self.cfg.optimizer, "lr": self.cfg.lr}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The parameters, the ``torch.optim`` state (moments) and the batch generator."""
+        assert self.opt is not None
+        return {
+            "params": [p.detach().clone() for p in self.params],
+            "opt": self.opt.state_dict(),
+            "generator": self.gen.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore after :meth:`init_weights` (which builds the ``torch.optim`` optimizer)."""
+        assert self.opt is not None
+        with torch.no_grad():
+            for p, v in zip(self.params, state["params"]):
+                p.copy_(v)
+        self.opt.load_state_dict(state["opt"])
+        self.gen.set_state(state["generator"].clone())

@@ -238,3 +238,12 @@ class MartensHF:
 
     def summary(self) -> dict[str, Any]:
         return {"final_lambda": self.lam}
+
+    def state_dict(self) -> dict[str, Any]:
+        """``lambda``, the CG warm start, the chunk counter and the generator."""
+        gen = self.gen.get_state()
+        return {"lam": self.lam, "ch": self.ch, "iteration": self.iteration, "generator": gen}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.lam, self.ch, self.iteration = state["lam"], state["ch"], state["iteration"]
+        self.gen.set_state(state["generator"].clone())
