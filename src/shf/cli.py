@@ -9,6 +9,8 @@ import argparse
 import json
 import logging
 import math
+import shutil
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -115,6 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="override any config value, e.g. --set optimizer.lambda1=3 (repeatable)",
     )
     t.add_argument("--out", default=None, help="run directory (default: runs/<name>-<timestamp>)")
+    t.add_argument(
+        "--resume",
+        default=None,
+        metavar="DIR",
+        help="continue the run in DIR from its last checkpoint, with its stored configuration "
+        "(only --max-time and --max-iters may change)",
+    )
+    t.add_argument("--overwrite", action="store_true", help="replace what --out DIR holds")
     t.add_argument("--seed", type=int, default=None, help="seed of initialisation and batches")
     t.add_argument("--max-time", type=_positive_float, default=None, help="optimiser time limit, seconds")
     t.add_argument("--max-iters", type=int, default=None, help="HF iteration limit")
@@ -510,9 +520,10 @@ class ProgressBar:
         parts = [f"n={rec['n']}" if "n" in rec else ""]
         if rec.get("lam") is not None:
             parts.append(f"λ={rec['lam']:.3g}")
-        for solver in ("lsmr", "cg"):
-            if f"{solver}_iterations" in rec:
-                parts.append(f"{solver}={rec[f'{solver}_iterations']}/{rec[f'{solver}_stop']}")
+        if "solver_iterations" in rec:
+            parts.append(f"{rec.get('solver', 'lsmr')}={rec['solver_iterations']}/{rec['solver_stop']}")
+        elif "cg_iterations" in rec:  # Martens HF
+            parts.append(f"cg={rec['cg_iterations']}/{rec['cg_stop']}")
         parts.append(f"train={_fmt(self.last_train)} val={rec['val_error']:.4g} t={rec['time_s']:.0f}s")
         self.bar.set_postfix_str(" ".join(p for p in parts if p), refresh=False)
 
@@ -520,12 +531,95 @@ class ProgressBar:
         self.bar.close()
 
 
+class StopRequest:
+    """SIGINT/SIGTERM handler: the first signal asks the loop to stop after the current
+    iteration (it then writes a checkpoint, the best weights and the summary); a second
+    Ctrl-C aborts at once."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> StopRequest:
+        for s in (signal.SIGINT, signal.SIGTERM):
+            self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+        name = signal.Signals(signum).name
+        print(f"\nshf: {name}: stopping after this iteration (Ctrl-C again to abort)", file=sys.stderr)
+
+    def __call__(self) -> bool:
+        return self.signum is not None
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal number (130 for SIGINT, 143 for SIGTERM)."""
+        return 128 + int(self.signum or 0)
+
+
+RESUMABLE_KEYS = ("run.max_time", "run.max_iters")
+"""The settings ``--resume`` may change: they move where the run stops, not its iterations."""
+
+
+def _resume_config(args: argparse.Namespace) -> tuple[cfgmod.ExperimentConfig, Path, str]:
+    """The stored configuration and method of ``--resume DIR`` with the allowed overrides."""
+    out = Path(args.resume)
+    if args.out is not None or args.overwrite:
+        raise ShfError("--resume DIR continues DIR: give neither --out nor --overwrite with it")
+    if args.method != "shf-lsmr":
+        raise ShfError("--resume continues with the run's own method: leave out --method")
+    files = [out / "config.json", out / "run.json"]
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise ShfError(f"{out} is not a run directory of shf train (no {', '.join(missing)})")
+    stored = json.loads(files[0].read_text())
+    method = str(json.loads(files[1].read_text())["method"])
+    overrides = [*args.overrides, *_flag_overrides(args)]
+    changed = []
+    for o in overrides:
+        section, key, _ = cfgmod.parse_override(o)
+        if f"{section}.{key}" not in RESUMABLE_KEYS:
+            changed.append(f"{section}.{key}")
+    if changed:
+        raise ShfError(
+            f"--resume continues {out} with its stored configuration; these settings would change its "
+            f"result: {', '.join(changed)} (only {', '.join(RESUMABLE_KEYS)} may change)"
+        )
+    return cfgmod.from_dict(cfgmod.apply_overrides(stored, overrides)), out, method
+
+
+def _fresh_out(out: Path, overwrite: bool) -> None:
+    """Refuse to mix a new run into a directory that holds files, unless ``overwrite``."""
+    if out.exists() and not out.is_dir():
+        raise ShfError(f"--out {out} is a file, not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise ShfError(
+                f"{out} already holds files: continue that run with --resume {out}, "
+                "or replace it with --overwrite"
+            )
+        shutil.rmtree(out)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from shf import runlog
     from shf.experiments.run import build_network, describe, prepare_data, run_experiment
 
-    cfg = cfgmod.load(args.config, [*args.overrides, *_flag_overrides(args)])
-    out = Path(args.out) if args.out else runlog.default_run_dir(cfg.name)
+    if args.resume:
+        cfg, out, method = _resume_config(args)
+    else:
+        cfg = cfgmod.load(args.config, [*args.overrides, *_flag_overrides(args)])
+        out = Path(args.out) if args.out else runlog.default_run_dir(cfg.name)
+        method = args.method
+        _fresh_out(out, args.overwrite)
     t0 = time.perf_counter()
     data = prepare_data(cfg)
     if cfg.model.task == "classify":
@@ -539,15 +633,29 @@ def cmd_train(args: argparse.Namespace) -> int:
         model = f"encoder {'-'.join(map(str, cfg.model.encoder))} ({build_network(cfg).n_params():,} weights)"
     print(
         f"shf train: {data.name}, train/val/test = {len(data.train)}/{len(data.val)}/{len(data.test)}, "
-        f"{model}, {cfg.run.dtype}, {args.method}, data ready in {time.perf_counter() - t0:.1f}s -> {out}",
+        f"{model}, {cfg.run.dtype}, {method}, data ready in {time.perf_counter() - t0:.1f}s -> {out}"
+        + (" (resumed)" if args.resume else ""),
         file=sys.stderr,
     )
     bar = ProgressBar(cfg.run.max_iters, cfg.run.max_time, args.no_progress)
+    made = not out.exists()
     try:
-        summary = run_experiment(cfg, out, data=data, on_iteration=bar, method=args.method)
+        with StopRequest() as stop:
+            summary = run_experiment(
+                cfg, out, data=data, on_iteration=bar, method=method, resume=bool(args.resume),
+                should_stop=stop,
+            )  # fmt: skip
+    except BaseException:
+        # A run that failed before its first iteration leaves no half-made directory behind.
+        if made and out.is_dir() and not (out / "metrics.jsonl").is_file():
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     finally:
         bar.close()
     print(describe(summary) + f"\n  run directory: {out}")
+    if summary["stop_reason"] == "interrupted":
+        print(f"  interrupted: continue with  shf train --resume {out}", file=sys.stderr)
+        return stop.exit_code
     return 0
 
 
@@ -573,6 +681,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("shf: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # a write that failed (disk full, read-only directory): nothing half-written
+        where = f" {e.filename}" if e.filename else ""
+        print(f"shf: error: could not write{where}: {e.strerror or e}", file=sys.stderr)
+        return 1
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover
     return 2  # pragma: no cover
 

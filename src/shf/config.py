@@ -77,14 +77,18 @@ class ModelConfig:
 @dataclass
 class RunConfig(LoopConfig):
     """Seeds, numerics, device, and the loop's stopping rules (the fields it inherits from
-    :class:`shf.fit.LoopConfig`, with the same defaults and checks)."""
+    :class:`shf.fit.LoopConfig`, with the same defaults and checks); ``checkpoint_every``:
+    write ``checkpoint.pt`` every this many iterations (0: only when interrupted)."""
 
     seed: int = 0
     dtype: str = "float32"
     device: str = "cpu"
     threads: int | None = None
+    checkpoint_every: int = 10
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.checkpoint_every, int) and self.checkpoint_every >= 0):
+            raise ConfigError(f"run.checkpoint_every must be an integer >= 0, got {self.checkpoint_every}")
         if self.dtype not in DTYPES:
             raise ConfigError(f"run.dtype must be one of {DTYPES}, got {self.dtype!r}")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
@@ -188,6 +192,8 @@ def from_dict(d: dict[str, Any]) -> ExperimentConfig:
     name = d.get("name", "default")
     if not isinstance(name, str):
         raise ConfigError(f"name must be a string, got {name!r}")
+    if not name or name in (".", "..") or any(c in name for c in "/\\\0"):
+        raise ConfigError(f"name {name!r} must be a plain name (it names the run directory under runs/)")
     parts = {}
     for sec, cls in SECTIONS.items():
         vals = d.get(sec, {})

@@ -8,10 +8,13 @@ import math
 import os
 import platform
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 import torch
+
+from shf.errors import ShfError
 
 
 def jsonable(x: Any) -> Any:
@@ -66,29 +69,78 @@ def default_run_dir(name: str, root: str | os.PathLike[str] = "runs") -> Path:
     return p
 
 
-class RunDir:
-    """Writes the files of one run; metrics are flushed line by line."""
+def _atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
+    """Write ``path`` through a temporary file in the same directory, flushed and synced, then
+    renamed over it: a reader (or a crash) sees the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with tmp.open("wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+
+CHECKPOINT = "checkpoint.pt"
+
+
+class RunDir:
+    """Writes the files of one run; metrics are flushed line by line, every other file is
+    written atomically (:func:`_atomic_write`).
+
+    Args:
+        path: the directory (made if missing).
+        append: continue an existing ``metrics.jsonl`` (a resumed run) instead of starting it anew.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, append: bool = False) -> None:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self._metrics: IO[str] | None = None
+        self._append = append
 
     def write_json(self, name: str, obj: Any) -> Path:
-        p = self.path / name
-        p.write_text(json.dumps(jsonable(obj), indent=2, sort_keys=False) + "\n")
-        return p
+        text = (json.dumps(jsonable(obj), indent=2, sort_keys=False) + "\n").encode()
+        return _atomic_write(self.path / name, lambda f: f.write(text))
 
     def log_metrics(self, rec: dict[str, Any]) -> None:
         if self._metrics is None:
-            self._metrics = (self.path / "metrics.jsonl").open("w")
+            self._metrics = (self.path / "metrics.jsonl").open("a" if self._append else "w")
         self._metrics.write(json.dumps(jsonable(rec)) + "\n")
         self._metrics.flush()
 
+    def truncate_metrics(self, records: int) -> None:
+        """Keep the first ``records`` lines of ``metrics.jsonl`` (those a checkpoint covers)."""
+        p = self.path / "metrics.jsonl"
+        lines = p.read_text().splitlines(keepends=True) if p.is_file() else []
+        if len(lines) < records:
+            raise ShfError(f"{p} has {len(lines)} records but the checkpoint covers {records}")
+        text = "".join(lines[:records]).encode()
+        _atomic_write(p, lambda f: f.write(text))
+
     def save_weights(self, weights: list[torch.Tensor], meta: dict[str, Any]) -> Path:
-        p = self.path / "weights.pt"
-        torch.save({"weights": [w.detach().cpu() for w in weights], **meta}, p)
-        return p
+        obj = {"weights": [w.detach().cpu() for w in weights], **meta}
+        return _atomic_write(self.path / "weights.pt", lambda f: torch.save(obj, f))
+
+    def save_checkpoint(self, obj: dict[str, Any]) -> Path:
+        """``checkpoint.pt``, atomically (a kill during the write leaves the previous one)."""
+        return _atomic_write(self.path / CHECKPOINT, lambda f: torch.save(obj, f))
+
+    def load_checkpoint(self) -> dict[str, Any]:
+        """The last checkpoint; :class:`ShfError` if there is none or it cannot be read."""
+        p = self.path / CHECKPOINT
+        if not p.is_file():
+            raise ShfError(f"no checkpoint in {self.path} (the run wrote none before it stopped)")
+        try:
+            obj = torch.load(p, map_location="cpu", weights_only=False)
+        except Exception as e:  # a truncated or foreign file: say so, in one line
+            raise ShfError(f"cannot read the checkpoint {p}: {type(e).__name__}: {e}") from None
+        if not isinstance(obj, dict) or "loop" not in obj:
+            raise ShfError(f"{p} is not an shf checkpoint")
+        return obj
 
     def close(self) -> None:
         if self._metrics is not None:

@@ -16,7 +16,7 @@ from shf.data.registry import load_dataset
 from shf.data.split import Split, check_array
 from shf.errors import ConfigError
 from shf.experiments.methods import build_method, shf_method
-from shf.fit import Evaluate, LoopConfig, TrainResult, run_loop
+from shf.fit import Evaluate, LoopConfig, LoopState, Method, TrainResult, run_loop
 from shf.models.autoencoder import Autoencoder, loss
 from shf.optim.step import SHFConfig
 
@@ -81,14 +81,29 @@ def run_experiment(
     data: Split | None = None,
     on_iteration: Progress | None = None,
     method: str = "shf-lsmr",
+    resume: bool = False,
+    should_stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """Train as configured, writing ``config.json``, ``env.json``, ``metrics.jsonl``,
-    ``weights.pt`` and ``summary.json`` into ``out_dir``; return the summary."""
+    ``weights.pt`` and ``summary.json`` into ``out_dir`` (and ``checkpoint.pt`` every
+    ``run.checkpoint_every`` iterations and when ``should_stop`` stops the run); return the
+    summary. ``resume``: continue the run in ``out_dir`` from its checkpoint (its metrics file
+    is cut back to the checkpoint's records first), which gives the same iterations as the
+    uninterrupted run with the same seed and thread count."""
     if cfg.run.threads is not None:
         torch.set_num_threads(cfg.run.threads)
-    out = runlog.RunDir(out_dir)
-    out.write_json("config.json", cfg.to_dict())
-    out.write_json("env.json", runlog.environment())
+    out = runlog.RunDir(out_dir, append=resume)
+    state: LoopState | None = None
+    if resume:
+        ck = out.load_checkpoint()
+        if ck.get("method") != method:
+            raise ConfigError(f"the checkpoint in {out_dir} was made by {ck.get('method')!r}, not {method!r}")
+        state = LoopState.from_dict(ck["loop"])
+        out.truncate_metrics(state.records)
+    else:
+        out.write_json("config.json", cfg.to_dict())
+        out.write_json("run.json", {"method": method})
+        out.write_json("env.json", runlog.environment())
     if data is None:
         data = prepare_data(cfg)
 
@@ -97,17 +112,16 @@ def run_experiment(
         if on_iteration is not None:
             on_iteration(rec)
 
-    extra: dict[str, Any] = {}
+    def checkpoint(s: LoopState) -> None:
+        out.save_checkpoint({"loop": s.as_dict(), "method": method, "config": cfg.to_dict()})
+
     try:
-        if cfg.model.task == "classify":
-            result, extra = _classify(cfg, data, method, record)
-        else:
-            net = build_network(cfg)
-            check_data_for(net, data)
-            opt = build_method(method, net, data, cfg)
-            result = run_loop(
-                data, opt, cfg.run.loop(), evaluate=squared_error(net), seed=cfg.run.seed, on_iteration=record
-            )
+        opt, evaluate, finish = _method_for(cfg, data, method)
+        result = run_loop(
+            data, opt, cfg.run.loop(), evaluate=evaluate, seed=cfg.run.seed, on_iteration=record,
+            should_stop=should_stop, no_half=cfg.model.task != "classify", resume=state,
+            checkpoint=checkpoint, checkpoint_every=cfg.run.checkpoint_every,
+        )  # fmt: skip
     finally:
         out.close()
     out.save_weights(
@@ -126,37 +140,49 @@ def run_experiment(
         "seed": cfg.run.seed,
         "sizes": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
         **result.summary,
-        **extra,
+        **finish(result),
     }
+    if resume:
+        summary["resumed_from_iteration"] = state.iteration if state is not None else None
     out.write_json("summary.json", summary)
     log.info("run %s finished: test error %.4f", Path(out_dir), summary["test_error"])
     return summary
 
 
-def _classify(
-    cfg: ExperimentConfig, data: Split, method: str, record: Progress
-) -> tuple[TrainResult, dict[str, Any]]:
-    """Train the configured classifier; return the loop's result and the accuracies."""
+Finish = Callable[[TrainResult], dict[str, Any]]
+"""Extra summary entries computed from the loop's result (e.g. accuracies)."""
+
+
+def _method_for(cfg: ExperimentConfig, data: Split, method: str) -> tuple[Method, Evaluate, Finish]:
+    """The configured task's method, the error the loop tracks, and its extra summary entries."""
+    if cfg.model.task == "classify":
+        return _classify(cfg, data, method)
+    net = build_network(cfg)
+    check_data_for(net, data)
+    return build_method(method, net, data, cfg), squared_error(net), lambda result: {}
+
+
+def _classify(cfg: ExperimentConfig, data: Split, method: str) -> tuple[Method, Evaluate, Finish]:
+    """The classifier's method, its cross-entropy, and the accuracies for the summary."""
     from shf.experiments.classify import accuracy_of, build_classifier, classify_method, cross_entropy_of
 
     if data.train_targets is None or data.val_targets is None or data.test_targets is None:
         raise ConfigError(f"{data.name} has no labels to classify")
     model = build_classifier(cfg, data.dim, dtype=data.train.dtype, device=data.train.device)
-    opt = classify_method(method, model, data, cfg)
-    result = run_loop(
-        data, opt, cfg.run.loop(), evaluate=cross_entropy_of(model), seed=cfg.run.seed, on_iteration=record,
-        no_half=False,
-    )  # fmt: skip
     acc = accuracy_of(model)
-    extra = {
-        "task": "classify",
-        "arch": cfg.model.arch,
-        "n_params": sum(p.numel() for p in model.parameters()),
-        "val_accuracy": acc(result.weights, data.val, data.val_targets),
-        "test_accuracy": acc(result.weights, data.test, data.test_targets),
-        "initial_test_accuracy": acc(result.initial_weights, data.test, data.test_targets),
-    }
-    return result, extra
+    Yv, Yt = data.val_targets, data.test_targets
+
+    def finish(result: TrainResult) -> dict[str, Any]:
+        return {
+            "task": "classify",
+            "arch": cfg.model.arch,
+            "n_params": sum(p.numel() for p in model.parameters()),
+            "val_accuracy": acc(result.weights, data.val, Yv),
+            "test_accuracy": acc(result.weights, data.test, Yt),
+            "initial_test_accuracy": acc(result.initial_weights, data.test, Yt),
+        }
+
+    return classify_method(method, model, data, cfg), cross_entropy_of(model), finish
 
 
 def describe(summary: dict[str, Any]) -> str:

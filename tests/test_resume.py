@@ -1,0 +1,169 @@
+"""Runs that never lose work: a run killed (SIGKILL) or interrupted (SIGINT) and resumed ends
+with the same weights and metrics (all fields but times) as the uninterrupted run; run
+directories are never mixed or silently replaced; failures leave nothing half-made."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from shf.cli import main
+
+TINY = [
+    "--encoder", "784,24,6", "--dtype", "float64", "--threads", "1", "--max-iters", "24",
+    "--set", "data.n_train=600", "--set", "data.n_val=150", "--set", "data.n_test=150",
+    "--set", "optimizer.n1=100", "--set", "optimizer.n_max=400", "--set", "optimizer.maxiter1=40",
+    "--set", "optimizer.miniter=8", "--set", "optimizer.recover=12", "--set", "run.checkpoint_every=2",
+    "--set", "run.patience=1000", "--no-progress",
+]  # fmt: skip
+TIMES = ("time_s", "wall_s", "times", "wall_time_s", "optimizer_time_s", "resumed_from_iteration")
+
+
+def _cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "shf.cli", "train", *args]
+
+
+def _run(out: Path) -> None:
+    subprocess.run(_cmd(*TINY, "--out", str(out)), check=True, capture_output=True, timeout=300)
+
+
+def _records(out: Path) -> list[dict]:
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMES} for line in lines]
+
+
+def _same_run(a: Path, b: Path) -> None:
+    assert _records(a) == _records(b)
+    wa, wb = (torch.load(p / "weights.pt", weights_only=False)["weights"] for p in (a, b))
+    assert all(torch.equal(x, y) for x, y in zip(wa, wb))
+    sa, sb = (json.loads((p / "summary.json").read_text()) for p in (a, b))
+    assert {k: v for k, v in sa.items() if k not in TIMES} == {k: v for k, v in sb.items() if k not in TIMES}
+
+
+def _start_and_wait(out: Path, lines: int) -> subprocess.Popen[bytes]:
+    """Start a run and return once its metrics file has ``lines`` records (it is still running)."""
+    proc = subprocess.Popen(_cmd(*TINY, "--out", str(out)), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    metrics = out / "metrics.jsonl"
+    while time.monotonic() < deadline:
+        if metrics.is_file() and len(metrics.read_text().splitlines()) >= lines:
+            return proc
+        if proc.poll() is not None:
+            break
+        time.sleep(0.01)
+    proc.kill()
+    raise AssertionError(
+        f"the run ended or stalled before {lines} records: {proc.communicate()[1][-2000:]!r}"
+    )
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("whole") / "run"
+    _run(out)
+    return out
+
+
+@pytest.mark.parametrize("kill_after", [5, 14])
+def test_sigkill_then_resume_equals_the_uninterrupted_run(
+    uninterrupted: Path, tmp_path: Path, kill_after: int
+) -> None:
+    out = tmp_path / "run"
+    proc = _start_and_wait(out, kill_after)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL and not (out / "summary.json").exists()
+    done = subprocess.run(_cmd("--resume", str(out), "--no-progress"), capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    _same_run(out, uninterrupted)
+
+
+def test_sigint_stops_cleanly_with_a_checkpoint_and_resumes(uninterrupted: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = _start_and_wait(out, 7)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    s = json.loads((out / "summary.json").read_text())
+    assert (
+        s["stop_reason"] == "interrupted"
+        and (out / "checkpoint.pt").is_file()
+        and (out / "weights.pt").is_file()
+    )
+    assert b"--resume" in err
+    done = subprocess.run(_cmd("--resume", str(out), "--no-progress"), capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    _same_run(out, uninterrupted)
+
+
+def test_run_directories_are_never_mixed_or_silently_replaced(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert main(["train", *TINY, "--max-iters", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--resume" in err and "--overwrite" in err and (out / "notes.txt").read_text() == "mine"
+    assert main(["train", *TINY, "--max-iters", "1", "--out", str(out), "--overwrite"]) == 0
+    assert not (out / "notes.txt").exists() and (out / "summary.json").is_file()
+    (tmp_path / "file").write_text("x")
+    assert main(["train", *TINY, "--out", str(tmp_path / "file")]) == 2
+    assert "is a file" in capsys.readouterr().err
+
+
+def test_a_run_that_fails_before_training_leaves_no_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--encoder", "100,6", "--out", str(out)]) == 2
+    assert "features" in capsys.readouterr().err and not out.exists()
+    assert main(["train", *TINY, "--method", "nope", "--out", str(out)]) == 2
+    assert not out.exists()
+
+
+def test_resume_refuses_changes_and_foreign_directories(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--max-iters", "2", "--out", str(out)]) == 0
+    assert main(["train", "--resume", str(out), "--set", "optimizer.lambda1=3"]) == 2
+    assert "optimizer.lambda1" in capsys.readouterr().err
+    assert main(["train", "--resume", str(out), "--max-iters", "3", "--no-progress"]) == 0
+    assert json.loads((out / "summary.json").read_text())["hf_iterations"] == 3
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+    (out / "checkpoint.pt").write_bytes(b"garbage")
+    assert main(["train", "--resume", str(out)]) == 2
+    assert "cannot read the checkpoint" in capsys.readouterr().err
+
+
+def test_config_name_cannot_leave_the_runs_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('name = "../escape"\n')
+    assert main(["train", "--config", str(cfg)]) == 2
+    assert "plain name" in capsys.readouterr().err
+
+
+def test_a_failed_final_write_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shf import runlog
+
+    def full(self: object, *a: object) -> None:
+        raise OSError(28, "No space left on device", str(tmp_path / "run" / "weights.pt"))
+
+    monkeypatch.setattr(runlog.RunDir, "save_weights", full)
+    assert main(["train", *TINY, "--max-iters", "1", "--out", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("shf: error: could not write") and "No space left" in err[-1]
+    assert not any(p.name.startswith(".") for p in (tmp_path / "run").iterdir())  # no temporary left
