@@ -137,3 +137,11 @@ def test_cg_takes_the_operator_type_lsmr_takes() -> None:
     torch.testing.assert_close(x, torch.linalg.solve(B, b), rtol=1e-8, atol=0)
     with pytest.raises(TypeError, match="matvec"):
         cg(3, b)
+
+
+def test_cg_stops_cleanly_when_the_residual_underflows() -> None:
+    """r^T M^-1 r = 0 after a step (float32 underflow) must stop CG, not divide by it."""
+    B = torch.diag(torch.tensor([1.0, 1.0], dtype=torch.float32))
+    b = torch.tensor([1e-30, 0.0], dtype=torch.float32)  # r^T r = 1e-60 underflows to 0 in float32
+    x, info = cg(lambda v: B @ v, b, maxiter=5, tol=0.0)
+    assert info.stop is CgStop.RESIDUAL_ZERO and torch.isfinite(x).all()

@@ -158,6 +158,11 @@ def cg(
 
     i = 0
     for i in range(1, maxiter + 1):
+        if ry == 0.0:
+            # r^T M^-1 r underflowed to 0 (a residual below what the dtype resolves): no new
+            # direction can be formed, and x is as good as CG gets.
+            info.stop, i = CgStop.RESIDUAL_ZERO, i - 1
+            break
         Bp = Bv(p)
         pBp = tl.dot(p, Bp)
         if not math.isfinite(pBp):
