@@ -177,3 +177,33 @@ def test_run_loop_resumes_bit_for_bit_from_a_checkpoint(method: str) -> None:
     assert {k: v for k, v in rest.summary.items() if "time" not in k} == {
         k: v for k, v in whole.summary.items() if "time" not in k
     }
+
+
+@pytest.mark.parametrize("method", ["shf-lsmr", "shf-cg", "martens-hf", "adam"])
+def test_the_time_limit_holds_inside_an_iteration(method: str) -> None:
+    """An iteration that would take seconds (a 600-row batch, 2000 solver iterations with no
+    other stop) is cut at max_time: the optimiser time exceeds the limit by at most the step's
+    fixed work plus one solver iteration (measured: < 0.1 s here)."""
+    from shf import config as cfgmod
+    from shf.data.curves import generate_curves
+    from shf.data.split import make_split
+    from shf.experiments.methods import build_method
+    from shf.experiments.run import build_network, squared_error
+    from shf.fit import LoopConfig, run_loop
+
+    X = generate_curves(900, seed=1)
+    data = make_split(X[:600], X[600:750], X[750:], "tiny").to(torch.float64)
+    cfg = cfgmod.load("default", [
+        "model.encoder=[784, 200, 20]", "optimizer.n1=600", "optimizer.n_max=600", "optimizer.maxiter1=2000",
+        "optimizer.atol=0.0", "optimizer.miniter=5000", "hf.maxiter=2000", "hf.cg_tol=0.0",
+        "first_order.batch_size=1", "run.dtype=float64",
+    ])  # fmt: skip
+    net = build_network(cfg)
+    limit = 0.4
+    res = run_loop(
+        data, build_method(method, net, data, cfg), LoopConfig(max_time=limit), evaluate=squared_error(net)
+    )
+    assert res.summary["stop_reason"] == "max_time" and res.summary["hf_iterations"] == 1
+    assert res.summary["optimizer_time_s"] < limit + 0.6
+    if method.startswith("shf"):
+        assert res.history[0]["solver_stop"] == "max_time" and res.history[0]["solver_iterations"] < 2000

@@ -94,7 +94,7 @@ class Method(Protocol):
 
     def init_weights(self) -> list[Tensor]: ...
 
-    def step(self, w: list[Tensor]) -> tuple[list[Tensor], dict[str, Any]]: ...
+    def step(self, w: list[Tensor], deadline: float | None = None) -> tuple[list[Tensor], dict[str, Any]]: ...
 
     def summary(self) -> dict[str, Any]: ...
 
@@ -169,7 +169,7 @@ class SHFMethod:
             self.init(self.opt)
         return [t.clone() for t in self.opt.weights()]
 
-    def step(self, w: list[Tensor]) -> tuple[list[Tensor], dict[str, Any]]:
+    def step(self, w: list[Tensor], deadline: float | None = None) -> tuple[list[Tensor], dict[str, Any]]:
         opt, data = self.opt, self.data
         opt.set_weights(w)  # a no-op copy unless the caller changed the weights
         n = opt.batch_size
@@ -177,7 +177,7 @@ class SHFMethod:
         idx = torch.randperm(self.N, generator=opt.generator)[:n].to(data.train.device)
         X = data.train[idx]
         Y = data.train_targets[idx] if data.train_targets is not None else None
-        info = opt.step(X, Y, val=(data.val, data.val_targets))
+        info = opt.step(X, Y, val=(data.val, data.val_targets), deadline=deadline)
         rec = {k: v for k, v in info.as_dict().items() if k != "times"}
         rec.update(examples=n, batch_schedule=opt.config.batch_schedule, times=info.times)
         if self.reuse_val and info.val_loss is not None:
@@ -277,7 +277,9 @@ def run_loop(
     i = start - 1
     for i in range(start, loop.max_iters + 1):
         t_iter = time.perf_counter()
-        w, info = method.step(w)
+        # The time limit also holds inside an iteration (the solvers stop at the deadline).
+        deadline = t_iter + (loop.max_time - opt_time) if math.isfinite(loop.max_time) else None
+        w, info = method.step(w, deadline)
         f_val = info.pop("val_error", None)
         if f_val is None:
             f_val = val_error(w)

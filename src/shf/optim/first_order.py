@@ -86,7 +86,9 @@ class FirstOrder:
             self.opt = torch.optim.SGD(self.params, lr=self.cfg.lr, momentum=self.cfg.momentum, nesterov=True)
         return w
 
-    def step(self, w: list[Tensor]) -> tuple[list[Tensor], dict[str, Any]]:
+    def step(self, w: list[Tensor], deadline: float | None = None) -> tuple[list[Tensor], dict[str, Any]]:
+        """One epoch (``steps`` updates), cut short at ``deadline`` (a ``time.perf_counter()``
+        value) so that a time limit holds within one update."""
         assert self.opt is not None
         X = self.data.train
         N = X.shape[0]
@@ -96,7 +98,10 @@ class FirstOrder:
         perm = torch.randperm(N, generator=self.gen).to(X.device)
         last = math.nan
         used = 0
+        updates = 0
         for j in range(steps):
+            if deadline is not None and j > 0 and time.perf_counter() >= deadline:
+                break
             start = (j * bs) % N
             idx = perm[start : start + bs]
             if idx.numel() < bs:  # wrap around: a fresh permutation
@@ -111,6 +116,7 @@ class FirstOrder:
             self.opt.step()
             last = float(f.detach())
             used += int(idx.numel())
+            updates += 1
         w_new = [p.detach().clone() for p in self.params]
         diverged = not all(bool(torch.isfinite(W).all()) for W in w_new)
         if diverged:  # never hand NaN weights on: restart from the previous ones
@@ -122,7 +128,7 @@ class FirstOrder:
             "diverged": diverged,
             "examples": used,
             "n": bs,
-            "updates": steps,
+            "updates": updates,
             "loss": last,
             "lr": self.cfg.lr,
             "times": {"updates": time.perf_counter() - t},

@@ -129,7 +129,8 @@ class MartensHF:
             return self._rows(None)
         return self._rows(torch.randperm(X.shape[0], generator=self.gen)[:gb].to(X.device))
 
-    def step(self, w: list[Tensor]) -> tuple[list[Tensor], dict[str, Any]]:
+    def step(self, w: list[Tensor], deadline: float | None = None) -> tuple[list[Tensor], dict[str, Any]]:
+        """One HF iteration; CG stops at ``deadline`` (a ``time.perf_counter()`` value)."""
         cfg, net = self.cfg, self.net
         times: dict[str, float] = {}
         t = time.perf_counter()
@@ -166,6 +167,7 @@ class MartensHF:
             precond=c,
             maxiter=cfg.maxiter,
             tol=cfg.cg_tol,
+            callback=None if deadline is None else (lambda i, x, info: time.perf_counter() >= deadline),
         )
         self.ch = cast(list[Tensor], p_last) if tl.all_finite(p_last) else None
         times["cg"] = time.perf_counter() - t

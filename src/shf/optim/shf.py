@@ -172,7 +172,12 @@ class SHF(torch.optim.Optimizer):
         return float(self.problem.loss(w, inputs, targets))
 
     def step(  # type: ignore[override]
-        self, inputs: Tensor, targets: Tensor | None = None, *, val: ValSet | None = None
+        self,
+        inputs: Tensor,
+        targets: Tensor | None = None,
+        *,
+        val: ValSet | None = None,
+        deadline: float | None = None,
     ) -> StepInfo:
         """One HF iteration of Alg. 1 on the batch ``(inputs, targets)``; returns what happened.
 
@@ -181,6 +186,8 @@ class SHF(torch.optim.Optimizer):
             val: ``(inputs, targets)`` (or just inputs) of the validation set: the merit
                 that stops LSMR (Alg. 6) and the loss the growth rule watches. Without it
                 LSMR stops on ``atol``/``maxiter`` only and the batch size stays.
+            deadline: a ``time.perf_counter()`` value past which the solver stops (with the
+                best iterate so far), so that a time limit holds within one solver iteration.
         """
         X, Y = inputs, targets
         X_val: Tensor | None = None
@@ -200,8 +207,9 @@ class SHF(torch.optim.Optimizer):
         cfg, state = self.config, self.hf_state
         state.maxiter = self.schedule.maxiter
         w_new, info = shf_step(
-            self.problem, w, X, state, cfg, X_val=X_val, generator=self.generator, Y=Y, Y_val=Y_val
-        )
+            self.problem, w, X, state, cfg, X_val=X_val, generator=self.generator, Y=Y, Y_val=Y_val,
+            deadline=deadline,
+        )  # fmt: skip
         self.set_weights(w_new)
         w = self.weights()
         # Keep the warm start where torch keeps per-parameter state (moved with the params).

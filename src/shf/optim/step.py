@@ -36,6 +36,9 @@ from shf.solvers.lsmr import LsmrStop, lsmr
 from shf.solvers.merit import MeritMonitor
 from shf.solvers.operator import TimedOperator
 
+MAX_TIME = "max_time"
+"""The solver's stop reason when the step's deadline passed."""
+
 
 @dataclass
 class SHFConfig:
@@ -242,6 +245,7 @@ def _solve_cg(
     maxiter: int,
     cfg: SHFConfig,
     merit: Callable[[Any], float] | None,
+    deadline: float | None = None,
 ) -> tuple[list[Tensor], int, str, int]:
     """Ablation: CG on the problem LSMR solves, ``(C A^T A C + lambda^2 I) y = C A^T b + lambda^2 y0``.
 
@@ -266,12 +270,20 @@ def _solve_cg(
             merit, x0, ftol=cfg.ftol, miniter=cfg.miniter, recover=cfg.recover, maxiter=maxiter,
             first_check=cfg.first_check, check_growth=cfg.check_growth, to_x=lambda y: tl.mul(ones, y),
         )  # fmt: skip
-    y, info = cg(Bv, rhs, x0=y0, maxiter=maxiter, tol=0.0, rtol=cfg.atol, callback=monitor)
+    late = [False]
+
+    def callback(k: int, y: Any, info: Any) -> bool:
+        if monitor is not None and monitor(k, y, info):
+            return True
+        late[0] = deadline is not None and time.perf_counter() >= deadline
+        return late[0]
+
+    y, info = cg(Bv, rhs, x0=y0, maxiter=maxiter, tol=0.0, rtol=cfg.atol, callback=callback)
+    stop = MAX_TIME if late[0] else info.stop.value
     if monitor is not None:
         d, _ = monitor.best(info.iterations, y)
-        stop = monitor.stop or info.stop.value
-        return cast(list[Tensor], d), info.iterations, stop, len(monitor.history)
-    return cast(list[Tensor], tl.mul(ones, y)), info.iterations, info.stop.value, 0
+        return cast(list[Tensor], d), info.iterations, monitor.stop or stop, len(monitor.history)
+    return cast(list[Tensor], tl.mul(ones, y)), info.iterations, stop, 0
 
 
 def shf_step(
@@ -285,8 +297,13 @@ def shf_step(
     *,
     Y: Tensor | None = None,
     Y_val: Tensor | None = None,
+    deadline: float | None = None,
 ) -> tuple[list[Tensor], StepInfo]:
     """One HF iteration of Alg. 1 on the mini-batch ``(X, Y)``; updates ``state`` in place.
+
+    ``deadline`` (a ``time.perf_counter()`` value): the solver stops at the first iteration
+    that ends past it (stop reason ``max_time``, the best iterate so far), so a time limit is
+    kept to within one Krylov iteration plus the step's fixed work.
 
     ``Y``/``Y_val`` are the targets of the batch and of the validation set (``None``:
     the inputs, as for the paper's autoencoders).
@@ -330,6 +347,7 @@ def shf_step(
         d, info = lsmr(
             A_timed,
             b,
+            callback=None if deadline is None else (lambda k, x, i: time.perf_counter() >= deadline),
             damp=lam,
             x0=x0,
             precond=c,
@@ -345,6 +363,8 @@ def shf_step(
             check_growth=cfg.check_growth,
         )
         iterations, stop = info.iterations, str(info.stop.value)
+        if info.stop is LsmrStop.CALLBACK:
+            stop = MAX_TIME  # the only callback here is the deadline
         merit_evals = len(info.merit_history)
         best = info.best_merit_iteration
         if merit is not None and best is not None and info.stop is not LsmrStop.X0_SOLVES:
@@ -352,7 +372,7 @@ def shf_step(
             merit_of_d = dict(info.merit_history).get(best)
     else:
         d, iterations, stop, merit_evals = _solve_cg(
-            A_timed, b, lam, c, cast(list[Tensor], x0), state.maxiter, cfg, merit
+            A_timed, b, lam, c, cast(list[Tensor], x0), state.maxiter, cfg, merit, deadline
         )
     assert isinstance(d, list)
     times["solver"] = time.perf_counter() - t - merit_time[0]
