@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 
@@ -106,3 +108,32 @@ def test_wrong_width_suggests_encoder(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "the data have 10 features but the network's input layer has 784" in err
     assert "--encoder 10," in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--data", "a.npy", "--data-path", "b"], "not both"),
+        (["--dataset", "usps", "--scale-255"], "--scale-255 apply to your own file"),
+        (["--dataset", "curves", "--fractions", "0.8,0.1,0.1"], "--fractions apply"),
+        (["--set", "run.seed=1", "--seed", "2"], "run.seed set both by --set and by a flag"),
+        (["--set", "run.seed=-1"], "run.seed must be a non-negative integer"),
+        (["--data-path", "/nonexistent/digs3pts_1.mat", "--max-iters", "1"], "CURVES file .* not found"),
+    ],
+)
+def test_conflicting_or_ignored_inputs_are_errors(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", *argv, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(message, err[0]), err
+
+
+def test_a_preset_s_split_sizes_do_not_leak_onto_another_data_set() -> None:
+    from shf import config as cfgmod
+
+    cfg = cfgmod.load("mnist", ["data.dataset=mnist-t10k"])
+    assert (cfg.data.n_train, cfg.data.n_val, cfg.data.n_test) == (None, None, None)
+    cfg = cfgmod.load("mnist", ["data.dataset=mnist-t10k", "data.n_train=100"])
+    assert cfg.data.n_train == 100 and cfg.data.n_val is None
+    assert cfgmod.load("mnist").data.n_train == 50000

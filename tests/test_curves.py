@@ -213,9 +213,15 @@ def test_load_curves_none_custom_sizes() -> None:
     assert PAPER_SPLIT == (20000, 8000, 2000)
 
 
-def test_load_curves_missing_file_falls_back(tmp_path: Path) -> None:
-    with pytest.warns(UserWarning, match="not found"):
-        s = load_curves(tmp_path / "digs3pts_1.mat", sizes=(4, 3, 2))
+def test_load_curves_missing_file_is_an_error_not_synthetic_data(tmp_path: Path) -> None:
+    """A path that was given but is not there must not silently train on synthetic data (issue 10)."""
+    from shf.errors import DataFileNotFoundError
+
+    with pytest.raises(DataFileNotFoundError, match=r"not found.*leave out the path"):
+        load_curves(tmp_path / "digs3pts_1.mat", sizes=(4, 3, 2))
+    with pytest.raises(DataFileNotFoundError, match="is a directory"):
+        load_curves(tmp_path, sizes=(4, 3, 2))
+    s = load_curves(None, sizes=(4, 3, 2))
     assert (s.train.shape[0], s.test.shape[0], s.val.shape[0]) == (4, 3, 2)
 
 

@@ -483,8 +483,20 @@ def _toml(value: Any) -> str:
 
 
 def _flag_overrides(ns: argparse.Namespace) -> list[str]:
-    """``section.key=value`` overrides for the flags a sub-command has and the user gave."""
-    given = {k: v for k, v in vars(ns).items() if k in _FLAG_NAMES and v is not None}
+    """``section.key=value`` overrides for the flags a sub-command has and the user gave.
+
+    Conflicting inputs are errors, never a silent choice: ``--data`` with ``--data-path``,
+    the own-file flags with a named data set, and a ``--set`` key that a flag also sets.
+    """
+    given = {k: v for k, v in vars(ns).items() if k in _FLAG_NAMES and v is not None and v is not False}
+    if "data_file" in given and "data_path" in given:
+        raise ShfError("give --data FILE (your own file) or --data-path (a named data set's file), not both")
+    own_flags = [f"--{k.replace('_', '-')}" for k in ("label_column", "scale_255", "fractions") if k in given]
+    if own_flags and "data_file" not in given and given.get("dataset", "own") != "own":
+        raise ShfError(
+            f"{', '.join(own_flags)} apply to your own file (--data FILE), "
+            f"not to --dataset {given['dataset']}"
+        )
     o = [f"{key}={_toml(given[flag])}" for flag, key in _SIMPLE_FLAGS if flag in given]
     if "data_file" in given:
         o += ['data.dataset="own"', f"data.path={_toml(given['data_file'])}"]
@@ -496,6 +508,10 @@ def _flag_overrides(ns: argparse.Namespace) -> list[str]:
         o.append("data.scale_255=true")
     if "fractions" in given:
         o.append(f"data.fractions=[{given['fractions']}]")
+    set_keys = {".".join(cfgmod.parse_override(s)[:2]) for s in getattr(ns, "overrides", [])}
+    both = sorted(set_keys & {".".join(cfgmod.parse_override(s)[:2]) for s in o})
+    if both:
+        raise ShfError(f"{', '.join(both)} set both by --set and by a flag: give each setting once")
     return o
 
 

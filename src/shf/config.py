@@ -87,6 +87,8 @@ class RunConfig(LoopConfig):
     checkpoint_every: int = 10
 
     def __post_init__(self) -> None:
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"run.seed must be a non-negative integer, got {self.seed}")
         if not (isinstance(self.checkpoint_every, int) and self.checkpoint_every >= 0):
             raise ConfigError(f"run.checkpoint_every must be an integer >= 0, got {self.checkpoint_every}")
         if self.dtype not in DTYPES:
@@ -253,6 +255,23 @@ def read_toml(name_or_path: str) -> dict[str, Any]:
         raise ConfigError(f"{name_or_path}: invalid TOML: {e}") from None
 
 
+SIZE_KEYS = ("n_train", "n_val", "n_test")
+
+
 def load(name_or_path: str = "default", overrides: list[str] | None = None) -> ExperimentConfig:
-    """Read a preset or file, apply overrides, validate."""
-    return from_dict(apply_overrides(read_toml(name_or_path), overrides or []))
+    """Read a preset or file, apply overrides, validate.
+
+    The split sizes a file sets are for its own data set: an override that names another
+    data set drops them (unless the overrides set them too), so a preset's sizes do not
+    leak onto a data set of another size.
+    """
+    base = read_toml(name_or_path)
+    d = apply_overrides(base, overrides or [])
+    before = base.get("data", {}).get("dataset", DataConfig.dataset)
+    after = d.get("data", {}).get("dataset", DataConfig.dataset)
+    if after != before:
+        given = {parse_override(o)[1] for o in overrides or [] if parse_override(o)[0] == "data"}
+        for k in SIZE_KEYS:
+            if k not in given:
+                d["data"].pop(k, None)
+    return from_dict(d)

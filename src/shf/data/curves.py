@@ -58,7 +58,6 @@ last 20% of ``bdatatest`` (8,000 / 2,000 for the real file).
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -425,8 +424,8 @@ def load_curves(
     Args:
         path: the original ``digs3pts_1.mat``. When it is given and exists it is loaded
             with :func:`load_curves_mat` (``seed`` and ``sizes`` are then unused; slice the
-            arrays for smaller sets). When it is ``None`` or missing (a warning says so),
-            synthetic data are generated with :func:`synthetic_curves`.
+            arrays for smaller sets); a path that is not a file is an error. When it is
+            ``None``, synthetic data are generated with :func:`synthetic_curves`.
         seed: seed of the synthetic data.
         sizes: synthetic split sizes in the order of :data:`PAPER_SPLIT`,
             **(train, test, validation)**; defaults to the paper's (20000, 8000, 2000).
@@ -447,8 +446,8 @@ def load_curves(
         p = Path(path)
         if p.is_file():
             return load_curves_mat(p)
-        warnings.warn(
-            f"CURVES file {p} not found; using the offline synthetic CURVES (seed={seed})",
-            stacklevel=2,
+        what = "is a directory, not the CURVES file" if p.is_dir() else "not found"
+        raise DataFileNotFoundError(
+            f"CURVES file {p} {what}; leave out the path for the offline synthetic CURVES"
         )
     return synthetic_curves(n_train, n_val, n_test, seed=seed)
