@@ -137,3 +137,38 @@ def test_a_preset_s_split_sizes_do_not_leak_onto_another_data_set() -> None:
     cfg = cfgmod.load("mnist", ["data.dataset=mnist-t10k", "data.n_train=100"])
     assert cfg.data.n_train == 100 and cfg.data.n_val is None
     assert cfgmod.load("mnist").data.n_train == 50000
+
+
+def test_bad_files_and_lists_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    binary = tmp_path / "c.toml"
+    binary.write_bytes(bytes(range(256)))
+    cases = [
+        (["train", "--config", str(binary)], "not a text"),
+        (["compare", "--methods", ",", "--out", str(tmp_path / "c")], "names no method"),
+        (
+            ["train", "--set", "optimizer.sigma=1e300", "--max-iters", "1", "--out", str(tmp_path / "s")],
+            "overflow",
+        ),
+        (["train", "--data", str(tmp_path), "--out", str(tmp_path / "d")], "is a directory"),
+        (
+            ["train", "--dataset", "mnist-t10k", "--data-path", str(binary), "--out", str(tmp_path / "e")],
+            "is a file",
+        ),
+        (["train", "--out", str(tmp_path / ("x" * 300))], "could not write|File name too long"),
+    ]
+    for argv, message in cases:
+        assert main(argv) != 0, argv
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and re.search(message, err.strip().splitlines()[-1]), (argv, err)
+
+
+def test_plot_skips_a_metrics_line_cut_short(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    rec = {"iteration": 1, "time_s": 1.0, "n": 10, "val_error": 1.0, "train_error": 1.0, "test_error": 1.0}
+    (run / "metrics.jsonl").write_text(json.dumps(rec) + "\n" + json.dumps({**rec, "iteration": 2})[:20])
+    with pytest.warns(UserWarning, match="cut short"):
+        assert main(["plot", str(run), "--out", str(tmp_path / "fig.png"), "--figure", "2"]) == 0
+    (run / "metrics.jsonl").write_text("garbage\n" + json.dumps(rec) + "\n")
+    assert main(["plot", str(run), "--out", str(tmp_path / "fig.png"), "--figure", "2"]) == 2
+    assert "line 1 is not a JSON record" in capsys.readouterr().err

@@ -439,6 +439,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     o = [*args.overrides, *_flag_overrides(args)]
     cfg = cfgmod.load(args.config, o)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods:
+        raise ShfError(f"--methods names no method ({args.methods!r}); e.g. --methods shf-lsmr,adam")
     print(f"shf compare: {', '.join(methods)}; {args.budget:g} s each -> {args.out}", file=sys.stderr)
     record = compare(
         cfg, methods, args.out, budget=args.budget, hf_loss=args.hf_loss,

@@ -243,7 +243,10 @@ def read_toml(name_or_path: str) -> dict[str, Any]:
     if p.suffix == ".toml" or p.exists():
         if not p.is_file():
             raise ConfigError(f"config file {str(p)!r} does not exist")
-        text = p.read_text()
+        try:
+            text = p.read_text()
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {str(p)!r} is not a text (TOML) file") from None
     else:
         names = preset_names()
         if name_or_path not in names:

@@ -8,6 +8,7 @@ import math
 import os
 import platform
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -149,8 +150,27 @@ class RunDir:
 
 
 def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Read ``metrics.jsonl`` of a run directory (or the file itself)."""
+    """Read ``metrics.jsonl`` of a run directory (or the file itself).
+
+    A last line cut short (a run killed while writing it) is skipped with a warning; any
+    other unreadable line is a :class:`ShfError` naming it.
+    """
     p = Path(path)
     if p.is_dir():
         p = p / "metrics.jsonl"
-    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    if not p.is_file():
+        raise ShfError(f"no metrics file at {p}")
+    lines = [(i, line) for i, line in enumerate(p.read_text().splitlines(), start=1) if line.strip()]
+    out: list[dict[str, Any]] = []
+    for j, (i, line) in enumerate(lines):
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            if j == len(lines) - 1:
+                warnings.warn(f"{p}: line {i} is cut short (skipped)", stacklevel=2)
+                break
+            raise ShfError(f"{p}: line {i} is not a JSON record") from None
+        if not isinstance(rec, dict):
+            raise ShfError(f"{p}: line {i} is not a JSON object")
+        out.append(rec)
+    return out

@@ -121,6 +121,8 @@ def find_idx_file(directory: str | os.PathLike[str], stem: str) -> Path | None:
 def _require_idx_file(directory: Path, stem: str, what: str) -> Path:
     p = find_idx_file(directory, stem)
     if p is None:
+        if directory.is_file():
+            raise DataError(f"{what}: {directory} is a file; give the directory that holds the IDX files")
         if not directory.is_dir():
             raise DataError(f"{what}: directory {directory} does not exist")
         raise DataError(f"{what}: no {stem} or {stem}.gz in {directory}")

@@ -271,6 +271,8 @@ def read_table(
             ragged or non-numeric CSV rows, or a bad ``label_column`` / ``key``.
     """
     p = Path(path)
+    if p.is_dir():
+        raise DataFileNotFoundError(f"{p} is a directory; give the data file itself")
     if not p.is_file():
         raise DataFileNotFoundError(f"data file not found: {p}")
     kind = _suffix(p)

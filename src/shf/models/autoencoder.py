@@ -183,5 +183,8 @@ def sparse_init(
         vals = torch.randn(nnz, cols, generator=generator, dtype=torch.float64) * sigma
         W = torch.zeros(rows, cols, dtype=torch.float64)
         W[:m_l].scatter_(0, idx, vals)  # (W_l)_{ij} ~ N(0, sigma) if i in I_{jl}, else 0
-        w.append(W.to(dtype=dtype, device=device))  # bias row stays 0
+        W = W.to(dtype=dtype, device=device)  # bias row stays 0
+        if not bool(torch.isfinite(W).all()):
+            raise ConfigError(f"sigma = {sigma:g} makes the initial weights overflow {dtype}: use less")
+        w.append(W)
     return w
