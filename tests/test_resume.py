@@ -47,9 +47,11 @@ def _same_run(a: Path, b: Path) -> None:
     assert {k: v for k, v in sa.items() if k not in TIMES} == {k: v for k, v in sb.items() if k not in TIMES}
 
 
-def _start_and_wait(out: Path, lines: int) -> subprocess.Popen[bytes]:
+def _start_and_wait(out: Path, lines: int, *extra: str) -> subprocess.Popen[bytes]:
     """Start a run and return once its metrics file has ``lines`` records (it is still running)."""
-    proc = subprocess.Popen(_cmd(*TINY, "--out", str(out)), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        _cmd(*TINY, *extra, "--out", str(out)), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + 240
     metrics = out / "metrics.jsonl"
     while time.monotonic() < deadline:
@@ -167,3 +169,24 @@ def test_a_failed_final_write_is_one_line(
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("shf: error: could not write") and "No space left" in err[-1]
     assert not any(p.name.startswith(".") for p in (tmp_path / "run").iterdir())  # no temporary left
+
+
+def test_a_second_writer_on_the_same_directory_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = _start_and_wait(out, 2, "--max-iters", "100000")  # runs until killed
+    try:
+        for extra in ([], ["--overwrite"]):
+            other = subprocess.run(_cmd(*TINY, "--out", str(out), *extra), capture_output=True, timeout=120)
+            assert other.returncode == 2, other.stderr
+            assert f"pid {proc.pid}".encode() in other.stderr, other.stderr
+        other = subprocess.run(_cmd("--resume", str(out)), capture_output=True, timeout=120)
+        assert other.returncode == 2 and f"pid {proc.pid}".encode() in other.stderr, other.stderr
+    finally:
+        proc.kill()
+        proc.wait()
+    # The killed writer's lock is stale: resuming takes it over and finishes.
+    done = subprocess.run(
+        _cmd("--resume", str(out), "--no-progress", "--max-iters", "6"), capture_output=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert not (out / ".lock").exists()

@@ -615,9 +615,15 @@ def _resume_config(args: argparse.Namespace) -> tuple[cfgmod.ExperimentConfig, P
 
 
 def _fresh_out(out: Path, overwrite: bool) -> None:
-    """Refuse to mix a new run into a directory that holds files, unless ``overwrite``."""
+    """Refuse to mix a new run into a directory that holds files, unless ``overwrite`` (never
+    while another process writes to it)."""
+    from shf.runlog import lock_holder
+
     if out.exists() and not out.is_dir():
         raise ShfError(f"--out {out} is a file, not a directory")
+    holder = lock_holder(out)
+    if holder is not None:
+        raise ShfError(f"another shf process (pid {holder}) is writing to {out}")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
             raise ShfError(
@@ -658,14 +664,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     bar = ProgressBar(cfg.run.max_iters, cfg.run.max_time, args.no_progress)
     made = not out.exists()
     try:
-        with StopRequest() as stop:
+        with runlog.RunLock(out), StopRequest() as stop:
             summary = run_experiment(
                 cfg, out, data=data, on_iteration=bar, method=method, resume=bool(args.resume),
                 should_stop=stop,
             )  # fmt: skip
     except BaseException:
         # A run that failed before its first iteration leaves no half-made directory behind.
-        if made and out.is_dir() and not (out / "metrics.jsonl").is_file():
+        started = (out / "metrics.jsonl").is_file()
+        if made and out.is_dir() and not started and runlog.lock_holder(out) is None:
             shutil.rmtree(out, ignore_errors=True)
         raise
     finally:

@@ -86,6 +86,58 @@ def _atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
 
 
 CHECKPOINT = "checkpoint.pt"
+LOCK = ".lock"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def lock_holder(path: str | os.PathLike[str]) -> int | None:
+    """The pid of a live process that holds ``path``'s run lock, or None."""
+    try:
+        pid = int((Path(path) / LOCK).read_text().strip() or 0)
+    except (OSError, ValueError):
+        return None
+    return pid if pid > 0 and pid != os.getpid() and _alive(pid) else None
+
+
+class RunLock:
+    """One writer per run directory: ``.lock`` holds the writer's pid, made atomically
+    (``O_CREAT | O_EXCL``); a lock whose process is gone (killed) is taken over."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._file = self.path / LOCK
+        self._held = False
+
+    def __enter__(self) -> RunLock:
+        self.path.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self._file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = lock_holder(self.path)
+                if holder is not None:
+                    raise ShfError(f"another shf process (pid {holder}) is writing to {self.path}") from None
+                self._file.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(str(os.getpid()))
+            self._held = True
+            return self
+        raise ShfError(f"could not lock {self.path} (another process keeps taking it)")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._held:
+            self._file.unlink(missing_ok=True)
+            self._held = False
 
 
 class RunDir:
