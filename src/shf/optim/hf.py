@@ -144,6 +144,14 @@ class MartensHF:
         ng = Xg.shape[0]
         del Ag
         times["gradient"] = time.perf_counter() - t
+        if not (math.isfinite(f0) and tl.all_finite(g) and tl.all_finite(sumsq)):
+            # a gradient batch with non-finite values: no step, the run goes on
+            rec_bad: dict[str, Any] = {
+                "examples": ng, "n": 0, "grad_batch": ng, "loss": f0, "loss_new": f0, "lam": self.lam,
+                "lam_next": self.lam, "cg_iterations": 0, "cg_stop": "not_finite_batch", "step": 0.0,
+                "accepted": False, "times": times,
+            }  # fmt: skip
+            return cast(list[Tensor], tl.clone(w)), rec_bad
 
         # 2. curvature on the next fixed chunk, cycled
         t = time.perf_counter()

@@ -38,6 +38,8 @@ from shf.solvers.operator import TimedOperator
 
 MAX_TIME = "max_time"
 """The solver's stop reason when the step's deadline passed."""
+NOT_FINITE_BATCH = "not_finite_batch"
+"""The solver's stop reason when the batch's loss or residual was not finite (no solve)."""
 
 
 @dataclass
@@ -321,9 +323,24 @@ def shf_step(
     f0 = A.loss
     times["forward"] = time.perf_counter() - t0
 
+    def skip() -> tuple[list[Tensor], StepInfo]:
+        # A batch whose loss, residual or preconditioner is not finite (bad data, or weights
+        # that overflow on it): no step, the state is kept, the run goes on with the next batch.
+        return cast(list[Tensor], tl.clone(w)), StepInfo(
+            n=X.shape[0], loss=f0, loss_new=f0, lam=lam, lam_next=lam, gamma=state.gamma,
+            maxiter=state.maxiter, solver_iterations=0, solver_stop=NOT_FINITE_BATCH, merit_evaluations=0,
+            rho=math.nan, model_change=math.nan, step=0.0, accepted=False, direction_norm=math.nan,
+            solver=cfg.solver, times={**times, "total": time.perf_counter() - t0},
+        )  # fmt: skip
+
+    if not (math.isfinite(f0) and tl.all_finite(b)):
+        return skip()
+
     t = time.perf_counter()
     # c <- Precon(w; X)  (Alg. 3, §4.4)
     c = pc.compute(cfg.preconditioner, A, lam, generator)
+    if c is not None and not tl.all_finite(c):
+        return skip()
     times["precond"] = time.perf_counter() - t
 
     # phi(d) := f(w + d; X_val)  (eq. 20)
