@@ -190,3 +190,36 @@ def test_a_second_writer_on_the_same_directory_is_refused(tmp_path: Path) -> Non
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert not (out / ".lock").exists()
+
+
+def test_run_or_reuse_reuses_resumes_and_refuses(tmp_path: Path) -> None:
+    """The engine of shf reproduce and shf compare: a finished run of the same configuration is
+    reused, an interrupted one resumed (equal to the uninterrupted run), one of another
+    configuration refused with the differing keys (replaced with overwrite)."""
+    import regression_runs
+    from shf import config as cfgmod
+    from shf.errors import ConfigError
+    from shf.experiments.run import run_or_reuse
+
+    base = [*regression_runs.OVERRIDES, "run.max_iters=8", "run.checkpoint_every=2", "data.n_train=300"]
+    base += ["data.n_val=100", "data.n_test=100"]
+    cfg = cfgmod.load("default", base)
+    whole = run_or_reuse(cfg, tmp_path / "whole")
+    assert run_or_reuse(cfg, tmp_path / "whole") == whole  # reused, not rerun
+    stopped = {"n": 0}
+
+    def stop_after_5() -> bool:
+        stopped["n"] += 1
+        return stopped["n"] >= 5
+
+    from shf.experiments.run import run_experiment
+
+    run_experiment(cfg, tmp_path / "cut", should_stop=stop_after_5)
+    assert json.loads((tmp_path / "cut" / "summary.json").read_text())["stop_reason"] == "interrupted"
+    resumed = run_or_reuse(cfg, tmp_path / "cut")
+    assert resumed["resumed_from_iteration"] == 5
+    _same_run(tmp_path / "cut", tmp_path / "whole")
+    other = cfgmod.load("default", [*base, "optimizer.lambda1=2.0"])
+    with pytest.raises(ConfigError, match=r"optimizer\.lambda1 differ"):
+        run_or_reuse(other, tmp_path / "whole")
+    assert run_or_reuse(other, tmp_path / "whole", overwrite=True)["hf_iterations"] == 8

@@ -168,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t2.add_argument("--no-progress", action="store_true")
     t2.add_argument(
+        "--overwrite", action="store_true", help="replace runs under --out made with another configuration"
+    )
+    t2.add_argument(
         "--report-only",
         action="store_true",
         help="run nothing: tabulate and plot every finished run under --out/runs",
@@ -205,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="fraction of the budget per learning rate in the first-order sweep",
     )
     c.add_argument("--out", default="runs/compare", help="output directory")
+    c.add_argument(
+        "--overwrite", action="store_true", help="replace runs under --out made with another configuration"
+    )
     c.add_argument("--seed", type=int, default=None)
     c.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     c.add_argument("--encoder", type=_encoder, default=None, help="encoder sizes, e.g. 784,400,200,6")
@@ -417,6 +423,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
                 mnist=args.mnist,
                 overrides=args.overrides,
                 on_run=on_run,
+                overwrite=args.overwrite,
             )
         finally:
             for b in bars:
@@ -444,7 +451,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(f"shf compare: {', '.join(methods)}; {args.budget:g} s each -> {args.out}", file=sys.stderr)
     record = compare(
         cfg, methods, args.out, budget=args.budget, hf_loss=args.hf_loss,
-        sweep_fraction=args.sweep_fraction, target=args.target,
+        sweep_fraction=args.sweep_fraction, target=args.target, overwrite=args.overwrite,
     )  # fmt: skip
     from shf.experiments.compare import markdown
 

@@ -31,30 +31,46 @@ from shf.runlog import peak_rss_mb, read_metrics
 DEFAULT_LRS = {"adam": [3e-4, 1e-3, 3e-3, 1e-2], "sgd": [3e-3, 1e-2, 3e-2, 1e-1]}
 
 
-def _child(cfg_dict: dict[str, Any], method: str, out: str, threads: int | None) -> None:
+def _child(cfg_dict: dict[str, Any], method: str, out: str, threads: int | None, overwrite: bool) -> None:
     """Run one method in this (child) process and record its peak resident memory."""
     import torch
 
-    from shf.experiments.run import run_experiment
+    from shf.experiments.run import run_or_reuse
 
     if threads is not None:
         torch.set_num_threads(threads)
     cfg = cfgmod.from_dict(cfg_dict)
-    summary = run_experiment(cfg, out, method=method)
+    summary = run_or_reuse(cfg, out, method=method, overwrite=overwrite)
     summary["peak_rss_mb"] = peak_rss_mb()
     (Path(out) / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
 
 
-def run_method(cfg: cfgmod.ExperimentConfig, method: str, out: Path) -> dict[str, Any]:
-    """Run ``method`` in a fresh process (spawn) unless ``out/summary.json`` exists; return the summary."""
+def run_method(
+    cfg: cfgmod.ExperimentConfig, method: str, out: Path, overwrite: bool = False
+) -> dict[str, Any]:
+    """Run ``method`` in a fresh process (spawn): a finished run of the same configuration is
+    reused, an interrupted one resumed, one of another configuration refused (or replaced
+    with ``overwrite``); return the summary."""
+    from shf.experiments.run import config_differences
+
     summary_path = out / "summary.json"
-    if not summary_path.is_file():
-        ctx = mp.get_context("spawn")
-        p = ctx.Process(target=_child, args=(cfg.to_dict(), method, str(out), cfg.run.threads))
-        p.start()
-        p.join()
-        if p.exitcode != 0 or not summary_path.is_file():
-            raise ConfigError(f"method {method} failed (exit code {p.exitcode}); see {out}")
+    if summary_path.is_file() and (out / "config.json").is_file():
+        stored = json.loads((out / "config.json").read_text())
+        diff = config_differences(stored, cfg)
+        if diff and not overwrite:
+            raise ConfigError(
+                f"{out} holds a run of another configuration ({', '.join(diff)} differ): "
+                "remove it or rerun with --overwrite"
+            )
+        s0: dict[str, Any] = json.loads(summary_path.read_text())
+        if not diff and s0.get("method") == method and s0.get("stop_reason") != "interrupted":
+            return s0
+    ctx = mp.get_context("spawn")
+    p = ctx.Process(target=_child, args=(cfg.to_dict(), method, str(out), cfg.run.threads, overwrite))
+    p.start()
+    p.join()
+    if p.exitcode != 0 or not summary_path.is_file():
+        raise ConfigError(f"method {method} failed (exit code {p.exitcode}); see {out}")
     s: dict[str, Any] = json.loads(summary_path.read_text())
     return s
 
@@ -74,6 +90,7 @@ def compare(
     lrs: dict[str, list[float]] | None = None,
     sweep_fraction: float = 0.25,
     target: float | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Run the methods and write the table and figure; return the JSON record."""
     classify = cfg.model.task == "classify"
@@ -103,14 +120,14 @@ def compare(
             trial = []
             for lr in lrs[m]:
                 scfg = _with(base, run={"max_time": budget * sweep_fraction}, first_order={"lr": lr})
-                s = run_method(scfg, m, root / "sweep" / f"{m}-lr{lr:g}")
+                s = run_method(scfg, m, root / "sweep" / f"{m}-lr{lr:g}", overwrite)
                 trial.append({"lr": lr, "val_error": s["val_error"], "test_error": s["test_error"]})
             sweeps[m] = trial
             best_lr = min(trial, key=lambda r: r["val_error"] if math.isfinite(r["val_error"]) else math.inf)[
                 "lr"
             ]
             mcfg = _with(base, first_order={"lr": best_lr})
-        results[m] = run_method(mcfg, m, root / "runs" / m)
+        results[m] = run_method(mcfg, m, root / "runs" / m, overwrite)
         results[m]["run_dir"] = str(root / "runs" / m)
 
     finals = [r["test_error"] for r in results.values()]

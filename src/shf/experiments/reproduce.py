@@ -85,9 +85,12 @@ def run_all(
     mnist: str = "auto",
     overrides: Sequence[str] = (),
     on_run: RunHook | None = None,
+    overwrite: bool = False,
 ) -> list[Path]:
-    """Run every (data set, seed) not yet done; return all run directories."""
-    from shf.experiments.run import run_experiment
+    """Run every (data set, seed) not yet done (resuming interrupted runs from their
+    checkpoints; a run directory of another configuration is refused unless ``overwrite``);
+    return all run directories."""
+    from shf.experiments.run import run_or_reuse
 
     for ds in datasets:
         if ds not in PRESETS:
@@ -102,10 +105,8 @@ def run_all(
             cfg = cfgmod.load(ds, [*overrides, *extra, f"run.seed={seed}", f"data.seed={seed}"])
             d = root / f"{ds}-seed{seed}"
             dirs.append(d)
-            if (d / "summary.json").is_file():
-                continue
             hook = on_run(ds, seed, cfg) if on_run is not None else None
-            run_experiment(cfg, d, on_iteration=hook)
+            run_or_reuse(cfg, d, on_iteration=hook, overwrite=overwrite)
     return dirs
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -226,3 +228,57 @@ def train(
         data, shf_method(net, data, cfg, seed), loop, evaluate=squared_error(net), seed=seed,
         on_iteration=on_iteration, should_stop=should_stop,
     )  # fmt: skip
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_differences(stored: dict[str, Any], cfg: ExperimentConfig) -> list[str]:
+    """The ``section.key`` names whose stored value (a run's ``config.json``) differs from ``cfg``'s."""
+    a, b = _flat(stored), _flat(runlog.jsonable(cfg.to_dict()))
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+def run_or_reuse(
+    cfg: ExperimentConfig,
+    out_dir: str | os.PathLike[str],
+    *,
+    method: str = "shf-lsmr",
+    on_iteration: Progress | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """The summary of the run of ``cfg`` in ``out_dir``: reused when it finished with this very
+    configuration and method, resumed from its checkpoint when it was interrupted, run when
+    there is none. A directory holding a run of another configuration is refused, naming the
+    keys that differ, unless ``overwrite`` (then it is replaced)."""
+    out = Path(out_dir)
+    resume = False
+    if (out / "config.json").is_file():
+        stored = json.loads((out / "config.json").read_text())
+        run_json = out / "run.json"
+        stored_method = json.loads(run_json.read_text()).get("method") if run_json.is_file() else None
+        diff = config_differences(stored, cfg) + ([] if stored_method == method else ["method"])
+        if diff and not overwrite:
+            raise ConfigError(
+                f"{out} holds a run of another configuration ({', '.join(diff)} differ): "
+                "remove it or rerun with --overwrite"
+            )
+        summary_path = out / "summary.json"
+        summary: dict[str, Any] = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+        if diff:
+            shutil.rmtree(out)
+        elif summary and summary.get("stop_reason") != "interrupted":
+            return summary  # finished with this configuration
+        else:
+            resume = (out / runlog.CHECKPOINT).is_file()
+            if not resume:  # killed before its first checkpoint: start it over
+                shutil.rmtree(out)
+    with runlog.RunLock(out):
+        return run_experiment(cfg, out, on_iteration=on_iteration, method=method, resume=resume)
