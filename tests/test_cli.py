@@ -172,3 +172,20 @@ def test_plot_skips_a_metrics_line_cut_short(tmp_path: Path, capsys: pytest.Capt
     (run / "metrics.jsonl").write_text("garbage\n" + json.dumps(rec) + "\n")
     assert main(["plot", str(run), "--out", str(tmp_path / "fig.png"), "--figure", "2"]) == 2
     assert "line 1 is not a JSON record" in capsys.readouterr().err
+
+
+def test_stand_in_data_sets_run_with_the_default_preset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--dataset usps with the default (CURVES) preset: the preset's sizes and input width
+    follow the data set instead of failing."""
+    import numpy as np
+    import scipy.io
+
+    table = np.zeros((120, 257), dtype=np.uint8)
+    table[:, :256] = np.random.default_rng(0).integers(0, 256, size=(120, 256))
+    table[:, 256] = np.arange(120) % 10 + 1
+    scipy.io.savemat(tmp_path / "usps.mat", {"usps_all": table})
+    argv = ["train", "--dataset", "usps", "--data-path", str(tmp_path / "usps.mat"), "--max-iters", "1"]
+    assert main([*argv, "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    assert "input follows the data" in capsys.readouterr().err
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert cfg["model"]["encoder"][0] == 256 and cfg["data"]["n_train"] is None

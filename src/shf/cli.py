@@ -640,6 +640,22 @@ def _fresh_out(out: Path, overwrite: bool) -> None:
         shutil.rmtree(out)
 
 
+def _encoder_for(
+    cfg: cfgmod.ExperimentConfig, width: int, args: argparse.Namespace
+) -> cfgmod.ExperimentConfig:
+    """The preset's encoder with its input size set to the data's width, when the data set was
+    chosen on the command line (another width than the preset's) and the user gave no encoder."""
+    import dataclasses
+
+    enc = cfg.model.encoder
+    given = args.encoder is not None or any(o.strip().startswith("model.encoder") for o in args.overrides)
+    if cfg.model.task != "autoencoder" or enc[0] == width or given or args.resume or args.dataset is None:
+        return cfg
+    new = [width, *enc[1:]]
+    print(f"shf train: the encoder's input follows the data: {enc} -> {new}", file=sys.stderr)
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, encoder=new))
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from shf import runlog
     from shf.experiments.run import build_network, describe, prepare_data, run_experiment
@@ -653,6 +669,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         _fresh_out(out, args.overwrite)
     t0 = time.perf_counter()
     data = prepare_data(cfg)
+    cfg = _encoder_for(cfg, data.dim, args)
     if cfg.model.task == "classify":
         import torch
 
