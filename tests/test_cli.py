@@ -174,7 +174,9 @@ def test_plot_skips_a_metrics_line_cut_short(tmp_path: Path, capsys: pytest.Capt
     assert "line 1 is not a JSON record" in capsys.readouterr().err
 
 
-def test_stand_in_data_sets_run_with_the_default_preset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_stand_in_data_sets_run_with_the_default_preset(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """--dataset usps with the default (CURVES) preset: the preset's sizes and input width
     follow the data set instead of failing."""
     import numpy as np
