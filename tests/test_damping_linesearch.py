@@ -70,3 +70,23 @@ def test_armijo_reuses_f_at_one():
 
     res = armijo_backtracking(f, 0.0, -1.0, f_at_one=-1.0)
     assert res.accepted and res.step == 1.0 and calls == []
+
+
+@pytest.mark.parametrize("rho", [1.0, 0.9, 0.6, 0.5, 0.3, 0.01])
+def test_nielsen_rule_on_lambda_squared(rho: float) -> None:
+    from shf.damping import nielsen
+
+    lam, nu = nielsen(2.0, rho, 8.0)
+    factor = max(1 / 3, 1 - (2 * rho - 1) ** 3)
+    assert lam**2 == pytest.approx(4.0 * factor, rel=1e-14) and nu == 2.0
+    assert 4.0 / 3.0 - 1e-12 <= lam**2 <= 8.0  # within [mu/3, 2 mu]
+
+
+@pytest.mark.parametrize("rho", [0.0, -1.0, float("-inf"), float("nan")])
+def test_nielsen_rule_grows_geometrically_on_failure(rho: float) -> None:
+    from shf.damping import nielsen
+
+    lam, nu = nielsen(2.0, rho, 2.0)
+    assert (lam**2, nu) == pytest.approx((8.0, 4.0))
+    lam, nu = nielsen(lam, rho, nu)
+    assert (lam**2, nu) == pytest.approx((32.0, 8.0))

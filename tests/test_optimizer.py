@@ -177,3 +177,15 @@ def test_a_cross_entropy_autoencoder_is_not_silently_trained_on_mse() -> None:
     assert SHF(net).fast_path
     with pytest.raises(ConfigError, match="own loss 'cross_entropy'"):
         SHF(net, generic=True)
+
+
+def test_nielsen_damping_falls_fast_while_the_model_is_good_and_round_trips() -> None:
+    X, y, Xv, yv = _task()
+    model = _model()
+    hyper = {**HYPER, "damping": Damping(lambda1=1.0, rule="nielsen")}
+    opt = SHF(model, "cross_entropy", train_size=240, seed=1, **hyper)
+    first = _steps(opt, X, y, (Xv, yv), 3)
+    # rho near 1 divides lambda^2 by up to 3 per step; the paper's rule would give 0.9^3 = 0.73
+    assert opt.lam < 0.7 and all(r["lam_next"] < r["lam"] for r in first if r["rho"] > 0.5)
+    sd = opt.state_dict()
+    assert sd["shf"]["nu"] == opt.hf_state.nu and sd["shf"]["config"]["damping_rule"] == "nielsen"

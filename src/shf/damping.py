@@ -33,3 +33,22 @@ def levenberg_marquardt(lam: float, rho: float, drop: float) -> float:
     if rho > 0.75:
         return drop * lam
     return lam
+
+
+DAMPING_RULES = ("paper", "nielsen")
+
+
+def nielsen(lam: float, rho: float, nu: float) -> tuple[float, float]:
+    """Nielsen's (1999) continuous damping update, on SHF's ``lambda^2`` (beyond the paper).
+
+    With ``mu = lambda^2``: if ``rho > 0``, ``mu <- mu max(1/3, 1 - (2 rho - 1)^3)`` and
+    ``nu <- 2``; else ``mu <- nu mu`` and ``nu <- 2 nu``. A nearly exact quadratic model
+    (``rho`` near 1) divides ``mu`` by 3 per iteration, where the paper's rule multiplies
+    ``lambda`` by ``drop`` (0.99: ``mu`` by 0.98). Returns ``(lambda, nu)``.
+    """
+    if lam < 0.0 or not math.isfinite(lam):
+        raise ConfigError(f"lambda must be finite and >= 0, got {lam}")
+    if math.isfinite(rho) and rho > 0.0:
+        factor = max(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
+        return lam * math.sqrt(factor), 2.0
+    return lam * math.sqrt(nu), 2.0 * nu

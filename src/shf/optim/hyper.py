@@ -18,11 +18,13 @@ from shf.optim.step import SHFConfig
 @dataclass(frozen=True)
 class Damping:
     """Levenberg-Marquardt damping (§4.2): start at ``lambda1`` (LSMR's ``damp``, the system
-    is ``A^T A + lambda^2 I``); ``lambda <- lambda/drop`` if ``rho < 1/4``, ``drop lambda`` if
-    ``rho > 3/4``."""
+    is ``A^T A + lambda^2 I``); ``rule = "paper"``: ``lambda <- lambda/drop`` if ``rho < 1/4``,
+    ``drop lambda`` if ``rho > 3/4``; ``rule = "nielsen"`` (beyond the paper): Nielsen's
+    continuous update of ``lambda^2`` (:func:`shf.damping.nielsen`)."""
 
     lambda1: float = 5.0
     drop: float = 0.99
+    rule: str = "paper"
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,7 @@ class Init:
 
 # (group field -> SHFConfig field) where the names differ.
 _RENAMED: dict[type, dict[str, str]] = {
+    Damping: {"rule": "damping_rule"},
     WarmStart: {"growth": "gamma_growth"},
     Solver: {"kind": "solver"},
     Batch: {"growth": "batch_growth", "schedule": "batch_schedule"},

@@ -245,6 +245,7 @@ class SHF(torch.optim.Optimizer):
         sd = super().state_dict()
         sd["shf"] = {
             "lam": self.hf_state.lam,
+            "nu": self.hf_state.nu,
             "gamma": self.hf_state.gamma,
             "maxiter": self.hf_state.maxiter,
             "schedule": self.schedule.state_dict(),
@@ -266,6 +267,7 @@ class SHF(torch.optim.Optimizer):
             raise ConfigError(f"the state dict was saved with other hyper-parameters ({', '.join(diff)})")
         super().load_state_dict(state_dict)
         self.hf_state.lam, self.hf_state.gamma, self.hf_state.maxiter = s["lam"], s["gamma"], s["maxiter"]
+        self.hf_state.nu = float(s.get("nu", 2.0))
         self.schedule.load_state_dict(s["schedule"])
         self.schedule.n_max = int(s["n_max"])  # set by the training-set size it was saved with
         self.generator.set_state(cast(Tensor, s["generator"]).clone())

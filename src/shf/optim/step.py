@@ -28,7 +28,7 @@ from torch import Tensor
 from shf import precond as pc
 from shf import tensorlist as tl
 from shf.curvature.base import CurvatureModel
-from shf.damping import levenberg_marquardt, reduction_ratio
+from shf.damping import DAMPING_RULES, levenberg_marquardt, nielsen, reduction_ratio
 from shf.errors import require
 from shf.linesearch import armijo_backtracking
 from shf.solvers.cg import cg
@@ -72,6 +72,8 @@ class SHFConfig:
             damped normal equations, same merit rules, residual test ``rtol = atol``).
         batch_schedule: ``dynamic`` (Alg. 2 and the growth rule) or ``fixed`` (``n = n1``
             and ``maxiter = maxiter1`` throughout; ablation).
+        damping_rule: ``paper`` (§4.2, ``drop``) or ``nielsen`` (beyond the paper: Nielsen's
+            continuous rule on ``lambda^2``, :func:`shf.damping.nielsen`; ``drop`` unused).
     """
 
     lambda1: float = 5.0
@@ -100,6 +102,7 @@ class SHFConfig:
     use_merit: bool = True
     solver: str = "lsmr"
     batch_schedule: str = "dynamic"
+    damping_rule: str = "paper"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -160,6 +163,10 @@ class SHFConfig:
         need(isinstance(self.window, int) and self.window >= 1, f"window must be >= 1, got {self.window}")
         need(self.solver in ("lsmr", "cg"), f"solver must be 'lsmr' or 'cg', got {self.solver!r}")
         need(
+            self.damping_rule in DAMPING_RULES,
+            f"damping_rule must be one of {DAMPING_RULES}, got {self.damping_rule!r}",
+        )
+        need(
             self.batch_schedule in ("dynamic", "fixed"),
             f"batch_schedule must be 'dynamic' or 'fixed', got {self.batch_schedule!r}",
         )
@@ -178,6 +185,7 @@ class SHFState:
     gamma: float
     maxiter: int
     d: list[Tensor] | None = None  # the decayed previous step gamma d (warm start)
+    nu: float = 2.0  # Nielsen's growth factor (damping_rule = "nielsen")
 
     @classmethod
     def initial(cls, cfg: SHFConfig) -> SHFState:
@@ -186,11 +194,12 @@ class SHFState:
 
     def state_dict(self) -> dict[str, Any]:
         """Tensors and scalars to resume exactly."""
-        return {"lam": self.lam, "gamma": self.gamma, "maxiter": self.maxiter, "d": self.d}
+        return {"lam": self.lam, "gamma": self.gamma, "maxiter": self.maxiter, "d": self.d, "nu": self.nu}
 
     def load_state_dict(self, s: dict[str, Any]) -> None:
         """Restore from :meth:`state_dict`."""
         self.lam, self.gamma, self.maxiter, self.d = s["lam"], s["gamma"], s["maxiter"], s["d"]
+        self.nu = float(s.get("nu", 2.0))
 
 
 @dataclass
@@ -410,7 +419,12 @@ def shf_step(
     # rho <- (f(w + d) - f(w)) / q(d)  (§4.2)
     rho = reduction_ratio(f_new, f0, model_change)
     # lambda <- lambda/drop if rho < 1/4; drop*lambda if rho > 3/4
-    lam_next = levenberg_marquardt(lam, rho, cfg.drop)
+    nu_next = state.nu
+    if cfg.damping_rule == "nielsen":
+        # Beyond the paper (docs/deviations.md B1): Nielsen's continuous rule on lambda^2
+        lam_next, nu_next = nielsen(lam, rho, state.nu)
+    else:
+        lam_next = levenberg_marquardt(lam, rho, cfg.drop)
     times["rho"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -434,6 +448,7 @@ def shf_step(
     if accepted and not tl.all_finite(w_new):  # never write NaN weights
         accepted, step, loss_new, w_new = False, 0.0, f0, cast(list[Tensor], tl.clone(w))
         lam_next = max(lam_next, lam / cfg.drop)
+        nu_next = 2.0 * state.nu
 
     # With s = 1 the new weights are exactly the w + d the merit was evaluated at (the same
     # tensor operation), so f(w_new; X_val) is already known: the caller need not recompute it.
@@ -448,6 +463,7 @@ def shf_step(
     gamma_used = state.gamma
     state.gamma = min(cfg.gamma_growth * state.gamma, cfg.gamma_max)
     state.lam = lam_next
+    state.nu = nu_next
     times["total"] = time.perf_counter() - t0
 
     info_out = StepInfo(
