@@ -51,3 +51,24 @@ def test_markdown_handles_unreached_target():
 def test_compare_budget_must_be_positive(budget, capsys):
     with pytest.raises(SystemExit):
         main(["compare", "--budget", budget])
+
+
+def test_compare_over_seeds_with_a_target_from_a_method(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    args = ["compare", "--methods", "shf-lsmr,adam", "--budget", "1.0", "--out", str(out), "--seeds", "0,1",
+            "--target-from", "adam", "--encoder", "784,16,6", "--set", "data.n_train=200",
+            "--set", "data.n_val=60", "--set", "data.n_test=60", "--set", "optimizer.n1=40",
+            "--sweep-fraction", "0.2", "--set", "first_order.batch_size=50"]  # fmt: skip
+    assert main(args) == 0
+    rec = json.loads((out / "compare.json").read_text())
+    adam = next(r for r in rec["rows"] if r["method"] == "adam")
+    assert rec["seeds"] == [0, 1] and [s["seed"] for s in adam["seeds"]] == [0, 1]
+    assert rec["target_val_error"] == pytest.approx(sum(s["best_val_error"] for s in adam["seeds"]) / 2)
+    assert adam["best_val_error"] == pytest.approx(rec["target_val_error"])
+    if adam["time_to_target_s"] is not None:
+        assert adam["time_to_target_ratio"] == pytest.approx(1.0)
+    assert (out / "runs" / "shf-lsmr-seed1" / "summary.json").is_file()
+    md = (out / "compare.md").read_text()
+    assert "time / adam's" in md and "95% t-interval" in md
+    cfg = json.loads((out / "runs" / "adam-seed0" / "config.json").read_text())
+    assert cfg["run"]["threads"] == 1 and cfg["run"]["seed"] == 0 and cfg["data"]["seed"] == 0

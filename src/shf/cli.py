@@ -208,6 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="fraction of the budget per learning rate in the first-order sweep",
     )
     c.add_argument("--out", default="runs/compare", help="output directory")
+    c.add_argument("--seeds", default=None, help="comma-separated seeds; every method runs once per seed")
+    c.add_argument(
+        "--target-from",
+        default=None,
+        metavar="METHOD",
+        help="the target is METHOD's best validation error (mean over seeds), reached by validation error",
+    )
     c.add_argument(
         "--overwrite", action="store_true", help="replace runs under --out made with another configuration"
     )
@@ -452,6 +459,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     record = compare(
         cfg, methods, args.out, budget=args.budget, hf_loss=args.hf_loss,
         sweep_fraction=args.sweep_fraction, target=args.target, overwrite=args.overwrite,
+        seeds=_ints(args.seeds, "--seeds") if args.seeds else None, target_from=args.target_from,
     )  # fmt: skip
     from shf.experiments.compare import markdown
 

@@ -19,6 +19,7 @@ import json
 import math
 import multiprocessing as mp
 import os
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,20 @@ def _with(cfg: cfgmod.ExperimentConfig, **sections: dict[str, Any]) -> cfgmod.Ex
     return dataclasses.replace(cfg, **parts)
 
 
+def _time_to(metrics: list[dict[str, Any]], key: str, target: float) -> float | None:
+    """The first optimiser time at which ``key`` is at or below ``target`` (None: never)."""
+    return next((r["time_s"] for r in metrics if r.get(key) is not None and r[key] <= target), None)
+
+
+def _mean_ci(values: Sequence[float]) -> dict[str, Any]:
+    """Mean and the 95% t-interval half-width over seeds (None for one value)."""
+    from shf.experiments.reproduce import stats
+
+    st = stats(list(values))
+    half = None if st["ci95_high"] is None else float(st["ci95_high"]) - float(st["mean"])  # type: ignore[arg-type]
+    return {"mean": st["mean"], "ci95": half, "n": st["n"]}
+
+
 def compare(
     cfg: cfgmod.ExperimentConfig,
     methods: Sequence[str],
@@ -91,8 +106,20 @@ def compare(
     sweep_fraction: float = 0.25,
     target: float | None = None,
     overwrite: bool = False,
+    seeds: Sequence[int] | None = None,
+    target_from: str | None = None,
 ) -> dict[str, Any]:
-    """Run the methods and write the table and figure; return the JSON record."""
+    """Run the methods and write the table and figure; return the JSON record.
+
+    ``seeds``: run every method once per seed (default: the configuration's); rows report
+    means and 95% t-intervals over them. ``target_from``: the target is that method's best
+    validation error averaged over the seeds, and every method's ``time_to_target_s`` is the
+    first time its validation error reaches it (with its ratio to the target method's);
+    otherwise the target is ``target`` or the worst final test error, reached by test error.
+    First-order methods sweep their learning rate once, on the first seed, for
+    ``sweep_fraction`` of the budget per rate, choosing by validation error; the chosen rate
+    serves every seed.
+    """
     classify = cfg.model.task == "classify"
     if classify:
         from shf.experiments.classify import METHODS as CLASSIFY_METHODS
@@ -106,11 +133,16 @@ def compare(
             raise ConfigError(f"unknown method {m!r}; choose from {', '.join(METHODS)}")
     if not (budget > 0 and math.isfinite(budget)):
         raise ConfigError(f"the time budget must be a positive number of seconds, got {budget}")
+    if target_from is not None and target_from not in methods:
+        raise ConfigError(f"--target-from {target_from!r} is not one of the methods compared")
+    seeds = list(seeds) if seeds else [cfg.run.seed]
+    if len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):
+        raise ConfigError(f"seeds must be distinct non-negative integers, got {seeds}")
     lrs = lrs or DEFAULT_LRS
     root = Path(out)
-    # Test errors every iteration, so the time to target is exact.
-    base = _with(cfg, run={"max_time": budget, "eval_every": 1})
-    results: dict[str, dict[str, Any]] = {}
+    # Errors every iteration, so the times to target are exact; one thread per method unless set.
+    base = _with(cfg, run={"max_time": budget, "eval_every": 1, "threads": cfg.run.threads or 1})
+    results: dict[str, list[dict[str, Any]]] = {}
     sweeps: dict[str, list[dict[str, Any]]] = {}
     for m in methods:
         mcfg = base
@@ -118,49 +150,79 @@ def compare(
             mcfg = _with(base, model={"loss": hf_loss})
         if m in ("adam", "sgd"):
             trial = []
+            first = _with(mcfg, run={"seed": seeds[0]}, data={"seed": seeds[0]})
             for lr in lrs[m]:
-                scfg = _with(base, run={"max_time": budget * sweep_fraction}, first_order={"lr": lr})
+                scfg = _with(first, run={"max_time": budget * sweep_fraction}, first_order={"lr": lr})
                 s = run_method(scfg, m, root / "sweep" / f"{m}-lr{lr:g}", overwrite)
                 trial.append({"lr": lr, "val_error": s["val_error"], "test_error": s["test_error"]})
             sweeps[m] = trial
-            best_lr = min(trial, key=lambda r: r["val_error"] if math.isfinite(r["val_error"]) else math.inf)[
-                "lr"
-            ]
-            mcfg = _with(base, first_order={"lr": best_lr})
-        results[m] = run_method(mcfg, m, root / "runs" / m, overwrite)
-        results[m]["run_dir"] = str(root / "runs" / m)
+            finite = [r for r in trial if math.isfinite(r["val_error"])]
+            best_lr = min(finite or trial, key=lambda r: r["val_error"])["lr"]
+            mcfg = _with(mcfg, first_order={"lr": best_lr})
+        results[m] = []
+        for seed in seeds:
+            d = root / "runs" / (m if len(seeds) == 1 else f"{m}-seed{seed}")
+            scfg = _with(mcfg, run={"seed": seed}, data={"seed": seed}) if len(seeds) > 1 else mcfg
+            s = run_method(scfg, m, d, overwrite)
+            s["run_dir"] = str(d)
+            results[m].append(s)
 
-    finals = [r["test_error"] for r in results.values()]
-    tgt = target if target is not None else max(finals)
+    if target_from is not None:
+        tgt = statistics.fmean(s["val_error"] for s in results[target_from])
+        key = "val_error"
+    else:
+        tgt = target if target is not None else max(s["test_error"] for r in results.values() for s in r)
+        key = "test_error"
+    times = {m: [_time_to(read_metrics(s["run_dir"]), key, tgt) for s in runs] for m, runs in results.items()}
+
+    def mean_time(m: str) -> float | None:
+        t = times[m]
+        if not t or any(x is None for x in t):
+            return None
+        return statistics.fmean(x for x in t if x is not None)
+
+    ref_time = mean_time(target_from) if target_from is not None else None
     rows = []
-    for m, s in results.items():
-        metrics = read_metrics(s["run_dir"])
-        reach = next(
-            (r["time_s"] for r in metrics if r.get("test_error") is not None and r["test_error"] <= tgt), None
-        )
+    for m, runs in results.items():
+        s = runs[0]
+        t_mean = mean_time(m)
         rows.append({
             "method": m,
-            "best_val_error": s["val_error"],
-            "train_error": s["train_error"],
-            "test_error": s["test_error"],
+            "best_val_error": statistics.fmean(r["val_error"] for r in runs),
+            "train_error": statistics.fmean(r["train_error"] for r in runs),
+            "test_error": statistics.fmean(r["test_error"] for r in runs),
             "train_error_no_half": s.get("train_error_no_half"),
             "test_error_no_half": s.get("test_error_no_half"),
             "test_accuracy": s.get("test_accuracy"),
-            "time_to_target_s": reach,
+            "time_to_target_s": t_mean,
+            "time_to_target_ratio": None if t_mean is None or not ref_time else t_mean / ref_time,
+            "reached_target": sum(x is not None for x in times[m]),
             "examples_processed": s["examples_processed"],
             "peak_rss_mb": s.get("peak_rss_mb"),
             "iterations": s["hf_iterations"],
             "optimizer_time_s": s["optimizer_time_s"],
             "lr": s.get("lr"),
+            "seeds": [
+                {"seed": r["seed"], "best_val_error": r["val_error"], "test_error": r["test_error"],
+                 "time_to_target_s": t}
+                for r, t in zip(runs, times[m])
+            ],
+            "over_seeds": {
+                "best_val_error": _mean_ci([r["val_error"] for r in runs]),
+                "test_error": _mean_ci([r["test_error"] for r in runs]),
+            },
         })  # fmt: skip
     record = {
-        "dataset": next(iter(results.values()))["dataset"],
+        "dataset": next(iter(results.values()))[0]["dataset"],
         "encoder": cfg.model.encoder if not classify else None,
         "task": cfg.model.task,
         "arch": cfg.model.arch if classify else None,
-        "seed": cfg.run.seed,
+        "seed": seeds[0],
+        "seeds": seeds,
         "budget_s": budget,
-        "target_test_error": tgt,
+        "target_test_error": tgt if key == "test_error" else None,
+        "target_val_error": tgt if key == "val_error" else None,
+        "target_from": target_from,
         "hf_loss": hf_loss,
         "rows": rows,
         "lr_sweeps": sweeps,
@@ -171,7 +233,7 @@ def compare(
     from shf.plots import figure2
 
     figure2(
-        [results[m]["run_dir"] for m in results],
+        [runs[0]["run_dir"] for runs in results.values()],
         root / "compare.png",
         labels=list(results),
         title=f"{record['dataset']}: train (dotted) and test (solid) error, budget {budget:g} s",
@@ -198,22 +260,32 @@ _CLASSIFY_COLUMNS = [
 
 def markdown(record: dict[str, Any]) -> str:
     """The comparison table (squared errors on both scales, or cross-entropy and accuracy)."""
+    seeds = record.get("seeds") or [record["seed"]]
+    seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))} (means)"
+    if record.get("target_from"):
+        target = (
+            f"target: {record['target_from']}'s best validation error averaged over the seeds, "
+            f"{record['target_val_error']:.4f}, reached by validation error"
+        )
+    else:
+        target = f"target test error {record['target_test_error']:.4f}"
     if record.get("task") == "classify":
         head = (
-            f"Data: {record['dataset']}, classifier {record['arch']}, seed {record['seed']}, "
-            f"budget {record['budget_s']:g} s optimiser time per method; target test cross-entropy "
-            f"{record['target_test_error']:.4f}. Errors are mean softmax cross-entropy; accuracy and test "
-            "cross-entropy are at the best-validation iteration."
+            f"Data: {record['dataset']}, classifier {record['arch']}, {seed_text}, "
+            f"budget {record['budget_s']:g} s optimiser time per method; {target} (cross-entropy). "
+            "Errors are mean softmax cross-entropy; accuracy and test cross-entropy are at the "
+            "best-validation iteration."
         )
-        columns, sweep_what = _CLASSIFY_COLUMNS, "val cross-entropy"
+        columns, sweep_what = list(_CLASSIFY_COLUMNS), "val cross-entropy"
     else:
         head = (
             f"Data: {record['dataset']}, encoder {'-'.join(map(str, record['encoder']))}, "
-            f"seed {record['seed']}, budget {record['budget_s']:g} s optimiser time per method; "
-            f"target test error {record['target_test_error']:.4f} (paper scale). "
-            f"Martens HF trains on {record['hf_loss']}."
+            f"{seed_text}, budget {record['budget_s']:g} s optimiser time per method; "
+            f"{target} (paper scale). Martens HF trains on {record['hf_loss']}."
         )
-        columns, sweep_what = _AUTOENCODER_COLUMNS, "val error"
+        columns, sweep_what = list(_AUTOENCODER_COLUMNS), "val error"
+    if record.get("target_from"):
+        columns.append((f"time / {record['target_from']}'s", "time_to_target_ratio", ".2f"))
     names = [c[0] for c in columns] + ["examples", "peak RSS (MB)", "iterations"]
     lines = [head, "", "| method | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for r in record["rows"]:
@@ -221,8 +293,17 @@ def markdown(record: dict[str, Any]) -> str:
         cells = [_f(r.get(key), spec) for _, key, spec in columns]
         cells += [f"{r['examples_processed']:,}", _f(r["peak_rss_mb"], ".0f"), str(r["iterations"])]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if len(seeds) > 1:
+        lines.append("")
+        for r in record["rows"]:
+            ov = r["over_seeds"]
+            ci = {k: f"{v['mean']:.4f} ± {v['ci95']:.4f}" for k, v in ov.items()}
+            lines.append(
+                f"- {r['method']}: best val {ci['best_val_error']}, test {ci['test_error']} "
+                f"(95% t-interval), target reached in {r['reached_target']}/{len(seeds)} seeds"
+            )
     for m, trial in record.get("lr_sweeps", {}).items():
         lines.append("")
-        lines.append(f"{m} learning-rate sweep ({sweep_what} after a short run): " + ", ".join(
+        lines.append(f"{m} learning-rate sweep ({sweep_what} at the end of each run): " + ", ".join(
             f"lr {t['lr']:g}: {_f(t['val_error'])}" for t in trial))  # fmt: skip
     return "\n".join(lines) + "\n"
