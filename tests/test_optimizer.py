@@ -189,3 +189,17 @@ def test_nielsen_damping_falls_fast_while_the_model_is_good_and_round_trips() ->
     assert opt.lam < 0.7 and all(r["lam_next"] < r["lam"] for r in first if r["rho"] > 0.5)
     sd = opt.state_dict()
     assert sd["shf"]["nu"] == opt.hf_state.nu and sd["shf"]["config"]["damping_rule"] == "nielsen"
+
+
+def test_lambda_min_is_a_floor_under_the_damping() -> None:
+    X, y, Xv, yv = _task()
+    opt = SHF(
+        _model(),
+        "cross_entropy",
+        train_size=240,
+        **{**HYPER, "damping": Damping(1.0, rule="nielsen", lambda_min=0.5)},
+    )
+    _steps(opt, X, y, (Xv, yv), 4)
+    assert opt.lam == 0.5  # Nielsen's rule alone goes below 0.3 in 3 steps (test above)
+    with pytest.raises(ConfigError, match="lambda_min must be in"):
+        SHF(_model(), "cross_entropy", damping=Damping(lambda1=1.0, lambda_min=2.0))

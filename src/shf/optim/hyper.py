@@ -20,11 +20,13 @@ class Damping:
     """Levenberg-Marquardt damping (§4.2): start at ``lambda1`` (LSMR's ``damp``, the system
     is ``A^T A + lambda^2 I``); ``rule = "paper"``: ``lambda <- lambda/drop`` if ``rho < 1/4``,
     ``drop lambda`` if ``rho > 3/4``; ``rule = "nielsen"`` (beyond the paper): Nielsen's
-    continuous update of ``lambda^2`` (:func:`shf.damping.nielsen`)."""
+    continuous update of ``lambda^2`` (:func:`shf.damping.nielsen`); ``lambda_min``: a floor
+    under ``lambda`` (beyond the paper; 0: none)."""
 
     lambda1: float = 5.0
     drop: float = 0.99
     rule: str = "paper"
+    lambda_min: float = 0.0
 
 
 @dataclass(frozen=True)

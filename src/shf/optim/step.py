@@ -74,6 +74,8 @@ class SHFConfig:
             and ``maxiter = maxiter1`` throughout; ablation).
         damping_rule: ``paper`` (§4.2, ``drop``) or ``nielsen`` (beyond the paper: Nielsen's
             continuous rule on ``lambda^2``, :func:`shf.damping.nielsen`; ``drop`` unused).
+        lambda_min: a floor under ``lambda`` (beyond the paper; 0, the paper's, is none): an
+            undamped system lets LSMR fit the batch's noise for many iterations.
     """
 
     lambda1: float = 5.0
@@ -103,6 +105,7 @@ class SHFConfig:
     solver: str = "lsmr"
     batch_schedule: str = "dynamic"
     damping_rule: str = "paper"
+    lambda_min: float = 0.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -162,6 +165,10 @@ class SHFConfig:
         need(finite(self.rrel_tol) and self.rrel_tol >= 0, f"rrel_tol must be >= 0, got {self.rrel_tol}")
         need(isinstance(self.window, int) and self.window >= 1, f"window must be >= 1, got {self.window}")
         need(self.solver in ("lsmr", "cg"), f"solver must be 'lsmr' or 'cg', got {self.solver!r}")
+        need(
+            finite(self.lambda_min) and 0 <= self.lambda_min <= self.lambda1,
+            f"lambda_min must be in [0, lambda1], got {self.lambda_min}",
+        )
         need(
             self.damping_rule in DAMPING_RULES,
             f"damping_rule must be one of {DAMPING_RULES}, got {self.damping_rule!r}",
@@ -462,6 +469,8 @@ def shf_step(
         state.d = None
     gamma_used = state.gamma
     state.gamma = min(cfg.gamma_growth * state.gamma, cfg.gamma_max)
+    # Beyond the paper (docs/deviations.md B2): an optional floor under lambda
+    lam_next = max(lam_next, cfg.lambda_min)
     state.lam = lam_next
     state.nu = nu_next
     times["total"] = time.perf_counter() - t0
