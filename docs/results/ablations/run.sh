@@ -18,3 +18,7 @@ run 1 paper-nmax500 --set optimizer.n_max=500 & wait
 run 0 paper-nmax200 --set optimizer.n_max=200 &
 run 1 nielsen-nmax200-recover20-miniter10 --set optimizer.damping_rule=nielsen --set optimizer.n_max=200 \
   --set optimizer.recover=20 --set optimizer.miniter=10 & wait
+run 0 nielsen-nmax500-recover20-lmin0.3 --set optimizer.damping_rule=nielsen --set optimizer.n_max=500 \
+  --set optimizer.recover=20 --set optimizer.lambda_min=0.3 &
+run 1 nielsen-nmax500-recover20-lmin0.05 --set optimizer.damping_rule=nielsen --set optimizer.n_max=500 \
+  --set optimizer.recover=20 --set optimizer.lambda_min=0.05 & wait
