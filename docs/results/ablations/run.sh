@@ -25,3 +25,7 @@ run 1 nielsen-nmax500-recover20-lmin0.05 --set optimizer.damping_rule=nielsen --
 run 0 nielsen-nmax500-recover20-lmin0.05-maxiter20 --set optimizer.damping_rule=nielsen --set optimizer.n_max=500 \
   --set optimizer.recover=20 --set optimizer.lambda_min=0.05 --set optimizer.maxiter1=20 &
 run 1 paper-nmax500-maxiter20 --set optimizer.n_max=500 --set optimizer.maxiter1=20 & wait
+run 0 nielsen-nmax500-recover20-lmin0.05-maxiter10 --set optimizer.damping_rule=nielsen --set optimizer.n_max=500 \
+  --set optimizer.recover=20 --set optimizer.lambda_min=0.05 --set optimizer.maxiter1=10 &
+run 1 nielsen-nmax1000-recover20-lmin0.05-maxiter20 --set optimizer.damping_rule=nielsen --set optimizer.n_max=1000 \
+  --set optimizer.recover=20 --set optimizer.lambda_min=0.05 --set optimizer.maxiter1=20 & wait
