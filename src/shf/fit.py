@@ -31,8 +31,8 @@ from torch import Tensor
 
 from shf import tensorlist as tl
 from shf.data.split import Split
-from shf.errors import ConfigError, DataError
-from shf.optim.shf import SHF
+from shf.errors import ConfigError
+from shf.optim.shf import SHF, as_pair
 
 log = logging.getLogger(__name__)
 
@@ -371,17 +371,6 @@ class FitResult:
     optimizer: SHF
 
 
-def _as_pair(data: Any, what: str) -> tuple[Tensor, Tensor | None]:
-    """``X`` or ``(X, Y)`` -> ``(X, Y)``."""
-    if isinstance(data, Tensor):
-        return data, None
-    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], Tensor):
-        if data[1] is not None and not isinstance(data[1], Tensor):
-            raise DataError(f"{what} targets must be a torch.Tensor, got {type(data[1]).__name__}")
-        return data[0], data[1]
-    raise DataError(f"{what} must be a tensor of inputs or a pair (inputs, targets) of tensors")
-
-
 def fit(
     model: torch.nn.Module,
     train: Tensor | tuple[Tensor, Tensor | None],
@@ -419,9 +408,9 @@ def fit(
         **hyper: :class:`shf.SHF`'s hyper-parameters (``damping=``, ``solver=``, ``batch=``,
             ``line_search=``, ``warm_start=``, ``preconditioner=``, ``config=``, ``generic=``).
     """
-    X, Y = _as_pair(train, "train")
-    Xv, Yv = _as_pair(val, "val")
-    Xt, Yt = _as_pair(test, "test") if test is not None else (Xv[:0], None if Yv is None else Yv[:0])
+    X, Y = as_pair(train, "train")
+    Xv, Yv = as_pair(val, "val")
+    Xt, Yt = as_pair(test, "test") if test is not None else (Xv[:0], None if Yv is None else Yv[:0])
     N = X.shape[0]
     if optimizer is None:
         opt = SHF(model, loss, train_size=N, seed=seed, **hyper)

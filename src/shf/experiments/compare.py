@@ -52,20 +52,13 @@ def run_method(
     """Run ``method`` in a fresh process (spawn): a finished run of the same configuration is
     reused, an interrupted one resumed, one of another configuration refused (or replaced
     with ``overwrite``); return the summary."""
-    from shf.experiments.run import config_differences
+    from shf.experiments.run import stored_run
 
     summary_path = out / "summary.json"
     if summary_path.is_file() and (out / "config.json").is_file():
-        stored = json.loads((out / "config.json").read_text())
-        diff = config_differences(stored, cfg)
-        if diff and not overwrite:
-            raise ConfigError(
-                f"{out} holds a run of another configuration ({', '.join(diff)} differ): "
-                "remove it or rerun with --overwrite"
-            )
-        s0: dict[str, Any] = json.loads(summary_path.read_text())
-        if not diff and s0.get("method") == method and s0.get("stop_reason") != "interrupted":
-            return s0
+        diff, s0 = stored_run(cfg, out, method, overwrite)
+        if not diff and s0.get("stop_reason") != "interrupted":
+            return s0  # finished with this configuration: reused without a process
     ctx = mp.get_context("spawn")
     p = ctx.Process(target=_child, args=(cfg.to_dict(), method, str(out), cfg.run.threads, overwrite))
     p.start()

@@ -246,6 +246,26 @@ def config_differences(stored: dict[str, Any], cfg: ExperimentConfig) -> list[st
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
+def stored_run(
+    cfg: ExperimentConfig, out: Path, method: str, overwrite: bool
+) -> tuple[list[str], dict[str, Any]]:
+    """The keys in which the run stored in ``out`` differs from ``cfg`` and ``method`` (a
+    :class:`ConfigError` naming them unless ``overwrite``), and its summary (``{}`` if none)."""
+    summary_path = out / "summary.json"
+    summary: dict[str, Any] = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    run_json = out / "run.json"
+    stored_method = json.loads(run_json.read_text()).get("method") if run_json.is_file() else None
+    stored_method = stored_method or summary.get("method")
+    stored = json.loads((out / "config.json").read_text())
+    diff = config_differences(stored, cfg) + ([] if stored_method == method else ["method"])
+    if diff and not overwrite:
+        raise ConfigError(
+            f"{out} holds a run of another configuration ({', '.join(diff)} differ): "
+            "remove it or rerun with --overwrite"
+        )
+    return diff, summary
+
+
 def run_or_reuse(
     cfg: ExperimentConfig,
     out_dir: str | os.PathLike[str],
@@ -261,17 +281,7 @@ def run_or_reuse(
     out = Path(out_dir)
     resume = False
     if (out / "config.json").is_file():
-        stored = json.loads((out / "config.json").read_text())
-        run_json = out / "run.json"
-        stored_method = json.loads(run_json.read_text()).get("method") if run_json.is_file() else None
-        diff = config_differences(stored, cfg) + ([] if stored_method == method else ["method"])
-        if diff and not overwrite:
-            raise ConfigError(
-                f"{out} holds a run of another configuration ({', '.join(diff)} differ): "
-                "remove it or rerun with --overwrite"
-            )
-        summary_path = out / "summary.json"
-        summary: dict[str, Any] = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+        diff, summary = stored_run(cfg, out, method, overwrite)
         if diff:
             shutil.rmtree(out)
         elif summary and summary.get("stop_reason") != "interrupted":

@@ -35,6 +35,17 @@ from shf.optim.step import SHFConfig, SHFState, StepInfo, shf_step
 ValSet = tuple[Tensor, Tensor | None] | list[Tensor] | Tensor
 
 
+def as_pair(data: Any, what: str) -> tuple[Tensor, Tensor | None]:
+    """``X`` or ``(X, Y)`` (a tuple or list; ``Y = None``: the inputs are the targets) -> ``(X, Y)``."""
+    if isinstance(data, Tensor):
+        return data, None
+    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], Tensor):
+        if data[1] is not None and not isinstance(data[1], Tensor):
+            raise DataError(f"{what} targets must be a torch.Tensor, got {type(data[1]).__name__}")
+        return data[0], data[1]
+    raise DataError(f"{what} must be a tensor of inputs or a pair (inputs, targets) of tensors")
+
+
 class SHF(torch.optim.Optimizer):
     """SHF-LSMR (Emirahmetoglu & Stewart 2025) over a model's parameters.
 
@@ -190,14 +201,7 @@ class SHF(torch.optim.Optimizer):
                 best iterate so far), so that a time limit holds within one solver iteration.
         """
         X, Y = inputs, targets
-        X_val: Tensor | None = None
-        Y_val: Tensor | None = None
-        if isinstance(val, (tuple, list)):
-            if len(val) != 2:
-                raise DataError("val must be the validation inputs or a pair (inputs, targets)")
-            X_val, Y_val = val
-        elif val is not None:
-            X_val = val
+        X_val, Y_val = as_pair(val, "val") if val is not None else (None, None)
         w = self.weights()
         self.problem.check_batch(w, X, Y)
         if X.shape[0] < 2:
