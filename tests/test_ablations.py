@@ -125,3 +125,175 @@ def test_cg_ablation_evaluates_the_merit_at_x0_in_the_original_variables():
     assert any(all(torch.equal(a, b) for a, b in zip(s, x0)) for s in seen)
     d, *_ = _solve_cg(A, -A.residual, 1.0, c, x0, 5, cfg, lambda d: float("inf"))
     assert all(torch.equal(a, b) for a, b in zip(d, x0))
+
+
+def _normal_residual(net, w, X, lam, c, x0, d):  # type: ignore[no-untyped-def]
+    """``||Abar^T rbar||`` of LSMR's scaled problem at the direction ``d``, recomputed:
+    ``c ∘ A^T (b - A d) - lam^2 (y - y0)`` with ``y = d / c``, ``y0 = x0 / c``."""
+    A = net.jacobian(w, X)
+    r = -A.residual - A.matvec(d)
+    y, y0 = tl.div(d, c), tl.div(x0, c)
+    return tl.norm(tl.axpy(-(lam**2), tl.axpy(-1.0, y0, y), tl.mul(c, A.rmatvec(r))))
+
+
+def test_forcing_stops_at_the_first_iteration_that_meets_the_forcing_term():
+    """B3: the solve stops at the first k with ||Abar^T rbar_k|| <= eta ||c ∘ g||, recomputed here
+    in float64 from the products (not LSMR's estimate); one iteration earlier it did not hold."""
+    net, w, X = tiny_problem((6, 4, 2), 12, seed=4)
+    base = dict(lambda1=0.3, use_merit=False, maxiter1=200, atol=0.0, n1=12, preconditioner="martens")
+    cfg = SHFConfig(forcing="gradient", forcing_eta0=0.05, **base)
+    state = SHFState.initial(cfg)
+    x0 = [0.05 * W for W in w]
+    state.d = [t.clone() for t in x0]
+    _, info = shf_step(net, w, X, state, cfg, generator=torch.Generator().manual_seed(0))
+    assert info.solver_stop == "forcing" and 1 < info.solver_iterations < 200
+    k = info.solver_iterations
+    A = net.jacobian(w, X)
+    from shf import precond as pc
+
+    c = pc.compute("martens", A, cfg.lambda1, torch.Generator().manual_seed(0))
+    bound = 0.05 * tl.norm(tl.mul(c, A.gradient()))  # eta_1 = eta_0 at the first iteration
+    d_k = tl.scale(1.0 / cfg.gamma1, state.d)
+    assert _normal_residual(net, w, X, cfg.lambda1, c, x0, d_k) <= bound * (1 + 1e-8)
+    # The same solve capped one iteration earlier has not reached the bound.
+    cfg_prev = SHFConfig(**{**base, "maxiter1": k - 1})
+    st = SHFState.initial(cfg_prev)
+    st.d = [t.clone() for t in x0]
+    _, info_prev = shf_step(net, w, X, st, cfg_prev, generator=torch.Generator().manual_seed(0))
+    assert info_prev.solver_stop == "maxiter"
+    d_prev = tl.scale(1.0 / cfg.gamma1, st.d)
+    assert _normal_residual(net, w, X, cfg.lambda1, c, x0, d_prev) > bound
+
+
+def test_forcing_term_tightens_with_the_gradient():
+    """eta_i = eta_0 min(1, (||g_i||/||g_1||)^p): after the gradient norm shrinks, a solve with the
+    same operator needs more iterations than the first one did."""
+    net, w, X = tiny_problem((6, 4, 2), 12, seed=4)
+    cfg = SHFConfig(lambda1=0.3, use_merit=False, maxiter1=200, atol=0.0, n1=12, forcing="gradient",
+                    forcing_eta0=0.5, forcing_power=1.0, preconditioner="none")  # fmt: skip
+    state = SHFState.initial(cfg)
+    _, first = shf_step(net, w, X, state, cfg)
+    assert state.g1_norm is not None
+    state.d, state.lam = None, cfg.lambda1
+    state.g1_norm *= 10.0  # as if the first gradient had been 10 times larger: eta = 0.05
+    _, later = shf_step(net, w, X, state, cfg)
+    assert first.solver_stop == later.solver_stop == "forcing"
+    assert later.solver_iterations > first.solver_iterations
+
+
+def test_forcing_needs_lsmr():
+    from shf.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="forcing needs solver"):
+        SHFConfig(forcing="gradient", solver="cg")
+
+
+def test_merit_subsample_is_the_merit_on_the_first_rows():
+    """B5: merit_size = m takes the same step as the merit on X_val[:m]; the step's validation
+    value is then not the merit's (it is not the whole validation set)."""
+    net, w, X = tiny_problem((6, 4, 2), 16, seed=5)
+    gv = torch.Generator().manual_seed(1)
+    # The first 8 validation rows unlike the rest, so that the subsample's merit decides otherwise.
+    Xv = torch.cat([0.05 * torch.rand(8, 6, generator=gv, dtype=torch.float64),
+                    torch.rand(22, 6, generator=gv, dtype=torch.float64)])  # fmt: skip
+    base = dict(lambda1=0.3, maxiter1=30, miniter=0, ftol=0.0, recover=3, n1=16, atol=0.0, first_check=1,
+                check_growth=1.01)  # every iteration checked: the best-merit iterate decides
+    out = {}
+    for name, cfg, val in (
+        ("sub", SHFConfig(merit_size=8, **base), Xv),
+        ("ref", SHFConfig(**base), Xv[:8]),
+        ("all", SHFConfig(**base), Xv),
+    ):
+        state = SHFState.initial(cfg)
+        w_new, info = shf_step(net, w, X, state, cfg, X_val=val, generator=torch.Generator().manual_seed(0))
+        out[name] = (w_new, info)
+    (w_sub, i_sub), (w_ref, i_ref), (w_all, i_all) = out["sub"], out["ref"], out["all"]
+    assert i_sub.solver_iterations == i_ref.solver_iterations and i_sub.solver_stop == i_ref.solver_stop
+    assert all(torch.equal(a, b) for a, b in zip(w_sub, w_ref))
+    assert i_sub.val_loss_new is None and i_ref.val_loss_new is not None
+    # ... and the subsample changed the decision here (else this test could not fail).
+    assert i_all.solver_iterations != i_sub.solver_iterations or not all(
+        torch.equal(a, b) for a, b in zip(w_all, w_sub)
+    )
+
+
+def test_merit_maxiter_rule_follows_the_best_merit_iteration():
+    """B4: after each step the cap is max(ceil(1.5 k*), first_check), k* the returned iterate's
+    solver iteration, bounded by maxiter_max; the batch growth does not scale it."""
+    import math
+
+    import shf
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.rand(300, 8, generator=g, dtype=torch.float64)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 5), torch.nn.Sigmoid(), torch.nn.Linear(5, 8))
+    opt = shf.SHF(net.double(), "mse", train_size=200,
+                  solver=shf.Solver(maxiter1=12, miniter=0, recover=4, ftol=0.0, first_check=2,
+                                    check_growth=1.01, maxiter_rule="merit", maxiter_max=17, atol=0.0),
+                  batch=shf.Batch(n1=40, n_max=200, theta=0.01))  # fmt: skip
+    caps = []
+    for _ in range(8):
+        idx = torch.randperm(200, generator=opt.generator)[: opt.batch_size]
+        info = opt.step(X[idx], val=X[200:])
+        assert info.solver_best is not None and 1 <= info.solver_best <= info.solver_iterations
+        assert info.maxiter_next == min(max(math.ceil(1.5 * info.solver_best), 2), 17)
+        caps.append(info.maxiter_next)
+    assert len(set(caps)) > 1  # the cap moved
+
+
+def test_maxiter_max_bounds_the_paper_rule():
+    import shf
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.rand(300, 8, generator=g, dtype=torch.float64)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 5), torch.nn.Sigmoid(), torch.nn.Linear(5, 8)).double()
+    opt = shf.SHF(net, "mse", train_size=200, solver=shf.Solver(maxiter1=10, maxiter_max=14),
+                  batch=shf.Batch(n1=20, n_max=200, theta=0.01))  # fmt: skip
+    seen = []
+    for _ in range(9):
+        idx = torch.randperm(200, generator=opt.generator)[: opt.batch_size]
+        info = opt.step(X[idx], val=X[200:])
+        seen.append((info.n_next, info.maxiter_next))
+    assert seen[-1][0] > 40  # the batch grew to more than 14/10 of n1 ...
+    assert all(m <= 14 for _, m in seen) and seen[-1][1] == 14  # ... the cap stopped at 14
+
+
+@pytest.mark.parametrize("solver", ["lsmr", "cg"])
+def test_subsampled_curvature_solves_the_big_batch_gradient_system(solver):
+    """B7: with curvature_size = m the step solves (C G_m C + lam^2 I) y = -C g + lam^2 y0, G_m the
+    Gauss-Newton matrix of the first m rows and g the whole batch's gradient: checked against a
+    dense float64 solve of that system (autograd Jacobian), with a warm start and a preconditioner."""
+    from reference import dense_jacobian
+
+    from shf import precond as pc
+
+    net, w, X = tiny_problem((5, 3, 2), 14, seed=6)
+    m, lam = 6, 0.7
+    cfg = SHFConfig(lambda1=lam, lambda_min=0.1, use_merit=False, maxiter1=300, atol=0.0, n1=14,
+                    curvature_size=m, preconditioner="martens", solver=solver)  # fmt: skip
+    state = SHFState.initial(cfg)
+    x0 = [0.05 * W for W in w]
+    state.d = [t.clone() for t in x0]
+    _, info = shf_step(net, w, X, state, cfg, generator=torch.Generator().manual_seed(0))
+    d = tl.flatten(state.d) / cfg.gamma1
+    J = dense_jacobian(net, w, X[:m])  # A_m, rows scaled by 1/sqrt(m)
+    g = tl.flatten(net.jacobian(w, X).gradient())
+    c = tl.flatten(pc.compute("martens", net.jacobian(w, X[:m]), lam, torch.Generator().manual_seed(0)))
+    JC = J * c
+    y0 = tl.flatten(x0) / c
+    y = torch.linalg.solve(JC.T @ JC + lam**2 * torch.eye(len(c), dtype=torch.float64), -c * g + lam**2 * y0)
+    # 300 Krylov iterations on a 29-unknown SPD system: converged to rounding (1e-8 relative).
+    torch.testing.assert_close(d, c * y, rtol=1e-8, atol=1e-10)
+    # ... and it is not the full batch's system (else this test could not tell them apart).
+    J_all = dense_jacobian(net, w, X) * c
+    y_all = torch.linalg.solve(J_all.T @ J_all + lam**2 * torch.eye(len(c), dtype=torch.float64),
+                               -c * g + lam**2 * y0)  # fmt: skip
+    assert float((c * y_all - d).norm()) > 1e-3 * float(d.norm())
+    assert info.n == 14
+
+
+def test_subsampled_curvature_needs_a_damping_floor():
+    from shf.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="curvature_size needs lambda_min"):
+        SHFConfig(curvature_size=10)

@@ -95,3 +95,23 @@ def test_schedule_caps_at_nmax_and_validates():
     assert n == 10
     with pytest.raises(ConfigError, match="n_max"):
         BatchSchedule(n=10, maxiter=5, n_max=5)
+
+
+def test_literal_eq13_uses_the_unsquared_norm():
+    """B6: batch_test = "paper" puts ||grad f_S||_2 (not squared) in the denominator of Alg. 2."""
+    import math
+
+    import torch
+
+    from shf.batchsize import predict_batch_size
+
+    g = [torch.tensor([0.3, -0.1]), torch.tensor([[0.2]])]
+    sumsq = [torch.tensor([2.0, 1.5]), torch.tensor([[0.9]])]
+    n, N, theta = 10, 1000, 0.4
+    var = sum(float(((s / n - t * t).clamp(min=0) * n / (n - 1)).sum()) for t, s in zip(g, sumsq))
+    gnorm = math.sqrt(0.3**2 + 0.1**2 + 0.2**2)
+    lit = predict_batch_size(g, sumsq, n, N, theta, squared=False)
+    sq = predict_batch_size(g, sumsq, n, N, theta)
+    assert lit.n_hat == math.ceil(N * var / (var + theta**2 * (N - 1) * gnorm))
+    assert sq.n_hat == math.ceil(N * var / (var + theta**2 * (N - 1) * gnorm**2))
+    assert lit.n_hat < sq.n_hat  # ||g|| < 1: the literal test asks for a smaller batch

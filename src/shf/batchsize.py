@@ -23,7 +23,13 @@ class BatchStats:
 
 
 def predict_batch_size(
-    grad: Sequence[Tensor], sumsq: Sequence[Tensor], n: int, N: int | None, theta: float
+    grad: Sequence[Tensor],
+    sumsq: Sequence[Tensor],
+    n: int,
+    N: int | None,
+    theta: float,
+    *,
+    squared: bool = True,
 ) -> BatchStats:
     """``BatchSize(w, S, N, theta)``, Alg. 2.
 
@@ -37,6 +43,8 @@ def predict_batch_size(
     ``n_hat = ceil(N ||Var||_1 / (||Var||_1 + theta^2 (N-1) ||grad f_S||_2^2))``, the
     smallest size satisfying eq. (14). The norm is *squared* (NOTES item 6, a
     deliberate deviation from the paper's text, as in Byrd et al. 2012 eq. 3.9).
+    ``squared=False`` (docs/deviations.md B6) takes eq. (13) literally instead: ``||grad f_S||_2``
+    unsquared in place of ``||grad f_S||_2^2`` (``grad_norm_sq`` then holds that norm).
     """
     if n < 2:
         raise ConfigError(f"the batch-size test needs n >= 2 examples, got {n}")
@@ -46,6 +54,8 @@ def predict_batch_size(
     var = [(s / n - g * g).clamp_(min=0.0) * (n / (n - 1)) for g, s in zip(grad, sumsq)]
     var_l1 = tl.norm1(var)  # ||Var||_1 (entries are >= 0)
     g2 = tl.dot(list(grad), list(grad))  # ||grad f_S||_2^2
+    if not squared:
+        g2 = math.sqrt(g2)  # eq. (13) as printed: ||grad f_S||_2 (B6)
     if N is None:
         # N -> inf: n_hat = ||Var||_1 / (theta^2 ||grad f_S||^2)
         if not (math.isfinite(var_l1) and g2 > 0.0):

@@ -47,7 +47,11 @@ class Solver:
     the batch). ``atol``: LSMR's ``||Abar^T rbar|| <= atol ||Abar|| ||rbar||`` test (CG:
     ``||r|| <= atol ||rhs||``). ``ftol``, ``miniter``, ``recover``, ``first_check``,
     ``check_growth``: the validation-merit rules (Alg. 6). ``use_merit``: evaluate the
-    merit at all.
+    merit at all. Beyond the paper (``docs/deviations.md``): ``forcing`` (``"gradient"``: also
+    stop at an inexact-Newton forcing term ``forcing_eta0 min(1, (||g_i||/||g_1||)^forcing_power)``,
+    B3), ``maxiter_rule`` (``"merit"``: the next cap is 1.5 times the iteration of the best
+    merit, B4) and ``maxiter_max`` (a bound on the cap), ``merit_size`` (the merit on that
+    many validation rows, B5).
     """
 
     kind: str = "lsmr"
@@ -59,6 +63,12 @@ class Solver:
     first_check: int = 5
     check_growth: float = 1.25
     use_merit: bool = True
+    forcing: str = "none"
+    forcing_eta0: float = 0.5
+    forcing_power: float = 0.5
+    maxiter_rule: str = "paper"
+    maxiter_max: int | None = None
+    merit_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -66,7 +76,8 @@ class Batch:
     """The mini-batch schedule: ``n1`` examples at first, at most ``n_max``; ``schedule``
     ``dynamic`` (Alg. 2 with tolerance ``theta`` and the growth rule: by ``growth`` when the
     validation loss improved by less than ``rrel_tol`` over ``window`` iterations) or
-    ``fixed`` (``n1`` throughout)."""
+    ``fixed`` (``n1`` throughout); ``test``: Alg. 2's variance test with the squared gradient
+    norm (``"squared"``, NOTES item 6) or eq. (13)'s literal unsquared one (``"paper"``, B6)."""
 
     n1: int = 250
     n_max: int = 2500
@@ -75,6 +86,7 @@ class Batch:
     rrel_tol: float = 0.005
     window: int = 5
     schedule: str = "dynamic"
+    test: str = "squared"
 
 
 @dataclass(frozen=True)
@@ -100,7 +112,7 @@ _RENAMED: dict[type, dict[str, str]] = {
     Damping: {"rule": "damping_rule"},
     WarmStart: {"growth": "gamma_growth"},
     Solver: {"kind": "solver"},
-    Batch: {"growth": "batch_growth", "schedule": "batch_schedule"},
+    Batch: {"growth": "batch_growth", "schedule": "batch_schedule", "test": "batch_test"},
 }
 GROUPS: tuple[type, ...] = (Damping, WarmStart, Solver, Batch, LineSearch, Init)
 

@@ -18,6 +18,7 @@ parameters; ``step`` takes the batch instead of a closure.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
@@ -30,7 +31,7 @@ from shf.curvature.losses import Loss
 from shf.curvature.module import curvature_model
 from shf.errors import ConfigError, DataError
 from shf.optim.hyper import Batch, Damping, Init, LineSearch, Solver, WarmStart, to_config
-from shf.optim.step import SHFConfig, SHFState, StepInfo, shf_step
+from shf.optim.step import NOT_FINITE_BATCH, SHFConfig, SHFState, StepInfo, shf_step
 
 ValSet = tuple[Tensor, Tensor | None] | list[Tensor] | Tensor
 
@@ -136,7 +137,7 @@ class SHF(torch.optim.Optimizer):
         # n <- n1 (Alg. 1), and the growth rule's window
         self.schedule = BatchSchedule(
             n=n1,
-            maxiter=cfg.maxiter1,
+            maxiter=cfg.maxiter1 if cfg.maxiter_max is None else min(cfg.maxiter1, cfg.maxiter_max),
             n_max=cfg.n_max if N is None else max(min(cfg.n_max, N), n1),
             window=cfg.window,
             growth=cfg.batch_growth,
@@ -232,10 +233,19 @@ class SHF(torch.optim.Optimizer):
             # n_hat_i <- BatchSize(w, S, N, theta)  (Alg. 2, at the new w on the same batch)
             grad, sumsq = self.problem.jacobian(w, X, Y).per_example_gradient_stats()
             N = self.train_size
-            info.n_hat = predict_batch_size(grad, sumsq, X.shape[0], N, cfg.theta).n_hat
+            info.n_hat = predict_batch_size(
+                grad, sumsq, X.shape[0], N, cfg.theta, squared=cfg.batch_test == "squared"
+            ).n_hat
             if info.val_loss is not None:
                 _, _, info.r_rel = self.schedule.update(info.val_loss, info.n_hat)
         # else (ablation): the batch size and the solver's cap stay at n1 and maxiter1
+        usable = info.solver_best is not None and info.solver_stop != NOT_FINITE_BATCH
+        if cfg.maxiter_rule == "merit" and usable:
+            # Beyond the paper (docs/deviations.md B4): the next cap follows where the merit was
+            # best, ceil(1.5 k*), at least first_check (instead of scaling with the batch).
+            self.schedule.maxiter = max(math.ceil(1.5 * cast(int, info.solver_best)), cfg.first_check)
+        if cfg.maxiter_max is not None:
+            self.schedule.maxiter = min(self.schedule.maxiter, cfg.maxiter_max)  # B4's bound
         info.n_next, info.maxiter_next = self.schedule.n, self.schedule.maxiter
         info.times["validation"] = t_bs - t_val
         info.times["batch_stats"] = time.perf_counter() - t_bs

@@ -34,12 +34,17 @@ from shf.linesearch import armijo_backtracking
 from shf.solvers.cg import cg
 from shf.solvers.lsmr import LsmrStop, lsmr
 from shf.solvers.merit import MeritMonitor
-from shf.solvers.operator import TimedOperator
+from shf.solvers.operator import DampedStack, TimedOperator
 
 MAX_TIME = "max_time"
 """The solver's stop reason when the step's deadline passed."""
 NOT_FINITE_BATCH = "not_finite_batch"
 """The solver's stop reason when the batch's loss or residual was not finite (no solve)."""
+FORCED = "forcing"
+"""The solver's stop reason when the forcing test (``SHFConfig.forcing``) held."""
+FORCING_RULES = ("none", "gradient")
+MAXITER_RULES = ("paper", "merit")
+BATCH_TESTS = ("squared", "paper")
 
 
 @dataclass
@@ -76,6 +81,31 @@ class SHFConfig:
             continuous rule on ``lambda^2``, :func:`shf.damping.nielsen`; ``drop`` unused).
         lambda_min: a floor under ``lambda`` (beyond the paper; 0, the paper's, is none): an
             undamped system lets LSMR fit the batch's noise for many iterations.
+        forcing, forcing_eta0, forcing_power: beyond the paper (docs/deviations.md B3): with
+            ``forcing = "gradient"`` the solver also stops once the residual of its normal
+            equations is below ``eta_i ||c ∘ grad f||`` (an inexact-Newton forcing term in the
+            spirit of Eisenstat & Walker), ``eta_i = forcing_eta0 min(1, (||grad f_i|| /
+            ||grad f_1||)^forcing_power)``: loose early, tighter as the gradient shrinks.
+            ``"none"`` (the paper's): ``atol`` alone.
+        maxiter_rule, maxiter_max: beyond the paper (B4): ``"paper"`` scales the cap with the
+            batch (§4.5); ``"merit"`` sets the next cap to ``ceil(1.5 k*)``, ``k*`` the
+            iteration of the best merit (the returned iterate; still improving at the cap:
+            the cap grows by half, stopped early: it shrinks), at least ``first_check``.
+            ``maxiter_max`` (``None``: no bound) bounds the cap under either rule.
+        merit_size: beyond the paper (B5): evaluate the merit inside the solver on the first
+            ``merit_size`` validation rows only (a fixed subsample; the split is random) instead
+            of all; ``None`` (the paper's): all. The growth rule and the loop still read the
+            whole validation set.
+        curvature_size: beyond the paper (B7): the curvature products (the solver's ``A``, the
+            preconditioner, ``rho``'s quadratic term) on the first ``curvature_size`` rows of
+            the batch only, while the gradient, the loss, ``rho``, the line search and Alg. 2
+            use the whole batch (Byrd et al. 2011's subsampled curvature): the solver solves
+            ``(C A_c^T A_c C + lambda^2 I) y = -C g + lambda^2 y0`` with ``g`` the whole batch's
+            gradient (by LSMR on ``[A_c C; lambda I]``, :class:`shf.solvers.operator.DampedStack`);
+            needs ``lambda_min > 0``. ``None`` (the paper's): the whole batch.
+        batch_test: ``"squared"`` (NOTES item 6: ``theta^2 ||grad f_S||^2``, Byrd et al.) or
+            ``"paper"`` (beyond the NOTES reading, B6: eq. 13's literal ``theta^2 ||grad f_S||``,
+            which predicts smaller batches while ``||grad f_S|| < 1``).
     """
 
     lambda1: float = 5.0
@@ -106,6 +136,14 @@ class SHFConfig:
     batch_schedule: str = "dynamic"
     damping_rule: str = "paper"
     lambda_min: float = 0.0
+    forcing: str = "none"
+    forcing_eta0: float = 0.5
+    forcing_power: float = 0.5
+    maxiter_rule: str = "paper"
+    maxiter_max: int | None = None
+    merit_size: int | None = None
+    batch_test: str = "squared"
+    curvature_size: int | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -177,6 +215,44 @@ class SHFConfig:
             self.batch_schedule in ("dynamic", "fixed"),
             f"batch_schedule must be 'dynamic' or 'fixed', got {self.batch_schedule!r}",
         )
+        need(self.forcing in FORCING_RULES, f"forcing must be one of {FORCING_RULES}, got {self.forcing!r}")
+        need(
+            self.forcing == "none" or self.solver == "lsmr",
+            "forcing needs solver = 'lsmr' (it reads LSMR's estimate of the normal equations' residual)",
+        )
+        need(
+            finite(self.forcing_eta0) and 0 < self.forcing_eta0 < 1,
+            f"forcing_eta0 must be in (0, 1), got {self.forcing_eta0}",
+        )
+        need(
+            finite(self.forcing_power) and self.forcing_power >= 0,
+            f"forcing_power must be >= 0, got {self.forcing_power}",
+        )
+        need(
+            self.maxiter_rule in MAXITER_RULES,
+            f"maxiter_rule must be one of {MAXITER_RULES}, got {self.maxiter_rule!r}",
+        )
+        need(
+            self.maxiter_max is None or (isinstance(self.maxiter_max, int) and self.maxiter_max >= 1),
+            f"maxiter_max must be a positive integer or none, got {self.maxiter_max}",
+        )
+        need(
+            self.merit_size is None or (isinstance(self.merit_size, int) and self.merit_size >= 1),
+            f"merit_size must be a positive integer or none, got {self.merit_size}",
+        )
+        need(
+            self.batch_test in BATCH_TESTS,
+            f"batch_test must be one of {BATCH_TESTS}, got {self.batch_test!r}",
+        )
+        need(
+            self.curvature_size is None
+            or (isinstance(self.curvature_size, int) and self.curvature_size >= 2),
+            f"curvature_size must be an integer >= 2 or none, got {self.curvature_size}",
+        )
+        need(
+            self.curvature_size is None or self.lambda_min > 0,
+            "curvature_size needs lambda_min > 0 (the solver's right-hand side divides by lambda)",
+        )
         choices = [p.value for p in pc.Preconditioner]
         need(
             self.preconditioner in choices,
@@ -193,6 +269,7 @@ class SHFState:
     maxiter: int
     d: list[Tensor] | None = None  # the decayed previous step gamma d (warm start)
     nu: float = 2.0  # Nielsen's growth factor (damping_rule = "nielsen")
+    g1_norm: float | None = None  # ||grad f_1||, the forcing term's reference (forcing = "gradient")
 
     @classmethod
     def initial(cls, cfg: SHFConfig) -> SHFState:
@@ -201,12 +278,16 @@ class SHFState:
 
     def state_dict(self) -> dict[str, Any]:
         """Tensors and scalars to resume exactly."""
-        return {"lam": self.lam, "gamma": self.gamma, "maxiter": self.maxiter, "d": self.d, "nu": self.nu}
+        return {
+            "lam": self.lam, "gamma": self.gamma, "maxiter": self.maxiter, "d": self.d, "nu": self.nu,
+            "g1_norm": self.g1_norm,
+        }  # fmt: skip
 
     def load_state_dict(self, s: dict[str, Any]) -> None:
         """Restore from :meth:`state_dict`."""
         self.lam, self.gamma, self.maxiter, self.d = s["lam"], s["gamma"], s["maxiter"], s["d"]
         self.nu = float(s.get("nu", 2.0))
+        self.g1_norm = s.get("g1_norm")
 
 
 @dataclass
@@ -235,6 +316,8 @@ class StepInfo:
     accepted: bool
     direction_norm: float
     solver: str = "lsmr"
+    solver_best: int | None = None
+    """The solver iteration of the returned direction (the best merit's, or the last)."""
     val_loss_new: float | None = None
     """``f(w_new; X_val)`` (the model's loss) when the merit already evaluated it, else None."""
     val_loss: float | None = None
@@ -264,7 +347,8 @@ def _solve_cg(
     cfg: SHFConfig,
     merit: Callable[[Any], float] | None,
     deadline: float | None = None,
-) -> tuple[list[Tensor], int, str, int]:
+    grad: list[Tensor] | None = None,
+) -> tuple[list[Tensor], int, str, int, int]:
     """Ablation: CG on the problem LSMR solves, ``(C A^T A C + lambda^2 I) y = C A^T b + lambda^2 y0``.
 
     In the scaled variable ``y`` (``d = c ∘ y``, ``y0 = x0 / c``) these are the normal
@@ -280,7 +364,8 @@ def _solve_cg(
         # v -> C A^T A C y + lambda^2 y
         return tl.axpy(lam * lam, y, tl.mul(ones, A.rmatvec(A.matvec(tl.mul(ones, y)))))
 
-    rhs = tl.axpy(lam * lam, y0, tl.mul(ones, A.rmatvec(b)))
+    # C A^T b = -C g; with ``grad`` (B7) the gradient of another (larger) batch than A's
+    rhs = tl.axpy(lam * lam, y0, tl.mul(ones, A.rmatvec(b) if grad is None else tl.scale(-1.0, grad)))
     monitor = None
     if merit is not None:
         # x0 in the merit's variables (d), the iterates mapped there by d = c ∘ y
@@ -299,9 +384,65 @@ def _solve_cg(
     y, info = cg(Bv, rhs, x0=y0, maxiter=maxiter, tol=0.0, rtol=cfg.atol, callback=callback)
     stop = MAX_TIME if late[0] else info.stop.value
     if monitor is not None:
-        d, _ = monitor.best(info.iterations, y)
-        return cast(list[Tensor], d), info.iterations, monitor.stop or stop, len(monitor.history)
-    return cast(list[Tensor], tl.mul(ones, y)), info.iterations, stop, 0
+        d, k_best = monitor.best(info.iterations, y)
+        return cast(list[Tensor], d), info.iterations, monitor.stop or stop, len(monitor.history), k_best
+    return cast(list[Tensor], tl.mul(ones, y)), info.iterations, stop, 0, info.iterations
+
+
+def _solve_lsmr_stacked(
+    A_timed: Any,
+    A: Any,
+    b: Tensor,
+    g: list[Tensor],
+    lam: float,
+    c: list[Tensor] | None,
+    x0: list[Tensor],
+    maxiter: int,
+    cfg: SHFConfig,
+    merit: Callable[[Any], float] | None,
+    deadline: float | None,
+    forcing_bound: float | None,
+) -> tuple[list[Tensor], int, str, int, int, float | None]:
+    """B7: LSMR on ``(C A^T A C + lambda^2 I) y = -C g + lambda^2 y0`` with ``g`` not ``A``'s gradient.
+
+    In the scaled variable ``y`` (``d = c ∘ y``, ``y0 = x0 / c``) this is
+    ``min || [A C; lambda I] y - [b; e] ||`` with ``e = lambda y0 + C (g_A - g) / lambda``,
+    ``g_A = -A^T b`` the curvature rows' own gradient (:class:`DampedStack`). LSMR's iterates are
+    those of MINRES on these normal equations, as for Alg. 6's problem; the merit, forcing,
+    deadline and ``maxiter`` rules are the same. ``atol``'s test reads ``||rbar||``, which here
+    includes ``e``: it is looser than on Alg. 6's problem.
+    Returns ``(d, iterations, stop, merit evaluations, k of d, phi(d) or None)``.
+    """
+    ones = c if c is not None else [torch.ones_like(t) for t in x0]
+    y0 = tl.div(x0, ones)
+    g_A = A.gradient()
+    # e = lambda y0 + C (g_A - g) / lambda
+    e = tl.axpy(1.0 / lam, tl.mul(ones, tl.sub(g_A, g)), tl.scale(lam, y0))
+    op = DampedStack(A_timed, lam, ones)
+    rhs = op.join(b, e)
+    forced = [False]
+
+    def callback(k: int, y: Any, i: Any) -> bool:
+        if forcing_bound is not None and i.normar <= forcing_bound:
+            forced[0] = True
+            return True
+        return deadline is not None and time.perf_counter() >= deadline
+
+    y, info = lsmr(
+        op, rhs, callback=callback, damp=0.0, x0=y0, atol=cfg.atol, btol=0.0, conlim=0.0, maxiter=maxiter,
+        merit=None if merit is None else (lambda y: merit(tl.mul(ones, y))), ftol=cfg.ftol,
+        miniter=cfg.miniter, recover=cfg.recover, first_check=cfg.first_check, check_growth=cfg.check_growth,
+    )  # fmt: skip
+    stop = str(info.stop.value)
+    if info.stop is LsmrStop.CALLBACK:
+        stop = FORCED if forced[0] else MAX_TIME
+    best = info.best_merit_iteration
+    merit_of_d = None
+    if merit is not None and best is not None and info.stop is not LsmrStop.X0_SOLVES:
+        merit_of_d = dict(info.merit_history).get(best)
+    d = cast(list[Tensor], tl.mul(ones, y))
+    k_d = best if best is not None else info.iterations
+    return d, info.iterations, stop, len(info.merit_history), k_d, merit_of_d
 
 
 def shf_step(
@@ -352,9 +493,18 @@ def shf_step(
     if not (math.isfinite(f0) and tl.all_finite(b)):
         return skip()
 
+    # Beyond the paper (docs/deviations.md B7): the curvature on the batch's first rows only
+    A_curv = A
+    g: list[Tensor] | None = None
+    if cfg.curvature_size is not None and cfg.curvature_size < X.shape[0]:
+        n_c = cfg.curvature_size
+        A_curv = model.jacobian(w, X[:n_c], None if Y is None else Y[:n_c])
+        g = A.gradient()  # grad f on the whole batch (eq. 6)
+        times["forward"] = time.perf_counter() - t0
+
     t = time.perf_counter()
     # c <- Precon(w; X)  (Alg. 3, §4.4)
-    c = pc.compute(cfg.preconditioner, A, lam, generator)
+    c = pc.compute(cfg.preconditioner, A_curv, lam, generator)
     if c is not None and not tl.all_finite(c):
         return skip()
     times["precond"] = time.perf_counter() - t
@@ -363,24 +513,58 @@ def shf_step(
     merit: Callable[[Any], float] | None = None
     merit_time = [0.0]
     if cfg.use_merit and X_val is not None:
+        # Beyond the paper (docs/deviations.md B5): the merit on a fixed validation subsample
+        Xm, Ym = X_val, Y_val
+        if cfg.merit_size is not None and cfg.merit_size < X_val.shape[0]:
+            Xm = X_val[: cfg.merit_size]
+            Ym = None if Y_val is None else Y_val[: cfg.merit_size]
 
         def merit(d: Any) -> float:
             tm = time.perf_counter()
-            value = model.loss(tl.add(w, d), X_val, Y_val)  # type: ignore[arg-type]
+            value = model.loss(tl.add(w, d), Xm, Ym)  # type: ignore[arg-type]
             merit_time[0] += time.perf_counter() - tm
             return value
+
+    # Beyond the paper (docs/deviations.md B3): the forcing test ||Abar^T rbar_k|| <= eta_i ||c ∘ g||
+    forcing_bound: float | None = None
+    if cfg.forcing == "gradient" and cfg.solver == "lsmr":
+        if g is None:
+            g = A.gradient()
+        g_norm = tl.norm(g)
+        if state.g1_norm is None or not state.g1_norm > 0.0:
+            state.g1_norm = g_norm
+        # eta_i = eta_0 min(1, (||g_i|| / ||g_1||)^p)
+        eta = cfg.forcing_eta0 * min(1.0, (g_norm / state.g1_norm) ** cfg.forcing_power)
+        # the normal equations' residual at d = 0 in LSMR's scaled variables: ||c ∘ g||
+        forcing_bound = eta * (tl.norm(tl.mul(c, g)) if c is not None else g_norm)
 
     t = time.perf_counter()
     merit_of_d: float | None = None
     x0 = state.d if state.d is not None else tl.zeros_like(w)
     # The solver sees A through a timer, so its time splits into products and the rest.
-    A_timed = TimedOperator(A)
-    if cfg.solver == "lsmr":
+    A_timed = TimedOperator(A_curv)
+    if A_curv is not A and cfg.solver == "lsmr":
+        assert g is not None
+        d, iterations, stop, merit_evals, solver_best, merit_of_d = _solve_lsmr_stacked(
+            A_timed, A_curv, -A_curv.residual, g, lam, c, cast(list[Tensor], x0), state.maxiter,
+            cfg, merit, deadline, forcing_bound,
+        )  # fmt: skip
+        if not (cfg.merit_size is None or X_val is None or cfg.merit_size >= X_val.shape[0]):
+            merit_of_d = None
+    elif cfg.solver == "lsmr":
         # Solve (A^T A + lambda^2 I) d = A^T b with LSMR(d, A, b, lambda, c; maxiter, atol, ftol, phi)
-        d, info = lsmr(
+        forced = [False]
+
+        def callback(k: int, x: Any, i: Any) -> bool:
+            if forcing_bound is not None and i.normar <= forcing_bound:
+                forced[0] = True
+                return True
+            return deadline is not None and time.perf_counter() >= deadline
+
+        d_solve, info = lsmr(
             A_timed,
             b,
-            callback=None if deadline is None else (lambda k, x, i: time.perf_counter() >= deadline),
+            callback=None if (deadline is None and forcing_bound is None) else callback,
             damp=lam,
             x0=x0,
             precond=c,
@@ -395,18 +579,22 @@ def shf_step(
             first_check=cfg.first_check,
             check_growth=cfg.check_growth,
         )
+        d = cast(list[Tensor], d_solve)
         iterations, stop = info.iterations, str(info.stop.value)
         if info.stop is LsmrStop.CALLBACK:
-            stop = MAX_TIME  # the only callback here is the deadline
+            stop = FORCED if forced[0] else MAX_TIME  # the callbacks: forcing and the deadline
         merit_evals = len(info.merit_history)
         best = info.best_merit_iteration
-        if merit is not None and best is not None and info.stop is not LsmrStop.X0_SOLVES:
+        solver_best = best if best is not None else iterations
+        full_val = cfg.merit_size is None or X_val is None or cfg.merit_size >= X_val.shape[0]
+        if merit is not None and best is not None and info.stop is not LsmrStop.X0_SOLVES and full_val:
             # phi(d) for the returned d, which LSMR evaluated: f(w + d; X_val).
             merit_of_d = dict(info.merit_history).get(best)
     else:
-        d, iterations, stop, merit_evals = _solve_cg(
-            A_timed, b, lam, c, cast(list[Tensor], x0), state.maxiter, cfg, merit, deadline
-        )
+        d, iterations, stop, merit_evals, solver_best = _solve_cg(
+            A_timed, b, lam, c, cast(list[Tensor], x0), state.maxiter, cfg, merit, deadline,
+            grad=g if A_curv is not A else None,
+        )  # fmt: skip
     assert isinstance(d, list)
     times["solver"] = time.perf_counter() - t - merit_time[0]
     times["products"] = A_timed.seconds  # part of "solver": the Jacobian products alone
@@ -416,10 +604,11 @@ def shf_step(
     finite = tl.all_finite(d)
     if finite:
         # q(d) = 1/2 d^T A^T A d - d^T A^T b, the undamped model (NOTES item 10)
-        Ad = A.matvec(d)
-        g = A.gradient()  # grad f = A^T R = -A^T b (eq. 6)
+        Ad = A_curv.matvec(d)
+        if g is None:
+            g = A.gradient()  # grad f = A^T R = -A^T b (eq. 6)
         slope = tl.dot(d, g)  # -d^T A^T b
-        model_change = 0.5 * A.range_norm(Ad) ** 2 + slope
+        model_change = 0.5 * A_curv.range_norm(Ad) ** 2 + slope
         f_new = model.loss(tl.add(w, d), X, Y)  # type: ignore[arg-type]
     else:
         slope, model_change, f_new = math.nan, math.nan, math.inf
@@ -487,6 +676,7 @@ def shf_step(
         solver_stop=stop,
         merit_evaluations=merit_evals,
         solver=cfg.solver,
+        solver_best=solver_best,
         rho=rho if math.isfinite(rho) else float("nan"),
         model_change=model_change,
         step=step,
