@@ -264,7 +264,6 @@ def test_subsampled_curvature_solves_the_big_batch_gradient_system(solver):
     Gauss-Newton matrix of the first m rows and g the whole batch's gradient: checked against a
     dense float64 solve of that system (autograd Jacobian), with a warm start and a preconditioner."""
     from reference import dense_jacobian
-
     from shf import precond as pc
 
     net, w, X = tiny_problem((5, 3, 2), 14, seed=6)

@@ -72,3 +72,37 @@ def test_compare_over_seeds_with_a_target_from_a_method(tmp_path, capsys):
     assert "time / adam's" in md and "95% t-interval" in md
     cfg = json.loads((out / "runs" / "adam-seed0" / "config.json").read_text())
     assert cfg["run"]["threads"] == 1 and cfg["run"]["seed"] == 0 and cfg["data"]["seed"] == 0
+
+
+def test_whole_budget_sweep_reuses_the_chosen_rate_and_tuned_overlays(tmp_path, capsys):
+    """With --sweep-fraction 1 (the default) the chosen rate's sweep run is seed 0's run (no rerun),
+    the rate chosen is the one with the best validation error reached, shf-tuned runs SHF-LSMR
+    with the TUNED overlay, and the band figure is written."""
+    from shf.optim.hyper import TUNED
+
+    out = tmp_path / "cmp"
+    args = ["compare", "--methods", "shf-tuned,adam", "--budget", "1.0", "--out", str(out), "--seeds", "0,1",
+            "--target-from", "adam", "--encoder", "784,16,6", "--set", "data.n_train=200",
+            "--set", "data.n_val=60", "--set", "data.n_test=60", "--set", "optimizer.n1=40",
+            "--lrs", "1e-3,1e-2", "--set", "first_order.batch_size=50"]  # fmt: skip
+    assert main(args) == 0
+    rec = json.loads((out / "compare.json").read_text())
+    adam = next(r for r in rec["rows"] if r["method"] == "adam")
+    sweep = rec["lr_sweeps"]["adam"]
+    best = min(sweep, key=lambda t: t["val_error"])
+    assert [t["lr"] for t in sweep] == [1e-3, 1e-2] and adam["lr"] == best["lr"]
+    assert adam["seeds"][0]["best_val_error"] == best["val_error"]  # the sweep's run, not a new one
+    assert not (out / "runs" / "adam-seed0").exists() and (out / "runs" / "adam-seed1").is_dir()
+    cfg = json.loads((out / "runs" / "shf-tuned-seed1" / "config.json").read_text())
+    assert all(cfg["optimizer"][k] == v for k, v in TUNED.items())
+    assert json.loads((out / "runs" / "shf-tuned-seed1" / "run.json").read_text())["method"] == "shf-lsmr"
+    assert (out / "compare-bands.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_time_bands_are_the_best_so_far_over_runs(tmp_path):
+    """The band figure's data: the best-so-far step function of each run on a common grid."""
+    from shf.plots import _best_so_far
+
+    xs, ys = _best_so_far([{"time_s": 1, "val_error": 3.0}, {"time_s": 2, "val_error": 4.0},
+                           {"time_s": 3, "val_error": 1.0}], "val_error")  # fmt: skip
+    assert xs == [1.0, 2.0, 3.0] and ys == [3.0, 3.0, 1.0]

@@ -186,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--methods",
         default="shf-lsmr,shf-cg,martens-hf,adam,sgd",
-        help="comma-separated: shf-lsmr, shf-cg, martens-hf, adam, sgd",
+        help="comma-separated: shf-lsmr, shf-cg, martens-hf, adam, sgd, and shf-tuned (SHF-LSMR with "
+        "the config's settings overlaid by the measured-best ones)",
     )
     c.add_argument("--budget", type=_positive_float, default=300.0, help="optimiser seconds per method")
     c.add_argument(
@@ -204,8 +205,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--sweep-fraction",
         type=_positive_float,
-        default=0.25,
-        help="fraction of the budget per learning rate in the first-order sweep",
+        default=1.0,
+        help="fraction of the budget per learning rate in the first-order sweep (default 1: the whole "
+        "budget, choosing by the best validation error reached; the chosen rate's run is then the "
+        "first seed's run)",
+    )
+    c.add_argument(
+        "--lrs",
+        default=None,
+        help="comma-separated learning rates of the first-order sweep (default: adam 3e-4,1e-3,3e-3,1e-2; "
+        "sgd 3e-3,1e-2,3e-2,1e-1)",
     )
     c.add_argument("--out", default="runs/compare", help="output directory")
     c.add_argument("--seeds", default=None, help="comma-separated seeds; every method runs once per seed")
@@ -400,6 +409,16 @@ def _ints(text: str, what: str) -> list[int]:
         raise ShfError(f"{what} must be comma-separated integers, got {text!r}") from None
 
 
+def _floats(text: str, what: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ShfError(f"{what} must be comma-separated numbers, got {text!r}") from None
+    if not values or not all(math.isfinite(v) and v > 0 for v in values):
+        raise ShfError(f"{what} must be positive numbers, got {text!r}")
+    return values
+
+
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from shf.experiments import reproduce as rp
     from shf.plots import figure2, figure3
@@ -459,6 +478,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     record = compare(
         cfg, methods, args.out, budget=args.budget, hf_loss=args.hf_loss,
         sweep_fraction=args.sweep_fraction, target=args.target, overwrite=args.overwrite,
+        lrs=None if args.lrs is None else dict.fromkeys(("adam", "sgd"), _floats(args.lrs, "--lrs")),
         seeds=_ints(args.seeds, "--seeds") if args.seeds else None, target_from=args.target_from,
     )  # fmt: skip
     from shf.experiments.compare import markdown

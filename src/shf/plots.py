@@ -145,3 +145,71 @@ def time_breakdown(record: dict[str, Any], out: str | os.PathLike[str]) -> Path:
     ax.set_title("Where an HF iteration's time goes (shf bench solve)")
     ax.legend(fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
     return _save(fig, out)
+
+
+def _best_so_far(metrics: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    xs, ys = _series(metrics, key)
+    best, out = float("inf"), []
+    for y in ys:
+        best = min(best, y)
+        out.append(best)
+    return xs, out
+
+
+def time_bands(
+    runs: dict[str, Sequence[str | os.PathLike[str]]],
+    out: str | os.PathLike[str],
+    *,
+    key: str = "val_error",
+    target: float | None = None,
+    title: str | None = None,
+    ylabel: str | None = None,
+    points: int = 200,
+) -> Path:
+    """The best ``key`` so far against optimiser time, one band per method over its runs (seeds):
+    the line is the mean over the runs, the band their minimum to maximum, on a common time
+    grid (a run contributes from its first record to its last; before its first record a
+    time has no value). ``target``: a horizontal line (e.g. the reference method's best)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (name, dirs) in enumerate(runs.items()):
+        series = [_best_so_far(load_run(d)[1], key) for d in dirs]
+        series = [(x, y) for x, y in series if x]
+        if not series:
+            continue
+        t_end = max(x[-1] for x, _ in series)
+        t0 = min(x[0] for x, _ in series)
+        grid = (
+            np.geomspace(max(t0, 1e-3), t_end, points) if t_end > t0 > 0 else np.linspace(t0, t_end, points)
+        )
+        vals = np.full((len(series), len(grid)), np.nan)
+        for j, (x, y) in enumerate(series):
+            # step function: the best so far at each grid time (NaN before the first record
+            # or after the run's last record)
+            idx = np.searchsorted(np.asarray(x), grid, side="right") - 1
+            ok = (idx >= 0) & (grid <= x[-1])
+            vals[j, ok] = np.asarray(y)[idx[ok]]
+        have = ~np.all(np.isnan(vals), axis=0)
+        c = colors[i % len(colors)]
+        mean = np.nanmean(vals[:, have], axis=0)
+        label = f"{name} ({len(series)} run{'s' * (len(series) > 1)})"
+        ax.plot(grid[have], mean, color=c, lw=1.6, label=label)
+        if len(series) > 1:
+            ax.fill_between(grid[have], np.nanmin(vals[:, have], axis=0), np.nanmax(vals[:, have], axis=0),
+                            color=c, alpha=0.2, lw=0)  # fmt: skip
+    if target is not None:
+        ax.axhline(target, color="k", ls="--", lw=1, label=f"target {target:.4g}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("optimiser time (s)")
+    ax.set_ylabel(ylabel or "best validation error so far (1/2 mean squared error per case)")
+    ax.set_title(title or "Best validation error so far vs time (mean, band: min to max over seeds)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, out)

@@ -1,10 +1,16 @@
 """``shf compare``: several methods on the same data, architecture, seed and time budget.
 
 Each method runs in its own process (so its peak resident memory can be measured) into
-``<out>/runs/<method>``; first-order methods first run a short learning-rate sweep
-(``sweep_fraction`` of the budget per rate) and then the best rate, by validation
-error, with the full budget. The result is a table (``compare.md``/``compare.json``)
-and an error-against-time figure (``compare.png``).
+``<out>/runs/<method>``; first-order methods first run a learning-rate sweep on the first
+seed (``sweep_fraction`` of the budget per rate, by default the whole budget) and keep the
+rate with the best validation error reached; with the whole budget the sweep's run of that
+rate is the first seed's run (not run again). ``shf-tuned`` is SHF-LSMR with the
+configuration's ``[optimizer]`` section overlaid by the measured-best settings
+(:data:`shf.optim.hyper.TUNED`), so ``--config usps --methods shf-lsmr,shf-tuned`` puts the
+paper's settings and the new defaults side by side. The result is a table
+(``compare.md``/``compare.json``), an error-against-time figure (``compare.png``) and,
+over seeds, the best validation error so far against time with one band per method
+(``compare-bands.png``).
 
 Time to target: the first optimiser time at which the test error (measured at every
 iteration in a comparison) is at or below the target, which is given or, by
@@ -27,9 +33,12 @@ from typing import Any
 from shf import config as cfgmod
 from shf.errors import ConfigError
 from shf.experiments.methods import METHODS
+from shf.optim.hyper import TUNED
 from shf.runlog import peak_rss_mb, read_metrics
 
 DEFAULT_LRS = {"adam": [3e-4, 1e-3, 3e-3, 1e-2], "sgd": [3e-3, 1e-2, 3e-2, 1e-1]}
+TUNED_METHOD = "shf-tuned"
+"""SHF-LSMR with the configuration's ``[optimizer]`` overlaid by :data:`shf.optim.hyper.TUNED`."""
 
 
 def _child(cfg_dict: dict[str, Any], method: str, out: str, threads: int | None, overwrite: bool) -> None:
@@ -96,7 +105,7 @@ def compare(
     budget: float,
     hf_loss: str = "cross_entropy",
     lrs: dict[str, list[float]] | None = None,
-    sweep_fraction: float = 0.25,
+    sweep_fraction: float = 1.0,
     target: float | None = None,
     overwrite: bool = False,
     seeds: Sequence[int] | None = None,
@@ -110,8 +119,9 @@ def compare(
     first time its validation error reaches it (with its ratio to the target method's);
     otherwise the target is ``target`` or the worst final test error, reached by test error.
     First-order methods sweep their learning rate once, on the first seed, for
-    ``sweep_fraction`` of the budget per rate, choosing by validation error; the chosen rate
-    serves every seed.
+    ``sweep_fraction`` of the budget per rate, choosing by the best validation error reached;
+    the chosen rate serves every seed, and with ``sweep_fraction = 1`` its sweep run is the
+    first seed's run.
     """
     classify = cfg.model.task == "classify"
     if classify:
@@ -122,8 +132,8 @@ def compare(
                 choices = ", ".join(CLASSIFY_METHODS)
                 raise ConfigError(f"method {m!r} does not train classifiers; choose from {choices}")
     for m in methods:
-        if m not in METHODS:
-            raise ConfigError(f"unknown method {m!r}; choose from {', '.join(METHODS)}")
+        if m not in (*METHODS, TUNED_METHOD):
+            raise ConfigError(f"unknown method {m!r}; choose from {', '.join((*METHODS, TUNED_METHOD))}")
     if not (budget > 0 and math.isfinite(budget)):
         raise ConfigError(f"the time budget must be a positive number of seconds, got {budget}")
     if target_from is not None and target_from not in methods:
@@ -137,26 +147,39 @@ def compare(
     base = _with(cfg, run={"max_time": budget, "eval_every": 1, "threads": cfg.run.threads or 1})
     results: dict[str, list[dict[str, Any]]] = {}
     sweeps: dict[str, list[dict[str, Any]]] = {}
+    if not 0 < sweep_fraction <= 1:
+        raise ConfigError(f"the sweep fraction must be in (0, 1], got {sweep_fraction}")
     for m in methods:
-        mcfg = base
+        mcfg, run_as = base, m
         if m == "martens-hf":
             mcfg = _with(base, model={"loss": hf_loss})
+        if m == TUNED_METHOD:
+            mcfg, run_as = _with(base, optimizer=dict(TUNED)), "shf-lsmr"
+        reuse: dict[str, Any] | None = None  # the sweep's run of the chosen rate, first seed
         if m in ("adam", "sgd"):
             trial = []
             first = _with(mcfg, run={"seed": seeds[0]}, data={"seed": seeds[0]})
             for lr in lrs[m]:
                 scfg = _with(first, run={"max_time": budget * sweep_fraction}, first_order={"lr": lr})
-                s = run_method(scfg, m, root / "sweep" / f"{m}-lr{lr:g}", overwrite)
-                trial.append({"lr": lr, "val_error": s["val_error"], "test_error": s["test_error"]})
-            sweeps[m] = trial
+                sdir = root / "sweep" / f"{m}-lr{lr:g}"
+                s = run_method(scfg, m, sdir, overwrite)
+                s["run_dir"] = str(sdir)
+                trial.append({"lr": lr, "val_error": s["val_error"], "test_error": s["test_error"],
+                              "summary": s})  # fmt: skip
             finite = [r for r in trial if math.isfinite(r["val_error"])]
-            best_lr = min(finite or trial, key=lambda r: r["val_error"])["lr"]
-            mcfg = _with(mcfg, first_order={"lr": best_lr})
+            chosen = min(finite or trial, key=lambda r: r["val_error"])
+            if sweep_fraction == 1:
+                reuse = chosen["summary"]
+            sweeps[m] = [{k: v for k, v in r.items() if k != "summary"} for r in trial]
+            mcfg = _with(mcfg, first_order={"lr": chosen["lr"]})
         results[m] = []
-        for seed in seeds:
+        for i, seed in enumerate(seeds):
+            if i == 0 and reuse is not None:
+                results[m].append(reuse)  # the whole-budget sweep run of this rate on this seed
+                continue
             d = root / "runs" / (m if len(seeds) == 1 else f"{m}-seed{seed}")
             scfg = _with(mcfg, run={"seed": seed}, data={"seed": seed}) if len(seeds) > 1 else mcfg
-            s = run_method(scfg, m, d, overwrite)
+            s = run_method(scfg, run_as, d, overwrite)
             s["run_dir"] = str(d)
             results[m].append(s)
 
@@ -223,8 +246,15 @@ def compare(
     root.mkdir(parents=True, exist_ok=True)
     (root / "compare.json").write_text(json.dumps(record, indent=2) + "\n")
     (root / "compare.md").write_text(markdown(record))
-    from shf.plots import figure2
+    from shf.plots import figure2, time_bands
 
+    time_bands(
+        {m: [r["run_dir"] for r in runs] for m, runs in results.items()},
+        root / "compare-bands.png",
+        target=tgt if key == "val_error" else None,
+        title=f"{record['dataset']}: best validation error so far, {len(seeds)} seed(s), budget {budget:g} s",
+        ylabel="best validation cross-entropy" if classify else None,
+    )
     figure2(
         [runs[0]["run_dir"] for runs in results.values()],
         root / "compare.png",

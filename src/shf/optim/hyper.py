@@ -107,6 +107,18 @@ class Init:
     sigma: float = 1.5
 
 
+TUNED: dict[str, Any] = {
+    "damping_rule": "nielsen",
+    "lambda_min": 0.05,
+    "n_max": 500,
+    "recover": 20,
+    "maxiter1": 20,
+}
+"""The measured-best settings beyond the paper (issue 11; ``docs/results/ablations2``): the keys
+of :class:`SHFConfig` whose values differ from the paper's. They are the defaults of
+:class:`shf.SHF`, :func:`shf.fit` and ``shf train``'s default preset, and ``shf compare``'s
+``shf-tuned`` overlays them on any preset; the paper's presets keep the paper's values."""
+
 # (group field -> SHFConfig field) where the names differ.
 _RENAMED: dict[type, dict[str, str]] = {
     Damping: {"rule": "damping_rule"},
