@@ -161,7 +161,20 @@ def _method_for(cfg: ExperimentConfig, data: Split, method: str) -> tuple[Method
         return _classify(cfg, data, method)
     net = build_network(cfg)
     check_data_for(net, data)
-    return build_method(method, net, data, cfg), squared_error(net), lambda result: {}
+    refs = reference_errors(data)
+    return build_method(method, net, data, cfg), squared_error(net), lambda result: refs
+
+
+def reference_errors(data: Split) -> dict[str, float]:
+    """What trivial reconstructions score on the test set (paper scale, ``1/2`` mean squared
+    error per case), to judge a trained autoencoder against: every image blank (all zeros),
+    and every image the mean training image."""
+    X = data.test.double()
+    mean = data.train.double().mean(dim=0, keepdim=True)
+    return {
+        "blank_test_error": 0.5 * float((X * X).sum(dim=1).mean()),
+        "mean_image_test_error": 0.5 * float(((X - mean) ** 2).sum(dim=1).mean()),
+    }
 
 
 def _classify(cfg: ExperimentConfig, data: Split, method: str) -> tuple[Method, Evaluate, Finish]:
@@ -208,6 +221,13 @@ def describe(summary: dict[str, Any]) -> str:
         f"  errors (no-1/2 scale, Martens / Hinton & Salakhutdinov): "
         f"train {s['train_error_no_half']:.4f}  val {s['val_error_no_half']:.4f}  "
         f"test {s['test_error_no_half']:.4f}"
+        + (
+            f"\n  to judge the test error {s['test_error']:.4f}: every image blank scores "
+            f"{s['blank_test_error']:.4f}, every image the mean training image "
+            f"{s['mean_image_test_error']:.4f}"
+            if "blank_test_error" in s
+            else ""
+        )
     )
 
 
