@@ -296,3 +296,43 @@ def test_subsampled_curvature_needs_a_damping_floor():
 
     with pytest.raises(ConfigError, match="curvature_size needs lambda_min"):
         SHFConfig(curvature_size=10)
+
+
+def test_model_step_extends_a_short_truncated_direction():
+    """B8: s* = -g^T d / ||A d||^2 (recomputed from a dense float64 Jacobian) is tried when > 1;
+    it is taken (capped at step_max) only with Armijo's decrease and a lower batch loss than s = 1."""
+    from reference import dense_jacobian
+
+    net, w, X = tiny_problem((6, 4, 2), 20, seed=3)
+    base = dict(lambda1=0.01, use_merit=False, maxiter1=1, atol=0.0, n1=20, preconditioner="none")
+    cfg = SHFConfig(step_rule="model", step_max=3.0, **base)
+    state = SHFState.initial(cfg)
+    _, info = shf_step(net, w, X, state, cfg)
+    d = tl.flatten(state.d) / cfg.gamma1
+    J = dense_jacobian(net, w, X)
+    g = tl.flatten(net.jacobian(w, X).gradient())
+    s_star = float(-(g @ d) / ((J @ d) @ (J @ d)))
+    assert info.model_step == pytest.approx(s_star, rel=1e-10)
+    assert s_star > 1.1  # one LSMR iteration: short along its own direction
+    assert info.step == pytest.approx(min(s_star, 3.0), rel=1e-12)
+    f = lambda s: net.loss(tl.axpy(s, tl.unflatten(d, w), w), X)  # noqa: E731
+    assert info.loss_new == pytest.approx(f(info.step), rel=1e-12) and f(info.step) < f(1.0)
+    assert f(info.step) <= info.loss + 1e-4 * info.step * float(g @ d)
+    # The paper's rule takes s = 1 on the same direction.
+    st = SHFState.initial(SHFConfig(**base))
+    _, unit = shf_step(net, w, X, st, SHFConfig(**base))
+    assert unit.step == 1.0 and info.loss_new < unit.loss_new
+
+
+def test_model_step_is_refused_when_the_loss_does_not_agree():
+    """B8: when f(w + s* d) is not below f(w + d) the paper's s = 1 stays (seed 8: s* = 1.08 but the
+    batch loss rises beyond s = 1)."""
+    net, w, X = tiny_problem((6, 4, 2), 20, seed=8)
+    cfg = SHFConfig(lambda1=0.01, use_merit=False, maxiter1=1, atol=0.0, n1=20, preconditioner="none",
+                    step_rule="model")  # fmt: skip
+    state = SHFState.initial(cfg)
+    _, info = shf_step(net, w, X, state, cfg)
+    d = tl.scale(1.0 / cfg.gamma1, state.d)
+    f = lambda s: net.loss(tl.axpy(s, d, w), X)  # noqa: E731
+    assert info.model_step > 1.0 and info.step == 1.0
+    assert f(min(info.model_step, cfg.step_max)) >= f(1.0)

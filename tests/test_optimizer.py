@@ -203,3 +203,47 @@ def test_lambda_min_is_a_floor_under_the_damping() -> None:
     assert opt.lam == 0.5  # Nielsen's rule alone goes below 0.3 in 3 steps (test above)
     with pytest.raises(ConfigError, match="lambda_min must be in"):
         SHF(_model(), "cross_entropy", damping=Damping(lambda1=1.0, lambda_min=2.0))
+
+
+def test_groups_cover_every_config_field_once():
+    """The hyper-parameter groups map 1:1 onto SHFConfig: a field missing from every group would be
+    lost in a from_config -> to_config round trip."""
+    import dataclasses
+
+    from shf.optim.hyper import _RENAMED, GROUPS, from_config, to_config
+    from shf.optim.step import SHFConfig
+
+    names = [_RENAMED.get(g, {}).get(f.name, f.name) for g in GROUPS for f in dataclasses.fields(g)]
+    fields = {f.name for f in dataclasses.fields(SHFConfig)} - {"preconditioner"}
+    assert sorted(names) == sorted(fields)
+    cfg = SHFConfig(curvature_size=30, lambda_min=0.1, forcing="gradient", merit_size=7, maxiter_max=9)
+    assert to_config(**from_config(cfg)) == cfg
+
+
+def test_batch_statistics_skipped_at_n_max_change_no_decision(monkeypatch):
+    """Deviation 23: at n = n_max Alg. 2 is not evaluated (n_hat is None) and the run is the same,
+    bit for bit, as one that evaluates it at every iteration."""
+    import shf
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.rand(300, 8, generator=g, dtype=torch.float64)
+
+    def run(always: bool):  # type: ignore[no-untyped-def]
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(8, 5), torch.nn.Sigmoid(), torch.nn.Linear(5, 8)).double()
+        opt = shf.SHF(net, "mse", train_size=200, solver=shf.Solver(maxiter1=10, miniter=5, recover=5),
+                      batch=shf.Batch(n1=20, n_max=60, theta=0.01))  # fmt: skip
+        if always:
+            monkeypatch.setattr(opt, "_needs_batch_stats", lambda: True)
+        infos = []
+        for _ in range(14):
+            idx = torch.randperm(200, generator=opt.generator)[: opt.batch_size]
+            infos.append(opt.step(X[idx], val=X[200:]))
+        return [p.detach().clone() for p in net.parameters()], infos
+
+    w_skip, i_skip = run(False)
+    w_all, i_all = run(True)
+    assert i_skip[-1].n == 60 and i_skip[-1].n_hat is None and i_all[-1].n_hat is not None
+    assert [i.n for i in i_skip] == [i.n for i in i_all]
+    assert [i.solver_iterations for i in i_skip] == [i.solver_iterations for i in i_all]
+    assert all(torch.equal(a, b) for a, b in zip(w_skip, w_all))

@@ -77,7 +77,9 @@ class Batch:
     ``dynamic`` (Alg. 2 with tolerance ``theta`` and the growth rule: by ``growth`` when the
     validation loss improved by less than ``rrel_tol`` over ``window`` iterations) or
     ``fixed`` (``n1`` throughout); ``test``: Alg. 2's variance test with the squared gradient
-    norm (``"squared"``, NOTES item 6) or eq. (13)'s literal unsquared one (``"paper"``, B6)."""
+    norm (``"squared"``, NOTES item 6) or eq. (13)'s literal unsquared one (``"paper"``, B6);
+    ``curvature_size``: the curvature products on that many of the batch's rows only, the
+    gradient on all of them (B7; ``None``: all)."""
 
     n1: int = 250
     n_max: int = 2500
@@ -87,15 +89,19 @@ class Batch:
     window: int = 5
     schedule: str = "dynamic"
     test: str = "squared"
+    curvature_size: int | None = None
 
 
 @dataclass(frozen=True)
 class LineSearch:
     """Armijo backtracking (§4): sufficient-decrease constant ``alpha``, at most
-    ``max_backtracks`` halvings."""
+    ``max_backtracks`` halvings; ``step_rule = "model"`` (beyond the paper, B8) first tries the
+    quadratic model's minimiser along the direction when it is beyond 1 (at most ``step_max``)."""
 
     alpha: float = 1e-4
     max_backtracks: int = 30
+    step_rule: str = "unit"
+    step_max: float = 4.0
 
 
 @dataclass(frozen=True)

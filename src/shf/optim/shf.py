@@ -230,14 +230,20 @@ class SHF(torch.optim.Optimizer):
             info.val_loss = f_val
         t_bs = time.perf_counter()
         if cfg.batch_schedule == "dynamic":
-            # n_hat_i <- BatchSize(w, S, N, theta)  (Alg. 2, at the new w on the same batch)
-            grad, sumsq = self.problem.jacobian(w, X, Y).per_example_gradient_stats()
-            N = self.train_size
-            info.n_hat = predict_batch_size(
-                grad, sumsq, X.shape[0], N, cfg.theta, squared=cfg.batch_test == "squared"
-            ).n_hat
+            if not self._needs_batch_stats():
+                # At n_max every branch of the growth rule keeps n = n_max (and maxiter), so
+                # Alg. 2's prediction cannot change a decision: it is not computed (deviation
+                # 23, the same decisions; one per-example pass fewer per iteration).
+                n_hat = self.schedule.n
+            else:
+                # n_hat_i <- BatchSize(w, S, N, theta)  (Alg. 2, at the new w on the same batch)
+                grad, sumsq = self.problem.jacobian(w, X, Y).per_example_gradient_stats()
+                N = self.train_size
+                info.n_hat = n_hat = predict_batch_size(
+                    grad, sumsq, X.shape[0], N, cfg.theta, squared=cfg.batch_test == "squared"
+                ).n_hat
             if info.val_loss is not None:
-                _, _, info.r_rel = self.schedule.update(info.val_loss, info.n_hat)
+                _, _, info.r_rel = self.schedule.update(info.val_loss, n_hat)
         # else (ablation): the batch size and the solver's cap stay at n1 and maxiter1
         usable = info.solver_best is not None and info.solver_stop != NOT_FINITE_BATCH
         if cfg.maxiter_rule == "merit" and usable:
@@ -251,6 +257,10 @@ class SHF(torch.optim.Optimizer):
         info.times["batch_stats"] = time.perf_counter() - t_bs
         self.iterations += 1
         return info
+
+    def _needs_batch_stats(self) -> bool:
+        """Whether Alg. 2's prediction can change the next batch size (not at ``n_max``)."""
+        return self.schedule.n < self.schedule.n_max
 
     def state_dict(self) -> dict[str, Any]:
         """``torch.optim``'s state dict (the warm start per parameter) plus Alg. 1's state

@@ -45,6 +45,7 @@ FORCED = "forcing"
 FORCING_RULES = ("none", "gradient")
 MAXITER_RULES = ("paper", "merit")
 BATCH_TESTS = ("squared", "paper")
+STEP_RULES = ("unit", "model")
 
 
 @dataclass
@@ -103,6 +104,13 @@ class SHFConfig:
             ``(C A_c^T A_c C + lambda^2 I) y = -C g + lambda^2 y0`` with ``g`` the whole batch's
             gradient (by LSMR on ``[A_c C; lambda I]``, :class:`shf.solvers.operator.DampedStack`);
             needs ``lambda_min > 0``. ``None`` (the paper's): the whole batch.
+        step_rule, step_max: beyond the paper (B8): ``"unit"`` (the paper's) backtracks from
+            ``s = 1``; ``"model"`` first tries the minimiser of the undamped quadratic model
+            along ``d``, ``s* = -g^T d / ||A d||^2``, when it exceeds 1 (capped at
+            ``step_max``), and keeps it when it passes Armijo's test with a lower batch loss
+            than ``s = 1``; otherwise the paper's backtracking from 1. A truncated LSMR
+            iterate minimises the normal equations' residual, not the model, so it is often
+            short along its own direction.
         batch_test: ``"squared"`` (NOTES item 6: ``theta^2 ||grad f_S||^2``, Byrd et al.) or
             ``"paper"`` (beyond the NOTES reading, B6: eq. 13's literal ``theta^2 ||grad f_S||``,
             which predicts smaller batches while ``||grad f_S|| < 1``).
@@ -144,6 +152,8 @@ class SHFConfig:
     merit_size: int | None = None
     batch_test: str = "squared"
     curvature_size: int | None = None
+    step_rule: str = "unit"
+    step_max: float = 4.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -253,6 +263,8 @@ class SHFConfig:
             self.curvature_size is None or self.lambda_min > 0,
             "curvature_size needs lambda_min > 0 (the solver's right-hand side divides by lambda)",
         )
+        need(self.step_rule in STEP_RULES, f"step_rule must be one of {STEP_RULES}, got {self.step_rule!r}")
+        need(finite(self.step_max) and self.step_max >= 1, f"step_max must be >= 1, got {self.step_max}")
         choices = [p.value for p in pc.Preconditioner]
         need(
             self.preconditioner in choices,
@@ -316,6 +328,8 @@ class StepInfo:
     accepted: bool
     direction_norm: float
     solver: str = "lsmr"
+    model_step: float = math.nan
+    """``s* = -g^T d / ||A d||^2`` (computed with ``step_rule = "model"``, else NaN)."""
     solver_best: int | None = None
     """The solver iteration of the returned direction (the best merit's, or the last)."""
     val_loss_new: float | None = None
@@ -637,6 +651,17 @@ def shf_step(
         accepted, step, loss_new = ls.accepted, ls.step, ls.f_new
     else:
         accepted, step, loss_new = False, 0.0, f0
+    model_step = math.nan
+    if finite and cfg.step_rule == "model" and math.isfinite(slope) and slope < 0.0:
+        # Beyond the paper (docs/deviations.md B8): s* = -g^T d / d^T A^T A d, the undamped
+        # model's minimiser along d; taken when > 1, Armijo holds and the batch loss is lower.
+        curv = A_curv.range_norm(Ad) ** 2
+        model_step = -slope / curv if curv > 0.0 else math.inf
+        if accepted and step == 1.0 and model_step > 1.0:
+            s_try = min(model_step, cfg.step_max)
+            f_try = model.loss(tl.axpy(s_try, d, w), X, Y)  # type: ignore[arg-type]
+            if math.isfinite(f_try) and f_try <= f0 + cfg.alpha * s_try * slope and f_try < loss_new:
+                step, loss_new = s_try, f_try
     times["linesearch"] = time.perf_counter() - t
 
     # w <- w + s d
@@ -677,6 +702,7 @@ def shf_step(
         merit_evaluations=merit_evals,
         solver=cfg.solver,
         solver_best=solver_best,
+        model_step=model_step,
         rho=rho if math.isfinite(rho) else float("nan"),
         model_change=model_change,
         step=step,
