@@ -80,3 +80,15 @@ def test_toml_file_and_errors(tmp_path):
 def test_round_trip_through_dict():
     c = config.load("curves")
     assert config.from_dict(c.to_dict()) == c
+
+
+def test_default_preset_is_curves_with_the_tuned_overlay():
+    """`shf train` with no arguments runs the paper's CURVES settings with TUNED on top."""
+    import dataclasses
+
+    from shf import config as cfgmod
+    from shf.optim.hyper import TUNED
+
+    default, curves = cfgmod.load("default", []), cfgmod.load("curves", [])
+    assert default.optimizer == dataclasses.replace(curves.optimizer, **TUNED)
+    assert default.model.encoder == curves.model.encoder and default.data.dataset == "curves"

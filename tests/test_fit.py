@@ -32,7 +32,9 @@ def _model() -> nn.Module:
     return nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 4))
 
 
-HYPER = {"damping": Damping(lambda1=1.0, drop=0.9), "solver": Solver(maxiter1=30, miniter=10, recover=20),
+# The paper's damping rule (with the tuned floor): on this toy the tuned default (Nielsen's rule)
+# ends at 0.895 accuracy after 25 iterations, the paper's rule with drop 0.9 at 0.909.
+HYPER = {"damping": Damping(lambda1=1.0, drop=0.9, rule="paper"), "solver": Solver(maxiter1=30, miniter=10, recover=20),
          "batch": Batch(n1=64, n_max=400, theta=0.3)}  # fmt: skip
 
 
@@ -193,7 +195,7 @@ def test_the_time_limit_holds_inside_an_iteration(method: str) -> None:
 
     X = generate_curves(900, seed=1)
     data = make_split(X[:600], X[600:750], X[750:], "tiny").to(torch.float64)
-    cfg = cfgmod.load("default", [
+    cfg = cfgmod.load("curves", [  # the paper's settings: no damping floor
         "model.encoder=[784, 300, 30]", "optimizer.lambda1=1e-6", "optimizer.n1=600",
         "optimizer.n_max=600", "optimizer.maxiter1=2000",
         "optimizer.atol=0.0", "optimizer.miniter=5000", "hf.maxiter=2000", "hf.cg_tol=0.0",

@@ -247,3 +247,16 @@ def test_batch_statistics_skipped_at_n_max_change_no_decision(monkeypatch):
     assert [i.n for i in i_skip] == [i.n for i in i_all]
     assert [i.solver_iterations for i in i_skip] == [i.solver_iterations for i in i_all]
     assert all(torch.equal(a, b) for a, b in zip(w_skip, w_all))
+
+
+def test_group_defaults_are_the_paper_with_the_tuned_overlay():
+    """shf.SHF / shf.fit default to SHFConfig(**TUNED); SHFConfig() itself stays the paper's CURVES run."""
+    import dataclasses
+
+    from shf.optim.hyper import TUNED, to_config
+    from shf.optim.step import SHFConfig
+
+    assert to_config() == dataclasses.replace(SHFConfig(), **TUNED)
+    paper = SHFConfig()
+    assert (paper.damping_rule, paper.lambda_min, paper.maxiter1, paper.recover) == ("paper", 0.0, 200, 100)
+    assert paper.curvature_size is None and paper.merit_size is None and paper.maxiter_max is None

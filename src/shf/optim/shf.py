@@ -63,7 +63,8 @@ class SHF(torch.optim.Optimizer):
             (default: all of the model's parameters that require grad). One system is
             solved for all of them, so groups may not set options of their own.
         damping, warm_start, solver, batch, line_search: the hyper-parameter groups of
-            :mod:`shf.optim.hyper` (defaults: the paper's CURVES settings).
+            :mod:`shf.optim.hyper` (defaults: the paper's CURVES settings with the measured-best
+            ones beyond the paper, ``shf.optim.hyper.TUNED``, on top).
         preconditioner: ``chapelle-erhan`` (Alg. 3), ``martens`` or ``none``.
         config: all hyper-parameters as one flat :class:`SHFConfig` instead of the groups.
         train_size: ``N``, the training-set size, for Alg. 2's finite-population factor

@@ -261,7 +261,8 @@ class SHFConfig:
         )
         need(
             self.curvature_size is None or self.lambda_min > 0,
-            "curvature_size needs lambda_min > 0 (the solver's right-hand side divides by lambda)",
+            "curvature_size needs lambda_min > 0 (the solver's right-hand side divides by lambda); "
+            "set curvature_size to none to use the whole batch",
         )
         need(self.step_rule in STEP_RULES, f"step_rule must be one of {STEP_RULES}, got {self.step_rule!r}")
         need(finite(self.step_max) and self.step_max >= 1, f"step_max must be >= 1, got {self.step_max}")
