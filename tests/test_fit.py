@@ -34,7 +34,8 @@ def _model() -> nn.Module:
 
 # The paper's damping rule (with the tuned floor): on this toy the tuned default (Nielsen's rule)
 # ends at 0.895 accuracy after 25 iterations, the paper's rule with drop 0.9 at 0.909.
-HYPER = {"damping": Damping(lambda1=1.0, drop=0.9, rule="paper"), "solver": Solver(maxiter1=30, miniter=10, recover=20),
+HYPER = {"damping": Damping(lambda1=1.0, drop=0.9, rule="paper"),
+         "solver": Solver(maxiter1=30, miniter=10, recover=20),
          "batch": Batch(n1=64, n_max=400, theta=0.3)}  # fmt: skip
 
 
