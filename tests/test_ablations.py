@@ -181,11 +181,21 @@ def test_forcing_term_tightens_with_the_gradient():
     assert later.solver_iterations > first.solver_iterations
 
 
-def test_forcing_needs_lsmr():
-    from shf.errors import ConfigError
-
-    with pytest.raises(ConfigError, match="forcing needs solver"):
-        SHFConfig(forcing="gradient", solver="cg")
+def test_forcing_stops_cg_at_the_same_residual():
+    """B3 with CG: CG's residual is the preconditioned damped normal equations' residual, so the
+    forcing term stops it where that residual, recomputed here, first falls below the bound."""
+    net, w, X = tiny_problem((6, 4, 2), 12, seed=4)
+    base = dict(lambda1=0.3, use_merit=False, maxiter1=200, atol=0.0, n1=12, preconditioner="none",
+                solver="cg")
+    cfg = SHFConfig(forcing="gradient", forcing_eta0=0.05, **base)
+    state = SHFState.initial(cfg)
+    _, info = shf_step(net, w, X, state, cfg)
+    assert info.solver_stop == "forcing" and 1 < info.solver_iterations < 200
+    A = net.jacobian(w, X)
+    ones = [torch.ones_like(W) for W in w]
+    bound = 0.05 * tl.norm(A.gradient())
+    d = tl.scale(1.0 / cfg.gamma1, state.d)
+    assert _normal_residual(net, w, X, cfg.lambda1, ones, tl.zeros_like(w), d) <= bound * (1 + 1e-8)
 
 
 def test_merit_subsample_is_the_merit_on_the_first_rows():

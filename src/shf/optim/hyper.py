@@ -58,7 +58,7 @@ class Solver:
     """
 
     kind: str = "lsmr"
-    maxiter1: int = 20
+    maxiter1: int = 40
     atol: float = 1e-8
     ftol: float = 1e-7
     miniter: int = 50
@@ -66,11 +66,11 @@ class Solver:
     first_check: int = 5
     check_growth: float = 1.25
     use_merit: bool = True
-    forcing: str = "none"
+    forcing: str = "gradient"
     forcing_eta0: float = 0.5
     forcing_power: float = 0.5
     maxiter_rule: str = "paper"
-    maxiter_max: int | None = 50
+    maxiter_max: int | None = 100
     merit_size: int | None = 200
 
 
@@ -120,8 +120,9 @@ TUNED: dict[str, Any] = {
     "damping_rule": "nielsen",
     "lambda_min": 0.05,
     "recover": 20,
-    "maxiter1": 20,
-    "maxiter_max": 50,
+    "maxiter1": 40,
+    "maxiter_max": 100,
+    "forcing": "gradient",
     "merit_size": 200,
     "curvature_size": 250,
 }

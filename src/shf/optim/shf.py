@@ -271,6 +271,7 @@ class SHF(torch.optim.Optimizer):
         sd["shf"] = {
             "lam": self.hf_state.lam,
             "nu": self.hf_state.nu,
+            "g1_norm": self.hf_state.g1_norm,
             "gamma": self.hf_state.gamma,
             "maxiter": self.hf_state.maxiter,
             "schedule": self.schedule.state_dict(),
@@ -293,6 +294,7 @@ class SHF(torch.optim.Optimizer):
         super().load_state_dict(state_dict)
         self.hf_state.lam, self.hf_state.gamma, self.hf_state.maxiter = s["lam"], s["gamma"], s["maxiter"]
         self.hf_state.nu = float(s.get("nu", 2.0))
+        self.hf_state.g1_norm = s.get("g1_norm")
         self.schedule.load_state_dict(s["schedule"])
         self.schedule.n_max = int(s["n_max"])  # set by the training-set size it was saved with
         self.generator.set_state(cast(Tensor, s["generator"]).clone())

@@ -87,7 +87,8 @@ class SHFConfig:
             equations is below ``eta_i ||c ∘ grad f||`` (an inexact-Newton forcing term in the
             spirit of Eisenstat & Walker), ``eta_i = forcing_eta0 min(1, (||grad f_i|| /
             ||grad f_1||)^forcing_power)``: loose early, tighter as the gradient shrinks.
-            ``"none"`` (the paper's): ``atol`` alone.
+            ``"none"`` (the paper's): ``atol`` alone. With ``solver = "cg"`` the residual is CG's
+            own, the same quantity.
         maxiter_rule, maxiter_max: beyond the paper (B4): ``"paper"`` scales the cap with the
             batch (§4.5); ``"merit"`` sets the next cap to ``ceil(1.5 k*)``, ``k*`` the
             iteration of the best merit (the returned iterate; still improving at the cap:
@@ -227,10 +228,6 @@ class SHFConfig:
         )
         need(self.forcing in FORCING_RULES, f"forcing must be one of {FORCING_RULES}, got {self.forcing!r}")
         need(
-            self.forcing == "none" or self.solver == "lsmr",
-            "forcing needs solver = 'lsmr' (it reads LSMR's estimate of the normal equations' residual)",
-        )
-        need(
             finite(self.forcing_eta0) and 0 < self.forcing_eta0 < 1,
             f"forcing_eta0 must be in (0, 1), got {self.forcing_eta0}",
         )
@@ -363,6 +360,7 @@ def _solve_cg(
     merit: Callable[[Any], float] | None,
     deadline: float | None = None,
     grad: list[Tensor] | None = None,
+    forcing_bound: float | None = None,
 ) -> tuple[list[Tensor], int, str, int, int]:
     """Ablation: CG on the problem LSMR solves, ``(C A^T A C + lambda^2 I) y = C A^T b + lambda^2 y0``.
 
@@ -388,16 +386,20 @@ def _solve_cg(
             merit, x0, ftol=cfg.ftol, miniter=cfg.miniter, recover=cfg.recover, maxiter=maxiter,
             first_check=cfg.first_check, check_growth=cfg.check_growth, to_x=lambda y: tl.mul(ones, y),
         )  # fmt: skip
-    late = [False]
+    late, forced = [False], [False]
 
     def callback(k: int, y: Any, info: Any) -> bool:
         if monitor is not None and monitor(k, y, info):
+            return True
+        # B3: CG's residual is the preconditioned damped normal equations' (LSMR's normar)
+        if forcing_bound is not None and info.residual_norm <= forcing_bound:
+            forced[0] = True
             return True
         late[0] = deadline is not None and time.perf_counter() >= deadline
         return late[0]
 
     y, info = cg(Bv, rhs, x0=y0, maxiter=maxiter, tol=0.0, rtol=cfg.atol, callback=callback)
-    stop = MAX_TIME if late[0] else info.stop.value
+    stop = FORCED if forced[0] else (MAX_TIME if late[0] else info.stop.value)
     if monitor is not None:
         d, k_best = monitor.best(info.iterations, y)
         return cast(list[Tensor], d), info.iterations, monitor.stop or stop, len(monitor.history), k_best
@@ -542,7 +544,7 @@ def shf_step(
 
     # Beyond the paper (docs/deviations.md B3): the forcing test ||Abar^T rbar_k|| <= eta_i ||c ∘ g||
     forcing_bound: float | None = None
-    if cfg.forcing == "gradient" and cfg.solver == "lsmr":
+    if cfg.forcing == "gradient":
         if g is None:
             g = A.gradient()
         g_norm = tl.norm(g)
@@ -608,7 +610,7 @@ def shf_step(
     else:
         d, iterations, stop, merit_evals, solver_best = _solve_cg(
             A_timed, b, lam, c, cast(list[Tensor], x0), state.maxiter, cfg, merit, deadline,
-            grad=g if A_curv is not A else None,
+            grad=g if A_curv is not A else None, forcing_bound=forcing_bound,
         )  # fmt: skip
     assert isinstance(d, list)
     times["solver"] = time.perf_counter() - t - merit_time[0]

@@ -185,6 +185,7 @@ def cg(
         info.phi.append(phi_i)
         info.iterations = i
         rnorm = math.sqrt(max(tl.dot(r, r), 0.0))
+        info.residual_norm = rnorm  # the live value, for the callback
         if i in schedule:
             info.stored.append((i, tl.clone(x)))
         if not math.isfinite(phi_i):
