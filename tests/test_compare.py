@@ -106,3 +106,23 @@ def test_time_bands_are_the_best_so_far_over_runs(tmp_path):
     xs, ys = _best_so_far([{"time_s": 1, "val_error": 3.0}, {"time_s": 2, "val_error": 4.0},
                            {"time_s": 3, "val_error": 1.0}], "val_error")  # fmt: skip
     assert xs == [1.0, 2.0, 3.0] and ys == [3.0, 3.0, 1.0]
+
+
+def test_report_only_tabulates_finished_runs_and_runs_nothing(tmp_path, capsys):
+    """--report-only: the finished runs of the same configuration make the table (a method over the
+    seeds it finished); nothing new runs, a missing seed is left out, an empty --out is an error."""
+    out = tmp_path / "cmp"
+    common = ["compare", "--budget", "1.0", "--out", str(out), "--encoder", "784,16,6",
+              "--set", "data.n_train=200", "--set", "data.n_val=60", "--set", "data.n_test=60",
+              "--set", "optimizer.n1=40", "--lrs", "1e-3", "--set", "first_order.batch_size=50"]  # fmt: skip
+    assert main([*common, "--methods", "adam", "--report-only", "--seeds", "0,1"]) == 2
+    assert "no finished run" in capsys.readouterr().err
+    assert main([*common, "--methods", "shf-lsmr,adam", "--seeds", "0,1"]) == 0
+    before = sorted(p.name for p in (out / "runs").iterdir())
+    args = [*common, "--methods", "shf-lsmr,adam", "--seeds", "0,1,2", "--report-only", "--target-from", "adam"]
+    assert main(args) == 0
+    assert sorted(p.name for p in (out / "runs").iterdir()) == before  # nothing ran
+    rec = json.loads((out / "compare.json").read_text())
+    assert {r["method"]: [s["seed"] for s in r["seeds"]] for r in rec["rows"]} == {
+        "shf-lsmr": [0, 1], "adam": [0, 1]
+    }  # fmt: skip

@@ -219,6 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", default="runs/compare", help="output directory")
     c.add_argument("--seeds", default=None, help="comma-separated seeds; every method runs once per seed")
     c.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run nothing: tabulate and plot the finished runs of this configuration under --out",
+    )
+    c.add_argument(
         "--target-from",
         default=None,
         metavar="METHOD",
@@ -480,6 +485,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         sweep_fraction=args.sweep_fraction, target=args.target, overwrite=args.overwrite,
         lrs=None if args.lrs is None else dict.fromkeys(("adam", "sgd"), _floats(args.lrs, "--lrs")),
         seeds=_ints(args.seeds, "--seeds") if args.seeds else None, target_from=args.target_from,
+        report_only=args.report_only,
     )  # fmt: skip
     from shf.experiments.compare import markdown
 

@@ -78,6 +78,19 @@ def run_method(
     return s
 
 
+def finished_run(cfg: cfgmod.ExperimentConfig, method: str, out: Path) -> dict[str, Any] | None:
+    """The summary of a finished run of exactly ``cfg`` and ``method`` in ``out``; None when there is
+    none, it was interrupted, or it is of another configuration (``--report-only``: nothing runs)."""
+    from shf.experiments.run import stored_run
+
+    if not ((out / "summary.json").is_file() and (out / "config.json").is_file()):
+        return None
+    diff, s = stored_run(cfg, out, method, overwrite=True)
+    if diff or s.get("stop_reason") == "interrupted":
+        return None
+    return s
+
+
 def _with(cfg: cfgmod.ExperimentConfig, **sections: dict[str, Any]) -> cfgmod.ExperimentConfig:
     parts = {k: dataclasses.replace(getattr(cfg, k), **v) for k, v in sections.items()}
     return dataclasses.replace(cfg, **parts)
@@ -110,6 +123,7 @@ def compare(
     overwrite: bool = False,
     seeds: Sequence[int] | None = None,
     target_from: str | None = None,
+    report_only: bool = False,
 ) -> dict[str, Any]:
     """Run the methods and write the table and figure; return the JSON record.
 
@@ -121,7 +135,9 @@ def compare(
     First-order methods sweep their learning rate once, on the first seed, for
     ``sweep_fraction`` of the budget per rate, choosing by the best validation error reached;
     the chosen rate serves every seed, and with ``sweep_fraction = 1`` its sweep run is the
-    first seed's run.
+    first seed's run. ``report_only``: run nothing; tabulate the finished runs of this very
+    configuration under ``out`` (a method's row is over the seeds it has finished; a method with
+    none is left out).
     """
     classify = cfg.model.task == "classify"
     if classify:
@@ -147,6 +163,12 @@ def compare(
     base = _with(cfg, run={"max_time": budget, "eval_every": 1, "threads": cfg.run.threads or 1})
     results: dict[str, list[dict[str, Any]]] = {}
     sweeps: dict[str, list[dict[str, Any]]] = {}
+
+    def fetch(c: cfgmod.ExperimentConfig, method: str, d: Path) -> dict[str, Any] | None:
+        if report_only:
+            return finished_run(c, method, d)
+        return run_method(c, method, d, overwrite)
+
     if not 0 < sweep_fraction <= 1:
         raise ConfigError(f"the sweep fraction must be in (0, 1], got {sweep_fraction}")
     for m in methods:
@@ -162,10 +184,15 @@ def compare(
             for lr in lrs[m]:
                 scfg = _with(first, run={"max_time": budget * sweep_fraction}, first_order={"lr": lr})
                 sdir = root / "sweep" / f"{m}-lr{lr:g}"
-                s = run_method(scfg, m, sdir, overwrite)
+                got = fetch(scfg, m, sdir)
+                if got is None:
+                    continue
+                s = got
                 s["run_dir"] = str(sdir)
                 trial.append({"lr": lr, "val_error": s["val_error"], "test_error": s["test_error"],
                               "summary": s})  # fmt: skip
+            if not trial:  # report-only, and no sweep run finished
+                continue
             finite = [r for r in trial if math.isfinite(r["val_error"])]
             chosen = min(finite or trial, key=lambda r: r["val_error"])
             if sweep_fraction == 1:
@@ -179,9 +206,17 @@ def compare(
                 continue
             d = root / "runs" / (m if len(seeds) == 1 else f"{m}-seed{seed}")
             scfg = _with(mcfg, run={"seed": seed}, data={"seed": seed}) if len(seeds) > 1 else mcfg
-            s = run_method(scfg, run_as, d, overwrite)
-            s["run_dir"] = str(d)
-            results[m].append(s)
+            got = fetch(scfg, run_as, d)
+            if got is None:
+                continue
+            got["run_dir"] = str(d)
+            results[m].append(got)
+        if not results[m]:
+            del results[m]
+    if not results:
+        raise ConfigError(f"no finished run under {root} to report")
+    if target_from is not None and target_from not in results:
+        raise ConfigError(f"--target-from {target_from}: no finished run of it under {root}")
 
     if target_from is not None:
         tgt = statistics.fmean(s["val_error"] for s in results[target_from])
@@ -320,10 +355,14 @@ def markdown(record: dict[str, Any]) -> str:
         lines.append("")
         for r in record["rows"]:
             ov = r["over_seeds"]
-            ci = {k: f"{v['mean']:.4f} ± {v['ci95']:.4f}" for k, v in ov.items()}
+            ci = {
+                k: (f"{v['mean']:.4f} ± {v['ci95']:.4f}" if v["ci95"] is not None
+                    else f"{v['mean']:.4f} (one seed)")
+                for k, v in ov.items()
+            }
             lines.append(
                 f"- {r['method']}: best val {ci['best_val_error']}, test {ci['test_error']} "
-                f"(95% t-interval), target reached in {r['reached_target']}/{len(seeds)} seeds"
+                f"(95% t-interval), target reached in {r['reached_target']}/{len(r['seeds'])} seeds"
             )
     for m, trial in record.get("lr_sweeps", {}).items():
         lines.append("")
