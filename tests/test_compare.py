@@ -119,7 +119,8 @@ def test_report_only_tabulates_finished_runs_and_runs_nothing(tmp_path, capsys):
     assert "no finished run" in capsys.readouterr().err
     assert main([*common, "--methods", "shf-lsmr,adam", "--seeds", "0,1"]) == 0
     before = sorted(p.name for p in (out / "runs").iterdir())
-    args = [*common, "--methods", "shf-lsmr,adam", "--seeds", "0,1,2", "--report-only", "--target-from", "adam"]
+    args = [*common, "--methods", "shf-lsmr,adam", "--seeds", "0,1,2", "--report-only",
+            "--target-from", "adam"]
     assert main(args) == 0
     assert sorted(p.name for p in (out / "runs").iterdir()) == before  # nothing ran
     rec = json.loads((out / "compare.json").read_text())
