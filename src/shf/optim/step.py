@@ -406,6 +406,22 @@ def _solve_cg(
     return cast(list[Tensor], tl.mul(ones, y)), info.iterations, stop, 0, info.iterations
 
 
+def _lsmr_stops(
+    forcing_bound: float | None, deadline: float | None
+) -> tuple[Callable[[int, Any, Any], bool], list[bool]]:
+    """LSMR's callback for the step: stop on the forcing test (B3: ``||Abar^T rbar_k|| <= bound``,
+    then ``forced[0]`` is True) or at the deadline."""
+    forced = [False]
+
+    def callback(k: int, x: Any, i: Any) -> bool:
+        if forcing_bound is not None and i.normar <= forcing_bound:
+            forced[0] = True
+            return True
+        return deadline is not None and time.perf_counter() >= deadline
+
+    return callback, forced
+
+
 def _solve_lsmr_stacked(
     A_timed: Any,
     A: Any,
@@ -437,14 +453,7 @@ def _solve_lsmr_stacked(
     e = tl.axpy(1.0 / lam, tl.mul(ones, tl.sub(g_A, g)), tl.scale(lam, y0))
     op = DampedStack(A_timed, lam, ones)
     rhs = op.join(b, e)
-    forced = [False]
-
-    def callback(k: int, y: Any, i: Any) -> bool:
-        if forcing_bound is not None and i.normar <= forcing_bound:
-            forced[0] = True
-            return True
-        return deadline is not None and time.perf_counter() >= deadline
-
+    callback, forced = _lsmr_stops(forcing_bound, deadline)
     y, info = lsmr(
         op, rhs, callback=callback, damp=0.0, x0=y0, atol=cfg.atol, btol=0.0, conlim=0.0, maxiter=maxiter,
         merit=None if merit is None else (lambda y: merit(tl.mul(ones, y))), ftol=cfg.ftol,
@@ -570,14 +579,7 @@ def shf_step(
             merit_of_d = None
     elif cfg.solver == "lsmr":
         # Solve (A^T A + lambda^2 I) d = A^T b with LSMR(d, A, b, lambda, c; maxiter, atol, ftol, phi)
-        forced = [False]
-
-        def callback(k: int, x: Any, i: Any) -> bool:
-            if forcing_bound is not None and i.normar <= forcing_bound:
-                forced[0] = True
-                return True
-            return deadline is not None and time.perf_counter() >= deadline
-
+        callback, forced = _lsmr_stops(forcing_bound, deadline)
         d_solve, info = lsmr(
             A_timed,
             b,
