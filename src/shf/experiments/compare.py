@@ -61,13 +61,10 @@ def run_method(
     """Run ``method`` in a fresh process (spawn): a finished run of the same configuration is
     reused, an interrupted one resumed, one of another configuration refused (or replaced
     with ``overwrite``); return the summary."""
-    from shf.experiments.run import stored_run
-
     summary_path = out / "summary.json"
-    if summary_path.is_file() and (out / "config.json").is_file():
-        diff, s0 = stored_run(cfg, out, method, overwrite)
-        if not diff and s0.get("stop_reason") != "interrupted":
-            return s0  # finished with this configuration: reused without a process
+    s0 = finished_run(cfg, method, out, refuse=not overwrite)
+    if s0 is not None:
+        return s0  # finished with this configuration: reused without a process
     ctx = mp.get_context("spawn")
     p = ctx.Process(target=_child, args=(cfg.to_dict(), method, str(out), cfg.run.threads, overwrite))
     p.start()
@@ -78,14 +75,17 @@ def run_method(
     return s
 
 
-def finished_run(cfg: cfgmod.ExperimentConfig, method: str, out: Path) -> dict[str, Any] | None:
+def finished_run(
+    cfg: cfgmod.ExperimentConfig, method: str, out: Path, *, refuse: bool = False
+) -> dict[str, Any] | None:
     """The summary of a finished run of exactly ``cfg`` and ``method`` in ``out``; None when there is
-    none, it was interrupted, or it is of another configuration (``--report-only``: nothing runs)."""
+    none, it was interrupted, or it is of another configuration (``refuse``: a
+    :class:`ConfigError` naming the differing keys instead)."""
     from shf.experiments.run import stored_run
 
     if not ((out / "summary.json").is_file() and (out / "config.json").is_file()):
         return None
-    diff, s = stored_run(cfg, out, method, overwrite=True)
+    diff, s = stored_run(cfg, out, method, overwrite=not refuse)
     if diff or s.get("stop_reason") == "interrupted":
         return None
     return s

@@ -349,6 +349,13 @@ class StepInfo:
         return asdict(self)
 
 
+def _scaled_start(c: list[Tensor] | None, x0: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+    """The column scaling ``c`` (ones without a preconditioner) and the start ``y0 = x0 / c`` in the
+    scaled variable of Alg. 6's problem (NOTES item 2)."""
+    ones = c if c is not None else [torch.ones_like(t) for t in x0]
+    return ones, cast(list[Tensor], tl.div(x0, ones))
+
+
 def _solve_cg(
     A: Any,
     b: Tensor,
@@ -370,8 +377,7 @@ def _solve_cg(
     closest test), ``maxiter``, and Alg. 6's merit rules via :class:`MeritMonitor`, whose
     best iterate is returned.
     """
-    ones = c if c is not None else [torch.ones_like(t) for t in x0]
-    y0 = tl.div(x0, ones)
+    ones, y0 = _scaled_start(c, x0)
 
     def Bv(y: Any) -> Any:
         # v -> C A^T A C y + lambda^2 y
@@ -422,6 +428,21 @@ def _lsmr_stops(
     return callback, forced
 
 
+def _lsmr_outcome(info: Any, forced: bool) -> tuple[str, int, float | None]:
+    """``(stop reason, k of the returned iterate, phi of it or None)`` of an LSMR solve of the step:
+    the callback's stop named ``forcing`` or ``max_time``; ``phi(d)`` when the merit evaluated the
+    returned ``d`` (its best iterate), else None."""
+    stop = str(info.stop.value)
+    if info.stop is LsmrStop.CALLBACK:
+        stop = FORCED if forced else MAX_TIME  # the callbacks: forcing and the deadline
+    best = info.best_merit_iteration
+    merit_of_d = None
+    if best is not None and info.stop is not LsmrStop.X0_SOLVES:
+        # phi(d) for the returned d, which LSMR evaluated: f(w + d; X_val).
+        merit_of_d = dict(info.merit_history).get(best)
+    return stop, best if best is not None else info.iterations, merit_of_d
+
+
 def _solve_lsmr_stacked(
     A_timed: Any,
     A: Any,
@@ -446,8 +467,7 @@ def _solve_lsmr_stacked(
     includes ``e``: it is looser than on Alg. 6's problem.
     Returns ``(d, iterations, stop, merit evaluations, k of d, phi(d) or None)``.
     """
-    ones = c if c is not None else [torch.ones_like(t) for t in x0]
-    y0 = tl.div(x0, ones)
+    ones, y0 = _scaled_start(c, x0)
     g_A = A.gradient()
     # e = lambda y0 + C (g_A - g) / lambda
     e = tl.axpy(1.0 / lam, tl.mul(ones, tl.sub(g_A, g)), tl.scale(lam, y0))
@@ -459,15 +479,8 @@ def _solve_lsmr_stacked(
         merit=None if merit is None else (lambda y: merit(tl.mul(ones, y))), ftol=cfg.ftol,
         miniter=cfg.miniter, recover=cfg.recover, first_check=cfg.first_check, check_growth=cfg.check_growth,
     )  # fmt: skip
-    stop = str(info.stop.value)
-    if info.stop is LsmrStop.CALLBACK:
-        stop = FORCED if forced[0] else MAX_TIME
-    best = info.best_merit_iteration
-    merit_of_d = None
-    if merit is not None and best is not None and info.stop is not LsmrStop.X0_SOLVES:
-        merit_of_d = dict(info.merit_history).get(best)
+    stop, k_d, merit_of_d = _lsmr_outcome(info, forced[0])
     d = cast(list[Tensor], tl.mul(ones, y))
-    k_d = best if best is not None else info.iterations
     return d, info.iterations, stop, len(info.merit_history), k_d, merit_of_d
 
 
@@ -538,12 +551,14 @@ def shf_step(
     # phi(d) := f(w + d; X_val)  (eq. 20)
     merit: Callable[[Any], float] | None = None
     merit_time = [0.0]
+    merit_on_val = True  # whether the merit is f(.; X_val) itself
     if cfg.use_merit and X_val is not None:
         # Beyond the paper (docs/deviations.md B5): the merit on a fixed validation subsample
         Xm, Ym = X_val, Y_val
         if cfg.merit_size is not None and cfg.merit_size < X_val.shape[0]:
             Xm = X_val[: cfg.merit_size]
             Ym = None if Y_val is None else Y_val[: cfg.merit_size]
+            merit_on_val = False
 
         def merit(d: Any) -> float:
             tm = time.perf_counter()
@@ -575,8 +590,6 @@ def shf_step(
             A_timed, A_curv, -A_curv.residual, g, lam, c, cast(list[Tensor], x0), state.maxiter,
             cfg, merit, deadline, forcing_bound,
         )  # fmt: skip
-        if not (cfg.merit_size is None or X_val is None or cfg.merit_size >= X_val.shape[0]):
-            merit_of_d = None
     elif cfg.solver == "lsmr":
         # Solve (A^T A + lambda^2 I) d = A^T b with LSMR(d, A, b, lambda, c; maxiter, atol, ftol, phi)
         callback, forced = _lsmr_stops(forcing_bound, deadline)
@@ -599,22 +612,16 @@ def shf_step(
             check_growth=cfg.check_growth,
         )
         d = cast(list[Tensor], d_solve)
-        iterations, stop = info.iterations, str(info.stop.value)
-        if info.stop is LsmrStop.CALLBACK:
-            stop = FORCED if forced[0] else MAX_TIME  # the callbacks: forcing and the deadline
-        merit_evals = len(info.merit_history)
-        best = info.best_merit_iteration
-        solver_best = best if best is not None else iterations
-        full_val = cfg.merit_size is None or X_val is None or cfg.merit_size >= X_val.shape[0]
-        if merit is not None and best is not None and info.stop is not LsmrStop.X0_SOLVES and full_val:
-            # phi(d) for the returned d, which LSMR evaluated: f(w + d; X_val).
-            merit_of_d = dict(info.merit_history).get(best)
+        iterations, merit_evals = info.iterations, len(info.merit_history)
+        stop, solver_best, merit_of_d = _lsmr_outcome(info, forced[0])
     else:
         d, iterations, stop, merit_evals, solver_best = _solve_cg(
             A_timed, b, lam, c, cast(list[Tensor], x0), state.maxiter, cfg, merit, deadline,
             grad=g if A_curv is not A else None, forcing_bound=forcing_bound,
         )  # fmt: skip
     assert isinstance(d, list)
+    if not merit_on_val:
+        merit_of_d = None  # the merit read a subsample (B5): not f(w + d; X_val)
     times["solver"] = time.perf_counter() - t - merit_time[0]
     times["products"] = A_timed.seconds  # part of "solver": the Jacobian products alone
     times["merit"] = merit_time[0]
@@ -627,10 +634,11 @@ def shf_step(
         if g is None:
             g = A.gradient()  # grad f = A^T R = -A^T b (eq. 6)
         slope = tl.dot(d, g)  # -d^T A^T b
-        model_change = 0.5 * A_curv.range_norm(Ad) ** 2 + slope
+        curv = A_curv.range_norm(Ad) ** 2  # d^T A^T A d
+        model_change = 0.5 * curv + slope
         f_new = model.loss(tl.add(w, d), X, Y)  # type: ignore[arg-type]
     else:
-        slope, model_change, f_new = math.nan, math.nan, math.inf
+        slope, curv, model_change, f_new = math.nan, math.nan, math.nan, math.inf
     # rho <- (f(w + d) - f(w)) / q(d)  (§4.2)
     rho = reduction_ratio(f_new, f0, model_change)
     # lambda <- lambda/drop if rho < 1/4; drop*lambda if rho > 3/4
@@ -660,7 +668,6 @@ def shf_step(
     if finite and cfg.step_rule == "model" and math.isfinite(slope) and slope < 0.0:
         # Beyond the paper (docs/deviations.md B8): s* = -g^T d / d^T A^T A d, the undamped
         # model's minimiser along d; taken when > 1, Armijo holds and the batch loss is lower.
-        curv = A_curv.range_norm(Ad) ** 2
         model_step = -slope / curv if curv > 0.0 else math.inf
         if accepted and step == 1.0 and model_step > 1.0:
             s_try = min(model_step, cfg.step_max)
