@@ -7,7 +7,7 @@ import json
 import pytest
 
 from shf.cli import main
-from shf.experiments.compare import markdown
+from shf.experiments.compare import UNCAPPED_ITERS, markdown
 
 
 def test_compare_tiny(tmp_path, capsys):
@@ -84,7 +84,8 @@ def test_whole_budget_sweep_reuses_the_chosen_rate_and_tuned_overlays(tmp_path, 
     args = ["compare", "--methods", "shf-tuned,adam", "--budget", "1.0", "--out", str(out), "--seeds", "0,1",
             "--target-from", "adam", "--encoder", "784,16,6", "--set", "data.n_train=200",
             "--set", "data.n_val=60", "--set", "data.n_test=60", "--set", "optimizer.n1=40",
-            "--lrs", "1e-3,1e-2", "--set", "first_order.batch_size=50"]  # fmt: skip
+            "--lrs", "1e-3,1e-2", "--set", "first_order.batch_size=50", "--set", "run.max_iters=2",
+            "--eval-every", "3"]  # fmt: skip
     assert main(args) == 0
     rec = json.loads((out / "compare.json").read_text())
     adam = next(r for r in rec["rows"] if r["method"] == "adam")
@@ -97,6 +98,9 @@ def test_whole_budget_sweep_reuses_the_chosen_rate_and_tuned_overlays(tmp_path, 
     assert all(cfg["optimizer"][k] == v for k, v in TUNED.items())
     assert json.loads((out / "runs" / "shf-tuned-seed1" / "run.json").read_text())["method"] == "shf-lsmr"
     assert (out / "compare-bands.png").read_bytes()[:4] == b"\x89PNG"
+    # The budget, not the configuration's iteration cap (here set to 2), ends every run.
+    assert cfg["run"]["max_iters"] == UNCAPPED_ITERS and cfg["run"]["eval_every"] == 3
+    assert json.loads((out / "runs" / "adam-seed1" / "summary.json").read_text())["hf_iterations"] > 2
 
 
 def test_time_bands_are_the_best_so_far_over_runs(tmp_path):

@@ -45,6 +45,16 @@ def _positive_float(text: str) -> float:
     return v
 
 
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
 # Flags mapped one to one onto a config key (in the order they are applied), then the
 # data-file flags that need more than a copy.
 _SIMPLE_FLAGS = (
@@ -215,6 +225,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="comma-separated learning rates of the first-order sweep (default: adam 3e-4,1e-3,3e-3,1e-2; "
         "sgd 3e-3,1e-2,3e-2,1e-1)",
+    )
+    c.add_argument(
+        "--eval-every",
+        type=_positive_int,
+        default=1,
+        help="train and test errors every N iterations (default 1; the validation error is recorded "
+        "every iteration; a test-error target is then reached on that grid)",
     )
     c.add_argument("--out", default="runs/compare", help="output directory")
     c.add_argument("--seeds", default=None, help="comma-separated seeds; every method runs once per seed")
@@ -485,7 +502,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         sweep_fraction=args.sweep_fraction, target=args.target, overwrite=args.overwrite,
         lrs=None if args.lrs is None else dict.fromkeys(("adam", "sgd"), _floats(args.lrs, "--lrs")),
         seeds=_ints(args.seeds, "--seeds") if args.seeds else None, target_from=args.target_from,
-        report_only=args.report_only,
+        report_only=args.report_only, eval_every=args.eval_every,
     )  # fmt: skip
     from shf.experiments.compare import markdown
 
