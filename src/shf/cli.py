@@ -6,6 +6,7 @@ Library code never prints; this module owns the progress bar and the final repor
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -135,6 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(only --max-time and --max-iters may change)",
     )
     t.add_argument("--overwrite", action="store_true", help="replace what --out DIR holds")
+    t.add_argument(
+        "--dist-timeout",
+        type=_positive_float,
+        default=None,
+        metavar="SECONDS",
+        help="under torchrun: seconds a collective waits for the other processes before the job fails "
+        "(a process that died or hangs; default 300)",
+    )
     t.add_argument("--seed", type=int, default=None, help="seed of initialisation and batches")
     t.add_argument("--max-time", type=_positive_float, default=None, help="optimiser time limit, seconds")
     t.add_argument("--max-iters", type=int, default=None, help="HF iteration limit")
@@ -708,6 +717,29 @@ def _encoder_for(
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from shf import collectives
+
+    if args.dist_timeout is not None and not collectives.launched_by_torchrun():
+        raise ShfError("--dist-timeout is for runs launched by torchrun (WORLD_SIZE > 1)")
+    if not collectives.launched_by_torchrun():
+        return _train(args, lead=True)
+    # Data-parallel: every process trains on its rows of every batch; rank 0 alone checks and
+    # writes the run directory and prints (docs/distributed.md).
+    import torch.distributed as dist
+
+    overrides = [*args.overrides, *_flag_overrides(args)]
+    cfg = _resume_config(args)[0] if args.resume else cfgmod.load(args.config, overrides)
+    timeout = args.dist_timeout if args.dist_timeout is not None else collectives.DEFAULT_TIMEOUT_S
+    collectives.init_from_environment(cfg.run.device, timeout)
+    try:
+        return _train(args, lead=dist.get_rank() == 0)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(args: argparse.Namespace, *, lead: bool) -> int:
+    """``shf train`` in one process (``lead``: the one that writes and prints)."""
     from shf import runlog
     from shf.experiments.run import build_network, describe, prepare_data, run_experiment
 
@@ -715,9 +747,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg, out, method = _resume_config(args)
     else:
         cfg = cfgmod.load(args.config, [*args.overrides, *_flag_overrides(args)])
+        if args.out is None and not lead:
+            raise ShfError("a data-parallel run needs --out DIR (the same on every process)")
         out = Path(args.out) if args.out else runlog.default_run_dir(cfg.name)
         method = args.method
-        _fresh_out(out, args.overwrite)
+        if lead:
+            _fresh_out(out, args.overwrite)
     t0 = time.perf_counter()
     data = prepare_data(cfg)
     cfg = _encoder_for(cfg, data.dim, args)
@@ -730,16 +765,23 @@ def cmd_train(args: argparse.Namespace) -> int:
         model = f"{cfg.model.arch} classifier ({sum(p.numel() for p in clf.parameters()):,} weights)"
     else:
         model = f"encoder {'-'.join(map(str, cfg.model.encoder))} ({build_network(cfg).n_params():,} weights)"
-    print(
-        f"shf train: {data.name}, train/val/test = {len(data.train)}/{len(data.val)}/{len(data.test)}, "
-        f"{model}, {cfg.run.dtype}, {method}, data ready in {time.perf_counter() - t0:.1f}s -> {out}"
-        + (" (resumed)" if args.resume else ""),
-        file=sys.stderr,
-    )
-    bar = ProgressBar(cfg.run.max_iters, cfg.run.max_time, args.no_progress)
+    from shf import collectives
+
+    comm = collectives.current()
+    procs = f", {comm.world_size} processes" if comm is not None else ""
+    if lead:
+        print(
+            f"shf train: {data.name}, train/val/test = {len(data.train)}/{len(data.val)}/{len(data.test)}, "
+            f"{model}, {cfg.run.dtype}, {method}{procs}, "
+            f"data ready in {time.perf_counter() - t0:.1f}s -> {out}"
+            + (" (resumed)" if args.resume else ""),
+            file=sys.stderr,
+        )
+    bar = ProgressBar(cfg.run.max_iters, cfg.run.max_time, args.no_progress or not lead)
     made = not out.exists()
+    lock = runlog.RunLock(out) if lead else contextlib.nullcontext()
     try:
-        with runlog.RunLock(out), StopRequest() as stop:
+        with lock, StopRequest() as stop:
             summary = run_experiment(
                 cfg, out, data=data, on_iteration=bar, method=method, resume=bool(args.resume),
                 should_stop=stop,
@@ -747,14 +789,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     except BaseException:
         # A run that failed before its first iteration leaves no half-made directory behind.
         started = (out / "metrics.jsonl").is_file()
-        if made and out.is_dir() and not started and runlog.lock_holder(out) is None:
+        if lead and made and out.is_dir() and not started and runlog.lock_holder(out) is None:
             shutil.rmtree(out, ignore_errors=True)
         raise
     finally:
         bar.close()
-    print(describe(summary) + f"\n  run directory: {out}")
+    if lead:
+        print(describe(summary) + f"\n  run directory: {out}")
     if summary["stop_reason"] == "interrupted":
-        print(f"  interrupted: continue with  shf train --resume {out}", file=sys.stderr)
+        if lead:
+            resume = "torchrun ... -m shf train" if comm is not None else "shf train"
+            print(f"  interrupted: continue with  {resume} --resume {out}", file=sys.stderr)
         return stop.exit_code
     return 0
 

@@ -184,6 +184,11 @@ class SHFMethod:
             rec["val_error"] = info.val_loss
         return [t.clone() for t in opt.weights()], rec
 
+    @property
+    def collectives(self) -> Any:
+        """The optimizer's data-parallel collectives (None: one process)."""
+        return getattr(self.opt.problem, "collectives", None)
+
     def summary(self) -> dict[str, Any]:
         return {"final_batch_size": self.opt.batch_size, "final_lambda": self.opt.lam}
 
@@ -274,6 +279,9 @@ def run_loop(
             examples=examples, records=records, method=method.state_dict(),
         )  # fmt: skip
 
+    # Data-parallel methods (shf.curvature.sharded): rank 0's validation error and clock, and
+    # a stop asked on any rank, decide for all ranks (one 24-byte all-reduce per iteration).
+    comm = getattr(method, "collectives", None)
     i = start - 1
     for i in range(start, loop.max_iters + 1):
         t_iter = time.perf_counter()
@@ -285,6 +293,13 @@ def run_loop(
             f_val = val_error(w)
         opt_time += time.perf_counter() - t_iter
         examples += int(info.pop("examples"))
+        time_up = opt_time >= loop.max_time
+        stop_asked: bool | None = None  # polled below, after the checkpoint (one process)
+        if comm is not None:
+            stop_asked = should_stop() if should_stop is not None else False
+            first = f_val if comm.rank == 0 else 0.0
+            f_val, up, asked = comm.sum_floats([first, float(time_up), float(stop_asked)])
+            time_up, stop_asked = up > 0.0, asked > 0.0
         improved = f_val < best["val"]
         times = info.pop("times", {})
         rec: dict[str, Any] = {
@@ -313,10 +328,12 @@ def run_loop(
         if i - int(best["iteration"]) >= loop.patience:
             stop_reason = "patience"
             break
-        if opt_time >= loop.max_time:
+        if time_up:
             stop_reason = "max_time"
             break
-        if should_stop is not None and should_stop():
+        if stop_asked is None:
+            stop_asked = should_stop is not None and should_stop()
+        if stop_asked:
             stop_reason = "interrupted"
             if checkpoint is not None:
                 checkpoint(state(i))

@@ -34,8 +34,13 @@ def chapelle_erhan_estimate(A: JacobianOperator, generator: torch.Generator | No
     layer, NOTES item 1: ``(S~_{l-1} ∘ S~_{l-1})^T (F_l ∘ F_l)``). Returns ``C / n``.
     """
     R = A.residual
-    # u_i ~ Unif{±1}, all n rows at once (drawn on the CPU generator)
-    U = torch.randint(0, 2, tuple(R.shape), generator=generator)
+    # u_i ~ Unif{±1}, all n rows at once (drawn on the CPU generator); a sharded operator
+    # (shf.curvature.sharded) holds some rows of the range: the whole batch's probe is drawn
+    # on every rank and cut to them, so the estimate is the single-process one.
+    U = torch.randint(0, 2, tuple(getattr(A, "batch_range_shape", R.shape)), generator=generator)
+    rows = getattr(A, "rows", None)
+    if rows is not None:
+        U = U[rows]
     U = U.to(dtype=R.dtype, device=R.device) * 2.0 - 1.0
     # C_l = sum_i (a_i^T u_i)^2  (Alg. 3's inner loop, batched), then / n
     return [C.div_(A.n) for C in A.per_example_sumsq(U)]

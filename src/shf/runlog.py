@@ -201,6 +201,30 @@ class RunDir:
             self._metrics = None
 
 
+class NullRunDir(RunDir):
+    """What the ranks other than 0 of a data-parallel run write: nothing (rank 0 writes the run)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, append: bool = False) -> None:
+        self.path = Path(path)
+        self._metrics = None
+        self._append = append
+
+    def write_json(self, name: str, obj: Any) -> Path:
+        return self.path / name
+
+    def log_metrics(self, rec: dict[str, Any]) -> None:
+        pass
+
+    def truncate_metrics(self, records: int) -> None:
+        pass
+
+    def save_weights(self, weights: list[torch.Tensor], meta: dict[str, Any]) -> Path:
+        return self.path / "weights.pt"
+
+    def save_checkpoint(self, obj: dict[str, Any]) -> Path:
+        return self.path / CHECKPOINT
+
+
 def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Read ``metrics.jsonl`` of a run directory (or the file itself).
 

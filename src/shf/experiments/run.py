@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from shf import runlog
+from shf import collectives, runlog
 from shf.config import ExperimentConfig
 from shf.data.registry import load_dataset
 from shf.data.split import Split, check_array
@@ -94,10 +94,29 @@ def run_experiment(
     uninterrupted run with the same seed and thread count."""
     if cfg.run.threads is not None:
         torch.set_num_threads(cfg.run.threads)
-    out = runlog.RunDir(out_dir, append=resume)
+    # Data-parallel (torchrun): every rank trains, rank 0 alone writes the run directory.
+    comm = collectives.current()
+    ranks = 1 if comm is None else comm.world_size
+    if comm is not None and method not in DATA_PARALLEL_METHODS:
+        raise ConfigError(
+            f"{method} runs on one process; data-parallel runs (torchrun) support "
+            f"{', '.join(DATA_PARALLEL_METHODS)}"
+        )
+    lead = comm is None or comm.rank == 0
+    out = runlog.RunDir(out_dir, append=resume) if lead else runlog.NullRunDir(out_dir, append=resume)
     state: LoopState | None = None
     if resume:
-        ck = out.load_checkpoint()
+        ck = out.load_checkpoint() if lead else None
+        if comm is not None:
+            ck = comm.broadcast_object(ck)  # rank 0's checkpoint: no shared file system needed
+        assert ck is not None
+        saved = int(ck.get("world_size", 1))
+        if saved != ranks:
+            raise ConfigError(
+                f"the checkpoint in {out_dir} was written by a run on {saved} process(es); this one has "
+                f"{ranks}: resume with the same number (torchrun --nproc_per_node={saved}"
+                f"{'' if saved > 1 else ', or without torchrun'})"
+            )
         if ck.get("method") != method:
             raise ConfigError(f"the checkpoint in {out_dir} was made by {ck.get('method')!r}, not {method!r}")
         state = LoopState.from_dict(ck["loop"])
@@ -115,7 +134,9 @@ def run_experiment(
             on_iteration(rec)
 
     def checkpoint(s: LoopState) -> None:
-        out.save_checkpoint({"loop": s.as_dict(), "method": method, "config": cfg.to_dict()})
+        out.save_checkpoint(
+            {"loop": s.as_dict(), "method": method, "config": cfg.to_dict(), "world_size": ranks}
+        )
 
     try:
         opt, evaluate, finish = _method_for(cfg, data, method)
@@ -144,12 +165,17 @@ def run_experiment(
         **result.summary,
         **finish(result),
     }
+    if ranks > 1:
+        summary["processes"] = ranks
     if resume:
         summary["resumed_from_iteration"] = state.iteration if state is not None else None
     out.write_json("summary.json", summary)
     log.info("run %s finished: test error %.4f", Path(out_dir), summary["test_error"])
     return summary
 
+
+DATA_PARALLEL_METHODS = ("shf-lsmr", "shf-cg")
+"""The methods ``shf train`` runs data-parallel under ``torchrun``."""
 
 Finish = Callable[[TrainResult], dict[str, Any]]
 """Extra summary entries computed from the loop's result (e.g. accuracies)."""

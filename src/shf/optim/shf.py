@@ -26,9 +26,11 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
+from shf import collectives
 from shf.batchsize import BatchSchedule, predict_batch_size
 from shf.curvature.losses import Loss
 from shf.curvature.module import curvature_model
+from shf.curvature.sharded import ShardedProblem
 from shf.errors import ConfigError, DataError
 from shf.optim.hyper import Batch, Damping, Init, LineSearch, Solver, WarmStart, to_config
 from shf.optim.step import NOT_FINITE_BATCH, SHFConfig, SHFState, StepInfo, shf_step
@@ -72,6 +74,10 @@ class SHF(torch.optim.Optimizer):
         seed, generator: the random numbers of the batches (drawn by :func:`shf.fit`) and of
             the preconditioner's probes; ``generator`` (a CPU generator) wins over ``seed``.
         generic: use the ``torch.func`` products even where hand-written ones exist.
+        distributed: data-parallel over the processes of ``torch.distributed`` (launched by
+            ``torchrun``): each rank computes on its rows of every batch, which must be the same
+            batch on every rank (:mod:`shf.curvature.sharded`, ``docs/distributed.md``). ``None``
+            (default): when ``torch.distributed`` runs more than one process; ``False``: never.
     """
 
     def __init__(
@@ -91,6 +97,7 @@ class SHF(torch.optim.Optimizer):
         seed: int = 0,
         generator: torch.Generator | None = None,
         generic: bool = False,
+        distributed: bool | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ConfigError(f"SHF needs the model (a torch.nn.Module), got {type(model).__name__}")
@@ -125,7 +132,18 @@ class SHF(torch.optim.Optimizer):
                 )
         self._params: list[Tensor] = [p for g in self.param_groups for p in g["params"]]
         self.model = model
-        self.problem = curvature_model(model, loss, self._params, generic=generic)
+        self._local_problem = curvature_model(model, loss, self._params, generic=generic)
+        self.problem = self._local_problem
+        comm = None if distributed is False else collectives.current(self._params[0].device)
+        if distributed is True and comm is None:
+            raise ConfigError(
+                "distributed=True needs torch.distributed initialised with more than one process "
+                "(launch with torchrun --nproc_per_node=P)"
+            )
+        if comm is not None:
+            # Data-parallel (shf.curvature.sharded): the same decisions on every rank.
+            self.problem = ShardedProblem(self._local_problem, comm)
+        self.world_size = 1 if comm is None else comm.world_size
         self.config = cfg
         self.train_size = None if train_size is None else int(train_size)
         if generator is not None and generator.device.type != "cpu":
@@ -156,7 +174,7 @@ class SHF(torch.optim.Optimizer):
     @property
     def fast_path(self) -> bool:
         """True when the hand-written products are used (the model is its own curvature model)."""
-        return self.problem is self.model
+        return self._local_problem is self.model
 
     @property
     def batch_size(self) -> int:
@@ -280,6 +298,7 @@ class SHF(torch.optim.Optimizer):
             "train_size": self.train_size,
             "iterations": self.iterations,
             "config": dataclasses.asdict(self.config),
+            "world_size": self.world_size,
         }
         return sd
 
@@ -288,6 +307,15 @@ class SHF(torch.optim.Optimizer):
         if "shf" not in state_dict:
             raise ConfigError("not an SHF state dict (no 'shf' entry)")
         s = state_dict["shf"]
+        saved_ranks = int(s.get("world_size", 1))
+        if saved_ranks != self.world_size:
+            raise ConfigError(
+                f"the state was saved by a run on {saved_ranks} process(es) and this one has "
+                f"{self.world_size}: resume with torchrun --nproc_per_node={saved_ranks}"
+                if saved_ranks > 1
+                else f"the state was saved by a single-process run and this one has {self.world_size} "
+                "processes: resume it without torchrun"
+            )
         if s["config"] != dataclasses.asdict(self.config):
             diff = sorted(k for k, v in s["config"].items() if dataclasses.asdict(self.config).get(k) != v)
             raise ConfigError(f"the state dict was saved with other hyper-parameters ({', '.join(diff)})")

@@ -368,6 +368,7 @@ def _solve_cg(
     deadline: float | None = None,
     grad: list[Tensor] | None = None,
     forcing_bound: float | None = None,
+    agree: Callable[[bool], bool] | None = None,
 ) -> tuple[list[Tensor], int, str, int, int]:
     """Ablation: CG on the problem LSMR solves, ``(C A^T A C + lambda^2 I) y = C A^T b + lambda^2 y0``.
 
@@ -401,7 +402,7 @@ def _solve_cg(
         if forcing_bound is not None and info.residual_norm <= forcing_bound:
             forced[0] = True
             return True
-        late[0] = deadline is not None and time.perf_counter() >= deadline
+        late[0] = _past(deadline, agree)
         return late[0]
 
     y, info = cg(Bv, rhs, x0=y0, maxiter=maxiter, tol=0.0, rtol=cfg.atol, callback=callback)
@@ -412,18 +413,27 @@ def _solve_cg(
     return cast(list[Tensor], tl.mul(ones, y)), info.iterations, stop, 0, info.iterations
 
 
+def _past(deadline: float | None, agree: Callable[[bool], bool] | None) -> bool:
+    """Whether ``deadline`` has passed; with ``agree`` (data-parallel runs: true on every rank when
+    true on one, :meth:`shf.collectives.Collectives.any`) the ranks' clocks decide together."""
+    if deadline is None:
+        return False
+    late = time.perf_counter() >= deadline
+    return agree(late) if agree is not None else late
+
+
 def _lsmr_stops(
-    forcing_bound: float | None, deadline: float | None
+    forcing_bound: float | None, deadline: float | None, agree: Callable[[bool], bool] | None = None
 ) -> tuple[Callable[[int, Any, Any], bool], list[bool]]:
     """LSMR's callback for the step: stop on the forcing test (B3: ``||Abar^T rbar_k|| <= bound``,
-    then ``forced[0]`` is True) or at the deadline."""
+    then ``forced[0]`` is True) or at the deadline (agreed by the ranks, see :func:`_past`)."""
     forced = [False]
 
     def callback(k: int, x: Any, i: Any) -> bool:
         if forcing_bound is not None and i.normar <= forcing_bound:
             forced[0] = True
             return True
-        return deadline is not None and time.perf_counter() >= deadline
+        return _past(deadline, agree)
 
     return callback, forced
 
@@ -456,6 +466,7 @@ def _solve_lsmr_stacked(
     merit: Callable[[Any], float] | None,
     deadline: float | None,
     forcing_bound: float | None,
+    agree: Callable[[bool], bool] | None = None,
 ) -> tuple[list[Tensor], int, str, int, int, float | None]:
     """B7: LSMR on ``(C A^T A C + lambda^2 I) y = -C g + lambda^2 y0`` with ``g`` not ``A``'s gradient.
 
@@ -473,7 +484,7 @@ def _solve_lsmr_stacked(
     e = tl.axpy(1.0 / lam, tl.mul(ones, tl.sub(g_A, g)), tl.scale(lam, y0))
     op = DampedStack(A_timed, lam, ones)
     rhs = op.join(b, e)
-    callback, forced = _lsmr_stops(forcing_bound, deadline)
+    callback, forced = _lsmr_stops(forcing_bound, deadline, agree)
     y, info = lsmr(
         op, rhs, callback=callback, damp=0.0, x0=y0, atol=cfg.atol, btol=0.0, conlim=0.0, maxiter=maxiter,
         merit=None if merit is None else (lambda y: merit(tl.mul(ones, y))), ftol=cfg.ftol,
@@ -513,6 +524,9 @@ def shf_step(
     times: dict[str, float] = {}
     t0 = time.perf_counter()
     lam = state.lam
+    # Data-parallel (shf.curvature.sharded): the ranks agree on every time-based decision.
+    comm = getattr(model, "collectives", None)
+    agree: Callable[[bool], bool] | None = comm.any if comm is not None else None
     # A <- grad R(w; X); b <- -R(w; X)
     A = model.jacobian(w, X, Y)
     b = -A.residual
@@ -529,7 +543,10 @@ def shf_step(
             solver=cfg.solver, times={**times, "total": time.perf_counter() - t0},
         )  # fmt: skip
 
-    if not (math.isfinite(f0) and tl.all_finite(b)):
+    bad = not (math.isfinite(f0) and tl.all_finite(b))
+    if agree is not None:
+        bad = agree(bad)  # b is this rank's rows of the residual: every rank skips, or none
+    if bad:
         return skip()
 
     # Beyond the paper (docs/deviations.md B7): the curvature on the batch's first rows only
@@ -588,11 +605,11 @@ def shf_step(
         assert g is not None
         d, iterations, stop, merit_evals, solver_best, merit_of_d = _solve_lsmr_stacked(
             A_timed, A_curv, -A_curv.residual, g, lam, c, cast(list[Tensor], x0), state.maxiter,
-            cfg, merit, deadline, forcing_bound,
+            cfg, merit, deadline, forcing_bound, agree,
         )  # fmt: skip
     elif cfg.solver == "lsmr":
         # Solve (A^T A + lambda^2 I) d = A^T b with LSMR(d, A, b, lambda, c; maxiter, atol, ftol, phi)
-        callback, forced = _lsmr_stops(forcing_bound, deadline)
+        callback, forced = _lsmr_stops(forcing_bound, deadline, agree)
         d_solve, info = lsmr(
             A_timed,
             b,
@@ -617,7 +634,7 @@ def shf_step(
     else:
         d, iterations, stop, merit_evals, solver_best = _solve_cg(
             A_timed, b, lam, c, cast(list[Tensor], x0), state.maxiter, cfg, merit, deadline,
-            grad=g if A_curv is not A else None, forcing_bound=forcing_bound,
+            grad=g if A_curv is not A else None, forcing_bound=forcing_bound, agree=agree,
         )  # fmt: skip
     assert isinstance(d, list)
     if not merit_on_val:

@@ -1,0 +1,57 @@
+"""Data-parallel SHF (shf.curvature.sharded): 2 gloo processes against 1 process, float64.
+
+Both runs see the same seed and data; the 2-process run splits every batch (and the validation
+merit) by rows. The sums are the same numbers added in another order, so every decision must be
+the same (batch sizes, LSMR iteration counts and stop reasons, steps) and the weights equal to
+round-off amplified over 10 HF iterations: 1e-10 relative (float64 round-off is 1e-16; LSMR's
+recurrences and 10 nonlinear steps amplify it by at most a few orders of magnitude here).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import dist_cases
+
+pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
+
+
+def _rel(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    num = sum(float((x - y).pow(2).sum()) for x, y in zip(a, b)) ** 0.5
+    den = sum(float(y.pow(2).sum()) for y in b) ** 0.5
+    return num / den
+
+
+@pytest.mark.parametrize("case", ["autoencoder", "classifier"])
+def test_two_processes_take_the_single_process_decisions_and_weights(case, tmp_path):
+    out = tmp_path / "rank0.pt"
+    mp.spawn(dist_cases.worker, args=(2, str(tmp_path / "init"), case, str(out)), nprocs=2, join=True)
+    two = torch.load(out, weights_only=False)
+    one = dist_cases.run(case)
+    assert two["world_size"] == 2 and one["world_size"] == 1
+    assert len(one["decisions"]) == 10
+    assert two["decisions"] == one["decisions"]
+    # the batch grew and LSMR ran more than one iteration somewhere: the test exercises Alg. 2
+    assert one["decisions"][-1][0] > one["decisions"][0][0]
+    assert max(d[1] for d in one["decisions"]) > 3
+    assert _rel(two["last"], one["last"]) < 1e-10
+    assert _rel(two["weights"], one["weights"]) < 1e-10
+    assert max(abs(a - b) / abs(b) for a, b in zip(two["val"], one["val"])) < 1e-10
+
+
+def test_a_rank_that_dies_ends_the_job_with_an_error(tmp_path):
+    """Rank 1 exits after joining: rank 0's first collective fails (gloo: the peer closed, or the
+    timeout) instead of waiting for ever."""
+    out = tmp_path / "error.txt"
+    ctx = mp.start_processes(
+        dist_cases.dying_worker, args=(2, str(tmp_path / "init"), 20.0, str(out)), nprocs=2, join=False,
+        start_method="spawn",
+    )  # fmt: skip
+    for p in ctx.processes:
+        p.join(timeout=90)
+    assert all(not p.is_alive() for p in ctx.processes), "a rank is still waiting"
+    assert ctx.processes[0].exitcode == 3
+    assert out.read_text()
