@@ -55,3 +55,32 @@ def test_a_rank_that_dies_ends_the_job_with_an_error(tmp_path):
     assert all(not p.is_alive() for p in ctx.processes), "a rank is still waiting"
     assert ctx.processes[0].exitcode == 3
     assert out.read_text()
+
+
+def test_torchrun_shf_train_writes_one_run_and_refuses_another_process_count(tmp_path):
+    """``torchrun --standalone --nproc_per_node=2 -m shf train``: rank 0 writes the run directory
+    (the summary counts 2 processes, one metrics line per iteration); resuming it on one process
+    is refused in one line."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    common = ["--encoder", "784,16,6", "--set", "data.n_train=400", "--set", "data.n_val=100",
+              "--set", "data.n_test=100", "--set", "optimizer.n1=50", "--set", "optimizer.curvature_size=30",
+              "--set", "run.checkpoint_every=1", "--threads", "1", "--no-progress"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "shf",
+           "train", *common, "--max-iters", "3", "--out", str(out), "--dist-timeout", "60"]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("run directory:") == 1  # rank 0 alone prints the report
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["hf_iterations"] == 3
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
+    r = subprocess.run([sys.executable, "-m", "shf", "train", "--resume", str(out), "--max-iters", "4"],
+                       capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    assert r.returncode == 2
+    assert "written by a run on 2 process(es); this one has 1" in r.stderr
+    assert "Traceback" not in r.stderr
