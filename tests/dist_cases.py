@@ -48,10 +48,16 @@ def _data(case: str) -> tuple[Any, Any, torch.nn.Module, SHFConfig, dict[str, An
     raise ValueError(case)
 
 
-def run(case: str, iterations: int = 10) -> dict[str, Any]:
+def _to(data: Any, device: str) -> Any:
+    return tuple(t.to(device) for t in data) if isinstance(data, tuple) else data.to(device)
+
+
+def run(case: str, iterations: int = 10, device: str = "cpu") -> dict[str, Any]:
     """``shf.fit`` for ``iterations`` HF iterations (no patience stop): what each iteration decided
-    and the final weights."""
+    and the final weights (on the CPU)."""
     train, val, model, cfg, extra = _data(case)
+    train, val = _to(train, device), _to(val, device)
+    model.to(device)
     loss = extra.pop("loss", None)
     result = shf.fit(model, train, val, loss=loss, config=dataclasses.replace(cfg), max_iters=iterations,
                      patience=iterations + 1, seed=5, **extra)  # fmt: skip
@@ -60,22 +66,26 @@ def run(case: str, iterations: int = 10) -> dict[str, Any]:
         "decisions": [tuple(r[k] for k in keys) for r in result.history],
         "lam": [r["lam"] for r in result.history],
         "val": [r["val_error"] for r in result.history],
-        "weights": [p.detach().clone() for p in model.parameters()],
-        "last": [t.clone() for t in result.optimizer.weights()],
+        "weights": [p.detach().cpu().clone() for p in model.parameters()],
+        "last": [t.cpu().clone() for t in result.optimizer.weights()],
         "world_size": result.optimizer.world_size,
     }
 
 
-def worker(rank: int, world_size: int, init_file: str, case: str, out: str) -> None:
-    """One rank of a gloo group (``torch.multiprocessing.spawn``); rank 0 saves :func:`run`'s result."""
+def worker(rank: int, world_size: int, init_file: str, case: str, out: str, device: str = "cpu") -> None:
+    """One rank of a gloo group (NCCL, one GPU per rank, with ``device = "cuda"``;
+    ``torch.multiprocessing.spawn``); rank 0 saves :func:`run`'s result."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)
+    if device == "cuda":
+        device = f"cuda:{rank}"
+        torch.cuda.set_device(device)
     dist.init_process_group(
-        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size,
-        timeout=datetime.timedelta(seconds=120),
+        "nccl" if device.startswith("cuda") else "gloo", init_method=f"file://{init_file}", rank=rank,
+        world_size=world_size, timeout=datetime.timedelta(seconds=120),
     )  # fmt: skip
     try:
-        res = run(case)
+        res = run(case, device=device)
         if rank == 0:
             torch.save(res, out)
     except Exception:

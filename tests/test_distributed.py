@@ -42,6 +42,17 @@ def test_two_processes_take_the_single_process_decisions_and_weights(case, tmp_p
     assert max(abs(a - b) / abs(b) for a, b in zip(two["val"], one["val"])) < 1e-10
 
 
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2, reason="needs 2 GPUs")
+@pytest.mark.parametrize("case", ["autoencoder", "classifier"])
+def test_two_gpus_over_nccl_take_the_single_gpu_decisions_and_weights(case, tmp_path):
+    out = tmp_path / "rank0.pt"
+    mp.spawn(dist_cases.worker, args=(2, str(tmp_path / "init"), case, str(out), "cuda"), nprocs=2, join=True)
+    two = torch.load(out, weights_only=False)
+    one = dist_cases.run(case, device="cuda:0")
+    assert two["decisions"] == one["decisions"]
+    assert _rel(two["last"], one["last"]) < 1e-10
+
+
 def test_a_rank_that_dies_ends_the_job_with_an_error(tmp_path):
     """Rank 1 exits after joining: rank 0's first collective fails (gloo: the peer closed, or the
     timeout) instead of waiting for ever."""
