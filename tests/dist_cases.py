@@ -111,3 +111,19 @@ def dying_worker(rank: int, world_size: int, init_file: str, timeout_s: float, o
             f.write(f"{type(e).__name__}: {e}")
         os._exit(3)
     os._exit(0)
+
+
+def mismatch_worker(rank: int, world_size: int, init_file: str, out: str) -> None:
+    """Rank 1 passes other training data: every rank must refuse with the same one-line error."""
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size,
+                            timeout=datetime.timedelta(seconds=60))  # fmt: skip
+    X = torch.rand(100, 6, generator=torch.Generator().manual_seed(rank), dtype=torch.float64)
+    model = shf.models.Autoencoder((6, 3), dtype=torch.float64)
+    try:
+        shf.fit(model, X[:80], X[80:], max_iters=2)
+        msg = "no error"
+    except shf.ConfigError as e:
+        msg = str(e)
+    with open(f"{out}.{rank}", "w") as f:
+        f.write(msg)
+    dist.destroy_process_group()

@@ -53,6 +53,13 @@ def test_two_gpus_over_nccl_take_the_single_gpu_decisions_and_weights(case, tmp_
     assert _rel(two["last"], one["last"]) < 1e-10
 
 
+def test_different_data_on_the_ranks_is_refused_on_every_rank(tmp_path):
+    out = tmp_path / "msg"
+    mp.spawn(dist_cases.mismatch_worker, args=(2, str(tmp_path / "init"), str(out)), nprocs=2, join=True)
+    msgs = [(tmp_path / f"msg.{r}").read_text() for r in range(2)]
+    assert msgs[0] == msgs[1] and "different data" in msgs[0]
+
+
 def test_a_rank_that_dies_ends_the_job_with_an_error(tmp_path):
     """Rank 1 exits after joining: rank 0's first collective fails (gloo: the peer closed, or the
     timeout) instead of waiting for ever."""

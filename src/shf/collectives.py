@@ -114,6 +114,23 @@ class Collectives:
         self.stats.bytes += buf.numel() * buf.element_size()
         return [float(v) for v in buf.tolist()]
 
+    def broadcast_(self, t: Tensor) -> Tensor:
+        """Overwrite ``t`` with rank 0's ``t`` (through :attr:`device` when ``t`` lives elsewhere)."""
+        buf = t if t.device == self.device else t.to(self.device)
+        dist.broadcast(buf, src=0, group=self.group)
+        if buf is not t:
+            t.copy_(buf)
+        self.stats.calls += 1
+        self.stats.bytes += buf.numel() * buf.element_size()
+        return t
+
+    def same_on_all_ranks(self, values: Sequence[float]) -> bool:
+        """Whether every rank holds rank 0's ``values`` exactly (the same answer on every rank)."""
+        mine = [float(v) for v in values]
+        theirs = self.broadcast_floats(mine)
+        differ = any(not (a == b or (math.isnan(a) and math.isnan(b))) for a, b in zip(theirs, mine))
+        return not self.any(differ)
+
     def broadcast_object(self, obj: Any) -> Any:
         """Rank 0's Python object on every rank (a checkpoint read by rank 0 only)."""
         box = [obj]

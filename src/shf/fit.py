@@ -162,6 +162,8 @@ class SHFMethod:
     ) -> None:
         self.opt, self.data, self.init, self.reuse_val = opt, data, init, reuse_val
         self.N = data.train.shape[0]
+        # Data-parallel: the same sets on every rank (each rank takes its rows of every batch).
+        opt.check_same_data(data.train, data.train_targets, data.val, data.val_targets)
 
     def init_weights(self) -> list[Tensor]:
         # Initialize w (eq. 9 for the paper's networks); d <- 0 (§4.1)

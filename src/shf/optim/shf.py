@@ -144,11 +144,19 @@ class SHF(torch.optim.Optimizer):
             # Data-parallel (shf.curvature.sharded): the same decisions on every rank.
             self.problem = ShardedProblem(self._local_problem, comm)
         self.world_size = 1 if comm is None else comm.world_size
+        self._comm = comm
         self.config = cfg
         self.train_size = None if train_size is None else int(train_size)
         if generator is not None and generator.device.type != "cpu":
             raise ConfigError("the generator must be a CPU torch.Generator (batches are drawn on the CPU)")
         self.generator = generator if generator is not None else torch.Generator().manual_seed(int(seed))
+        if comm is not None:
+            # Every rank starts from rank 0's weights and random state, so the batches drawn from
+            # the generator and the probes agree whatever each process seeded.
+            with torch.no_grad():
+                for p in self._params:
+                    comm.broadcast_(p.data)
+            self.generator.set_state(comm.broadcast_(self.generator.get_state()))
         # lambda <- lambda1; gamma <- gamma1; maxiter <- maxiter1; d <- 0  (Alg. 1)
         self.hf_state = SHFState.initial(cfg)
         N = self.train_size
@@ -163,6 +171,22 @@ class SHF(torch.optim.Optimizer):
             rrel_tol=cfg.rrel_tol,
         )
         self.iterations = 0
+
+    def check_same_data(self, *tensors: Tensor | None) -> None:
+        """Data-parallel runs: raise :class:`ConfigError` unless every rank was given the same data
+        (shapes and float64 sums compared with rank 0's); shf splits each batch itself."""
+        if self._comm is None:
+            return
+        sig: list[float] = []
+        for t in tensors:
+            if t is not None:
+                t64 = t.double()
+                sig += [float(t.shape[0]), float(t.numel()), float(t64.sum()), float(t64.abs().sum())]
+        if not self._comm.same_on_all_ranks(sig):
+            raise ConfigError(
+                "the processes were given different data: every rank must pass the whole training and "
+                "validation sets (the same on all ranks); shf gives each rank its rows of every batch"
+            )
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Refused once the optimizer exists: SHF solves one system for the parameters it was
