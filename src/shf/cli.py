@@ -701,7 +701,7 @@ def _fresh_out(out: Path, overwrite: bool) -> None:
 
 
 def _encoder_for(
-    cfg: cfgmod.ExperimentConfig, width: int, args: argparse.Namespace
+    cfg: cfgmod.ExperimentConfig, width: int, args: argparse.Namespace, *, quiet: bool = False
 ) -> cfgmod.ExperimentConfig:
     """The preset's encoder with its input size set to the data's width, when the data set was
     chosen on the command line (another width than the preset's) and the user gave no encoder."""
@@ -712,7 +712,8 @@ def _encoder_for(
     if cfg.model.task != "autoencoder" or enc[0] == width or given or args.resume or args.dataset is None:
         return cfg
     new = [width, *enc[1:]]
-    print(f"shf train: the encoder's input follows the data: {enc} -> {new}", file=sys.stderr)
+    if not quiet:
+        print(f"shf train: the encoder's input follows the data: {enc} -> {new}", file=sys.stderr)
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, encoder=new))
 
 
@@ -733,29 +734,49 @@ def cmd_train(args: argparse.Namespace) -> int:
     collectives.init_from_environment(cfg.run.device, timeout)
     try:
         return _train(args, lead=dist.get_rank() == 0)
+    except RuntimeError as e:  # a collective failed: a peer died, hung past the timeout, or refused
+        if not _is_comm_error(e):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ShfError(
+            f"another process of the job failed or did not answer within {timeout:g} s ({first})"
+        ) from None
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
 
 
+def _is_comm_error(e: BaseException) -> bool:
+    """Whether ``e`` is ``torch.distributed``'s (a backend's error, a timeout, a closed peer)."""
+    import torch.distributed as dist
+
+    kinds = tuple(k for k in (getattr(dist, "DistError", None),) if isinstance(k, type))
+    text = str(e).lower()
+    return isinstance(e, kinds) or any(w in text for w in ("gloo", "nccl", "connection", "timed out"))
+
+
 def _train(args: argparse.Namespace, *, lead: bool) -> int:
     """``shf train`` in one process (``lead``: the one that writes and prints)."""
-    from shf import runlog
+    from shf import collectives, runlog
     from shf.experiments.run import build_network, describe, prepare_data, run_experiment
 
+    comm = collectives.current()
     if args.resume:
         cfg, out, method = _resume_config(args)
     else:
         cfg = cfgmod.load(args.config, [*args.overrides, *_flag_overrides(args)])
-        if args.out is None and not lead:
+        if args.out is None and comm is not None:
             raise ShfError("a data-parallel run needs --out DIR (the same on every process)")
         out = Path(args.out) if args.out else runlog.default_run_dir(cfg.name)
         method = args.method
-        if lead:
-            _fresh_out(out, args.overwrite)
+        out_, overwrite = out, args.overwrite
+        if comm is None:
+            _fresh_out(out, overwrite)
+        else:  # rank 0 checks the directory; its error, if any, ends every process in one line
+            comm.on_rank0(lambda: _fresh_out(out_, overwrite))
     t0 = time.perf_counter()
     data = prepare_data(cfg)
-    cfg = _encoder_for(cfg, data.dim, args)
+    cfg = _encoder_for(cfg, data.dim, args, quiet=not lead)
     if cfg.model.task == "classify":
         import torch
 
@@ -765,9 +786,6 @@ def _train(args: argparse.Namespace, *, lead: bool) -> int:
         model = f"{cfg.model.arch} classifier ({sum(p.numel() for p in clf.parameters()):,} weights)"
     else:
         model = f"encoder {'-'.join(map(str, cfg.model.encoder))} ({build_network(cfg).n_params():,} weights)"
-    from shf import collectives
-
-    comm = collectives.current()
     procs = f", {comm.world_size} processes" if comm is not None else ""
     if lead:
         print(
@@ -810,6 +828,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
+        from shf.collectives import launched_by_torchrun
+
+        if launched_by_torchrun() and args.command != "train":
+            raise ShfError(f"shf {args.command} runs on one process: launch it without torchrun "
+                           "(only shf train runs data-parallel)")  # fmt: skip
         if args.command == "train":
             return cmd_train(args)
         if args.command == "reproduce":

@@ -17,7 +17,7 @@ import datetime
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from shf.errors import ConfigError
+from shf.errors import ConfigError, ShfError
 
 DEFAULT_TIMEOUT_S = 300.0
 """Seconds a collective waits for the other ranks before the job fails (a rank that died
@@ -85,6 +85,14 @@ class Collectives:
     def sum_tensors(self, tensors: Sequence[Tensor], scale: float = 1.0) -> list[Tensor]:
         """``sum over ranks of scale * t`` for each ``t``, in one all-reduce of one flat buffer;
         new tensors (views of that buffer) shaped as the inputs."""
+        if any(t.dtype != tensors[0].dtype for t in tensors):
+            # mixed dtypes (rare): one buffer per dtype, so nothing is promoted
+            out: list[Tensor | None] = [None] * len(tensors)
+            for dt in {t.dtype for t in tensors}:
+                idx = [i for i, t in enumerate(tensors) if t.dtype == dt]
+                for i, r in zip(idx, self.sum_tensors([tensors[i] for i in idx], scale)):
+                    out[i] = r
+            return [t for t in out if t is not None]
         flat = torch.cat([t.reshape(-1) for t in tensors])
         if scale != 1.0:
             flat.mul_(scale)
@@ -137,6 +145,21 @@ class Collectives:
         dist.broadcast_object_list(box, src=0, group=self.group)
         return box[0]
 
+    def on_rank0(self, fn: Callable[[], Any]) -> Any:
+        """``fn()`` run by rank 0 alone, its result (or the :class:`ShfError` it raised) handed to
+        every rank: a check of files only rank 0 sees fails on every rank, in one line."""
+        got: tuple[bool, Any] = (True, None)
+        if self.rank == 0:
+            try:
+                got = (True, fn())
+            except ShfError as e:
+                got = (False, (type(e), str(e)))
+        ok, value = self.broadcast_object(got)
+        if not ok:
+            kind, msg = value
+            raise kind(msg)
+        return value
+
 
 def current(device: torch.device | str = "cpu") -> Collectives | None:
     """The default group's collectives when ``torch.distributed`` runs more than one process,
@@ -161,6 +184,11 @@ def init_from_environment(device: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> 
     if not (math.isfinite(timeout_s) and timeout_s > 0):
         raise ConfigError(f"the distributed timeout must be a positive number of seconds, got {timeout_s}")
     if dev.type == "cuda":
+        if dev.index is not None:
+            raise ConfigError(
+                f"under torchrun give --device cuda, not {device}: "
+                "each process takes the GPU of its LOCAL_RANK"
+            )
         if not torch.cuda.is_available():
             raise ConfigError("device cuda asked for, but CUDA is not available on this machine")
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))

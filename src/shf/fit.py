@@ -163,7 +163,8 @@ class SHFMethod:
         self.opt, self.data, self.init, self.reuse_val = opt, data, init, reuse_val
         self.N = data.train.shape[0]
         # Data-parallel: the same sets on every rank (each rank takes its rows of every batch).
-        opt.check_same_data(data.train, data.train_targets, data.val, data.val_targets)
+        opt.check_same_data(data.train, data.train_targets, data.val, data.val_targets, data.test,
+                            data.test_targets)  # fmt: skip
 
     def init_weights(self) -> list[Tensor]:
         # Initialize w (eq. 9 for the paper's networks); d <- 0 (§4.1)
@@ -257,8 +258,11 @@ def run_loop(
     history: list[dict[str, Any]] = []
     stop_reason = "max_iters"
     wall0 = time.perf_counter()
+    comm = getattr(method, "collectives", None)
     if resume is None:
         f_val0 = val_error(w)
+        if comm is not None:
+            f_val0 = comm.sum_floats([f_val0 if comm.rank == 0 else 0.0])[0]  # rank 0's, on every rank
         f_test0 = test_error(w)
         best = {"val": f_val0, "iteration": 0}
         best_w = cast(list[Tensor], tl.clone(w))
@@ -281,9 +285,9 @@ def run_loop(
             examples=examples, records=records, method=method.state_dict(),
         )  # fmt: skip
 
-    # Data-parallel methods (shf.curvature.sharded): rank 0's validation error and clock, and
-    # a stop asked on any rank, decide for all ranks (one 24-byte all-reduce per iteration).
-    comm = getattr(method, "collectives", None)
+    # Data-parallel methods (shf.curvature.sharded): rank 0's validation error, and a time limit
+    # reached or a stop asked on any rank, decide for all ranks (one 24-byte all-reduce per
+    # iteration).
     i = start - 1
     for i in range(start, loop.max_iters + 1):
         t_iter = time.perf_counter()

@@ -106,10 +106,8 @@ def run_experiment(
     out = runlog.RunDir(out_dir, append=resume) if lead else runlog.NullRunDir(out_dir, append=resume)
     state: LoopState | None = None
     if resume:
-        ck = out.load_checkpoint() if lead else None
-        if comm is not None:
-            ck = comm.broadcast_object(ck)  # rank 0's checkpoint: no shared file system needed
-        assert ck is not None
+        # rank 0's checkpoint (or its error) on every rank: only rank 0 needs checkpoint.pt
+        ck = out.load_checkpoint() if comm is None else comm.on_rank0(out.load_checkpoint)
         saved = int(ck.get("world_size", 1))
         if saved != ranks:
             raise ConfigError(

@@ -179,9 +179,13 @@ class SHF(torch.optim.Optimizer):
             return
         sig: list[float] = []
         for t in tensors:
-            if t is not None:
-                t64 = t.double()
-                sig += [float(t.shape[0]), float(t.numel()), float(t64.sum()), float(t64.abs().sum())]
+            if t is None:
+                sig += [math.nan] * 4  # the same length on every rank, whatever it was given
+                continue
+            rows = t.flatten(1).sum(dim=1, dtype=torch.float64) if t.dim() > 1 else t.double().reshape(-1)
+            # sum of the row sums weighted by position: reordered rows differ too
+            pos = torch.arange(1, rows.numel() + 1, dtype=torch.float64, device=rows.device)
+            sig += [float(rows.numel()), float(t.numel()), float(rows.sum()), float((rows * pos).sum())]
         if not self._comm.same_on_all_ranks(sig):
             raise ConfigError(
                 "the processes were given different data: every rank must pass the whole training and "
@@ -296,6 +300,17 @@ class SHF(torch.optim.Optimizer):
         if cfg.maxiter_max is not None:
             self.schedule.maxiter = min(self.schedule.maxiter, cfg.maxiter_max)  # B4's bound
         info.n_next, info.maxiter_next = self.schedule.n, self.schedule.maxiter
+        if self._comm is not None:
+            # The ranks replicate the scalar work; should it differ in a bit somewhere (processes on
+            # different hardware or thread counts), say so now rather than hang in a collective.
+            decided = [info.solver_iterations, float(info.accepted), info.step, info.lam_next, info.n_next,
+                       info.maxiter_next]  # fmt: skip
+            if not self._comm.same_on_all_ranks(decided):
+                raise ConfigError(
+                    "the processes took different decisions in this HF iteration (the replicated "
+                    "arithmetic differed): run every process on the same kind of hardware with the "
+                    "same number of threads"
+                )
         info.times["validation"] = t_bs - t_val
         info.times["batch_stats"] = time.perf_counter() - t_bs
         self.iterations += 1

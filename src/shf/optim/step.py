@@ -557,6 +557,11 @@ def shf_step(
         A_curv = model.jacobian(w, X[:n_c], None if Y is None else Y[:n_c])
         g = A.gradient()  # grad f on the whole batch (eq. 6)
         times["forward"] = time.perf_counter() - t0
+        bad = not tl.all_finite(A_curv.residual)
+        if agree is not None:
+            bad = agree(bad)
+        if bad:
+            return skip()
 
     t = time.perf_counter()
     # c <- Precon(w; X)  (Alg. 3, §4.4)
