@@ -102,3 +102,32 @@ def test_torchrun_shf_train_writes_one_run_and_refuses_another_process_count(tmp
     assert r.returncode == 2
     assert "written by a run on 2 process(es); this one has 1" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_other_commands_refuse_to_run_under_torchrun(monkeypatch, capsys):
+    from shf.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert main(["compare", "--methods", "adam", "--budget", "1"]) == 2
+    assert "runs on one process: launch it without torchrun" in capsys.readouterr().err
+
+
+def test_torchrun_into_a_used_directory_fails_on_every_rank_in_one_line(tmp_path):
+    """Rank 0 alone checks --out; its refusal reaches every process (no rank left waiting)."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "used"
+    out.mkdir()
+    (out / "keep.txt").write_text("a file of mine")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "shf",
+           "train", "--encoder", "784,8,4", "--set", "data.n_train=200", "--set", "data.n_val=50",
+           "--set", "data.n_test=50", "--max-iters", "1", "--out", str(out), "--no-progress"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode != 0
+    assert r.stderr.count("already holds files") == 2  # the same one-line error from each process
+    assert "shf/cli.py" not in r.stderr  # no traceback of ours (torchrun prints its own summary)
+    assert (out / "keep.txt").read_text() == "a file of mine"
