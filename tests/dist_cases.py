@@ -127,3 +127,24 @@ def mismatch_worker(rank: int, world_size: int, init_file: str, out: str) -> Non
     with open(f"{out}.{rank}", "w") as f:
         f.write(msg)
     dist.destroy_process_group()
+
+
+def hanging_worker(rank: int, world_size: int, init_file: str, timeout_s: float, out: str) -> None:
+    """Rank 1 joins, then hangs outside any collective; rank 0 must fail after ``timeout_s``."""
+    import time
+
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size,
+        timeout=datetime.timedelta(seconds=timeout_s),
+    )  # fmt: skip
+    if rank == 1:
+        time.sleep(120)
+        os._exit(0)
+    t = time.perf_counter()
+    try:
+        run("autoencoder")
+    except Exception as e:
+        with open(out, "w") as f:
+            f.write(f"{time.perf_counter() - t:.1f} {type(e).__name__}: {e}")
+        os._exit(3)
+    os._exit(0)

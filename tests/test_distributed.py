@@ -104,6 +104,23 @@ def test_torchrun_shf_train_writes_one_run_and_refuses_another_process_count(tmp
     assert "Traceback" not in r.stderr
 
 
+def test_a_rank_that_hangs_fails_the_others_after_the_timeout(tmp_path):
+    """Rank 1 hangs outside any collective: rank 0's next collective fails after the group's
+    timeout (5 s here), so torchrun can end the job; no rank waits for ever."""
+    out = tmp_path / "error.txt"
+    ctx = mp.start_processes(
+        dist_cases.hanging_worker, args=(2, str(tmp_path / "init"), 5.0, str(out)), nprocs=2, join=False,
+        start_method="spawn",
+    )  # fmt: skip
+    ctx.processes[0].join(timeout=90)
+    for p in ctx.processes[1:]:
+        p.terminate()  # what torchrun does to the rest once one worker has failed
+        p.join(timeout=30)
+    assert ctx.processes[0].exitcode == 3
+    waited = float(out.read_text().split()[0])
+    assert 5.0 <= waited < 60.0
+
+
 def test_other_commands_refuse_to_run_under_torchrun(monkeypatch, capsys):
     from shf.cli import main
 
