@@ -131,3 +131,45 @@ def test_report_only_tabulates_finished_runs_and_runs_nothing(tmp_path, capsys):
     assert {r["method"]: [s["seed"] for s in r["seeds"]] for r in rec["rows"]} == {
         "shf-lsmr": [0, 1], "adam": [0, 1]
     }  # fmt: skip
+
+
+def test_a_longer_budget_extends_runs_stopped_by_time_and_reuses_the_others(tmp_path, capsys):
+    """A compare rerun with a longer budget continues each run that stopped on the old budget from
+    its last checkpoint (its earlier iterations kept, not rerun) and reuses a run that stopped
+    before the old budget for another reason (here patience)."""
+    out = tmp_path / "cmp"
+    common = ["compare", "--methods", "shf-lsmr", "--out", str(out), "--encoder", "784,16,6",
+              "--set", "data.n_train=200", "--set", "data.n_val=60", "--set", "data.n_test=60",
+              "--set", "optimizer.n1=40", "--set", "run.checkpoint_every=1"]  # fmt: skip
+    assert main([*common, "--budget", "1.0"]) == 0
+    run = out / "runs" / "shf-lsmr"
+    first = json.loads((run / "summary.json").read_text())
+    before = (run / "metrics.jsonl").read_text().splitlines()
+    assert first["stop_reason"] == "max_time"
+    assert main([*common, "--budget", "2.0"]) == 0
+    second = json.loads((run / "summary.json").read_text())
+    after = (run / "metrics.jsonl").read_text().splitlines()
+    assert second["resumed_from_iteration"] >= first["hf_iterations"] - 1
+    assert second["hf_iterations"] > first["hf_iterations"] and second["optimizer_time_s"] > 1.9
+    k = second["resumed_from_iteration"]
+    assert after[:k] == before[:k]  # the iterations up to the checkpoint are the first run's
+    assert json.loads((run / "config.json").read_text())["run"]["max_time"] == 2.0
+
+
+def test_budget_change_reuses_early_stops_and_extends_time_stops(tmp_path):
+    from shf import config as cfgmod
+    from shf.experiments.run import EXTEND, REUSE, budget_change
+
+    cfg = cfgmod.load("usps", ["run.max_time=1800"])
+    stored = {"run": {"max_time": 900.0}}
+    diff = ["run.max_time"]
+    early = {"stop_reason": "patience", "optimizer_time_s": 726.0}
+    assert budget_change(diff, stored, early, cfg, tmp_path) == REUSE
+    assert budget_change(diff, stored, {**early, "optimizer_time_s": 1900.0}, cfg, tmp_path) is None
+    timed = {"stop_reason": "max_time", "optimizer_time_s": 900.2}
+    assert budget_change(diff, stored, timed, cfg, tmp_path) is None  # no checkpoint to continue from
+    (tmp_path / "checkpoint.pt").write_bytes(b"")
+    assert budget_change(diff, stored, timed, cfg, tmp_path) == EXTEND
+    assert budget_change(diff, {"run": {"max_time": 3600.0}}, timed, cfg, tmp_path) is None  # shorter
+    assert budget_change(["optimizer.n1", "run.max_time"], stored, early, cfg, tmp_path) is None
+    assert budget_change(diff, stored, {**timed, "stop_reason": "interrupted"}, cfg, tmp_path) is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 from collections.abc import Callable
@@ -290,6 +291,29 @@ def config_differences(stored: dict[str, Any], cfg: ExperimentConfig) -> list[st
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
+REUSE = "reuse"
+EXTEND = "extend"
+
+
+def budget_change(
+    diff: list[str], stored: dict[str, Any], summary: dict[str, Any], cfg: ExperimentConfig, out: Path
+) -> str | None:
+    """What a stored run that differs from ``cfg`` only in ``run.max_time`` is worth to ``cfg``:
+    :data:`REUSE` when it stopped for another reason (patience, ``max_iters``) before ``cfg``'s
+    budget (a longer budget gives the same run); :data:`EXTEND` when it stopped on its shorter
+    budget and has a checkpoint (it continues from there to ``cfg``'s budget); else None."""
+    if diff != ["run.max_time"] or not summary:
+        return None
+    reason = summary.get("stop_reason")
+    old = float(stored.get("run", {}).get("max_time", math.inf))
+    spent = float(summary.get("optimizer_time_s", math.inf))
+    if reason in ("patience", "max_iters") and spent <= cfg.run.max_time:
+        return REUSE
+    if reason == "max_time" and old < cfg.run.max_time and (out / runlog.CHECKPOINT).is_file():
+        return EXTEND
+    return None
+
+
 def stored_run(
     cfg: ExperimentConfig, out: Path, method: str, overwrite: bool
 ) -> tuple[list[str], dict[str, Any]]:
@@ -302,7 +326,10 @@ def stored_run(
     stored_method = stored_method or summary.get("method")
     stored = json.loads((out / "config.json").read_text())
     diff = config_differences(stored, cfg) + ([] if stored_method == method else ["method"])
-    if diff and not overwrite:
+    change = budget_change(diff, stored, summary, cfg, out)
+    if change == REUSE:
+        return [], summary  # it stopped before the old budget: the longer one changes nothing
+    if diff and not overwrite and change is None:
         raise ConfigError(
             f"{out} holds a run of another configuration ({', '.join(diff)} differ): "
             "remove it or rerun with --overwrite"
@@ -326,6 +353,12 @@ def run_or_reuse(
     resume = False
     if (out / "config.json").is_file():
         diff, summary = stored_run(cfg, out, method, overwrite)
+        stored = json.loads((out / "config.json").read_text())
+        if diff and budget_change(diff, stored, summary, cfg, out) == EXTEND:
+            # a longer budget: continue from the last checkpoint (its iterations are the run's own)
+            runlog.RunDir(out).write_json("config.json", cfg.to_dict())
+            with runlog.RunLock(out):
+                return run_experiment(cfg, out, on_iteration=on_iteration, method=method, resume=True)
         if diff:
             shutil.rmtree(out)
         elif summary and summary.get("stop_reason") != "interrupted":
