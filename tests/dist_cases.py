@@ -72,6 +72,27 @@ def run(case: str, iterations: int = 10, device: str = "cpu") -> dict[str, Any]:
     }
 
 
+def _join(rank: int, world_size: int, init_file: str, timeout_s: float, backend: str = "gloo") -> None:
+    dist.init_process_group(
+        backend, init_method=f"file://{init_file}", rank=rank, world_size=world_size,
+        timeout=datetime.timedelta(seconds=timeout_s),
+    )  # fmt: skip
+
+
+def _fail_late(rank: int, out: str) -> None:
+    """Rank 0 trains and writes the error its collectives raise (seconds waited first), exit 3."""
+    import time
+
+    t = time.perf_counter()
+    try:
+        run("autoencoder")
+    except Exception as e:  # the collective's error: what the test reads
+        with open(out, "w") as f:
+            f.write(f"{time.perf_counter() - t:.1f} {type(e).__name__}: {e}")
+        os._exit(3)
+    os._exit(0)
+
+
 def worker(rank: int, world_size: int, init_file: str, case: str, out: str, device: str = "cpu") -> None:
     """One rank of a gloo group (NCCL, one GPU per rank, with ``device = "cuda"``;
     ``torch.multiprocessing.spawn``); rank 0 saves :func:`run`'s result."""
@@ -80,10 +101,7 @@ def worker(rank: int, world_size: int, init_file: str, case: str, out: str, devi
     if device == "cuda":
         device = f"cuda:{rank}"
         torch.cuda.set_device(device)
-    dist.init_process_group(
-        "nccl" if device.startswith("cuda") else "gloo", init_method=f"file://{init_file}", rank=rank,
-        world_size=world_size, timeout=datetime.timedelta(seconds=120),
-    )  # fmt: skip
+    _join(rank, world_size, init_file, 120.0, "nccl" if device.startswith("cuda") else "gloo")
     try:
         res = run(case, device=device)
         if rank == 0:
@@ -98,25 +116,15 @@ def worker(rank: int, world_size: int, init_file: str, case: str, out: str, devi
 
 def dying_worker(rank: int, world_size: int, init_file: str, timeout_s: float, out: str) -> None:
     """Rank 1 exits after joining; rank 0 trains and must fail with an error, not hang."""
-    dist.init_process_group(
-        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size,
-        timeout=datetime.timedelta(seconds=timeout_s),
-    )  # fmt: skip
+    _join(rank, world_size, init_file, timeout_s)
     if rank == 1:
         os._exit(0)  # dies without a word
-    try:
-        run("autoencoder")
-    except Exception as e:  # the collective's error: what the test reads
-        with open(out, "w") as f:
-            f.write(f"{type(e).__name__}: {e}")
-        os._exit(3)
-    os._exit(0)
+    _fail_late(rank, out)
 
 
 def mismatch_worker(rank: int, world_size: int, init_file: str, out: str) -> None:
     """Rank 1 passes other training data: every rank must refuse with the same one-line error."""
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size,
-                            timeout=datetime.timedelta(seconds=60))  # fmt: skip
+    _join(rank, world_size, init_file, 60.0)
     X = torch.rand(100, 6, generator=torch.Generator().manual_seed(rank), dtype=torch.float64)
     model = shf.models.Autoencoder((6, 3), dtype=torch.float64)
     try:
@@ -133,18 +141,8 @@ def hanging_worker(rank: int, world_size: int, init_file: str, timeout_s: float,
     """Rank 1 joins, then hangs outside any collective; rank 0 must fail after ``timeout_s``."""
     import time
 
-    dist.init_process_group(
-        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size,
-        timeout=datetime.timedelta(seconds=timeout_s),
-    )  # fmt: skip
+    _join(rank, world_size, init_file, timeout_s)
     if rank == 1:
         time.sleep(120)
         os._exit(0)
-    t = time.perf_counter()
-    try:
-        run("autoencoder")
-    except Exception as e:
-        with open(out, "w") as f:
-            f.write(f"{time.perf_counter() - t:.1f} {type(e).__name__}: {e}")
-        os._exit(3)
-    os._exit(0)
+    _fail_late(rank, out)
