@@ -96,6 +96,7 @@ def test_whole_budget_sweep_reuses_the_chosen_rate_and_tuned_overlays(tmp_path, 
     assert not (out / "runs" / "adam-seed0").exists() and (out / "runs" / "adam-seed1").is_dir()
     cfg = json.loads((out / "runs" / "shf-tuned-seed1" / "config.json").read_text())
     assert all(cfg["optimizer"][k] == v for k, v in TUNED.items())
+    assert cfg["model"]["loss"] == "cross_entropy"  # B9: the autoencoder's new objective
     assert json.loads((out / "runs" / "shf-tuned-seed1" / "run.json").read_text())["method"] == "shf-lsmr"
     assert (out / "compare-bands.png").read_bytes()[:4] == b"\x89PNG"
     # The budget, not the configuration's iteration cap (here set to 2), ends every run.
