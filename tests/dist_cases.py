@@ -110,8 +110,8 @@ def worker(rank: int, world_size: int, init_file: str, case: str, out: str, devi
         with open(f"{out}.rank{rank}.err", "w") as f:
             f.write(traceback.format_exc())
         raise
-    finally:
-        dist.destroy_process_group()
+    dist.barrier()  # both ranks done before either tears the group down
+    dist.destroy_process_group()
 
 
 def dying_worker(rank: int, world_size: int, init_file: str, timeout_s: float, out: str) -> None:
@@ -134,6 +134,7 @@ def mismatch_worker(rank: int, world_size: int, init_file: str, out: str) -> Non
         msg = str(e)
     with open(f"{out}.{rank}", "w") as f:
         f.write(msg)
+    dist.barrier()  # both ranks done before either tears the group down (gloo aborts otherwise)
     dist.destroy_process_group()
 
 

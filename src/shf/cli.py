@@ -733,7 +733,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     timeout = args.dist_timeout if args.dist_timeout is not None else collectives.DEFAULT_TIMEOUT_S
     collectives.init_from_environment(cfg.run.device, timeout)
     try:
-        return _train(args, lead=dist.get_rank() == 0)
+        code = _train(args, lead=dist.get_rank() == 0)
+        dist.barrier()  # every process done (rank 0 has written the run) before the group goes
+        return code
     except RuntimeError as e:  # a collective failed: a peer died, hung past the timeout, or refused
         if not _is_comm_error(e):
             raise
