@@ -720,20 +720,22 @@ def _encoder_for(
 def cmd_train(args: argparse.Namespace) -> int:
     from shf import collectives
 
-    if args.dist_timeout is not None and not collectives.launched_by_torchrun():
+    torchrun = collectives.launched_by_torchrun()
+    if args.dist_timeout is not None and not torchrun:
         raise ShfError("--dist-timeout is for runs launched by torchrun (WORLD_SIZE > 1)")
-    if not collectives.launched_by_torchrun():
-        return _train(args, lead=True)
+    if torchrun and not args.resume and args.out is None:
+        raise ShfError("a data-parallel run needs --out DIR (the same on every process)")
+    cfg, out, method = _train_setup(args)
+    if not torchrun:
+        return _train(args, cfg, out, method, lead=True)
     # Data-parallel: every process trains on its rows of every batch; rank 0 alone checks and
     # writes the run directory and prints (docs/distributed.md).
     import torch.distributed as dist
 
-    overrides = [*args.overrides, *_flag_overrides(args)]
-    cfg = _resume_config(args)[0] if args.resume else cfgmod.load(args.config, overrides)
     timeout = args.dist_timeout if args.dist_timeout is not None else collectives.DEFAULT_TIMEOUT_S
     collectives.init_from_environment(cfg.run.device, timeout)
     try:
-        code = _train(args, lead=dist.get_rank() == 0)
+        code = _train(args, cfg, out, method, lead=dist.get_rank() == 0)
         dist.barrier()  # every process done (rank 0 has written the run) before the group goes
         return code
     except RuntimeError as e:  # a collective failed: a peer died, hung past the timeout, or refused
@@ -757,25 +759,30 @@ def _is_comm_error(e: BaseException) -> bool:
     return isinstance(e, kinds) or any(w in text for w in ("gloo", "nccl", "connection", "timed out"))
 
 
-def _train(args: argparse.Namespace, *, lead: bool) -> int:
+def _train_setup(args: argparse.Namespace) -> tuple[cfgmod.ExperimentConfig, Path, str]:
+    """The configuration, run directory and method of ``shf train`` (stored ones with ``--resume``)."""
+    from shf import runlog
+
+    if args.resume:
+        return _resume_config(args)
+    cfg = cfgmod.load(args.config, [*args.overrides, *_flag_overrides(args)])
+    out = Path(args.out) if args.out else runlog.default_run_dir(cfg.name)
+    return cfg, out, args.method
+
+
+def _train(
+    args: argparse.Namespace, cfg: cfgmod.ExperimentConfig, out: Path, method: str, *, lead: bool
+) -> int:
     """``shf train`` in one process (``lead``: the one that writes and prints)."""
     from shf import collectives, runlog
     from shf.experiments.run import build_network, describe, prepare_data, run_experiment
 
     comm = collectives.current()
-    if args.resume:
-        cfg, out, method = _resume_config(args)
-    else:
-        cfg = cfgmod.load(args.config, [*args.overrides, *_flag_overrides(args)])
-        if args.out is None and comm is not None:
-            raise ShfError("a data-parallel run needs --out DIR (the same on every process)")
-        out = Path(args.out) if args.out else runlog.default_run_dir(cfg.name)
-        method = args.method
-        out_, overwrite = out, args.overwrite
+    if not args.resume:
         if comm is None:
-            _fresh_out(out, overwrite)
+            _fresh_out(out, args.overwrite)
         else:  # rank 0 checks the directory; its error, if any, ends every process in one line
-            comm.on_rank0(lambda: _fresh_out(out_, overwrite))
+            comm.on_rank0(lambda: _fresh_out(out, args.overwrite))
     t0 = time.perf_counter()
     data = prepare_data(cfg)
     cfg = _encoder_for(cfg, data.dim, args, quiet=not lead)

@@ -262,7 +262,7 @@ def run_loop(
     if resume is None:
         f_val0 = val_error(w)
         if comm is not None:
-            f_val0 = comm.sum_floats([f_val0 if comm.rank == 0 else 0.0])[0]  # rank 0's, on every rank
+            f_val0 = comm.broadcast_floats([f_val0])[0]  # rank 0's, on every rank
         f_test0 = test_error(w)
         best = {"val": f_val0, "iteration": 0}
         best_w = cast(list[Tensor], tl.clone(w))

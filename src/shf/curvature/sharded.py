@@ -105,38 +105,27 @@ class ShardedProblem:
     def __init__(self, model: CurvatureModel, comm: Collectives) -> None:
         self.model, self.collectives = model, comm
 
-    @property
-    def world_size(self) -> int:
-        return self.comm.world_size
-
-    @property
-    def comm(self) -> Collectives:
-        return self.collectives
-
-    def _rows(self, X: Tensor, what: str) -> slice:
-        n, P = X.shape[0], self.comm.world_size
-        if n < P:
-            raise ConfigError(
-                f"a {what} of {n} rows cannot be split over {P} processes (each needs at least one row); "
-                f"use a larger batch or fewer processes"
-            )
-        return self.comm.rows(n)
-
     def jacobian(self, w: list[Tensor], X: Tensor, Y: Tensor | None = None) -> ShardedJacobian:
         """The whole batch's operator, this rank computing on its rows."""
-        rows = self._rows(X, "batch")
+        n, comm = X.shape[0], self.collectives
+        if n < comm.world_size:
+            raise ConfigError(
+                f"a batch of {n} rows cannot be split over {comm.world_size} processes (each needs at "
+                "least one row); use a larger batch or fewer processes"
+            )
+        rows = comm.rows(n)
         local = self.model.jacobian(w, X[rows], None if Y is None else Y[rows])
-        return ShardedJacobian(local, self.comm, X.shape[0], rows)
+        return ShardedJacobian(local, comm, n, rows)
 
     def loss(self, w: Sequence[Tensor], X: Tensor, Y: Tensor | None = None) -> float:
         """``f(w; X, Y) = sum_p (n_p / n) f(w; X_p, Y_p)``: one scalar all-reduce."""
         n = X.shape[0]
-        rows = self.comm.rows(n)
+        rows = self.collectives.rows(n)
         n_p = rows.stop - rows.start
         part = 0.0
         if n_p > 0:
             part = (n_p / n) * float(self.model.loss(w, X[rows], None if Y is None else Y[rows]))
-        return self.comm.sum_floats([part])[0]
+        return self.collectives.sum_floats([part])[0]
 
     def check_batch(self, w: Sequence[Tensor], X: Tensor, Y: Tensor | None) -> None:
         """The wrapped model's check, on the whole batch."""

@@ -94,7 +94,7 @@ def finished_run(
 
     if not ((out / "summary.json").is_file() and (out / "config.json").is_file()):
         return None
-    diff, s = stored_run(cfg, out, method, overwrite=not refuse)
+    diff, s, _ = stored_run(cfg, out, method, overwrite=not refuse)
     if diff or s.get("stop_reason") == "interrupted":
         return None
     return s

@@ -316,9 +316,10 @@ def budget_change(
 
 def stored_run(
     cfg: ExperimentConfig, out: Path, method: str, overwrite: bool
-) -> tuple[list[str], dict[str, Any]]:
+) -> tuple[list[str], dict[str, Any], str | None]:
     """The keys in which the run stored in ``out`` differs from ``cfg`` and ``method`` (a
-    :class:`ConfigError` naming them unless ``overwrite``), and its summary (``{}`` if none)."""
+    :class:`ConfigError` naming them unless ``overwrite`` or the run can be extended), its summary
+    (``{}`` if none), and :func:`budget_change`'s verdict (a reusable run has no differences)."""
     summary_path = out / "summary.json"
     summary: dict[str, Any] = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     run_json = out / "run.json"
@@ -328,13 +329,13 @@ def stored_run(
     diff = config_differences(stored, cfg) + ([] if stored_method == method else ["method"])
     change = budget_change(diff, stored, summary, cfg, out)
     if change == REUSE:
-        return [], summary  # it stopped before the old budget: the longer one changes nothing
+        return [], summary, change  # it stopped before the old budget: the longer one changes nothing
     if diff and not overwrite and change is None:
         raise ConfigError(
             f"{out} holds a run of another configuration ({', '.join(diff)} differ): "
             "remove it or rerun with --overwrite"
         )
-    return diff, summary
+    return diff, summary, change
 
 
 def run_or_reuse(
@@ -352,9 +353,8 @@ def run_or_reuse(
     out = Path(out_dir)
     resume = False
     if (out / "config.json").is_file():
-        diff, summary = stored_run(cfg, out, method, overwrite)
-        stored = json.loads((out / "config.json").read_text())
-        if diff and budget_change(diff, stored, summary, cfg, out) == EXTEND:
+        diff, summary, change = stored_run(cfg, out, method, overwrite)
+        if change == EXTEND:
             # a longer budget: continue from the last checkpoint (its iterations are the run's own)
             runlog.RunDir(out).write_json("config.json", cfg.to_dict())
             with runlog.RunLock(out):

@@ -140,9 +140,6 @@ class SHF(torch.optim.Optimizer):
                 "distributed=True needs torch.distributed initialised with more than one process "
                 "(launch with torchrun --nproc_per_node=P)"
             )
-        if comm is not None:
-            # Data-parallel (shf.curvature.sharded): the same decisions on every rank.
-            self.problem = ShardedProblem(self._local_problem, comm)
         self.world_size = 1 if comm is None else comm.world_size
         self._comm = comm
         self.config = cfg
@@ -151,8 +148,10 @@ class SHF(torch.optim.Optimizer):
             raise ConfigError("the generator must be a CPU torch.Generator (batches are drawn on the CPU)")
         self.generator = generator if generator is not None else torch.Generator().manual_seed(int(seed))
         if comm is not None:
-            # Every rank starts from rank 0's weights and random state, so the batches drawn from
-            # the generator and the probes agree whatever each process seeded.
+            # Data-parallel (shf.curvature.sharded): the same decisions on every rank. Every rank
+            # starts from rank 0's weights and random state, so the batches drawn from the
+            # generator and the probes agree whatever each process seeded.
+            self.problem = ShardedProblem(self._local_problem, comm)
             with torch.no_grad():
                 for p in self._params:
                     comm.broadcast_(p.data)

@@ -413,13 +413,15 @@ def _solve_cg(
     return cast(list[Tensor], tl.mul(ones, y)), info.iterations, stop, 0, info.iterations
 
 
+def _any_rank(flag: bool, agree: Callable[[bool], bool] | None) -> bool:
+    """``flag`` as the ranks decide it together: with ``agree`` (data-parallel runs,
+    :meth:`shf.collectives.Collectives.any`) true on every rank when true on one."""
+    return agree(flag) if agree is not None else flag
+
+
 def _past(deadline: float | None, agree: Callable[[bool], bool] | None) -> bool:
-    """Whether ``deadline`` has passed; with ``agree`` (data-parallel runs: true on every rank when
-    true on one, :meth:`shf.collectives.Collectives.any`) the ranks' clocks decide together."""
-    if deadline is None:
-        return False
-    late = time.perf_counter() >= deadline
-    return agree(late) if agree is not None else late
+    """Whether ``deadline`` has passed (on any rank's clock, see :func:`_any_rank`)."""
+    return deadline is not None and _any_rank(time.perf_counter() >= deadline, agree)
 
 
 def _lsmr_stops(
@@ -543,10 +545,8 @@ def shf_step(
             solver=cfg.solver, times={**times, "total": time.perf_counter() - t0},
         )  # fmt: skip
 
-    bad = not (math.isfinite(f0) and tl.all_finite(b))
-    if agree is not None:
-        bad = agree(bad)  # b is this rank's rows of the residual: every rank skips, or none
-    if bad:
+    # b is this rank's rows of the residual (data-parallel): every rank skips, or none
+    if _any_rank(not (math.isfinite(f0) and tl.all_finite(b)), agree):
         return skip()
 
     # Beyond the paper (docs/deviations.md B7): the curvature on the batch's first rows only
@@ -557,10 +557,7 @@ def shf_step(
         A_curv = model.jacobian(w, X[:n_c], None if Y is None else Y[:n_c])
         g = A.gradient()  # grad f on the whole batch (eq. 6)
         times["forward"] = time.perf_counter() - t0
-        bad = not tl.all_finite(A_curv.residual)
-        if agree is not None:
-            bad = agree(bad)
-        if bad:
+        if _any_rank(not tl.all_finite(A_curv.residual), agree):
             return skip()
 
     t = time.perf_counter()
