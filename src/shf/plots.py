@@ -208,7 +208,7 @@ def time_bands(
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("optimiser time (s)")
-    ax.set_ylabel(ylabel or "best validation error so far (1/2 mean squared error per case)")
+    ax.set_ylabel(ylabel or "best validation error so far (paper's 1/2 scale)")
     ax.set_title(title or "Best validation error so far vs time (mean, band: min to max over seeds)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
