@@ -578,6 +578,10 @@ def _flag_overrides(ns: argparse.Namespace) -> list[str]:
     if "fractions" in given:
         o.append(f"data.fractions=[{given['fractions']}]")
     set_keys = {".".join(cfgmod.parse_override(s)[:2]) for s in getattr(ns, "overrides", [])}
+    if given.get("task") == "classify" and "model.loss" not in set_keys:
+        # model.loss is the autoencoder's objective (the default preset's is B9's cross-entropy):
+        # a classifier trains on softmax cross-entropy whatever it says, so drop the preset's
+        o.append('model.loss="squared"')
     both = sorted(set_keys & {".".join(cfgmod.parse_override(s)[:2]) for s in o})
     if both:
         raise ShfError(f"{', '.join(both)} set both by --set and by a flag: give each setting once")
