@@ -117,6 +117,10 @@ def worker(rank: int, world_size: int, init_file: str, case: str, out: str, devi
 def dying_worker(rank: int, world_size: int, init_file: str, timeout_s: float, out: str) -> None:
     """Rank 1 exits after joining; rank 0 trains and must fail with an error, not hang."""
     _join(rank, world_size, init_file, timeout_s)
+    # Both ranks past gloo's connection set-up: otherwise rank 1 can leave while rank 0 is
+    # still connecting, and rank 0 fails inside init_process_group instead of in training
+    # (seen once in about 20 runs on one core)
+    dist.barrier()
     if rank == 1:
         os._exit(0)  # dies without a word
     _fail_late(rank, out)
