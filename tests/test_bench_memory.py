@@ -50,7 +50,7 @@ def test_every_method_and_the_baseline_report_a_peak(record):
         assert r["peak_rss_mb"] > 50
         assert r["iterations"] == 2 and r["stop_reason"] == "max_iters"
         assert r["s_per_iteration"] > 0
-        # the default preset trains SHF on the cross-entropy (B9); Martens HF always does
+        # the default preset's objective, for both methods: the cross-entropy (B9)
         assert r["loss"] == "cross_entropy"
         # The whole-life peak covers the peak after the data load, which covers the data.
         assert r["peak_rss_mb"] >= r["peak_after_data_mb"] >= r["rss_after_data_mb"] > 0
