@@ -308,6 +308,56 @@ def test_subsampled_curvature_needs_a_damping_floor():
         SHFConfig(curvature_size=10)
 
 
+@pytest.mark.parametrize("solver", ["lsmr", "cg"])
+@pytest.mark.parametrize("m", [None, 6])
+def test_weight_cost_solves_the_regularised_system(solver, m):
+    """B10: with weight_cost = c the step solves (C (G + c I) C + lam^2 I) y = -C (g + c w) + lam^2 y0
+    (G the Gauss-Newton matrix of the curvature rows: all of them, or B7's first m), checked against
+    a dense float64 solve; the batch loss, the model change and the accepted loss are those of
+    f = L + c/2 ||w||^2."""
+    from reference import dense_jacobian
+    from shf import precond as pc
+
+    net, w, X = tiny_problem((5, 3, 2), 14, seed=6)
+    lam, wc = 0.7, 0.3
+    rows = X if m is None else X[:m]
+    cfg = SHFConfig(lambda1=lam, lambda_min=0.1, use_merit=False, maxiter1=300, atol=0.0, n1=14,
+                    curvature_size=m, preconditioner="martens", solver=solver, weight_cost=wc)  # fmt: skip
+    state = SHFState.initial(cfg)
+    x0 = [0.05 * W for W in w]
+    state.d = [t.clone() for t in x0]
+    w_new, info = shf_step(net, w, X, state, cfg, generator=torch.Generator().manual_seed(0))
+    d = tl.flatten(state.d) / cfg.gamma1
+    J = dense_jacobian(net, w, rows)
+    wf = tl.flatten(w)
+    g = tl.flatten(net.jacobian(w, X).gradient()) + wc * wf  # grad f = grad L + c w
+    c = tl.flatten(pc.compute("martens", net.jacobian(w, rows), lam, torch.Generator().manual_seed(0)))
+    JC, eye = J * c, torch.eye(len(c), dtype=torch.float64)
+    y0 = tl.flatten(x0) / c
+    y = torch.linalg.solve(JC.T @ JC + wc * torch.diag(c * c) + lam**2 * eye, -c * g + lam**2 * y0)
+    # 300 Krylov iterations on a 29-unknown SPD system: converged to rounding (1e-8 relative).
+    torch.testing.assert_close(d, c * y, rtol=1e-8, atol=1e-10)
+    # ... and it is not the system without the weight cost (else this test could not tell).
+    g0 = g - wc * wf
+    y_plain = torch.linalg.solve(JC.T @ JC + lam**2 * eye, -c * g0 + lam**2 * y0)
+    assert float((c * y_plain - d).norm()) > 1e-2 * float(d.norm())
+    # f(w) = L(w) + c/2 ||w||^2 on the batch, and q(d) = 1/2 d^T (G + c I) d + g^T d
+    assert info.loss == pytest.approx(net.loss(w, X) + 0.5 * wc * float(wf @ wf), rel=1e-12)
+    q = 0.5 * (float((J @ d).square().sum()) + wc * float(d @ d)) + float(g @ d)
+    assert info.model_change == pytest.approx(q, rel=1e-9)
+    wn = tl.flatten(w_new)
+    assert info.accepted
+    assert info.loss_new == pytest.approx(net.loss(w_new, X) + 0.5 * wc * float(wn @ wn), rel=1e-12)
+
+
+def test_weight_cost_must_be_a_finite_non_negative_number():
+    from shf.errors import ConfigError
+
+    for bad in (-1e-5, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="weight_cost must be >= 0"):
+            SHFConfig(weight_cost=bad)
+
+
 def test_model_step_extends_a_short_truncated_direction():
     """B8: s* = -g^T d / ||A d||^2 (recomputed from a dense float64 Jacobian) is tried when > 1;
     it is taken (capped at step_max) only with Armijo's decrease and a lower batch loss than s = 1."""

@@ -24,12 +24,15 @@ class Damping:
     is ``A^T A + lambda^2 I``); ``rule = "paper"``: ``lambda <- lambda/drop`` if ``rho < 1/4``,
     ``drop lambda`` if ``rho > 3/4``; ``rule = "nielsen"`` (beyond the paper): Nielsen's
     continuous update of ``lambda^2`` (:func:`shf.damping.nielsen`); ``lambda_min``: a floor
-    under ``lambda`` (beyond the paper; 0: none)."""
+    under ``lambda`` (beyond the paper; 0: none); ``weight_cost``: an L2 weight cost ``c``, the
+    objective ``L + c/2 ||w||^2`` and ``c I`` added to the curvature (beyond the paper, B10;
+    0: none)."""
 
     lambda1: float = 5.0
     drop: float = 0.99
     rule: str = "nielsen"
     lambda_min: float = 0.05
+    weight_cost: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -112,6 +112,13 @@ class SHFConfig:
             than ``s = 1``; otherwise the paper's backtracking from 1. A truncated LSMR
             iterate minimises the normal equations' residual, not the model, so it is often
             short along its own direction.
+        weight_cost: beyond the paper (B10): an L2 weight cost ``c``, the objective
+            ``f(w) = L(w) + c/2 ||w||^2`` as in Martens' HF (0, the paper's: none). In least
+            squares it is ``len(w)`` more residual rows ``sqrt(c) w``: the solver's operator is
+            ``[A; sqrt(c) I]`` with right-hand side ``[b; -sqrt(c) w]``, so the system is
+            ``(C (A^T A + c I) C + lambda^2 I) y = -C (grad L + c w) + lambda^2 y0``; ``rho``, the
+            line search and the batch loss use ``f``. The merit, Alg. 2 and the validation loss
+            stay on ``L`` (the data's loss: the term is the same on every data set).
         batch_test: ``"squared"`` (NOTES item 6: ``theta^2 ||grad f_S||^2``, Byrd et al.) or
             ``"paper"`` (beyond the NOTES reading, B6: eq. 13's literal ``theta^2 ||grad f_S||``,
             which predicts smaller batches while ``||grad f_S|| < 1``).
@@ -155,6 +162,7 @@ class SHFConfig:
     curvature_size: int | None = None
     step_rule: str = "unit"
     step_max: float = 4.0
+    weight_cost: float = 0.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -263,6 +271,10 @@ class SHFConfig:
         )
         need(self.step_rule in STEP_RULES, f"step_rule must be one of {STEP_RULES}, got {self.step_rule!r}")
         need(finite(self.step_max) and self.step_max >= 1, f"step_max must be >= 1, got {self.step_max}")
+        need(
+            finite(self.weight_cost) and self.weight_cost >= 0,
+            f"weight_cost must be >= 0, got {self.weight_cost}",
+        )
         choices = [p.value for p in pc.Preconditioner]
         need(
             self.preconditioner in choices,
@@ -457,8 +469,8 @@ def _lsmr_outcome(info: Any, forced: bool) -> tuple[str, int, float | None]:
 
 def _solve_lsmr_stacked(
     A_timed: Any,
-    A: Any,
-    b: Tensor,
+    g_A: list[Tensor],
+    b: Any,
     g: list[Tensor],
     lam: float,
     c: list[Tensor] | None,
@@ -469,22 +481,23 @@ def _solve_lsmr_stacked(
     deadline: float | None,
     forcing_bound: float | None,
     agree: Callable[[bool], bool] | None = None,
+    range_parts: int = 1,
 ) -> tuple[list[Tensor], int, str, int, int, float | None]:
     """B7: LSMR on ``(C A^T A C + lambda^2 I) y = -C g + lambda^2 y0`` with ``g`` not ``A``'s gradient.
 
     In the scaled variable ``y`` (``d = c ∘ y``, ``y0 = x0 / c``) this is
     ``min || [A C; lambda I] y - [b; e] ||`` with ``e = lambda y0 + C (g_A - g) / lambda``,
-    ``g_A = -A^T b`` the curvature rows' own gradient (:class:`DampedStack`). LSMR's iterates are
+    ``g_A = -A^T b`` the curvature rows' own gradient (:class:`DampedStack`; ``A``'s range has
+    ``range_parts`` tensors, more than one with B10's weight-cost rows). LSMR's iterates are
     those of MINRES on these normal equations, as for Alg. 6's problem; the merit, forcing,
     deadline and ``maxiter`` rules are the same. ``atol``'s test reads ``||rbar||``, which here
     includes ``e``: it is looser than on Alg. 6's problem.
     Returns ``(d, iterations, stop, merit evaluations, k of d, phi(d) or None)``.
     """
     ones, y0 = _scaled_start(c, x0)
-    g_A = A.gradient()
     # e = lambda y0 + C (g_A - g) / lambda
     e = tl.axpy(1.0 / lam, tl.mul(ones, tl.sub(g_A, g)), tl.scale(lam, y0))
-    op = DampedStack(A_timed, lam, ones)
+    op = DampedStack(A_timed, lam, ones, range_parts=range_parts)
     rhs = op.join(b, e)
     callback, forced = _lsmr_stops(forcing_bound, deadline, agree)
     y, info = lsmr(
@@ -533,6 +546,16 @@ def shf_step(
     A = model.jacobian(w, X, Y)
     b = -A.residual
     f0 = A.loss
+    wc = cfg.weight_cost
+    if wc > 0.0:
+        # Beyond the paper (docs/deviations.md B10): f(w) = L(w) + c/2 ||w||^2
+        f0 += 0.5 * wc * tl.dot(w, w)
+
+    def objective(v: Any) -> float:
+        # f(v; X, Y) on the batch: the data's loss, plus B10's weight cost
+        value = model.loss(v, X, Y)
+        return value + 0.5 * wc * tl.dot(v, v) if wc > 0.0 else value
+
     times["forward"] = time.perf_counter() - t0
 
     def skip() -> tuple[list[Tensor], StepInfo]:
@@ -559,6 +582,9 @@ def shf_step(
         times["forward"] = time.perf_counter() - t0
         if _any_rank(not tl.all_finite(A_curv.residual), agree):
             return skip()
+    if wc > 0.0:
+        # B10: grad f = grad L + c w
+        g = cast(list[Tensor], tl.axpy(wc, w, g if g is not None else A.gradient()))
 
     t = time.perf_counter()
     # c <- Precon(w; X)  (Alg. 3, §4.4)
@@ -603,18 +629,28 @@ def shf_step(
     x0 = state.d if state.d is not None else tl.zeros_like(w)
     # The solver sees A through a timer, so its time splits into products and the rest.
     A_timed = TimedOperator(A_curv)
+    op: Any = A_timed
+    b_solve: Any = b if A_curv is A else -A_curv.residual
+    range_parts = 1
+    if wc > 0.0:
+        # B10: the weight cost's rows sqrt(c) I under A, with right-hand side -sqrt(c) w
+        op = DampedStack(A_timed, math.sqrt(wc), None)
+        b_solve = op.join(b_solve, tl.scale(-math.sqrt(wc), w))
+        range_parts = 1 + len(w)
     if A_curv is not A and cfg.solver == "lsmr":
         assert g is not None
+        # g_A = -op^T b_solve: the curvature rows' gradient (with B10's c w)
+        g_A = A_curv.gradient() if wc == 0.0 else cast(list[Tensor], tl.axpy(wc, w, A_curv.gradient()))
         d, iterations, stop, merit_evals, solver_best, merit_of_d = _solve_lsmr_stacked(
-            A_timed, A_curv, -A_curv.residual, g, lam, c, cast(list[Tensor], x0), state.maxiter,
-            cfg, merit, deadline, forcing_bound, agree,
+            op, g_A, b_solve, g, lam, c, cast(list[Tensor], x0), state.maxiter,
+            cfg, merit, deadline, forcing_bound, agree, range_parts=range_parts,
         )  # fmt: skip
     elif cfg.solver == "lsmr":
         # Solve (A^T A + lambda^2 I) d = A^T b with LSMR(d, A, b, lambda, c; maxiter, atol, ftol, phi)
         callback, forced = _lsmr_stops(forcing_bound, deadline, agree)
         d_solve, info = lsmr(
-            A_timed,
-            b,
+            op,
+            b_solve,
             callback=None if (deadline is None and forcing_bound is None) else callback,
             damp=lam,
             x0=x0,
@@ -635,7 +671,7 @@ def shf_step(
         stop, solver_best, merit_of_d = _lsmr_outcome(info, forced[0])
     else:
         d, iterations, stop, merit_evals, solver_best = _solve_cg(
-            A_timed, b, lam, c, cast(list[Tensor], x0), state.maxiter, cfg, merit, deadline,
+            op, b_solve, lam, c, cast(list[Tensor], x0), state.maxiter, cfg, merit, deadline,
             grad=g if A_curv is not A else None, forcing_bound=forcing_bound, agree=agree,
         )  # fmt: skip
     assert isinstance(d, list)
@@ -654,8 +690,10 @@ def shf_step(
             g = A.gradient()  # grad f = A^T R = -A^T b (eq. 6)
         slope = tl.dot(d, g)  # -d^T A^T b
         curv = A_curv.range_norm(Ad) ** 2  # d^T A^T A d
+        if wc > 0.0:
+            curv += wc * tl.dot(d, d)  # B10: d^T (A^T A + c I) d
         model_change = 0.5 * curv + slope
-        f_new = model.loss(tl.add(w, d), X, Y)  # type: ignore[arg-type]
+        f_new = objective(tl.add(w, d))
     else:
         slope, curv, model_change, f_new = math.nan, math.nan, math.nan, math.inf
     # rho <- (f(w + d) - f(w)) / q(d)  (§4.2)
@@ -673,7 +711,7 @@ def shf_step(
     # Backtracking: s <- 1; while f(w + s d) > f(w) - alpha s d^T A^T b: s <- s/2
     if finite:
         ls = armijo_backtracking(
-            lambda s: model.loss(tl.axpy(s, d, w), X, Y),  # type: ignore[arg-type]
+            lambda s: objective(tl.axpy(s, d, w)),
             f0,
             slope,
             alpha=cfg.alpha,
@@ -690,7 +728,7 @@ def shf_step(
         model_step = -slope / curv if curv > 0.0 else math.inf
         if accepted and step == 1.0 and model_step > 1.0:
             s_try = min(model_step, cfg.step_max)
-            f_try = model.loss(tl.axpy(s_try, d, w), X, Y)  # type: ignore[arg-type]
+            f_try = objective(tl.axpy(s_try, d, w))
             if math.isfinite(f_try) and f_try <= f0 + cfg.alpha * s_try * slope and f_try < loss_new:
                 step, loss_new = s_try, f_try
     times["linesearch"] = time.perf_counter() - t
