@@ -157,6 +157,31 @@ def test_a_longer_budget_extends_runs_stopped_by_time_and_reuses_the_others(tmp_
     assert json.loads((run / "config.json").read_text())["run"]["max_time"] == 2.0
 
 
+def test_an_extension_killed_before_its_summary_is_resumed_not_reused(tmp_path):
+    """An extension to a longer budget rewrites config.json first; killed before it writes its own
+    summary, the directory holds the longer budget's configuration beside the shorter run's summary.
+    A rerun must continue the run to the longer budget, not take the old summary as finished."""
+    from shf import config as cfgmod
+    from shf.experiments.run import is_finished
+
+    out = tmp_path / "cmp"
+    common = ["compare", "--methods", "shf-lsmr", "--out", str(out), "--encoder", "784,16,6",
+              "--set", "data.n_train=200", "--set", "data.n_val=60", "--set", "data.n_test=60",
+              "--set", "optimizer.n1=40", "--set", "run.checkpoint_every=1"]  # fmt: skip
+    assert main([*common, "--budget", "1.0"]) == 0
+    run = out / "runs" / "shf-lsmr"
+    first = json.loads((run / "summary.json").read_text())
+    stored = json.loads((run / "config.json").read_text())
+    stored["run"]["max_time"] = 2.0  # what the killed extension left: the new budget, the old summary
+    (run / "config.json").write_text(json.dumps(stored))
+    assert not is_finished(first, cfgmod.load("curves", ["run.max_time=2.0"]))
+    assert is_finished(first, cfgmod.load("curves", ["run.max_time=1.0"]))
+    assert main([*common, "--budget", "2.0"]) == 0
+    second = json.loads((run / "summary.json").read_text())
+    assert second["optimizer_time_s"] > 1.9 and second["hf_iterations"] > first["hf_iterations"]
+    assert second["resumed_from_iteration"] >= first["hf_iterations"] - 1
+
+
 def test_budget_change_reuses_early_stops_and_extends_time_stops(tmp_path):
     from shf import config as cfgmod
     from shf.experiments.run import EXTEND, REUSE, budget_change

@@ -90,12 +90,12 @@ def finished_run(
     """The summary of a finished run of exactly ``cfg`` and ``method`` in ``out``; None when there is
     none, it was interrupted, or it is of another configuration (``refuse``: a
     :class:`ConfigError` naming the differing keys instead)."""
-    from shf.experiments.run import stored_run
+    from shf.experiments.run import is_finished, stored_run
 
     if not ((out / "summary.json").is_file() and (out / "config.json").is_file()):
         return None
     diff, s, _ = stored_run(cfg, out, method, overwrite=not refuse)
-    if diff or s.get("stop_reason") == "interrupted":
+    if diff or not is_finished(s, cfg):
         return None
     return s
 

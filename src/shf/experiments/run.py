@@ -314,6 +314,19 @@ def budget_change(
     return None
 
 
+def is_finished(summary: dict[str, Any], cfg: ExperimentConfig) -> bool:
+    """Whether ``summary`` (a stored run's, of ``cfg``'s configuration) is that of a finished run.
+
+    Not finished: no summary, one marked ``interrupted``, or one that stopped on a time budget
+    well below ``cfg``'s: a run being extended to a longer budget (:data:`EXTEND`) that was
+    killed before it wrote its new summary (its ``config.json`` already names the longer budget).
+    A finished time-budget run stops at the budget or just after it, hence the 1% margin."""
+    if not summary or summary.get("stop_reason") == "interrupted":
+        return False
+    spent = float(summary.get("optimizer_time_s", math.inf))
+    return not (summary.get("stop_reason") == "max_time" and spent < 0.99 * cfg.run.max_time)
+
+
 def stored_run(
     cfg: ExperimentConfig, out: Path, method: str, overwrite: bool
 ) -> tuple[list[str], dict[str, Any], str | None]:
@@ -357,11 +370,13 @@ def run_or_reuse(
         if change == EXTEND:
             # a longer budget: continue from the last checkpoint (its iterations are the run's own)
             runlog.RunDir(out).write_json("config.json", cfg.to_dict())
+            # the old budget's summary is not this run's (is_finished also tells, if killed here)
+            (out / "summary.json").unlink(missing_ok=True)
             with runlog.RunLock(out):
                 return run_experiment(cfg, out, on_iteration=on_iteration, method=method, resume=True)
         if diff:
             shutil.rmtree(out)
-        elif summary and summary.get("stop_reason") != "interrupted":
+        elif is_finished(summary, cfg):
             return summary  # finished with this configuration
         else:
             resume = (out / runlog.CHECKPOINT).is_file()
