@@ -205,6 +205,20 @@ def test_lambda_min_is_a_floor_under_the_damping() -> None:
         SHF(_model(), "cross_entropy", damping=Damping(lambda1=1.0, lambda_min=2.0))
 
 
+def test_weight_cost_shrinks_the_weights_of_any_module() -> None:
+    """B10 through the torch.func path: with a large weight cost the trained weights end up much
+    smaller than without (a classifier's logits grow without bound on separable data otherwise)."""
+    X, y, Xv, yv = _task()
+    norms = {}
+    for wc in (0.0, 0.1):
+        opt = SHF(_model(), "cross_entropy", train_size=240, seed=1,
+                  **{**HYPER, "damping": Damping(lambda1=1.0, drop=0.9, weight_cost=wc)})  # fmt: skip
+        steps = _steps(opt, X, y, (Xv, yv), 8)
+        assert all(r["accepted"] for r in steps[2:])
+        norms[wc] = float(torch.cat([p.detach().reshape(-1) for p in opt.model.parameters()]).norm())
+    assert norms[0.1] < 0.8 * norms[0.0], norms
+
+
 def test_groups_cover_every_config_field_once():
     """The hyper-parameter groups map 1:1 onto SHFConfig: a field missing from every group would be
     lost in a from_config -> to_config round trip."""

@@ -26,7 +26,7 @@ class Damping:
     continuous update of ``lambda^2`` (:func:`shf.damping.nielsen`); ``lambda_min``: a floor
     under ``lambda`` (beyond the paper; 0: none); ``weight_cost``: an L2 weight cost ``c``, the
     objective ``L + c/2 ||w||^2`` and ``c I`` added to the curvature (beyond the paper, B10;
-    0: none)."""
+    0: none; ``torch.optim``'s coupled ``weight_decay = c``, applied inside the Newton system)."""
 
     lambda1: float = 5.0
     drop: float = 0.99
