@@ -15,7 +15,7 @@ while [ $# -ge 3 ]; do
   name=$1; method=$2; args=$3; shift 3
   echo "$(date -u +%FT%TZ) start $name ($method $args) seed $SEED on core $CORE"
   # shellcheck disable=SC2086
-  taskset -c "$CORE" shf compare --config usps --data-path "$DATA" --lrs 5e-4 \
+  taskset -c "$CORE" shf compare --config usps --data-path "$DATA" --lrs 5e-4,1e-3,2e-3 \
     --set first_order.batch_size=200 --budget "$T" --seeds "$SEED" --eval-every 10 \
     --out "$OUT/$name" --methods "$method" $args >> "$OUT/$name.log" 2>&1 \
     || echo "$(date -u +%FT%TZ) $name ended with $?"
