@@ -182,6 +182,21 @@ def test_an_extension_killed_before_its_summary_is_resumed_not_reused(tmp_path):
     assert second["resumed_from_iteration"] >= first["hf_iterations"] - 1
 
 
+def test_a_run_from_before_a_new_option_is_the_same_configuration_at_its_default():
+    """A stored config.json from before an option existed (here B10's optimizer.weight_cost) is the
+    run of that option's default: not a difference at the default, a difference at another value."""
+    from shf import config as cfgmod
+    from shf.experiments.run import config_differences
+
+    cfg = cfgmod.load("usps", ["run.max_time=900"])
+    stored = cfg.to_dict()
+    del stored["optimizer"]["weight_cost"]
+    assert config_differences(stored, cfg) == []
+    with_cost = cfgmod.load("usps", ["run.max_time=900", "optimizer.weight_cost=2e-5"])
+    assert config_differences(stored, with_cost) == ["optimizer.weight_cost"]
+    assert config_differences(stored, cfgmod.load("usps", ["run.max_time=1800"])) == ["run.max_time"]
+
+
 def test_budget_change_reuses_early_stops_and_extends_time_stops(tmp_path):
     from shf import config as cfgmod
     from shf.experiments.run import EXTEND, REUSE, budget_change

@@ -286,8 +286,16 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def config_differences(stored: dict[str, Any], cfg: ExperimentConfig) -> list[str]:
-    """The ``section.key`` names whose stored value (a run's ``config.json``) differs from ``cfg``'s."""
+    """The ``section.key`` names whose stored value (a run's ``config.json``) differs from ``cfg``'s.
+
+    A key the stored configuration lacks was added to shf after that run was made; the run then
+    behaved as the key's default does (a new option's default keeps the earlier behaviour), so
+    it differs only if ``cfg`` sets another value."""
     a, b = _flat(stored), _flat(runlog.jsonable(cfg.to_dict()))
+    defaults = _flat(runlog.jsonable(ExperimentConfig().to_dict()))
+    for k in set(b) - set(a):
+        if k in defaults:
+            a[k] = defaults[k]
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 

@@ -354,8 +354,13 @@ class SHF(torch.optim.Optimizer):
                 else f"the state was saved by a single-process run and this one has {self.world_size} "
                 "processes: resume it without torchrun"
             )
-        if s["config"] != dataclasses.asdict(self.config):
-            diff = sorted(k for k, v in s["config"].items() if dataclasses.asdict(self.config).get(k) != v)
+        mine = dataclasses.asdict(self.config)
+        # A hyper-parameter the saved state lacks was added to shf after it was saved: that run
+        # behaved as the field's default (a new option's default keeps the earlier behaviour).
+        defaults = {f.name: f.default for f in dataclasses.fields(SHFConfig)}
+        saved = {k: s["config"].get(k, defaults.get(k)) for k in set(mine) | set(s["config"])}
+        if saved != mine:
+            diff = sorted(k for k, v in saved.items() if mine.get(k) != v)
             raise ConfigError(f"the state dict was saved with other hyper-parameters ({', '.join(diff)})")
         super().load_state_dict(state_dict)
         self.hf_state.lam, self.hf_state.gamma, self.hf_state.maxiter = s["lam"], s["gamma"], s["maxiter"]
