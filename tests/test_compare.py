@@ -134,17 +134,23 @@ def test_report_only_tabulates_finished_runs_and_runs_nothing(tmp_path, capsys):
     }  # fmt: skip
 
 
-def test_a_longer_budget_extends_runs_stopped_by_time_and_reuses_the_others(tmp_path, capsys):
-    """A compare rerun with a longer budget continues each run that stopped on the old budget from
-    its last checkpoint (its earlier iterations kept, not rerun) and reuses a run that stopped
-    before the old budget for another reason (here patience)."""
+def _one_second_run(tmp_path) -> tuple:
+    """A tiny shf-lsmr compare run of 1 s (a checkpoint every iteration): its directory, the
+    command's arguments without ``--budget``, and its summary."""
     out = tmp_path / "cmp"
     common = ["compare", "--methods", "shf-lsmr", "--out", str(out), "--encoder", "784,16,6",
               "--set", "data.n_train=200", "--set", "data.n_val=60", "--set", "data.n_test=60",
               "--set", "optimizer.n1=40", "--set", "run.checkpoint_every=1"]  # fmt: skip
     assert main([*common, "--budget", "1.0"]) == 0
     run = out / "runs" / "shf-lsmr"
-    first = json.loads((run / "summary.json").read_text())
+    return run, common, json.loads((run / "summary.json").read_text())
+
+
+def test_a_longer_budget_extends_runs_stopped_by_time_and_reuses_the_others(tmp_path, capsys):
+    """A compare rerun with a longer budget continues each run that stopped on the old budget from
+    its last checkpoint (its earlier iterations kept, not rerun) and reuses a run that stopped
+    before the old budget for another reason (here patience)."""
+    run, common, first = _one_second_run(tmp_path)
     before = (run / "metrics.jsonl").read_text().splitlines()
     assert first["stop_reason"] == "max_time"
     assert main([*common, "--budget", "2.0"]) == 0
@@ -164,13 +170,7 @@ def test_an_extension_killed_before_its_summary_is_resumed_not_reused(tmp_path):
     from shf import config as cfgmod
     from shf.experiments.run import is_finished
 
-    out = tmp_path / "cmp"
-    common = ["compare", "--methods", "shf-lsmr", "--out", str(out), "--encoder", "784,16,6",
-              "--set", "data.n_train=200", "--set", "data.n_val=60", "--set", "data.n_test=60",
-              "--set", "optimizer.n1=40", "--set", "run.checkpoint_every=1"]  # fmt: skip
-    assert main([*common, "--budget", "1.0"]) == 0
-    run = out / "runs" / "shf-lsmr"
-    first = json.loads((run / "summary.json").read_text())
+    run, common, first = _one_second_run(tmp_path)
     stored = json.loads((run / "config.json").read_text())
     stored["run"]["max_time"] = 2.0  # what the killed extension left: the new budget, the old summary
     (run / "config.json").write_text(json.dumps(stored))
