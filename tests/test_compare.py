@@ -104,6 +104,24 @@ def test_whole_budget_sweep_reuses_the_chosen_rate_and_tuned_overlays(tmp_path, 
     assert json.loads((out / "runs" / "adam-seed1" / "summary.json").read_text())["hf_iterations"] > 2
 
 
+def test_a_key_the_user_sets_wins_over_the_tuned_overlay(tmp_path):
+    """`--methods shf-tuned --set optimizer.lambda_min=0.02` runs TUNED with that floor (the overlay
+    sets only the keys the user did not), and `--set model.loss=squared` keeps the squared error."""
+    from shf.optim.hyper import TUNED
+
+    out = tmp_path / "cmp"
+    args = ["compare", "--methods", "shf-tuned", "--budget", "0.5", "--out", str(out),
+            "--encoder", "784,16,6",
+            "--set", "data.n_train=200", "--set", "data.n_val=60", "--set", "data.n_test=60",
+            "--set", "optimizer.n1=40", "--set", "optimizer.lambda_min=0.02", "--set", "model.loss=squared",
+            "--set", "run.max_iters=2"]  # fmt: skip
+    assert main(args) == 0
+    cfg = json.loads((out / "runs" / "shf-tuned" / "config.json").read_text())
+    assert cfg["optimizer"]["lambda_min"] == 0.02 != TUNED["lambda_min"]
+    assert all(cfg["optimizer"][k] == v for k, v in TUNED.items() if k != "lambda_min")
+    assert cfg["model"]["loss"] == "squared"
+
+
 def test_time_bands_are_the_best_so_far_over_runs(tmp_path):
     """The band figure's data: the best-so-far step function of each run on a common grid."""
     from shf.plots import _best_so_far

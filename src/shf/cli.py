@@ -497,6 +497,15 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _explicit_keys(overrides: list[str]) -> dict[str, set[str]]:
+    """``section -> keys`` that the overrides (``--set`` and the flags) set."""
+    keys: dict[str, set[str]] = {}
+    for o in overrides:
+        section, key, _ = cfgmod.parse_override(o)
+        keys.setdefault(section, set()).add(key)
+    return keys
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from shf.experiments.compare import compare
 
@@ -511,7 +520,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         sweep_fraction=args.sweep_fraction, target=args.target, overwrite=args.overwrite,
         lrs=None if args.lrs is None else dict.fromkeys(("adam", "sgd"), _floats(args.lrs, "--lrs")),
         seeds=_ints(args.seeds, "--seeds") if args.seeds else None, target_from=args.target_from,
-        report_only=args.report_only, eval_every=args.eval_every,
+        report_only=args.report_only, eval_every=args.eval_every, explicit=_explicit_keys(o),
     )  # fmt: skip
     from shf.experiments.compare import markdown
 

@@ -7,7 +7,8 @@ rate with the best validation error reached; with the whole budget the sweep's r
 rate is the first seed's run (not run again). ``shf-tuned`` is SHF-LSMR with the
 configuration's ``[optimizer]`` section overlaid by the measured-best settings
 (:data:`shf.optim.hyper.TUNED`), so ``--config usps --methods shf-lsmr,shf-tuned`` puts the
-paper's settings and the new defaults side by side. The result is a table
+paper's settings and the new defaults side by side; a key set with ``--set`` is the user's
+choice and is not overlaid. The result is a table
 (``compare.md``/``compare.json``), an error-against-time figure (``compare.png``) and,
 over seeds, the best validation error so far against time with one band per method
 (``compare-bands.png``).
@@ -26,7 +27,7 @@ import math
 import multiprocessing as mp
 import os
 import statistics
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +135,7 @@ def compare(
     target_from: str | None = None,
     report_only: bool = False,
     eval_every: int = 1,
+    explicit: Mapping[str, Collection[str]] | None = None,
 ) -> dict[str, Any]:
     """Run the methods and write the table and figure; return the JSON record.
 
@@ -152,7 +154,8 @@ def compare(
     the chosen rate serves every seed, and with ``sweep_fraction = 1`` its sweep run is the
     first seed's run. ``report_only``: run nothing; tabulate the finished runs of this very
     configuration under ``out`` (a method's row is over the seeds it has finished; a method with
-    none is left out).
+    none is left out). ``explicit``: the ``section -> keys`` the user set (``--set``); they win
+    over ``shf-tuned``'s overlay (TUNED, B9), which sets only the other keys.
     """
     classify = cfg.model.task == "classify"
     if classify:
@@ -198,9 +201,12 @@ def compare(
         if m == "martens-hf":
             mcfg = _with(base, model={"loss": hf_loss})
         if m == TUNED_METHOD:
-            mcfg, run_as = _with(base, optimizer=dict(TUNED)), "shf-lsmr"
+            given = {sec: set(keys) for sec, keys in (explicit or {}).items()}
+            overlay = {k: v for k, v in TUNED.items() if k not in given.get("optimizer", set())}
+            mcfg, run_as = _with(base, optimizer=overlay), "shf-lsmr"
             if not classify:  # B9: the autoencoders' new defaults train on the cross-entropy objective
-                mcfg = _with(mcfg, model=dict(TUNED_MODEL))
+                model = {k: v for k, v in TUNED_MODEL.items() if k not in given.get("model", set())}
+                mcfg = _with(mcfg, model=model)
         reuse: dict[str, Any] | None = None  # the sweep's run of the chosen rate, first seed
         if m in ("adam", "sgd"):
             trial = []
