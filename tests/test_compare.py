@@ -122,6 +122,21 @@ def test_a_key_the_user_sets_wins_over_the_tuned_overlay(tmp_path):
     assert cfg["model"]["loss"] == "squared"
 
 
+def test_one_seed_given_is_the_seed_run(tmp_path):
+    """`--seeds 1` alone runs seed 1 (for the first-order sweep and every other method), not the
+    configuration's own seed 0."""
+    out = tmp_path / "cmp"
+    args = ["compare", "--methods", "shf-lsmr,adam", "--budget", "0.5", "--out", str(out), "--seeds", "1",
+            "--encoder", "784,16,6", "--set", "data.n_train=200", "--set", "data.n_val=60",
+            "--set", "data.n_test=60", "--set", "optimizer.n1=40", "--lrs", "1e-3",
+            "--set", "run.max_iters=2"]  # fmt: skip
+    assert main(args) == 0
+    for d in (out / "runs" / "shf-lsmr", out / "sweep" / "adam-lr0.001"):
+        cfg = json.loads((d / "config.json").read_text())
+        assert cfg["run"]["seed"] == 1 and cfg["data"]["seed"] == 1, d
+        assert json.loads((d / "summary.json").read_text())["seed"] == 1
+
+
 def test_time_bands_are_the_best_so_far_over_runs(tmp_path):
     """The band figure's data: the best-so-far step function of each run on a common grid."""
     from shf.plots import _best_so_far

@@ -235,7 +235,10 @@ def compare(
                 results[m].append(reuse)  # the whole-budget sweep run of this rate on this seed
                 continue
             d = root / "runs" / (m if len(seeds) == 1 else f"{m}-seed{seed}")
-            scfg = _with(mcfg, run={"seed": seed}, data={"seed": seed}) if len(seeds) > 1 else mcfg
+            # The seed asked for (the configuration as it is when that is its own seed, so a run
+            # made without --seeds is the same configuration).
+            same = len(seeds) == 1 and seed == cfg.run.seed
+            scfg = mcfg if same else _with(mcfg, run={"seed": seed}, data={"seed": seed})
             got = fetch(scfg, run_as, d)
             if got is None:
                 continue
