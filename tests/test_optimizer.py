@@ -89,14 +89,14 @@ def test_loading_a_state_dict_of_other_hyper_parameters_is_refused() -> None:
 def test_a_state_dict_from_before_a_new_option_loads_when_the_option_is_at_its_default() -> None:
     """A state saved by an shf without a later option (here B10's weight_cost) was made with that
     option's behaviour then, SHFConfig's default (0, none): it loads into an optimizer without the
-    weight cost and is refused by one with it (the groups' default, 2e-5, is B10's)."""
+    weight cost and is refused by one with it."""
     model = _model()
-    before = {**HYPER, "damping": Damping(lambda1=1.0, drop=0.9, weight_cost=0.0)}
-    sd = SHF(model, "cross_entropy", **before).state_dict()
+    sd = SHF(model, "cross_entropy", **HYPER).state_dict()
     del sd["shf"]["config"]["weight_cost"]  # as an older shf saved it
-    SHF(model, "cross_entropy", **before).load_state_dict(sd)
+    SHF(model, "cross_entropy", **HYPER).load_state_dict(sd)
+    other = {**HYPER, "damping": Damping(lambda1=1.0, drop=0.9, weight_cost=1e-3)}
     with pytest.raises(ConfigError, match=r"other hyper-parameters \(weight_cost\)"):
-        SHF(model, "cross_entropy", **HYPER).load_state_dict(sd)
+        SHF(model, "cross_entropy", **other).load_state_dict(sd)
 
 
 def test_groups_map_to_the_flat_config_and_back() -> None:

@@ -22,8 +22,7 @@ esac
 OUT=${OUT:-runs/goal/$DS}
 # Train and test errors every 10 iterations (the validation error every iteration), so Adam's
 # wall time is not mostly evaluation; the target is Adam's best validation error.
-# EXTRA: more arguments for every method. The tables below were made before B10 (the weight cost)
-# joined the new defaults; EXTRA="--set optimizer.weight_cost=0" reruns or reports them as made.
+# EXTRA: more arguments for every method (e.g. EXTRA="--set optimizer.weight_cost=2e-5", B10).
 # shellcheck disable=SC2206
 COMMON=("${ARGS[@]}" --budget "${BUDGET:-900}" --seeds "$SEEDS" --eval-every 10 --out "$OUT" ${EXTRA:-})
 ALL=shf-lsmr,shf-tuned,martens-hf,adam
