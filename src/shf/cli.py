@@ -497,13 +497,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
-def _explicit_keys(overrides: list[str]) -> dict[str, set[str]]:
-    """``section -> keys`` that the overrides (``--set`` and the flags) set."""
-    keys: dict[str, set[str]] = {}
-    for o in overrides:
-        section, key, _ = cfgmod.parse_override(o)
-        keys.setdefault(section, set()).add(key)
-    return keys
+def _set_keys(overrides: list[str]) -> set[str]:
+    """The ``section.key`` names that the overrides set."""
+    return {".".join(cfgmod.parse_override(s)[:2]) for s in overrides}
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -520,7 +516,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         sweep_fraction=args.sweep_fraction, target=args.target, overwrite=args.overwrite,
         lrs=None if args.lrs is None else dict.fromkeys(("adam", "sgd"), _floats(args.lrs, "--lrs")),
         seeds=_ints(args.seeds, "--seeds") if args.seeds else None, target_from=args.target_from,
-        report_only=args.report_only, eval_every=args.eval_every, explicit=_explicit_keys(o),
+        report_only=args.report_only, eval_every=args.eval_every, explicit=_set_keys(o),
     )  # fmt: skip
     from shf.experiments.compare import markdown
 
@@ -586,12 +582,12 @@ def _flag_overrides(ns: argparse.Namespace) -> list[str]:
         o.append("data.scale_255=true")
     if "fractions" in given:
         o.append(f"data.fractions=[{given['fractions']}]")
-    set_keys = {".".join(cfgmod.parse_override(s)[:2]) for s in getattr(ns, "overrides", [])}
+    set_keys = _set_keys(getattr(ns, "overrides", []))
     if given.get("task") == "classify" and "model.loss" not in set_keys:
         # model.loss is the autoencoder's objective (the default preset's is B9's cross-entropy):
         # a classifier trains on softmax cross-entropy whatever it says, so drop the preset's
         o.append('model.loss="squared"')
-    both = sorted(set_keys & {".".join(cfgmod.parse_override(s)[:2]) for s in o})
+    both = sorted(set_keys & _set_keys(o))
     if both:
         raise ShfError(f"{', '.join(both)} set both by --set and by a flag: give each setting once")
     return o

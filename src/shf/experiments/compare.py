@@ -27,7 +27,7 @@ import math
 import multiprocessing as mp
 import os
 import statistics
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -135,7 +135,7 @@ def compare(
     target_from: str | None = None,
     report_only: bool = False,
     eval_every: int = 1,
-    explicit: Mapping[str, Collection[str]] | None = None,
+    explicit: Collection[str] = (),
 ) -> dict[str, Any]:
     """Run the methods and write the table and figure; return the JSON record.
 
@@ -154,7 +154,7 @@ def compare(
     the chosen rate serves every seed, and with ``sweep_fraction = 1`` its sweep run is the
     first seed's run. ``report_only``: run nothing; tabulate the finished runs of this very
     configuration under ``out`` (a method's row is over the seeds it has finished; a method with
-    none is left out). ``explicit``: the ``section -> keys`` the user set (``--set``); they win
+    none is left out). ``explicit``: the ``section.key`` names the user set (``--set``); they win
     over ``shf-tuned``'s overlay (TUNED, B9), which sets only the other keys.
     """
     classify = cfg.model.task == "classify"
@@ -201,11 +201,10 @@ def compare(
         if m == "martens-hf":
             mcfg = _with(base, model={"loss": hf_loss})
         if m == TUNED_METHOD:
-            given = {sec: set(keys) for sec, keys in (explicit or {}).items()}
-            overlay = {k: v for k, v in TUNED.items() if k not in given.get("optimizer", set())}
+            overlay = {k: v for k, v in TUNED.items() if f"optimizer.{k}" not in explicit}
             mcfg, run_as = _with(base, optimizer=overlay), "shf-lsmr"
             if not classify:  # B9: the autoencoders' new defaults train on the cross-entropy objective
-                model = {k: v for k, v in TUNED_MODEL.items() if k not in given.get("model", set())}
+                model = {k: v for k, v in TUNED_MODEL.items() if f"model.{k}" not in explicit}
                 mcfg = _with(mcfg, model=model)
         reuse: dict[str, Any] | None = None  # the sweep's run of the chosen rate, first seed
         if m in ("adam", "sgd"):
