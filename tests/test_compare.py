@@ -247,3 +247,25 @@ def test_budget_change_reuses_early_stops_and_extends_time_stops(tmp_path):
     assert budget_change(diff, {"run": {"max_time": 3600.0}}, timed, cfg, tmp_path) is None  # shorter
     assert budget_change(["optimizer.n1", "run.max_time"], stored, early, cfg, tmp_path) is None
     assert budget_change(diff, stored, {**timed, "stop_reason": "interrupted"}, cfg, tmp_path) is None
+
+
+def test_an_optimizer_key_for_shf_tuned_alone_is_checked_over_tuned(tmp_path, capsys):
+    """Over a paper preset (``lambda_min = 0``), `--methods shf-tuned --set optimizer.curvature_size=60`
+    runs TUNED with that curvature batch: the key is validated over TUNED's floor, not refused on the
+    preset; the first-order methods keep the preset's [optimizer]. With shf-lsmr also compared the key
+    is the paper preset's, and is refused with one line."""
+    from shf.optim.hyper import TUNED
+
+    out = tmp_path / "cmp"
+    common = ["--config", "curves", "--budget", "0.5", "--encoder", "784,16,6", "--lrs", "1e-3",
+              "--set", "data.n_train=200", "--set", "data.n_val=60", "--set", "data.n_test=60",
+              "--set", "optimizer.n1=40", "--set", "optimizer.curvature_size=60",
+              "--set", "run.max_iters=2"]  # fmt: skip
+    assert main(["compare", "--methods", "shf-tuned,adam", "--out", str(out), *common]) == 0
+    cfg = json.loads((out / "runs" / "shf-tuned" / "config.json").read_text())
+    assert cfg["optimizer"]["curvature_size"] == 60 and cfg["optimizer"]["n1"] == 40
+    assert all(cfg["optimizer"][k] == v for k, v in TUNED.items() if k != "curvature_size")
+    adam = json.loads((out / "sweep" / "adam-lr0.001" / "config.json").read_text())
+    assert adam["optimizer"]["lambda_min"] == 0 and adam["optimizer"]["curvature_size"] is None
+    assert main(["compare", "--methods", "shf-lsmr,shf-tuned", "--out", str(tmp_path / "both"), *common]) == 2
+    assert "curvature_size needs lambda_min > 0" in capsys.readouterr().err

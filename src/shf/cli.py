@@ -502,14 +502,38 @@ def _set_keys(overrides: list[str]) -> set[str]:
     return {".".join(cfgmod.parse_override(s)[:2]) for s in overrides}
 
 
+def _compare_config(
+    config: str, o: list[str], methods: list[str]
+) -> tuple[cfgmod.ExperimentConfig, dict[str, Any]]:
+    """The comparison's base configuration, and the ``[optimizer]`` keys for ``shf-tuned`` alone.
+
+    When ``shf-tuned`` is compared without ``shf-lsmr``, the user's ``optimizer.*`` overrides
+    concern ``shf-tuned`` only: they are validated over TUNED's overlay rather than over the
+    preset's paper values (``optimizer.curvature_size`` needs TUNED's ``lambda_min > 0``, which
+    the paper's presets do not have), and returned to be laid over TUNED; the base keeps the
+    preset's ``[optimizer]``. Otherwise every override applies to the base, as for any command.
+    """
+    from shf.experiments.compare import TUNED_METHOD
+    from shf.optim.hyper import TUNED
+
+    opt = [s for s in o if cfgmod.parse_override(s)[0] == "optimizer"]
+    if not opt or TUNED_METHOD not in methods or "shf-lsmr" in methods:
+        return cfgmod.load(config, o), {}
+    rest = [s for s in o if s not in opt]
+    keys = [k.split(".", 1)[1] for k in _set_keys(opt)]
+    under = [f"optimizer.{k}={json.dumps(v)}" for k, v in TUNED.items() if k not in keys]
+    tuned = cfgmod.load(config, [*rest, *under, *opt])  # validates shf-tuned's own [optimizer]
+    return cfgmod.load(config, rest), {k: getattr(tuned.optimizer, k) for k in sorted(keys)}
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from shf.experiments.compare import compare
 
     o = [*args.overrides, *_flag_overrides(args)]
-    cfg = cfgmod.load(args.config, o)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not methods:
         raise ShfError(f"--methods names no method ({args.methods!r}); e.g. --methods shf-lsmr,adam")
+    cfg, tuned_optimizer = _compare_config(args.config, o, methods)
     print(f"shf compare: {', '.join(methods)}; {args.budget:g} s each -> {args.out}", file=sys.stderr)
     record = compare(
         cfg, methods, args.out, budget=args.budget, hf_loss=args.hf_loss,
@@ -517,6 +541,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         lrs=None if args.lrs is None else dict.fromkeys(("adam", "sgd"), _floats(args.lrs, "--lrs")),
         seeds=_ints(args.seeds, "--seeds") if args.seeds else None, target_from=args.target_from,
         report_only=args.report_only, eval_every=args.eval_every, explicit=_set_keys(o),
+        tuned_optimizer=tuned_optimizer,
     )  # fmt: skip
     from shf.experiments.compare import markdown
 

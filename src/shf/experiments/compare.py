@@ -27,7 +27,7 @@ import math
 import multiprocessing as mp
 import os
 import statistics
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +136,7 @@ def compare(
     report_only: bool = False,
     eval_every: int = 1,
     explicit: Collection[str] = (),
+    tuned_optimizer: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run the methods and write the table and figure; return the JSON record.
 
@@ -156,6 +157,8 @@ def compare(
     configuration under ``out`` (a method's row is over the seeds it has finished; a method with
     none is left out). ``explicit``: the ``section.key`` names the user set (``--set``); they win
     over ``shf-tuned``'s overlay (TUNED, B9), which sets only the other keys.
+    ``tuned_optimizer``: ``[optimizer]`` values laid over TUNED for ``shf-tuned`` alone (keys the
+    base configuration cannot hold, e.g. ``curvature_size`` over a paper preset's ``lambda_min = 0``).
     """
     classify = cfg.model.task == "classify"
     if classify:
@@ -202,6 +205,7 @@ def compare(
             mcfg = _with(base, model={"loss": hf_loss})
         if m == TUNED_METHOD:
             overlay = {k: v for k, v in TUNED.items() if f"optimizer.{k}" not in explicit}
+            overlay.update(tuned_optimizer or {})
             mcfg, run_as = _with(base, optimizer=overlay), "shf-lsmr"
             if not classify:  # B9: the autoencoders' new defaults train on the cross-entropy objective
                 model = {k: v for k, v in TUNED_MODEL.items() if f"model.{k}" not in explicit}
