@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
 import torch
@@ -287,3 +288,44 @@ def test_group_defaults_are_the_paper_with_the_tuned_overlay():
     paper = SHFConfig()
     assert (paper.damping_rule, paper.lambda_min, paper.maxiter1, paper.recover) == ("paper", 0.0, 200, 100)
     assert paper.curvature_size is None and paper.merit_size is None and paper.maxiter_max is None
+
+
+def test_b11_grows_the_curvature_batch_when_the_validation_loss_stalls() -> None:
+    """B11: the curvature rows of every iteration are what PlateauGrowth makes of the validation
+    losses the steps report (replayed here), they grow at least once in this run (so the check
+    is not vacuous), and a state dict saved mid-run resumes the rule bit for bit."""
+    from shf.optim.plateau import PlateauGrowth
+
+    X, y, Xv, yv = _task()
+    hyper = {**HYPER, "batch": Batch(n1=30, n_max=120, theta=0.3, curvature_size=8, curvature_patience=2)}
+
+    def fresh() -> SHF:
+        return SHF(_model(), "cross_entropy", train_size=240, seed=3, **hyper)
+
+    opt = fresh()
+    whole = _steps(opt, X, y, (Xv, yv), 24)
+    replay, expected = PlateauGrowth(size=8, patience=2), []
+    for info in whole:
+        rows = replay.size
+        expected.append(rows if rows < info["n"] else None)
+        replay.update(info["val_loss"], cap=120)
+    assert [i["curvature_rows"] for i in whole] == expected
+    assert expected[0] == 8 and max(r or 0 for r in expected) > 8
+
+    opt = fresh()
+    first = _steps(opt, X, y, (Xv, yv), 12)
+    saved = opt.state_dict()
+    opt2 = fresh()
+    opt2.load_state_dict(saved)
+    for p, q in zip(opt2._params, opt._params):  # the weights travel with the model's state dict
+        p.data.copy_(q.data)
+    # (compared as JSON: a rejected step's rho is NaN, and NaN != NaN in a dict comparison)
+    resumed = [json.dumps(i, sort_keys=True) for i in first + _steps(opt2, X, y, (Xv, yv), 12)]
+    assert resumed == [json.dumps(i, sort_keys=True) for i in whole]
+
+
+def test_b11_needs_b7s_curvature_batch() -> None:
+    with pytest.raises(ConfigError, match="set curvature_size too"):
+        SHFConfig(curvature_patience=5)
+    with pytest.raises(ConfigError, match="curvature_growth"):
+        SHFConfig(curvature_size=10, lambda_min=0.1, curvature_patience=5, curvature_growth=1.0)

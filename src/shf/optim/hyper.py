@@ -87,7 +87,9 @@ class Batch:
     ``fixed`` (``n1`` throughout); ``test``: Alg. 2's variance test with the squared gradient
     norm (``"squared"``, NOTES item 6) or eq. (13)'s literal unsquared one (``"paper"``, B6);
     ``curvature_size``: the curvature products on that many of the batch's rows only, the
-    gradient on all of them (B7; ``None``: all)."""
+    gradient on all of them (B7; ``None``: all); ``curvature_patience``: grow that curvature
+    batch by ``curvature_growth`` (up to ``n_max``) after so many HF iterations without progress
+    in the validation loss (B11, :class:`shf.optim.plateau.PlateauGrowth`; ``None``: fixed)."""
 
     n1: int = 250
     n_max: int = 2500
@@ -98,6 +100,8 @@ class Batch:
     schedule: str = "dynamic"
     test: str = "squared"
     curvature_size: int | None = 250
+    curvature_patience: int | None = None
+    curvature_growth: float = 2.0
 
 
 @dataclass(frozen=True)

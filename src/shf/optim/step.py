@@ -105,6 +105,14 @@ class SHFConfig:
             ``(C A_c^T A_c C + lambda^2 I) y = -C g + lambda^2 y0`` with ``g`` the whole batch's
             gradient (by LSMR on ``[A_c C; lambda I]``, :class:`shf.solvers.operator.DampedStack`);
             needs ``lambda_min > 0``. ``None`` (the paper's): the whole batch.
+        curvature_patience, curvature_growth: beyond the paper (B11,
+            :class:`shf.optim.plateau.PlateauGrowth`): B7's curvature batch starts at
+            ``curvature_size`` rows and grows by ``curvature_growth`` (up to ``n_max``) whenever
+            the validation loss (Alg. 2's, the whole validation set) has not improved by a
+            relative 1e-4 on its best for ``curvature_patience`` HF iterations: cheap early
+            iterations, better curvature once the subsample's noise limits progress. ``None``
+            (the default): the curvature batch stays at ``curvature_size``. Needs
+            ``curvature_size`` and a validation set; set it below the run's patience.
         step_rule, step_max: beyond the paper (B8): ``"unit"`` (the paper's) backtracks from
             ``s = 1``; ``"model"`` first tries the minimiser of the undamped quadratic model
             along ``d``, ``s* = -g^T d / ||A d||^2``, when it exceeds 1 (capped at
@@ -160,6 +168,8 @@ class SHFConfig:
     merit_size: int | None = None
     batch_test: str = "squared"
     curvature_size: int | None = None
+    curvature_patience: int | None = None
+    curvature_growth: float = 2.0
     step_rule: str = "unit"
     step_max: float = 4.0
     weight_cost: float = 0.0
@@ -269,6 +279,19 @@ class SHFConfig:
             "curvature_size needs lambda_min > 0 (the solver's right-hand side divides by lambda); "
             "set curvature_size to none to use the whole batch",
         )
+        need(
+            self.curvature_patience is None
+            or (isinstance(self.curvature_patience, int) and self.curvature_patience >= 1),
+            f"curvature_patience must be a positive integer or none, got {self.curvature_patience}",
+        )
+        need(
+            self.curvature_patience is None or self.curvature_size is not None,
+            "curvature_patience grows B7's curvature batch: set curvature_size too",
+        )
+        need(
+            isinstance(self.curvature_growth, (int, float)) and 1 < self.curvature_growth < math.inf,
+            f"curvature_growth must be a number > 1, got {self.curvature_growth}",
+        )
         need(self.step_rule in STEP_RULES, f"step_rule must be one of {STEP_RULES}, got {self.step_rule!r}")
         need(finite(self.step_max) and self.step_max >= 1, f"step_max must be >= 1, got {self.step_max}")
         need(
@@ -291,6 +314,7 @@ class SHFState:
     maxiter: int
     d: list[Tensor] | None = None  # the decayed previous step gamma d (warm start)
     nu: float = 2.0  # Nielsen's growth factor (damping_rule = "nielsen")
+    curvature_size: int | None = None  # B11: the curvature batch now (None: cfg.curvature_size)
     g1_norm: float | None = None  # ||grad f_1||, the forcing term's reference (forcing = "gradient")
 
     @classmethod
@@ -354,6 +378,8 @@ class StepInfo:
     """The batch size for the next iteration."""
     maxiter_next: int | None = None
     """The solver's iteration cap for the next iteration."""
+    curvature_rows: int | None = None
+    """The batch rows the curvature products used (B7, B11; None: the whole batch)."""
     times: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -575,8 +601,8 @@ def shf_step(
     # Beyond the paper (docs/deviations.md B7): the curvature on the batch's first rows only
     A_curv = A
     g: list[Tensor] | None = None
-    if cfg.curvature_size is not None and cfg.curvature_size < X.shape[0]:
-        n_c = cfg.curvature_size
+    n_c = state.curvature_size or cfg.curvature_size  # B11 grows it (shf.optim.plateau)
+    if n_c is not None and n_c < X.shape[0]:
         A_curv = model.jacobian(w, X[:n_c], None if Y is None else Y[:n_c])
         g = A.gradient()  # grad f on the whole batch (eq. 6)
         times["forward"] = time.perf_counter() - t0
@@ -778,6 +804,7 @@ def shf_step(
         accepted=accepted,
         direction_norm=tl.norm(d) if finite else float("nan"),
         val_loss_new=val_loss_new,
+        curvature_rows=n_c if A_curv is not A else None,
         times=times,
     )
     return w_new, info_out
