@@ -269,3 +269,30 @@ def test_an_optimizer_key_for_shf_tuned_alone_is_checked_over_tuned(tmp_path, ca
     assert adam["optimizer"]["lambda_min"] == 0 and adam["optimizer"]["curvature_size"] is None
     assert main(["compare", "--methods", "shf-lsmr,shf-tuned", "--out", str(tmp_path / "both"), *common]) == 2
     assert "curvature_size needs lambda_min > 0" in capsys.readouterr().err
+
+
+def test_a_method_stopped_by_a_signal_is_named_and_called_resumable(tmp_path, monkeypatch):
+    """A child ended by SIGTERM says so in one line, under the name the user gave (shf-tuned, which
+    runs as shf-lsmr), and that rerunning resumes it."""
+    import shf.experiments.compare as cmp
+    from shf import config as cfgmod
+    from shf.errors import ConfigError
+
+    class Stopped:
+        exitcode = -15
+
+        def __init__(self, *a, **k):  # type: ignore[no-untyped-def]
+            pass
+
+        def start(self) -> None:
+            pass
+
+        def join(self) -> None:
+            pass
+
+    class Ctx:
+        Process = Stopped
+
+    monkeypatch.setattr(cmp.mp, "get_context", lambda kind: Ctx())
+    with pytest.raises(ConfigError, match=r"shf-tuned was stopped by signal 15; run the same command again"):
+        cmp.run_method(cfgmod.load("default"), "shf-lsmr", tmp_path / "r", label="shf-tuned")

@@ -66,11 +66,12 @@ def _child(cfg_dict: dict[str, Any], method: str, out: str, threads: int | None,
 
 
 def run_method(
-    cfg: cfgmod.ExperimentConfig, method: str, out: Path, overwrite: bool = False
+    cfg: cfgmod.ExperimentConfig, method: str, out: Path, overwrite: bool = False, label: str | None = None
 ) -> dict[str, Any]:
     """Run ``method`` in a fresh process (spawn): a finished run of the same configuration is
     reused, an interrupted one resumed, one of another configuration refused (or replaced
-    with ``overwrite``); return the summary."""
+    with ``overwrite``); return the summary. ``label``: the method's name in messages (for
+    ``shf-tuned``, which runs as ``shf-lsmr``)."""
     summary_path = out / "summary.json"
     s0 = finished_run(cfg, method, out, refuse=not overwrite)
     if s0 is not None:
@@ -79,8 +80,13 @@ def run_method(
     p = ctx.Process(target=_child, args=(cfg.to_dict(), method, str(out), cfg.run.threads, overwrite))
     p.start()
     p.join()
+    if p.exitcode is not None and p.exitcode < 0:  # a signal (SIGTERM, SIGKILL): resumable
+        raise ConfigError(
+            f"method {label or method} was stopped by signal {-p.exitcode}; "
+            f"run the same command again to resume it from {out}"
+        )
     if p.exitcode != 0 or not summary_path.is_file():
-        raise ConfigError(f"method {method} failed (exit code {p.exitcode}); see {out}")
+        raise ConfigError(f"method {label or method} failed (exit code {p.exitcode}); see {out}")
     s: dict[str, Any] = json.loads(summary_path.read_text())
     return s
 
@@ -192,10 +198,10 @@ def compare(
     results: dict[str, list[dict[str, Any]]] = {}
     sweeps: dict[str, list[dict[str, Any]]] = {}
 
-    def fetch(c: cfgmod.ExperimentConfig, method: str, d: Path) -> dict[str, Any] | None:
+    def fetch(c: cfgmod.ExperimentConfig, method: str, d: Path, label: str) -> dict[str, Any] | None:
         if report_only:
             return finished_run(c, method, d)
-        return run_method(c, method, d, overwrite)
+        return run_method(c, method, d, overwrite, label=label)
 
     if not 0 < sweep_fraction <= 1:
         raise ConfigError(f"the sweep fraction must be in (0, 1], got {sweep_fraction}")
@@ -217,7 +223,7 @@ def compare(
             for lr in lrs[m]:
                 scfg = _with(first, run={"max_time": budget * sweep_fraction}, first_order={"lr": lr})
                 sdir = root / "sweep" / f"{m}-lr{lr:g}"
-                got = fetch(scfg, m, sdir)
+                got = fetch(scfg, m, sdir, m)
                 if got is None:
                     continue
                 s = got
@@ -242,7 +248,7 @@ def compare(
             # made without --seeds is the same configuration).
             same = len(seeds) == 1 and seed == cfg.run.seed
             scfg = mcfg if same else _with(mcfg, run={"seed": seed}, data={"seed": seed})
-            got = fetch(scfg, run_as, d)
+            got = fetch(scfg, run_as, d, m)
             if got is None:
                 continue
             got["run_dir"] = str(d)
