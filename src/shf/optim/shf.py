@@ -299,10 +299,10 @@ class SHF(torch.optim.Optimizer):
                 ).n_hat
             if info.val_loss is not None:
                 _, _, info.r_rel = self.schedule.update(info.val_loss, n_hat)
+        # else (ablation): the batch size and the solver's cap stay at n1 and maxiter1
         if self.curvature_plateau is not None and info.val_loss is not None:
             # B11: the next curvature batch, grown after curvature_patience stalled iterations
             self.curvature_plateau.update(info.val_loss, self.schedule.n_max)
-        # else (ablation): the batch size and the solver's cap stay at n1 and maxiter1
         usable = info.solver_best is not None and info.solver_stop != NOT_FINITE_BATCH
         if cfg.maxiter_rule == "merit" and usable:
             # Beyond the paper (docs/deviations.md B4): the next cap follows where the merit was
