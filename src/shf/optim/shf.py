@@ -33,7 +33,6 @@ from shf.curvature.module import curvature_model
 from shf.curvature.sharded import ShardedProblem
 from shf.errors import ConfigError, DataError
 from shf.optim.hyper import Batch, Damping, Init, LineSearch, Solver, WarmStart, to_config
-from shf.optim.plateau import PlateauGrowth
 from shf.optim.step import NOT_FINITE_BATCH, SHFConfig, SHFState, StepInfo, shf_step
 
 ValSet = tuple[Tensor, Tensor | None] | list[Tensor] | Tensor
@@ -159,12 +158,6 @@ class SHF(torch.optim.Optimizer):
             self.generator.set_state(comm.broadcast_(self.generator.get_state()))
         # lambda <- lambda1; gamma <- gamma1; maxiter <- maxiter1; d <- 0  (Alg. 1)
         self.hf_state = SHFState.initial(cfg)
-        # Beyond the paper (B11): B7's curvature batch grows when the validation loss stalls
-        self.curvature_plateau = (
-            None
-            if cfg.curvature_patience is None or cfg.curvature_size is None
-            else PlateauGrowth(cfg.curvature_size, cfg.curvature_patience, cfg.curvature_growth)
-        )
         N = self.train_size
         n1 = cfg.n1 if N is None else min(cfg.n1, N)
         # n <- n1 (Alg. 1), and the growth rule's window
@@ -264,8 +257,6 @@ class SHF(torch.optim.Optimizer):
             self.problem.check_batch(w, X_val, Y_val)
         cfg, state = self.config, self.hf_state
         state.maxiter = self.schedule.maxiter
-        if self.curvature_plateau is not None:
-            state.curvature_size = self.curvature_plateau.size
         w_new, info = shf_step(
             self.problem, w, X, state, cfg, X_val=X_val, generator=self.generator, Y=Y, Y_val=Y_val,
             deadline=deadline,
@@ -300,9 +291,10 @@ class SHF(torch.optim.Optimizer):
             if info.val_loss is not None:
                 _, _, info.r_rel = self.schedule.update(info.val_loss, n_hat)
         # else (ablation): the batch size and the solver's cap stay at n1 and maxiter1
-        if self.curvature_plateau is not None and info.val_loss is not None:
-            # B11: the next curvature batch, grown after curvature_patience stalled iterations
-            self.curvature_plateau.update(info.val_loss, self.schedule.n_max)
+        if state.curvature is not None and info.val_loss is not None:
+            # Beyond the paper (B11): the next curvature batch, grown after curvature_patience
+            # iterations in which the validation loss stalled
+            state.curvature.update(info.val_loss, self.schedule.n_max)
         usable = info.solver_best is not None and info.solver_stop != NOT_FINITE_BATCH
         if cfg.maxiter_rule == "merit" and usable:
             # Beyond the paper (docs/deviations.md B4): the next cap follows where the merit was
@@ -314,7 +306,7 @@ class SHF(torch.optim.Optimizer):
         if self._comm is not None:
             # The ranks replicate the scalar work; should it differ in a bit somewhere (processes on
             # different hardware or thread counts), say so now rather than hang in a collective.
-            rows = self.curvature_plateau.size if self.curvature_plateau is not None else 0
+            rows = state.curvature.size if state.curvature is not None else 0
             decided = [info.solver_iterations, float(info.accepted), info.step, info.lam_next, info.n_next,
                        info.maxiter_next, float(rows)]  # fmt: skip
             if not self._comm.same_on_all_ranks(decided):
@@ -351,8 +343,8 @@ class SHF(torch.optim.Optimizer):
             "config": dataclasses.asdict(self.config),
             "world_size": self.world_size,
         }
-        if self.curvature_plateau is not None:
-            sd["shf"]["curvature_plateau"] = self.curvature_plateau.state_dict()
+        if self.hf_state.curvature is not None:
+            sd["shf"]["curvature_plateau"] = self.hf_state.curvature.state_dict()
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -381,8 +373,8 @@ class SHF(torch.optim.Optimizer):
         self.hf_state.lam, self.hf_state.gamma, self.hf_state.maxiter = s["lam"], s["gamma"], s["maxiter"]
         self.hf_state.nu = float(s.get("nu", 2.0))
         self.hf_state.g1_norm = s.get("g1_norm")
-        if self.curvature_plateau is not None:
-            self.curvature_plateau.load_state_dict(s["curvature_plateau"])
+        if self.hf_state.curvature is not None:
+            self.hf_state.curvature.load_state_dict(s["curvature_plateau"])
         self.schedule.load_state_dict(s["schedule"])
         self.schedule.n_max = int(s["n_max"])  # set by the training-set size it was saved with
         self.generator.set_state(cast(Tensor, s["generator"]).clone())

@@ -31,6 +31,7 @@ from shf.curvature.base import CurvatureModel
 from shf.damping import DAMPING_RULES, levenberg_marquardt, nielsen, reduction_ratio
 from shf.errors import require
 from shf.linesearch import armijo_backtracking
+from shf.optim.plateau import PlateauGrowth
 from shf.solvers.cg import cg
 from shf.solvers.lsmr import LsmrStop, lsmr
 from shf.solvers.merit import MeritMonitor
@@ -314,19 +315,26 @@ class SHFState:
     maxiter: int
     d: list[Tensor] | None = None  # the decayed previous step gamma d (warm start)
     nu: float = 2.0  # Nielsen's growth factor (damping_rule = "nielsen")
-    curvature_size: int | None = None  # B11: the curvature batch now (None: cfg.curvature_size)
+    curvature: PlateauGrowth | None = None  # B11: the growing curvature batch (None: fixed)
     g1_norm: float | None = None  # ||grad f_1||, the forcing term's reference (forcing = "gradient")
 
     @classmethod
     def initial(cls, cfg: SHFConfig) -> SHFState:
-        """``lambda <- lambda_1``, ``gamma <- gamma_1``, ``maxiter <- maxiter_1``, ``d <- 0``."""
-        return cls(lam=cfg.lambda1, gamma=cfg.gamma1, maxiter=cfg.maxiter1, d=None)
+        """``lambda <- lambda_1``, ``gamma <- gamma_1``, ``maxiter <- maxiter_1``, ``d <- 0``
+        (and B11's curvature batch at ``curvature_size``)."""
+        curvature = (
+            None
+            if cfg.curvature_patience is None or cfg.curvature_size is None
+            else PlateauGrowth(cfg.curvature_size, cfg.curvature_patience, cfg.curvature_growth)
+        )
+        return cls(lam=cfg.lambda1, gamma=cfg.gamma1, maxiter=cfg.maxiter1, d=None, curvature=curvature)
 
     def state_dict(self) -> dict[str, Any]:
         """Tensors and scalars to resume exactly."""
         return {
             "lam": self.lam, "gamma": self.gamma, "maxiter": self.maxiter, "d": self.d, "nu": self.nu,
             "g1_norm": self.g1_norm,
+            "curvature": None if self.curvature is None else self.curvature.state_dict(),
         }  # fmt: skip
 
     def load_state_dict(self, s: dict[str, Any]) -> None:
@@ -334,6 +342,8 @@ class SHFState:
         self.lam, self.gamma, self.maxiter, self.d = s["lam"], s["gamma"], s["maxiter"], s["d"]
         self.nu = float(s.get("nu", 2.0))
         self.g1_norm = s.get("g1_norm")
+        if self.curvature is not None:
+            self.curvature.load_state_dict(s["curvature"])
 
 
 @dataclass
@@ -601,7 +611,7 @@ def shf_step(
     # Beyond the paper (docs/deviations.md B7): the curvature on the batch's first rows only
     A_curv = A
     g: list[Tensor] | None = None
-    n_c = state.curvature_size or cfg.curvature_size  # B11 grows it (shf.optim.plateau)
+    n_c = cfg.curvature_size if state.curvature is None else state.curvature.size  # B11 grows it
     if n_c is not None and n_c < X.shape[0]:
         A_curv = model.jacobian(w, X[:n_c], None if Y is None else Y[:n_c])
         g = A.gradient()  # grad f on the whole batch (eq. 6)
