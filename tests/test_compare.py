@@ -280,6 +280,7 @@ def test_a_method_stopped_by_a_signal_is_named_and_called_resumable(tmp_path, mo
 
     class Stopped:
         exitcode = -15
+        pid = 4_000_000  # above Linux's pid_max: nothing is ever signalled
 
         def __init__(self, *a, **k):  # type: ignore[no-untyped-def]
             pass
@@ -296,3 +297,44 @@ def test_a_method_stopped_by_a_signal_is_named_and_called_resumable(tmp_path, mo
     monkeypatch.setattr(cmp.mp, "get_context", lambda kind: Ctx())
     with pytest.raises(ConfigError, match=r"shf-tuned was stopped by signal 15; run the same command again"):
         cmp.run_method(cfgmod.load("default"), "shf-lsmr", tmp_path / "r", label="shf-tuned")
+
+
+def test_sigterm_stops_the_method_with_a_checkpoint_and_the_same_command_resumes_it(tmp_path):
+    """`shf compare` sent SIGTERM (or Ctrl-C) mid-run: the method's child stops after its current
+    iteration with a checkpoint and an "interrupted" summary, the comparison ends with 143 and a
+    one-line message, and the same command continues the run from there to its budget."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "cmp"
+    cmd = [sys.executable, "-m", "shf.cli", "compare", "--methods", "shf-lsmr", "--budget", "3",
+           "--out", str(out), "--encoder", "784,16,6", "--set", "data.n_train=200",
+           "--set", "data.n_val=60", "--set", "data.n_test=60", "--set", "optimizer.n1=40",
+           "--set", "run.threads=1", "--set", "run.checkpoint_every=1000"]  # fmt: skip
+    run = out / "runs" / "shf-lsmr"
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (run / "metrics.jsonl").is_file() and len((run / "metrics.jsonl").read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, proc.communicate()[1][-2000:]
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert b"method shf-lsmr was interrupted after iteration" in err
+    assert b"run the same command again to resume it" in err and b"Traceback" not in err
+    s = json.loads((run / "summary.json").read_text())
+    # checkpoint_every is larger than the run: the checkpoint is the one the stop wrote.
+    assert s["stop_reason"] == "interrupted" and (run / "checkpoint.pt").is_file()
+    before = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(before) == s["hf_iterations"] >= 3
+    done = subprocess.run(cmd, capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    after = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(after) > len(before)
+    assert [r["val_error"] for r in after[: len(before)]] == [r["val_error"] for r in before]
+    assert json.loads((run / "summary.json").read_text())["stop_reason"] != "interrupted"
+    assert (out / "compare.json").is_file()

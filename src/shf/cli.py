@@ -11,7 +11,6 @@ import json
 import logging
 import math
 import shutil
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -19,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from shf import config as cfgmod
-from shf.errors import ShfError
+from shf.errors import InterruptedRunError, ShfError
+from shf.experiments.stop import StopRequest
 
 log = logging.getLogger("shf")
 
@@ -650,40 +650,6 @@ class ProgressBar:
         self.bar.close()
 
 
-class StopRequest:
-    """SIGINT/SIGTERM handler: the first signal asks the loop to stop after the current
-    iteration (it then writes a checkpoint, the best weights and the summary); a second
-    Ctrl-C aborts at once."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> StopRequest:
-        for s in (signal.SIGINT, signal.SIGTERM):
-            self._old[s] = signal.signal(s, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for s, h in self._old.items():
-            signal.signal(s, h)
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signum = signum
-        name = signal.Signals(signum).name
-        print(f"\nshf: {name}: stopping after this iteration (Ctrl-C again to abort)", file=sys.stderr)
-
-    def __call__(self) -> bool:
-        return self.signum is not None
-
-    @property
-    def exit_code(self) -> int:
-        """128 + the signal number (130 for SIGINT, 143 for SIGTERM)."""
-        return 128 + int(self.signum or 0)
-
-
 RESUMABLE_KEYS = ("run.max_time", "run.max_iters")
 """The settings ``--resume`` may change: they move where the run stops, not its iterations."""
 
@@ -886,6 +852,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_compare(args)
         if args.command == "bench":
             return cmd_bench(args)
+    except InterruptedRunError as e:  # a graceful stop: the run is resumable, the message says how
+        print(f"shf: {e}", file=sys.stderr)
+        return e.exit_code
     except ShfError as e:
         print(f"shf: error: {e}", file=sys.stderr)
         return 2

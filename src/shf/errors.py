@@ -19,6 +19,14 @@ class DataFileNotFoundError(DataError, FileNotFoundError):
     """A data file that does not exist (still a ``FileNotFoundError`` for callers that expect one)."""
 
 
+class InterruptedRunError(ShfError):
+    """A run stopped by a signal and left resumable; ``exit_code`` is 128 + the signal number."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 def require(ok: bool, message: str) -> None:
     """Raise :class:`ConfigError` with ``message`` unless ``ok``."""
     if not ok:

@@ -26,14 +26,17 @@ import json
 import math
 import multiprocessing as mp
 import os
+import signal
 import statistics
+import sys
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from shf import config as cfgmod
-from shf.errors import ConfigError
+from shf.errors import ConfigError, InterruptedRunError
 from shf.experiments.methods import METHODS
+from shf.experiments.stop import ForwardStop, StopRequest
 from shf.optim.hyper import TUNED
 from shf.runlog import peak_rss_mb, read_metrics
 
@@ -52,7 +55,10 @@ reported as the squared error."""
 
 
 def _child(cfg_dict: dict[str, Any], method: str, out: str, threads: int | None, overwrite: bool) -> None:
-    """Run one method in this (child) process and record its peak resident memory."""
+    """Run one method in this (child) process and record its peak resident memory. SIGINT or
+    SIGTERM stops the run after its current iteration, as in ``shf train`` (checkpoint, best
+    weights, an ``"interrupted"`` summary); the process then exits with 128 + the signal number,
+    and with 130 on a second Ctrl-C (abort: the last periodic checkpoint stays)."""
     import torch
 
     from shf.experiments.run import run_or_reuse
@@ -60,9 +66,15 @@ def _child(cfg_dict: dict[str, Any], method: str, out: str, threads: int | None,
     if threads is not None:
         torch.set_num_threads(threads)
     cfg = cfgmod.from_dict(cfg_dict)
-    summary = run_or_reuse(cfg, out, method=method, overwrite=overwrite)
+    try:
+        with StopRequest() as stop:
+            summary = run_or_reuse(cfg, out, method=method, overwrite=overwrite, should_stop=stop)
+    except KeyboardInterrupt:
+        sys.exit(130)  # no traceback from the child: the parent says what happened
     summary["peak_rss_mb"] = peak_rss_mb()
     (Path(out) / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    if summary.get("stop_reason") == "interrupted":
+        sys.exit(stop.exit_code)
 
 
 def run_method(
@@ -79,11 +91,28 @@ def run_method(
     ctx = mp.get_context("spawn")
     p = ctx.Process(target=_child, args=(cfg.to_dict(), method, str(out), cfg.run.threads, overwrite))
     p.start()
-    p.join()
-    if p.exitcode is not None and p.exitcode < 0:  # a signal (SIGTERM, SIGKILL): resumable
+    # A Ctrl-C or SIGTERM while the child trains stops the child gracefully; the parent waits
+    # for its checkpoint and summary, then stops the comparison with a resumable message.
+    assert p.pid is not None  # started
+    with ForwardStop(p.pid) as fwd:
+        p.join()
+    name = label or method
+    if p.exitcode is not None and p.exitcode < 0:  # killed (SIGKILL, or a signal with no handler yet)
         raise ConfigError(
-            f"method {label or method} was stopped by signal {-p.exitcode}; "
+            f"method {name} was stopped by signal {-p.exitcode}; "
             f"run the same command again to resume it from {out}"
+        )
+    stopped = fwd.signum is not None or p.exitcode in (128 + signal.SIGINT, 128 + signal.SIGTERM)
+    if stopped and p.exitcode != 0:
+        code = p.exitcode if p.exitcode and p.exitcode > 128 else 128 + int(fwd.signum or signal.SIGINT)
+        s_int = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+        if s_int.get("stop_reason") == "interrupted":
+            where = f"after iteration {s_int.get('hf_iterations')}, with a checkpoint"
+        else:
+            where = "at once (aborted); its last periodic checkpoint stays"
+        raise InterruptedRunError(
+            f"method {name} was interrupted {where}; run the same command again to resume it from {out}",
+            exit_code=code,
         )
     if p.exitcode != 0 or not summary_path.is_file():
         raise ConfigError(f"method {label or method} failed (exit code {p.exitcode}); see {out}")

@@ -366,11 +366,13 @@ def run_or_reuse(
     method: str = "shf-lsmr",
     on_iteration: Progress | None = None,
     overwrite: bool = False,
+    should_stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """The summary of the run of ``cfg`` in ``out_dir``: reused when it finished with this very
     configuration and method, resumed from its checkpoint when it was interrupted, run when
     there is none. A directory holding a run of another configuration is refused, naming the
-    keys that differ, unless ``overwrite`` (then it is replaced)."""
+    keys that differ, unless ``overwrite`` (then it is replaced). ``should_stop``: as in
+    :func:`run_experiment` (a stopped run's summary says ``"interrupted"``)."""
     out = Path(out_dir)
     resume = False
     if (out / "config.json").is_file():
@@ -381,7 +383,9 @@ def run_or_reuse(
             # the old budget's summary is not this run's (is_finished also tells, if killed here)
             (out / "summary.json").unlink(missing_ok=True)
             with runlog.RunLock(out):
-                return run_experiment(cfg, out, on_iteration=on_iteration, method=method, resume=True)
+                return run_experiment(
+                    cfg, out, on_iteration=on_iteration, method=method, resume=True, should_stop=should_stop
+                )
         if diff:
             shutil.rmtree(out)
         elif is_finished(summary, cfg):
@@ -391,4 +395,6 @@ def run_or_reuse(
             if not resume:  # killed before its first checkpoint: start it over
                 shutil.rmtree(out)
     with runlog.RunLock(out):
-        return run_experiment(cfg, out, on_iteration=on_iteration, method=method, resume=resume)
+        return run_experiment(
+            cfg, out, on_iteration=on_iteration, method=method, resume=resume, should_stop=should_stop
+        )
