@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from shf import tensorlist as tl
+from shf.averaging import Averaged
 from shf.data.split import Split
 from shf.errors import ConfigError
 from shf.optim.shf import SHF, as_pair
@@ -51,6 +52,10 @@ class LoopConfig:
             rows (``None``: the whole training set).
         eval_every: compute train/test errors every this many iterations (and at the
             best-validation iterations, always).
+        weight_average: beyond the paper (docs/deviations.md B12): the decay ``beta`` of an
+            exponential moving average of the iterates (:class:`shf.averaging.Averaged`),
+            which the loop then evaluates, keeps as the best weights and reports, while the
+            method continues from its own iterates; 0 (the paper's): the iterates themselves.
     """
 
     max_iters: int = 1000
@@ -58,6 +63,7 @@ class LoopConfig:
     patience: int = 100
     train_eval_size: int | None = None
     eval_every: int = 1
+    weight_average: float = 0.0
 
     def __post_init__(self) -> None:
         if not (isinstance(self.max_iters, int) and self.max_iters >= 1):
@@ -70,6 +76,8 @@ class LoopConfig:
             raise ConfigError(f"train_eval_size must be >= 1, got {self.train_eval_size}")
         if not (isinstance(self.eval_every, int) and self.eval_every >= 1):
             raise ConfigError(f"eval_every must be a positive integer, got {self.eval_every}")
+        if not 0.0 <= self.weight_average < 1.0:
+            raise ConfigError(f"weight_average must be in [0, 1) (0: off), got {self.weight_average}")
 
 
 @dataclass
@@ -231,6 +239,9 @@ def run_loop(
     N = data.train.shape[0]
     if N < 2:
         raise ConfigError(f"need at least 2 training examples, got {N}")
+    if loop.weight_average > 0.0:
+        # B12 (beyond the paper): the loop sees the EMA of the iterates, the method its iterates.
+        method = Averaged(method, loop.weight_average)
     w = method.init_weights()
     w0 = cast(list[Tensor], tl.clone(w))
     # A fixed subset of the training set for the train error, if asked (documented in metrics).
@@ -406,6 +417,7 @@ def fit(
     max_time: float = math.inf,
     patience: int = 100,
     eval_every: int = 1,
+    weight_average: float = 0.0,
     seed: int = 0,
     callback: Callable[[dict[str, Any]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
@@ -425,6 +437,9 @@ def fit(
         max_iters, max_time, patience: stop after this many HF iterations, seconds of
             optimiser time, or iterations without a better validation loss.
         eval_every: compute the train (and test) loss every this many iterations.
+        weight_average: beyond the paper (B12): evaluate and keep the exponential moving
+            average, with this decay, of the iterates (0: off); the model ends with the best
+            average, and an ``optimizer=`` continued later starts from it.
         seed: the random batches and probes.
         callback: called with each iteration's record.
         should_stop: polled after each iteration; True stops with reason ``interrupted``.
@@ -449,7 +464,10 @@ def fit(
     if test is not None:
         opt.problem.check_batch(w, Xt, Yt)
     data = Split(X, Xv, Xt, "fit", Y, Yv, Yt)
-    loop = LoopConfig(max_iters=max_iters, max_time=max_time, patience=patience, eval_every=eval_every)
+    loop = LoopConfig(
+        max_iters=max_iters, max_time=max_time, patience=patience, eval_every=eval_every,
+        weight_average=weight_average,
+    )  # fmt: skip
 
     def evaluate(w: list[Tensor], Xe: Tensor, Ye: Tensor | None) -> float:
         return math.nan if Xe.shape[0] == 0 else float(opt.problem.loss(w, Xe, Ye))
