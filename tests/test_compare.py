@@ -338,3 +338,52 @@ def test_sigterm_stops_the_method_with_a_checkpoint_and_the_same_command_resumes
     assert [r["val_error"] for r in after[: len(before)]] == [r["val_error"] for r in before]
     assert json.loads((run / "summary.json").read_text())["stop_reason"] != "interrupted"
     assert (out / "compare.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("exitcode", "stop_reason", "message"),
+    [
+        (143, "interrupted", r"shf-tuned was interrupted after iteration 7, with a checkpoint; run the same"),
+        (0, "max_time", r"shf-tuned finished as the stop arrived; run the same command again to go on"),
+        (130, None, r"shf-tuned was interrupted at once \(aborted"),
+    ],
+)
+def test_a_stop_while_a_method_runs_ends_the_comparison_resumably(tmp_path, monkeypatch, exitcode,
+                                                                   stop_reason, message):  # fmt: skip
+    """SIGTERM reaching the parent while it waits: the child is asked to stop (here a fake that
+    writes the summary the real one would), and the comparison ends with 128 + the signal and a
+    message that says what was kept, even when the child had just finished."""
+    import os
+    import signal
+
+    import shf.experiments.compare as cmp
+    from shf import config as cfgmod
+    from shf.errors import InterruptedRunError
+
+    out = tmp_path / "r"
+
+    class Child:
+        pid = 4_000_000  # above Linux's pid_max: the forwarded signal reaches nobody
+
+        def __init__(self, *a, **k):  # type: ignore[no-untyped-def]
+            self.exitcode: int | None = None
+
+        def start(self) -> None:
+            pass
+
+        def join(self) -> None:
+            os.kill(os.getpid(), signal.SIGTERM)  # the user stops the comparison meanwhile
+            out.mkdir(parents=True, exist_ok=True)
+            if stop_reason is not None:
+                summary = {"stop_reason": stop_reason, "hf_iterations": 7}
+                (out / "summary.json").write_text(json.dumps(summary))
+            self.exitcode = exitcode
+
+    class Ctx:
+        Process = Child
+
+    monkeypatch.setattr(cmp.mp, "get_context", lambda kind: Ctx())
+    with pytest.raises(InterruptedRunError, match=message) as e:
+        cmp.run_method(cfgmod.load("default"), "shf-lsmr", out, label="shf-tuned")
+    assert e.value.exit_code == exitcode if exitcode else e.value.exit_code == 143
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the parent's handler is removed

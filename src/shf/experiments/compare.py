@@ -103,17 +103,18 @@ def run_method(
             f"run the same command again to resume it from {out}"
         )
     stopped = fwd.signum is not None or p.exitcode in (128 + signal.SIGINT, 128 + signal.SIGTERM)
-    if stopped and p.exitcode != 0:
+    if stopped:
         code = p.exitcode if p.exitcode and p.exitcode > 128 else 128 + int(fwd.signum or signal.SIGINT)
         s_int = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-        if s_int.get("stop_reason") == "interrupted":
-            where = f"after iteration {s_int.get('hf_iterations')}, with a checkpoint"
+        if p.exitcode == 0:  # the signal came as the run was ending: it finished, the rest waits
+            what = f"method {name} finished as the stop arrived; run the same command again to go on"
+        elif s_int.get("stop_reason") == "interrupted":
+            what = (f"method {name} was interrupted after iteration {s_int.get('hf_iterations')}, with a "
+                    f"checkpoint; run the same command again to resume it from {out}")  # fmt: skip
         else:
-            where = "at once (aborted); its last periodic checkpoint stays"
-        raise InterruptedRunError(
-            f"method {name} was interrupted {where}; run the same command again to resume it from {out}",
-            exit_code=code,
-        )
+            what = (f"method {name} was interrupted at once (aborted; its last periodic checkpoint stays); "
+                    f"run the same command again to resume it from {out}")  # fmt: skip
+        raise InterruptedRunError(what, exit_code=code)
     if p.exitcode != 0 or not summary_path.is_file():
         raise ConfigError(f"method {label or method} failed (exit code {p.exitcode}); see {out}")
     s: dict[str, Any] = json.loads(summary_path.read_text())
