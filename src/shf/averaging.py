@@ -15,18 +15,16 @@ put into the iterates, which the validation error (and hence the best weights) t
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from torch import Tensor
 
 from shf.errors import require
-
-if TYPE_CHECKING:
-    from shf.fit import Method
+from shf.method import Method
 
 
 class Averaged:
-    """A :class:`shf.fit.Method` whose weights are the bias-corrected EMA of ``inner``'s iterates.
+    """A :class:`shf.method.Method` whose weights are the bias-corrected EMA of ``inner``'s iterates.
 
     ``step`` ignores the weights the loop passes (the average it returned last time) and steps
     ``inner`` from its own iterate; the validation error ``inner`` computed at that iterate is

@@ -24,7 +24,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -33,6 +33,7 @@ from shf import tensorlist as tl
 from shf.averaging import Averaged
 from shf.data.split import Split
 from shf.errors import ConfigError
+from shf.method import Method
 from shf.optim.shf import SHF, as_pair
 
 log = logging.getLogger(__name__)
@@ -88,27 +89,6 @@ class TrainResult:
     history: list[dict[str, Any]]
     summary: dict[str, Any]
     initial_weights: list[Tensor] = field(default_factory=list)
-
-
-class Method(Protocol):
-    """An optimiser the loop can drive: initial weights, then one iteration at a time.
-
-    ``step`` returns the new weights and a metrics dictionary that holds at least
-    ``examples`` (training rows used by the iteration) and may hold ``val_error`` (the
-    validation error at the new weights, when the method computed it anyway).
-    ``state_dict``/``load_state_dict`` hold everything a resumed run needs to continue
-    bit for bit (after ``init_weights``, which builds the method's structures).
-    """
-
-    def init_weights(self) -> list[Tensor]: ...
-
-    def step(self, w: list[Tensor], deadline: float | None = None) -> tuple[list[Tensor], dict[str, Any]]: ...
-
-    def summary(self) -> dict[str, Any]: ...
-
-    def state_dict(self) -> dict[str, Any]: ...
-
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 @dataclass

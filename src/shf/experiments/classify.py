@@ -18,7 +18,8 @@ from shf.config import ExperimentConfig
 from shf.curvature.module import ModuleProblem
 from shf.data.split import Split
 from shf.errors import ConfigError
-from shf.fit import Evaluate, Method, SHFMethod
+from shf.fit import Evaluate, SHFMethod
+from shf.method import Method
 from shf.models.classifier import SmallCNN, mlp_classifier
 from shf.optim.first_order import FirstOrder
 from shf.optim.hf import MartensHF

@@ -11,7 +11,8 @@ from shf.config import ExperimentConfig
 from shf.curvature.mlp import objective_tensor
 from shf.data.split import Split
 from shf.errors import ConfigError
-from shf.fit import Method, SHFMethod
+from shf.fit import SHFMethod
+from shf.method import Method
 from shf.models.autoencoder import Autoencoder, sparse_init
 from shf.optim.first_order import FirstOrder, FirstOrderConfig
 from shf.optim.hf import MartensHF

@@ -19,7 +19,8 @@ from shf.data.registry import load_dataset
 from shf.data.split import Split, check_array
 from shf.errors import ConfigError
 from shf.experiments.methods import build_method, shf_method
-from shf.fit import Evaluate, LoopConfig, LoopState, Method, TrainResult, run_loop
+from shf.fit import Evaluate, LoopConfig, LoopState, TrainResult, run_loop
+from shf.method import Method
 from shf.models.autoencoder import Autoencoder, loss
 from shf.optim.step import SHFConfig
 

@@ -54,7 +54,7 @@ Objective = Callable[[list[Tensor], Tensor, "Tensor | None"], Tensor]
 
 
 class FirstOrder:
-    """Adam or SGD-Nesterov as a :class:`shf.fit.Method`.
+    """Adam or SGD-Nesterov as a :class:`shf.method.Method`.
 
     Args:
         objective: the differentiable mean loss ``objective(w, X, Y)``.

@@ -78,7 +78,7 @@ class HFConfig:
 
 
 class MartensHF:
-    """Martens (2010) HF as a :class:`shf.fit.Method` (one HF iteration per step).
+    """Martens (2010) HF as a :class:`shf.method.Method` (one HF iteration per step).
 
     Args:
         net: the model and loss as operators (:class:`shf.curvature.base.CurvatureModel`: the
