@@ -52,6 +52,11 @@ OVERRIDES = [
 DROP = {"time_s", "wall_s", "times", "elapsed_s"}
 
 
+def without_times(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records with their timing fields (:data:`DROP`) removed: what a resumed run repeats exactly."""
+    return [{k: v for k, v in r.items() if k not in DROP} for r in records]
+
+
 def data() -> Split:
     X = generate_curves(400, seed=5)
     return make_split(X[:240], X[240:320], X[320:], "tiny CURVES").to(torch.float64)

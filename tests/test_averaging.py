@@ -145,10 +145,7 @@ def test_shf_fit_with_a_weight_average_resumes_and_trains() -> None:
     finally:
         torch.set_num_threads(threads)
 
-    def strip(recs: list[dict]) -> list[dict]:
-        return [{k: v for k, v in r.items() if k not in ("time_s", "wall_s", "times")} for r in recs]
-
-    assert strip(rest.history) == strip(whole.history[4:])
+    assert regression_runs.without_times(rest.history) == regression_runs.without_times(whole.history[4:])
     assert all(torch.equal(a, b) for a, b in zip(rest.weights, whole.weights))
     # The same iterations underneath (lambda, batch sizes), other validation errors on top.
     assert [r["lam"] for r in whole.history] == [r["lam"] for r in plain.history]

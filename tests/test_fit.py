@@ -172,10 +172,7 @@ def test_run_loop_resumes_bit_for_bit_from_a_checkpoint(method: str) -> None:
     finally:
         torch.set_num_threads(threads)
 
-    def strip(recs: list[dict]) -> list[dict]:
-        return [{k: v for k, v in r.items() if k not in ("time_s", "wall_s", "times")} for r in recs]
-
-    assert strip(rest.history) == strip(whole.history[6:])
+    assert regression_runs.without_times(rest.history) == regression_runs.without_times(whole.history[6:])
     assert all(torch.equal(a, b) for a, b in zip(rest.weights, whole.weights))
     assert {k: v for k, v in rest.summary.items() if "time" not in k} == {
         k: v for k, v in whole.summary.items() if "time" not in k

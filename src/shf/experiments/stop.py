@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -25,25 +25,35 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-class StopRequest:
-    """A SIGINT/SIGTERM handler and the ``should_stop`` callable of the training loop: the first
-    signal makes it return True (the loop stops after the current iteration); a second SIGINT
-    raises :class:`KeyboardInterrupt` at once."""
+class _Handlers:
+    """A context that installs ``self._handle`` for SIGINT and SIGTERM on entry and restores the
+    previous handlers on exit; ``signum`` is the first signal received (None: none)."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
         self._old: dict[int, Any] = {}
 
-    def __enter__(self) -> StopRequest:
+    def __enter__(self) -> Self:
         if _in_main_thread():
             for s in STOP_SIGNALS:
                 self._old[s] = signal.signal(s, self._handle)
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         for s, h in self._old.items():
             signal.signal(s, h)
         self._old.clear()
+
+    def _handle(self, signum: int, frame: object) -> None:
+        raise NotImplementedError
+
+
+class StopRequest(_Handlers):
+    """A SIGINT/SIGTERM handler and the ``should_stop`` callable of the training loop: the first
+    signal makes it return True (the loop stops after the current iteration); a second SIGINT
+    raises :class:`KeyboardInterrupt` at once."""
 
     def _handle(self, signum: int, frame: object) -> None:
         if self.signum is not None and signum == signal.SIGINT:
@@ -63,7 +73,7 @@ class StopRequest:
         return 128 + int(self.signum or 0)
 
 
-class ForwardStop:
+class ForwardStop(_Handlers):
     """While a parent waits on a child that runs under :class:`StopRequest`: the first SIGINT or
     SIGTERM the parent receives is passed on to the child as SIGTERM (a graceful stop; when the
     signal was a Ctrl-C at a terminal, the child has it already and the forward changes
@@ -72,23 +82,9 @@ class ForwardStop:
     says which signal arrived first (None: none) and ``aborted`` whether a second Ctrl-C came."""
 
     def __init__(self, pid: int) -> None:
+        super().__init__()
         self.pid = pid
-        self.signum: int | None = None
         self.aborted = False
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> ForwardStop:
-        if _in_main_thread():
-            for s in STOP_SIGNALS:
-                self._old[s] = signal.signal(s, self._handle)
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        for s, h in self._old.items():
-            signal.signal(s, h)
-        self._old.clear()
 
     def _send(self, signum: int) -> None:
         with contextlib.suppress(ProcessLookupError):  # the child has ended already
