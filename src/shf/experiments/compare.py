@@ -104,7 +104,7 @@ def run_method(
         )
     stopped = fwd.signum is not None or p.exitcode in (128 + signal.SIGINT, 128 + signal.SIGTERM)
     if stopped:
-        code = p.exitcode if p.exitcode and p.exitcode > 128 else 128 + int(fwd.signum or signal.SIGINT)
+        code = p.exitcode if p.exitcode and p.exitcode > 128 else fwd.exit_code  # the child's, else ours
         s_int = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
         if p.exitcode == 0:  # the signal came as the run was ending: it finished, the rest waits
             what = f"method {name} finished as the stop arrived; run the same command again to go on"
@@ -116,7 +116,7 @@ def run_method(
                     f"run the same command again to resume it from {out}")  # fmt: skip
         raise InterruptedRunError(what, exit_code=code)
     if p.exitcode != 0 or not summary_path.is_file():
-        raise ConfigError(f"method {label or method} failed (exit code {p.exitcode}); see {out}")
+        raise ConfigError(f"method {name} failed (exit code {p.exitcode}); see {out}")
     s: dict[str, Any] = json.loads(summary_path.read_text())
     return s
 

@@ -49,6 +49,11 @@ class _Handlers:
     def _handle(self, signum: int, frame: object) -> None:
         raise NotImplementedError
 
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal number (130 for SIGINT, 143 for SIGTERM), the shell's convention."""
+        return 128 + int(self.signum or 0)
+
 
 class StopRequest(_Handlers):
     """A SIGINT/SIGTERM handler and the ``should_stop`` callable of the training loop: the first
@@ -66,11 +71,6 @@ class StopRequest(_Handlers):
 
     def __call__(self) -> bool:
         return self.signum is not None
-
-    @property
-    def exit_code(self) -> int:
-        """128 + the signal number (130 for SIGINT, 143 for SIGTERM), the shell's convention."""
-        return 128 + int(self.signum or 0)
 
 
 class ForwardStop(_Handlers):
