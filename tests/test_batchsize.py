@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from reference import tiny_problem
-from shf.batchsize import BatchSchedule, predict_batch_size
+from shf.batchsize import BatchSchedule, batch_cap, predict_batch_size
 from shf.curvature.mlp import AutoencoderJacobian
 from shf.errors import ConfigError
 
@@ -115,3 +115,14 @@ def test_literal_eq13_uses_the_unsquared_norm():
     assert lit.n_hat == math.ceil(N * var / (var + theta**2 * (N - 1) * gnorm))
     assert sq.n_hat == math.ceil(N * var / (var + theta**2 * (N - 1) * gnorm**2))
     assert lit.n_hat < sq.n_hat  # ||g|| < 1: the literal test asks for a smaller batch
+
+
+def test_batch_cap_by_hand():
+    # min(n_max, N, ceil(fraction N)), floored at min(n1, N); N unknown: n_max (B13)
+    assert batch_cap(6000, 250, 8000, 0.3) == 2400
+    assert batch_cap(6000, 250, 8001, 0.3) == 2401  # ceil(2400.3)
+    assert batch_cap(6000, 250, 8000, None) == 6000
+    assert batch_cap(6000, 250, 5000, None) == 5000  # the training set itself
+    assert batch_cap(2500, 250, None, 0.3) == 2500
+    assert batch_cap(2500, 250, 500, 0.3) == 250  # 150 < n1: n1
+    assert batch_cap(2500, 250, 100, 0.3) == 100  # n1 > N: the whole set

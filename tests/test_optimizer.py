@@ -123,6 +123,9 @@ def test_param_groups_select_parameters_but_may_not_set_options() -> None:
         ({"damping": Damping(drop=1.5)}, "drop must be in"),
         ({"solver": Solver(kind="gmres")}, "solver must be 'lsmr' or 'cg'"),
         ({"batch": Batch(n1=10, n_max=5)}, "n_max must be"),
+        ({"batch": Batch(n_max_fraction=0.0)}, "n_max_fraction must be in"),
+        ({"batch": Batch(n_max_fraction=1.5)}, "n_max_fraction must be in"),
+        ({"batch": Batch(n_max_fraction=float("nan"))}, "n_max_fraction must be in"),
         ({"preconditioner": "jacobi"}, "preconditioner must be one of"),
         ({"config": SHFConfig(), "damping": Damping()}, "either config= or"),
         ({"train_size": 1}, "train_size must be"),
@@ -166,10 +169,33 @@ def test_step_without_validation_keeps_the_batch_size() -> None:
 
 def test_state_dict_keeps_the_batch_cap_of_the_training_set_it_was_made_for() -> None:
     model = _model()
-    sd = SHF(model, "cross_entropy", train_size=100, **HYPER).state_dict()
-    other = SHF(model, "cross_entropy", **HYPER)  # no train_size: n_max would be the config's 120
+    hyper = {**HYPER, "batch": Batch(n1=30, n_max=120, theta=0.3, n_max_fraction=None)}
+    sd = SHF(model, "cross_entropy", train_size=100, **hyper).state_dict()
+    other = SHF(model, "cross_entropy", **hyper)  # no train_size: n_max would be the config's 120
     other.load_state_dict(sd)
     assert other.schedule.n_max == 100 and other.train_size == 100
+
+
+@pytest.mark.parametrize(
+    ("n_max", "fraction", "train_size", "cap"),
+    [
+        (6000, 0.3, 8000, 2400),  # MNIST's preset on the 8,000-image stand-in: 30% of it
+        (6000, None, 8000, 6000),  # the paper's: n_max alone
+        (2000, 0.3, 6762, 2000),  # USPS: 30% is 2,029, above n_max
+        (2500, 0.3, None, 2500),  # no training-set size: n_max
+        (120, 0.3, 100, 30),  # 30% of 100 is below n1 = 30: n1
+    ],
+)
+def test_b13_caps_the_batch_at_a_fraction_of_the_training_set(
+    n_max: int, fraction: float | None, train_size: int | None, cap: int
+) -> None:
+    batch = Batch(n1=30, n_max=n_max, n_max_fraction=fraction)
+    opt = SHF(_model(), "cross_entropy", batch=batch, train_size=train_size)
+    assert opt.schedule.n_max == cap
+    # the growth rule never passes the cap: Alg. 2 predicting the whole training set
+    for _ in range(12):
+        opt.schedule.update(f_val=1.0, n_hat=10**6)
+    assert opt.schedule.n == cap
 
 
 def test_parameters_are_fixed_at_construction_and_val_may_be_a_list() -> None:

@@ -70,6 +70,18 @@ def predict_batch_size(
     return BatchStats(n_hat=max(n_hat, 1), var_l1=var_l1, grad_norm_sq=g2)
 
 
+def batch_cap(n_max: int, n1: int, N: int | None, fraction: float | None = None) -> int:
+    """The largest batch a run draws: ``n_max`` (Table 1), at most the training-set size ``N``
+    and, beyond the paper (B13), at most ``ceil(fraction N)``; never below the first batch
+    ``min(n1, N)``. ``N = None`` (unknown): ``n_max``; ``fraction = None``: no B13 cap."""
+    if N is None:
+        return n_max
+    cap = min(n_max, N)
+    if fraction is not None:
+        cap = min(cap, math.ceil(fraction * N))
+    return max(cap, min(n1, N))
+
+
 @dataclass
 class BatchSchedule:
     """The mini-batch growth rule of Alg. 1 (§4.3, §4.5).

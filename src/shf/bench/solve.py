@@ -45,6 +45,7 @@ from typing import Any
 
 import torch
 
+from shf.batchsize import batch_cap
 from shf.bench.common import describe_machine, load_with_stand_ins, machine
 from shf.config import ExperimentConfig, load
 from shf.data.split import Split
@@ -201,7 +202,7 @@ def _run_case(name: str, cfg: ExperimentConfig, data: Split, phase: str, iters: 
     N = data.train.shape[0]
     if phase == "n_max":
         n1 = min(opt.n1, N)
-        n = max(min(opt.n_max, N), n1)
+        n = batch_cap(opt.n_max, opt.n1, N, opt.n_max_fraction)
         opt = dataclasses.replace(opt, n1=n, maxiter1=math.ceil(opt.maxiter1 * n / n1))
     threads_before = torch.get_num_threads()
     if cfg.run.threads is not None:

@@ -89,7 +89,9 @@ class Batch:
     ``curvature_size``: the curvature products on that many of the batch's rows only, the
     gradient on all of them (B7; ``None``: all); ``curvature_patience``: grow that curvature
     batch by ``curvature_growth`` (up to ``n_max``) after so many HF iterations without progress
-    in the validation loss (B11, :class:`shf.optim.plateau.PlateauGrowth`; ``None``: fixed)."""
+    in the validation loss (B11, :class:`shf.optim.plateau.PlateauGrowth`; ``None``: fixed);
+    ``n_max_fraction``: the batch is also at most that fraction of the training set, when its
+    size is known (B13; ``None``: ``n_max`` alone)."""
 
     n1: int = 250
     n_max: int = 2500
@@ -102,6 +104,7 @@ class Batch:
     curvature_size: int | None = 250
     curvature_patience: int | None = None
     curvature_growth: float = 2.0
+    n_max_fraction: float | None = 0.3
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,7 @@ TUNED: dict[str, Any] = {
     "forcing": "gradient",
     "merit_size": 200,
     "curvature_size": 250,
+    "n_max_fraction": 0.3,
 }
 """The measured-best settings beyond the paper (issue 11; ``docs/results/ablations2``): the keys
 of :class:`SHFConfig` whose values differ from the paper's. They are the defaults of

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from shf import collectives
-from shf.batchsize import BatchSchedule, predict_batch_size
+from shf.batchsize import BatchSchedule, batch_cap, predict_batch_size
 from shf.curvature.losses import Loss
 from shf.curvature.module import curvature_model
 from shf.curvature.sharded import ShardedProblem
@@ -164,7 +164,7 @@ class SHF(torch.optim.Optimizer):
         self.schedule = BatchSchedule(
             n=n1,
             maxiter=cfg.maxiter1 if cfg.maxiter_max is None else min(cfg.maxiter1, cfg.maxiter_max),
-            n_max=cfg.n_max if N is None else max(min(cfg.n_max, N), n1),
+            n_max=batch_cap(cfg.n_max, cfg.n1, N, cfg.n_max_fraction),  # B13's cap too
             window=cfg.window,
             growth=cfg.batch_growth,
             rrel_tol=cfg.rrel_tol,
