@@ -62,7 +62,9 @@ def test_batch_size_and_lsmr_cap_per_phase(run: tuple[dict[str, Any], list[str],
     for c in run[0]["cases"]:
         if c["phase"] == "start":
             assert c["n"] == 50 and c["maxiter"] == 5  # n1, maxiter1 (no growth within 5 iterations)
-        else:  # n_max = 1000 capped at the 300 training rows; maxiter scaled by 300/50
+        elif c["name"] == "default":  # TUNED's B13: 30% of the 300 training rows; maxiter by 90/50
+            assert c["n"] == 90 and c["maxiter"] == 9
+        else:  # the paper's: n_max = 1000 capped at the 300 training rows; maxiter scaled by 300/50
             assert c["n"] == 300 and c["maxiter"] == 30
         assert 1 <= c["lsmr_iterations"] <= c["maxiter"]
 
@@ -146,7 +148,8 @@ def test_warmup_left_out_and_n_max_phase_config(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(solve, "shf_method", _FakeMethod)
     monkeypatch.setattr(experiments_run, "prepare_data", lambda cfg: _tiny_split(n=60))
     threads = torch.get_num_threads()
-    rec = bench_solve(["default"], iters=3, overrides=[*TINY[3:7], "run.threads=3"])
+    no_b13 = "optimizer.n_max_fraction=none"  # the cap at N alone
+    rec = bench_solve(["default"], iters=3, overrides=[*TINY[3:7], no_b13, "run.threads=3"])
     assert torch.get_num_threads() == threads  # restored after each case
     start, nmax = rec["cases"]
     assert [m.calls for m in _FakeMethod.made] == [4, 4]  # iters + 1 steps per case

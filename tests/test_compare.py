@@ -341,18 +341,22 @@ def test_sigterm_stops_the_method_with_a_checkpoint_and_the_same_command_resumes
 
 
 @pytest.mark.parametrize(
-    ("exitcode", "stop_reason", "message"),
+    ("exitcode", "stop_reason", "stale", "message"),
     [
-        (143, "interrupted", r"shf-tuned was interrupted after iteration 7, with a checkpoint; run the same"),
-        (0, "max_time", r"shf-tuned finished as the stop arrived; run the same command again to go on"),
-        (130, None, r"shf-tuned was interrupted at once \(aborted"),
+        (143, "interrupted", False, r"shf-tuned was interrupted after iteration 7, with a checkpoint; run"),
+        (143, "interrupted", True, r"shf-tuned was interrupted after iteration 7, with a checkpoint; run"),
+        (0, "max_time", False, r"shf-tuned finished as the stop arrived; run the same command again"),
+        (130, None, False, r"shf-tuned was interrupted at once \(aborted"),
+        # aborted while resuming an earlier interrupted run: that run's summary is not this one's
+        (130, None, True, r"shf-tuned was interrupted at once \(aborted"),
     ],
 )
 def test_a_stop_while_a_method_runs_ends_the_comparison_resumably(tmp_path, monkeypatch, exitcode,
-                                                                   stop_reason, message):  # fmt: skip
+                                                                   stop_reason, stale, message):  # fmt: skip
     """SIGTERM reaching the parent while it waits: the child is asked to stop (here a fake that
     writes the summary the real one would), and the comparison ends with 128 + the signal and a
-    message that says what was kept, even when the child had just finished."""
+    message that says what was kept, even when the child had just finished. ``stale``: an earlier
+    interrupted run's summary (iteration 3) is there before the child starts."""
     import os
     import signal
 
@@ -361,6 +365,9 @@ def test_a_stop_while_a_method_runs_ends_the_comparison_resumably(tmp_path, monk
     from shf.errors import InterruptedRunError
 
     out = tmp_path / "r"
+    if stale:
+        out.mkdir(parents=True)
+        (out / "summary.json").write_text(json.dumps({"stop_reason": "interrupted", "hf_iterations": 3}))
 
     class Child:
         pid = 4_000_000  # above Linux's pid_max: the forwarded signal reaches nobody

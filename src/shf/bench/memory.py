@@ -52,7 +52,6 @@ from pathlib import Path
 from typing import Any
 
 from shf import config as cfgmod
-from shf.batchsize import batch_cap
 from shf.bench.common import describe_machine, encoder_of, jacobian_problem, load_with_stand_ins, machine
 from shf.errors import ConfigError, ShfError
 from shf.experiments.methods import METHODS
@@ -459,8 +458,7 @@ def bench_memory(
     if growth_iters > 0:
         sizes = (baseline.get("sizes") or {}) if "error" not in baseline else {}
         n_train = sizes.get("train") or cfg.data.n_train or cfg.optimizer.n_max
-        o = cfg.optimizer
-        n = max(1, batch_cap(o.n_max, o.n1, int(n_train), o.n_max_fraction))
+        n = max(1, min(cfg.optimizer.n_max, int(n_train)))
         growth = _spawn(
             "growth",
             {

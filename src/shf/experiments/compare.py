@@ -88,6 +88,9 @@ def run_method(
     s0 = finished_run(cfg, method, out, refuse=not overwrite)
     if s0 is not None:
         return s0  # finished with this configuration: reused without a process
+    # An earlier interrupted run's summary: if the child leaves it as it was, the child was aborted
+    # before writing its own (a second Ctrl-C while resuming), and that summary is stale.
+    before = summary_path.read_text() if summary_path.is_file() else None
     ctx = mp.get_context("spawn")
     p = ctx.Process(target=_child, args=(cfg.to_dict(), method, str(out), cfg.run.threads, overwrite))
     p.start()
@@ -105,7 +108,8 @@ def run_method(
     stopped = fwd.signum is not None or p.exitcode in (128 + signal.SIGINT, 128 + signal.SIGTERM)
     if stopped:
         code = p.exitcode if p.exitcode and p.exitcode > 128 else fwd.exit_code  # the child's, else ours
-        s_int = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+        after = summary_path.read_text() if summary_path.is_file() else None
+        s_int = json.loads(after) if after is not None and after != before else {}
         if p.exitcode == 0:  # the signal came as the run was ending: it finished, the rest waits
             what = f"method {name} finished as the stop arrived; run the same command again to go on"
         elif s_int.get("stop_reason") == "interrupted":
