@@ -90,3 +90,23 @@ def test_nielsen_rule_grows_geometrically_on_failure(rho: float) -> None:
     assert (lam**2, nu) == pytest.approx((8.0, 4.0))
     lam, nu = nielsen(lam, rho, nu)
     assert (lam**2, nu) == pytest.approx((32.0, 8.0))
+
+
+@pytest.mark.parametrize("rule", ["paper", "nielsen"])
+def test_lambda_stops_at_its_ceiling_when_every_step_fails(rule: str) -> None:
+    """A run whose steps all fail (rho <= 0, as on MNIST-t10k without the merit, where lambda
+    reached 1.5e37 and lambda^2 overflowed float32) keeps lambda finite: at most LAMBDA_MAX,
+    reached after a finite number of failures, and lambda^2 is finite in float32 there."""
+    import torch
+
+    from shf.damping import LAMBDA_MAX, nielsen
+
+    lam, nu = 5.0, 2.0
+    for _ in range(3000):
+        lam, nu = nielsen(lam, -1.0, nu) if rule == "nielsen" else (levenberg_marquardt(lam, -1.0, 0.99), nu)
+        assert math.isfinite(lam) and math.isfinite(nu)
+    assert lam == LAMBDA_MAX
+    assert torch.isfinite(torch.tensor(lam, dtype=torch.float32) ** 2)
+    # below the ceiling the rules are unchanged, and a good step brings lambda down again
+    assert levenberg_marquardt(2.0, 0.0, 0.5) == 4.0
+    assert nielsen(LAMBDA_MAX, 1.0, nu)[0] == pytest.approx(LAMBDA_MAX / math.sqrt(3), rel=1e-14)

@@ -18,6 +18,14 @@ def reduction_ratio(f_new: float, f_old: float, model_change: float) -> float:
     return (f_new - f_old) / model_change
 
 
+LAMBDA_MAX = 1e10
+"""A ceiling on ``lambda`` under both rules (a safeguard, docs/deviations.md: not in the paper).
+A run whose steps keep failing (``rho <= 0``) would otherwise raise ``lambda`` until
+``lambda^2`` overflows float32 (about 1.8e19) and the solver's right-hand side is not finite.
+At 1e10 the step is ``-grad f / 1e20``, already no step at all; healthy runs stay orders of
+magnitude below it, and such a run then ends on its patience, not on an overflow."""
+
+
 def levenberg_marquardt(lam: float, rho: float, drop: float) -> float:
     """The LM rule of §4.2 on SHF's ``lambda`` (LSMR's ``damp``, so ``lambda^2`` moves by ``drop^2``).
 
@@ -29,7 +37,7 @@ def levenberg_marquardt(lam: float, rho: float, drop: float) -> float:
     if lam < 0.0 or not math.isfinite(lam):
         raise ConfigError(f"lambda must be finite and >= 0, got {lam}")
     if not rho >= 0.25:  # rho < 1/4, or NaN
-        return lam / drop
+        return min(lam / drop, LAMBDA_MAX)
     if rho > 0.75:
         return drop * lam
     return lam
@@ -51,4 +59,4 @@ def nielsen(lam: float, rho: float, nu: float) -> tuple[float, float]:
     if math.isfinite(rho) and rho > 0.0:
         factor = max(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
         return lam * math.sqrt(factor), 2.0
-    return lam * math.sqrt(nu), 2.0 * nu
+    return min(lam * math.sqrt(nu), LAMBDA_MAX), min(2.0 * nu, 2.0**60)
