@@ -28,7 +28,7 @@ from torch import Tensor
 from shf import precond as pc
 from shf import tensorlist as tl
 from shf.curvature.base import CurvatureModel
-from shf.damping import DAMPING_RULES, levenberg_marquardt, nielsen, reduction_ratio
+from shf.damping import DAMPING_RULES, NU_MAX, levenberg_marquardt, nielsen, reduction_ratio
 from shf.errors import require
 from shf.linesearch import armijo_backtracking
 from shf.optim.plateau import PlateauGrowth
@@ -785,8 +785,9 @@ def shf_step(
     w_new = cast(list[Tensor], tl.axpy(step, d, w) if accepted else tl.clone(w))
     if accepted and not tl.all_finite(w_new):  # never write NaN weights
         accepted, step, loss_new, w_new = False, 0.0, f0, cast(list[Tensor], tl.clone(w))
-        lam_next = max(lam_next, lam / cfg.drop)
-        nu_next = 2.0 * state.nu
+        # at least the paper rule's growth on a failed step, under the same ceilings
+        lam_next = max(lam_next, levenberg_marquardt(lam, -math.inf, cfg.drop))
+        nu_next = min(2.0 * state.nu, NU_MAX)
 
     # With s = 1 the new weights are exactly the w + d the merit was evaluated at (the same
     # tensor operation), so f(w_new; X_val) is already known: the caller need not recompute it.
