@@ -127,6 +127,66 @@ def test_nan_direction_never_reaches_weights():
     assert state.lam == 2.0 and not info.accepted
 
 
+def _least_squares_step(model: LinearLSQ, w: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The undamped Gauss-Newton step from ``w`` (dense): the minimiser of the quadratic model."""
+    r = model.M @ w[0].reshape(-1) - model.y
+    d = torch.linalg.lstsq(model.M, -r.unsqueeze(1)).solution.squeeze(1)
+    return [d.reshape(model.shape)]
+
+
+@pytest.mark.parametrize(("t", "kept"), [(0.5, True), (1.9, True), (2.1, False), (-0.5, False)])
+def test_warm_start_guard_drops_a_start_that_does_not_decrease_the_model(t, kept):
+    """B14: along the Gauss-Newton step d*, q(t d*) = (t^2/2 - t) ||M d*||^2 < 0 exactly for
+    0 < t < 2, so the guard keeps t = 0.5 and 1.9 and starts from 0 for t = 2.1 and -0.5 (a wrong
+    sign or a missing 1/2 in q would move the boundary to t = 1 or t = 0)."""
+    model, w = _lsq(2)
+    d_star = _least_squares_step(model, w)
+    x0 = tl.scale(t, d_star)
+    # lambda = 1e3 and 2 iterations: the returned direction stays close to where LSMR started
+    kwargs = {"lambda1": 1e3, "preconditioner": "none", "use_merit": False, "maxiter1": 2, "atol": 0.0}
+    guarded = SHFConfig(warm_start_guard="model", **kwargs)
+    paper = SHFConfig(**kwargs)
+    results = {}
+    for name, cfg in (("guarded", guarded), ("paper", paper), ("zero", paper)):
+        state = SHFState.initial(cfg)
+        state.d = None if name == "zero" else tl.clone(x0)
+        w1, info = shf_step(model, w, torch.empty(0), state, cfg)
+        results[name] = (w1, info)
+    w_g, info_g = results["guarded"]
+    assert info_g.warm_start is kept
+    assert results["paper"][1].warm_start is True and results["zero"][1].warm_start is None
+    # kept: exactly the paper's solve; dropped: exactly the solve from 0
+    same = results["paper" if kept else "zero"][0]
+    assert torch.equal(w_g[0], same[0])
+    if not kept:
+        # the paper's solve returns (nearly) the bad start, which raises the model; from 0 it falls
+        assert results["paper"][1].model_change > 0 > info_g.model_change
+
+
+@pytest.mark.parametrize("t", [0.5, 3.0])
+def test_warm_start_retry_solves_again_from_zero_when_the_direction_raises_the_model(t):
+    """B14's ``retry``: a solve from t d* that returns a direction with q(d) >= 0 (t = 3 under
+    heavy damping, which keeps LSMR near its start) is redone from 0, and its iterations are
+    added; one with q(d) < 0 (t = 0.5) is the paper's solve unchanged."""
+    model, w = _lsq(2)
+    x0 = tl.scale(t, _least_squares_step(model, w))
+    kwargs = {"lambda1": 1e3, "preconditioner": "none", "use_merit": False, "maxiter1": 2, "atol": 0.0}
+    out = {}
+    for name, guard, start in (("retry", "retry", x0), ("paper", "none", x0), ("zero", "none", None)):
+        cfg = SHFConfig(warm_start_guard=guard, **kwargs)
+        state = SHFState.initial(cfg)
+        state.d = None if start is None else tl.clone(start)
+        out[name] = shf_step(model, w, torch.empty(0), state, cfg)
+    (w_r, info_r), (w_p, info_p), (w_z, info_z) = out["retry"], out["paper"], out["zero"]
+    if t < 2:
+        assert info_p.model_change < 0 and info_r.warm_start is True
+        assert torch.equal(w_r[0], w_p[0]) and info_r.solver_iterations == info_p.solver_iterations
+    else:
+        assert info_p.model_change > 0 and info_r.warm_start is False
+        assert torch.equal(w_r[0], w_z[0]) and info_r.model_change == info_z.model_change < 0
+        assert info_r.solver_iterations == info_p.solver_iterations + info_z.solver_iterations
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
@@ -144,6 +204,7 @@ def test_nan_direction_never_reaches_weights():
         ({"sigma": 0.0}, "sigma must be > 0"),
         ({"alpha": 1.0}, r"alpha must be in \(0, 1\)"),
         ({"preconditioner": "jacobi"}, "preconditioner must be one of"),
+        ({"warm_start_guard": "merit"}, "warm_start_guard must be one of"),
     ],
 )
 def test_invalid_hyperparameters(kwargs, match):

@@ -47,6 +47,7 @@ FORCING_RULES = ("none", "gradient")
 MAXITER_RULES = ("paper", "merit")
 BATCH_TESTS = ("squared", "paper")
 STEP_RULES = ("unit", "model")
+WARM_START_GUARDS = ("none", "model", "retry")
 
 
 @dataclass
@@ -137,6 +138,13 @@ class SHFConfig:
         batch_test: ``"squared"`` (NOTES item 6: ``theta^2 ||grad f_S||^2``, Byrd et al.) or
             ``"paper"`` (beyond the NOTES reading, B6: eq. 13's literal ``theta^2 ||grad f_S||``,
             which predicts smaller batches while ``||grad f_S|| < 1``).
+        warm_start_guard: ``"none"`` (the paper's: LSMR always starts from ``gamma d``) or,
+            beyond the paper (B14), ``"model"``: start from 0 when ``gamma d`` does not
+            decrease the undamped quadratic model on the new batch (``q(gamma d) >= 0``; one
+            more Jacobian product), or ``"retry"``: solve again from 0 when the direction
+            returned from ``gamma d`` does not decrease it (``q(d) >= 0``; the iterations of
+            both solves are counted). LSMR's damping pulls its iterates towards the start
+            (eq. 19), so without the merit a bad start is returned almost unchanged.
     """
 
     lambda1: float = 5.0
@@ -181,6 +189,7 @@ class SHFConfig:
     step_max: float = 4.0
     weight_cost: float = 0.0
     n_max_fraction: float | None = None
+    warm_start_guard: str = "none"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -311,6 +320,10 @@ class SHFConfig:
             or (finite(self.n_max_fraction) and 0 < self.n_max_fraction <= 1),
             f"n_max_fraction must be in (0, 1] or none, got {self.n_max_fraction}",
         )
+        need(
+            self.warm_start_guard in WARM_START_GUARDS,
+            f"warm_start_guard must be one of {WARM_START_GUARDS}, got {self.warm_start_guard!r}",
+        )
         choices = [p.value for p in pc.Preconditioner]
         need(
             self.preconditioner in choices,
@@ -402,6 +415,9 @@ class StepInfo:
     """The solver's iteration cap for the next iteration."""
     curvature_rows: int | None = None
     """The batch rows the curvature products used (B7, B11; None: the whole batch)."""
+    warm_start: bool | None = None
+    """Whether the solver started from the warm start ``gamma d`` (None: there was none; False:
+    B14's guard dropped it)."""
     times: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -673,8 +689,21 @@ def shf_step(
         forcing_bound = eta * (tl.norm(tl.mul(c, g)) if c is not None else g_norm)
 
     t = time.perf_counter()
-    merit_of_d: float | None = None
     x0 = state.d if state.d is not None else tl.zeros_like(w)
+    warm: bool | None = None if state.d is None else True
+    if state.d is not None and cfg.warm_start_guard == "model":
+        # Beyond the paper (docs/deviations.md B14): start from 0 instead of gamma d when the
+        # warm start does not decrease the undamped model on this batch, q(x0) >= 0 = q(0).
+        # LSMR's damping pulls towards x0 (eq. 19), so a bad x0 would be returned nearly as is.
+        if g is None:
+            g = A.gradient()
+        A0 = A_curv.matvec(state.d)
+        # q(x0) = 1/2 x0^T (A_c^T A_c + c I) x0 + x0^T grad f
+        q0 = 0.5 * A_curv.range_norm(A0) ** 2 + tl.dot(state.d, g)
+        if wc > 0.0:
+            q0 += 0.5 * wc * tl.dot(state.d, state.d)
+        if _any_rank(not q0 < 0.0, agree):
+            x0, warm = tl.zeros_like(w), False
     # The solver sees A through a timer, so its time splits into products and the rest.
     A_timed = TimedOperator(A_curv)
     op: Any = A_timed
@@ -685,43 +714,49 @@ def shf_step(
         op = DampedStack(A_timed, math.sqrt(wc), None)
         b_solve = op.join(b_solve, tl.scale(-math.sqrt(wc), w))
         range_parts = 1 + len(w)
-    if A_curv is not A and cfg.solver == "lsmr":
-        assert g is not None
-        # g_A = -op^T b_solve: the curvature rows' gradient (with B10's c w)
-        g_A = A_curv.gradient() if wc == 0.0 else cast(list[Tensor], tl.axpy(wc, w, A_curv.gradient()))
-        d, iterations, stop, merit_evals, solver_best, merit_of_d = _solve_lsmr_stacked(
-            op, g_A, b_solve, g, lam, c, cast(list[Tensor], x0), state.maxiter,
-            cfg, merit, deadline, forcing_bound, agree, range_parts=range_parts,
-        )  # fmt: skip
-    elif cfg.solver == "lsmr":
-        # Solve (A^T A + lambda^2 I) d = A^T b with LSMR(d, A, b, lambda, c; maxiter, atol, ftol, phi)
-        callback, forced = _lsmr_stops(forcing_bound, deadline, agree)
-        d_solve, info = lsmr(
-            op,
-            b_solve,
-            callback=None if (deadline is None and forcing_bound is None) else callback,
-            damp=lam,
-            x0=x0,
-            precond=c,
-            atol=cfg.atol,
-            btol=0.0,  # Alg. 6 has no consistent-system test; only atol, the merit and maxiter
-            conlim=0.0,  # ... and no condition-number stop (0 disables it, as in scipy)
-            maxiter=state.maxiter,
-            merit=merit,
-            ftol=cfg.ftol,
-            miniter=cfg.miniter,
-            recover=cfg.recover,
-            first_check=cfg.first_check,
-            check_growth=cfg.check_growth,
-        )
-        d = cast(list[Tensor], d_solve)
-        iterations, merit_evals = info.iterations, len(info.merit_history)
-        stop, solver_best, merit_of_d = _lsmr_outcome(info, forced[0])
-    else:
-        d, iterations, stop, merit_evals, solver_best = _solve_cg(
-            op, b_solve, lam, c, cast(list[Tensor], x0), state.maxiter, cfg, merit, deadline,
+    if A_curv is not A and cfg.solver == "lsmr" and g is None:
+        g = A.gradient()
+
+    def solve(x0: list[Tensor]) -> tuple[list[Tensor], int, str, int, int | None, float | None]:
+        """``(d, iterations, stop, merit evaluations, solver_best, phi(d) or None)`` from ``x0``."""
+        if A_curv is not A and cfg.solver == "lsmr":
+            assert g is not None
+            # g_A = -op^T b_solve: the curvature rows' gradient (with B10's c w)
+            g_A = A_curv.gradient() if wc == 0.0 else cast(list[Tensor], tl.axpy(wc, w, A_curv.gradient()))
+            return _solve_lsmr_stacked(
+                op, g_A, b_solve, g, lam, c, x0, state.maxiter,
+                cfg, merit, deadline, forcing_bound, agree, range_parts=range_parts,
+            )  # fmt: skip
+        if cfg.solver == "lsmr":
+            # Solve (A^T A + lambda^2 I) d = A^T b with LSMR(d, A, b, lambda, c; maxiter, atol, ftol, phi)
+            callback, forced = _lsmr_stops(forcing_bound, deadline, agree)
+            d_solve, info = lsmr(
+                op,
+                b_solve,
+                callback=None if (deadline is None and forcing_bound is None) else callback,
+                damp=lam,
+                x0=x0,
+                precond=c,
+                atol=cfg.atol,
+                btol=0.0,  # Alg. 6 has no consistent-system test; only atol, the merit and maxiter
+                conlim=0.0,  # ... and no condition-number stop (0 disables it, as in scipy)
+                maxiter=state.maxiter,
+                merit=merit,
+                ftol=cfg.ftol,
+                miniter=cfg.miniter,
+                recover=cfg.recover,
+                first_check=cfg.first_check,
+                check_growth=cfg.check_growth,
+            )
+            stop, best, phi_d = _lsmr_outcome(info, forced[0])
+            return cast(list[Tensor], d_solve), info.iterations, stop, len(info.merit_history), best, phi_d
+        d_cg, its, stop, evals, best = _solve_cg(
+            op, b_solve, lam, c, x0, state.maxiter, cfg, merit, deadline,
             grad=g if A_curv is not A else None, forcing_bound=forcing_bound, agree=agree,
         )  # fmt: skip
+        return d_cg, its, stop, evals, best, None
+
+    d, iterations, stop, merit_evals, solver_best, merit_of_d = solve(cast(list[Tensor], x0))
     assert isinstance(d, list)
     if not merit_on_val:
         merit_of_d = None  # the merit read a subsample (B5): not f(w + d; X_val)
@@ -731,16 +766,40 @@ def shf_step(
 
     t = time.perf_counter()
     finite = tl.all_finite(d)
-    if finite:
-        # q(d) = 1/2 d^T A^T A d - d^T A^T b, the undamped model (NOTES item 10)
+    if g is None:
+        g = A.gradient()  # grad f = A^T R = -A^T b (eq. 6)
+
+    def quadratic(d: list[Tensor]) -> tuple[float, float]:
+        """``(d^T grad f, d^T A^T A d)`` (with B10: ``d^T (A^T A + c I) d``)."""
+        assert g is not None
         Ad = A_curv.matvec(d)
-        if g is None:
-            g = A.gradient()  # grad f = A^T R = -A^T b (eq. 6)
-        slope = tl.dot(d, g)  # -d^T A^T b
         curv = A_curv.range_norm(Ad) ** 2  # d^T A^T A d
         if wc > 0.0:
             curv += wc * tl.dot(d, d)  # B10: d^T (A^T A + c I) d
+        return tl.dot(d, g), curv  # -d^T A^T b
+
+    if finite:
+        # q(d) = 1/2 d^T A^T A d - d^T A^T b, the undamped model (NOTES item 10)
+        slope, curv = quadratic(d)
         model_change = 0.5 * curv + slope
+        if warm and cfg.warm_start_guard == "retry" and _any_rank(not model_change < 0.0, agree):
+            # Beyond the paper (docs/deviations.md B14): the solve from gamma d returned a
+            # direction that does not decrease the undamped model; solve again from 0.
+            t_retry = time.perf_counter()
+            merit_before = merit_time[0]
+            d, its, stop, merit_evals, solver_best, merit_of_d = solve(tl.zeros_like(w))  # type: ignore[arg-type]
+            if not merit_on_val:
+                merit_of_d = None
+            iterations += its
+            warm = False
+            times["solver"] += time.perf_counter() - t_retry - (merit_time[0] - merit_before)
+            times["products"] = A_timed.seconds
+            times["merit"] = merit_time[0]
+            t = time.perf_counter()
+            finite = tl.all_finite(d)
+            slope, curv = quadratic(d) if finite else (math.nan, math.nan)
+            model_change = 0.5 * curv + slope
+    if finite:
         f_new = objective(tl.add(w, d))
     else:
         slope, curv, model_change, f_new = math.nan, math.nan, math.nan, math.inf
@@ -828,6 +887,7 @@ def shf_step(
         direction_norm=tl.norm(d) if finite else float("nan"),
         val_loss_new=val_loss_new,
         curvature_rows=n_c if A_curv is not A else None,
+        warm_start=warm,
         times=times,
     )
     return w_new, info_out
