@@ -43,7 +43,7 @@ def test_train_writes_run_directory(tmp_path, capsys):
     ("args", "match"),
     [
         (["--set", "optimizer.drop=1.5"], r"drop must be in \(0, 1\)"),
-        (["--set", "optimizer.lambda1=-2"], "lambda1 must be >= 0"),
+        (["--set", "optimizer.lambda1=-2"], "lambda1 must be in"),
         (["--encoder", "256,30"], "the data have 784 features but the network's input layer has 256"),
         (["--set", "optimizer.bogus=1"], r"unknown key\(s\) in \[optimizer\]: bogus"),
         (["--data", "/nonexistent/x.npy"], "data file not found: /nonexistent/x.npy"),

@@ -50,7 +50,7 @@ def test_overrides_and_types():
         (["optimizer.use_merit=1"], "optimizer.use_merit must be true or false"),
         (["model.encoder=[784, 0]"], "model.encoder must list at least two positive sizes"),
         (["optimizer.drop=2"], r"\[optimizer\] drop must be in \(0, 1\)"),
-        (["optimizer.lambda1=-1"], r"lambda1 must be >= 0"),
+        (["optimizer.lambda1=-1"], r"lambda1 must be in"),
         (["data.n_train=0"], "data.n_train must be a positive integer"),
         (["run.dtype=float16"], "run.dtype must be one of"),
         (["lambda1=3"], "must look like section.key=value"),

@@ -187,13 +187,37 @@ def test_warm_start_retry_solves_again_from_zero_when_the_direction_raises_the_m
         assert info_r.solver_iterations == info_p.solver_iterations + info_z.solver_iterations
 
 
+@pytest.mark.parametrize("t", [0.5, 3.0])
+def test_warm_start_reset_keeps_the_step_and_drops_the_next_warm_start(t):
+    """B14's ``reset``: the step is exactly the paper's (same weights, rho, damping); only a
+    direction with q(d) >= 0 (t = 3, as in the retry test) does not seed the next solve."""
+    model, w = _lsq(2)
+    x0 = tl.scale(t, _least_squares_step(model, w))
+    kwargs = {"lambda1": 1e3, "preconditioner": "none", "use_merit": False, "maxiter1": 2, "atol": 0.0}
+    out = {}
+    for guard in ("reset", "none"):
+        cfg = SHFConfig(warm_start_guard=guard, **kwargs)
+        state = SHFState.initial(cfg)
+        state.d = tl.clone(x0)
+        out[guard] = (*shf_step(model, w, torch.empty(0), state, cfg), state)
+    (w_r, info_r, state_r), (w_p, info_p, state_p) = out["reset"], out["none"]
+    assert torch.equal(w_r[0], w_p[0]) and state_r.lam == state_p.lam
+    assert info_r.rho == pytest.approx(info_p.rho, nan_ok=True)  # NaN where q(d) >= 0
+    assert info_r.accepted and info_r.warm_start is True
+    if t < 2:
+        assert info_p.model_change < 0 and torch.equal(state_r.d[0], state_p.d[0])
+    else:
+        assert info_p.model_change > 0 and state_r.d is None and state_p.d is not None
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
         ({"drop": 1.5}, r"drop must be in \(0, 1\)"),
         ({"drop": 0.0}, r"drop must be in \(0, 1\)"),
-        ({"lambda1": -1.0}, "lambda1 must be >= 0"),
-        ({"lambda1": math.nan}, "lambda1 must be >= 0"),
+        ({"lambda1": -1.0}, "lambda1 must be in"),
+        ({"lambda1": math.nan}, "lambda1 must be in"),
+        ({"lambda1": 2e10}, r"lambda1 must be in \[0, 1e\+10\]"),
         ({"gamma1": 1.0}, r"gamma1 must be in \[0, 1\)"),
         ({"maxiter1": 0}, "maxiter1 must be a positive integer"),
         ({"atol": -1e-3}, "atol must be >= 0"),

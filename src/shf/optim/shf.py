@@ -1,8 +1,9 @@
 """``shf.SHF``: stochastic Hessian-free optimisation with LSMR as a ``torch.optim.Optimizer``.
 
 One call of :meth:`SHF.step` is one HF iteration of Alg. 1 on the batch it is given:
-the damped, preconditioned Gauss-Newton system solved by LSMR with the validation
-merit (Alg. 6, :func:`shf.optim.step.shf_step`), the Levenberg-Marquardt update and
+the damped, preconditioned Gauss-Newton system solved by LSMR (Alg. 6, with the
+validation merit when ``use_merit`` is on, as in the paper's presets; the defaults turn it
+off, B15; :func:`shf.optim.step.shf_step`), the Levenberg-Marquardt update and
 Armijo backtracking, the warm start for the next solve, and then Alg. 2's batch-size
 prediction at the new weights with the growth rule, so :attr:`SHF.batch_size` is the
 size the next batch should have. The optimizer holds all of Alg. 1's state
@@ -241,9 +242,9 @@ class SHF(torch.optim.Optimizer):
 
         Args:
             inputs, targets: the mini-batch (``targets=None``: reconstruct the inputs).
-            val: ``(inputs, targets)`` (or just inputs) of the validation set: the merit
-                that stops LSMR (Alg. 6) and the loss the growth rule watches. Without it
-                LSMR stops on ``atol``/``maxiter`` only and the batch size stays.
+            val: ``(inputs, targets)`` (or just inputs) of the validation set: the loss the
+                growth rule watches and, with ``use_merit``, the merit that stops LSMR
+                (Alg. 6). Without it the batch size stays, and LSMR stops on its other tests.
             deadline: a ``time.perf_counter()`` value past which the solver stops (with the
                 best iterate so far), so that a time limit holds within one solver iteration.
         """

@@ -28,7 +28,7 @@ from torch import Tensor
 from shf import precond as pc
 from shf import tensorlist as tl
 from shf.curvature.base import CurvatureModel
-from shf.damping import DAMPING_RULES, NU_MAX, levenberg_marquardt, nielsen, reduction_ratio
+from shf.damping import DAMPING_RULES, LAMBDA_MAX, NU_MAX, levenberg_marquardt, nielsen, reduction_ratio
 from shf.errors import require
 from shf.linesearch import armijo_backtracking
 from shf.optim.plateau import PlateauGrowth
@@ -47,7 +47,7 @@ FORCING_RULES = ("none", "gradient")
 MAXITER_RULES = ("paper", "merit")
 BATCH_TESTS = ("squared", "paper")
 STEP_RULES = ("unit", "model")
-WARM_START_GUARDS = ("none", "model", "retry")
+WARM_START_GUARDS = ("none", "model", "retry", "reset")
 
 
 @dataclass
@@ -143,7 +143,9 @@ class SHFConfig:
             decrease the undamped quadratic model on the new batch (``q(gamma d) >= 0``; one
             more Jacobian product), or ``"retry"``: solve again from 0 when the direction
             returned from ``gamma d`` does not decrease it (``q(d) >= 0``; the iterations of
-            both solves are counted). LSMR's damping pulls its iterates towards the start
+            both solves are counted), or ``"reset"``: keep that direction for this step (``rho``,
+            the damping update and the line search as usual) but do not warm-start the next
+            solve from it. LSMR's damping pulls its iterates towards the start
             (eq. 19), so without the merit a bad start is returned almost unchanged.
     """
 
@@ -202,7 +204,10 @@ class SHFConfig:
         def finite(x: float) -> bool:
             return isinstance(x, (int, float)) and math.isfinite(x)
 
-        need(finite(self.lambda1) and self.lambda1 >= 0, f"lambda1 must be >= 0, got {self.lambda1}")
+        need(
+            finite(self.lambda1) and 0 <= self.lambda1 <= LAMBDA_MAX,
+            f"lambda1 must be in [0, {LAMBDA_MAX:g}] (the damping's ceiling), got {self.lambda1}",
+        )
         need(finite(self.drop) and 0 < self.drop < 1, f"drop must be in (0, 1), got {self.drop}")
         need(finite(self.gamma1) and 0 <= self.gamma1 < 1, f"gamma1 must be in [0, 1), got {self.gamma1}")
         need(
@@ -852,11 +857,14 @@ def shf_step(
     # tensor operation), so f(w_new; X_val) is already known: the caller need not recompute it.
     val_loss_new = merit_of_d if (accepted and step == 1.0 and merit_of_d is not None) else None
 
+    # Beyond the paper (docs/deviations.md B14): a warm-started solve that returned a direction
+    # with q(d) >= 0 is taken or refused as usual, but d does not seed the next solve.
+    drop_warm = warm is True and cfg.warm_start_guard == "reset" and not model_change < 0.0
     # d <- gamma d; gamma <- min(1.002 gamma, 0.95)  (§4.5)
-    if accepted:
+    if accepted and not drop_warm:
         state.d = tl.scale(state.gamma, d)  # type: ignore[assignment]
     else:
-        # Deviation: a rejected direction is not reused as a warm start.
+        # Deviation: a rejected direction (or one B14's reset drops) is not reused as a warm start.
         state.d = None
     gamma_used = state.gamma
     state.gamma = min(cfg.gamma_growth * state.gamma, cfg.gamma_max)
