@@ -74,7 +74,9 @@ def test_breakdown_sums_to_the_iteration(run: tuple[dict[str, Any], list[str], s
         b, shares, total = c["breakdown"], c["shares"], c["per_iteration_s"]
         assert tuple(b) == BREAKDOWN and tuple(shares) == BREAKDOWN
         assert all(v >= 0 for k, v in b.items() if k != "other")
-        assert b["products"] > 0 and b["merit"] > 0 and b["batch_stats"] > 0
+        assert b["products"] > 0 and b["batch_stats"] > 0
+        # the paper's preset evaluates the merit inside LSMR; the default (TUNED, B15) does not
+        assert b["merit"] > 0 if c["name"] == "tiny-toml" else b["merit"] == 0.0
         assert sum(b.values()) == pytest.approx(total, abs=1e-9)
         assert sum(shares.values()) == pytest.approx(1.0, abs=1e-9)
         assert shares["products"] == pytest.approx(b["products"] / total)

@@ -146,7 +146,8 @@ TUNED: dict[str, Any] = {
     "use_merit": False,
     "warm_start_guard": "retry",
 }
-"""The measured-best settings beyond the paper (issue 11; ``docs/results/ablations2``): the keys
+"""The measured-best settings beyond the paper (issue 11; ``docs/results/ablations2`` and, for
+B13-B15, ``docs/results/goal``): the keys
 of :class:`SHFConfig` whose values differ from the paper's. They are the defaults of
 :class:`shf.SHF`, :func:`shf.fit` and ``shf train``'s default preset, and ``shf compare``'s
 ``shf-tuned`` overlays them on any preset; the paper's presets keep the paper's values."""
