@@ -693,6 +693,15 @@ def shf_step(
         # the normal equations' residual at d = 0 in LSMR's scaled variables: ||c ∘ g||
         forcing_bound = eta * (tl.norm(tl.mul(c, g)) if c is not None else g_norm)
 
+    def quadratic(d: list[Tensor]) -> tuple[float, float]:
+        """``(d^T grad f, d^T A^T A d)`` (with B10: ``d^T (A^T A + c I) d``); needs ``g``."""
+        assert g is not None
+        Ad = A_curv.matvec(d)
+        curv = A_curv.range_norm(Ad) ** 2  # d^T A^T A d
+        if wc > 0.0:
+            curv += wc * tl.dot(d, d)  # B10: d^T (A^T A + c I) d
+        return tl.dot(d, g), curv  # -d^T A^T b
+
     t = time.perf_counter()
     x0 = state.d if state.d is not None else tl.zeros_like(w)
     warm: bool | None = None if state.d is None else True
@@ -702,12 +711,8 @@ def shf_step(
         # LSMR's damping pulls towards x0 (eq. 19), so a bad x0 would be returned nearly as is.
         if g is None:
             g = A.gradient()
-        A0 = A_curv.matvec(state.d)
-        # q(x0) = 1/2 x0^T (A_c^T A_c + c I) x0 + x0^T grad f
-        q0 = 0.5 * A_curv.range_norm(A0) ** 2 + tl.dot(state.d, g)
-        if wc > 0.0:
-            q0 += 0.5 * wc * tl.dot(state.d, state.d)
-        if _any_rank(not q0 < 0.0, agree):
+        slope0, curv0 = quadratic(state.d)
+        if _any_rank(not 0.5 * curv0 + slope0 < 0.0, agree):
             x0, warm = tl.zeros_like(w), False
     # The solver sees A through a timer, so its time splits into products and the rest.
     A_timed = TimedOperator(A_curv)
@@ -719,11 +724,15 @@ def shf_step(
         op = DampedStack(A_timed, math.sqrt(wc), None)
         b_solve = op.join(b_solve, tl.scale(-math.sqrt(wc), w))
         range_parts = 1 + len(w)
-    if A_curv is not A and cfg.solver == "lsmr" and g is None:
-        g = A.gradient()
 
     def solve(x0: list[Tensor]) -> tuple[list[Tensor], int, str, int, int | None, float | None]:
-        """``(d, iterations, stop, merit evaluations, solver_best, phi(d) or None)`` from ``x0``."""
+        """``(d, iterations, stop, merit evaluations, solver_best, f(w + d; X_val) or None)``
+        from ``x0``."""
+        d, its, stop, evals, best, phi_d = solve_from(x0)
+        # the merit read a subsample (B5): not f(w + d; X_val)
+        return d, its, stop, evals, best, (phi_d if merit_on_val else None)
+
+    def solve_from(x0: list[Tensor]) -> tuple[list[Tensor], int, str, int, int | None, float | None]:
         if A_curv is not A and cfg.solver == "lsmr":
             assert g is not None
             # g_A = -op^T b_solve: the curvature rows' gradient (with B10's c w)
@@ -763,8 +772,6 @@ def shf_step(
 
     d, iterations, stop, merit_evals, solver_best, merit_of_d = solve(cast(list[Tensor], x0))
     assert isinstance(d, list)
-    if not merit_on_val:
-        merit_of_d = None  # the merit read a subsample (B5): not f(w + d; X_val)
     times["solver"] = time.perf_counter() - t - merit_time[0]
     times["products"] = A_timed.seconds  # part of "solver": the Jacobian products alone
     times["merit"] = merit_time[0]
@@ -773,16 +780,6 @@ def shf_step(
     finite = tl.all_finite(d)
     if g is None:
         g = A.gradient()  # grad f = A^T R = -A^T b (eq. 6)
-
-    def quadratic(d: list[Tensor]) -> tuple[float, float]:
-        """``(d^T grad f, d^T A^T A d)`` (with B10: ``d^T (A^T A + c I) d``)."""
-        assert g is not None
-        Ad = A_curv.matvec(d)
-        curv = A_curv.range_norm(Ad) ** 2  # d^T A^T A d
-        if wc > 0.0:
-            curv += wc * tl.dot(d, d)  # B10: d^T (A^T A + c I) d
-        return tl.dot(d, g), curv  # -d^T A^T b
-
     if finite:
         # q(d) = 1/2 d^T A^T A d - d^T A^T b, the undamped model (NOTES item 10)
         slope, curv = quadratic(d)
@@ -793,8 +790,6 @@ def shf_step(
             t_retry = time.perf_counter()
             merit_before = merit_time[0]
             d, its, stop, merit_evals, solver_best, merit_of_d = solve(tl.zeros_like(w))  # type: ignore[arg-type]
-            if not merit_on_val:
-                merit_of_d = None
             iterations += its
             warm = False
             times["solver"] += time.perf_counter() - t_retry - (merit_time[0] - merit_before)
