@@ -127,6 +127,37 @@ def test_nan_direction_never_reaches_weights():
     assert state.lam == 2.0 and not info.accepted
 
 
+class _BlindLoss(LinearLSQ):
+    """A loss that does not see overflowing weights (as a saturating output would): 0 there."""
+
+    def loss(self, w: list[torch.Tensor], X: torch.Tensor, Y: torch.Tensor | None = None) -> float:
+        return super().loss(w, X) if tl.all_finite(w) else 0.0
+
+
+def test_overflowing_update_is_refused_and_raises_damping(monkeypatch):
+    """The last guard in Alg. 1's update: a step whose losses were finite but whose new weights
+    ``w + s d`` are not (an overflow the loss did not see) is refused, the weights stay, lambda
+    grows at least as the paper's rule does on a failed step, and d is not reused."""
+    model, w = _lsq(3)
+    model = _BlindLoss(model.M, model.y, model.shape)
+    cfg = SHFConfig(lambda1=1.0, preconditioner="none", use_merit=False, drop=0.5)
+    real_axpy = tl.axpy
+
+    def overflowing_axpy(alpha, x, y):  # type: ignore[no-untyped-def]
+        out = real_axpy(alpha, x, y)
+        # only the update of the weights themselves (y is w) overflows; LSMR's vectors do not
+        return [torch.full_like(t, math.inf) for t in out] if y is w else out
+
+    monkeypatch.setattr(tl, "axpy", overflowing_axpy)
+    state = SHFState.initial(cfg)
+    f0 = model.loss(w, torch.empty(0))
+    w1, info = shf_step(model, w, torch.empty(0), state, cfg)
+    assert info.rho > 0.75  # the loss fell more than the model: the paper's rule would lower lambda
+    assert not info.accepted and info.step == 0.0 and info.loss_new == f0
+    assert tl.all_finite(w1) and torch.equal(w1[0], w[0])
+    assert state.lam == 2.0 and state.d is None  # lambda / drop, as on a failed step
+
+
 def _least_squares_step(model: LinearLSQ, w: list[torch.Tensor]) -> list[torch.Tensor]:
     """The undamped Gauss-Newton step from ``w`` (dense): the minimiser of the quadratic model."""
     r = model.M @ w[0].reshape(-1) - model.y
