@@ -146,6 +146,25 @@ def test_time_bands_are_the_best_so_far_over_runs(tmp_path):
     assert xs == [1.0, 2.0, 3.0] and ys == [3.0, 3.0, 1.0]
 
 
+def test_time_bands_hold_a_finished_runs_best_so_the_mean_never_rises():
+    """A run that stops early (its best the lowest) keeps its final best on the rest of the grid,
+    so the mean of best-so-far curves over runs is non-increasing; before a run's first record
+    it has no value."""
+    import numpy as np
+
+    from shf.plots import _best_on_grid
+
+    early = ([1.0, 2.0], [2.0, 1.0])  # stops at t = 2 with the lower best
+    late = ([1.5, 4.0], [5.0, 3.0])
+    grid = np.array([0.5, 1.0, 2.0, 3.0, 4.0])
+    vals = _best_on_grid([early, late], grid)
+    assert np.isnan(vals[0, 0]) and np.isnan(vals[1, 0]) and np.isnan(vals[1, 1])
+    np.testing.assert_array_equal(vals[0, 1:], [2.0, 1.0, 1.0, 1.0])
+    np.testing.assert_array_equal(vals[1, 2:], [5.0, 5.0, 3.0])
+    mean = np.nanmean(vals[:, 1:], axis=0)
+    assert np.all(np.diff(mean[1:]) <= 0), mean  # from the time both runs have values
+
+
 def test_report_only_tabulates_finished_runs_and_runs_nothing(tmp_path, capsys):
     """--report-only: the finished runs of the same configuration make the table (a method over the
     seeds it finished); nothing new runs, a missing seed is left out, an empty --out is an error."""

@@ -156,6 +156,21 @@ def _best_so_far(metrics: list[dict[str, Any]], key: str) -> tuple[list[float], 
     return xs, out
 
 
+def _best_on_grid(series: Sequence[tuple[list[float], list[float]]], grid: Any) -> Any:
+    """The best-so-far step functions ``series`` (``(times, values)`` per run) evaluated at the
+    times ``grid``: one row per run, NaN before a run's first record, and after its last record
+    the run's final best (a run that stopped, on its budget or its patience, keeps what it
+    reached; dropping it would make a mean over runs rise when its best run ends first)."""
+    import numpy as np
+
+    vals = np.full((len(series), len(grid)), np.nan)
+    for j, (x, y) in enumerate(series):
+        idx = np.searchsorted(np.asarray(x), grid, side="right") - 1
+        ok = idx >= 0
+        vals[j, ok] = np.asarray(y)[idx[ok]]
+    return vals
+
+
 def time_bands(
     runs: dict[str, Sequence[str | os.PathLike[str]]],
     out: str | os.PathLike[str],
@@ -168,8 +183,9 @@ def time_bands(
 ) -> Path:
     """The best ``key`` so far against optimiser time, one band per method over its runs (seeds):
     the line is the mean over the runs, the band their minimum to maximum, on a common time
-    grid (a run contributes from its first record to its last; before its first record a
-    time has no value). ``target``: a horizontal line (e.g. the reference method's best)."""
+    grid (a run contributes from its first record on and holds its final best after its last;
+    before its first record a time has no value). ``target``: a horizontal line (e.g. the
+    reference method's best)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -188,13 +204,7 @@ def time_bands(
         grid = (
             np.geomspace(max(t0, 1e-3), t_end, points) if t_end > t0 > 0 else np.linspace(t0, t_end, points)
         )
-        vals = np.full((len(series), len(grid)), np.nan)
-        for j, (x, y) in enumerate(series):
-            # step function: the best so far at each grid time (NaN before the first record
-            # or after the run's last record)
-            idx = np.searchsorted(np.asarray(x), grid, side="right") - 1
-            ok = (idx >= 0) & (grid <= x[-1])
-            vals[j, ok] = np.asarray(y)[idx[ok]]
+        vals = _best_on_grid(series, grid)
         have = ~np.all(np.isnan(vals), axis=0)
         c = colors[i % len(colors)]
         mean = np.nanmean(vals[:, have], axis=0)
