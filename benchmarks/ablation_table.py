@@ -59,8 +59,8 @@ def main() -> None:
         lam = m[-1].get("lam")
         lam_s = f"{lam:.3g}" if lam is not None else "-"
         row = (
-            f"| {name} | {best['val_error']:.3f} | {summary['test_error']:.3f} | {best['time_s']:.0f} | {len(m)} | "
-            f"{lam_s} | {mean_its} |"
+            f"| {name} | {best['val_error']:.3f} | {summary['test_error']:.3f} | {best['time_s']:.0f} | "
+            f"{len(m)} | {lam_s} | {mean_its} |"
         )
         for t in ats:
             early = [r["val_error"] for r in m if r["time_s"] <= t]
