@@ -42,7 +42,7 @@ def _steps(
 
 
 HYPER = {
-    "damping": Damping(lambda1=1.0, drop=0.9),
+    "damping": Damping(lambda1=1.0, drop=0.9, weight_cost=0.0),  # no B10: the tests below predate it
     "solver": Solver(maxiter1=20, miniter=5, recover=8),
     "batch": Batch(n1=30, n_max=120, theta=0.3),
     "preconditioner": "martens",
