@@ -350,6 +350,50 @@ def test_weight_cost_solves_the_regularised_system(solver, m):
     assert info.loss_new == pytest.approx(net.loss(w_new, X) + 0.5 * wc * float(wn @ wn), rel=1e-12)
 
 
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_weight_cost_with_subsampled_curvature_takes_the_stacked_problems_lsmr_iterates(k):
+    """B7 + B10 solve one diagonal damping block ``D = sqrt(wc c^2 + lambda^2)`` instead of the rows
+    ``sqrt(wc) C`` and ``lambda I`` stacked under ``A_m C``: the same normal equations, so in exact
+    arithmetic the same LSMR iterate after every iteration, not only at convergence. Checked after
+    k = 1, 2, 4 iterations against scipy's LSMR on the dense float64 stack of the three blocks
+    (rhs ``[b_m; -sqrt(wc) w; lambda y0 + C (g_m - g) / lambda]``, from ``y0``); 1e-9 relative
+    leaves room for the rounding of a few dozen float64 operations, far below the change that
+    one iteration makes (asserted)."""
+    import numpy as np
+    from scipy.sparse.linalg import lsmr as scipy_lsmr
+
+    from reference import dense_jacobian
+    from shf import precond as pc
+
+    net, w, X = tiny_problem((5, 3, 2), 14, seed=6)
+    m, lam, wc = 6, 0.2, 0.3
+    cfg = SHFConfig(lambda1=lam, lambda_min=0.1, use_merit=False, maxiter1=k, atol=0.0, n1=14,
+                    curvature_size=m, preconditioner="martens", weight_cost=wc)  # fmt: skip
+    state = SHFState.initial(cfg)
+    x0 = [0.05 * W for W in w]
+    state.d = [t.clone() for t in x0]
+    _, info = shf_step(net, w, X, state, cfg, generator=torch.Generator().manual_seed(0))
+    assert info.solver_iterations == k
+    d = tl.flatten(state.d) / cfg.gamma1
+    Jm = net.jacobian(w, X[:m])
+    J = dense_jacobian(net, w, X[:m])
+    c = tl.flatten(pc.compute("martens", Jm, lam, torch.Generator().manual_seed(0)))
+    g_m, g = tl.flatten(Jm.gradient()), tl.flatten(net.jacobian(w, X).gradient())
+    wf, y0 = tl.flatten(w), tl.flatten(x0) / c
+    eye = torch.eye(len(c), dtype=torch.float64)
+    stack = torch.cat([J * c, wc**0.5 * torch.diag(c), lam * eye]).numpy()
+    rhs = torch.cat([-Jm.residual.reshape(-1), -(wc**0.5) * wf, lam * y0 + c * (g_m - g) / lam]).numpy()
+
+    def iterate(iters: int) -> torch.Tensor:
+        if iters == 0:
+            return c * y0
+        y = scipy_lsmr(stack, rhs, damp=0.0, atol=0.0, btol=0.0, conlim=0.0, maxiter=iters, x0=y0.numpy())[0]
+        return c * torch.from_numpy(np.asarray(y))
+
+    torch.testing.assert_close(d, iterate(k), rtol=1e-9, atol=1e-12)
+    assert float((iterate(k - 1) - d).norm()) > 1e-5 * float(d.norm())
+
+
 def test_weight_cost_must_be_a_finite_non_negative_number():
     from shf.errors import ConfigError
 

@@ -102,3 +102,14 @@ def test_xpay_in_place():
     assert y[0].tolist() == [6.0, 12.0] and y[1].tolist() == [[18.0]]
     z = torch.tensor([1.0, 1.0])
     assert tl.xpay_(torch.tensor([1.0, 2.0]), -2.0, z).tolist() == [-1.0, 0.0]
+
+
+def test_addcmul_in_place():
+    a, b = _pair()
+    y = [torch.ones_like(t) for t in a]
+    ids = [id(t) for t in y]
+    out = tl.addcmul_(y, a, b)
+    assert out is y and [id(t) for t in y] == ids
+    torch.testing.assert_close(tl.flatten(y), 1.0 + tl.flatten(a) * tl.flatten(b), rtol=1e-15, atol=0.0)
+    z = torch.tensor([1.0, 2.0])
+    assert tl.addcmul_(z, torch.tensor([2.0, 3.0]), torch.tensor([-1.0, 1.0])).tolist() == [-1.0, 5.0]

@@ -143,6 +143,16 @@ def mul_(a: Vec, b: Vec) -> Vec:
     return a.mul_(b)
 
 
+def addcmul_(y: Vec, a: Vec, b: Vec) -> Vec:
+    """In place ``y <- y + a ∘ b``; returns ``y`` (one pass, no temporary)."""
+    if _is_list(y):
+        assert isinstance(y, list) and isinstance(a, list) and isinstance(b, list)
+        torch._foreach_addcmul_(y, a, b)
+        return y
+    assert isinstance(y, Tensor) and isinstance(a, Tensor) and isinstance(b, Tensor)
+    return y.addcmul_(a, b)
+
+
 def xpay_(x: Vec, alpha: float, y: Vec) -> Vec:
     """In place ``y <- x + alpha y``; returns ``y`` (one pass, no temporary)."""
     if _is_list(x):

@@ -127,47 +127,60 @@ class TimedOperator:
 
 
 class DampedStack:
-    """``Abar = [A diag(c); damp I]`` as one operator, for a damping block with its own right-hand side.
+    """``Abar = [A diag(c); D]`` as one operator, for a damping block with its own right-hand side.
 
     LSMR's ``damp`` argument solves ``min ||A x - b||^2 + damp^2 ||x - x0||^2``: the damping
     block's right-hand side is tied to the start ``x0``. A problem whose normal equations have
-    another right-hand side, ``(C A^T A C + damp^2 I) y = h`` with ``h`` not of the form
+    another right-hand side, ``(C A^T A C + D^2) y = h`` with ``h`` not of the form
     ``C A^T b + damp^2 y0``, is the least-squares problem ``min ||Abar y - [b; e]||`` with
-    ``e = (h - C A^T b) / damp`` (since ``Abar^T [b; e] = C A^T b + damp e``): that needs the
-    stacked operator, solved with ``damp = 0``.
+    ``D e = h - C A^T b`` (since ``Abar^T [b; e] = C A^T b + D e``): that needs the stacked
+    operator, solved with ``damp = 0``.
 
-    Range vectors are lists ``[*U, *v]``: ``U`` in ``A``'s range (a tensor or a list of
-    ``range_parts`` tensors), ``v`` in the domain (``x``'s structure).
+    ``damp``: ``D = damp I`` for a number, ``D = diag(damp)`` for a vector of ``x``'s structure
+    (a positive entry per coordinate: one block standing for several diagonal blocks, since
+    ``[D_1; D_2]`` has the normal matrix ``D_1^2 + D_2^2`` of ``sqrt(D_1^2 + D_2^2)``).
+
+    Range vectors are lists ``[U, *v]``: ``U`` in ``A``'s range (one tensor), ``v`` in the domain
+    (``x``'s structure).
     """
 
-    def __init__(self, A: LinearOperator, damp: float, c: Vec | None, range_parts: int = 1) -> None:
-        if not damp > 0.0:
-            raise ValueError(f"a damped stack needs damp > 0, got {damp}")
-        self.A, self.damp, self.c, self.parts = A, float(damp), c, int(range_parts)
+    def __init__(self, A: LinearOperator, damp: float | Vec, c: Vec | None) -> None:
+        if isinstance(damp, (int, float)):
+            if not damp > 0.0:
+                raise ValueError(f"a damped stack needs damp > 0, got {damp}")
+            self.damp: float | Vec = float(damp)
+        else:
+            self.damp = damp
+        self.A, self.c = A, c
 
     def split(self, u: Vec) -> tuple[Vec, list[Tensor]]:
-        """``(U, v)`` of a range vector ``[*U, *v]``."""
+        """``(U, v)`` of a range vector ``[U, *v]``."""
         assert isinstance(u, list)
-        U: Vec = u[0] if self.parts == 1 else u[: self.parts]
-        return U, u[self.parts :]
+        return u[0], u[1:]
 
     def join(self, U: Vec, v: Vec) -> list[Tensor]:
-        """The range vector ``[*U, *v]``."""
-        head = [U] if isinstance(U, Tensor) else list(U)
-        return head + (list(v) if isinstance(v, (list, tuple)) else [v])
+        """The range vector ``[U, *v]``."""
+        assert isinstance(U, Tensor)
+        return [U] + (list(v) if isinstance(v, (list, tuple)) else [v])
+
+    def _damped(self, x: Vec) -> Vec:
+        """``D x`` as a new vector."""
+        return tl.scale(self.damp, x) if isinstance(self.damp, float) else tl.mul(self.damp, x)
 
     def matvec(self, x: Vec) -> Vec:
-        # [A (c ∘ y); damp y]
+        # [A (c ∘ y); D y]
         Ax = self.A.matvec(x if self.c is None else tl.mul(self.c, x))
-        return self.join(Ax, tl.scale(self.damp, x))
+        return self.join(Ax, self._damped(x))
 
     def rmatvec(self, u: Vec) -> Vec:
-        # c ∘ A^T U + damp v
+        # c ∘ A^T U + D v
         U, v = self.split(u)
         out = self.A.rmatvec(U)
         if self.c is not None:
             out = tl.mul_(out, self.c)
-        return tl.axpy_(self.damp, v, out)
+        if isinstance(self.damp, float):
+            return tl.axpy_(self.damp, v, out)
+        return tl.addcmul_(out, self.damp, v)
 
     def range_norm(self, u: Vec) -> float:
         U, v = self.split(u)
