@@ -566,8 +566,9 @@ def _solve_lsmr_stacked(
     right-hand side ``-sqrt(wc) w`` and the damping rows ``lambda y`` make one diagonal block
     ``D y``, ``D = sqrt(wc c^2 + lambda^2)``, with right-hand side
     ``e = (lambda^2 y0 + C (g_A - g)) / D``, ``g_A`` the curvature rows' data gradient
-    (the same normal equations, so the same LSMR iterates as the two blocks stacked, with two
-    fewer weight-sized vectors in LSMR's range: a third less vector work per iteration).
+    (the same normal equations, so the same LSMR iterates as the two blocks stacked, with one
+    weight-sized part in LSMR's range vectors instead of two: fewer passes over the weights per
+    iteration, ``benchmarks/damping_block.py``).
     Returns ``(d, iterations, stop, merit evaluations, k of d, phi(d) or None)``.
     """
     ones, y0 = _scaled_start(c, x0)
