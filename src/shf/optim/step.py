@@ -735,7 +735,9 @@ def shf_step(
     op: Any = A_timed
     b_curv: Any = b if A_curv is A else -A_curv.residual
     b_solve: Any = b_curv
-    if wc > 0.0:
+    # B7 with LSMR: the damping rows need their own right-hand side (and take B10's rows in)
+    stacked = A_curv is not A and cfg.solver == "lsmr"
+    if wc > 0.0 and not stacked:
         # B10: the weight cost's rows sqrt(c) I under A, with right-hand side -sqrt(c) w
         op = DampedStack(A_timed, math.sqrt(wc), None)
         b_solve = op.join(b_solve, tl.scale(-math.sqrt(wc), w))
@@ -748,7 +750,7 @@ def shf_step(
         return d, its, stop, evals, best, (phi_d if merit_on_val else None)
 
     def solve_from(x0: list[Tensor]) -> tuple[list[Tensor], int, str, int, int | None, float | None]:
-        if A_curv is not A and cfg.solver == "lsmr":
+        if stacked:
             assert g is not None
             # g_A = -A_c^T b_c: the curvature rows' data gradient (B10's rows join the damping block)
             return _solve_lsmr_stacked(
