@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
+import sys
 import traceback
 from typing import Any
 
@@ -96,6 +97,7 @@ def _fail_late(rank: int, out: str) -> None:
 def worker(rank: int, world_size: int, init_file: str, case: str, out: str, device: str = "cpu") -> None:
     """One rank of a gloo group (NCCL, one GPU per rank, with ``device = "cuda"``;
     ``torch.multiprocessing.spawn``); rank 0 saves :func:`run`'s result."""
+    _dump_faults(f"{out}.rank{rank}.fault")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)
     if device == "cuda":
@@ -110,8 +112,29 @@ def worker(rank: int, world_size: int, init_file: str, case: str, out: str, devi
         with open(f"{out}.rank{rank}.err", "w") as f:
             f.write(traceback.format_exc())
         raise
-    dist.barrier()  # both ranks done before either tears the group down
+    _leave()
+
+
+def _dump_faults(path: str) -> None:
+    """A fatal signal (SIGABRT, SIGSEGV) in this process writes every thread's Python stack to
+    ``path``: what the test shows when a rank dies without a Python exception."""
+    import faulthandler
+
+    faulthandler.enable(file=open(path, "w"), all_threads=True)  # noqa: SIM115 (open until exit)
+
+
+def _leave() -> None:
+    """Tear the group down and end the process without the interpreter's finalisation.
+
+    Both ranks wait for each other (barrier) before the group goes; then the process ends with
+    ``os._exit(0)``: gloo's C++ threads and the tensors they hold are not destroyed by Python's
+    and C++'s exit-time finalisers, which under load could abort the process (SIGABRT,
+    "terminate called without an active exception") after all its work was done and saved."""
+    dist.barrier()
     dist.destroy_process_group()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(0)
 
 
 def dying_worker(rank: int, world_size: int, init_file: str, timeout_s: float, out: str) -> None:
@@ -138,8 +161,7 @@ def mismatch_worker(rank: int, world_size: int, init_file: str, out: str) -> Non
         msg = str(e)
     with open(f"{out}.{rank}", "w") as f:
         f.write(msg)
-    dist.barrier()  # both ranks done before either tears the group down (gloo aborts otherwise)
-    dist.destroy_process_group()
+    _leave()  # both ranks done before either tears the group down (gloo aborts otherwise)
 
 
 def hanging_worker(rank: int, world_size: int, init_file: str, timeout_s: float, out: str) -> None:

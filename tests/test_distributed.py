@@ -25,11 +25,21 @@ def _rel(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
     return num / den
 
 
+def _spawn(fn, args, tmp_path):
+    """``mp.spawn`` of 2 ranks; a rank that died of a signal fails the test with the Python stacks
+    its fault handler wrote (``*.fault``), not only the signal's name."""
+    try:
+        mp.spawn(fn, args=args, nprocs=2, join=True)
+    except mp.ProcessExitedException as e:
+        stacks = "\n".join(f"{p.name}:\n{p.read_text()}" for p in sorted(tmp_path.glob("*.fault")))
+        raise AssertionError(f"{e}\n{stacks}") from None
+
+
 @pytest.mark.parametrize("case", ["autoencoder", "classifier"])
 def test_two_processes_take_the_single_process_decisions_and_weights(case, tmp_path):
     out = tmp_path / "rank0.pt"
-    mp.spawn(dist_cases.worker, args=(2, str(tmp_path / "init"), case, str(out)), nprocs=2, join=True)
-    two = torch.load(out, weights_only=False)
+    _spawn(dist_cases.worker, (2, str(tmp_path / "init"), case, str(out)), tmp_path)
+    two = torch.load(out, weights_only=True)
     one = dist_cases.run(case)
     assert two["world_size"] == 2 and one["world_size"] == 1
     assert len(one["decisions"]) == 10
@@ -46,8 +56,8 @@ def test_two_processes_take_the_single_process_decisions_and_weights(case, tmp_p
 @pytest.mark.parametrize("case", ["autoencoder", "classifier"])
 def test_two_gpus_over_nccl_take_the_single_gpu_decisions_and_weights(case, tmp_path):
     out = tmp_path / "rank0.pt"
-    mp.spawn(dist_cases.worker, args=(2, str(tmp_path / "init"), case, str(out), "cuda"), nprocs=2, join=True)
-    two = torch.load(out, weights_only=False)
+    _spawn(dist_cases.worker, (2, str(tmp_path / "init"), case, str(out), "cuda"), tmp_path)
+    two = torch.load(out, weights_only=True)
     one = dist_cases.run(case, device="cuda:0")
     assert two["decisions"] == one["decisions"]
     assert _rel(two["last"], one["last"]) < 1e-10
@@ -55,7 +65,7 @@ def test_two_gpus_over_nccl_take_the_single_gpu_decisions_and_weights(case, tmp_
 
 def test_different_data_on_the_ranks_is_refused_on_every_rank(tmp_path):
     out = tmp_path / "msg"
-    mp.spawn(dist_cases.mismatch_worker, args=(2, str(tmp_path / "init"), str(out)), nprocs=2, join=True)
+    _spawn(dist_cases.mismatch_worker, (2, str(tmp_path / "init"), str(out)), tmp_path)
     msgs = [(tmp_path / f"msg.{r}").read_text() for r in range(2)]
     assert msgs[0] == msgs[1] and "different data" in msgs[0]
 

@@ -63,7 +63,7 @@ def test_state_dict_round_trip_continues_bit_for_bit() -> None:
     buf = io.BytesIO()
     torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buf)
     buf.seek(0)
-    saved = torch.load(buf, weights_only=False)
+    saved = torch.load(buf, weights_only=True)
 
     model2 = _model(seed=99)  # other initial weights: everything must come from the checkpoint
     opt2 = SHF(model2, "cross_entropy", train_size=240, seed=12345, **HYPER)

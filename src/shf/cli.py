@@ -10,7 +10,6 @@ import contextlib
 import json
 import logging
 import math
-import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -656,6 +655,10 @@ RESUMABLE_KEYS = ("run.max_time", "run.max_iters")
 
 def _resume_config(args: argparse.Namespace) -> tuple[cfgmod.ExperimentConfig, Path, str]:
     """The stored configuration and method of ``--resume DIR`` with the allowed overrides."""
+    from shf import runlog
+    from shf.experiments.run import check_extension
+    from shf.fit import LoopState
+
     out = Path(args.resume)
     if args.out is not None or args.overwrite:
         raise ShfError("--resume DIR continues DIR: give neither --out nor --overwrite with it")
@@ -678,13 +681,17 @@ def _resume_config(args: argparse.Namespace) -> tuple[cfgmod.ExperimentConfig, P
             f"--resume continues {out} with its stored configuration; these settings would change its "
             f"result: {', '.join(changed)} (only {', '.join(RESUMABLE_KEYS)} may change)"
         )
-    return cfgmod.from_dict(cfgmod.apply_overrides(stored, overrides)), out, method
+    cfg = cfgmod.from_dict(cfgmod.apply_overrides(cfgmod.restore_infinities(stored), overrides))
+    # before any data is loaded: a resume extends a run, never shortens or redoes it
+    ck = runlog.RunDir(out).load_checkpoint()
+    check_extension(cfg, out, LoopState.from_dict(ck["loop"]))
+    return cfg, out, method
 
 
 def _fresh_out(out: Path, overwrite: bool) -> None:
     """Refuse to mix a new run into a directory that holds files, unless ``overwrite`` (never
     while another process writes to it)."""
-    from shf.runlog import lock_holder
+    from shf.runlog import clear_run_dir, lock_holder
 
     if out.exists() and not out.is_dir():
         raise ShfError(f"--out {out} is a file, not a directory")
@@ -697,7 +704,7 @@ def _fresh_out(out: Path, overwrite: bool) -> None:
                 f"{out} already holds files: continue that run with --resume {out}, "
                 "or replace it with --overwrite"
             )
-        shutil.rmtree(out)
+        clear_run_dir(out)  # shf's own run files only; refused for a directory holding others
 
 
 def _encoder_for(
@@ -817,7 +824,9 @@ def _train(
         # A run that failed before its first iteration leaves no half-made directory behind.
         started = (out / "metrics.jsonl").is_file()
         if lead and made and out.is_dir() and not started and runlog.lock_holder(out) is None:
-            shutil.rmtree(out, ignore_errors=True)
+            with contextlib.suppress(ShfError, OSError):  # only shf's own files, then the directory
+                runlog.clear_run_dir(out)
+                out.rmdir()
         raise
     finally:
         bar.close()

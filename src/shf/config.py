@@ -205,6 +205,25 @@ def from_dict(d: dict[str, Any]) -> ExperimentConfig:
     return ExperimentConfig(name=name, **parts)
 
 
+def restore_infinities(d: dict[str, Any]) -> dict[str, Any]:
+    """A stored configuration (a run's ``config.json``) as :func:`from_dict` takes it.
+
+    ``config.json`` is strict JSON, where :func:`shf.runlog.jsonable` wrote an infinite float
+    (``run.max_time = inf``: no time limit) as ``null``; a ``null`` under a key whose type is a
+    plain ``float`` (``None`` is not one of its values) is that infinity again. Other values are
+    left for :func:`from_dict` to check."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in d.items()}
+    for sec, cls in SECTIONS.items():
+        vals = out.get(sec)
+        if not isinstance(vals, dict):
+            continue
+        hints = typing.get_type_hints(cls)
+        for k, v in vals.items():
+            if v is None and hints.get(k) is float:
+                vals[k] = math.inf
+    return out
+
+
 def parse_override(text: str) -> tuple[str, str, Any]:
     """``"section.key=value"`` -> ``(section, key, value)`` with ``value`` a TOML literal."""
     if "=" not in text or "." not in text.split("=", 1)[0]:

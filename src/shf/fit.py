@@ -336,6 +336,10 @@ def run_loop(
                 checkpoint(state(i))
             break
 
+    if checkpoint is not None and stop_reason != "interrupted" and i >= start and not (
+        checkpoint_every > 0 and i % checkpoint_every == 0
+    ):
+        checkpoint(state(i))  # the end of the run: an extension continues from here, not earlier
     # Train and test errors at the best-validation weights (what the paper reports).
     best_train = train_error(best_w)
     best_test = test_error(best_w)

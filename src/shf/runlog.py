@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as _dt
+import glob
 import json
 import math
 import os
 import platform
+import re
 import sys
 import warnings
 from collections.abc import Callable
@@ -70,10 +72,35 @@ def default_run_dir(name: str, root: str | os.PathLike[str] = "runs") -> Path:
     return p
 
 
+def _tmp_name(path: Path, pid: int) -> Path:
+    """The temporary file through which process ``pid`` writes ``path`` (:func:`_atomic_write`)."""
+    return path.with_name(f".{path.name}.tmp-{pid}")
+
+
+def _tmp_writer(name: str) -> tuple[str, int] | None:
+    """``(file, pid)`` when ``name`` is the temporary file of an atomic write of ``file`` by ``pid``."""
+    m = re.fullmatch(r"\.(.+)\.tmp-(\d+)", name)
+    return (m.group(1), int(m.group(2))) if m else None
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Remove the temporary files of atomic writes of ``path`` left by processes that are gone (a
+    run killed while it wrote a checkpoint); return them. Those of live processes stay."""
+    removed = []
+    for p in path.parent.glob(f".{glob.escape(path.name)}.tmp-*"):
+        who = _tmp_writer(p.name)
+        if who is not None and who[0] == path.name and who[1] != os.getpid() and not _alive(who[1]):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
 def _atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
     """Write ``path`` through a temporary file in the same directory, flushed and synced, then
-    renamed over it: a reader (or a crash) sees the old file or the new one, never half of one."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    renamed over it: a reader (or a crash) sees the old file or the new one, never half of one.
+    Temporary files of earlier writes of ``path`` whose process was killed are removed first."""
+    remove_stale_temporaries(path)
+    tmp = _tmp_name(path, os.getpid())
     try:
         with tmp.open("wb") as f:
             write(f)
@@ -87,6 +114,47 @@ def _atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
 
 CHECKPOINT = "checkpoint.pt"
 LOCK = ".lock"
+RUN_FILES = frozenset(
+    {"config.json", "run.json", "env.json", "metrics.jsonl", "weights.pt", "summary.json", CHECKPOINT, LOCK}
+)
+"""Every file :class:`RunDir` (and ``shf compare``'s child) writes into a run directory."""
+
+
+def foreign_entries(path: str | os.PathLike[str]) -> list[str]:
+    """The names in directory ``path`` that shf does not write there: anything but
+    :data:`RUN_FILES` and the temporary files of their atomic writes."""
+    out = []
+    for p in Path(path).iterdir():
+        who = _tmp_writer(p.name)
+        ours = p.name in RUN_FILES or (who is not None and who[0] in RUN_FILES)
+        if not ours or not (p.is_file() or p.is_symlink()):
+            out.append(p.name)
+    return sorted(out)
+
+
+def clear_run_dir(path: str | os.PathLike[str]) -> None:
+    """Remove the files of the shf run in directory ``path``, and nothing else: refused with a
+    :class:`ShfError` when ``path`` is the current directory or holds it, is the home or root
+    directory, holds anything shf does not write (named in the message), or another process
+    writes to it. The directory itself stays (the new run writes into it)."""
+    p = Path(path)
+    if not p.is_dir():
+        return
+    here, target = Path.cwd().resolve(), p.resolve()
+    if target == here or target in here.parents or target in (Path.home().resolve(), Path(target.anchor)):
+        raise ShfError(f"will not clear {path}: it is the current, home or root directory, or holds one")
+    holder = lock_holder(p)
+    if holder is not None:
+        raise ShfError(f"another shf process (pid {holder}) is writing to {path}")
+    foreign = foreign_entries(p)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise ShfError(
+            f"will not clear {path}: it holds files shf did not write ({shown}); "
+            "give an empty or new directory"
+        )
+    for f in p.iterdir():
+        f.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:
@@ -188,7 +256,8 @@ class RunDir:
         if not p.is_file():
             raise ShfError(f"no checkpoint in {self.path} (the run wrote none before it stopped)")
         try:
-            obj = torch.load(p, map_location="cpu", weights_only=False)
+            # data, never code: tensors and plain types only (a crafted pickle is refused)
+            obj = torch.load(p, map_location="cpu", weights_only=True)
         except Exception as e:  # a truncated or foreign file: say so, in one line
             raise ShfError(f"cannot read the checkpoint {p}: {type(e).__name__}: {e}") from None
         if not isinstance(obj, dict) or "loop" not in obj:

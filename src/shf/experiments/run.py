@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from shf import collectives, runlog
-from shf.config import ExperimentConfig
+from shf.config import ExperimentConfig, restore_infinities
 from shf.data.registry import load_dataset
 from shf.data.split import Split, check_array
 from shf.errors import ConfigError
@@ -120,7 +120,10 @@ def run_experiment(
         if ck.get("method") != method:
             raise ConfigError(f"the checkpoint in {out_dir} was made by {ck.get('method')!r}, not {method!r}")
         state = LoopState.from_dict(ck["loop"])
+        if lead:
+            check_extension(cfg, Path(out_dir), state)
         out.truncate_metrics(state.records)
+        out.write_json("config.json", cfg.to_dict())  # the limits it now runs to (all else is as stored)
     else:
         out.write_json("config.json", cfg.to_dict())
         out.write_json("run.json", {"method": method})
@@ -172,6 +175,52 @@ def run_experiment(
     out.write_json("summary.json", summary)
     log.info("run %s finished: test error %.4f", Path(out_dir), summary["test_error"])
     return summary
+
+
+def check_extension(cfg: ExperimentConfig, out: Path, state: LoopState) -> None:
+    """Refuse (:class:`ConfigError`, one line) to resume the run in ``out`` from ``state`` with
+    ``cfg``'s limits when that would shorten it or redo a finished run: a resume extends a run,
+    it never cuts its metrics or replaces its best weights with earlier ones.
+
+    A finished run (a summary whose stop reason is not ``interrupted``) continues only past the
+    limit that stopped it (``max_iters``: more iterations; ``max_time``: a longer budget); one that
+    stopped on patience has nothing left to do. Any run: the limits must lie beyond the
+    checkpoint's ``state`` (its iterations and optimiser time are already spent)."""
+    summary_path = out / "summary.json"
+    summary: dict[str, Any] = {}
+    if summary_path.is_file():
+        with contextlib.suppress(OSError, ValueError):
+            summary = json.loads(summary_path.read_text())
+    reason = summary.get("stop_reason") if isinstance(summary, dict) else None
+    done, spent = state.iteration, state.opt_time
+    if reason not in (None, "interrupted"):
+        done = max(done, int(summary.get("hf_iterations", done)))
+        spent = max(spent, float(summary.get("optimizer_time_s", spent)))
+        if reason not in ("max_iters", "max_time"):
+            raise ConfigError(
+                f"{out} is a finished run (it stopped on {reason} after {done} iterations): "
+                "resuming it would repeat the same iterations; start a new run instead"
+            )
+        if reason == "max_iters" and cfg.run.max_iters <= done:
+            raise ConfigError(
+                f"{out} finished its {done} iterations (max_iters): give --max-iters above {done} "
+                "to continue it (a resume never shortens a run)"
+            )
+        if reason == "max_time" and cfg.run.max_time <= spent:
+            raise ConfigError(
+                f"{out} finished its time budget ({spent:.1f} s of optimiser time): give --max-time "
+                f"above {spent:.1f} to continue it (a resume never shortens a run)"
+            )
+    if cfg.run.max_iters < done:
+        raise ConfigError(
+            f"{out} has run {done} iterations; --max-iters {cfg.run.max_iters} would shorten it "
+            f"(give at least {done})"
+        )
+    if cfg.run.max_time <= spent:
+        raise ConfigError(
+            f"{out} has spent {spent:.1f} s of optimiser time; --max-time {cfg.run.max_time:g} would "
+            f"shorten it (give more than {spent:.1f})"
+        )
 
 
 DATA_PARALLEL_METHODS = ("shf-lsmr", "shf-cg")
@@ -292,7 +341,7 @@ def config_differences(stored: dict[str, Any], cfg: ExperimentConfig) -> list[st
     A key the stored configuration lacks was added to shf after that run was made; the run then
     behaved as the key's default does (a new option's default keeps the earlier behaviour), so
     it differs only if ``cfg`` sets another value."""
-    a, b = _flat(stored), _flat(runlog.jsonable(cfg.to_dict()))
+    a, b = _flat(runlog.jsonable(stored)), _flat(runlog.jsonable(cfg.to_dict()))
     defaults = _flat(runlog.jsonable(ExperimentConfig().to_dict()))
     for k in set(b) - set(a):
         if k in defaults:
@@ -347,7 +396,7 @@ def stored_run(
     run_json = out / "run.json"
     stored_method = json.loads(run_json.read_text()).get("method") if run_json.is_file() else None
     stored_method = stored_method or summary.get("method")
-    stored = json.loads((out / "config.json").read_text())
+    stored = restore_infinities(json.loads((out / "config.json").read_text()))
     diff = config_differences(stored, cfg) + ([] if stored_method == method else ["method"])
     change = budget_change(diff, stored, summary, cfg, out)
     if change == REUSE:
@@ -388,13 +437,13 @@ def run_or_reuse(
                     cfg, out, on_iteration=on_iteration, method=method, resume=True, should_stop=should_stop
                 )
         if diff:
-            shutil.rmtree(out)
+            runlog.clear_run_dir(out)  # --overwrite: shf's run files only, never foreign ones
         elif is_finished(summary, cfg):
             return summary  # finished with this configuration
         else:
             resume = (out / runlog.CHECKPOINT).is_file()
             if not resume:  # killed before its first checkpoint: start it over
-                shutil.rmtree(out)
+                runlog.clear_run_dir(out)
     with runlog.RunLock(out):
         return run_experiment(
             cfg, out, on_iteration=on_iteration, method=method, resume=resume, should_stop=should_stop
