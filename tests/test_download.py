@@ -93,10 +93,14 @@ def test_fetch_replaces_wrong_cached_file(tmp_path: Path, source: tuple[Path, st
     (cache / "payload.bin").write_bytes(b"stale")
     p = fetch([src.as_uri()], "payload.bin", md5, cache, progress=False)
     assert file_md5(p) == md5
+    aside = cache / f"payload.bin.md5-{hashlib.md5(b'stale').hexdigest()}"
+    assert aside.read_bytes() == b"stale"  # moved aside, never deleted: it may be the user's
+    aside.unlink()
     (cache / "payload.bin").write_bytes(b"stale")
     with pytest.raises(DataError):
         fetch([UNREACHABLE], "payload.bin", md5, cache, progress=False)
-    assert not (cache / "payload.bin").exists()  # a wrong file is not kept
+    assert not (cache / "payload.bin").exists()  # a wrong file is not used
+    assert aside.read_bytes() == b"stale"
 
 
 def test_fetch_env_cache_dir(

@@ -355,3 +355,16 @@ def test_every_preset_and_method_config_survives_config_json(tmp_path: Path) -> 
             stored = json.loads((tmp_path / "config.json").read_text())
             assert cfgmod.from_dict(cfgmod.restore_infinities(stored)) == cfg, (preset, limits)
             assert config_differences(stored, cfg) == []
+
+
+def test_overwrite_never_clears_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", *SMALL, "--max-iters", "1", "--out", str(tmp_path / "run")]) == 0
+    monkeypatch.chdir(tmp_path / "run")  # even a directory that holds only a run of shf's
+    before = sorted(p.name for p in Path(".").iterdir())
+    capsys.readouterr()
+    assert main(["train", *SMALL, "--max-iters", "1", "--out", ".", "--overwrite"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "will not clear ." in err[0] and "current" in err[0]
+    assert sorted(p.name for p in Path(".").iterdir()) == before

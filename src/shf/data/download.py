@@ -165,10 +165,12 @@ def fetch(
         if got == want:
             logger.debug("using cached %s", target)
             return target
+        # never delete a file shf may not have written (a --data-dir of the user's): move it aside
+        aside = target.with_name(f"{target.name}.md5-{got}")
         logger.warning(
-            "cached %s has md5 %s, expected %s: removing it and downloading again", target, got, want
+            "cached %s has md5 %s, expected %s: moved to %s; downloading again", target, got, want, aside.name
         )
-        target.unlink()
+        target.replace(aside)
     elif target.exists():
         raise DataError(f"{target} exists but is not a regular file; remove it or use another data directory")
     try:
