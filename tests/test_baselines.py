@@ -25,7 +25,7 @@ def _data():
 def test_martens_hf_lowers_validation_error(loss):
     net = Autoencoder((784, 32, 6), linear_code=True, loss_name=loss)
     data = _data()
-    cfg = HFConfig(num_chunks=3, maxiter=60)
+    cfg = HFConfig(num_chunks=3, maxiter=60, m0=15, sigma=1.0)  # Martens' own initialisation
     method = MartensHF(net, sparse_init_of(net, cfg.m0, cfg.sigma, data), data, cfg)
     res = run_loop(data, method, LoopConfig(max_iters=10), evaluate=squared_error(net))
     s = res.summary
@@ -48,7 +48,8 @@ def test_martens_hf_lowers_validation_error(loss):
 def test_first_order_lowers_validation_error(opt, lr):
     net = Autoencoder((784, 32, 6))
     data = _data()
-    method = first_order_method(net, data, FirstOrderConfig(optimizer=opt, lr=lr, batch_size=50), 0)
+    fo = FirstOrderConfig(optimizer=opt, lr=lr, batch_size=50, m0=15, sigma=1.0)
+    method = first_order_method(net, data, fo, 0)
     res = run_loop(data, method, LoopConfig(max_iters=5), evaluate=squared_error(net))
     assert res.summary["val_error"] < 0.7 * res.summary["initial_val_error"]
     assert res.history[0]["updates"] == 6  # one epoch of 300 rows in batches of 50
@@ -58,7 +59,8 @@ def test_first_order_lowers_validation_error(opt, lr):
 def test_first_order_divergence_never_writes_nan():
     net = Autoencoder((784, 32, 6))
     data = _data()
-    method = first_order_method(net, data, FirstOrderConfig(optimizer="sgd", lr=1e6, batch_size=50), 0)
+    fo = FirstOrderConfig(optimizer="sgd", lr=1e6, batch_size=50, m0=15, sigma=1.0)
+    method = first_order_method(net, data, fo, 0)
     res = run_loop(data, method, LoopConfig(max_iters=3), evaluate=squared_error(net))
     assert all(bool(torch.isfinite(W).all()) for W in res.weights)
 
@@ -70,3 +72,30 @@ def test_configs_reject_bad_values():
         FirstOrderConfig(lr=0.0)
     with pytest.raises(ConfigError, match=r"hf.lm_decrease must be in \(0, 1\)"):
         HFConfig(lm_decrease=1.5)
+
+
+@pytest.mark.parametrize("preset", ["default", "curves", "usps"])
+def test_every_method_starts_from_shf_s_initial_weights_for_a_seed(preset, tmp_path):
+    """One seed, one starting point: Adam, SGD, Martens HF and SHF-LSMR/CG (the paper's draw, eq. 9,
+    with the [optimizer] section's m0 and sigma) begin at identical weights; another seed moves
+    them all; a baseline given its own m0/sigma starts elsewhere."""
+    from shf import config as cfgmod
+    from shf.experiments.methods import METHODS, build_method
+    from shf.experiments.run import build_network
+
+    data = _data().to(torch.float32, torch.device("cpu"))
+    sets = ["data.dataset=\"curves\"", "model.encoder=[784, 32, 6]"]
+
+    def starts(seed: int, extra: tuple[str, ...] = ()) -> dict[str, list[torch.Tensor]]:
+        cfg = cfgmod.load(preset, [*sets, f"run.seed={seed}", *extra])
+        return {m: build_method(m, build_network(cfg), data, cfg).init_weights() for m in METHODS}
+
+    def same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+        return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+    w = starts(3)
+    assert all(same(w[m], w["shf-lsmr"]) for m in METHODS), preset
+    assert not same(starts(4)["adam"], w["adam"])
+    own = starts(3, ("first_order.m0=15", "first_order.sigma=1.0", "hf.m0=15", "hf.sigma=1.0"))
+    assert not same(own["adam"], w["shf-lsmr"]) and not same(own["martens-hf"], w["shf-lsmr"])
+    assert same(own["shf-lsmr"], w["shf-lsmr"])

@@ -15,7 +15,8 @@ def test_compare_tiny(tmp_path, capsys):
     args = ["compare", "--methods", "shf-lsmr,martens-hf,adam", "--budget", "1.5", "--out", str(out),
             "--encoder", "784,16,6", "--set", "data.n_train=200", "--set", "data.n_val=60",
             "--set", "data.n_test=60", "--set", "optimizer.n1=40", "--set", "run.threads=1",
-            "--sweep-fraction", "0.2", "--set", "first_order.batch_size=50"]  # fmt: skip
+            "--sweep-fraction", "0.2", "--set", "first_order.batch_size=50",
+            "--lrs", "3e-3,1e-2"]  # fmt: skip
     assert main(args) == 0
     rec = json.loads((out / "compare.json").read_text())
     assert [r["method"] for r in rec["rows"]] == ["shf-lsmr", "martens-hf", "adam"]
@@ -25,7 +26,19 @@ def test_compare_tiny(tmp_path, capsys):
     assert rec["target_test_error"] == max(r["test_error"] for r in rec["rows"])
     assert all(r["time_to_target_s"] is not None for r in rec["rows"])
     assert all(r["peak_rss_mb"] > 50 for r in rec["rows"])  # a Python + torch process
-    assert [t["lr"] for t in rec["lr_sweeps"]["adam"]] == [3e-4, 1e-3, 3e-3, 1e-2]
+    # A fair Adam: every objective SHF may use, at every rate; the best validation error wins,
+    # and the table names the pair
+    sweep = rec["lr_sweeps"]["adam"]
+    assert [(t["loss"], t["lr"]) for t in sweep] == [
+        ("squared", 3e-3), ("squared", 1e-2), ("cross_entropy", 3e-3), ("cross_entropy", 1e-2)
+    ]
+    best = min(sweep, key=lambda t: t["val_error"])
+    adam = rec["rows"][2]
+    assert (adam["objective"], adam["lr"]) == (best["loss"], best["lr"])
+    assert f"adam (lr {best['lr']:g}, on {best['loss']})" in (out / "compare.md").read_text()
+    stored = json.loads((out / "runs" / "adam" / "config.json").read_text())
+    assert (stored["model"]["loss"], stored["first_order"]["lr"]) == (best["loss"], best["lr"])
+    assert rec["rows"][0]["objective"] == "cross_entropy"  # the default preset's (B9)
     # Martens HF trains on cross-entropy by default; its metrics show CG and backtracking.
     hf = [
         json.loads(line) for line in (out / "runs" / "martens-hf" / "metrics.jsonl").read_text().splitlines()
@@ -58,7 +71,8 @@ def test_compare_over_seeds_with_a_target_from_a_method(tmp_path, capsys):
     args = ["compare", "--methods", "shf-lsmr,adam", "--budget", "1.0", "--out", str(out), "--seeds", "0,1",
             "--target-from", "adam", "--encoder", "784,16,6", "--set", "data.n_train=200",
             "--set", "data.n_val=60", "--set", "data.n_test=60", "--set", "optimizer.n1=40",
-            "--sweep-fraction", "0.2", "--set", "first_order.batch_size=50"]  # fmt: skip
+            "--sweep-fraction", "0.2", "--set", "first_order.batch_size=50", "--baseline-losses", "squared",
+            "--lrs", "1e-3,1e-2"]  # fmt: skip
     assert main(args) == 0
     rec = json.loads((out / "compare.json").read_text())
     adam = next(r for r in rec["rows"] if r["method"] == "adam")
@@ -85,6 +99,7 @@ def test_whole_budget_sweep_reuses_the_chosen_rate_and_tuned_overlays(tmp_path, 
             "--target-from", "adam", "--encoder", "784,16,6", "--set", "data.n_train=200",
             "--set", "data.n_val=60", "--set", "data.n_test=60", "--set", "optimizer.n1=40",
             "--lrs", "1e-3,1e-2", "--set", "first_order.batch_size=50", "--set", "run.max_iters=2",
+            "--baseline-losses", "squared",
             "--eval-every", "3"]  # fmt: skip
     assert main(args) == 0
     rec = json.loads((out / "compare.json").read_text())
@@ -129,9 +144,9 @@ def test_one_seed_given_is_the_seed_run(tmp_path):
     args = ["compare", "--methods", "shf-lsmr,adam", "--budget", "0.5", "--out", str(out), "--seeds", "1",
             "--encoder", "784,16,6", "--set", "data.n_train=200", "--set", "data.n_val=60",
             "--set", "data.n_test=60", "--set", "optimizer.n1=40", "--lrs", "1e-3",
-            "--set", "run.max_iters=2"]  # fmt: skip
+            "--set", "run.max_iters=2", "--baseline-losses", "squared"]  # fmt: skip
     assert main(args) == 0
-    for d in (out / "runs" / "shf-lsmr", out / "sweep" / "adam-lr0.001"):
+    for d in (out / "runs" / "shf-lsmr", out / "sweep" / "adam-squared-lr0.001"):
         cfg = json.loads((d / "config.json").read_text())
         assert cfg["run"]["seed"] == 1 and cfg["data"]["seed"] == 1, d
         assert json.loads((d / "summary.json").read_text())["seed"] == 1
@@ -171,7 +186,8 @@ def test_report_only_tabulates_finished_runs_and_runs_nothing(tmp_path, capsys):
     out = tmp_path / "cmp"
     common = ["compare", "--budget", "1.0", "--out", str(out), "--encoder", "784,16,6",
               "--set", "data.n_train=200", "--set", "data.n_val=60", "--set", "data.n_test=60",
-              "--set", "optimizer.n1=40", "--lrs", "1e-3", "--set", "first_order.batch_size=50"]  # fmt: skip
+              "--set", "optimizer.n1=40", "--lrs", "1e-3", "--set", "first_order.batch_size=50",
+              "--baseline-losses", "squared"]  # fmt: skip
     assert main([*common, "--methods", "adam", "--report-only", "--seeds", "0,1"]) == 2
     assert "no finished run" in capsys.readouterr().err
     assert main([*common, "--methods", "shf-lsmr,adam", "--seeds", "0,1"]) == 0
@@ -279,12 +295,12 @@ def test_an_optimizer_key_for_shf_tuned_alone_is_checked_over_tuned(tmp_path, ca
     common = ["--config", "curves", "--budget", "0.5", "--encoder", "784,16,6", "--lrs", "1e-3",
               "--set", "data.n_train=200", "--set", "data.n_val=60", "--set", "data.n_test=60",
               "--set", "optimizer.n1=40", "--set", "optimizer.curvature_size=60",
-              "--set", "run.max_iters=2"]  # fmt: skip
+              "--set", "run.max_iters=2", "--baseline-losses", "squared"]  # fmt: skip
     assert main(["compare", "--methods", "shf-tuned,adam", "--out", str(out), *common]) == 0
     cfg = json.loads((out / "runs" / "shf-tuned" / "config.json").read_text())
     assert cfg["optimizer"]["curvature_size"] == 60 and cfg["optimizer"]["n1"] == 40
     assert all(cfg["optimizer"][k] == v for k, v in TUNED.items() if k != "curvature_size")
-    adam = json.loads((out / "sweep" / "adam-lr0.001" / "config.json").read_text())
+    adam = json.loads((out / "sweep" / "adam-squared-lr0.001" / "config.json").read_text())
     assert adam["optimizer"]["lambda_min"] == 0 and adam["optimizer"]["curvature_size"] is None
     assert main(["compare", "--methods", "shf-lsmr,shf-tuned", "--out", str(tmp_path / "both"), *common]) == 2
     assert "curvature_size needs lambda_min > 0" in capsys.readouterr().err

@@ -221,6 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="Martens HF's training objective (default: cross-entropy, as Martens)",
     )
     c.add_argument(
+        "--baseline-losses",
+        default=None,
+        help="comma-separated objectives each first-order baseline sweeps on an autoencoder, the best "
+        "validation error winning (default: squared,cross_entropy: the baseline gets every objective "
+        "SHF may use)",
+    )
+    c.add_argument(
         "--sweep-fraction",
         type=_positive_float,
         default=1.0,
@@ -541,6 +548,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         seeds=_ints(args.seeds, "--seeds") if args.seeds else None, target_from=args.target_from,
         report_only=args.report_only, eval_every=args.eval_every, explicit=_set_keys(o),
         tuned_optimizer=tuned_optimizer,
+        baseline_losses=_words(args.baseline_losses) if args.baseline_losses else None,
     )  # fmt: skip
     from shf.experiments.compare import markdown
 

@@ -40,6 +40,9 @@ from shf.experiments.stop import ForwardStop, StopRequest
 from shf.optim.hyper import TUNED
 from shf.runlog import peak_rss_mb, read_metrics
 
+BASELINE_LOSSES = ("squared", "cross_entropy")
+"""The objectives a first-order baseline sweeps on an autoencoder (the one with the best validation
+error, on the reported squared-error scale, wins): it gets every objective SHF is given."""
 DEFAULT_LRS = {"adam": [3e-4, 1e-3, 3e-3, 1e-2], "sgd": [3e-3, 1e-2, 3e-2, 1e-1]}
 UNCAPPED_ITERS = 10**9
 """``run.max_iters`` in every compared run: only the time budget and patience stop it."""
@@ -177,6 +180,7 @@ def compare(
     eval_every: int = 1,
     explicit: Collection[str] = (),
     tuned_optimizer: Mapping[str, Any] | None = None,
+    baseline_losses: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Run the methods and write the table and figure; return the JSON record.
 
@@ -199,6 +203,13 @@ def compare(
     over ``shf-tuned``'s overlay (TUNED, B9), which sets only the other keys.
     ``tuned_optimizer``: ``[optimizer]`` values laid over TUNED for ``shf-tuned`` alone (keys the
     base configuration cannot hold, e.g. ``curvature_size`` over a paper preset's ``lambda_min = 0``).
+
+    A fair baseline: every method starts from the same weights for a seed (SHF's draw; see
+    :func:`shf.experiments.methods.shared_init`), and a first-order method (Adam, SGD) on an
+    autoencoder sweeps its objective too, each of ``baseline_losses`` (default: the squared error
+    and the cross-entropy, :data:`BASELINE_LOSSES`) at each learning rate, choosing the pair by
+    the best validation error on the reported (squared-error) scale; the record names each
+    method's objective (``objective``) and the chosen rate.
     """
     classify = cfg.model.task == "classify"
     if classify:
@@ -231,6 +242,11 @@ def compare(
                            "max_iters": UNCAPPED_ITERS})  # fmt: skip
     results: dict[str, list[dict[str, Any]]] = {}
     sweeps: dict[str, list[dict[str, Any]]] = {}
+    objectives: dict[str, str] = {}
+    losses = list(baseline_losses) if baseline_losses else list(BASELINE_LOSSES)
+    bad = sorted(set(losses) - set(BASELINE_LOSSES))
+    if bad:
+        raise ConfigError(f"unknown baseline objective(s) {', '.join(bad)}; choose from {BASELINE_LOSSES}")
 
     def fetch(c: cfgmod.ExperimentConfig, method: str, d: Path, label: str) -> dict[str, Any] | None:
         if report_only:
@@ -254,16 +270,18 @@ def compare(
         if m in ("adam", "sgd"):
             trial = []
             first = _with(mcfg, run={"seed": seeds[0]}, data={"seed": seeds[0]})
-            for lr in lrs[m]:
-                scfg = _with(first, run={"max_time": budget * sweep_fraction}, first_order={"lr": lr})
-                sdir = root / "sweep" / f"{m}-lr{lr:g}"
-                got = fetch(scfg, m, sdir, m)
-                if got is None:
-                    continue
-                s = got
-                s["run_dir"] = str(sdir)
-                trial.append({"lr": lr, "val_error": s["val_error"], "test_error": s["test_error"],
-                              "summary": s})  # fmt: skip
+            for loss in ([first.model.loss] if classify else losses):
+                for lr in lrs[m]:
+                    scfg = _with(first, run={"max_time": budget * sweep_fraction}, first_order={"lr": lr},
+                                 model={"loss": loss})  # fmt: skip
+                    sdir = root / "sweep" / (f"{m}-lr{lr:g}" if classify else f"{m}-{loss}-lr{lr:g}")
+                    got = fetch(scfg, m, sdir, m)
+                    if got is None:
+                        continue
+                    s = got
+                    s["run_dir"] = str(sdir)
+                    trial.append({"lr": lr, "loss": loss, "val_error": s["val_error"],
+                                  "test_error": s["test_error"], "summary": s})  # fmt: skip
             if not trial:  # report-only, and no sweep run finished
                 continue
             finite = [r for r in trial if math.isfinite(r["val_error"])]
@@ -271,7 +289,8 @@ def compare(
             if sweep_fraction == 1:
                 reuse = chosen["summary"]
             sweeps[m] = [{k: v for k, v in r.items() if k != "summary"} for r in trial]
-            mcfg = _with(mcfg, first_order={"lr": chosen["lr"]})
+            mcfg = _with(mcfg, first_order={"lr": chosen["lr"]}, model={"loss": chosen["loss"]})
+        objectives[m] = "softmax cross-entropy" if classify else mcfg.model.loss
         results[m] = []
         for i, seed in enumerate(seeds):
             if i == 0 and reuse is not None:
@@ -329,6 +348,7 @@ def compare(
             "iterations": s["hf_iterations"],
             "optimizer_time_s": s["optimizer_time_s"],
             "lr": s.get("lr"),
+            "objective": objectives.get(m),
             "seeds": [
                 {"seed": r["seed"], "best_val_error": r["val_error"], "test_error": r["test_error"],
                  "time_to_target_s": t}
@@ -423,7 +443,9 @@ def markdown(record: dict[str, Any]) -> str:
     names = [c[0] for c in columns] + ["examples", "peak RSS (MB)", "iterations"]
     lines = [head, "", "| method | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for r in record["rows"]:
-        name = r["method"] + (f" (lr {r['lr']:g})" if r.get("lr") else "")
+        said = [f"lr {r['lr']:g}"] if r.get("lr") else []
+        said += [f"on {r['objective']}"] if r.get("objective") else []
+        name = r["method"] + (f" ({', '.join(said)})" if said else "")
         cells = [_f(r.get(key), spec) for _, key, spec in columns]
         cells += [f"{r['examples_processed']:,}", _f(r["peak_rss_mb"], ".0f"), str(r["iterations"])]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -442,6 +464,7 @@ def markdown(record: dict[str, Any]) -> str:
             )
     for m, trial in record.get("lr_sweeps", {}).items():
         lines.append("")
-        lines.append(f"{m} learning-rate sweep ({sweep_what} at the end of each run): " + ", ".join(
-            f"lr {t['lr']:g}: {_f(t['val_error'])}" for t in trial))  # fmt: skip
+        lines.append(f"{m} sweep ({sweep_what} at the end of each run): " + ", ".join(
+            f"{t['loss'] + ' ' if t.get('loss') else ''}lr {t['lr']:g}: {_f(t['val_error'])}"
+            for t in trial))  # fmt: skip
     return "\n".join(lines) + "\n"

@@ -30,9 +30,40 @@ def sparse_init_of(
     return lambda gen: sparse_init(net, m0=m0, sigma=sigma, generator=gen, dtype=X.dtype, device=X.device)
 
 
-def first_order_method(net: Autoencoder, data: Split, cfg: FirstOrderConfig, seed: int) -> FirstOrder:
-    """Adam or SGD on the autoencoder's objective from the sparse initialisation (``m0``, ``sigma``)."""
-    init = sparse_init_of(net, cfg.m0, cfg.sigma, data)
+def shared_init(
+    net: Autoencoder, shf_cfg: SHFConfig, data: Split, seed: int
+) -> Callable[[torch.Generator], list[torch.Tensor]]:
+    """``generator -> w``: SHF-LSMR's initial weights for ``seed`` whatever the generator given,
+    the sparse initialisation of eq. (9) with ``shf_cfg``'s ``m0`` and ``sigma`` drawn first from a
+    generator seeded with ``seed``, exactly as :func:`shf_method` draws them: every method of a
+    comparison starts from the same weights."""
+    own = sparse_init_of(net, shf_cfg.m0, shf_cfg.sigma, data)
+    return lambda gen: own(torch.Generator().manual_seed(seed))
+
+
+def initial_weights_for(
+    net: Autoencoder, data: Split, cfg: ExperimentConfig, m0: int | None, sigma: float | None
+) -> Callable[[torch.Generator], list[torch.Tensor]]:
+    """A baseline's initialisation: its own sparse one (``m0``, ``sigma``, from its generator) when
+    set, else SHF's initial weights for the run's seed (:func:`shared_init`)."""
+    if m0 is None or sigma is None:
+        return shared_init(net, cfg.optimizer, data, cfg.run.seed)
+    return sparse_init_of(net, m0, sigma, data)
+
+
+def first_order_method(
+    net: Autoencoder,
+    data: Split,
+    cfg: FirstOrderConfig,
+    seed: int,
+    init: Callable[[torch.Generator], list[torch.Tensor]] | None = None,
+) -> FirstOrder:
+    """Adam or SGD on the autoencoder's objective (its ``loss_name``) from ``init`` (default: the
+    sparse initialisation with ``cfg``'s ``m0`` and ``sigma``, which must then be set)."""
+    if init is None:
+        if cfg.m0 is None or cfg.sigma is None:
+            raise ConfigError("first_order.m0 and sigma are needed without an init")
+        init = sparse_init_of(net, cfg.m0, cfg.sigma, data)
     return FirstOrder(lambda w, X, Y: objective_tensor(net, w, X, Y), init, data, cfg, seed)
 
 
@@ -61,7 +92,9 @@ def build_method(name: str, net: Autoencoder, data: Split, cfg: ExperimentConfig
     if name == "shf-cg":
         return shf_method(net, data, dataclasses.replace(cfg.optimizer, solver="cg"), seed)
     if name == "martens-hf":
-        return MartensHF(net, sparse_init_of(net, cfg.hf.m0, cfg.hf.sigma, data), data, cfg.hf, seed)
+        init = initial_weights_for(net, data, cfg, cfg.hf.m0, cfg.hf.sigma)
+        return MartensHF(net, init, data, cfg.hf, seed)
     if name in ("adam", "sgd"):
-        return first_order_method(net, data, dataclasses.replace(cfg.first_order, optimizer=name), seed)
+        fo = dataclasses.replace(cfg.first_order, optimizer=name)
+        return first_order_method(net, data, fo, seed, initial_weights_for(net, data, cfg, fo.m0, fo.sigma))
     raise ConfigError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")

@@ -26,15 +26,20 @@ OPTIMIZERS = ("adam", "sgd")
 
 @dataclass
 class FirstOrderConfig:
-    """``optimizer``: ``adam`` or ``sgd`` (Nesterov momentum ``momentum``)."""
+    """``optimizer``: ``adam`` or ``sgd`` (Nesterov momentum ``momentum``).
+
+    ``m0``, ``sigma``: the autoencoder's own sparse initialisation (eq. 9), drawn from this
+    method's generator; ``None`` (the default): start from SHF's initial weights for the same
+    seed (the ``[optimizer]`` section's ``m0`` and ``sigma``), so a comparison starts every
+    method from the same point."""
 
     optimizer: str = "adam"
     lr: float = 1e-3
     momentum: float = 0.9
     batch_size: int = 250
     steps: int | None = None  # mini-batch updates per loop iteration (None: one epoch)
-    m0: int = 15
-    sigma: float = 1.0
+    m0: int | None = None
+    sigma: float | None = None
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -47,6 +52,13 @@ class FirstOrderConfig:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.steps is not None and self.steps < 1:
             raise ConfigError(f"steps must be >= 1, got {self.steps}")
+        if (self.m0 is None) != (self.sigma is None) or not (
+            self.m0 is None or (self.m0 >= 1 and self.sigma is not None and self.sigma > 0)
+        ):
+            raise ConfigError(
+                f"m0 and sigma are set together (m0 >= 1, sigma > 0) or both left out (SHF's initial "
+                f"weights), got m0={self.m0}, sigma={self.sigma}"
+            )
 
 
 Objective = Callable[[list[Tensor], Tensor, "Tensor | None"], Tensor]

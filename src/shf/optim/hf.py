@@ -50,8 +50,8 @@ class HFConfig:
     max_backtracks: int = 60
     precond_exponent: float = 0.75
     weight_cost: float = 2e-5
-    m0: int = 15
-    sigma: float = 1.0
+    m0: int | None = None  # None: SHF's initial weights for the seed (every method starts there)
+    sigma: float | None = None  # Martens' own: m0 = 15, sigma = 1.0, from this method's generator
     num_chunks: int = 4
     grad_batch: int | None = None
 
@@ -69,7 +69,12 @@ class HFConfig:
         need(0 < self.armijo_c < 1, f"hf.armijo_c must be in (0, 1), got {self.armijo_c}")
         need(0 < self.armijo_shrink < 1, f"hf.armijo_shrink must be in (0, 1), got {self.armijo_shrink}")
         need(self.weight_cost >= 0, f"hf.weight_cost must be >= 0, got {self.weight_cost}")
-        need(self.m0 >= 1 and self.sigma > 0, "hf.m0 must be >= 1 and hf.sigma > 0")
+        need(
+            (self.m0 is None and self.sigma is None)
+            or (self.m0 is not None and self.sigma is not None and self.m0 >= 1 and self.sigma > 0),
+            "hf.m0 and hf.sigma are set together (m0 >= 1, sigma > 0) or both left out "
+            "(SHF's initial weights)",
+        )
         need(self.num_chunks >= 1, f"hf.num_chunks must be >= 1, got {self.num_chunks}")
         need(
             self.grad_batch is None or self.grad_batch >= 2,
