@@ -191,3 +191,22 @@ def test_stand_in_data_sets_run_with_the_default_preset(
     assert "input follows the data" in capsys.readouterr().err
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())
     assert cfg["model"]["encoder"][0] == 256 and cfg["data"]["n_train"] is None
+
+
+def test_a_first_order_method_s_time_budget_is_not_cut_by_the_preset_s_hf_iteration_cap(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`shf train --method adam` under a time limit: the preset's max_iters (HF iterations) does not
+    cap Adam's epochs; an explicit --max-iters still does."""
+    base = ["train", "--method", "adam", "--encoder", "784,8,4", "--set", "data.n_train=100",
+            "--set", "data.n_val=30", "--set", "data.n_test=30", "--no-progress",
+            "--threads", "1"]  # fmt: skip
+    assert main([*base, "--max-time", "0.5", "--out", str(tmp_path / "a")]) == 0
+    cfg = json.loads((tmp_path / "a" / "config.json").read_text())
+    from shf.experiments.compare import UNCAPPED_ITERS
+
+    assert cfg["run"]["max_iters"] == UNCAPPED_ITERS
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["stop_reason"] in ("max_time", "patience")
+    assert main([*base, "--max-time", "50", "--max-iters", "3", "--out", str(tmp_path / "b")]) == 0
+    assert json.loads((tmp_path / "b" / "summary.json").read_text())["hf_iterations"] == 3

@@ -780,7 +780,15 @@ def _train_setup(args: argparse.Namespace) -> tuple[cfgmod.ExperimentConfig, Pat
 
     if args.resume:
         return _resume_config(args)
-    cfg = cfgmod.load(args.config, [*args.overrides, *_flag_overrides(args)])
+    o = [*args.overrides, *_flag_overrides(args)]
+    cfg = cfgmod.load(args.config, o)
+    capped = "run.max_iters" in _set_keys(o)
+    if args.method in ("adam", "sgd") and math.isfinite(cfg.run.max_time) and not capped:
+        # a preset's max_iters counts HF iterations: it must not cut a first-order method's time
+        # budget short at as many epochs (shf compare does the same)
+        from shf.experiments.compare import UNCAPPED_ITERS
+
+        cfg = cfgmod.load(args.config, [*o, f"run.max_iters={UNCAPPED_ITERS}"])
     out = Path(args.out) if args.out else runlog.default_run_dir(cfg.name)
     return cfg, out, args.method
 
