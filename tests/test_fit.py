@@ -208,3 +208,38 @@ def test_the_time_limit_holds_inside_an_iteration(method: str) -> None:
     assert res.summary["optimizer_time_s"] < limit + 0.6
     if method.startswith("shf"):
         assert res.history[0]["solver_stop"] == "max_time" and res.history[0]["solver_iterations"] < 2000
+
+
+def _with_nonfinite(t: torch.Tensor, rows: list[int]) -> torch.Tensor:
+    t = t.clone()
+    for k, i in enumerate(rows):
+        t[i, k % t.shape[1]] = math.nan if k % 2 == 0 else math.inf
+    return t
+
+
+@pytest.mark.parametrize(
+    ("where", "match"),
+    [
+        ("train", r"the training inputs have 2 row\(s\) with NaN or Inf values \(of 20; the first is row 3"),
+        ("val", r"the validation inputs have 1 row\(s\) with NaN or Inf values \(of 10"),
+        ("test", r"the test inputs have 2 row\(s\)"),
+        ("targets", r"the training targets have 1 row\(s\) with NaN or Inf values"),
+    ],
+)
+def test_non_finite_data_are_refused_up_front(where: str, match: str) -> None:
+    """NaN/Inf rows used to reject every step silently (train) or keep the initial weights (val)."""
+    sets = {"train": _blobs(20, 0), "val": _blobs(10, 1), "test": _blobs(10, 2)}
+    model = _model()
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = "cross_entropy"
+    if where == "targets":
+        X, _ = sets["train"]
+        sets = {k: (v[0], torch.zeros(v[0].shape[0], 4)) for k, v in sets.items()}
+        sets["train"] = (X, _with_nonfinite(torch.zeros(20, 4), [7]))
+        loss = "mse"
+    else:
+        X, y = sets[where]
+        sets[where] = (_with_nonfinite(X, [3, 7] if where != "val" else [4]), y)
+    with pytest.raises(DataError, match=match):
+        shf.fit(model, sets["train"], sets["val"], test=sets["test"], loss=loss, max_iters=2, **HYPER)
+    assert all(torch.equal(a, p) for a, p in zip(before, model.parameters()))
