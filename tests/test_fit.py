@@ -243,3 +243,37 @@ def test_non_finite_data_are_refused_up_front(where: str, match: str) -> None:
     with pytest.raises(DataError, match=match):
         shf.fit(model, sets["train"], sets["val"], test=sets["test"], loss=loss, max_iters=2, **HYPER)
     assert all(torch.equal(a, p) for a, p in zip(before, model.parameters()))
+
+
+@pytest.mark.parametrize("where", ["train", "val", "test"])
+@pytest.mark.parametrize(
+    ("convert", "match"),
+    [
+        (lambda X: X[:, :5], r"the {name} data \(inputs of shape \(\d+, 5\)\) do not fit the model: mat1"),
+        (lambda X: X.double(), r"the {name} inputs are float64 but the model's parameters are float32: "
+                               r"convert with X\.float\(\) or model\.double\(\)"),
+        (lambda X: X.long(), r"the model fails on the {name} inputs, which are int64 \(.*\); integer inputs "
+                             r"suit models that take indices"),
+    ],
+    ids=["width", "float64", "int64"],
+)  # fmt: skip
+def test_data_the_model_cannot_take_are_one_line_shf_errors(where: str, convert, match: str) -> None:
+    """A wrong feature width or dtype used to surface as a raw torch error from linear.py."""
+    sets = {"train": _blobs(20, 0), "val": _blobs(10, 1), "test": _blobs(10, 2)}
+    sets[where] = (convert(sets[where][0]), sets[where][1])
+    name = {"train": "training", "val": "validation", "test": "test"}[where]
+    with pytest.raises(DataError, match=match.format(name=name)) as caught:
+        shf.fit(_model(), sets["train"], sets["val"], test=sets["test"], loss="cross_entropy", max_iters=1)
+    assert "\n" not in str(caught.value)
+
+
+def test_integer_inputs_that_the_model_takes_are_not_refused() -> None:
+    """Token indices for an nn.Embedding model are legitimate integer inputs."""
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, 10, (60, 3), generator=g)
+    y = (tokens.sum(1) % 2).long()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(10, 4), nn.Flatten(), nn.Linear(12, 2)).to(F64)
+    res = shf.fit(model, (tokens[:40], y[:40]), (tokens[40:], y[40:]), loss="cross_entropy", max_iters=2,
+                  batch=Batch(n1=20, n_max=40), solver=Solver(maxiter1=10, miniter=2, recover=3))  # fmt: skip
+    assert res.iterations == 2 and math.isfinite(res.best_val_loss)

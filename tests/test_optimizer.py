@@ -355,3 +355,27 @@ def test_b11_needs_b7s_curvature_batch() -> None:
         SHFConfig(curvature_patience=5)
     with pytest.raises(ConfigError, match="curvature_growth"):
         SHFConfig(curvature_size=10, lambda_min=0.1, curvature_patience=5, curvature_growth=1.0)
+
+
+def test_a_batch_the_model_cannot_take_is_a_one_line_shf_error() -> None:
+    """Generic and hand-written paths: dtype and width mismatches name the data set and the fix."""
+    from shf.models import Autoencoder
+
+    X, y, Xv, yv = _task()
+    opt = SHF(_model(), "cross_entropy")  # float64 parameters
+    dtypes = r"the batch inputs are float32 but the model's parameters are float64: "
+    with pytest.raises(DataError, match=dtypes + r"convert with X\.double\(\) or model\.float\(\)"):
+        opt.step(X[:10].float(), y[:10])
+    width = r"the validation data \(inputs of shape \(60, 4\)\) do not fit the model"
+    with pytest.raises(DataError, match=width):
+        opt.step(X[:10], y[:10], val=(Xv[:, :4], yv))
+    with pytest.raises(DataError, match="the given inputs are float32"):
+        opt.loss(X.float(), y)
+    net = Autoencoder((10, 6, 3), m0=5, generator=torch.Generator().manual_seed(0))  # float32
+    fast = SHF(net)
+    assert fast.fast_path
+    Z = torch.rand(20, 10, dtype=F64)
+    with pytest.raises(DataError, match="batch inputs are float64 but the model's parameters are float32"):
+        fast.step(Z)
+    with pytest.raises(DataError, match=r"the batch data \(inputs of shape \(20, 9\)\) do not fit the model"):
+        fast.step(Z[:, :9].float())

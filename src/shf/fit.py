@@ -460,13 +460,10 @@ def fit(
         if optimizer.model is not model:
             raise ConfigError("the optimizer was made for another model")
         opt = optimizer
-    w = opt.weights()
-    opt.problem.check_batch(w, X, Y)
-    opt.problem.check_batch(w, Xv, Yv)
-    if test is not None:
-        opt.problem.check_batch(w, Xt, Yt)
     sets = [("training", X, Y), ("validation", Xv, Yv)] + ([("test", Xt, Yt)] if test is not None else [])
     for name, inputs, targets in sets:
+        # shapes, dtypes and the loss's targets (one forward pass on two rows), then NaN/Inf
+        opt.check_data(inputs, targets, name)
         check_finite(inputs, f"{name} inputs")
         check_finite(targets, f"{name} targets")
     data = Split(X, Xv, Xt, "fit", Y, Yv, Yt)

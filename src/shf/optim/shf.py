@@ -32,7 +32,7 @@ from shf.batchsize import BatchSchedule, batch_cap, predict_batch_size
 from shf.curvature.losses import Loss
 from shf.curvature.module import curvature_model
 from shf.curvature.sharded import ShardedProblem
-from shf.errors import ConfigError, DataError
+from shf.errors import ConfigError, DataError, ShfError
 from shf.optim.hyper import Batch, Damping, Init, LineSearch, Solver, WarmStart, to_config
 from shf.optim.step import NOT_FINITE_BATCH, SHFConfig, SHFState, StepInfo, shf_step
 
@@ -48,6 +48,41 @@ def as_pair(data: Any, what: str) -> tuple[Tensor, Tensor | None]:
             raise DataError(f"{what} targets must be a torch.Tensor, got {type(data[1]).__name__}")
         return data[0], data[1]
     raise DataError(f"{what} must be a tensor of inputs or a pair (inputs, targets) of tensors")
+
+
+_CASTS = {torch.float32: "float", torch.float64: "double", torch.float16: "half", torch.bfloat16: "bfloat16"}
+
+
+def _cast(dtype: torch.dtype) -> str:
+    """The method that casts a tensor or a module to ``dtype`` (``float()``, ``to(torch.int8)``)."""
+    return f"{_CASTS[dtype]}()" if dtype in _CASTS else f"to({dtype})"
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _data_error(err: Exception, X: Tensor, param_dtype: torch.dtype | None, what: str) -> DataError:
+    """A one-line :class:`DataError` for the torch error ``err`` that running the model on two
+    rows of the ``what`` inputs ``X`` raised: a dtype that differs from the parameters', integer
+    inputs the model cannot take, or (whatever else, e.g. a feature width) the error's first line."""
+    lines = str(err).strip().splitlines()
+    first = (lines[0] if lines else type(err).__name__)[:300]
+    float_params = param_dtype is not None and param_dtype.is_floating_point
+    if X.is_floating_point() and float_params and X.dtype != param_dtype:
+        return DataError(
+            f"the {what} inputs are {_dtype_name(X.dtype)} but the model's parameters are "
+            f"{_dtype_name(cast(torch.dtype, param_dtype))}: convert with "
+            f"X.{_cast(cast(torch.dtype, param_dtype))} or model.{_cast(X.dtype)}"
+        )
+    if not (X.is_floating_point() or X.is_complex()):
+        to = _cast(cast(torch.dtype, param_dtype)) if float_params else "float()"
+        return DataError(
+            f"the model fails on the {what} inputs, which are {_dtype_name(X.dtype)} ({first}); integer "
+            f"inputs suit models that take indices (e.g. nn.Embedding): if these are features, convert "
+            f"with X.{to}"
+        )
+    return DataError(f"the {what} data (inputs of shape {tuple(X.shape)}) do not fit the model: {first}")
 
 
 class SHF(torch.optim.Optimizer):
@@ -192,6 +227,29 @@ class SHF(torch.optim.Optimizer):
                 "validation sets (the same on all ranks); shf gives each rank its rows of every batch"
             )
 
+    def check_data(self, inputs: Tensor, targets: Tensor | None, what: str, *, forward: bool = True) -> None:
+        """Raise a one-line :class:`shf.errors.ShfError` unless ``(inputs, targets)`` fit the model.
+
+        The model's own checks (shapes, rows, devices, the loss's targets) run first; with
+        ``forward`` the loss is then evaluated on two rows. Whatever torch raises on the way (a
+        feature width or dtype the model cannot take) becomes a :class:`DataError` that names
+        the data set ``what`` (``"training"``, ``"validation"``, ...) and, for a dtype, the fix.
+        Nothing is assumed about the architecture: integer inputs that the model takes (e.g.
+        ``nn.Embedding`` indices) pass.
+        """
+        w = self.weights()
+        try:
+            # The single-process problem: a data-parallel one would reduce the loss over ranks.
+            self._local_problem.check_batch(w, inputs, targets)
+            if forward:
+                with torch.no_grad():
+                    self._local_problem.loss(w, inputs[:2], None if targets is None else targets[:2])
+        except ShfError:
+            raise
+        except (RuntimeError, TypeError, ValueError, IndexError, NotImplementedError) as err:
+            param_dtype = w[0].dtype if w else None
+            raise _data_error(err, inputs, param_dtype, what) from err
+
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Refused once the optimizer exists: SHF solves one system for the parameters it was
         built with (the curvature operator is made for them)."""
@@ -226,9 +284,8 @@ class SHF(torch.optim.Optimizer):
 
     def loss(self, inputs: Tensor, targets: Tensor | None = None) -> float:
         """The training loss ``f`` of the current weights on ``(inputs, targets)``."""
-        w = self.weights()
-        self.problem.check_batch(w, inputs, targets)
-        return float(self.problem.loss(w, inputs, targets))
+        self.check_data(inputs, targets, "given")
+        return float(self.problem.loss(self.weights(), inputs, targets))
 
     def step(  # type: ignore[override]
         self,
@@ -251,11 +308,13 @@ class SHF(torch.optim.Optimizer):
         X, Y = inputs, targets
         X_val, Y_val = as_pair(val, "val") if val is not None else (None, None)
         w = self.weights()
-        self.problem.check_batch(w, X, Y)
+        # The model's checks run a forward pass on two rows for every model but the hand-written
+        # fast path, which checks widths only: its two rows are run here.
+        self.check_data(X, Y, "batch", forward=self.fast_path)
         if X.shape[0] < 2:
             raise ConfigError(f"an SHF step needs a batch of at least 2 examples, got {X.shape[0]}")
         if X_val is not None:
-            self.problem.check_batch(w, X_val, Y_val)
+            self.check_data(X_val, Y_val, "validation", forward=self.fast_path)
         cfg, state = self.config, self.hf_state
         state.maxiter = self.schedule.maxiter
         w_new, info = shf_step(
