@@ -379,3 +379,31 @@ def test_a_batch_the_model_cannot_take_is_a_one_line_shf_error() -> None:
         fast.step(Z)
     with pytest.raises(DataError, match=r"the batch data \(inputs of shape \(20, 9\)\) do not fit the model"):
         fast.step(Z[:, :9].float())
+
+
+def _stepped_state(model: nn.Module) -> dict:
+    X, y, Xv, yv = _task()
+    opt = SHF(model, "cross_entropy", **HYPER)
+    _steps(opt, X, y, (Xv, yv), 1)
+    return opt.state_dict()
+
+
+@pytest.mark.parametrize("older", [False, True], ids=["recorded", "before-shf-recorded-them"])
+def test_a_state_dict_of_another_architecture_is_refused_on_load(older: bool) -> None:
+    """It used to load and fail later, deep inside LSMR, on a warm start of another shape."""
+    torch.manual_seed(0)
+    wide = nn.Sequential(nn.Linear(5, 16), nn.Tanh(), nn.Linear(16, 3)).to(F64)
+    deep = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 3)).to(F64)
+    cases = [
+        (wide, r"parameter 0 \(0\.weight\) has shape \(8, 5\) in the state dict but \(16, 5\) in this model"),
+        (deep, "the state dict is for 4 parameters but this model has 6"),
+        (_model().float(), r"parameter 0 \(0\.weight\) is float64 in the state dict but float32 in this "
+                           r"model: cast the model with model\.double\(\)"),
+    ]  # fmt: skip
+    sd = _stepped_state(_model())
+    if older:
+        del sd["shf"]["params"]  # as an older shf saved it: the warm starts' shapes are checked
+    for model, match in cases:
+        with pytest.raises(ConfigError, match=match):
+            SHF(model, "cross_entropy", **HYPER).load_state_dict(sd)
+    SHF(_model(), "cross_entropy", **HYPER).load_state_dict(sd)  # the same architecture loads

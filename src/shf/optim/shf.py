@@ -402,13 +402,57 @@ class SHF(torch.optim.Optimizer):
             "iterations": self.iterations,
             "config": dataclasses.asdict(self.config),
             "world_size": self.world_size,
+            # the trained parameters' shapes and dtypes: a state for another architecture is refused
+            "params": [[list(p.shape), _dtype_name(p.dtype)] for p in self._params],
         }
         if self.hf_state.curvature is not None:
             sd["shf"]["curvature_plateau"] = self.hf_state.curvature.state_dict()
         return sd
 
+    def _check_parameters(self, state_dict: dict[str, Any]) -> None:
+        """Raise :class:`ConfigError` unless the state dict was saved for parameters of the same
+        number, shapes and dtypes as this optimizer's (else LSMR would fail deep inside the next
+        step, on a warm start of another shape)."""
+        saved: list[tuple[tuple[int, ...], str] | None]
+        if "params" in state_dict["shf"]:
+            saved = [
+                (tuple(int(k) for k in shape), str(dtype)) for shape, dtype in state_dict["shf"]["params"]
+            ]
+        else:
+            # Saved before shf recorded them: the number of parameters, and the warm starts' shapes.
+            ids = [i for g in state_dict.get("param_groups", []) for i in g.get("params", [])]
+            starts = [state_dict.get("state", {}).get(i, {}).get("warm_start") for i in ids]
+            saved = [None if t is None else (tuple(t.shape), _dtype_name(t.dtype)) for t in starts]
+        if len(saved) != len(self._params):
+            raise ConfigError(
+                f"the state dict is for {len(saved)} parameters but this model has {len(self._params)} "
+                "(it was saved for another architecture)"
+            )
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        for i, (entry, p) in enumerate(zip(saved, self._params)):
+            if entry is None:
+                continue
+            name = f"parameter {i}" + (f" ({names[id(p)]})" if id(p) in names else "")
+            shape, dtype = entry
+            if shape != tuple(p.shape):
+                raise ConfigError(
+                    f"{name} has shape {shape} in the state dict but {tuple(p.shape)} in this model "
+                    "(it was saved for another architecture)"
+                )
+            if dtype != _dtype_name(p.dtype):
+                saved_dtype = getattr(torch, dtype, None)
+                fix = (
+                    f": cast the model with model.{_cast(saved_dtype)} before loading"
+                    if isinstance(saved_dtype, torch.dtype)
+                    else ""
+                )
+                raise ConfigError(
+                    f"{name} is {dtype} in the state dict but {_dtype_name(p.dtype)} in this model{fix}"
+                )
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore from :meth:`state_dict` (the configuration must be the same)."""
+        """Restore from :meth:`state_dict` (the configuration must be the same, and the parameters
+        of the same number, shapes and dtypes)."""
         if "shf" not in state_dict:
             raise ConfigError("not an SHF state dict (no 'shf' entry)")
         s = state_dict["shf"]
@@ -421,6 +465,7 @@ class SHF(torch.optim.Optimizer):
                 else f"the state was saved by a single-process run and this one has {self.world_size} "
                 "processes: resume it without torchrun"
             )
+        self._check_parameters(state_dict)
         mine = dataclasses.asdict(self.config)
         # A hyper-parameter the saved state lacks was added to shf after it was saved: that run
         # behaved as the field's default (a new option's default keeps the earlier behaviour).
