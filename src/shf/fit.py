@@ -446,7 +446,8 @@ def fit(
         callback: called with each iteration's record.
         should_stop: polled after each iteration; True stops with reason ``interrupted``.
         **hyper: :class:`shf.SHF`'s hyper-parameters (``damping=``, ``solver=``, ``batch=``,
-            ``line_search=``, ``warm_start=``, ``preconditioner=``, ``config=``, ``generic=``).
+            ``line_search=``, ``warm_start=``, ``preconditioner=``, ``config=``, ``generic=``,
+            ``lr=``).
     """
     X, Y = as_pair(train, "train")
     Xv, Yv = as_pair(val, "val")

@@ -99,7 +99,14 @@ class SHF(torch.optim.Optimizer):
             (fast path) or ``"mse"``.
         params: the parameters to train, or param groups as ``torch.optim`` takes them
             (default: all of the model's parameters that require grad). One system is
-            solved for all of them, so groups may not set options of their own.
+            solved for all of them, so groups may not set options of their own (but ``lr``,
+            the same in every group).
+        lr: beyond the paper (docs/deviations.md G9), ``torch.optim``'s learning rate as a
+            scale of the step: the weights move to ``w + lr s d`` with ``d`` the solver's
+            direction and ``s`` the line search's step length (``rho``, the damping and the
+            warm start are unchanged). It is each param group's ``"lr"``, so LR schedulers
+            (``torch.optim.lr_scheduler``) set it. 1.0 (the default): the paper's step, bit for
+            bit; it must be finite and >= 0.
         damping, warm_start, solver, batch, line_search: the hyper-parameter groups of
             :mod:`shf.optim.hyper` (defaults: the paper's CURVES settings with the measured-best
             ones beyond the paper, ``shf.optim.hyper.TUNED``, on top).
@@ -134,6 +141,7 @@ class SHF(torch.optim.Optimizer):
         generator: torch.Generator | None = None,
         generic: bool = False,
         distributed: bool | None = None,
+        lr: float = 1.0,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ConfigError(f"SHF needs the model (a torch.nn.Module), got {type(model).__name__}")
@@ -158,14 +166,15 @@ class SHF(torch.optim.Optimizer):
                     "the model has no parameter that requires grad: nothing to train "
                     "(set requires_grad=True on the parameters SHF should optimise)"
                 )
-        super().__init__(params, {})
+        super().__init__(params, {"lr": lr})
         for g in self.param_groups:
-            extra = sorted(k for k in g if k != "params")
+            extra = sorted(k for k in g if k not in ("params", "lr"))
             if extra:
                 raise ConfigError(
                     "SHF solves one system for all parameters: param groups cannot set options "
                     f"({', '.join(extra)})"
                 )
+        self._group_lr()  # refuses a bad one now
         self._params: list[Tensor] = [p for g in self.param_groups for p in g["params"]]
         self.model = model
         self._local_problem = curvature_model(model, loss, self._params, generic=generic)
@@ -316,10 +325,11 @@ class SHF(torch.optim.Optimizer):
         if X_val is not None:
             self.check_data(X_val, Y_val, "validation", forward=self.fast_path)
         cfg, state = self.config, self.hf_state
+        lr = self._group_lr()
         state.maxiter = self.schedule.maxiter
         w_new, info = shf_step(
             self.problem, w, X, state, cfg, X_val=X_val, generator=self.generator, Y=Y, Y_val=Y_val,
-            deadline=deadline,
+            deadline=deadline, lr=lr,
         )  # fmt: skip
         self.set_weights(w_new)
         w = self.weights()
@@ -379,6 +389,18 @@ class SHF(torch.optim.Optimizer):
         info.times["batch_stats"] = time.perf_counter() - t_bs
         self.iterations += 1
         return info
+
+    def _group_lr(self) -> float:
+        """The step's scale ``lr`` (G9): the param groups' ``"lr"``, which must be one finite
+        value >= 0 (SHF takes one step for all parameters; an LR scheduler sets every group)."""
+        lrs = sorted({float(g.get("lr", 1.0)) for g in self.param_groups})
+        if len(lrs) != 1:
+            raise ConfigError(
+                f"SHF takes one step for all parameters: the param groups' lr must be equal, got {lrs}"
+            )
+        if not (math.isfinite(lrs[0]) and lrs[0] >= 0.0):
+            raise ConfigError(f"lr (the scale of SHF's step) must be finite and >= 0, got {lrs[0]}")
+        return lrs[0]
 
     def _needs_batch_stats(self) -> bool:
         """Whether Alg. 2's prediction can change the next batch size (not at ``n_max``)."""
@@ -475,6 +497,8 @@ class SHF(torch.optim.Optimizer):
             diff = sorted(k for k, v in saved.items() if mine.get(k) != v)
             raise ConfigError(f"the state dict was saved with other hyper-parameters ({', '.join(diff)})")
         super().load_state_dict(state_dict)
+        for g in self.param_groups:
+            g.setdefault("lr", 1.0)  # saved before SHF had an lr: the unscaled step
         self.hf_state.lam, self.hf_state.gamma, self.hf_state.maxiter = s["lam"], s["gamma"], s["maxiter"]
         self.hf_state.nu = float(s.get("nu", 2.0))
         self.hf_state.g1_norm = s.get("g1_norm")
