@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -99,3 +101,43 @@ def test_every_method_starts_from_shf_s_initial_weights_for_a_seed(preset, tmp_p
     own = starts(3, ("first_order.m0=15", "first_order.sigma=1.0", "hf.m0=15", "hf.sigma=1.0"))
     assert not same(own["adam"], w["shf-lsmr"]) and not same(own["martens-hf"], w["shf-lsmr"])
     assert same(own["shf-lsmr"], w["shf-lsmr"])
+
+
+def _tiny_hf(cfg: HFConfig, zero_column: bool = False) -> tuple[MartensHF, list[torch.Tensor]]:
+    g = torch.Generator().manual_seed(0)
+    X = torch.rand(90, 12, generator=g, dtype=torch.float64)
+    if zero_column:
+        X[:, 3] = 0.0  # the first layer's weights from input 3 have zero gradients on every example
+    data = make_split(X[:60], X[60:75], X[75:], "tiny")
+    net = Autoencoder((12, 6, 3))
+    method = MartensHF(net, sparse_init_of(net, 4, 1.0, data), data, cfg)
+    return method, method.init_weights()
+
+
+def test_martens_hf_lambda_has_the_damping_ceiling() -> None:
+    """hf.lambda1 = 1e300 used to end in cg's "precond must have only positive entries"."""
+    from shf.damping import LAMBDA_MAX
+
+    ceiling = r"hf.lambda1 must be in \[0, 1e\+10\] \(the damping's ceiling\), got 1e\+300"
+    with pytest.raises(ConfigError, match=ceiling):
+        HFConfig(lambda1=1e300)
+    HFConfig(lambda1=LAMBDA_MAX)
+    # Every step fails (the objective at any trial point is not finite): lambda grows by 3/2 up to
+    # the ceiling, not past it (on to an overflow), and the weights stay as they were.
+    method, w = _tiny_hf(HFConfig(lambda1=LAMBDA_MAX / 1.2, num_chunks=1, maxiter=5))
+    method._objective = lambda w, X, Y: math.inf  # type: ignore[method-assign]
+    for _ in range(3):
+        w_new, rec = method.step(w)
+        assert not rec["accepted"] and all(torch.equal(a, b) for a, b in zip(w, w_new))
+    assert method.lam == LAMBDA_MAX
+
+
+def test_martens_hf_refuses_a_non_finite_preconditioner() -> None:
+    """lambda = weight_cost = 0 and a weight with zero gradients made M = 0, c = inf: NaN in CG, silently."""
+    method, w = _tiny_hf(HFConfig(lambda1=0.0, weight_cost=0.0, num_chunks=1, maxiter=5), zero_column=True)
+    refused = r"Martens' preconditioner .* is not finite and positive at lambda = 0, hf.weight_cost = 0 "
+    with pytest.raises(ConfigError, match=refused):
+        method.step(w)
+    method, w = _tiny_hf(HFConfig(lambda1=0.0, num_chunks=1, maxiter=5), zero_column=True)  # weight cost 2e-5
+    w_new, _ = method.step(w)
+    assert all(bool(torch.isfinite(t).all()) for t in w_new)

@@ -145,3 +145,11 @@ def test_cg_stops_cleanly_when_the_residual_underflows() -> None:
     b = torch.tensor([1e-30, 0.0], dtype=torch.float32)  # r^T r = 1e-60 underflows to 0 in float32
     x, info = cg(lambda v: B @ v, b, maxiter=5, tol=0.0)
     assert info.stop is CgStop.RESIDUAL_ZERO and torch.isfinite(x).all()
+
+
+def test_a_non_finite_preconditioner_is_refused() -> None:
+    """An infinite entry passed the positivity test and turned CG's iterates into NaN."""
+    with pytest.raises(ValueError, match="precond must have only positive entries, and finite ones"):
+        cg(lambda v: v, torch.ones(2), precond=torch.tensor([1.0, math.inf]))
+    with pytest.raises(ValueError, match="and finite ones"):
+        cg(lambda v: v, [torch.ones(2)], precond=[torch.tensor([1.0, math.nan])])

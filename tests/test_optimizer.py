@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 
 import pytest
 import torch
@@ -112,8 +113,8 @@ def test_param_groups_select_parameters_but_may_not_set_options() -> None:
     model = _model()
     opt = SHF(model, "cross_entropy", params=[{"params": list(model[2].parameters())}])
     assert len(opt.weights()) == 2 and not opt.fast_path
-    with pytest.raises(ConfigError, match="param groups cannot set options \\(lr\\)"):
-        SHF(model, "cross_entropy", params=[{"params": model.parameters(), "lr": 0.1}])
+    with pytest.raises(ConfigError, match="param groups cannot set options \\(momentum\\)"):
+        SHF(model, "cross_entropy", params=[{"params": model.parameters(), "momentum": 0.9}])
 
 
 @pytest.mark.parametrize(
@@ -355,3 +356,130 @@ def test_b11_needs_b7s_curvature_batch() -> None:
         SHFConfig(curvature_patience=5)
     with pytest.raises(ConfigError, match="curvature_growth"):
         SHFConfig(curvature_size=10, lambda_min=0.1, curvature_patience=5, curvature_growth=1.0)
+
+
+def test_a_batch_the_model_cannot_take_is_a_one_line_shf_error() -> None:
+    """Generic and hand-written paths: dtype and width mismatches name the data set and the fix."""
+    from shf.models import Autoencoder
+
+    X, y, Xv, yv = _task()
+    opt = SHF(_model(), "cross_entropy")  # float64 parameters
+    dtypes = r"the batch inputs are float32 but the model's parameters are float64: "
+    with pytest.raises(DataError, match=dtypes + r"convert with X\.double\(\) or model\.float\(\)"):
+        opt.step(X[:10].float(), y[:10])
+    width = r"the validation data \(inputs of shape \(60, 4\)\) do not fit the model"
+    with pytest.raises(DataError, match=width):
+        opt.step(X[:10], y[:10], val=(Xv[:, :4], yv))
+    with pytest.raises(DataError, match="the given inputs are float32"):
+        opt.loss(X.float(), y)
+    net = Autoencoder((10, 6, 3), m0=5, generator=torch.Generator().manual_seed(0))  # float32
+    fast = SHF(net)
+    assert fast.fast_path
+    Z = torch.rand(20, 10, dtype=F64)
+    with pytest.raises(DataError, match="batch inputs are float64 but the model's parameters are float32"):
+        fast.step(Z)
+    with pytest.raises(DataError, match=r"the batch data \(inputs of shape \(20, 9\)\) do not fit the model"):
+        fast.step(Z[:, :9].float())
+
+
+def _stepped_state(model: nn.Module) -> dict:
+    X, y, Xv, yv = _task()
+    opt = SHF(model, "cross_entropy", **HYPER)
+    _steps(opt, X, y, (Xv, yv), 1)
+    return opt.state_dict()
+
+
+@pytest.mark.parametrize("older", [False, True], ids=["recorded", "before-shf-recorded-them"])
+def test_a_state_dict_of_another_architecture_is_refused_on_load(older: bool) -> None:
+    """It used to load and fail later, deep inside LSMR, on a warm start of another shape."""
+    torch.manual_seed(0)
+    wide = nn.Sequential(nn.Linear(5, 16), nn.Tanh(), nn.Linear(16, 3)).to(F64)
+    deep = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 3)).to(F64)
+    cases = [
+        (wide, r"parameter 0 \(0\.weight\) has shape \(8, 5\) in the state dict but \(16, 5\) in this model"),
+        (deep, "the state dict is for 4 parameters but this model has 6"),
+        (_model().float(), r"parameter 0 \(0\.weight\) is float64 in the state dict but float32 in this "
+                           r"model: cast the model with model\.double\(\)"),
+    ]  # fmt: skip
+    sd = _stepped_state(_model())
+    if older:
+        del sd["shf"]["params"]  # as an older shf saved it: the warm starts' shapes are checked
+    for model, match in cases:
+        with pytest.raises(ConfigError, match=match):
+            SHF(model, "cross_entropy", **HYPER).load_state_dict(sd)
+    SHF(_model(), "cross_entropy", **HYPER).load_state_dict(sd)  # the same architecture loads
+
+
+def _twin_steps(lr: float | None, k: int, scheduler: bool = False) -> tuple[list[torch.Tensor], list[dict]]:
+    """``k`` steps from the same start and batches; ``lr=None``: SHF's default."""
+    X, y, Xv, yv = _task()
+    model = _model()
+    opt = SHF(model, "cross_entropy", train_size=240, seed=3, **HYPER, **({} if lr is None else {"lr": lr}))
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=1.0) if scheduler else None
+    infos = []
+    for _ in range(k):
+        infos += _steps(opt, X, y, (Xv, yv), 1)
+        if sched is not None:
+            sched.step()
+    return [p.detach().clone() for p in model.parameters()], infos
+
+
+def test_lr_one_and_a_scheduler_that_keeps_it_leave_the_steps_bit_for_bit() -> None:
+    """lr = 1.0 (explicit, or kept by a StepLR with gamma 1) takes exactly the default's steps."""
+    w0, infos0 = _twin_steps(None, 6)
+    for lr, scheduler in ((1.0, False), (1.0, True)):
+        w, infos = _twin_steps(lr, 6, scheduler)
+        assert all(torch.equal(a, b) for a, b in zip(w0, w))
+        assert infos == infos0
+
+
+def test_a_torch_lr_scheduler_scales_shfs_step() -> None:
+    """StepLR used to raise KeyError: 'lr'; the param groups' lr now scales w + lr s d."""
+    X, y, Xv, yv = _task()
+    batch = (X[:60], y[:60])
+    start = _model()
+    deltas, infos = [], []
+    for lr in (1.0, 0.5):
+        model = _model()
+        opt = SHF(model, "cross_entropy", lr=lr, **HYPER)
+        info = opt.step(*batch, val=(Xv, yv))
+        infos.append(info)
+        deltas.append([p.detach() - q.detach() for p, q in zip(model.parameters(), start.parameters())])
+        # the reported losses are those of the weights the step wrote
+        assert info.loss_new == pytest.approx(opt.loss(*batch), rel=1e-12)
+        assert info.val_loss == pytest.approx(opt.loss(Xv, yv), rel=1e-12)
+    full, half = infos
+    assert full.accepted and half.accepted and half.step == 0.5 * full.step
+    assert half.lam_next == full.lam_next and half.rho == full.rho  # the damping sees d, not lr
+    for a, b in zip(*deltas):
+        torch.testing.assert_close(b, 0.5 * a, rtol=1e-9, atol=1e-14)
+
+    model = _model()
+    opt = SHF(model, "cross_entropy", **HYPER)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    for _ in range(3):
+        opt.step(*batch, val=(Xv, yv))
+        sched.step()
+    assert opt.param_groups[0]["lr"] == 0.125
+    sd = opt.state_dict()
+    again = SHF(_model(), "cross_entropy", **HYPER)
+    again.load_state_dict(sd)
+    assert again.param_groups[0]["lr"] == 0.125  # the schedule's lr is resumed
+    for g in sd["param_groups"]:
+        del g["lr"]  # as an SHF state dict from before lr
+    again.load_state_dict(sd)
+    assert again.param_groups[0]["lr"] == 1.0
+
+
+def test_bad_lrs_are_refused() -> None:
+    model = _model()
+    with pytest.raises(ConfigError, match=r"the scale of SHF's step\) must be finite and >= 0, got -1\.0"):
+        SHF(model, "cross_entropy", lr=-1.0)
+    groups = [{"params": model[0].parameters(), "lr": 0.5}, {"params": model[2].parameters()}]
+    with pytest.raises(ConfigError, match=r"the param groups' lr must be equal, got \[0.5, 1.0\]"):
+        SHF(model, "cross_entropy", params=groups)
+    opt = SHF(model, "cross_entropy")
+    opt.param_groups[0]["lr"] = math.nan
+    X, y, _, _ = _task()
+    with pytest.raises(ConfigError, match="got nan"):
+        opt.step(X[:10], y[:10])

@@ -29,8 +29,9 @@ from torch import Tensor
 
 from shf import tensorlist as tl
 from shf.curvature.base import CurvatureModel
+from shf.damping import LAMBDA_MAX
 from shf.data.split import Split
-from shf.errors import require
+from shf.errors import ConfigError, require
 from shf.linesearch import armijo_backtracking
 from shf.solvers.cg import cg
 
@@ -59,7 +60,8 @@ class HFConfig:
         need = require
 
         need(
-            math.isfinite(self.lambda1) and self.lambda1 >= 0, f"hf.lambda1 must be >= 0, got {self.lambda1}"
+            math.isfinite(self.lambda1) and 0 <= self.lambda1 <= LAMBDA_MAX,
+            f"hf.lambda1 must be in [0, {LAMBDA_MAX:g}] (the damping's ceiling), got {self.lambda1}",
         )
         need(self.lm_increase > 1, f"hf.lm_increase must be > 1, got {self.lm_increase}")
         need(0 < self.lm_decrease < 1, f"hf.lm_decrease must be in (0, 1), got {self.lm_decrease}")
@@ -172,6 +174,13 @@ class MartensHF:
         # 3. preconditioned CG: M = (mean_i (grad f_i)^2 + lambda + wc)^(3/4), given to cg as the
         # inverse preconditioner c = M^{-1/2} (cg applies M^{-1} = c ∘ c, as lsmr's column scaling)
         c = [torch.pow(s / ng + (lam + wc), -0.5 * cfg.precond_exponent) for s in sumsq]
+        if not all(bool((torch.isfinite(t) & (t > 0)).all()) for t in c):
+            raise ConfigError(
+                f"Martens' preconditioner (mean squared gradient + lambda + hf.weight_cost)^"
+                f"{cfg.precond_exponent:g} is not finite and positive at lambda = {lam:g}, hf.weight_cost = "
+                f"{wc:g} (a weight with zero gradients needs lambda + weight_cost > 0, and their sum must "
+                f"fit {sumsq[0].dtype}): raise hf.weight_cost or hf.lambda1 (at most {LAMBDA_MAX:g})"
+            )
         x0 = tl.scale(cfg.decay, self.ch) if self.ch is not None else None
         p_last, info = cg(
             lambda v: Gv(v, lam + wc),
@@ -211,7 +220,8 @@ class MartensHF:
         else:
             rho = -math.inf
         if rho < 0.25:
-            self.lam = lam * cfg.lm_increase
+            # at most shf.damping.LAMBDA_MAX (docs/deviations.md H9): no overflow after many failures
+            self.lam = min(lam * cfg.lm_increase, LAMBDA_MAX)
         elif rho > 0.75:
             self.lam = lam * cfg.lm_decrease
 

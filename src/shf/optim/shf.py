@@ -32,7 +32,7 @@ from shf.batchsize import BatchSchedule, batch_cap, predict_batch_size
 from shf.curvature.losses import Loss
 from shf.curvature.module import curvature_model
 from shf.curvature.sharded import ShardedProblem
-from shf.errors import ConfigError, DataError
+from shf.errors import ConfigError, DataError, ShfError
 from shf.optim.hyper import Batch, Damping, Init, LineSearch, Solver, WarmStart, to_config
 from shf.optim.step import NOT_FINITE_BATCH, SHFConfig, SHFState, StepInfo, shf_step
 
@@ -50,6 +50,41 @@ def as_pair(data: Any, what: str) -> tuple[Tensor, Tensor | None]:
     raise DataError(f"{what} must be a tensor of inputs or a pair (inputs, targets) of tensors")
 
 
+_CASTS = {torch.float32: "float", torch.float64: "double", torch.float16: "half", torch.bfloat16: "bfloat16"}
+
+
+def _cast(dtype: torch.dtype) -> str:
+    """The method that casts a tensor or a module to ``dtype`` (``float()``, ``to(torch.int8)``)."""
+    return f"{_CASTS[dtype]}()" if dtype in _CASTS else f"to({dtype})"
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _data_error(err: Exception, X: Tensor, param_dtype: torch.dtype | None, what: str) -> DataError:
+    """A one-line :class:`DataError` for the torch error ``err`` that running the model on two
+    rows of the ``what`` inputs ``X`` raised: a dtype that differs from the parameters', integer
+    inputs the model cannot take, or (whatever else, e.g. a feature width) the error's first line."""
+    lines = str(err).strip().splitlines()
+    first = (lines[0] if lines else type(err).__name__)[:300]
+    float_params = param_dtype is not None and param_dtype.is_floating_point
+    if X.is_floating_point() and float_params and X.dtype != param_dtype:
+        return DataError(
+            f"the {what} inputs are {_dtype_name(X.dtype)} but the model's parameters are "
+            f"{_dtype_name(cast(torch.dtype, param_dtype))}: convert with "
+            f"X.{_cast(cast(torch.dtype, param_dtype))} or model.{_cast(X.dtype)}"
+        )
+    if not (X.is_floating_point() or X.is_complex()):
+        to = _cast(cast(torch.dtype, param_dtype)) if float_params else "float()"
+        return DataError(
+            f"the model fails on the {what} inputs, which are {_dtype_name(X.dtype)} ({first}); integer "
+            f"inputs suit models that take indices (e.g. nn.Embedding): if these are features, convert "
+            f"with X.{to}"
+        )
+    return DataError(f"the {what} data (inputs of shape {tuple(X.shape)}) do not fit the model: {first}")
+
+
 class SHF(torch.optim.Optimizer):
     """SHF-LSMR (Emirahmetoglu & Stewart 2025) over a model's parameters.
 
@@ -64,7 +99,14 @@ class SHF(torch.optim.Optimizer):
             (fast path) or ``"mse"``.
         params: the parameters to train, or param groups as ``torch.optim`` takes them
             (default: all of the model's parameters that require grad). One system is
-            solved for all of them, so groups may not set options of their own.
+            solved for all of them, so groups may not set options of their own (but ``lr``,
+            the same in every group).
+        lr: beyond the paper (docs/deviations.md G9), ``torch.optim``'s learning rate as a
+            scale of the step: the weights move to ``w + lr s d`` with ``d`` the solver's
+            direction and ``s`` the line search's step length (``rho``, the damping and the
+            warm start are unchanged). It is each param group's ``"lr"``, so LR schedulers
+            (``torch.optim.lr_scheduler``) set it. 1.0 (the default): the paper's step, bit for
+            bit; it must be finite and >= 0.
         damping, warm_start, solver, batch, line_search: the hyper-parameter groups of
             :mod:`shf.optim.hyper` (defaults: the paper's CURVES settings with the measured-best
             ones beyond the paper, ``shf.optim.hyper.TUNED``, on top).
@@ -99,6 +141,7 @@ class SHF(torch.optim.Optimizer):
         generator: torch.Generator | None = None,
         generic: bool = False,
         distributed: bool | None = None,
+        lr: float = 1.0,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ConfigError(f"SHF needs the model (a torch.nn.Module), got {type(model).__name__}")
@@ -123,14 +166,15 @@ class SHF(torch.optim.Optimizer):
                     "the model has no parameter that requires grad: nothing to train "
                     "(set requires_grad=True on the parameters SHF should optimise)"
                 )
-        super().__init__(params, {})
+        super().__init__(params, {"lr": lr})
         for g in self.param_groups:
-            extra = sorted(k for k in g if k != "params")
+            extra = sorted(k for k in g if k not in ("params", "lr"))
             if extra:
                 raise ConfigError(
                     "SHF solves one system for all parameters: param groups cannot set options "
                     f"({', '.join(extra)})"
                 )
+        self._group_lr()  # refuses a bad one now
         self._params: list[Tensor] = [p for g in self.param_groups for p in g["params"]]
         self.model = model
         self._local_problem = curvature_model(model, loss, self._params, generic=generic)
@@ -192,6 +236,29 @@ class SHF(torch.optim.Optimizer):
                 "validation sets (the same on all ranks); shf gives each rank its rows of every batch"
             )
 
+    def check_data(self, inputs: Tensor, targets: Tensor | None, what: str, *, forward: bool = True) -> None:
+        """Raise a one-line :class:`shf.errors.ShfError` unless ``(inputs, targets)`` fit the model.
+
+        The model's own checks (shapes, rows, devices, the loss's targets) run first; with
+        ``forward`` the loss is then evaluated on two rows. Whatever torch raises on the way (a
+        feature width or dtype the model cannot take) becomes a :class:`DataError` that names
+        the data set ``what`` (``"training"``, ``"validation"``, ...) and, for a dtype, the fix.
+        Nothing is assumed about the architecture: integer inputs that the model takes (e.g.
+        ``nn.Embedding`` indices) pass.
+        """
+        w = self.weights()
+        try:
+            # The single-process problem: a data-parallel one would reduce the loss over ranks.
+            self._local_problem.check_batch(w, inputs, targets)
+            if forward:
+                with torch.no_grad():
+                    self._local_problem.loss(w, inputs[:2], None if targets is None else targets[:2])
+        except ShfError:
+            raise
+        except (RuntimeError, TypeError, ValueError, IndexError, NotImplementedError) as err:
+            param_dtype = w[0].dtype if w else None
+            raise _data_error(err, inputs, param_dtype, what) from err
+
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Refused once the optimizer exists: SHF solves one system for the parameters it was
         built with (the curvature operator is made for them)."""
@@ -226,9 +293,8 @@ class SHF(torch.optim.Optimizer):
 
     def loss(self, inputs: Tensor, targets: Tensor | None = None) -> float:
         """The training loss ``f`` of the current weights on ``(inputs, targets)``."""
-        w = self.weights()
-        self.problem.check_batch(w, inputs, targets)
-        return float(self.problem.loss(w, inputs, targets))
+        self.check_data(inputs, targets, "given")
+        return float(self.problem.loss(self.weights(), inputs, targets))
 
     def step(  # type: ignore[override]
         self,
@@ -251,16 +317,19 @@ class SHF(torch.optim.Optimizer):
         X, Y = inputs, targets
         X_val, Y_val = as_pair(val, "val") if val is not None else (None, None)
         w = self.weights()
-        self.problem.check_batch(w, X, Y)
+        # The model's checks run a forward pass on two rows for every model but the hand-written
+        # fast path, which checks widths only: its two rows are run here.
+        self.check_data(X, Y, "batch", forward=self.fast_path)
         if X.shape[0] < 2:
             raise ConfigError(f"an SHF step needs a batch of at least 2 examples, got {X.shape[0]}")
         if X_val is not None:
-            self.problem.check_batch(w, X_val, Y_val)
+            self.check_data(X_val, Y_val, "validation", forward=self.fast_path)
         cfg, state = self.config, self.hf_state
+        lr = self._group_lr()
         state.maxiter = self.schedule.maxiter
         w_new, info = shf_step(
             self.problem, w, X, state, cfg, X_val=X_val, generator=self.generator, Y=Y, Y_val=Y_val,
-            deadline=deadline,
+            deadline=deadline, lr=lr,
         )  # fmt: skip
         self.set_weights(w_new)
         w = self.weights()
@@ -321,6 +390,18 @@ class SHF(torch.optim.Optimizer):
         self.iterations += 1
         return info
 
+    def _group_lr(self) -> float:
+        """The step's scale ``lr`` (G9): the param groups' ``"lr"``, which must be one finite
+        value >= 0 (SHF takes one step for all parameters; an LR scheduler sets every group)."""
+        lrs = sorted({float(g.get("lr", 1.0)) for g in self.param_groups})
+        if len(lrs) != 1:
+            raise ConfigError(
+                f"SHF takes one step for all parameters: the param groups' lr must be equal, got {lrs}"
+            )
+        if not (math.isfinite(lrs[0]) and lrs[0] >= 0.0):
+            raise ConfigError(f"lr (the scale of SHF's step) must be finite and >= 0, got {lrs[0]}")
+        return lrs[0]
+
     def _needs_batch_stats(self) -> bool:
         """Whether Alg. 2's prediction can change the next batch size (not at ``n_max``)."""
         return self.schedule.n < self.schedule.n_max
@@ -343,13 +424,57 @@ class SHF(torch.optim.Optimizer):
             "iterations": self.iterations,
             "config": dataclasses.asdict(self.config),
             "world_size": self.world_size,
+            # the trained parameters' shapes and dtypes: a state for another architecture is refused
+            "params": [[list(p.shape), _dtype_name(p.dtype)] for p in self._params],
         }
         if self.hf_state.curvature is not None:
             sd["shf"]["curvature_plateau"] = self.hf_state.curvature.state_dict()
         return sd
 
+    def _check_parameters(self, state_dict: dict[str, Any]) -> None:
+        """Raise :class:`ConfigError` unless the state dict was saved for parameters of the same
+        number, shapes and dtypes as this optimizer's (else LSMR would fail deep inside the next
+        step, on a warm start of another shape)."""
+        saved: list[tuple[tuple[int, ...], str] | None]
+        if "params" in state_dict["shf"]:
+            saved = [
+                (tuple(int(k) for k in shape), str(dtype)) for shape, dtype in state_dict["shf"]["params"]
+            ]
+        else:
+            # Saved before shf recorded them: the number of parameters, and the warm starts' shapes.
+            ids = [i for g in state_dict.get("param_groups", []) for i in g.get("params", [])]
+            starts = [state_dict.get("state", {}).get(i, {}).get("warm_start") for i in ids]
+            saved = [None if t is None else (tuple(t.shape), _dtype_name(t.dtype)) for t in starts]
+        if len(saved) != len(self._params):
+            raise ConfigError(
+                f"the state dict is for {len(saved)} parameters but this model has {len(self._params)} "
+                "(it was saved for another architecture)"
+            )
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        for i, (entry, p) in enumerate(zip(saved, self._params)):
+            if entry is None:
+                continue
+            name = f"parameter {i}" + (f" ({names[id(p)]})" if id(p) in names else "")
+            shape, dtype = entry
+            if shape != tuple(p.shape):
+                raise ConfigError(
+                    f"{name} has shape {shape} in the state dict but {tuple(p.shape)} in this model "
+                    "(it was saved for another architecture)"
+                )
+            if dtype != _dtype_name(p.dtype):
+                saved_dtype = getattr(torch, dtype, None)
+                fix = (
+                    f": cast the model with model.{_cast(saved_dtype)} before loading"
+                    if isinstance(saved_dtype, torch.dtype)
+                    else ""
+                )
+                raise ConfigError(
+                    f"{name} is {dtype} in the state dict but {_dtype_name(p.dtype)} in this model{fix}"
+                )
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore from :meth:`state_dict` (the configuration must be the same)."""
+        """Restore from :meth:`state_dict` (the configuration must be the same, and the parameters
+        of the same number, shapes and dtypes)."""
         if "shf" not in state_dict:
             raise ConfigError("not an SHF state dict (no 'shf' entry)")
         s = state_dict["shf"]
@@ -362,6 +487,7 @@ class SHF(torch.optim.Optimizer):
                 else f"the state was saved by a single-process run and this one has {self.world_size} "
                 "processes: resume it without torchrun"
             )
+        self._check_parameters(state_dict)
         mine = dataclasses.asdict(self.config)
         # A hyper-parameter the saved state lacks was added to shf after it was saved: that run
         # behaved as the field's default (a new option's default keeps the earlier behaviour).
@@ -371,6 +497,8 @@ class SHF(torch.optim.Optimizer):
             diff = sorted(k for k, v in saved.items() if mine.get(k) != v)
             raise ConfigError(f"the state dict was saved with other hyper-parameters ({', '.join(diff)})")
         super().load_state_dict(state_dict)
+        for g in self.param_groups:
+            g.setdefault("lr", 1.0)  # saved before SHF had an lr: the unscaled step
         self.hf_state.lam, self.hf_state.gamma, self.hf_state.maxiter = s["lam"], s["gamma"], s["maxiter"]
         self.hf_state.nu = float(s.get("nu", 2.0))
         self.hf_state.g1_norm = s.get("g1_norm")

@@ -607,8 +607,14 @@ def shf_step(
     Y: Tensor | None = None,
     Y_val: Tensor | None = None,
     deadline: float | None = None,
+    lr: float = 1.0,
 ) -> tuple[list[Tensor], StepInfo]:
     """One HF iteration of Alg. 1 on the mini-batch ``(X, Y)``; updates ``state`` in place.
+
+    ``lr`` (beyond the paper, docs/deviations.md G9: ``torch.optim``'s learning rate, which
+    LR schedulers set): the step taken is ``w + lr s d`` with ``s`` the line search's step
+    length; ``rho``, the damping and the warm start still see ``d`` and ``s``. 1.0 (the
+    default) is the paper's step, computed exactly as without it.
 
     ``deadline`` (a ``time.perf_counter()`` value): the solver stops at the first iteration
     that ends past it (stop reason ``max_time``, the best iterate so far), so a time limit is
@@ -856,6 +862,10 @@ def shf_step(
                 step, loss_new = s_try, f_try
     times["linesearch"] = time.perf_counter() - t
 
+    if accepted and lr != 1.0:
+        # Beyond the paper (docs/deviations.md G9): torch.optim's lr scales the step taken
+        step = lr * step
+        loss_new = objective(tl.axpy(step, d, w))
     # w <- w + s d
     w_new = cast(list[Tensor], tl.axpy(step, d, w) if accepted else tl.clone(w))
     if accepted and not tl.all_finite(w_new):  # never write NaN weights

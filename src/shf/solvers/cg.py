@@ -102,7 +102,7 @@ def cg(
             :func:`shf.lsmr` takes, :mod:`shf.solvers.operator`) or a function ``v -> B v``.
         b: right-hand side (tensor or list of tensors).
         x0: starting point (default 0); Martens warm-starts with 0.95 of the last solution.
-        precond: the inverse preconditioner ``c`` (same structure as ``b``, entries > 0),
+        precond: the inverse preconditioner ``c`` (same structure as ``b``, finite entries > 0),
             with the meaning it has for :func:`shf.lsmr`: the variable is scaled, ``x = c ∘ y``,
             so CG runs on ``diag(c) B diag(c)``; as classical preconditioned CG that is
             ``M^{-1} = diag(c ∘ c)`` applied to the residuals.
@@ -124,8 +124,8 @@ def cg(
     if tol < 0 or rtol < 0:
         raise ValueError(f"tol and rtol must be >= 0, got {tol}, {rtol}")
     parts = (precond if isinstance(precond, list) else [precond]) if precond is not None else []
-    if not all(bool((t > 0).all()) for t in parts):
-        raise ValueError("precond must have only positive entries")
+    if not all(bool((t > 0).all()) and tl.all_finite(t) for t in parts):
+        raise ValueError("precond must have only positive entries, and finite ones")
     matvec = getattr(A, "matvec", None)
     Bv: Callable[[Vec], Vec] = matvec if callable(matvec) else A  # type: ignore[assignment]
     if not callable(Bv):
