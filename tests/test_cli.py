@@ -191,3 +191,40 @@ def test_stand_in_data_sets_run_with_the_default_preset(
     assert "input follows the data" in capsys.readouterr().err
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())
     assert cfg["model"]["encoder"][0] == 256 and cfg["data"]["n_train"] is None
+
+
+# Reliability: each bad input or failure below is one line "shf: error: ..." (no traceback).
+
+MINI = [
+    "--encoder", "784,8,4", "--set", "data.n_train=200", "--set", "data.n_val=50", "--set", "data.n_test=50",
+    "--max-iters", "1", "--no-progress",
+]  # fmt: skip
+
+
+def _one_line_error(code: int, err: str, pattern: str, rc: int = 2) -> None:
+    """``err`` is one ``shf: error:`` line matching ``pattern`` and ``code`` is ``rc``."""
+    lines = err.strip().splitlines()
+    assert code == rc and len(lines) == 1 and "Traceback" not in err, (code, err)
+    assert lines[0].startswith("shf: error: ") and re.search(pattern, lines[0]), lines
+
+
+def test_a_writer_that_fails_mid_file_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Disk full inside torch.save is a RuntimeError, not an OSError: still one line naming the file."""
+    import torch
+
+    def full(obj: object, f: object, *a: object, **k: object) -> None:
+        raise RuntimeError(
+            "[enforce fail at inline_container.cc:626] . PytorchStreamWriter failed writing file data/0: "
+            "file write failed\nmore detail"
+        )
+
+    monkeypatch.setattr(torch, "save", full)
+    out = tmp_path / "run"
+    code = main(["train", *MINI, "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and "Traceback" not in "\n".join(err), err
+    pattern = r"shf: error: could not write .*\.pt: .*PytorchStreamWriter failed writing file.*"
+    assert re.fullmatch(pattern, err[-1])
+    assert str(out) in err[-1] and not any(p.name.startswith(".") for p in out.iterdir())

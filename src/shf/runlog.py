@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import json
 import math
 import os
@@ -80,9 +81,21 @@ def _atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:  # disk full, read-only directory: name the file meant, not the temporary
+        if e.filename is None or str(e.filename) == str(tmp):
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+        raise
+    except Exception as e:  # a writer's own error, e.g. torch.save's "PytorchStreamWriter failed ..."
+        raise OSError(errno.EIO, _first_line(e), str(path)) from e
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _first_line(e: BaseException) -> str:
+    """``e``'s message in one line (the first non-empty one), or its type's name."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return lines[0] if lines else type(e).__name__
 
 
 CHECKPOINT = "checkpoint.pt"

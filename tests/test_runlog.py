@@ -1,0 +1,31 @@
+"""The run directory's files: atomic writes that fail name the file, damaged files are one-line
+errors, and a run lock names only a live shf writer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shf import runlog
+
+
+def test_a_writer_s_own_error_becomes_an_os_error_naming_the_file(tmp_path: Path) -> None:
+    target = tmp_path / "checkpoint.pt"
+    target.write_bytes(b"old")
+
+    def fails(f: object) -> None:
+        raise RuntimeError("[enforce fail at inline_container.cc:626] . PytorchStreamWriter failed writing")
+
+    with pytest.raises(OSError, match="PytorchStreamWriter failed writing") as e:
+        runlog._atomic_write(target, fails)
+    assert e.value.filename == str(target)
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+
+    def full(f: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left") as e:
+        runlog._atomic_write(target, full)
+    assert e.value.filename == str(target) and e.value.errno == 28
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
