@@ -228,3 +228,56 @@ def test_a_writer_that_fails_mid_file_is_one_line(
     pattern = r"shf: error: could not write .*\.pt: .*PytorchStreamWriter failed writing file.*"
     assert re.fullmatch(pattern, err[-1])
     assert str(out) in err[-1] and not any(p.name.startswith(".") for p in out.iterdir())
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished one-iteration run with --threads 1 (copied by the tests that damage it)."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    argv = ["train", *MINI, "--threads", "1", "--max-iters", "2", "--set", "run.checkpoint_every=1"]
+    assert main([*argv, "--out", str(out)]) == 0
+    return out
+
+
+def _copy(run: Path, to: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(run, to))
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [("config.json", b'{"data": {"dataset": '), ("run.json", bytes(range(256))), ("run.json", b"[1, 2]")],
+)
+def test_a_damaged_stored_run_is_one_line(
+    name: str, content: bytes, finished_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--resume, and shf compare / reproduce (stored_run), on a run whose JSON files are damaged."""
+    from shf import config as cfgmod
+    from shf.errors import ShfError
+    from shf.experiments.run import stored_run
+
+    run = _copy(finished_run, tmp_path / "run")
+    (run / name).write_bytes(content)
+    code = main(["train", "--resume", str(run), "--no-progress"])
+    _one_line_error(code, capsys.readouterr().err, rf"{re.escape(str(run / name))} (is not|does not)")
+    with pytest.raises(ShfError, match=re.escape(str(run / name))):
+        stored_run(cfgmod.load("default"), run, "shf-lsmr", overwrite=False)
+
+
+def test_resume_accepts_settings_equal_to_the_stored_ones(
+    finished_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = _copy(finished_run, tmp_path / "run")
+    same = ["--threads", "1", "--seed", "0", "--set", "optimizer.lambda1=5.0", "--encoder", "784,8,4"]
+    assert main(["train", "--resume", str(run), *same, "--max-iters", "3", "--no-progress"]) == 0, (
+        capsys.readouterr().err
+    )
+    assert json.loads((run / "summary.json").read_text())["hf_iterations"] == 3
+    capsys.readouterr()
+    changes = ["--threads", "2", "--seed", "0", "--set", "optimizer.drop=0.5"]
+    code = main(["train", "--resume", str(run), *changes])
+    err = capsys.readouterr().err
+    pattern = r"would change its result: optimizer\.drop \(0\.99 -> 0\.5\), run\.threads \(1 -> 2\) \(only"
+    _one_line_error(code, err, pattern)
+    assert "run.seed" not in err

@@ -3,11 +3,13 @@ errors, and a run lock names only a live shf writer."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from shf import runlog
+from shf.errors import ShfError
 
 
 def test_a_writer_s_own_error_becomes_an_os_error_naming_the_file(tmp_path: Path) -> None:
@@ -29,3 +31,17 @@ def test_a_writer_s_own_error_becomes_an_os_error_naming_the_file(tmp_path: Path
         runlog._atomic_write(target, full)
     assert e.value.filename == str(target) and e.value.errno == 28
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+
+
+def test_read_json_names_a_damaged_file(tmp_path: Path) -> None:
+    p = tmp_path / "config.json"
+    for content, what in (
+        (b'{"a": ', "not valid JSON"),
+        (bytes(range(256)), "not JSON text"),
+        (b"[]", "object"),
+    ):
+        p.write_bytes(content)
+        with pytest.raises(ShfError, match=f"{p}.*{what}"):
+            runlog.read_json(p)
+    p.write_text(json.dumps({"a": 1}))
+    assert runlog.read_json(p) == {"a": 1}

@@ -665,20 +665,41 @@ def _resume_config(args: argparse.Namespace) -> tuple[cfgmod.ExperimentConfig, P
     missing = [f.name for f in files if not f.is_file()]
     if missing:
         raise ShfError(f"{out} is not a run directory of shf train (no {', '.join(missing)})")
-    stored = json.loads(files[0].read_text())
-    method = str(json.loads(files[1].read_text())["method"])
+    from shf.runlog import read_json
+
+    stored = read_json(files[0], "run's configuration")
+    method = read_json(files[1], "run's record").get("method")
+    if not isinstance(method, str):
+        raise ShfError(f"{files[1]} names no method: not a run directory of shf train?")
     overrides = [*args.overrides, *_flag_overrides(args)]
-    changed = []
-    for o in overrides:
-        section, key, _ = cfgmod.parse_override(o)
-        if f"{section}.{key}" not in RESUMABLE_KEYS:
-            changed.append(f"{section}.{key}")
+    cfg = cfgmod.from_dict(cfgmod.apply_overrides(stored, overrides))
+    changed = _real_changes(cfgmod.from_dict(stored), cfg, overrides)
     if changed:
         raise ShfError(
             f"--resume continues {out} with its stored configuration; these settings would change its "
             f"result: {', '.join(changed)} (only {', '.join(RESUMABLE_KEYS)} may change)"
         )
-    return cfgmod.from_dict(cfgmod.apply_overrides(stored, overrides)), out, method
+    return cfg, out, method
+
+
+def _real_changes(
+    stored: cfgmod.ExperimentConfig, new: cfgmod.ExperimentConfig, overrides: list[str]
+) -> list[str]:
+    """``section.key (old -> new)`` for each overridden key outside :data:`RESUMABLE_KEYS` whose
+    resolved value differs from the stored one (giving the stored value again is no change)."""
+    changed: list[str] = []
+    for o in overrides:
+        section, key, _ = cfgmod.parse_override(o)
+        name = f"{section}.{key}"
+        old, value = (getattr(getattr(c, section), key) for c in (stored, new))
+        if name not in RESUMABLE_KEYS and old != value and not any(c.startswith(name + " ") for c in changed):
+            changed.append(f"{name} ({_show(old)} -> {_show(value)})")
+    return changed
+
+
+def _show(value: Any) -> str:
+    """A configuration value as the user would type it (``none`` for None)."""
+    return "none" if value is None else json.dumps(value, ensure_ascii=False)
 
 
 def _fresh_out(out: Path, overwrite: bool) -> None:

@@ -263,3 +263,20 @@ def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
             raise ShfError(f"{p}: line {i} is not a JSON object")
         out.append(rec)
     return out
+
+
+def read_json(path: str | os.PathLike[str], what: str = "file") -> dict[str, Any]:
+    """The JSON object stored in ``path`` (a run's ``config.json``, ``run.json`` or
+    ``summary.json``); a :class:`ShfError` naming the file if it cannot be read, is not JSON
+    text (cut short, binary, edited by hand) or holds something else than an object."""
+    p = Path(path)
+    try:
+        obj = json.loads(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ShfError(f"the {what} {p} is not JSON text (binary or damaged)") from None
+    except json.JSONDecodeError as e:
+        where = f"line {e.lineno} column {e.colno}"
+        raise ShfError(f"the {what} {p} is not valid JSON ({e.msg}, {where}): damaged?") from None
+    if not isinstance(obj, dict):
+        raise ShfError(f"the {what} {p} does not hold a JSON object")
+    return obj
