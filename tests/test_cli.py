@@ -281,3 +281,18 @@ def test_resume_accepts_settings_equal_to_the_stored_ones(
     pattern = r"would change its result: optimizer\.drop \(0\.99 -> 0\.5\), run\.threads \(1 -> 2\) \(only"
     _one_line_error(code, err, pattern)
     assert "run.seed" not in err
+
+
+def test_plot_refuses_a_binary_metrics_file_and_wrong_label_counts(
+    finished_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    binary = tmp_path / "binary"
+    binary.mkdir()
+    (binary / "metrics.jsonl").write_bytes(bytes(range(128, 256)) * 4)
+    code = main(["plot", str(binary), "--out", str(tmp_path)])
+    _one_line_error(code, capsys.readouterr().err, r"metrics\.jsonl is not a metrics file")
+    two = ["plot", str(finished_run), str(finished_run), "--out", str(tmp_path)]
+    for labels in ("a", "a,b,c", ""):
+        code = main([*two, "--labels", labels])
+        _one_line_error(code, capsys.readouterr().err, r"--labels gives \d labels? for 2 runs")
+    assert main([*two, "--labels", "a,b"]) == 0

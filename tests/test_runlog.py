@@ -45,3 +45,9 @@ def test_read_json_names_a_damaged_file(tmp_path: Path) -> None:
             runlog.read_json(p)
     p.write_text(json.dumps({"a": 1}))
     assert runlog.read_json(p) == {"a": 1}
+
+
+def test_read_metrics_of_a_binary_file(tmp_path: Path) -> None:
+    (tmp_path / "metrics.jsonl").write_bytes(b'{"a": 1}\n\xff\xfe\x00')
+    with pytest.raises(ShfError, match="is not a metrics file"):
+        runlog.read_metrics(tmp_path)

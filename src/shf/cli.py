@@ -552,7 +552,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from shf.plots import figure2, figure3
 
-    labels = args.labels.split(",") if args.labels else None
+    labels = args.labels.split(",") if args.labels is not None else None
+    if labels is not None and len(labels) != len(args.runs):
+        raise ShfError(
+            f"--labels gives {len(labels)} label{'s' if len(labels) != 1 else ''} for {len(args.runs)} "
+            f"run{'s' if len(args.runs) != 1 else ''}: give one per run, comma-separated, in their order"
+        )
     out = Path(args.out)
     single = out.suffix == ".png"
     if single and args.figure == "both":

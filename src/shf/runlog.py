@@ -249,7 +249,11 @@ def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         p = p / "metrics.jsonl"
     if not p.is_file():
         raise ShfError(f"no metrics file at {p}")
-    lines = [(i, line) for i, line in enumerate(p.read_text().splitlines(), start=1) if line.strip()]
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ShfError(f"{p} is not a metrics file (not JSON text: byte {e.start} is not UTF-8)") from None
+    lines = [(i, line) for i, line in enumerate(text.splitlines(), start=1) if line.strip()]
     out: list[dict[str, Any]] = []
     for j, (i, line) in enumerate(lines):
         try:
