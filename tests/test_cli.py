@@ -296,3 +296,18 @@ def test_plot_refuses_a_binary_metrics_file_and_wrong_label_counts(
         code = main([*two, "--labels", labels])
         _one_line_error(code, capsys.readouterr().err, r"--labels gives \d labels? for 2 runs")
     assert main([*two, "--labels", "a,b"]) == 0
+
+
+def test_a_lock_of_an_unrelated_live_process_is_stale(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if not Path("/proc/1/cmdline").is_file() or b"shf" in Path("/proc/1/cmdline").read_bytes():
+        pytest.skip("needs Linux's /proc and a pid 1 that is not shf")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".lock").write_text("1")  # alive, but init: left by a crash before a reboot
+    assert main(["train", *MINI, "--out", str(out), "--overwrite"]) == 0, capsys.readouterr().err
+    assert not (out / ".lock").exists() and (out / "summary.json").is_file()
+    (out / ".lock").write_text("1")
+    assert main(["train", "--resume", str(out), "--max-iters", "2", "--no-progress"]) != 0
+    assert "another shf process" not in capsys.readouterr().err  # (no checkpoint: checkpoint_every=10)
