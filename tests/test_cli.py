@@ -230,6 +230,46 @@ def test_a_writer_that_fails_mid_file_is_one_line(
     assert str(out) in err[-1] and not any(p.name.startswith(".") for p in out.iterdir())
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", *MINI, "--threads", "100000"],
+        ["train", *MINI, "--set", "run.threads=100000"],
+        ["train", *MINI, "--threads", "0"],
+        ["bench", "kernels", "--threads", "100000", "--archs", "usps", "--sizes", "8", "--no-progress"],
+    ],
+)
+def test_absurd_thread_counts_are_refused(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    if argv[0] == "train":
+        argv = [*argv, "--out", str(tmp_path / "run")]
+    code = main(argv)
+    cores = os.cpu_count()
+    _one_line_error(code, capsys.readouterr().err, rf"threads must be .* this machine has {cores} core")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "pattern"),
+    [
+        (["train", *MINI, "--seed", str(2**64)], r"run\.seed must be a non-negative integer below 2\*\*63"),
+        (["train", *MINI, "--set", "run.seed=99999999999999999999"], r"run\.seed .* below 2\*\*63"),
+        (["compare", "--seeds", f"0,{2**70}", "--report-only"], r"--seeds: each seed .* below 2\*\*63"),
+        (["compare", "--seed", str(2**63), "--report-only"], r"run\.seed .* below 2\*\*63"),
+        (["reproduce", "table2", "--seeds", "1,-1", "--report-only"], r"--seeds: each seed .* got -1"),
+        (["reproduce", "table2", "--seeds", ",", "--report-only"], r"--seeds names no seed"),
+    ],
+)
+def test_seeds_out_of_range_are_refused(
+    argv: list[str], pattern: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main([*argv, "--out", str(tmp_path / "out")])
+    _one_line_error(code, capsys.readouterr().err, pattern)
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished one-iteration run with --threads 1 (copied by the tests that damage it)."""
@@ -296,6 +336,38 @@ def test_plot_refuses_a_binary_metrics_file_and_wrong_label_counts(
         code = main([*two, "--labels", labels])
         _one_line_error(code, capsys.readouterr().err, r"--labels gives \d labels? for 2 runs")
     assert main([*two, "--labels", "a,b"]) == 0
+
+
+def test_compare_out_that_is_a_file_is_refused_up_front(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    f = tmp_path / "file"
+    f.write_text("x")
+    for out in (f, f / "below"):
+        code = main(["compare", *MINI[:8], "--methods", "adam", "--budget", "0.2", "--out", str(out)])
+        _one_line_error(code, capsys.readouterr().err, r"--out .* is (a file|under .*, which is a file)")
+    assert f.read_text() == "x"
+
+
+def test_config_that_is_a_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["train", "--config", str(tmp_path), "--out", str(tmp_path / "run")])
+    _one_line_error(code, capsys.readouterr().err, r"is a directory: give a TOML file or a preset name")
+
+
+@pytest.mark.parametrize(
+    ("argv", "pattern"),
+    [
+        (["--arch", "cnn"], r"arch.* applies to task classify"),
+        (["--arch", "mlp"], r"--arch applies to --task classify; this run's task is autoencoder"),
+        (["--set", 'model.arch="cnn"'], r"model\.arch = 'cnn' .*applies to task classify"),
+        (["--config", "classify-usps"], r"--encoder applies to --task autoencoder; this run's task is class"),
+    ],
+)
+def test_flags_the_task_ignores_are_refused(
+    argv: list[str], pattern: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["train", *MINI, *argv, "--out", str(tmp_path / "run")])
+    _one_line_error(code, capsys.readouterr().err, pattern)
 
 
 def test_a_lock_of_an_unrelated_live_process_is_stale(

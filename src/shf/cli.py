@@ -385,8 +385,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from shf.bench.common import write_outputs
 
     if args.threads is not None:
-        if args.threads < 1:
-            raise ShfError(f"--threads must be >= 1, got {args.threads}")
+        cfgmod.check_threads(args.threads, "--threads")
         torch.set_num_threads(args.threads)
     record: dict[str, Any]
     if args.bench == "kernels":
@@ -440,6 +439,26 @@ def _ints(text: str, what: str) -> list[int]:
         raise ShfError(f"{what} must be comma-separated integers, got {text!r}") from None
 
 
+def _seeds(text: str, what: str) -> list[int]:
+    """Comma-separated seeds, each in ``[0, 2**63)``, at least one."""
+    seeds = _ints(text, what)
+    if not seeds:
+        raise ShfError(f"{what} names no seed ({text!r}); e.g. {what} 0,1,2")
+    for v in seeds:
+        cfgmod.check_seed(v, f"{what}: each seed")
+    return seeds
+
+
+def _check_out_dir(out: Path, flag: str = "--out") -> None:
+    """Refuse an output directory that cannot be one: it, or a folder above it, is a file."""
+    for p in (out, *out.parents):
+        if p.exists():
+            if not p.is_dir():
+                what = "is a file" if p == out else f"is under {p}, which is a file"
+                raise ShfError(f"{flag} {out} {what}, not a directory: give a directory")
+            return
+
+
 def _floats(text: str, what: str) -> list[float]:
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
@@ -455,8 +474,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from shf.plots import figure2, figure3
 
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
-    seeds = _ints(args.seeds, "--seeds")
+    seeds = _seeds(args.seeds, "--seeds")
     out = Path(args.out)
+    _check_out_dir(out)
     bars: list[ProgressBar] = []
 
     def on_run(ds: str, seed: int, cfg: cfgmod.ExperimentConfig) -> ProgressBar:
@@ -533,13 +553,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not methods:
         raise ShfError(f"--methods names no method ({args.methods!r}); e.g. --methods shf-lsmr,adam")
+    seeds = _seeds(args.seeds, "--seeds") if args.seeds else None
+    _check_out_dir(Path(args.out))
     cfg, tuned_optimizer = _compare_config(args.config, o, methods)
+    _check_task_flags(args, cfg)
     print(f"shf compare: {', '.join(methods)}; {args.budget:g} s each -> {args.out}", file=sys.stderr)
     record = compare(
         cfg, methods, args.out, budget=args.budget, hf_loss=args.hf_loss,
         sweep_fraction=args.sweep_fraction, target=args.target, overwrite=args.overwrite,
         lrs=None if args.lrs is None else dict.fromkeys(("adam", "sgd"), _floats(args.lrs, "--lrs")),
-        seeds=_ints(args.seeds, "--seeds") if args.seeds else None, target_from=args.target_from,
+        seeds=seeds, target_from=args.target_from,
         report_only=args.report_only, eval_every=args.eval_every, explicit=_set_keys(o),
         tuned_optimizer=tuned_optimizer,
     )  # fmt: skip
@@ -621,6 +644,21 @@ def _flag_overrides(ns: argparse.Namespace) -> list[str]:
     if both:
         raise ShfError(f"{', '.join(both)} set both by --set and by a flag: give each setting once")
     return o
+
+
+def _check_task_flags(args: argparse.Namespace, cfg: cfgmod.ExperimentConfig) -> None:
+    """Refuse a flag that the configuration's task would ignore: ``--arch`` chooses a
+    classifier, ``--encoder`` sizes an autoencoder."""
+    task = cfg.model.task
+    if getattr(args, "arch", None) is not None and task != "classify":
+        raise ShfError(
+            f"--arch applies to --task classify; this run's task is {task} (its layers: --encoder)"
+        )
+    if getattr(args, "encoder", None) is not None and task != "autoencoder":
+        raise ShfError(
+            f"--encoder applies to --task autoencoder; this run's task is {task} "
+            "(a classifier's layers: --arch, and --set model.hidden=[...] or model.channels=[...])"
+        )
 
 
 def _fmt(x: Any, spec: str = ".4g") -> str:
@@ -792,6 +830,7 @@ def _train_setup(args: argparse.Namespace) -> tuple[cfgmod.ExperimentConfig, Pat
     if args.resume:
         return _resume_config(args)
     cfg = cfgmod.load(args.config, [*args.overrides, *_flag_overrides(args)])
+    _check_task_flags(args, cfg)
     out = Path(args.out) if args.out else runlog.default_run_dir(cfg.name)
     return cfg, out, args.method
 
