@@ -349,6 +349,33 @@ def test_compare_out_that_is_a_file_is_refused_up_front(
     assert f.read_text() == "x"
 
 
+def test_data_path_with_an_emoji_and_odd_characters(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A non-BMP character (an emoji) in a path reaches the loader as itself."""
+    import numpy as np
+
+    folder = tmp_path / 'dä "q" \\ 😀'
+    folder.mkdir()
+    data = folder / "x😀.npy"
+    np.save(data, np.random.default_rng(0).random((60, 16)))
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--encoder", "16,4", "--max-iters", "1", "--no-progress",
+                 "--out", str(out)]) == 0, capsys.readouterr().err  # fmt: skip
+    assert json.loads((out / "config.json").read_text())["data"]["path"] == str(data)
+
+
+@pytest.mark.parametrize(
+    "text", ["plain", "😀", 'q"uote', "back\\slash", "tab\tnew\nline\r", "\x00\x1f\x7f", "é\u2028\ufeff"]
+)
+def test_flag_strings_become_toml_strings_that_read_back_as_given(text: str) -> None:
+    import tomllib
+
+    from shf.cli import _toml
+
+    assert tomllib.loads(f"v = {_toml(text)}")["v"] == text
+
+
 def test_config_that_is_a_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["train", "--config", str(tmp_path), "--out", str(tmp_path / "run")])
     _one_line_error(code, capsys.readouterr().err, r"is a directory: give a TOML file or a preset name")

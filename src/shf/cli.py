@@ -606,7 +606,22 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def _toml(value: Any) -> str:
     """A flag's value as a TOML literal (strings quoted and escaped)."""
-    return json.dumps(value) if isinstance(value, str) else repr(value)
+    return _toml_string(value) if isinstance(value, str) else repr(value)
+
+
+def _toml_string(text: str) -> str:
+    """``text`` as a TOML basic string: every character as itself (an emoji stays one character;
+    JSON's ``\\ud83d\\ude00`` surrogate pair is not TOML), with the quote, the backslash and
+    the control characters TOML forbids escaped."""
+    out = []
+    for ch in text:
+        if ch in ('"', "\\"):
+            out.append("\\" + ch)
+        elif ch < " " or ch == "\x7f":
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
 
 
 def _flag_overrides(ns: argparse.Namespace) -> list[str]:
