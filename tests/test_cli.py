@@ -376,6 +376,16 @@ def test_flag_strings_become_toml_strings_that_read_back_as_given(text: str) -> 
     assert tomllib.loads(f"v = {_toml(text)}")["v"] == text
 
 
+def test_lambda1_below_the_damping_floor_names_lambda1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The default preset's lambda_min is 0.05: lambda1=0 breaks lambda_min <= lambda1, and the
+    message names lambda1 (the key the user set) and says what to do."""
+    code = main(["train", *MINI, "--set", "optimizer.lambda1=0", "--out", str(tmp_path / "run")])
+    pattern = r"lambda1 = 0 is below lambda_min = 0\.05.*lambda1 must be >="
+    _one_line_error(code, capsys.readouterr().err, pattern)
+
+
 def test_config_that_is_a_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["train", "--config", str(tmp_path), "--out", str(tmp_path / "run")])
     _one_line_error(code, capsys.readouterr().err, r"is a directory: give a TOML file or a preset name")
