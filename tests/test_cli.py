@@ -391,6 +391,14 @@ def test_config_that_is_a_directory(tmp_path: Path, capsys: pytest.CaptureFixtur
     _one_line_error(code, capsys.readouterr().err, r"is a directory: give a TOML file or a preset name")
 
 
+def test_synthetic_data_too_big_for_the_memory_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["train", *MINI, "--set", f"data.n_train={10**12}", "--out", str(tmp_path / "run")])
+    _one_line_error(code, capsys.readouterr().err, r"1,000,000,000,100 synthetic CURVES images need about .* "
+                    r"more than this machine's")  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("argv", "pattern"),
     [
