@@ -428,3 +428,28 @@ def test_a_lock_of_an_unrelated_live_process_is_stale(
     (out / ".lock").write_text("1")
     assert main(["train", "--resume", str(out), "--max-iters", "2", "--no-progress"]) != 0
     assert "another shf process" not in capsys.readouterr().err  # (no checkpoint: checkpoint_every=10)
+
+
+def test_progress_bar_counts_optimiser_seconds_under_a_time_limit(capsys: pytest.CaptureFixture[str]) -> None:
+    """At the defaults (300 s, 2000 iterations) the bar's total is the time limit, not max_iters."""
+    from shf.cli import ProgressBar
+
+    rec = {"n": 250, "lam": 1.0, "val_error": 1.0, "train_error": 2.0}
+    bar = ProgressBar(2000, 300.0, disable=False)
+    assert bar.bar.total == 300.0
+    for i, t in enumerate((10.0, 25.5, 31.0), start=1):
+        bar({**rec, "iteration": i, "time_s": t})
+    assert bar.bar.n == pytest.approx(31.0) and "it=3" in bar.bar.postfix
+    bar({**rec, "iteration": 4, "time_s": 400.0})  # past the limit (the last iteration overruns it)
+    assert bar.bar.n == pytest.approx(300.0)
+    bar.close()
+    # The iteration limit is nearer: the bar fills with the iterations.
+    bar = ProgressBar(4, 300.0, disable=False)
+    bar({**rec, "iteration": 2, "time_s": 1.0})
+    assert bar.bar.n == pytest.approx(150.0)
+    bar.close()
+    bar = ProgressBar(4, float("inf"), disable=False)  # no time limit: iterations
+    bar({**rec, "iteration": 1, "time_s": 1.0})
+    assert (bar.bar.total, bar.bar.n) == (4, 1)
+    bar.close()
+    capsys.readouterr()

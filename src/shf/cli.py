@@ -681,20 +681,41 @@ def _fmt(x: Any, spec: str = ".4g") -> str:
 
 
 class ProgressBar:
-    """A tqdm bar whose postfix shows the state of the latest HF iteration."""
+    """A tqdm bar whose postfix shows the state of the latest HF iteration.
+
+    With a time limit (``max_time`` finite) the bar counts the optimiser's seconds towards it
+    (a run stops at its time limit long before ``max_iters`` at the defaults, so a bar of
+    iterations would promise a far later end); it jumps ahead when the iterations are nearer
+    their own limit, so it fills whichever limit ends the run, and its ETA is honest. The
+    postfix counts the iterations. Without a time limit it counts iterations.
+    """
 
     def __init__(self, total: int, max_time: float, disable: bool, desc: str = "SHF-LSMR") -> None:
         from tqdm import tqdm
 
-        self.bar = tqdm(total=total, disable=disable, unit="it", dynamic_ncols=True, file=sys.stderr)
-        self.bar.set_description(f"{desc} (<= {max_time:g}s)" if math.isfinite(max_time) else desc)
+        self.by_time = math.isfinite(max_time)
+        self.max_iters, self.max_time = total, max_time
+        if self.by_time:
+            fmt = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f}s [{elapsed}<{remaining}{postfix}]"
+            self.bar = tqdm(total=max_time, disable=disable, unit="s", dynamic_ncols=True, file=sys.stderr,
+                            bar_format=fmt)  # fmt: skip
+        else:
+            self.bar = tqdm(total=total, disable=disable, unit="it", dynamic_ncols=True, file=sys.stderr)
+        self.bar.set_description(f"{desc} (<= {max_time:g}s)" if self.by_time else desc)
         self.last_train: Any = None
+        self.iterations = 0
 
     def __call__(self, rec: dict[str, Any]) -> None:
         if rec.get("train_error") is not None:
             self.last_train = rec["train_error"]
-        self.bar.update(1)
-        parts = [f"n={rec['n']}" if "n" in rec else ""]
+        self.iterations = int(rec.get("iteration", self.iterations + 1))
+        if self.by_time:
+            by_iters = self.max_time * self.iterations / max(self.max_iters, 1)
+            done = max(float(rec.get("time_s", 0.0)), by_iters)
+            self.bar.update(max(0.0, min(done, self.max_time) - self.bar.n))
+        else:
+            self.bar.update(1)
+        parts = [f"it={self.iterations}" if self.by_time else "", f"n={rec['n']}" if "n" in rec else ""]
         if rec.get("lam") is not None:
             parts.append(f"λ={rec['lam']:.3g}")
         if "solver_iterations" in rec:
