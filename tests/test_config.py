@@ -94,3 +94,19 @@ def test_default_preset_is_curves_with_the_tuned_overlay():
     assert default.optimizer == dataclasses.replace(curves.optimizer, **TUNED)
     assert default.model.encoder == curves.model.encoder and default.data.dataset == "curves"
     assert default.model.loss == "cross_entropy" and curves.model.loss == "squared"
+
+
+def test_threads_seeds_and_directories(tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)
+    assert config.load("default", ["run.threads=12"]).run.threads == 12
+    for bad in ("13", "0", "-1"):
+        with pytest.raises(ConfigError, match=r"run\.threads must be an integer between 1 and 12 .* 3 cores"):
+            config.load("default", [f"run.threads={bad}"])
+    assert config.load("default", [f"run.seed={2**63 - 1}"]).run.seed == 2**63 - 1
+    for bad in (str(2**63), "-1", "99999999999999999999"):
+        with pytest.raises(ConfigError, match=r"run\.seed must be a non-negative integer below 2\*\*63"):
+            config.load("default", [f"run.seed={bad}"])
+    with pytest.raises(ConfigError, match="is a directory: give a TOML file or a preset name"):
+        config.load(str(tmp_path))

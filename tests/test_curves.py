@@ -294,3 +294,26 @@ def test_load_curves_mat_not_a_mat_file(tmp_path: Path) -> None:
         load_curves_mat(path)
     with pytest.raises(FileNotFoundError):
         load_curves_mat(tmp_path / "absent.mat")
+
+
+def test_a_long_generation_is_announced_and_one_too_big_for_the_memory_refused(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from shf.data import curves
+    from shf.errors import DataError
+
+    monkeypatch.setattr(curves, "ANNOUNCE_IMAGES", 30)
+    with caplog.at_level(logging.WARNING, logger="shf.data.curves"):
+        curves.synthetic_curves(20, 5, 5)
+    assert [r.getMessage() for r in caplog.records] == [
+        "generating 30 synthetic CURVES images (about 0 MB): this takes a while"
+    ]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="shf.data.curves"):
+        curves.synthetic_curves(20, 5, 4)
+    assert not caplog.records
+    monkeypatch.setattr(curves, "_total_memory", lambda: 10**6)
+    with pytest.raises(DataError, match=r"400 synthetic CURVES images need about 1 MB .* machine's 1 MB"):
+        curves.load_curves(sizes=(300, 50, 50))

@@ -242,7 +242,7 @@ def test_lambda_min_is_a_floor_under_the_damping() -> None:
     )
     _steps(opt, X, y, (Xv, yv), 4)
     assert opt.lam == 0.5  # Nielsen's rule alone goes below 0.3 in 3 steps (test above)
-    with pytest.raises(ConfigError, match="lambda_min must be in"):
+    with pytest.raises(ConfigError, match="lambda1 = 1 is below lambda_min = 2"):
         SHF(_model(), "cross_entropy", damping=Damping(lambda1=1.0, lambda_min=2.0))
 
 

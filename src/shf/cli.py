@@ -391,8 +391,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from shf.bench.common import write_outputs
 
     if args.threads is not None:
-        if args.threads < 1:
-            raise ShfError(f"--threads must be >= 1, got {args.threads}")
+        cfgmod.check_threads(args.threads, "--threads")
         torch.set_num_threads(args.threads)
     record: dict[str, Any]
     if args.bench == "kernels":
@@ -446,6 +445,26 @@ def _ints(text: str, what: str) -> list[int]:
         raise ShfError(f"{what} must be comma-separated integers, got {text!r}") from None
 
 
+def _seeds(text: str, what: str) -> list[int]:
+    """Comma-separated seeds, each in ``[0, 2**63)``, at least one."""
+    seeds = _ints(text, what)
+    if not seeds:
+        raise ShfError(f"{what} names no seed ({text!r}); e.g. {what} 0,1,2")
+    for v in seeds:
+        cfgmod.check_seed(v, f"{what}: each seed")
+    return seeds
+
+
+def _check_out_dir(out: Path, flag: str = "--out") -> None:
+    """Refuse an output directory that cannot be one: it, or a folder above it, is a file."""
+    for p in (out, *out.parents):
+        if p.exists():
+            if not p.is_dir():
+                what = "is a file" if p == out else f"is under {p}, which is a file"
+                raise ShfError(f"{flag} {out} {what}, not a directory: give a directory")
+            return
+
+
 def _floats(text: str, what: str) -> list[float]:
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
@@ -461,8 +480,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from shf.plots import figure2, figure3
 
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
-    seeds = _ints(args.seeds, "--seeds")
+    seeds = _seeds(args.seeds, "--seeds")
     out = Path(args.out)
+    _check_out_dir(out)
     bars: list[ProgressBar] = []
 
     def on_run(ds: str, seed: int, cfg: cfgmod.ExperimentConfig) -> ProgressBar:
@@ -539,13 +559,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not methods:
         raise ShfError(f"--methods names no method ({args.methods!r}); e.g. --methods shf-lsmr,adam")
+    seeds = _seeds(args.seeds, "--seeds") if args.seeds else None
+    _check_out_dir(Path(args.out))
     cfg, tuned_optimizer = _compare_config(args.config, o, methods)
+    _check_task_flags(args, cfg)
     print(f"shf compare: {', '.join(methods)}; {args.budget:g} s each -> {args.out}", file=sys.stderr)
     record = compare(
         cfg, methods, args.out, budget=args.budget, hf_loss=args.hf_loss,
         sweep_fraction=args.sweep_fraction, target=args.target, overwrite=args.overwrite,
         lrs=None if args.lrs is None else dict.fromkeys(("adam", "sgd"), _floats(args.lrs, "--lrs")),
-        seeds=_ints(args.seeds, "--seeds") if args.seeds else None, target_from=args.target_from,
+        seeds=seeds, target_from=args.target_from,
         report_only=args.report_only, eval_every=args.eval_every, explicit=_set_keys(o),
         tuned_optimizer=tuned_optimizer,
         baseline_losses=_words(args.baseline_losses) if args.baseline_losses else None,
@@ -559,7 +582,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from shf.plots import figure2, figure3
 
-    labels = args.labels.split(",") if args.labels else None
+    labels = args.labels.split(",") if args.labels is not None else None
+    if labels is not None and len(labels) != len(args.runs):
+        raise ShfError(
+            f"--labels gives {len(labels)} label{'s' if len(labels) != 1 else ''} for {len(args.runs)} "
+            f"run{'s' if len(args.runs) != 1 else ''}: give one per run, comma-separated, in their order"
+        )
     out = Path(args.out)
     single = out.suffix == ".png"
     if single and args.figure == "both":
@@ -585,7 +613,22 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def _toml(value: Any) -> str:
     """A flag's value as a TOML literal (strings quoted and escaped)."""
-    return json.dumps(value) if isinstance(value, str) else repr(value)
+    return _toml_string(value) if isinstance(value, str) else repr(value)
+
+
+def _toml_string(text: str) -> str:
+    """``text`` as a TOML basic string: every character as itself (an emoji stays one character;
+    JSON's ``\\ud83d\\ude00`` surrogate pair is not TOML), with the quote, the backslash and
+    the control characters TOML forbids escaped."""
+    out = []
+    for ch in text:
+        if ch in ('"', "\\"):
+            out.append("\\" + ch)
+        elif ch < " " or ch == "\x7f":
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
 
 
 def _flag_overrides(ns: argparse.Namespace) -> list[str]:
@@ -625,25 +668,61 @@ def _flag_overrides(ns: argparse.Namespace) -> list[str]:
     return o
 
 
+def _check_task_flags(args: argparse.Namespace, cfg: cfgmod.ExperimentConfig) -> None:
+    """Refuse a flag that the configuration's task would ignore: ``--arch`` chooses a
+    classifier, ``--encoder`` sizes an autoencoder."""
+    task = cfg.model.task
+    if getattr(args, "arch", None) is not None and task != "classify":
+        raise ShfError(
+            f"--arch applies to --task classify; this run's task is {task} (its layers: --encoder)"
+        )
+    if getattr(args, "encoder", None) is not None and task != "autoencoder":
+        raise ShfError(
+            f"--encoder applies to --task autoencoder; this run's task is {task} "
+            "(a classifier's layers: --arch, and --set model.hidden=[...] or model.channels=[...])"
+        )
+
+
 def _fmt(x: Any, spec: str = ".4g") -> str:
     return format(x, spec) if isinstance(x, (int, float)) and x is not None else "-"
 
 
 class ProgressBar:
-    """A tqdm bar whose postfix shows the state of the latest HF iteration."""
+    """A tqdm bar whose postfix shows the state of the latest HF iteration.
+
+    With a time limit (``max_time`` finite) the bar counts the optimiser's seconds towards it
+    (a run stops at its time limit long before ``max_iters`` at the defaults, so a bar of
+    iterations would promise a far later end); it jumps ahead when the iterations are nearer
+    their own limit, so it fills whichever limit ends the run, and its ETA is honest. The
+    postfix counts the iterations. Without a time limit it counts iterations.
+    """
 
     def __init__(self, total: int, max_time: float, disable: bool, desc: str = "SHF-LSMR") -> None:
         from tqdm import tqdm
 
-        self.bar = tqdm(total=total, disable=disable, unit="it", dynamic_ncols=True, file=sys.stderr)
-        self.bar.set_description(f"{desc} (<= {max_time:g}s)" if math.isfinite(max_time) else desc)
+        self.by_time = math.isfinite(max_time)
+        self.max_iters, self.max_time = total, max_time
+        if self.by_time:
+            fmt = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f}s [{elapsed}<{remaining}{postfix}]"
+            self.bar = tqdm(total=max_time, disable=disable, unit="s", dynamic_ncols=True, file=sys.stderr,
+                            bar_format=fmt)  # fmt: skip
+        else:
+            self.bar = tqdm(total=total, disable=disable, unit="it", dynamic_ncols=True, file=sys.stderr)
+        self.bar.set_description(f"{desc} (<= {max_time:g}s)" if self.by_time else desc)
         self.last_train: Any = None
+        self.iterations = 0
 
     def __call__(self, rec: dict[str, Any]) -> None:
         if rec.get("train_error") is not None:
             self.last_train = rec["train_error"]
-        self.bar.update(1)
-        parts = [f"n={rec['n']}" if "n" in rec else ""]
+        self.iterations = int(rec.get("iteration", self.iterations + 1))
+        if self.by_time:
+            by_iters = self.max_time * self.iterations / max(self.max_iters, 1)
+            done = max(float(rec.get("time_s", 0.0)), by_iters)
+            self.bar.update(max(0.0, min(done, self.max_time) - self.bar.n))
+        else:
+            self.bar.update(1)
+        parts = [f"it={self.iterations}" if self.by_time else "", f"n={rec['n']}" if "n" in rec else ""]
         if rec.get("lam") is not None:
             parts.append(f"λ={rec['lam']:.3g}")
         if "solver_iterations" in rec:
@@ -676,24 +755,44 @@ def _resume_config(args: argparse.Namespace) -> tuple[cfgmod.ExperimentConfig, P
     missing = [f.name for f in files if not f.is_file()]
     if missing:
         raise ShfError(f"{out} is not a run directory of shf train (no {', '.join(missing)})")
-    stored = json.loads(files[0].read_text())
-    method = str(json.loads(files[1].read_text())["method"])
+    from shf.runlog import read_json
+
+    stored = cfgmod.restore_infinities(read_json(files[0], "run's configuration"))
+    method = read_json(files[1], "run's record").get("method")
+    if not isinstance(method, str):
+        raise ShfError(f"{files[1]} names no method: not a run directory of shf train?")
     overrides = [*args.overrides, *_flag_overrides(args)]
-    changed = []
-    for o in overrides:
-        section, key, _ = cfgmod.parse_override(o)
-        if f"{section}.{key}" not in RESUMABLE_KEYS:
-            changed.append(f"{section}.{key}")
+    cfg = cfgmod.from_dict(cfgmod.apply_overrides(stored, overrides))
+    changed = _real_changes(cfgmod.from_dict(stored), cfg, overrides)
     if changed:
         raise ShfError(
             f"--resume continues {out} with its stored configuration; these settings would change its "
             f"result: {', '.join(changed)} (only {', '.join(RESUMABLE_KEYS)} may change)"
         )
-    cfg = cfgmod.from_dict(cfgmod.apply_overrides(cfgmod.restore_infinities(stored), overrides))
     # before any data is loaded: a resume extends a run, never shortens or redoes it
     ck = runlog.RunDir(out).load_checkpoint()
     check_extension(cfg, out, LoopState.from_dict(ck["loop"]))
     return cfg, out, method
+
+
+def _real_changes(
+    stored: cfgmod.ExperimentConfig, new: cfgmod.ExperimentConfig, overrides: list[str]
+) -> list[str]:
+    """``section.key (old -> new)`` for each overridden key outside :data:`RESUMABLE_KEYS` whose
+    resolved value differs from the stored one (giving the stored value again is no change)."""
+    changed: list[str] = []
+    for o in overrides:
+        section, key, _ = cfgmod.parse_override(o)
+        name = f"{section}.{key}"
+        old, value = (getattr(getattr(c, section), key) for c in (stored, new))
+        if name not in RESUMABLE_KEYS and old != value and not any(c.startswith(name + " ") for c in changed):
+            changed.append(f"{name} ({_show(old)} -> {_show(value)})")
+    return changed
+
+
+def _show(value: Any) -> str:
+    """A configuration value as the user would type it (``none`` for None)."""
+    return "none" if value is None else json.dumps(value, ensure_ascii=False)
 
 
 def _fresh_out(out: Path, overwrite: bool) -> None:
@@ -782,6 +881,7 @@ def _train_setup(args: argparse.Namespace) -> tuple[cfgmod.ExperimentConfig, Pat
         return _resume_config(args)
     o = [*args.overrides, *_flag_overrides(args)]
     cfg = cfgmod.load(args.config, o)
+    _check_task_flags(args, cfg)
     capped = "run.max_iters" in _set_keys(o)
     if args.method in ("adam", "sgd") and math.isfinite(cfg.run.max_time) and not capped:
         # a preset's max_iters counts HF iterations: it must not cut a first-order method's time

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import tomllib
 import types
 import typing
@@ -30,6 +31,35 @@ from shf.optim.step import SHFConfig
 
 DTYPES = ("float32", "float64")
 NONE_WORDS = ("none", "null")  # spell "no value" for an optional key in an override
+
+
+SEED_LIMIT = 2**63
+"""Seeds are integers in ``[0, SEED_LIMIT)``: what ``torch.Generator.manual_seed`` takes as a
+signed 64-bit integer, with room for the seeds derived from them."""
+
+
+def max_threads() -> int:
+    """The most torch threads a run may ask for: 4 per core of this machine (more only slows
+    a run down, and OpenMP crashes on absurd counts)."""
+    return 4 * (os.cpu_count() or 1)
+
+
+def check_threads(value: object, where: str) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is None or a thread count in [1, :func:`max_threads`]."""
+    if value is None:
+        return
+    cores = os.cpu_count() or 1
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= max_threads():
+        raise ConfigError(
+            f"{where} must be an integer between 1 and {max_threads()} "
+            f"(4 per core; this machine has {cores} core{'s' if cores != 1 else ''}), got {value}"
+        )
+
+
+def check_seed(value: object, where: str) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is an integer in ``[0, SEED_LIMIT)``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < SEED_LIMIT:
+        raise ConfigError(f"{where} must be a non-negative integer below 2**63, got {value}")
 
 
 TASKS = ("autoencoder", "classify")
@@ -64,6 +94,11 @@ class ModelConfig:
             raise ConfigError(f"model.encoder must list at least two positive sizes, got {self.encoder}")
         if self.arch not in ARCHS:
             raise ConfigError(f"model.arch must be one of {ARCHS}, got {self.arch!r}")
+        if self.task == "autoencoder" and self.arch != "mlp":
+            raise ConfigError(
+                f"model.arch = {self.arch!r} (--arch) applies to task classify (--task classify), not to an "
+                "autoencoder, whose layers are model.encoder (--encoder)"
+            )
         if not self.hidden or any(m < 1 for m in self.hidden):
             raise ConfigError(f"model.hidden must list positive sizes, got {self.hidden}")
         if len(self.channels) != 2 or any(m < 1 for m in self.channels):
@@ -87,16 +122,14 @@ class RunConfig(LoopConfig):
     checkpoint_every: int = 10
 
     def __post_init__(self) -> None:
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"run.seed must be a non-negative integer, got {self.seed}")
+        check_seed(self.seed, "run.seed")
         if not (isinstance(self.checkpoint_every, int) and self.checkpoint_every >= 0):
             raise ConfigError(f"run.checkpoint_every must be an integer >= 0, got {self.checkpoint_every}")
         if self.dtype not in DTYPES:
             raise ConfigError(f"run.dtype must be one of {DTYPES}, got {self.dtype!r}")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ConfigError(f"run.device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"run.threads must be >= 1, got {self.threads}")
+        check_threads(self.threads, "run.threads")
         super().__post_init__()  # validates the stopping rules
 
     def loop(self) -> LoopConfig:
@@ -259,6 +292,9 @@ def preset_names() -> list[str]:
 def read_toml(name_or_path: str) -> dict[str, Any]:
     """Read a built-in preset by name or a TOML file by path."""
     p = Path(name_or_path)
+    if p.is_dir():
+        presets = ", ".join(preset_names())
+        raise ConfigError(f"config {str(p)!r} is a directory: give a TOML file or a preset name ({presets})")
     if p.suffix == ".toml" or p.exists():
         if not p.is_file():
             raise ConfigError(f"config file {str(p)!r} does not exist")

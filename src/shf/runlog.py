@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import glob
 import json
 import math
@@ -107,9 +108,21 @@ def _atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:  # disk full, read-only directory: name the file meant, not the temporary
+        if e.filename is None or str(e.filename) == str(tmp):
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+        raise
+    except Exception as e:  # a writer's own error, e.g. torch.save's "PytorchStreamWriter failed ..."
+        raise OSError(errno.EIO, _first_line(e), str(path)) from e
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _first_line(e: BaseException) -> str:
+    """``e``'s message in one line (the first non-empty one), or its type's name."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return lines[0] if lines else type(e).__name__
 
 
 CHECKPOINT = "checkpoint.pt"
@@ -167,18 +180,65 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def lock_holder(path: str | os.PathLike[str]) -> int | None:
-    """The pid of a live process that holds ``path``'s run lock, or None."""
+def _start_time(pid: int) -> str | None:
+    """When process ``pid`` started, in clock ticks since boot (field 22 of Linux's
+    ``/proc/PID/stat``), or None where that cannot be read (no such process, not Linux)."""
     try:
-        pid = int((Path(path) / LOCK).read_text().strip() or 0)
+        stat = Path(f"/proc/{pid}/stat").read_text()
     except (OSError, ValueError):
         return None
-    return pid if pid > 0 and pid != os.getpid() and _alive(pid) else None
+    fields = stat[stat.rfind(")") + 2 :].split()  # after "pid (comm) ", comm may hold spaces
+    return fields[19] if len(fields) > 19 else None
+
+
+def _runs_shf(pid: int) -> bool | None:
+    """Whether process ``pid``'s command line names shf (``shf ...``, ``python -m shf``,
+    ``python -m shf.cli``, ``torchrun ... -m shf``); None where it cannot be read (not Linux,
+    another user's process)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    return any(b"shf" in a for a in argv)
+
+
+def _lock_text() -> str:
+    """What this process writes into ``.lock``: its pid and, on Linux, its start time (a live
+    process that merely got the pid of a dead writer is then told apart from the writer)."""
+    start = _start_time(os.getpid())
+    return f"{os.getpid()} {start}" if start is not None else str(os.getpid())
+
+
+def _holds(pid: int, start: str | None) -> bool:
+    """Whether the process of a lock naming ``pid`` (started at ``start``, if recorded) still
+    runs: the pid is alive and, where Linux says, it is the same process (its start time) or,
+    for a lock that records no start time, a process of shf. A pid reused by an unrelated
+    process (after a crash and a reboot, or a lock file copied from elsewhere) is stale."""
+    if pid <= 0 or pid == os.getpid() or not _alive(pid):
+        return False
+    now = _start_time(pid)
+    if now is None:  # not Linux (or unreadable): the pid being alive is all there is to go by
+        return True
+    if start is not None:
+        return start == now
+    return _runs_shf(pid) is not False
+
+
+def lock_holder(path: str | os.PathLike[str]) -> int | None:
+    """The pid of a live shf process that holds ``path``'s run lock, or None (no lock, or a
+    stale one: see :func:`_holds`)."""
+    try:
+        words = (Path(path) / LOCK).read_text().split()
+        pid = int(words[0]) if words else 0
+    except (OSError, ValueError):
+        return None
+    return pid if _holds(pid, words[1] if len(words) > 1 else None) else None
 
 
 class RunLock:
-    """One writer per run directory: ``.lock`` holds the writer's pid, made atomically
-    (``O_CREAT | O_EXCL``); a lock whose process is gone (killed) is taken over."""
+    """One writer per run directory: ``.lock`` holds the writer's pid (and, on Linux, its start
+    time), made atomically (``O_CREAT | O_EXCL``); a lock whose process is gone (killed), or
+    whose pid now belongs to another process, is taken over (:func:`lock_holder`)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
@@ -197,7 +257,7 @@ class RunLock:
                 self._file.unlink(missing_ok=True)  # stale: its process is gone
                 continue
             with os.fdopen(fd, "w") as f:
-                f.write(str(os.getpid()))
+                f.write(_lock_text())
             self._held = True
             return self
         raise ShfError(f"could not lock {self.path} (another process keeps taking it)")
@@ -305,7 +365,11 @@ def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         p = p / "metrics.jsonl"
     if not p.is_file():
         raise ShfError(f"no metrics file at {p}")
-    lines = [(i, line) for i, line in enumerate(p.read_text().splitlines(), start=1) if line.strip()]
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ShfError(f"{p} is not a metrics file (not JSON text: byte {e.start} is not UTF-8)") from None
+    lines = [(i, line) for i, line in enumerate(text.splitlines(), start=1) if line.strip()]
     out: list[dict[str, Any]] = []
     for j, (i, line) in enumerate(lines):
         try:
@@ -319,3 +383,20 @@ def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
             raise ShfError(f"{p}: line {i} is not a JSON object")
         out.append(rec)
     return out
+
+
+def read_json(path: str | os.PathLike[str], what: str = "file") -> dict[str, Any]:
+    """The JSON object stored in ``path`` (a run's ``config.json``, ``run.json`` or
+    ``summary.json``); a :class:`ShfError` naming the file if it cannot be read, is not JSON
+    text (cut short, binary, edited by hand) or holds something else than an object."""
+    p = Path(path)
+    try:
+        obj = json.loads(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ShfError(f"the {what} {p} is not JSON text (binary or damaged)") from None
+    except json.JSONDecodeError as e:
+        where = f"line {e.lineno} column {e.colno}"
+        raise ShfError(f"the {what} {p} is not valid JSON ({e.msg}, {where}): damaged?") from None
+    if not isinstance(obj, dict):
+        raise ShfError(f"the {what} {p} does not hold a JSON object")
+    return obj

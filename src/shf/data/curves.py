@@ -57,6 +57,7 @@ last 20% of ``bdatatest`` (8,000 / 2,000 for the real file).
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +91,10 @@ PAPER_SPLIT: Final[tuple[int, int, int]] = (20000, 8000, 2000)
 
 _DENSE_SEGMENTS: Final[int] = 256
 _CHUNK: Final[int] = 4096
+log = logging.getLogger(__name__)
+ANNOUNCE_IMAGES = 200_000
+"""Synthetic generations of at least this many images (10 s and more) are announced with a
+``WARNING`` log record (what, how many, how much memory), so a long wait is not a silent one."""
 _MAX_REJECTION_ROUNDS: Final[int] = 1000
 _MAT_WIDTH: Final[int] = IMAGE_SIZE * IMAGE_SIZE
 
@@ -328,6 +333,34 @@ def generate_curves(n: int, *, seed: int = 0, size: int = IMAGE_SIZE) -> ImageAr
     return _generate(np.random.default_rng(_check_seed(seed)), n, size)
 
 
+def _total_memory() -> int | None:
+    """This machine's physical memory in bytes, or None where the system does not say."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _gb(nbytes: float) -> str:
+    return f"{nbytes / 1e9:.1f} GB" if nbytes >= 1e8 else f"{nbytes / 1e6:.0f} MB"
+
+
+def _check_generation(n: int) -> None:
+    """Refuse ``n`` synthetic images whose float32 array alone would not fit in this machine's
+    memory (:class:`DataError`); announce a long generation (:data:`ANNOUNCE_IMAGES`)."""
+    need = n * IMAGE_SIZE * IMAGE_SIZE * np.dtype(np.float32).itemsize
+    total = _total_memory()
+    if total is not None and need > total:
+        raise DataError(
+            f"{n:,} synthetic CURVES images need about {_gb(need)} of memory, more than this machine's "
+            f"{_gb(total)}: lower data.n_train, data.n_val or data.n_test"
+        )
+    if n >= ANNOUNCE_IMAGES:
+        log.warning(
+            "generating %s synthetic CURVES images (about %s): this takes a while", f"{n:,}", _gb(need)
+        )
+
+
 def synthetic_curves(
     n_train: int = 20000, n_val: int = 2000, n_test: int = 8000, *, seed: int = 0
 ) -> CurvesSplit:
@@ -340,6 +373,7 @@ def synthetic_curves(
     n_train = _check_int("n_train", n_train, 1)
     n_val = _check_int("n_val", n_val, 1)
     n_test = _check_int("n_test", n_test, 1)
+    _check_generation(n_train + n_val + n_test)
     ss_train, ss_val, ss_test = np.random.SeedSequence(_check_seed(seed)).spawn(3)
     return CurvesSplit(
         train=_generate(np.random.default_rng(ss_train), n_train, IMAGE_SIZE),

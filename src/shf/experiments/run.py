@@ -392,11 +392,11 @@ def stored_run(
     :class:`ConfigError` naming them unless ``overwrite`` or the run can be extended), its summary
     (``{}`` if none), and :func:`budget_change`'s verdict (a reusable run has no differences)."""
     summary_path = out / "summary.json"
-    summary: dict[str, Any] = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    summary = runlog.read_json(summary_path, "run's summary") if summary_path.is_file() else {}
     run_json = out / "run.json"
-    stored_method = json.loads(run_json.read_text()).get("method") if run_json.is_file() else None
+    stored_method = runlog.read_json(run_json, "run's record").get("method") if run_json.is_file() else None
     stored_method = stored_method or summary.get("method")
-    stored = restore_infinities(json.loads((out / "config.json").read_text()))
+    stored = restore_infinities(runlog.read_json(out / "config.json", "run's configuration"))
     diff = config_differences(stored, cfg) + ([] if stored_method == method else ["method"])
     change = budget_change(diff, stored, summary, cfg, out)
     if change == REUSE:

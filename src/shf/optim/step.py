@@ -255,8 +255,13 @@ class SHFConfig:
         need(isinstance(self.window, int) and self.window >= 1, f"window must be >= 1, got {self.window}")
         need(self.solver in ("lsmr", "cg"), f"solver must be 'lsmr' or 'cg', got {self.solver!r}")
         need(
-            finite(self.lambda_min) and 0 <= self.lambda_min <= self.lambda1,
-            f"lambda_min must be in [0, lambda1], got {self.lambda_min}",
+            finite(self.lambda_min) and self.lambda_min >= 0,
+            f"lambda_min must be a number >= 0, got {self.lambda_min}",
+        )
+        need(
+            self.lambda_min <= self.lambda1,
+            f"lambda1 = {self.lambda1:g} is below lambda_min = {self.lambda_min:g}, the damping's floor: "
+            f"lambda1 must be >= lambda_min (raise lambda1, or lower lambda_min too)",
         )
         need(
             self.damping_rule in DAMPING_RULES,
