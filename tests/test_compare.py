@@ -84,6 +84,12 @@ def test_compare_over_seeds_with_a_target_from_a_method(tmp_path, capsys):
     assert (out / "runs" / "shf-lsmr-seed1" / "summary.json").is_file()
     md = (out / "compare.md").read_text()
     assert "time / adam's" in md and "95% t-interval" in md
+    # the goals' ratios pair the seeds: each method's test error over Adam's on the same seed
+    shf = next(r for r in rec["rows"] if r["method"] == "shf-lsmr")
+    ratios = [a["test_error"] / b["test_error"] for a, b in zip(shf["seeds"], adam["seeds"])]
+    assert shf["over_seeds"]["test_ratio"]["mean"] == pytest.approx(sum(ratios) / 2)
+    assert shf["over_seeds"]["test_ratio"]["n"] == 2 and "test / adam's" in md
+    assert adam["over_seeds"]["test_ratio"]["mean"] == pytest.approx(1.0)
     cfg = json.loads((out / "runs" / "adam-seed0" / "config.json").read_text())
     assert cfg["run"]["threads"] == 1 and cfg["run"]["seed"] == 0 and cfg["data"]["seed"] == 0
 

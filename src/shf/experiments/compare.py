@@ -163,6 +163,35 @@ def _mean_ci(values: Sequence[float]) -> dict[str, Any]:
     return {"mean": st["mean"], "ci95": half, "n": st["n"]}
 
 
+def _paired_ratios(
+    runs: Sequence[dict[str, Any]],
+    times: Sequence[float | None],
+    ref_runs: Sequence[dict[str, Any]],
+    ref_times: Sequence[float | None],
+) -> dict[str, dict[str, Any]]:
+    """Per-seed ratios to the reference method on the same seed (same data, same initial
+    weights): ``test_ratio`` = test error / the reference's test error, and ``time_ratio`` = time
+    to the target / the reference's time to it (only over the seeds where both reached it),
+    each as a mean with its 95% t-interval. Pairing by seed removes the spread between seeds
+    that both methods share; the goals of issue 31 are stated on these ratios."""
+    ref = {r["seed"]: (r, t) for r, t in zip(ref_runs, ref_times)}
+    tests, tms = [], []
+    for r, t in zip(runs, times):
+        if r["seed"] not in ref:
+            continue
+        rr, rt = ref[r["seed"]]
+        if rr["test_error"] > 0:
+            tests.append(r["test_error"] / rr["test_error"])
+        if t is not None and rt:
+            tms.append(t / rt)
+    out: dict[str, dict[str, Any]] = {}
+    if tests:
+        out["test_ratio"] = _mean_ci(tests)
+    if tms:
+        out["time_ratio"] = _mean_ci(tms)
+    return out
+
+
 def compare(
     cfg: cfgmod.ExperimentConfig,
     methods: Sequence[str],
@@ -332,6 +361,14 @@ def compare(
     for m, runs in results.items():
         s = runs[0]
         t_mean = mean_time(m)
+        over = {
+            "best_val_error": _mean_ci([r["val_error"] for r in runs]),
+            "test_error": _mean_ci([r["test_error"] for r in runs]),
+        }
+        if classify and all("test_accuracy" in r for r in runs):
+            over["test_accuracy"] = _mean_ci([r["test_accuracy"] for r in runs])
+        if target_from is not None:
+            over.update(_paired_ratios(runs, times[m], results[target_from], times[target_from]))
         rows.append({
             "method": m,
             "best_val_error": statistics.fmean(r["val_error"] for r in runs),
@@ -339,7 +376,8 @@ def compare(
             "test_error": statistics.fmean(r["test_error"] for r in runs),
             "train_error_no_half": s.get("train_error_no_half"),
             "test_error_no_half": s.get("test_error_no_half"),
-            "test_accuracy": s.get("test_accuracy"),
+            "test_accuracy": (statistics.fmean(r["test_accuracy"] for r in runs)
+                              if all("test_accuracy" in r for r in runs) else None),
             "time_to_target_s": t_mean,
             "time_to_target_ratio": None if t_mean is None or not ref_time else t_mean / ref_time,
             "reached_target": sum(x is not None for x in times[m]),
@@ -354,10 +392,7 @@ def compare(
                  "time_to_target_s": t}
                 for r, t in zip(runs, times[m])
             ],
-            "over_seeds": {
-                "best_val_error": _mean_ci([r["val_error"] for r in runs]),
-                "test_error": _mean_ci([r["test_error"] for r in runs]),
-            },
+            "over_seeds": over,
         })  # fmt: skip
     record = {
         "dataset": next(iter(results.values()))[0]["dataset"],
@@ -458,9 +493,15 @@ def markdown(record: dict[str, Any]) -> str:
                     else f"{v['mean']:.4f} (one seed)")
                 for k, v in ov.items()
             }
+            extra = f", test accuracy {ci['test_accuracy']}" if "test_accuracy" in ci else ""
+            if "test_ratio" in ci and r["method"] != record.get("target_from"):
+                extra += f"; per seed, test / {record['target_from']}'s {ci['test_ratio']}"
+                if "time_ratio" in ov:
+                    extra += (f", time to the target / {record['target_from']}'s {ci['time_ratio']} "
+                              f"(over the {ov['time_ratio']['n']} seeds both reached it)")
             lines.append(
-                f"- {r['method']}: best val {ci['best_val_error']}, test {ci['test_error']} "
-                f"(95% t-interval), target reached in {r['reached_target']}/{len(r['seeds'])} seeds"
+                f"- {r['method']}: best val {ci['best_val_error']}, test {ci['test_error']}{extra} "
+                f"(95% t-intervals), target reached in {r['reached_target']}/{len(r['seeds'])} seeds"
             )
     for m, trial in record.get("lr_sweeps", {}).items():
         lines.append("")

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Issue 31, item 2: every claim re-measured against the fair Adam. The defaults (shf-lsmr on the
+# default preset, which holds them; shf-tuned on the paper's presets) against Adam with its
+# learning rate and, on an autoencoder, its objective (squared error or cross-entropy) swept on
+# the first seed over the whole budget, every method from SHF's initial weights for the seed,
+# one thread each, the budget and patience the only stops.
+#   CORE=0 METHODS=adam LOSSES=squared SEEDS=0 bash docs/results/fair/run.sh default   # part of a sweep
+#   CORE=1 METHODS=shf-lsmr bash docs/results/fair/run.sh default
+#   bash docs/results/fair/run.sh default report     # the table over the finished runs
+# Data sets and budgets (those of the tables they replace):
+#   default       shf train's task (synthetic CURVES, seed-dependent), 300 s, seeds 0,1,2
+#   usps          the paper's USPS autoencoder, 900 s, seeds 0-4
+#   curves        the paper's CURVES autoencoder on the offline synthetic set, 1800 s, seeds 0,1,2
+#   mnist-t10k    the MNIST autoencoder on the 10,000-image stand-in (8,000/1,000/1,000), 1800 s, seeds 0,1,2
+#   classify-usps, classify-t10k   the MLP classifiers, 120 s, seeds 0,1,2
+# Finished runs are reused and interrupted ones resumed, so a queue can be stopped and started again.
+set -euo pipefail
+DS=${1:?usage: run.sh default|usps|curves|mnist-t10k|classify-usps|classify-t10k [report]}
+DATA_ROOT=${DATA_ROOT:-../shared/data}
+AE_LRS=3e-4,1e-3,3e-3
+case "$DS" in
+  default) ARGS=(--config default --lrs "$AE_LRS"); DEF=shf-lsmr; B=300; S=0,1,2 ;;
+  usps) ARGS=(--config usps --data-path "$DATA_ROOT/usps/usps_9298.mat" --lrs 5e-4,1e-3,2e-3)
+        DEF=shf-tuned; B=900; S=0,1,2,3,4 ;;
+  curves) ARGS=(--config curves --lrs "$AE_LRS"); DEF=shf-tuned; B=1800; S=0,1,2 ;;
+  mnist-t10k) ARGS=(--config mnist --set data.dataset=mnist-t10k --data-path "$DATA_ROOT/mnist-t10k"
+                    --set data.n_train=8000 --set data.n_val=1000 --set data.n_test=1000 --lrs "$AE_LRS")
+              DEF=shf-tuned; B=1800; S=0,1,2 ;;
+  classify-usps) ARGS=(--config classify-usps --data-path "$DATA_ROOT/usps/usps_9298.mat"
+                       --lrs 3e-4,1e-3,3e-3,1e-2); DEF=shf-lsmr; B=120; S=0,1,2 ;;
+  classify-t10k) ARGS=(--config classify-mnist-t10k --data-path "$DATA_ROOT/mnist-t10k"
+                       --lrs 3e-4,1e-3,3e-3,1e-2); DEF=shf-lsmr; B=120; S=0,1,2 ;;
+  *) echo "unknown data set $DS" >&2; exit 2 ;;
+esac
+case "$DS" in
+  classify-*) ARGS+=(--set first_order.batch_size=128) ;;
+  *) ARGS+=(--set first_order.batch_size=200) ;;
+esac
+OUT=${OUT:-runs/fair/$DS}
+LOSS_ARGS=(); if [ -n "${LOSSES:-}" ]; then LOSS_ARGS=(--baseline-losses "$LOSSES"); fi
+# Train and test errors every 10 iterations (the validation error every iteration).
+# shellcheck disable=SC2206
+COMMON=("${ARGS[@]}" --budget "${BUDGET:-$B}" --seeds "${SEEDS:-$S}" --eval-every 10 --out "$OUT" ${EXTRA:-})
+ALL=$DEF,adam
+if [ "${2:-}" = report ]; then
+  exec shf compare "${COMMON[@]}" --methods "${METHODS:-$ALL}" --target-from adam --report-only
+fi
+mkdir -p "$OUT"
+M=${METHODS:-$ALL}
+M=${M//defaults/$DEF}
+exec taskset -c "${CORE:-0}" shf compare "${COMMON[@]}" "${LOSS_ARGS[@]}" --methods "$M" \
+  >> "$OUT/queue-${M//,/-}${LOSSES:+-$LOSSES}.log" 2>&1
