@@ -947,7 +947,12 @@ def _train(
     finally:
         bar.close()
     if lead:
+        from shf.experiments.standing import for_run
+
         print(describe(summary) + f"\n  run directory: {out}")
+        table = for_run(cfg, method)  # the fair Adam and SHF over seeds on this very task, stored
+        if table is not None and summary["stop_reason"] != "interrupted":
+            print(table.describe())
     if summary["stop_reason"] == "interrupted":
         if lead:
             resume = "torchrun ... -m shf train" if comm is not None else "shf train"
