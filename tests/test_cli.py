@@ -249,6 +249,19 @@ def test_a_writer_that_fails_mid_file_is_one_line(
     assert str(out) in err[-1] and not any(p.name.startswith(".") for p in out.iterdir())
 
 
+def test_an_os_error_that_is_not_a_write_is_not_called_one(monkeypatch, capsys):
+    """Only shf's own writes say "could not write"; another OSError (a read refused) names its file."""
+    import shf.cli
+
+    def refused(args):
+        raise PermissionError(13, "Permission denied", "/some/run/config.json")
+
+    monkeypatch.setattr(shf.cli, "cmd_train", refused)
+    assert main(["train"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "shf: error: could not read or write /some/run/config.json: Permission denied"
+
+
 @pytest.mark.parametrize(
     "argv",
     [

@@ -169,7 +169,8 @@ def test_a_failed_final_write_is_one_line(
     from shf import runlog
 
     def full(self: object, *a: object) -> None:
-        raise OSError(28, "No space left on device", str(tmp_path / "run" / "weights.pt"))
+        # what RunDir's atomic writes raise on a full disk (test_runlog checks that they do)
+        raise runlog.WriteError(28, "No space left on device", str(tmp_path / "run" / "weights.pt"))
 
     monkeypatch.setattr(runlog.RunDir, "save_weights", full)
     assert main(["train", *TINY, "--max-iters", "1", "--out", str(tmp_path / "run")]) == 1

@@ -117,7 +117,7 @@ def test_a_writer_s_own_error_becomes_an_os_error_naming_the_file(tmp_path: Path
     def fails(f: object) -> None:
         raise RuntimeError("[enforce fail at inline_container.cc:626] . PytorchStreamWriter failed writing")
 
-    with pytest.raises(OSError, match="PytorchStreamWriter failed writing") as e:
+    with pytest.raises(runlog.WriteError, match="PytorchStreamWriter failed writing") as e:
         runlog._atomic_write(target, fails)
     assert e.value.filename == str(target)
     assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
@@ -125,7 +125,7 @@ def test_a_writer_s_own_error_becomes_an_os_error_naming_the_file(tmp_path: Path
     def full(f: object) -> None:
         raise OSError(28, "No space left on device")
 
-    with pytest.raises(OSError, match="No space left") as e:
+    with pytest.raises(runlog.WriteError, match="No space left") as e:
         runlog._atomic_write(target, full)
     assert e.value.filename == str(target) and e.value.errno == 28
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]

@@ -991,9 +991,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("shf: interrupted", file=sys.stderr)
         return 130
-    except OSError as e:  # a write that failed (disk full, read-only directory): nothing half-written
+    except OSError as e:  # disk full, read-only directory, permissions: nothing half-written
+        from shf.runlog import WriteError
+
         where = f" {e.filename}" if e.filename else ""
-        print(f"shf: error: could not write{where}: {e.strerror or e}", file=sys.stderr)
+        what = "could not write" if isinstance(e, WriteError) else "could not read or write"
+        print(f"shf: error: {what}{where}: {e.strerror or e}", file=sys.stderr)
         return 1
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover
     return 2  # pragma: no cover

@@ -96,6 +96,10 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
     return removed
 
 
+class WriteError(OSError):
+    """A file shf writes could not be written (``filename``: the file meant, not a temporary)."""
+
+
 def _atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
     """Write ``path`` through a temporary file in the same directory, flushed and synced, then
     renamed over it: a reader (or a crash) sees the old file or the new one, never half of one.
@@ -110,10 +114,10 @@ def _atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
         os.replace(tmp, path)
     except OSError as e:  # disk full, read-only directory: name the file meant, not the temporary
         if e.filename is None or str(e.filename) == str(tmp):
-            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
-        raise
+            raise WriteError(e.errno, e.strerror or str(e), str(path)) from e
+        raise WriteError(e.errno, e.strerror or str(e), e.filename) from e
     except Exception as e:  # a writer's own error, e.g. torch.save's "PytorchStreamWriter failed ..."
-        raise OSError(errno.EIO, _first_line(e), str(path)) from e
+        raise WriteError(errno.EIO, _first_line(e), str(path)) from e
     finally:
         tmp.unlink(missing_ok=True)
     return path

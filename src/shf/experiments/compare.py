@@ -75,7 +75,9 @@ def _child(cfg_dict: dict[str, Any], method: str, out: str, threads: int | None,
     except KeyboardInterrupt:
         sys.exit(130)  # no traceback from the child: the parent says what happened
     summary["peak_rss_mb"] = peak_rss_mb()
-    (Path(out) / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    from shf.runlog import RunDir
+
+    RunDir(out).write_json("summary.json", summary)  # atomically: a kill leaves the previous one
     if summary.get("stop_reason") == "interrupted":
         sys.exit(stop.exit_code)
 
