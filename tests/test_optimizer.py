@@ -483,3 +483,18 @@ def test_bad_lrs_are_refused() -> None:
     X, y, _, _ = _task()
     with pytest.raises(ConfigError, match="got nan"):
         opt.step(X[:10], y[:10])
+
+
+@pytest.mark.parametrize("where", ["batch", "validation"])
+def test_a_step_refuses_non_finite_data_and_leaves_the_weights(where: str) -> None:
+    """A NaN in the batch makes every loss NaN (each step rejected in silence); one in the
+    validation set makes the merit meaningless: both are a one-line DataError naming the set."""
+    model = _model()
+    opt = SHF(model, "cross_entropy")
+    X, y, Xv, yv = _task()
+    X, Xv = X[:40].clone(), Xv.clone()
+    (X if where == "batch" else Xv)[3, 1] = math.nan
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(DataError, match=rf"the {where} inputs have 1 row\(s\) with NaN or Inf values"):
+        opt.step(X, y[:40], val=(Xv, yv))
+    assert all(torch.equal(a, p) for a, p in zip(before, model.parameters()))

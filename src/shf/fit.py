@@ -32,7 +32,7 @@ from torch import Tensor
 from shf import tensorlist as tl
 from shf.averaging import Averaged
 from shf.data.split import Split
-from shf.errors import ConfigError, DataError
+from shf.errors import ConfigError
 from shf.method import Method
 from shf.optim.shf import SHF, as_pair
 
@@ -362,27 +362,6 @@ def run_loop(
     return TrainResult(weights=best_w, history=history, summary=summary, initial_weights=w0)
 
 
-def check_finite(t: Tensor | None, what: str) -> None:
-    """Raise :class:`DataError` if rows of ``t`` (examples first) hold NaN or Inf values.
-
-    ``what`` names the tensor in the message (e.g. ``"training inputs"``). Integer tensors
-    (labels) cannot hold either and are not read. Such rows would not fail loudly later: a
-    batch with one of them gives a non-finite loss, so every step is refused, and a
-    non-finite validation loss is never a new best.
-    """
-    if t is None or not (t.is_floating_point() or t.is_complex()):
-        return
-    rows = t.reshape(t.shape[0], -1) if t.dim() > 0 else t.reshape(1, 1)
-    bad = ~torch.isfinite(rows).all(dim=1)
-    count = int(bad.sum())
-    if count:
-        first = int(bad.nonzero()[0, 0])
-        raise DataError(
-            f"the {what} have {count} row(s) with NaN or Inf values (of {rows.shape[0]}; the first "
-            f"is row {first}): remove or impute them"
-        )
-
-
 @dataclass
 class FitResult:
     """What :func:`fit` returns; the model holds the best-validation weights.
@@ -467,10 +446,8 @@ def fit(
         opt = optimizer
     sets = [("training", X, Y), ("validation", Xv, Yv)] + ([("test", Xt, Yt)] if test is not None else [])
     for name, inputs, targets in sets:
-        # shapes, dtypes and the loss's targets (one forward pass on two rows), then NaN/Inf
+        # NaN/Inf rows, shapes, dtypes and the loss's targets (one forward pass on two rows)
         opt.check_data(inputs, targets, name)
-        check_finite(inputs, f"{name} inputs")
-        check_finite(targets, f"{name} targets")
     data = Split(X, Xv, Xt, "fit", Y, Yv, Yt)
     loop = LoopConfig(
         max_iters=max_iters, max_time=max_time, patience=patience, eval_every=eval_every,

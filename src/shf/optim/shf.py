@@ -62,6 +62,28 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
+def check_finite(t: Tensor | None, what: str) -> None:
+    """Raise :class:`DataError` if rows of ``t`` (examples first) hold NaN or Inf values.
+
+    ``what`` names the tensor in the message (e.g. ``"training inputs"``). Integer tensors
+    (labels) cannot hold either and are not read. Such rows would not fail loudly later: a
+    batch with one of them gives a non-finite loss, so every step is refused, and a
+    non-finite validation loss is never a new best.
+    """
+    if t is None or not (t.is_floating_point() or t.is_complex()):
+        return
+    rows = t.reshape(t.shape[0], -1) if t.dim() > 0 else t.reshape(1, 1)
+    bad = ~torch.isfinite(rows).all(dim=1)
+    count = int(bad.sum())
+    if count:
+        first = int(bad.nonzero()[0, 0])
+        raise DataError(
+            f"the {what} have {count} row(s) with NaN or Inf values (of {rows.shape[0]}; the first "
+            f"is row {first}): remove or impute them"
+        )
+
+
+
 def _data_error(err: Exception, X: Tensor, param_dtype: torch.dtype | None, what: str) -> DataError:
     """A one-line :class:`DataError` for the torch error ``err`` that running the model on two
     rows of the ``what`` inputs ``X`` raised: a dtype that differs from the parameters', integer
@@ -246,6 +268,10 @@ class SHF(torch.optim.Optimizer):
         Nothing is assumed about the architecture: integer inputs that the model takes (e.g.
         ``nn.Embedding`` indices) pass.
         """
+        # A NaN or Inf row makes every loss non-finite: each step would be rejected (or the
+        # validation merit meaningless) without a word. One pass over the data, one host sync.
+        check_finite(inputs, f"{what} inputs")
+        check_finite(targets, f"{what} targets")
         w = self.weights()
         try:
             # The single-process problem: a data-parallel one would reduce the loss over ranks.
