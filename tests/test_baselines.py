@@ -141,3 +141,15 @@ def test_martens_hf_refuses_a_non_finite_preconditioner() -> None:
     method, w = _tiny_hf(HFConfig(lambda1=0.0, num_chunks=1, maxiter=5), zero_column=True)  # weight cost 2e-5
     w_new, _ = method.step(w)
     assert all(bool(torch.isfinite(t).all()) for t in w_new)
+
+
+def test_martens_hf_lambda_stops_decreasing_at_its_floor() -> None:
+    """H10: with no weight cost, lambda shrinking past float32's range made the preconditioner of a
+    weight with zero gradients infinite (H9's error in a healthy run); it stops at LAMBDA_FLOOR."""
+    from shf.optim.hf import LAMBDA_FLOOR
+
+    cfg = HFConfig(lambda1=1.2e-30, weight_cost=0.0, num_chunks=1, maxiter=5)
+    method, w = _tiny_hf(cfg, zero_column=True)
+    w, rec = method.step(w)  # a success (rho > 3/4) on this problem: 2/3 of 1.2e-30 is below the floor
+    assert rec["accepted"] and rec["rho"] > 0.75
+    assert method.lam == LAMBDA_FLOOR and all(bool(torch.isfinite(t).all()) for t in w)

@@ -35,6 +35,12 @@ from shf.errors import ConfigError, require
 from shf.linesearch import armijo_backtracking
 from shf.solvers.cg import cg
 
+#: The least ``lambda`` a decrease gives (H10): far below any curvature float32 resolves (its
+#: eps is 1.2e-7), so no step changes, but inside float32's normal range, so Martens'
+#: preconditioner ``(mean squared gradient + lambda)^(3/4)`` stays finite for a weight whose
+#: gradient is 0 on every example.
+LAMBDA_FLOOR = 1e-30
+
 
 @dataclass
 class HFConfig:
@@ -223,7 +229,9 @@ class MartensHF:
             # at most shf.damping.LAMBDA_MAX (docs/deviations.md H9): no overflow after many failures
             self.lam = min(lam * cfg.lm_increase, LAMBDA_MAX)
         elif rho > 0.75:
-            self.lam = lam * cfg.lm_decrease
+            # at least LAMBDA_FLOOR (docs/deviations.md H10): without a weight cost, hundreds of
+            # successes took lambda below float32's range, and M = 0 for a weight with zero gradients
+            self.lam = max(lam * cfg.lm_decrease, LAMBDA_FLOOR) if lam > 0 else lam
 
         # 6. Armijo: c = 1e-2, s <- 0.8 s, at most 60 times
         slope = tl.dot(g, p) if finite else math.nan
