@@ -43,6 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from shf import tensorlist as tl
+from shf.curvature import per_example as layer_rules
 from shf.curvature.losses import Loss, LossPoint, chunked_mean, finite_or_inf, get_loss
 from shf.errors import ConfigError, DataError
 from shf.tensorlist import Vec
@@ -113,6 +114,10 @@ class ModuleProblem:
             raise ConfigError("a parameter was given to SHF twice")
         self._trained = set(self.names)
         self.n_params = sum(p.numel() for p in chosen)
+        # Per-example statistics from the layers' rules where every trained parameter has one
+        # (shf.curvature.per_example), else vmap; per_example_path says which ran last.
+        self._layer_plan = layer_rules.plan(model, self.names)
+        self.per_example_path: str | None = None
 
     def _state(self, w: Sequence[Tensor]) -> dict[str, Tensor]:
         # The parameters not trained are read from the model at every call (it may have
@@ -180,6 +185,15 @@ class ModuleProblem:
         with ``vmap`` over chunks of examples (no Python loop over examples).
         """
         w = [t.detach() for t in w]
+        if self._layer_plan is not None:
+            wr = [t.detach().requires_grad_(True) for t in w]
+            with torch.enable_grad():
+                got = layer_rules.products(self.model, self._layer_plan, lambda: self.output(wr, X, Y), V, w)
+            if got is not None:
+                self.per_example_path = "layers"
+                return got
+            self._layer_plan = None  # a layer did not run once per forward pass: vmap from now on
+        self.per_example_path = "vmap"
 
         def one(ws: tuple[Tensor, ...], x: Tensor, y: Tensor, v: Tensor) -> Tensor:
             out = self.output(ws, x.unsqueeze(0), y.unsqueeze(0))

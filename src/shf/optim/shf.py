@@ -413,6 +413,8 @@ class SHF(torch.optim.Optimizer):
                 )
         info.times["validation"] = t_bs - t_val
         info.times["batch_stats"] = time.perf_counter() - t_bs
+        local = self._local_problem
+        info.per_example = "hand-written" if self.fast_path else getattr(local, "per_example_path", None)
         self.iterations += 1
         return info
 

@@ -428,6 +428,10 @@ class StepInfo:
     warm_start: bool | None = None
     """Whether the solver started from the warm start ``gamma d`` (None: there was none; False:
     B14's guard dropped it)."""
+    per_example: str | None = None
+    """How the per-example statistics (preconditioner, Alg. 2) were computed: ``"hand-written"``
+    (the model's own products), ``"layers"`` (per-layer rules, shf.curvature.per_example) or
+    ``"vmap"`` (torch.func's per-example gradients, the fallback); None: none yet."""
     times: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:

@@ -1,0 +1,241 @@
+"""Per-example gradient statistics from each layer's inputs and output gradients.
+
+The preconditioners (Chapelle-Erhan's ``sum_i (J_i^T B_i u_i)^2``, Martens' ``sum_i (grad l_i)^2``)
+and Alg. 2's variance test need, for output-space cotangents ``v_i`` (one row per example),
+
+    total = sum_i J_i^T v_i,        sumsq = sum_i (J_i^T v_i)^2   (elementwise).
+
+For a parameter used by one layer, once per forward pass, ``J_i^T v_i`` restricted to that
+layer's parameters is a function of the layer's input ``a_i`` and the gradient ``g_i`` of
+``sum_i <z_i, v_i>`` with respect to the layer's output (the standard per-layer rules of
+BackPACK and Opacus). One forward pass with hooks that keep each layer's input, and one
+backward pass from ``V`` to the layers' outputs, give every ``(a_i, g_i)``; the rules then
+give ``total`` and ``sumsq`` with a few matrix products per layer, instead of one gradient
+per example through ``torch.func.vmap``:
+
+* ``Linear`` on ``(n, in)`` inputs: ``total_W = g^T a``, ``sumsq_W = (g∘g)^T (a∘a)``; on
+  ``(n, ..., in)`` inputs the example's gradient ``G_i = sum_t g_it a_it^T`` is formed per
+  example (in chunks) and squared;
+* ``Conv1d``/``Conv2d`` (zero padding, numeric padding): ``G_i = g_i unfold(a_i)^T``;
+* ``Embedding``: the rows of ``g_i`` added at the example's indices (an index repeated within an
+  example adds before squaring; ``padding_idx`` gets nothing);
+* ``LayerNorm``: ``G_i = sum g_i ∘ x̂_i`` over the positions, ``x̂`` the normalised input.
+
+A model is ruled only when every trained parameter belongs to a layer with a rule, that layer
+runs exactly once per forward pass, and no parameter is shared (tied) between modules; any
+other model returns ``None`` and the caller uses ``vmap`` (:meth:`ModuleProblem.per_example_products`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional
+
+PER_EXAMPLE_BUDGET = 1 << 24
+"""Numbers held at once by a rule that forms per-example gradients (sequence and
+convolution inputs): 64 MiB in float32."""
+
+#: (total, sumsq) for each of a layer's parameters, by attribute name ("weight", "bias").
+Stats = dict[str, tuple[Tensor, Tensor]]
+Rule = Callable[[nn.Module, Tensor, Tensor], Stats]
+
+
+def _chunked(per_example: Callable[[slice], Tensor], n: int, size: int) -> tuple[Tensor, Tensor]:
+    """``(sum_i G_i, sum_i G_i^2)`` over examples, ``per_example(rows)`` giving ``G`` for a slice of
+    them with ``size`` numbers per example, at most :data:`PER_EXAMPLE_BUDGET` at a time."""
+    step = max(1, PER_EXAMPLE_BUDGET // max(1, size))
+    total: Tensor | None = None
+    sumsq: Tensor | None = None
+    for start in range(0, n, step):
+        G = per_example(slice(start, start + step))
+        t, s = G.sum(dim=0), (G * G).sum(dim=0)
+        total, sumsq = (t, s) if total is None or sumsq is None else (total + t, sumsq + s)
+    assert total is not None and sumsq is not None
+    return total, sumsq
+
+
+def _bias(g: Tensor) -> tuple[Tensor, Tensor]:
+    """A bias added to every position: the example's gradient sums ``g`` over the positions."""
+    per = g.reshape(g.shape[0], -1, g.shape[-1]).sum(dim=1) if g.dim() > 2 else g
+    return per.sum(dim=0), (per * per).sum(dim=0)
+
+
+def _linear(m: nn.Module, a: Tensor, g: Tensor) -> Stats:
+    assert isinstance(m, nn.Linear)
+    out: Stats = {}
+    if a.dim() == 2:
+        # G_i = g_i a_i^T: the sum is g^T a, the sum of squares (g∘g)^T (a∘a)
+        out["weight"] = (g.T @ a, (g * g).T @ (a * a))
+    else:
+        n = a.shape[0]
+        a3, g3 = a.reshape(n, -1, a.shape[-1]), g.reshape(n, -1, g.shape[-1])
+        out["weight"] = _chunked(
+            lambda s: torch.einsum("nto,nti->noi", g3[s], a3[s]), n, m.in_features * m.out_features
+        )
+    if m.bias is not None:
+        out["bias"] = _bias(g)
+    return out
+
+
+def _conv(m: nn.Module, a: Tensor, g: Tensor) -> Stats:
+    assert isinstance(m, (nn.Conv1d, nn.Conv2d))
+    n = a.shape[0]
+    if isinstance(m, nn.Conv1d):  # a 1-d convolution is a 2-d one of height 1
+        a, g = a.unsqueeze(2), g.unsqueeze(2)
+        kernel, dil, pad, stride = (1, *m.kernel_size), (1, *m.dilation), (0, *m.padding), (1, *m.stride)
+    else:
+        kernel, dil, pad, stride = m.kernel_size, m.dilation, m.padding, m.stride  # type: ignore[assignment]
+    cols = functional.unfold(a, kernel, dilation=dil, padding=pad, stride=stride)  # (n, in*k, L)
+    gl = g.reshape(n, g.shape[1], -1)  # (n, out, L)
+    # G_i = g_i cols_i^T, shaped as the weight
+    shape = m.weight.shape
+    out: Stats = {
+        "weight": tuple(  # type: ignore[dict-item]
+            t.reshape(shape)
+            for t in _chunked(lambda s: torch.einsum("nol,nkl->nok", gl[s], cols[s]), n, m.weight.numel())
+        )
+    }
+    if m.bias is not None:
+        per = gl.sum(dim=2)
+        out["bias"] = (per.sum(dim=0), (per * per).sum(dim=0))
+    return out
+
+
+def _embedding(m: nn.Module, a: Tensor, g: Tensor) -> Stats:
+    assert isinstance(m, nn.Embedding)
+    n, rows = a.shape[0], m.num_embeddings
+    idx = a.reshape(n, -1)
+    gf = g.reshape(n, idx.shape[1], -1)
+    keep = torch.ones_like(idx, dtype=torch.bool) if m.padding_idx is None else idx != m.padding_idx
+    example = torch.arange(n, device=idx.device).unsqueeze(1).expand_as(idx)
+    key = (example * rows + idx)[keep]  # one key per (example, row) pair
+    vals = gf[keep]
+    total = torch.zeros(rows, gf.shape[-1], dtype=g.dtype, device=g.device).index_add_(0, idx[keep], vals)
+    # an index repeated within one example adds before squaring
+    uniq, inverse = torch.unique(key, return_inverse=True)
+    per = vals.new_zeros(uniq.shape[0], gf.shape[-1]).index_add_(0, inverse, vals)
+    sumsq = torch.zeros_like(total).index_add_(0, uniq % rows, per * per)
+    return {"weight": (total, sumsq)}
+
+
+def _layer_norm(m: nn.Module, a: Tensor, g: Tensor) -> Stats:
+    assert isinstance(m, nn.LayerNorm)
+    shape = m.normalized_shape
+    xhat = functional.layer_norm(a, shape, None, None, m.eps)
+    n = a.shape[0]
+
+    def per_example(t: Tensor) -> tuple[Tensor, Tensor]:
+        per = t.reshape(n, -1, *shape).sum(dim=1)  # summed over the positions
+        return per.sum(dim=0), (per * per).sum(dim=0)
+
+    out: Stats = {}
+    if m.weight is not None:
+        out["weight"] = per_example(g * xhat)
+    if m.bias is not None:
+        out["bias"] = per_example(g)
+    return out
+
+
+RULES: dict[type[nn.Module], Rule] = {
+    nn.Linear: _linear,
+    nn.Conv1d: _conv,
+    nn.Conv2d: _conv,
+    nn.Embedding: _embedding,
+    nn.LayerNorm: _layer_norm,
+}
+"""The layer types with a rule (exact types: a subclass may change what its forward does)."""
+
+
+def _ruled(m: nn.Module) -> bool:
+    rule = RULES.get(type(m))
+    if rule is None:
+        return False
+    if isinstance(m, (nn.Conv1d, nn.Conv2d)):
+        return m.groups == 1 and m.padding_mode == "zeros" and not isinstance(m.padding, str)
+    if isinstance(m, nn.Embedding):
+        return m.max_norm is None
+    return True
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """The layers whose rules give the statistics of the trained parameters ``names``:
+    ``owners[k] = (module path, attribute)`` of ``names[k]``."""
+
+    owners: tuple[tuple[str, str], ...]
+    modules: tuple[str, ...]
+
+
+def plan(model: nn.Module, names: Sequence[str]) -> LayerPlan | None:
+    """The layers that serve ``names`` (the trained parameters, as ``named_parameters`` names
+    them), or ``None`` when one of them has no rule or a parameter is shared between modules."""
+    seen: dict[int, int] = {}
+    for _, p in model.named_parameters(remove_duplicate=False):
+        seen[id(p)] = seen.get(id(p), 0) + 1
+    if any(c > 1 for c in seen.values()):
+        return None  # a tied parameter: its per-example gradient sums over its uses
+    mods = dict(model.named_modules())
+    owners = []
+    for name in names:
+        path, _, attr = name.rpartition(".")
+        m = mods.get(path)
+        if m is None or not _ruled(m) or attr not in ("weight", "bias"):
+            return None
+        owners.append((path, attr))
+    return LayerPlan(tuple(owners), tuple(dict.fromkeys(p for p, _ in owners)))
+
+
+def products(
+    model: nn.Module,
+    layer_plan: LayerPlan,
+    forward: Callable[[], Tensor],
+    V: Tensor,
+    like: Sequence[Tensor],
+) -> tuple[list[Tensor], list[Tensor]] | None:
+    """``(sum_i J_i^T v_i, sum_i (J_i^T v_i)^2)`` in the order of ``layer_plan.owners`` (shapes of
+    ``like``), from one forward pass ``forward()`` (which must run ``model`` with parameters that
+    require grad, so that the layers' outputs are in the graph) and one backward pass from ``V``;
+    ``None`` if a planned layer did not run exactly once (the caller then uses ``vmap``)."""
+    mods = dict(model.named_modules())
+    seen: dict[str, list[tuple[Tensor, Tensor] | None]] = {p: [] for p in layer_plan.modules}
+
+    def hook_for(path: str) -> Callable[..., Tensor]:
+        def hook(module: nn.Module, args: tuple[object, ...], output: Tensor) -> Tensor:
+            x = args[0] if args else None
+            if isinstance(x, Tensor) and isinstance(output, Tensor):
+                seen[path].append((x.detach(), output))
+                # what follows gets a copy: an in-place activation (ReLU(inplace=True), sigmoid_)
+                # must not change the output whose gradient is read
+                return output.clone()
+            seen[path].append(None)  # not a plain tensor call: no rule
+            return output
+
+        return hook
+
+    handles = [mods[p].register_forward_hook(hook_for(p)) for p in layer_plan.modules]
+    try:
+        z = forward()
+    finally:
+        for h in handles:
+            h.remove()
+    calls: dict[str, tuple[Tensor, Tensor]] = {}
+    for p, got in seen.items():
+        if len(got) != 1 or got[0] is None or not got[0][1].requires_grad:
+            return None  # not run, run twice (a shared layer), or outside the graph
+        calls[p] = got[0]
+    outs = [calls[p][1] for p in layer_plan.modules]
+    grads = torch.autograd.grad(z, outs, grad_outputs=V, allow_unused=True)
+    stats: dict[str, Stats] = {}
+    for p, g in zip(layer_plan.modules, grads):
+        a, o = calls[p]
+        stats[p] = RULES[type(mods[p])](mods[p], a, torch.zeros_like(o) if g is None else g.detach())
+    total, sumsq = [], []
+    for (path, attr), w in zip(layer_plan.owners, like):
+        t, s = stats[path][attr]
+        total.append(t.reshape(w.shape).to(w.dtype))
+        sumsq.append(s.reshape(w.shape).to(w.dtype))
+    return total, sumsq
