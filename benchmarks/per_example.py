@@ -1,0 +1,125 @@
+"""Per-example statistics on the generic path: per-layer rules against ``vmap``, same run.
+
+    taskset -c 0 python benchmarks/per_example.py [--n 2000] [--repeats 5]
+
+For each model, the time of ``ModuleProblem.per_example_products`` (what the Chapelle-Erhan
+preconditioner, Martens' preconditioner and Alg. 2's variance test call once or twice per HF
+iteration) through the layer rules and through ``vmap``, interleaved, median of the repeats,
+one thread; and, as the yardstick, one gradient (a forward and a backward pass) on the same
+batch. Prints a markdown table with the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from shf.curvature.module import ModuleProblem
+
+
+def _models(n: int) -> dict[str, tuple[nn.Module, torch.Tensor, torch.Tensor, str]]:
+    g = torch.Generator().manual_seed(0)
+    sizes = (256, 400, 200, 100, 50, 25)
+    layers: list[nn.Module] = []
+    dims = list(sizes) + list(reversed(sizes[:-1]))
+    for i, (a, b) in enumerate(itertools.pairwise(dims)):
+        layers.append(nn.Linear(a, b))
+        if i != len(sizes) - 2 and i != len(dims) - 2:
+            layers.append(nn.Sigmoid())
+    usps_ae = nn.Sequential(*layers)
+    Xu = torch.rand(n, 256, generator=g)
+    cnn = nn.Sequential(
+        nn.Unflatten(1, (1, 16, 16)), nn.Conv2d(1, 8, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(256, 10),
+    )  # fmt: skip
+    yl = torch.randint(0, 10, (n,), generator=g)
+    mlp = nn.Sequential(nn.Linear(784, 128), nn.Tanh(), nn.Linear(128, 64), nn.Tanh(), nn.Linear(64, 10))
+    Xm = torch.rand(n, 784, generator=g)
+
+    class Tokens(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(1000, 64)
+            self.norm = nn.LayerNorm(64)
+            self.mix = nn.Linear(64, 64)
+            self.out = nn.Linear(64, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.norm(self.emb(x))
+            return self.out(torch.tanh(self.mix(h)).mean(dim=1))
+
+    ids = torch.randint(0, 1000, (n, 32), generator=g)
+    return {
+        "USPS autoencoder (nn.Sequential)": (usps_ae, Xu, Xu, "mse"),
+        "MNIST MLP classifier": (mlp, Xm, yl, "cross_entropy"),
+        "USPS CNN classifier": (cnn, Xu, yl, "cross_entropy"),
+        "tokens: Embedding, LayerNorm, Linear on 32 positions": (Tokens(), ids, yl, "cross_entropy"),
+    }
+
+
+def _time(f: Callable[[], object]) -> float:
+    t = time.perf_counter()
+    f()
+    return time.perf_counter() - t
+
+
+def _measure(
+    model: nn.Module, X: torch.Tensor, Y: torch.Tensor, loss: str, repeats: int
+) -> tuple[int, float, float, float]:
+    """(weights, median seconds of a gradient, of the layer rules, of vmap)."""
+    prob = ModuleProblem(model, loss)
+    w = [q.detach() for q in model.parameters()]
+    plan = prob._layer_plan
+    with torch.no_grad():
+        z = prob.output(w, X, Y)
+    V = torch.randn_like(z)
+
+    def rules() -> object:
+        prob._layer_plan = plan
+        out = prob.per_example_products(w, X, Y, V)
+        assert prob.per_example_path == "layers"
+        return out
+
+    def vmap() -> object:
+        prob._layer_plan = None
+        return prob.per_example_products(w, X, Y, V)
+
+    def gradient() -> object:
+        return prob.jacobian(w, X, Y).gradient()
+
+    times: dict[str, list[float]] = {"g": [], "r": [], "v": []}
+    for f in (gradient, rules, vmap):  # warm-up
+        f()
+    for _ in range(repeats):
+        times["g"].append(_time(gradient))
+        times["r"].append(_time(rules))
+        times["v"].append(_time(vmap))
+    g, r, v = (statistics.median(times[k]) for k in "grv")
+    return prob.n_params, g, r, v
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--n", type=int, default=2000, help="examples in the batch")
+    p.add_argument("--repeats", type=int, default=5)
+    a = p.parse_args(argv)
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    print(f"{a.n} examples, one thread, median of {a.repeats} (seconds)\n")
+    print("| model | weights | gradient | layer rules | vmap | vmap / rules | rules / gradient |")
+    print("|---|---|---|---|---|---|---|")
+    for name, (model, X, Y, loss) in _models(a.n).items():
+        weights, g, r, v = _measure(model, X, Y, loss, a.repeats)
+        print(f"| {name} | {weights:,} | {g:.4f} | {r:.4f} | {v:.4f} | {v / r:.1f} | {r / g:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
