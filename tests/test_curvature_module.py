@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from shf import tensorlist as tl
-from shf.curvature.module import ModuleProblem, check_module, curvature_model
+from shf.curvature.module import ModuleProblem, check_module, curvature_model, math_kernels
 from shf.errors import ConfigError, DataError
 
 F64 = torch.float64
@@ -41,10 +41,42 @@ def _cnn(out: int = 3) -> nn.Module:
     )
 
 
+class SequenceHead(nn.Module):
+    """A sequence model ``(n, T, 4) -> (n, T, 4)`` (its first output if it returns a tuple), then
+    the mean over positions and a linear layer to 3 outputs."""
+
+    def __init__(self, core: nn.Module, attention: bool = False) -> None:
+        super().__init__()
+        self.core, self.attention = core, attention
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.core(x, x, x, need_weights=False) if self.attention else self.core(x)
+        return self.head((h[0] if isinstance(h, tuple) else h).mean(dim=1))
+
+
+def _transformer(train: bool) -> nn.Module:
+    layer = nn.TransformerEncoderLayer(4, 2, 8, dropout=0.0, batch_first=True)
+    return SequenceHead(nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)).train(train)
+
+
+SEQUENCE_MODELS = {
+    "transformer-eval": lambda: _transformer(False),
+    "transformer-train": lambda: _transformer(True),
+    "attention": lambda: SequenceHead(nn.MultiheadAttention(4, 2, batch_first=True), attention=True),
+    "lstm": lambda: SequenceHead(nn.LSTM(4, 4, num_layers=2, batch_first=True)),
+    "gru": lambda: SequenceHead(nn.GRU(4, 4, batch_first=True, bidirectional=False)),
+}
+
+
 def _batch(kind: str, loss: str, n: int = 6, seed: int = 0) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     torch.manual_seed(seed)
-    model = (_mlp() if kind == "mlp" else _cnn()).to(F64)
-    X = torch.randn(n, 4, dtype=F64) if kind == "mlp" else torch.randn(n, 1, 4, 4, dtype=F64)
+    if kind in SEQUENCE_MODELS:
+        model = SEQUENCE_MODELS[kind]().to(F64)
+        X = torch.randn(n, 3, 4, dtype=F64)
+    else:
+        model = (_mlp() if kind == "mlp" else _cnn()).to(F64)
+        X = torch.randn(n, 4, dtype=F64) if kind == "mlp" else torch.randn(n, 1, 4, 4, dtype=F64)
     if loss == "cross_entropy":
         Y = torch.randint(0, 3, (n,))
     elif loss == "bce":
@@ -70,14 +102,17 @@ def _reference(model: nn.Module, loss: str, X: torch.Tensor, Y: torch.Tensor):  
         return nn.functional.cross_entropy(z[None], y[None], reduction="sum")
 
     flat = tl.flatten(w0)
-    z = out(flat)
-    J = torch.func.jacrev(out)(flat).reshape(z.shape[0], z.shape[1], -1)
+    with math_kernels(rnn=True):  # the fused kernels have no derivatives for jacrev either
+        z = out(flat)
+        J = torch.func.jacrev(out)(flat).reshape(z.shape[0], z.shape[1], -1)
     H = torch.stack([torch.func.hessian(per_example)(z[i], Y[i]) for i in range(z.shape[0])])
     f = lambda fl: torch.stack([per_example(zi, yi) for zi, yi in zip(out(fl), Y)]).mean()  # noqa: E731
     return w0, J, H, f, flat
 
 
-CASES = [(kind, loss) for kind in ("mlp", "cnn") for loss in ("mse", "bce", "cross_entropy")]
+CASES = [(kind, loss) for kind in ("mlp", "cnn") for loss in ("mse", "bce", "cross_entropy")] + [
+    (kind, "cross_entropy") for kind in SEQUENCE_MODELS
+]
 
 
 @pytest.mark.parametrize(("kind", "loss"), CASES)
@@ -124,11 +159,27 @@ def test_rhs_is_minus_the_autograd_gradient(kind: str, loss: str) -> None:
     assert ModuleProblem(model, loss).loss(w0, X, Y) == pytest.approx(float(f(flat)), rel=1e-12)
 
 
-@pytest.mark.parametrize(("kind", "loss"), [("mlp", "cross_entropy"), ("cnn", "mse"), ("cnn", "bce")])
-def test_per_example_statistics_match_a_loop_over_examples(kind: str, loss: str) -> None:
+def _forced(problem: ModuleProblem, path: str) -> ModuleProblem:
+    """``problem`` with its per-example statistics taken by ``path`` (``"auto"``: as it chooses)."""
+    if path != "auto":
+        problem._layer_plan = None  # no layer rules: vmap, or the loop over examples
+        problem.per_example_path = "loop" if path == "loop" else None
+    return problem
+
+
+PER_EXAMPLE_CASES = [
+    (kind, loss, path)
+    for kind, loss in [("mlp", "cross_entropy"), ("cnn", "mse"), ("cnn", "bce")]
+    for path in ("auto", "vmap", "loop")
+] + [(kind, "cross_entropy", "auto") for kind in SEQUENCE_MODELS]
+
+
+@pytest.mark.parametrize(("kind", "loss", "path"), PER_EXAMPLE_CASES)
+def test_per_example_statistics_match_a_loop_over_examples(kind: str, loss: str, path: str) -> None:
     model, X, Y = _batch(kind, loss, n=7, seed=3)
     w0, J, _, f, flat = _reference(model, loss, X, Y)
-    A = ModuleProblem(model, loss).jacobian(w0, X, Y)
+    problem = _forced(ModuleProblem(model, loss), path)
+    A = problem.jacobian(w0, X, Y)
     n = X.shape[0]
     g = torch.Generator().manual_seed(9)
     U = torch.randn(A.residual.shape, generator=g, dtype=F64)
@@ -142,6 +193,8 @@ def test_per_example_statistics_match_a_loop_over_examples(kind: str, loss: str)
     grad, sumsq = A.per_example_gradient_stats()
     torch.testing.assert_close(tl.flatten(grad), torch.func.grad(f)(flat), **TOL)
     torch.testing.assert_close(tl.flatten(sumsq), sum(p * p for p in per), **TOL)
+    expected = {"mlp": "layers", "cnn": "layers", "lstm": "loop", "gru": "loop"}.get(kind, "vmap")
+    assert problem.per_example_path == (expected if path == "auto" else path)
 
 
 def test_per_example_statistics_are_the_same_in_small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -149,9 +202,9 @@ def test_per_example_statistics_are_the_same_in_small_chunks(monkeypatch: pytest
 
     model, X, Y = _batch("mlp", "mse", n=9, seed=4)
     w0 = [p.detach() for p in model.parameters()]
-    whole = ModuleProblem(model, "mse").jacobian(w0, X, Y).per_example_gradient_stats()
+    whole = _forced(ModuleProblem(model, "mse"), "vmap").jacobian(w0, X, Y).per_example_gradient_stats()
     monkeypatch.setattr(module, "PER_EXAMPLE_BUDGET", 1)  # one example per vmap call
-    chunked = ModuleProblem(model, "mse").jacobian(w0, X, Y).per_example_gradient_stats()
+    chunked = _forced(ModuleProblem(model, "mse"), "vmap").jacobian(w0, X, Y).per_example_gradient_stats()
     for a, b in zip(whole, chunked):
         torch.testing.assert_close(tl.flatten(a), tl.flatten(b), **TOL)
 

@@ -19,7 +19,8 @@ DS=${1:?usage: run.sh default|usps|curves|mnist-t10k|classify-usps|classify-t10k
 DATA_ROOT=${DATA_ROOT:-../shared/data}
 AE_LRS=3e-4,1e-3,3e-3
 case "$DS" in
-  default) ARGS=(--config default --lrs "$AE_LRS"); DEF=shf-lsmr; B=300; S=0,1,2 ;;
+  # the first sweep's best (cross-entropy, 3e-3) was at the grid's edge: two larger rates added
+  default) ARGS=(--config default --lrs 3e-4,1e-3,3e-3,1e-2,3e-2); DEF=shf-lsmr; B=300; S=0,1,2 ;;
   usps) ARGS=(--config usps --data-path "$DATA_ROOT/usps/usps_9298.mat" --lrs 5e-4,1e-3,2e-3)
         DEF=shf-tuned; B=900; S=0,1,2,3,4 ;;
   curves) ARGS=(--config curves --lrs "$AE_LRS"); DEF=shf-tuned; B=1800; S=0,1,2 ;;

@@ -33,14 +33,16 @@ map at every call. Put the model in ``eval()`` mode or replace those layers.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from shf import tensorlist as tl
 from shf.curvature import per_example as layer_rules
@@ -60,6 +62,27 @@ a trace costs about as much as 5-10 products, so short solves never pay for it."
 
 EVAL_CHUNK = 8192
 """Rows per forward pass when a loss is evaluated over a large set (validation merit)."""
+
+
+@contextlib.contextmanager
+def math_kernels(rnn: bool) -> Iterator[None]:
+    """Fused kernels that have no forward-mode derivative (or no ``vmap`` rule) switched to
+    their math paths while shf's products run: scaled dot-product attention's math backend
+    (the flash kernel for CPU has no forward AD), no ``nn.MultiheadAttention`` /
+    ``nn.TransformerEncoderLayer`` fast path (``aten::_transformer_encoder_layer_fwd`` has
+    none), and with ``rnn`` (the model holds an ``nn.LSTM``/``nn.GRU``/``nn.RNN``) no oneDNN
+    (its ``mkldnn_rnn_layer`` has none; off only then, since it also speeds up convolutions).
+    The same numbers up to round-off: these are other kernels for the same functions."""
+    fast = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(sdpa_kernel(SDPBackend.MATH))
+            if rnn:
+                stack.enter_context(torch.backends.mkldnn.flags(enabled=False))
+            yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fast)
 
 
 def check_module(model: nn.Module) -> None:
@@ -117,6 +140,7 @@ class ModuleProblem:
         # Per-example statistics from the layers' rules where every trained parameter has one
         # (shf.curvature.per_example), else vmap; per_example_path says which ran last.
         self._layer_plan = layer_rules.plan(model, self.names)
+        self._rnn = any(isinstance(m, nn.RNNBase) for m in model.modules())
         self.per_example_path: str | None = None
 
     def _state(self, w: Sequence[Tensor]) -> dict[str, Tensor]:
@@ -129,7 +153,8 @@ class ModuleProblem:
 
     def output(self, w: Sequence[Tensor], X: Tensor, Y: Tensor) -> Tensor:
         """What the loss sees: ``transform(g(w; X), Y)`` (the model output for built-in losses)."""
-        z = torch.func.functional_call(self.model, self._state(w), (X,))
+        with math_kernels(self._rnn):
+            z = torch.func.functional_call(self.model, self._state(w), (X,))
         if not isinstance(z, Tensor):
             raise ConfigError(f"the model must return one tensor, got {type(z).__name__}")
         return self.loss_fn.transform(z, Y)
@@ -166,7 +191,7 @@ class ModuleProblem:
         for name, t in (("inputs", X), ("targets", Y)):
             if t.device != device:
                 raise DataError(f"{name} are on {t.device} but the model's parameters on {device}")
-        with torch.no_grad():
+        with torch.no_grad(), math_kernels(self._rnn):
             z = torch.func.functional_call(self.model, self._state(w), (X[:2],))
             if not isinstance(z, Tensor) or z.dim() == 0 or z.shape[0] != min(2, X.shape[0]):
                 raise ConfigError(
@@ -193,23 +218,41 @@ class ModuleProblem:
                 self.per_example_path = "layers"
                 return got
             self._layer_plan = None  # a layer did not run once per forward pass: vmap from now on
-        self.per_example_path = "vmap"
+        if self.per_example_path != "loop":
+            self.per_example_path = "vmap"
 
         def one(ws: tuple[Tensor, ...], x: Tensor, y: Tensor, v: Tensor) -> Tensor:
             out = self.output(ws, x.unsqueeze(0), y.unsqueeze(0))
             return (out * v.unsqueeze(0)).sum()
 
-        per_example = torch.func.vmap(torch.func.grad(one), in_dims=(None, 0, 0, 0))
         n = X.shape[0]
-        chunk = max(1, min(n, PER_EXAMPLE_BUDGET // max(1, self.n_params)))
         total = [torch.zeros_like(t) for t in w]
         sumsq = [torch.zeros_like(t) for t in w]
-        for start in range(0, n, chunk):
-            sl = slice(start, start + chunk)
-            grads = per_example(tuple(w), X[sl], Y[sl], V[sl])
-            for t, s, g in zip(total, sumsq, grads):
-                t.add_(g.sum(dim=0))
-                s.add_((g * g).sum(dim=0))
+        if self.per_example_path == "vmap":
+            per_example = torch.func.vmap(torch.func.grad(one), in_dims=(None, 0, 0, 0))
+            chunk = max(1, min(n, PER_EXAMPLE_BUDGET // max(1, self.n_params)))
+            try:
+                for start in range(0, n, chunk):
+                    sl = slice(start, start + chunk)
+                    grads = per_example(tuple(w), X[sl], Y[sl], V[sl])
+                    for t, s, g in zip(total, sumsq, grads):
+                        t.add_(g.sum(dim=0))
+                        s.add_((g * g).sum(dim=0))
+                return total, sumsq
+            except (RuntimeError, NotImplementedError) as e:
+                # e.g. nn.LSTM/nn.GRU, whose in-place hidden-state updates have no batching rule
+                log.warning("per-example statistics: vmap failed (%s); one example at a time from now on",
+                            str(e).splitlines()[0])
+                for t, s in zip(total, sumsq):
+                    t.zero_()
+                    s.zero_()
+        # The last resort, for any model whose examples are independent: one example at a time.
+        self.per_example_path = "loop"
+        gradient = torch.func.grad(one)
+        for i in range(n):
+            for t, s, g in zip(total, sumsq, gradient(tuple(w), X[i], Y[i], V[i])):
+                t.add_(g)
+                s.add_(g * g)
         return total, sumsq
 
 

@@ -16,7 +16,8 @@ per example through ``torch.func.vmap``:
 * ``Linear`` on ``(n, in)`` inputs: ``total_W = g^T a``, ``sumsq_W = (g∘g)^T (a∘a)``; on
   ``(n, ..., in)`` inputs the example's gradient ``G_i = sum_t g_it a_it^T`` is formed per
   example (in chunks) and squared;
-* ``Conv1d``/``Conv2d`` (zero padding, numeric padding): ``G_i = g_i unfold(a_i)^T``;
+* ``Conv1d``/``Conv2d`` (zero padding, numeric padding, no groups): ``G_i`` is the weight
+  gradient of the example alone, all examples at once as the groups of one convolution;
 * ``Embedding``: the rows of ``g_i`` added at the example's indices (an index repeated within an
   example adds before squaring; ``padding_idx`` gets nothing);
 * ``LayerNorm``: ``G_i = sum g_i ∘ x̂_i`` over the positions, ``x̂`` the normalised input.
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 from torch.nn import functional
+from torch.nn.grad import conv1d_weight, conv2d_weight
 
 PER_EXAMPLE_BUDGET = 1 << 24
 """Numbers held at once by a rule that forms per-example gradients (sequence and
@@ -83,24 +85,23 @@ def _linear(m: nn.Module, a: Tensor, g: Tensor) -> Stats:
 
 def _conv(m: nn.Module, a: Tensor, g: Tensor) -> Stats:
     assert isinstance(m, (nn.Conv1d, nn.Conv2d))
-    n = a.shape[0]
-    if isinstance(m, nn.Conv1d):  # a 1-d convolution is a 2-d one of height 1
-        a, g = a.unsqueeze(2), g.unsqueeze(2)
-        kernel, dil, pad, stride = (1, *m.kernel_size), (1, *m.dilation), (0, *m.padding), (1, *m.stride)
-    else:
-        kernel, dil, pad, stride = m.kernel_size, m.dilation, m.padding, m.stride  # type: ignore[assignment]
-    cols = functional.unfold(a, kernel, dilation=dil, padding=pad, stride=stride)  # (n, in*k, L)
-    gl = g.reshape(n, g.shape[1], -1)  # (n, out, L)
-    # G_i = g_i cols_i^T, shaped as the weight
-    shape = m.weight.shape
-    out: Stats = {
-        "weight": tuple(  # type: ignore[dict-item]
-            t.reshape(shape)
-            for t in _chunked(lambda s: torch.einsum("nol,nkl->nok", gl[s], cols[s]), n, m.weight.numel())
-        )
-    }
+    n, c_in, c_out = a.shape[0], m.in_channels, m.out_channels
+    weight_grad = conv1d_weight if isinstance(m, nn.Conv1d) else conv2d_weight
+    shape = tuple(m.weight.shape)
+
+    def per_example(s: slice) -> Tensor:
+        # G_i for the examples of s at once: the examples as groups of one convolution's weight
+        # gradient (3x faster than unfold and a batched product at the CNN classifier's sizes)
+        k = a[s].shape[0]
+        x = a[s].reshape(1, k * c_in, *a.shape[2:])
+        gy = g[s].reshape(1, k * c_out, *g.shape[2:])
+        G: Tensor = weight_grad(x, (k * c_out, *shape[1:]), gy, stride=m.stride, padding=m.padding,  # type: ignore[no-untyped-call]
+                        dilation=m.dilation, groups=k)  # fmt: skip
+        return G.reshape(k, *shape)
+
+    out: Stats = {"weight": _chunked(per_example, n, m.weight.numel())}
     if m.bias is not None:
-        per = gl.sum(dim=2)
+        per = g.reshape(n, c_out, -1).sum(dim=2)
         out["bias"] = (per.sum(dim=0), (per * per).sum(dim=0))
     return out
 
