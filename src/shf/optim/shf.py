@@ -258,7 +258,9 @@ class SHF(torch.optim.Optimizer):
                 "validation sets (the same on all ranks); shf gives each rank its rows of every batch"
             )
 
-    def check_data(self, inputs: Tensor, targets: Tensor | None, what: str, *, forward: bool = True) -> None:
+    def check_data(
+        self, inputs: Tensor, targets: Tensor | None, what: str, *, forward: bool = True, finite: bool = True
+    ) -> None:
         """Raise a one-line :class:`shf.errors.ShfError` unless ``(inputs, targets)`` fit the model.
 
         The model's own checks (shapes, rows, devices, the loss's targets) run first; with
@@ -268,10 +270,11 @@ class SHF(torch.optim.Optimizer):
         Nothing is assumed about the architecture: integer inputs that the model takes (e.g.
         ``nn.Embedding`` indices) pass.
         """
-        # A NaN or Inf row makes every loss non-finite: each step would be rejected (or the
-        # validation merit meaningless) without a word. One pass over the data, one host sync.
-        check_finite(inputs, f"{what} inputs")
-        check_finite(targets, f"{what} targets")
+        if finite:
+            # A NaN or Inf row makes every loss non-finite: each step would be rejected (or the
+            # validation merit meaningless) without a word. One pass over the data, one host sync.
+            check_finite(inputs, f"{what} inputs")
+            check_finite(targets, f"{what} targets")
         w = self.weights()
         try:
             # The single-process problem: a data-parallel one would reduce the loss over ranks.
@@ -345,7 +348,9 @@ class SHF(torch.optim.Optimizer):
         w = self.weights()
         # The model's checks run a forward pass on two rows for every model but the hand-written
         # fast path, which checks widths only: its two rows are run here.
-        self.check_data(X, Y, "batch", forward=self.fast_path)
+        # A non-finite batch is not refused: the step is skipped (solver_stop "not_finite_batch")
+        # and the weights kept, so a stream with a corrupt batch goes on with the next one.
+        self.check_data(X, Y, "batch", forward=self.fast_path, finite=False)
         if X.shape[0] < 2:
             raise ConfigError(f"an SHF step needs a batch of at least 2 examples, got {X.shape[0]}")
         if X_val is not None:
