@@ -31,7 +31,7 @@ import statistics
 import sys
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from shf import config as cfgmod
 from shf.errors import ConfigError, InterruptedRunError
@@ -163,6 +163,12 @@ def _mean_ci(values: Sequence[float]) -> dict[str, Any]:
     st = stats(list(values))
     half = None if st["ci95_high"] is None else float(st["ci95_high"]) - float(st["mean"])  # type: ignore[arg-type]
     return {"mean": st["mean"], "ci95": half, "n": st["n"]}
+
+
+def _mean_of(runs: Sequence[dict[str, Any]], key: str) -> float | None:
+    """The mean of ``key`` over the runs, or None where a run lacks it (a classifier's runs)."""
+    values = [r.get(key) for r in runs]
+    return statistics.fmean(cast(list[float], values)) if all(v is not None for v in values) else None
 
 
 def _paired_ratios(
@@ -376,8 +382,8 @@ def compare(
             "best_val_error": statistics.fmean(r["val_error"] for r in runs),
             "train_error": statistics.fmean(r["train_error"] for r in runs),
             "test_error": statistics.fmean(r["test_error"] for r in runs),
-            "train_error_no_half": s.get("train_error_no_half"),
-            "test_error_no_half": s.get("test_error_no_half"),
+            "train_error_no_half": _mean_of(runs, "train_error_no_half"),
+            "test_error_no_half": _mean_of(runs, "test_error_no_half"),
             "test_accuracy": (statistics.fmean(r["test_accuracy"] for r in runs)
                               if all("test_accuracy" in r for r in runs) else None),
             "time_to_target_s": t_mean,
@@ -477,7 +483,8 @@ def markdown(record: dict[str, Any]) -> str:
         columns, sweep_what = list(_AUTOENCODER_COLUMNS), "val error"
     if record.get("target_from"):
         columns.append((f"time / {record['target_from']}'s", "time_to_target_ratio", ".2f"))
-    names = [c[0] for c in columns] + ["examples", "peak RSS (MB)", "iterations"]
+    first = f" (seed {seeds[0]})" if len(seeds) > 1 else ""  # these three are the first seed's run's
+    names = [c[0] for c in columns] + [f"examples{first}", f"peak RSS (MB){first}", f"iterations{first}"]
     lines = [head, "", "| method | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for r in record["rows"]:
         said = [f"lr {r['lr']:g}"] if r.get("lr") else []
