@@ -317,7 +317,7 @@ def compare(
                         continue
                     s = got
                     s["run_dir"] = str(sdir)
-                    trial.append({"lr": lr, "loss": loss, "val_error": s["val_error"],
+                    trial.append({"lr": lr, "loss": None if classify else loss, "val_error": s["val_error"],
                                   "test_error": s["test_error"], "summary": s})  # fmt: skip
             if not trial:  # report-only, and no sweep run finished
                 continue
@@ -326,7 +326,9 @@ def compare(
             if sweep_fraction == 1:
                 reuse = chosen["summary"]
             sweeps[m] = [{k: v for k, v in r.items() if k != "summary"} for r in trial]
-            mcfg = _with(mcfg, first_order={"lr": chosen["lr"]}, model={"loss": chosen["loss"]})
+            mcfg = _with(mcfg, first_order={"lr": chosen["lr"]})
+            if chosen["loss"] is not None:  # an autoencoder's objective (a classifier has one)
+                mcfg = _with(mcfg, model={"loss": chosen["loss"]})
         objectives[m] = "softmax cross-entropy" if classify else mcfg.model.loss
         results[m] = []
         for i, seed in enumerate(seeds):
@@ -506,8 +508,10 @@ def markdown(record: dict[str, Any]) -> str:
             if "test_ratio" in ci and r["method"] != record.get("target_from"):
                 extra += f"; per seed, test / {record['target_from']}'s {ci['test_ratio']}"
                 if "time_ratio" in ov:
+                    k = ov["time_ratio"]["n"]
+                    over = "on the one seed" if k == 1 else f"over the {k} seeds"
                     extra += (f", time to the target / {record['target_from']}'s {ci['time_ratio']} "
-                              f"(over the {ov['time_ratio']['n']} seeds both reached it)")
+                              f"({over} both reached it)")
             lines.append(
                 f"- {r['method']}: best val {ci['best_val_error']}, test {ci['test_error']}{extra} "
                 f"(95% t-intervals), target reached in {r['reached_target']}/{len(r['seeds'])} seeds"
