@@ -332,3 +332,48 @@ def test_frozen_parameters_follow_the_model_and_unusable_batchnorm_is_refused() 
     assert math.isfinite(problem.loss(w, X, Y))
     with pytest.raises(ConfigError, match="no running statistics"):
         check_module(nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3, track_running_stats=False)).eval())
+
+
+class TwoHeads(nn.Module):
+    """Returns a dict (or a tuple) of outputs, as multi-task models and many library models do."""
+
+    def __init__(self, as_dict: bool) -> None:
+        super().__init__()
+        self.body, self.a, self.b = nn.Linear(4, 5), nn.Linear(5, 3), nn.Linear(5, 2)
+        self.as_dict = as_dict
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor] | tuple[torch.Tensor, torch.Tensor]:
+        h = torch.tanh(self.body(x))
+        return {"a": self.a(h), "b": self.b(h)} if self.as_dict else (self.a(h), self.b(h))
+
+
+@pytest.mark.parametrize("as_dict", [True, False])
+def test_a_model_with_several_outputs_trains_with_a_residual_that_picks_them(as_dict: bool) -> None:
+    """The residual (z_a - y) and 0.5 z_b (two heads fitted at once) through the generic products
+    equal the dense Jacobian of the same residual; without a residual function it is one line."""
+    torch.manual_seed(0)
+    model = TwoHeads(as_dict).to(F64)
+    X, Y = torch.randn(6, 4, dtype=F64), torch.randn(6, 3, dtype=F64)
+
+    def pick(out, y):  # type: ignore[no-untyped-def]
+        a, b = (out["a"], out["b"]) if isinstance(out, dict) else out
+        return torch.cat([a - y, 0.5 * b], dim=1)
+
+    problem = ModuleProblem(model, pick)
+    w0 = [p.detach().clone() for p in model.parameters()]
+    problem.check_batch(w0, X, Y)
+    A = problem.jacobian(w0, X, Y)
+    names = [k for k, _ in model.named_parameters()]
+
+    def residual(flat: torch.Tensor) -> torch.Tensor:
+        out = torch.func.functional_call(model, dict(zip(names, tl.unflatten(flat, w0))), (X,))
+        return pick(out, Y)
+
+    J = torch.func.jacrev(residual)(tl.flatten(w0)).reshape(6 * 5, -1) / math.sqrt(6)
+    d = [torch.randn_like(t) for t in w0]
+    torch.testing.assert_close(A.matvec(d).reshape(-1), J @ tl.flatten(d), **TOL)
+    R = residual(tl.flatten(w0)).reshape(-1) / math.sqrt(6)
+    torch.testing.assert_close(A.residual.reshape(-1), R, **TOL)
+    refused = r"returns a (dict|tuple), not one tensor: give a residual function"
+    with pytest.raises(ConfigError, match=refused):
+        ModuleProblem(model, "mse").check_batch(w0, X, Y)

@@ -38,6 +38,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -262,12 +263,15 @@ class Residual(Loss):
             raise ConfigError(f"Residual needs a function (outputs, targets) -> residual, got {fn!r}")
         self.fn = fn
 
-    def transform(self, z: Tensor, y: Tensor) -> Tensor:
+    def transform(self, z: Any, y: Tensor) -> Tensor:
+        """``rho(z, y)``; ``z`` is whatever the model returns (a tensor, or a tuple or dict of
+        them that ``rho`` picks from or combines), ``y`` the targets, one row per example."""
         r = self.fn(z, y)
-        if not isinstance(r, Tensor) or r.dim() == 0 or r.shape[0] != z.shape[0]:
+        n = y.shape[0]
+        if not isinstance(r, Tensor) or r.dim() == 0 or r.shape[0] != n:
             raise DataError(
                 "the residual function must return a tensor with one row per example "
-                f"({z.shape[0]}), got {getattr(r, 'shape', type(r).__name__)}"
+                f"({n}), got {getattr(r, 'shape', type(r).__name__)}"
             )
         return r
 

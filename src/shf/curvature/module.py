@@ -46,7 +46,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from shf import tensorlist as tl
 from shf.curvature import per_example as layer_rules
-from shf.curvature.losses import Loss, LossPoint, chunked_mean, finite_or_inf, get_loss
+from shf.curvature.losses import Loss, LossPoint, Residual, chunked_mean, finite_or_inf, get_loss
 from shf.errors import ConfigError, DataError
 from shf.tensorlist import Vec
 
@@ -155,8 +155,12 @@ class ModuleProblem:
         """What the loss sees: ``transform(g(w; X), Y)`` (the model output for built-in losses)."""
         with math_kernels(self._rnn):
             z = torch.func.functional_call(self.model, self._state(w), (X,))
-        if not isinstance(z, Tensor):
-            raise ConfigError(f"the model must return one tensor, got {type(z).__name__}")
+        if not isinstance(z, Tensor) and not isinstance(self.loss_fn, Residual):
+            raise ConfigError(
+                f"the model returns a {type(z).__name__}, not one tensor: give a residual function "
+                "loss=lambda out, y: ... that picks the output to fit (e.g. out[0] - y), or return "
+                "one tensor"
+            )
         return self.loss_fn.transform(z, Y)
 
     def jacobian(self, w: list[Tensor], X: Tensor, Y: Tensor | None = None) -> ModuleJacobian:
@@ -193,6 +197,15 @@ class ModuleProblem:
                 raise DataError(f"{name} are on {t.device} but the model's parameters on {device}")
         with torch.no_grad(), math_kernels(self._rnn):
             z = torch.func.functional_call(self.model, self._state(w), (X[:2],))
+            if isinstance(self.loss_fn, Residual):  # any output the residual function takes
+                self.loss_fn.transform(z, Y[:2])
+                return
+            if not isinstance(z, Tensor):
+                raise ConfigError(
+                    f"the model returns a {type(z).__name__}, not one tensor: give a residual function "
+                    "loss=lambda out, y: ... that picks the output to fit (e.g. out[0] - y), or return "
+                    "one tensor"
+                )
             if not isinstance(z, Tensor) or z.dim() == 0 or z.shape[0] != min(2, X.shape[0]):
                 raise ConfigError(
                     "the model must return a tensor with one row per input row, got "
