@@ -175,3 +175,10 @@ def test_the_statistics_path_appears_in_the_step_metrics() -> None:
     assert info.per_example == "layers"
     opt2 = SHF(Twice(), "mse", preconditioner="chapelle-erhan")
     assert opt2.step(torch.randn(30, 4), torch.randn(30, 4)).per_example == "vmap"
+
+
+def test_an_embedding_that_reads_the_batch_is_left_to_vmap() -> None:
+    """scale_grad_by_freq divides by the ids' counts in the batch: not one example's gradient."""
+    model = EmbedMean()
+    model.emb.scale_grad_by_freq = True
+    assert plan(model, [n for n, _ in model.named_parameters()]) is None

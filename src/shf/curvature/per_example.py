@@ -157,8 +157,8 @@ def _ruled(m: nn.Module) -> bool:
         return False
     if isinstance(m, (nn.Conv1d, nn.Conv2d)):
         return m.groups == 1 and m.padding_mode == "zeros" and not isinstance(m.padding, str)
-    if isinstance(m, nn.Embedding):
-        return m.max_norm is None
+    if isinstance(m, nn.Embedding):  # max_norm rewrites the weight; scale_grad_by_freq reads the batch
+        return m.max_norm is None and not m.scale_grad_by_freq
     return True
 
 
