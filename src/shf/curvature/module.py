@@ -85,6 +85,14 @@ def math_kernels(rnn: bool) -> Iterator[None]:
         torch.backends.mha.set_fastpath_enabled(fast)
 
 
+def _not_one_tensor(z: object) -> ConfigError:
+    """The error for a model whose output is not one tensor while the loss needs one."""
+    return ConfigError(
+        f"the model returns a {type(z).__name__}, not one tensor: give a residual function "
+        "loss=lambda out, y: ... that picks the output to fit (e.g. out[0] - y), or return one tensor"
+    )
+
+
 def check_module(model: nn.Module) -> None:
     """Raise :class:`ConfigError` for layers the Gauss-Newton products cannot treat."""
     if not isinstance(model, nn.Module):
@@ -156,11 +164,7 @@ class ModuleProblem:
         with math_kernels(self._rnn):
             z = torch.func.functional_call(self.model, self._state(w), (X,))
         if not isinstance(z, Tensor) and not isinstance(self.loss_fn, Residual):
-            raise ConfigError(
-                f"the model returns a {type(z).__name__}, not one tensor: give a residual function "
-                "loss=lambda out, y: ... that picks the output to fit (e.g. out[0] - y), or return "
-                "one tensor"
-            )
+            raise _not_one_tensor(z)
         return self.loss_fn.transform(z, Y)
 
     def jacobian(self, w: list[Tensor], X: Tensor, Y: Tensor | None = None) -> ModuleJacobian:
@@ -201,12 +205,8 @@ class ModuleProblem:
                 self.loss_fn.transform(z, Y[:2])
                 return
             if not isinstance(z, Tensor):
-                raise ConfigError(
-                    f"the model returns a {type(z).__name__}, not one tensor: give a residual function "
-                    "loss=lambda out, y: ... that picks the output to fit (e.g. out[0] - y), or return "
-                    "one tensor"
-                )
-            if not isinstance(z, Tensor) or z.dim() == 0 or z.shape[0] != min(2, X.shape[0]):
+                raise _not_one_tensor(z)
+            if z.dim() == 0 or z.shape[0] != min(2, X.shape[0]):
                 raise ConfigError(
                     "the model must return a tensor with one row per input row, got "
                     f"{getattr(z, 'shape', type(z).__name__)}"

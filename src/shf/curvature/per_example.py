@@ -54,16 +54,20 @@ def _chunked(per_example: Callable[[slice], Tensor], n: int, size: int) -> tuple
     sumsq: Tensor | None = None
     for start in range(0, n, step):
         G = per_example(slice(start, start + step))
-        t, s = G.sum(dim=0), (G * G).sum(dim=0)
+        t, s = _sums(G)
         total, sumsq = (t, s) if total is None or sumsq is None else (total + t, sumsq + s)
     assert total is not None and sumsq is not None
     return total, sumsq
 
 
+def _sums(per: Tensor) -> tuple[Tensor, Tensor]:
+    """``(sum_i G_i, sum_i G_i^2)`` of the per-example gradients ``per`` (examples first)."""
+    return per.sum(dim=0), (per * per).sum(dim=0)
+
+
 def _bias(g: Tensor) -> tuple[Tensor, Tensor]:
     """A bias added to every position: the example's gradient sums ``g`` over the positions."""
-    per = g.reshape(g.shape[0], -1, g.shape[-1]).sum(dim=1) if g.dim() > 2 else g
-    return per.sum(dim=0), (per * per).sum(dim=0)
+    return _sums(g.reshape(g.shape[0], -1, g.shape[-1]).sum(dim=1) if g.dim() > 2 else g)
 
 
 def _linear(m: nn.Module, a: Tensor, g: Tensor) -> Stats:
@@ -101,8 +105,7 @@ def _conv(m: nn.Module, a: Tensor, g: Tensor) -> Stats:
 
     out: Stats = {"weight": _chunked(per_example, n, m.weight.numel())}
     if m.bias is not None:
-        per = g.reshape(n, c_out, -1).sum(dim=2)
-        out["bias"] = (per.sum(dim=0), (per * per).sum(dim=0))
+        out["bias"] = _sums(g.reshape(n, c_out, -1).sum(dim=2))
     return out
 
 
@@ -130,8 +133,7 @@ def _layer_norm(m: nn.Module, a: Tensor, g: Tensor) -> Stats:
     n = a.shape[0]
 
     def per_example(t: Tensor) -> tuple[Tensor, Tensor]:
-        per = t.reshape(n, -1, *shape).sum(dim=1)  # summed over the positions
-        return per.sum(dim=0), (per * per).sum(dim=0)
+        return _sums(t.reshape(n, -1, *shape).sum(dim=1))  # summed over the positions first
 
     out: Stats = {}
     if m.weight is not None:

@@ -386,8 +386,7 @@ def compare(
             "test_error": statistics.fmean(r["test_error"] for r in runs),
             "train_error_no_half": _mean_of(runs, "train_error_no_half"),
             "test_error_no_half": _mean_of(runs, "test_error_no_half"),
-            "test_accuracy": (statistics.fmean(r["test_accuracy"] for r in runs)
-                              if all("test_accuracy" in r for r in runs) else None),
+            "test_accuracy": _mean_of(runs, "test_accuracy"),
             "time_to_target_s": t_mean,
             "time_to_target_ratio": None if t_mean is None or not ref_time else t_mean / ref_time,
             "reached_target": sum(x is not None for x in times[m]),
