@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from pathlib import Path
@@ -87,12 +88,13 @@ def test_breakdown_sums_to_the_iteration(run: tuple[dict[str, Any], list[str], s
 
 def test_markdown_has_the_table_and_every_case(run: tuple[dict[str, Any], list[str], str]) -> None:
     md = markdown(run[0])
-    head = "| config | data | phase | n | LSMR its / HF it | merit evals / HF it | s / HF it | products |"
+    head = "| config | data | phase | path | n | LSMR its / HF it | merit evals / HF it | s / HF it |"
     assert head in md
     for name in ("default", "tiny-toml"):
         for phase in ("start", "n_max"):
-            assert f"| {name} | CURVES (synthetic) | {phase} |" in md
-            assert f"- {name} / {phase}: products take" in md
+            assert f"| {name} | CURVES (synthetic) | {phase} | hand-written |" in md
+            assert f"- {name} / {phase} / hand-written: products take" in md
+    assert "Against the hand-written path" not in md  # one path: nothing to compare
     assert md.count("the largest other share is") == 4
 
 
@@ -245,3 +247,68 @@ def test_mnist_from_a_path_has_no_stand_ins(monkeypatch: pytest.MonkeyPatch) -> 
     assert seen == [("mnist", "/nowhere")]
     (case,) = rec["cases"]
     assert case["skipped"] is True and case["error"] == "mnist: mnist is not here"
+
+
+ALL_PATHS = ("hand-written", "generic", "sequential")
+
+
+def test_paths_are_timed_side_by_side_with_ratios() -> None:
+    rec = bench_solve(("default",), iters=1, phases=("start",), overrides=TINY, paths=ALL_PATHS)
+    cases = rec["cases"]
+    assert [c["path"] for c in cases] == list(ALL_PATHS)
+    assert [c["per_example"] for c in cases] == ["hand-written", "vmap", "layers"]
+    base = cases[0]
+    assert base["vs_hand_written"] == {"per_iteration": 1.0, "per_lsmr_iteration": 1.0}
+    for c in cases[1:]:
+        r = c["vs_hand_written"]
+        assert r["per_iteration"] == pytest.approx(c["per_iteration_s"] / base["per_iteration_s"])
+        per_lsmr, base_per_lsmr = (x["per_iteration_s"] / x["lsmr_iterations"] for x in (c, base))
+        assert r["per_lsmr_iteration"] == pytest.approx(per_lsmr / base_per_lsmr)
+    md = markdown(rec)
+    assert "## Against the hand-written path" in md
+    assert "| default | start | sequential | layers |" in md
+
+
+@pytest.mark.parametrize("loss", ["squared", "cross_entropy"])
+def test_paths_start_from_the_same_weights_batches_and_objective(loss: str) -> None:
+    """Every path's first HF iteration sees the same loss on the same batch and takes the same
+    decisions (float32, the same function by other kernels: agreement to 1e-4 relative)."""
+    from shf.config import load
+
+    cfg = load("default", [*TINY, f"model.loss={loss}"])
+    data = experiments_run.prepare_data(cfg)
+    methods = solve._methods(cfg, data, cfg.optimizer, ALL_PATHS)
+    recs = {}
+    for path, m in methods.items():
+        w = m.init_weights()
+        recs[path] = m.step(w)[1]
+    hw = recs["hand-written"]
+    for path in ("generic", "sequential"):
+        r = recs[path]
+        assert r["loss"] == pytest.approx(hw["loss"], rel=1e-4)
+        assert r["loss_new"] == pytest.approx(hw["loss_new"], rel=1e-3)
+        assert r["examples"] == hw["examples"] and r["solver_iterations"] == hw["solver_iterations"]
+
+
+def test_a_classifier_runs_once_on_its_own_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    g = torch.Generator().manual_seed(0)
+
+    def labelled(cfg: ExperimentConfig) -> Split:
+        parts = [torch.rand(rows, 256, generator=g) for rows in (60, 10, 10)]
+        split = make_split(*parts, "tiny labelled")
+        labels = [torch.randint(0, 10, (rows,), generator=g) for rows in (60, 10, 10)]
+        tr, va, te = labels
+        return dataclasses.replace(split, train_targets=tr, val_targets=va, test_targets=te)
+
+    monkeypatch.setattr(experiments_run, "prepare_data", labelled)
+    over = ["optimizer.n1=20", "optimizer.maxiter1=3", "run.threads=1"]
+    rec = bench_solve(("classify-usps",), iters=1, phases=("start",), overrides=over, paths=ALL_PATHS)
+    (case,) = rec["cases"]
+    assert case["path"] == "generic" and case["model"] == "mlp classifier" and case["encoder"] is None
+    assert case["per_example"] == "layers" and case["vs_hand_written"] is None
+    assert "Against the hand-written path" not in markdown(rec)
+
+
+def test_unknown_path_is_refused() -> None:
+    with pytest.raises(ConfigError, match="paths must be some of hand-written, generic, sequential"):
+        bench_solve(("default",), paths=("fast",))

@@ -338,6 +338,13 @@ def _add_bench_parser(sub: Any) -> None:
     s.add_argument("--configs", default="curves,mnist,usps", help="comma-separated presets or TOML files")
     s.add_argument("--iters", type=int, default=10, help="HF iterations timed per case (default 10)")
     s.add_argument("--phases", default="start,n_max", help="comma-separated: start, n_max")
+    s.add_argument(
+        "--paths",
+        default="hand-written",
+        help="comma-separated, for an autoencoder: hand-written (Alg. 4, 5), generic (the same module "
+        "through torch.func), sequential (the network as nn.Sequential of nn.Linear, through torch.func); "
+        "a classifier runs on its own module through torch.func",
+    )
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
 
     m = bsub.add_parser(
@@ -369,7 +376,7 @@ def _bench_solve(args: argparse.Namespace, progress: Any) -> tuple[dict[str, Any
 
     record = solve.bench_solve(
         _words(args.configs), iters=args.iters, phases=_words(args.phases),
-        overrides=args.overrides, progress=progress,
+        overrides=args.overrides, paths=_words(args.paths), progress=progress,
     )  # fmt: skip
     return record, solve.markdown(record)
 

@@ -48,9 +48,11 @@ __all__ = [
     "Autoencoder",
     "activation",
     "affine",
+    "as_sequential",
     "cross_entropy",
     "forward",
     "loss",
+    "sequential_weights",
     "sparse_init",
 ]
 
@@ -188,3 +190,40 @@ def sparse_init(
             raise ConfigError(f"sigma = {sigma:g} makes the initial weights overflow {dtype}: use less")
         w.append(W)
     return w
+
+
+def as_sequential(
+    net: Autoencoder, w: Sequence[Tensor] | None = None, *, logits: bool = False
+) -> nn.Sequential:
+    """The same network written as a user would: ``nn.Sequential`` of ``nn.Linear`` and
+    ``nn.Sigmoid`` layers, with the weights ``w`` (default: the network's own).
+
+    Layer ``l`` of the autoencoder computes ``S~ W_l = S W_l^- + 1 w_b^T`` (eq. 3); the
+    ``nn.Linear`` holds ``weight = (W_l^-)^T`` and ``bias = w_b``, so both compute the same
+    function (to round-off: another kernel). ``logits=True`` leaves the output layer's
+    logistic unit out, for ``loss="bce"`` (the cross-entropy of the logistic outputs, which
+    is the autoencoder's ``cross_entropy`` objective per coordinate). The copy is a new
+    module: it shares no tensor with ``net``.
+    """
+    w = list(net.weights) if w is None else list(w)
+    net.check_weights(w)
+    layers: list[nn.Module] = []
+    last = len(net.activations) - 1
+    for l, (act, W) in enumerate(zip(net.activations, w)):
+        lin = nn.Linear(W.shape[0] - 1, W.shape[1], dtype=W.dtype, device=W.device)
+        with torch.no_grad():
+            lin.weight.copy_(W[:-1].T)
+            lin.bias.copy_(W[-1])
+        layers.append(lin)
+        if act == LOGISTIC and not (logits and l == last):
+            layers.append(nn.Sigmoid())
+    return nn.Sequential(*layers)
+
+
+def sequential_weights(w: Sequence[Tensor]) -> list[Tensor]:
+    """The autoencoder's weights ``W_l`` as :func:`as_sequential`'s parameters, in order:
+    ``(W_1^-)^T, w_b1, (W_2^-)^T, w_b2, ...`` (new contiguous tensors)."""
+    out: list[Tensor] = []
+    for W in w:
+        out += [W[:-1].T.contiguous(), W[-1].clone()]
+    return out
