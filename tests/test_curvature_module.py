@@ -162,7 +162,7 @@ def test_rhs_is_minus_the_autograd_gradient(kind: str, loss: str) -> None:
 def _forced(problem: ModuleProblem, path: str) -> ModuleProblem:
     """``problem`` with its per-example statistics taken by ``path`` (``"auto"``: as it chooses)."""
     if path != "auto":
-        problem._layer_plan = None  # no layer rules: vmap, or the loop over examples
+        problem.layer_plan = None  # no layer rules: vmap, or the loop over examples
         problem.per_example_path = "loop" if path == "loop" else None
     return problem
 
@@ -230,13 +230,15 @@ def test_forward_mode_after_the_switch_to_linearize_is_still_the_jacobian(kind: 
 
     model, X, Y = _batch(kind, loss, seed=10)
     w0, J, _, _, _ = _reference(model, loss, X, Y)
-    A = ModuleProblem(model, loss).jacobian(w0, X, Y)
-    g = torch.Generator().manual_seed(11)
-    for i in range(LINEARIZE_AFTER + 3):
-        d = [torch.randn(t.shape, generator=g, dtype=F64) for t in w0]
-        Jd = (J @ tl.flatten(d)).reshape(A.residual.shape[0], -1)
-        torch.testing.assert_close(A.matvec(d), A.point.bt(Jd) / math.sqrt(X.shape[0]), **TOL)
-        assert A.linearized == (i >= LINEARIZE_AFTER - 1)
+    for mode, first in (("jvp", LINEARIZE_AFTER), ("linearize", 1)):
+        A = ModuleProblem(model, loss, forward_mode=mode).jacobian(w0, X, Y)
+        g = torch.Generator().manual_seed(11)
+        for i in range(LINEARIZE_AFTER + 3):
+            d = [torch.randn(t.shape, generator=g, dtype=F64) for t in w0]
+            Jd = (J @ tl.flatten(d)).reshape(A.residual.shape[0], -1)
+            torch.testing.assert_close(A.matvec(d), A.point.bt(Jd) / math.sqrt(X.shape[0]), **TOL)
+            assert A.linearized == (i >= first - 1)
+            assert A.forward_path == ("linearize" if i >= first - 1 else "jvp")
 
 
 def test_only_the_chosen_parameters_are_trained() -> None:

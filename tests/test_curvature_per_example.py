@@ -108,7 +108,7 @@ def _both(model: nn.Module, X: torch.Tensor, loss: str = "mse", params=None):
     V = torch.randn(z.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     layers = prob.per_example_products(w, X, X, V)
     path = prob.per_example_path
-    prob._layer_plan = None  # the vmap fallback
+    prob.layer_plan = None  # the vmap fallback
     ref = prob.per_example_products(w, X, X, V)
     assert prob.per_example_path == "vmap"
     return layers, ref, path

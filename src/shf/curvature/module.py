@@ -45,6 +45,7 @@ from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from shf import tensorlist as tl
+from shf.curvature import chain
 from shf.curvature import per_example as layer_rules
 from shf.curvature.losses import Loss, LossPoint, Residual, chunked_mean, finite_or_inf, get_loss
 from shf.errors import ConfigError, DataError
@@ -55,6 +56,13 @@ log = logging.getLogger(__name__)
 PER_EXAMPLE_BUDGET = 1 << 24
 """Numbers of per-example gradients held at once (64 MiB in float32): the chunk of
 examples processed by one ``vmap`` call is ``max(1, PER_EXAMPLE_BUDGET // n_params)``."""
+
+FORWARD_MODES = ("auto", "layers", "jvp", "linearize")
+"""How ``A d`` is made (:attr:`ModuleProblem.forward_mode`): ``layers``, per-layer rules on the
+activations of the HF iteration's one forward pass (:mod:`shf.curvature.chain`; a chain of known
+layers only); ``jvp``, ``torch.func.jvp`` per product (a forward pass each), switching to a
+checked ``linearize`` trace after :data:`LINEARIZE_AFTER` products; ``linearize``, the trace from
+the first product; ``auto``: ``layers`` where the model has a plan, else ``jvp``."""
 
 LINEARIZE_AFTER = 8
 """Forward-mode products per HF iteration made by ``jvp`` before ``linearize`` is tried:
@@ -121,12 +129,21 @@ class ModuleProblem:
         loss: a :class:`~shf.curvature.losses.Loss`, its name, or a residual function.
         params: the parameters to train (default: all that require grad), each a
             parameter of ``model``; the others are held fixed.
+        forward_mode: how the products ``A d`` are made, one of :data:`FORWARD_MODES`
+            (``layers`` on a model without a plan falls back to ``jvp``).
     """
 
     def __init__(
-        self, model: nn.Module, loss: str | Loss | Any = "mse", params: Sequence[Tensor] | None = None
+        self,
+        model: nn.Module,
+        loss: str | Loss | Any = "mse",
+        params: Sequence[Tensor] | None = None,
+        *,
+        forward_mode: str = "auto",
     ) -> None:
         check_module(model)
+        if forward_mode not in FORWARD_MODES:
+            raise ConfigError(f"forward_mode must be one of {', '.join(FORWARD_MODES)}, got {forward_mode!r}")
         self.model = model
         self.loss_fn = get_loss(loss)
         named = list(model.named_parameters())
@@ -147,9 +164,13 @@ class ModuleProblem:
         self.n_params = sum(p.numel() for p in chosen)
         # Per-example statistics from the layers' rules where every trained parameter has one
         # (shf.curvature.per_example), else vmap; per_example_path says which ran last.
-        self._layer_plan = layer_rules.plan(model, self.names)
+        self.layer_plan = layer_rules.plan(model, self.names)
         self._rnn = any(isinstance(m, nn.RNNBase) for m in model.modules())
         self.per_example_path: str | None = None
+        # Forward-mode products by per-layer rules where the model is a chain of known layers
+        # and the loss reads the output as it is (shf.curvature.chain).
+        self.chain_plan = None if isinstance(self.loss_fn, Residual) else chain.plan(model, self.names)
+        self.forward_mode = forward_mode
 
     def _state(self, w: Sequence[Tensor]) -> dict[str, Tensor]:
         # The parameters not trained are read from the model at every call (it may have
@@ -223,14 +244,14 @@ class ModuleProblem:
         with ``vmap`` over chunks of examples (no Python loop over examples).
         """
         w = [t.detach() for t in w]
-        if self._layer_plan is not None:
+        if self.layer_plan is not None:
             wr = [t.detach().requires_grad_(True) for t in w]
             with torch.enable_grad():
-                got = layer_rules.products(self.model, self._layer_plan, lambda: self.output(wr, X, Y), V, w)
+                got = layer_rules.products(self.model, self.layer_plan, lambda: self.output(wr, X, Y), V, w)
             if got is not None:
                 self.per_example_path = "layers"
                 return got
-            self._layer_plan = None  # a layer did not run once per forward pass: vmap from now on
+            self.layer_plan = None  # a layer did not run once per forward pass: vmap from now on
         if self.per_example_path != "loop":
             self.per_example_path = "vmap"
 
@@ -269,6 +290,17 @@ class ModuleProblem:
         return total, sumsq
 
 
+def _autograd_vjp(z: Tensor, w: list[Tensor]) -> Callable[[Tensor], tuple[Tensor, ...]]:
+    """``v -> J^T v`` of the graph from the leaves ``w`` to ``z`` (kept for every call); a
+    parameter the output does not depend on gets zeros."""
+
+    def vjp(v: Tensor) -> tuple[Tensor, ...]:
+        grads = torch.autograd.grad(z, w, v, retain_graph=True, allow_unused=True)
+        return tuple(torch.zeros_like(t) if g is None else g for t, g in zip(w, grads))
+
+    return vjp
+
+
 class ModuleJacobian:
     """``A = B^T J / sqrt(n)`` of a module at fixed ``(w, X, Y)``, with ``R``, ``f`` and ``grad f``.
 
@@ -283,7 +315,22 @@ class ModuleJacobian:
         self.n = X.shape[0]
         self.scale = 1.0 / math.sqrt(self.n)
         # One forward pass with its reverse-mode closure per HF iteration.
-        z, self._vjp = torch.func.vjp(self._fn, *self.w)[:2]
+        self._chain: chain.ChainForward | None = None
+        self._calls: dict[str, tuple[Tensor, Tensor]] | None = None
+        plan = problem.chain_plan
+        if plan is not None and problem.forward_mode in ("auto", "layers"):
+            # The layers keep what their forward-mode rules need during this same pass, and what
+            # the per-example rules need (so the preconditioner and Alg. 2 run no forward pass).
+            wr = [t.requires_grad_(True) for t in (u.detach() for u in self.w)]
+            layer_plan = problem.layer_plan
+            recorder = layer_rules.Recorder(problem.model, layer_plan) if layer_plan is not None else None
+            with torch.enable_grad(), recorder or contextlib.nullcontext():
+                self._chain = chain.ChainForward(plan, lambda: problem.output(wr, X, Y))
+            self._calls = recorder.calls() if recorder is not None else None
+            z = self._z = self._chain.output
+            self._vjp = _autograd_vjp(z, wr)
+        else:
+            z, self._vjp = torch.func.vjp(self._fn, *self.w)[:2]
         self.point: LossPoint = problem.loss_fn.at(z.detach(), Y)
         # R = r / sqrt(n) with B r = dl/dz, so A^T R = J^T dl/dz / n = grad f
         self._R = self.point.residual * self.scale
@@ -308,11 +355,14 @@ class ModuleJacobian:
         """Forward mode ``d -> B^T (J d) / sqrt(n)``; a new tensor."""
         assert isinstance(d, list)
         self._matvecs += 1
-        if self._linear is not None:
+        if self._chain is not None:
+            jd = self._chain(self.w, d)
+        elif self._linear is not None:
             jd = self._linear(*d)
         else:
             jd = torch.func.jvp(self._fn, tuple(self.w), tuple(d))[1]
-            if self._matvecs == LINEARIZE_AFTER:
+            first = 1 if self.problem.forward_mode == "linearize" else LINEARIZE_AFTER
+            if self._matvecs == first:
                 self._linear = self._checked_linearization(d, jd)
         return self.point.bt(jd).mul_(self.scale)  # bt returns jd itself or a new tensor
 
@@ -320,6 +370,13 @@ class ModuleJacobian:
     def linearized(self) -> bool:
         """Whether forward mode now replays a checked ``linearize`` trace."""
         return self._linear is not None
+
+    @property
+    def forward_path(self) -> str:
+        """How the last ``A d`` was made: ``layers``, ``linearize`` or ``jvp``."""
+        if self._chain is not None:
+            return "layers"
+        return "linearize" if self._linear is not None else "jvp"
 
     def _checked_linearization(self, d: list[Tensor], jd: Tensor) -> Callable[..., Tensor] | None:
         """``torch.func.linearize``'s tangent map if two of its replays equal ``jd`` (``jvp``'s
@@ -355,14 +412,23 @@ class ModuleJacobian:
         """``||U||_F`` (a single process holds the whole batch)."""
         return tl.norm(U)
 
+    def _per_example(self, V: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """``(sum_i J_i^T v_i, sum_i (J_i^T v_i)^2)``: from this operator's own forward pass where
+        it recorded the layers' inputs and outputs, else by :meth:`ModuleProblem.per_example_products`."""
+        plan = self.problem.layer_plan
+        if self._calls is not None and plan is not None:
+            self.problem.per_example_path = "layers"
+            model = self.problem.model
+            return layer_rules.sums(model, plan, self._z, self._calls, V, self.w, retain_graph=True)
+        return self.problem.per_example_products(self.w, self.X, self.Y, V)
+
     def per_example_sumsq(self, U: Tensor) -> list[Tensor]:
         """``sum_i (J_i^T B_i u_i)^2`` for range-space rows ``u_i`` (no ``1/n``)."""
-        _, sumsq = self.problem.per_example_products(self.w, self.X, self.Y, self.point.b(U))
-        return sumsq
+        return self._per_example(self.point.b(U))[1]
 
     def per_example_gradient_stats(self) -> tuple[list[Tensor], list[Tensor]]:
         """``(grad f_S, sum_i (grad l_i)^2)`` with ``grad l_i = J_i^T dl/dz_i`` (Alg. 2, Martens)."""
-        total, sumsq = self.problem.per_example_products(self.w, self.X, self.Y, self.point.grad_z)
+        total, sumsq = self._per_example(self.point.grad_z)
         return [t.div_(self.n) for t in total], sumsq
 
 

@@ -192,6 +192,80 @@ def plan(model: nn.Module, names: Sequence[str]) -> LayerPlan | None:
     return LayerPlan(tuple(owners), tuple(dict.fromkeys(p for p, _ in owners)))
 
 
+class Recorder:
+    """Forward hooks that keep each planned layer's input and output while the model runs
+    (``with Recorder(model, plan): z = forward()``); :meth:`calls` gives them afterwards.
+
+    Each hook hands what follows a copy of the layer's output, so that an in-place activation
+    (``ReLU(inplace=True)``, ``sigmoid_``) cannot change the output whose gradient is read.
+    """
+
+    def __init__(self, model: nn.Module, layer_plan: LayerPlan) -> None:
+        self._mods = dict(model.named_modules())
+        self._plan = layer_plan
+        self._seen: dict[str, list[tuple[Tensor, Tensor] | None]] = {p: [] for p in layer_plan.modules}
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def _hook_for(self, path: str) -> Callable[..., Tensor]:
+        def hook(module: nn.Module, args: tuple[object, ...], output: Tensor) -> Tensor:
+            x = args[0] if args else None
+            if isinstance(x, Tensor) and isinstance(output, Tensor):
+                self._seen[path].append((x.detach(), output))
+                return output.clone()
+            self._seen[path].append(None)  # not a plain tensor call: no rule
+            return output
+
+        return hook
+
+    def __enter__(self) -> Recorder:
+        self._handles = [self._mods[p].register_forward_hook(self._hook_for(p)) for p in self._plan.modules]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def calls(self) -> dict[str, tuple[Tensor, Tensor]] | None:
+        """``{layer: (input, output)}``, or None if a planned layer did not run exactly once (or
+        its output is outside the graph): the caller then uses ``vmap``."""
+        calls: dict[str, tuple[Tensor, Tensor]] = {}
+        for p, got in self._seen.items():
+            if len(got) != 1 or got[0] is None or not got[0][1].requires_grad:
+                return None  # not run, run twice (a shared layer), or outside the graph
+            calls[p] = got[0]
+        return calls
+
+
+def sums(
+    model: nn.Module,
+    layer_plan: LayerPlan,
+    z: Tensor,
+    calls: dict[str, tuple[Tensor, Tensor]],
+    V: Tensor,
+    like: Sequence[Tensor],
+    *,
+    retain_graph: bool = False,
+) -> tuple[list[Tensor], list[Tensor]]:
+    """``(sum_i J_i^T v_i, sum_i (J_i^T v_i)^2)`` in the order of ``layer_plan.owners`` (shapes of
+    ``like``) from the recorded ``calls`` of the forward pass that gave ``z``: one backward pass
+    from ``V`` to the layers' outputs, then each layer's rule (``retain_graph``: keep the graph
+    for later backward passes)."""
+    mods = dict(model.named_modules())
+    outs = [calls[p][1] for p in layer_plan.modules]
+    grads = torch.autograd.grad(z, outs, grad_outputs=V, allow_unused=True, retain_graph=retain_graph)
+    stats: dict[str, Stats] = {}
+    for p, g in zip(layer_plan.modules, grads):
+        a, o = calls[p]
+        stats[p] = RULES[type(mods[p])](mods[p], a, torch.zeros_like(o) if g is None else g.detach())
+    total, sumsq = [], []
+    for (path, attr), w in zip(layer_plan.owners, like):
+        t, s = stats[path][attr]
+        total.append(t.reshape(w.shape).to(w.dtype))
+        sumsq.append(s.reshape(w.shape).to(w.dtype))
+    return total, sumsq
+
+
 def products(
     model: nn.Module,
     layer_plan: LayerPlan,
@@ -203,42 +277,9 @@ def products(
     ``like``), from one forward pass ``forward()`` (which must run ``model`` with parameters that
     require grad, so that the layers' outputs are in the graph) and one backward pass from ``V``;
     ``None`` if a planned layer did not run exactly once (the caller then uses ``vmap``)."""
-    mods = dict(model.named_modules())
-    seen: dict[str, list[tuple[Tensor, Tensor] | None]] = {p: [] for p in layer_plan.modules}
-
-    def hook_for(path: str) -> Callable[..., Tensor]:
-        def hook(module: nn.Module, args: tuple[object, ...], output: Tensor) -> Tensor:
-            x = args[0] if args else None
-            if isinstance(x, Tensor) and isinstance(output, Tensor):
-                seen[path].append((x.detach(), output))
-                # what follows gets a copy: an in-place activation (ReLU(inplace=True), sigmoid_)
-                # must not change the output whose gradient is read
-                return output.clone()
-            seen[path].append(None)  # not a plain tensor call: no rule
-            return output
-
-        return hook
-
-    handles = [mods[p].register_forward_hook(hook_for(p)) for p in layer_plan.modules]
-    try:
+    with Recorder(model, layer_plan) as rec:
         z = forward()
-    finally:
-        for h in handles:
-            h.remove()
-    calls: dict[str, tuple[Tensor, Tensor]] = {}
-    for p, got in seen.items():
-        if len(got) != 1 or got[0] is None or not got[0][1].requires_grad:
-            return None  # not run, run twice (a shared layer), or outside the graph
-        calls[p] = got[0]
-    outs = [calls[p][1] for p in layer_plan.modules]
-    grads = torch.autograd.grad(z, outs, grad_outputs=V, allow_unused=True)
-    stats: dict[str, Stats] = {}
-    for p, g in zip(layer_plan.modules, grads):
-        a, o = calls[p]
-        stats[p] = RULES[type(mods[p])](mods[p], a, torch.zeros_like(o) if g is None else g.detach())
-    total, sumsq = [], []
-    for (path, attr), w in zip(layer_plan.owners, like):
-        t, s = stats[path][attr]
-        total.append(t.reshape(w.shape).to(w.dtype))
-        sumsq.append(s.reshape(w.shape).to(w.dtype))
-    return total, sumsq
+    calls = rec.calls()
+    if calls is None:
+        return None
+    return sums(model, layer_plan, z, calls, V, like)
