@@ -309,6 +309,16 @@ def test_a_classifier_runs_once_on_its_own_module(monkeypatch: pytest.MonkeyPatc
     assert "Against the hand-written path" not in markdown(rec)
 
 
+def test_a_configuration_may_carry_overrides_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    _FakeMethod.made = []
+    monkeypatch.setattr(solve, "shf_method", _FakeMethod)
+    monkeypatch.setattr(experiments_run, "prepare_data", lambda cfg: _tiny_split(n=60))
+    rec = bench_solve(["default", "default:optimizer.n1=20:optimizer.maxiter1=3"], iters=1, phases=("start",),
+                      overrides=TINY)  # fmt: skip
+    assert [c["name"] for c in rec["cases"]] == ["default", "default (optimizer.n1=20, optimizer.maxiter1=3)"]
+    assert [(m.cfg.n1, m.cfg.maxiter1) for m in _FakeMethod.made] == [(50, 5), (20, 3)]
+
+
 def test_unknown_path_is_refused() -> None:
     with pytest.raises(ConfigError, match="paths must be some of hand-written, generic, sequential"):
         bench_solve(("default",), paths=("fast",))

@@ -12,8 +12,10 @@ import scipy.io
 import torch
 
 from shf.cli import main
+from shf.config import ModelConfig
+from shf.curvature import chain
 from shf.errors import ConfigError
-from shf.models import SmallCNN, mlp_classifier
+from shf.models import RowTransformer, SmallCNN, mlp_classifier
 
 
 def _usps_file(path: Path, n: int = 300) -> Path:
@@ -37,17 +39,31 @@ def test_classifier_shapes_and_errors() -> None:
     assert SmallCNN(256, 10)(x).shape == (3, 10) and SmallCNN(784, 4)(torch.rand(2, 784)).shape == (2, 4)
     with pytest.raises(ConfigError, match="square"):
         SmallCNN(250, 10)
+    # the CNN is a chain of layers: its products are made by the per-layer rules
+    cnn = SmallCNN(256, 10)
+    assert chain.plan(cnn, [n for n, _ in cnn.named_parameters()]) is not None
+    tfm = RowTransformer(256, 10, width=8, layers=2, heads=2)
+    assert tfm(x).shape == (3, 10) and len(tfm.encoder.layers) == 2
+    with pytest.raises(ConfigError, match="square"):
+        RowTransformer(250, 10)
+    with pytest.raises(ConfigError, match="multiple of its heads"):
+        RowTransformer(256, 10, width=6, heads=4)
+    with pytest.raises(ConfigError, match="width once per encoder block"):
+        ModelConfig(task="classify", arch="transformer", hidden=[32, 16])
+    with pytest.raises(ConfigError, match="positive divisor of the width 32"):
+        ModelConfig(task="classify", arch="transformer", hidden=[32], heads=3)
 
 
-@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+@pytest.mark.parametrize("arch", ["mlp", "cnn", "transformer"])
 def test_shf_train_classify_learns_the_task(
     arch: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data = _usps_file(tmp_path / "usps.mat")
     out = tmp_path / "run"
+    small = ["--set", "model.hidden=[16]"] if arch == "transformer" else []
     rc = main([
         "train", "--config", "classify-usps", "--arch", arch, "--data-path", str(data), "--max-iters", "12",
-        "--set", "optimizer.n1=50", "--set", "optimizer.n_max=150", "--out", str(out), "--no-progress",
+        "--set", "optimizer.n1=50", "--set", "optimizer.n_max=150", "--out", str(out), "--no-progress", *small,
     ])  # fmt: skip
     assert rc == 0
     s = json.loads((out / "summary.json").read_text())

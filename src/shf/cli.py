@@ -77,7 +77,10 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="autoencoder (the paper's) or classify (labels of usps or mnist-t10k, softmax cross-entropy)",
     )
-    m.add_argument("--arch", choices=["mlp", "cnn"], default=None, help="classifier (with --task classify)")
+    m.add_argument(
+        "--arch", choices=["mlp", "cnn", "transformer"], default=None,
+        help="classifier (with --task classify)",
+    )
     d = p.add_argument_group("data")
     d.add_argument("--dataset", default=None, help="curves, mnist, fashion-mnist, mnist-t10k, usps or own")
     d.add_argument(
@@ -335,7 +338,12 @@ def _add_bench_parser(sub: Any) -> None:
         "LSMR's vector work, merit evaluations, validation, line search, preconditioner, forward "
         "pass, batch statistics and the rest.",
     )
-    s.add_argument("--configs", default="curves,mnist,usps", help="comma-separated presets or TOML files")
+    s.add_argument(
+        "--configs",
+        default="curves,mnist,usps",
+        help="comma-separated presets or TOML files, each optionally with overrides of its own: "
+        "classify-usps:model.arch=cnn",
+    )
     s.add_argument("--iters", type=int, default=10, help="HF iterations timed per case (default 10)")
     s.add_argument("--phases", default="start,n_max", help="comma-separated: start, n_max")
     s.add_argument(

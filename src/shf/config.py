@@ -63,7 +63,7 @@ def check_seed(value: object, where: str) -> None:
 
 
 TASKS = ("autoencoder", "classify")
-ARCHS = ("mlp", "cnn")
+ARCHS = ("mlp", "cnn", "transformer")
 
 
 @dataclass
@@ -74,8 +74,9 @@ class ModelConfig:
         task: ``autoencoder`` (the paper's: ``encoder`` sizes, decoder mirrored, ``linear_code``,
             ``loss`` = ``squared`` or ``cross_entropy`` on logistic outputs) or ``classify``
             (a classifier of the data set's labels, softmax cross-entropy; ``arch`` = ``mlp``
-            with tanh layers of ``hidden`` units, or ``cnn``, two 5x5 convolutions of
-            ``channels`` maps).
+            with tanh layers of ``hidden`` units, ``cnn``, two 5x5 convolutions of
+            ``channels`` maps, or ``transformer``, images read as sequences of rows by
+            ``len(hidden)`` encoder blocks of width ``hidden[0]`` with ``heads`` heads).
     """
 
     task: str = "autoencoder"
@@ -86,6 +87,7 @@ class ModelConfig:
     hidden: list[int] = field(default_factory=lambda: [128, 64])
     channels: list[int] = field(default_factory=lambda: [8, 16])
     classes: int = 10
+    heads: int = 4
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -105,6 +107,16 @@ class ModelConfig:
             raise ConfigError(f"model.channels must be two positive counts, got {self.channels}")
         if self.classes < 2:
             raise ConfigError(f"model.classes must be >= 2, got {self.classes}")
+        if self.arch == "transformer":
+            if len(set(self.hidden)) != 1:
+                raise ConfigError(
+                    "model.hidden for the transformer is its width once per encoder block, all equal "
+                    f"(e.g. [32, 32] for two blocks of width 32), got {self.hidden}"
+                )
+            if isinstance(self.heads, bool) or self.heads < 1 or self.hidden[0] % self.heads:
+                raise ConfigError(
+                    f"model.heads must be a positive divisor of the width {self.hidden[0]}, got {self.heads}"
+                )
         if self.task == "classify" and self.loss != "squared":
             raise ConfigError("model.loss is the autoencoder's; a classifier uses softmax cross-entropy")
 

@@ -113,7 +113,8 @@ def bench_solve(
 
     Args:
         configs: preset names or TOML paths, each loaded with ``overrides`` applied
-            (:func:`shf.config.load`).
+            (:func:`shf.config.load`); ``name:section.key=value:...`` adds overrides of its own
+            (after the common ones), which the case's ``name`` then shows.
         iters: HF iterations averaged per case; ``iters + 1`` are taken and the first,
             a warm-up whose first calls allocate, is left out of the means.
         phases: a subset of :data:`PHASES`.
@@ -171,7 +172,11 @@ def bench_solve(
         raise ConfigError(f"paths must be some of {', '.join(PATHS)}, got {list(paths)!r}")
     loaded: list[tuple[str, ExperimentConfig]] = []
     for name in configs:
-        cfg = load(name, list(overrides))
+        # "preset:section.key=value:..." adds overrides of that configuration's own
+        base, *own = name.split(":")
+        cfg = load(base, [*overrides, *own])
+        if own:
+            cfg = dataclasses.replace(cfg, name=f"{cfg.name} ({', '.join(own)})")
         resolve_device(cfg.run.device)
         loaded.append((name, cfg))
 

@@ -73,8 +73,9 @@ class Layer:
 
 
 def _leaves(model: nn.Module) -> list[nn.Module] | None:
-    """The leaves of a (nested) ``nn.Sequential`` in the order they run, or None for any other model."""
-    if not isinstance(model, nn.Sequential):
+    """The leaves of a (nested) ``nn.Sequential`` in the order they run, or None for any other model
+    (a subclass counts only with ``nn.Sequential``'s own ``forward``)."""
+    if not isinstance(model, nn.Sequential) or type(model).forward is not nn.Sequential.forward:
         return None
     out: list[nn.Module] = []
     for child in model:

@@ -1,6 +1,6 @@
-"""Classification beyond the paper (``model.task = "classify"``): an MLP or a small CNN on
-USPS or MNIST-t10k digits, softmax cross-entropy, trained by SHF through the ``torch.func``
-products or by Adam/SGD, through the same loop as the paper's experiments.
+"""Classification beyond the paper (``model.task = "classify"``): an MLP, a small CNN or a
+small transformer on USPS or MNIST-t10k digits, softmax cross-entropy, trained by SHF through
+the generic products or by Adam/SGD, through the same loop as the paper's experiments.
 
 The validation loss (cross-entropy) picks the best weights; the summary adds the
 accuracies at those weights.
@@ -20,7 +20,7 @@ from shf.data.split import Split
 from shf.errors import ConfigError
 from shf.fit import Evaluate, SHFMethod
 from shf.method import Method
-from shf.models.classifier import SmallCNN, mlp_classifier
+from shf.models.classifier import RowTransformer, SmallCNN, mlp_classifier
 from shf.optim.first_order import FirstOrder
 from shf.optim.hf import MartensHF
 from shf.optim.shf import SHF
@@ -36,11 +36,13 @@ def build_classifier(
     m = cfg.model
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.run.seed)
-        model = (
-            mlp_classifier(inputs, m.hidden, m.classes)
-            if m.arch == "mlp"
-            else SmallCNN(inputs, m.classes, tuple(m.channels))
-        )
+        model: nn.Module
+        if m.arch == "mlp":
+            model = mlp_classifier(inputs, m.hidden, m.classes)
+        elif m.arch == "cnn":
+            model = SmallCNN(inputs, m.classes, tuple(m.channels))
+        else:
+            model = RowTransformer(inputs, m.classes, m.hidden[0], len(m.hidden), m.heads)
     return model.to(dtype=dtype, device=device)
 
 

@@ -2,6 +2,6 @@
 and small classifiers for the examples."""
 
 from shf.models.autoencoder import Autoencoder, forward, loss, sparse_init
-from shf.models.classifier import SmallCNN, mlp_classifier
+from shf.models.classifier import RowTransformer, SmallCNN, mlp_classifier
 
-__all__ = ["Autoencoder", "SmallCNN", "forward", "loss", "mlp_classifier", "sparse_init"]
+__all__ = ["Autoencoder", "RowTransformer", "SmallCNN", "forward", "loss", "mlp_classifier", "sparse_init"]
