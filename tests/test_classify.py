@@ -63,7 +63,8 @@ def test_shf_train_classify_learns_the_task(
     small = ["--set", "model.hidden=[16]"] if arch == "transformer" else []
     rc = main([
         "train", "--config", "classify-usps", "--arch", arch, "--data-path", str(data), "--max-iters", "12",
-        "--set", "optimizer.n1=50", "--set", "optimizer.n_max=150", "--out", str(out), "--no-progress", *small,
+        "--set", "optimizer.n1=50", "--set", "optimizer.n_max=150", "--out", str(out), "--no-progress",
+        *small,
     ])  # fmt: skip
     assert rc == 0
     s = json.loads((out / "summary.json").read_text())
