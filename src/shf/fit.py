@@ -28,9 +28,12 @@ from typing import Any, cast
 
 import torch
 from torch import Tensor
+from torch.utils.data import Dataset
 
 from shf import tensorlist as tl
 from shf.averaging import Averaged
+from shf.data.dataset import DatasetRows, is_dataset
+from shf.data.dataset import tensors as dataset_tensors
 from shf.data.split import Split
 from shf.errors import ConfigError
 from shf.method import Method
@@ -138,6 +141,9 @@ class SHFMethod:
             ``None`` keeps the model's weights.
         reuse_val: the loop's validation error is ``opt``'s validation loss, so the
             value the step computed (often the merit itself) is reused.
+        rows: where the batches are read from when the training set is a dataset
+            (:class:`shf.data.dataset.DatasetRows`; ``data.train`` is then only the rows the
+            train error is measured on); None: ``data.train``.
     """
 
     def __init__(
@@ -147,9 +153,11 @@ class SHFMethod:
         init: Callable[[SHF], None] | None = None,
         *,
         reuse_val: bool = True,
+        rows: DatasetRows | None = None,
     ) -> None:
         self.opt, self.data, self.init, self.reuse_val = opt, data, init, reuse_val
-        self.N = data.train.shape[0]
+        self.rows = rows
+        self.N = data.train.shape[0] if rows is None else len(rows)
         # Data-parallel: the same sets on every rank (each rank takes its rows of every batch).
         opt.check_same_data(data.train, data.train_targets, data.val, data.val_targets, data.test,
                             data.test_targets)  # fmt: skip
@@ -166,8 +174,11 @@ class SHFMethod:
         n = opt.batch_size
         # S <- draw n instances from {1..N} randomly; X <- X_train[S, :]
         idx = torch.randperm(self.N, generator=opt.generator)[:n].to(data.train.device)
-        X = data.train[idx]
-        Y = data.train_targets[idx] if data.train_targets is not None else None
+        if self.rows is not None:
+            X, Y = self.rows.take(idx)  # read from the dataset
+        else:
+            X = data.train[idx]
+            Y = data.train_targets[idx] if data.train_targets is not None else None
         info = opt.step(X, Y, val=(data.val, data.val_targets), deadline=deadline)
         rec = {k: v for k, v in info.as_dict().items() if k != "times"}
         rec.update(examples=n, batch_schedule=opt.config.batch_schedule, times=info.times)
@@ -203,6 +214,7 @@ def run_loop(
     resume: LoopState | None = None,
     checkpoint: Callable[[LoopState], None] | None = None,
     checkpoint_every: int = 0,
+    train_subset: bool = False,
 ) -> TrainResult:
     """Drive ``method`` until patience, ``max_iters`` or ``max_time``; keep the best-validation weights.
 
@@ -214,7 +226,9 @@ def run_loop(
     Checkpoints: ``checkpoint(state)`` is called after every ``checkpoint_every``-th
     iteration (0: never) and when ``should_stop`` stops the loop; ``resume`` continues from
     such a state (the same data, method configuration, seed and thread count give the
-    same iterations, bit for bit, as the uninterrupted run).
+    same iterations, bit for bit, as the uninterrupted run). ``train_subset``: ``data.train``
+    is a subset of the training set (the method reads its batches elsewhere), which the
+    metrics then say.
     """
     N = data.train.shape[0]
     if N < 2:
@@ -307,7 +321,7 @@ def run_loop(
             **info,
             **scales("val_error", f_val),
             "times": times,
-            "train_error_subset": X_train_eval is not data.train,
+            "train_error_subset": train_subset or X_train_eval is not data.train,
         }
         if i % loop.eval_every == 0:
             rec.update(scales("train_error", train_error(w)))
@@ -355,7 +369,7 @@ def run_loop(
         "optimizer_time_s": opt_time,
         "examples_processed": examples,
         "stop_reason": stop_reason,
-        "train_error_on_subset": X_train_eval is not data.train,
+        "train_error_on_subset": train_subset or X_train_eval is not data.train,
         **method.summary(),
     }
     log.info("finished: %s", summary)
@@ -389,13 +403,19 @@ class FitResult:
     optimizer: SHF
 
 
+TRAIN_EVAL_ROWS = 10_000
+"""Rows of a training *dataset* the train loss is measured on (a fixed random subset)."""
+
+Data = Tensor | tuple[Tensor, Tensor | None] | Dataset[Any]
+
+
 def fit(
     model: torch.nn.Module,
-    train: Tensor | tuple[Tensor, Tensor | None],
-    val: Tensor | tuple[Tensor, Tensor | None],
+    train: Data,
+    val: Data,
     *,
     loss: Any = None,
-    test: Tensor | tuple[Tensor, Tensor | None] | None = None,
+    test: Data | None = None,
     optimizer: SHF | None = None,
     max_iters: int = 1000,
     max_time: float = math.inf,
@@ -405,6 +425,7 @@ def fit(
     seed: int = 0,
     callback: Callable[[dict[str, Any]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    workers: int = 0,
     **hyper: Any,
 ) -> FitResult:
     """Train ``model`` with SHF-LSMR (Alg. 1) and leave the best-validation weights in it.
@@ -413,7 +434,14 @@ def fit(
         model: any ``nn.Module`` (:class:`shf.models.Autoencoder`: the hand-written fast path).
         train, val, test: inputs, or ``(inputs, targets)`` (targets ``None``: reconstruct
             the inputs). Examples are rows (the first dimension). Rows with NaN or Inf values
-            are refused (:class:`shf.DataError`, naming the set and how many rows).
+            are refused (:class:`shf.DataError`, naming the set and how many rows). Each may
+            also be a map-style ``torch.utils.data.Dataset`` whose items are inputs or
+            ``(input, target)`` pairs: the training set is then read a batch at a time (the
+            drawn rows only, so it need not fit in memory; the train loss is measured on a
+            fixed random subset of :data:`TRAIN_EVAL_ROWS` rows), while a validation or test
+            dataset is read into memory once (Alg. 1 and Alg. 6 evaluate the validation set
+            many times per HF iteration). Tensors are the fast case. A batch with NaN or Inf
+            values is skipped by the step (``solver_stop = "not_finite_batch"``).
         loss: as for :class:`shf.SHF` (``"mse"``, ``"bce"``, ``"cross_entropy"``, a
             :class:`shf.losses.Loss` or a residual function); the validation loss chooses
             the best weights and stops LSMR (Alg. 6).
@@ -428,14 +456,31 @@ def fit(
         seed: the random batches and probes.
         callback: called with each iteration's record.
         should_stop: polled after each iteration; True stops with reason ``interrupted``.
+        workers: ``DataLoader`` worker processes that read a training dataset's batches (0:
+            this process); see :class:`shf.data.dataset.DatasetRows`.
         **hyper: :class:`shf.SHF`'s hyper-parameters (``damping=``, ``solver=``, ``batch=``,
             ``line_search=``, ``warm_start=``, ``preconditioner=``, ``config=``, ``generic=``,
             ``lr=``).
     """
-    X, Y = as_pair(train, "train")
-    Xv, Yv = as_pair(val, "val")
-    Xt, Yt = as_pair(test, "test") if test is not None else (Xv[:0], None if Yv is None else Yv[:0])
-    N = X.shape[0]
+    like = next((p for p in model.parameters() if p.is_floating_point()), None)
+    dtype, device = (None, None) if like is None else (like.dtype, like.device)
+    rows: DatasetRows | None = None
+    if is_dataset(train):
+        # Batches are read from the dataset; the train loss is measured on a fixed subset.
+        rows = DatasetRows(cast(Dataset[Any], train), "train", workers=workers, dtype=dtype, device=device)
+        sub = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed + 1))[:TRAIN_EVAL_ROWS]
+        X, Y = rows.take(sub)
+    else:
+        X, Y = as_pair(train, "train")
+
+    def pair(d: Data, what: str) -> tuple[Tensor, Tensor | None]:
+        if is_dataset(d):
+            return dataset_tensors(cast(Dataset[Any], d), what, dtype=dtype, device=device)
+        return as_pair(d, what)
+
+    Xv, Yv = pair(val, "val")
+    Xt, Yt = pair(test, "test") if test is not None else (Xv[:0], None if Yv is None else Yv[:0])
+    N = X.shape[0] if rows is None else len(rows)
     if optimizer is None:
         opt = SHF(model, loss, train_size=N, seed=seed, **hyper)
     else:
@@ -458,8 +503,8 @@ def fit(
         return math.nan if Xe.shape[0] == 0 else float(opt.problem.loss(w, Xe, Ye))
 
     res = run_loop(
-        data, SHFMethod(opt, data), loop, evaluate=evaluate, seed=seed, on_iteration=callback,
-        should_stop=should_stop, no_half=False,
+        data, SHFMethod(opt, data, rows=rows), loop, evaluate=evaluate, seed=seed, on_iteration=callback,
+        should_stop=should_stop, no_half=False, train_subset=rows is not None and len(rows) > X.shape[0],
     )  # fmt: skip
     opt.set_weights(res.weights)  # the best-validation weights
     s = res.summary

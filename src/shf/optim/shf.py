@@ -47,7 +47,11 @@ def as_pair(data: Any, what: str) -> tuple[Tensor, Tensor | None]:
         if data[1] is not None and not isinstance(data[1], Tensor):
             raise DataError(f"{what} targets must be a torch.Tensor, got {type(data[1]).__name__}")
         return data[0], data[1]
-    raise DataError(f"{what} must be a tensor of inputs or a pair (inputs, targets) of tensors")
+    raise DataError(
+        f"{what} must be a tensor of inputs or a pair (inputs, targets) of tensors, "
+        f"got {type(data).__name__} (shf.fit also takes a torch.utils.data.Dataset; "
+        "shf.data.dataset.tensors reads one into tensors)"
+    )
 
 
 _CASTS = {torch.float32: "float", torch.float64: "double", torch.float16: "half", torch.bfloat16: "bfloat16"}
