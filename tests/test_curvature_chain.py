@@ -46,6 +46,10 @@ def _models() -> dict[str, tuple[nn.Module, torch.Tensor]]:
                           nn.MaxPool1d(2), nn.Flatten(), nn.Linear(6, 2)),
             torch.randn(5, 20),
         ),
+        "shared activation": (  # one parameter-free module at several places
+            nn.Sequential(nn.Linear(6, 5), act := nn.Tanh(), nn.Linear(5, 4), act, nn.Linear(4, 2), act),
+            torch.randn(7, 6),
+        ),
         "sequence": (
             nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Flatten(), nn.Linear(15, 2)),
             torch.randn(5, 3, 4),

@@ -30,6 +30,7 @@ forward pass per HF iteration serves both directions, as in the hand-written pat
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -140,25 +141,25 @@ class ChainForward:
 
     def __init__(self, layers: list[Layer], run: Callable[[], Tensor]) -> None:
         self.layers = layers
-        saved: dict[int, Tensor | None] = {}
+        # One hook per module, in the order its calls run: a parameter-free module may appear at
+        # several places of the chain (one nn.Tanh() used after every layer).
+        kept: dict[int, list[Tensor | None]] = {}
 
-        def keep(i: int) -> Callable[[nn.Module, tuple[Tensor, ...], Tensor], None]:
-            def hook(m: nn.Module, args: tuple[Tensor, ...], out: Tensor) -> None:
-                if i in saved:
-                    raise RuntimeError(f"layer {i} of the chain ran twice")
-                saved[i] = _saved(m, args[0].detach(), out.detach())
+        def hook(m: nn.Module, args: tuple[Tensor, ...], out: Tensor) -> None:
+            kept.setdefault(id(m), []).append(_saved(m, args[0].detach(), out.detach()))
 
-            return hook
-
-        handles = [layer.module.register_forward_hook(keep(i)) for i, layer in enumerate(layers)]
+        modules = list({id(layer.module): layer.module for layer in layers}.values())
+        handles = [m.register_forward_hook(hook) for m in modules]
         try:
             self.output = run()
         finally:
             for h in handles:
                 h.remove()
-        if len(saved) != len(layers):
-            raise RuntimeError("a layer of the chain did not run")
-        self._saved = [saved[i] for i in range(len(layers))]
+        places = Counter(id(layer.module) for layer in layers)
+        if any(len(kept.get(k, [])) != count for k, count in places.items()):
+            raise RuntimeError("the chain's layers did not run once per place in the chain")
+        calls = {k: iter(v) for k, v in kept.items()}
+        self._saved = [next(calls[id(layer.module)]) for layer in layers]
 
     def __call__(self, w: Sequence[Tensor], d: Sequence[Tensor]) -> Tensor:
         """``J d`` at the recorded point, for weights ``w`` and tangents ``d`` (trained parameters)."""

@@ -321,7 +321,7 @@ class ModuleJacobian:
         if plan is not None and problem.forward_mode in ("auto", "layers"):
             # The layers keep what their forward-mode rules need during this same pass, and what
             # the per-example rules need (so the preconditioner and Alg. 2 run no forward pass).
-            wr = [t.requires_grad_(True) for t in (u.detach() for u in self.w)]
+            wr = [t.detach().requires_grad_(True) for t in self.w]
             layer_plan = problem.layer_plan
             recorder = layer_rules.Recorder(problem.model, layer_plan) if layer_plan is not None else None
             with torch.enable_grad(), recorder or contextlib.nullcontext():
