@@ -1,0 +1,155 @@
+"""Finished runs kept as one small JSON file, so that a comparison can span sessions and machines.
+
+A comparison of issue 31 (``shf compare`` over several seeds and a learning-rate sweep, each run
+a quarter or half hour on one core) takes longer than a working session, and run directories
+(checkpoints, weights, per-iteration metrics) are not kept in git. :func:`pack` keeps what a
+report reads of each *finished* run under a root (its configuration, summary, environment and
+the metrics thinned to the error curves); :func:`unpack` writes those runs back as run
+directories without checkpoints or weights, which ``shf compare`` then reuses as finished runs
+(``--report-only`` or a resumed queue).
+
+Thinning keeps every row where the running minimum of the validation error falls (so the first
+time a validation target is reached is exact), every row with a test error (the curves in the
+figures), and the first and last rows; of each row only the iteration, the clocks, the examples
+seen and the error and accuracy columns. Numbers are kept exactly
+(a target may equal a run's own error).
+
+    python -m shf.experiments.archive pack runs/fair/usps docs/results/fair/usps/runs.json
+    python -m shf.experiments.archive unpack docs/results/fair/usps/runs.json runs/fair/usps
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from shf.errors import ShfError
+from shf.runlog import read_json, read_metrics
+
+FORMAT = 1
+_KEEP = ("iteration", "time_s", "wall_s", "examples")
+_FILES = ("config", "run", "env", "summary")
+
+
+def _keep_key(k: str) -> bool:
+    return k in _KEEP or "error" in k or "accuracy" in k
+
+
+def thin(metrics: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of ``metrics`` a report and its figures read (see the module's docstring)."""
+    out: list[dict[str, Any]] = []
+    best = math.inf
+    last = len(metrics) - 1
+    for i, r in enumerate(metrics):
+        v = r.get("val_error")
+        improves = v is not None and v < best
+        if improves:
+            best = float(v)
+        if improves or r.get("test_error") is not None or i in (0, last):
+            out.append({k: x for k, x in r.items() if _keep_key(k)})
+    return out
+
+
+def finished_dirs(root: Path) -> list[Path]:
+    """The run directories under ``root`` whose summary says they finished (not interrupted)."""
+    found = []
+    for summary in sorted(root.rglob("summary.json")):
+        d = summary.parent
+        if not (d / "config.json").is_file() or d == root:
+            continue
+        s = read_json(summary, "run's summary")
+        if s and s.get("stop_reason") != "interrupted":
+            found.append(d)
+    return found
+
+
+def _load(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {"format": FORMAT, "runs": {}}
+    rec = read_json(path, "run archive")
+    if rec.get("format") != FORMAT or not isinstance(rec.get("runs"), dict):
+        raise ShfError(f"{path} is not a run archive of format {FORMAT}")
+    return rec
+
+
+def pack(root: str | os.PathLike[str], dest: str | os.PathLike[str]) -> list[str]:
+    """Add the finished runs under ``root`` to the archive ``dest`` (created if missing; a run
+    already in it is replaced by the one on disk). Returns the runs added, as paths relative to
+    ``root``."""
+    root, dest = Path(root), Path(dest)
+    rec = _load(dest)
+    added = []
+    for d in finished_dirs(root):
+        rel = d.relative_to(root).as_posix()
+        entry: dict[str, Any] = {}
+        for name in _FILES:
+            p = d / f"{name}.json"
+            if p.is_file():
+                entry[name] = read_json(p, f"run's {name}")
+        entry["metrics"] = thin(read_metrics(d)) if (d / "metrics.jsonl").is_file() else []
+        rec["runs"][rel] = entry
+        added.append(rel)
+    rec["runs"] = dict(sorted(rec["runs"].items()))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".tmp")
+    tmp.write_text(json.dumps(rec, separators=(",", ":"), allow_nan=True) + "\n", encoding="utf-8")
+    os.replace(tmp, dest)
+    return added
+
+
+def unpack(src: str | os.PathLike[str], root: str | os.PathLike[str]) -> tuple[list[str], list[str]]:
+    """Write the archived runs of ``src`` as run directories under ``root``. A directory that
+    already holds a run is left as it is (never overwritten). Returns (written, skipped)."""
+    if not Path(src).is_file():
+        raise ShfError(f"no run archive at {src}")
+    rec = _load(Path(src))
+    root = Path(root)
+    written, skipped = [], []
+    for rel, entry in rec["runs"].items():
+        d = root / rel
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            raise ShfError(f"{src}: run path {rel!r} leaves the root")
+        if (d / "config.json").exists() or (d / "summary.json").exists():
+            skipped.append(rel)
+            continue
+        d.mkdir(parents=True, exist_ok=True)
+        for name in _FILES:
+            if name in entry:
+                (d / f"{name}.json").write_text(json.dumps(entry[name], indent=2) + "\n", encoding="utf-8")
+        lines = "".join(json.dumps(r) + "\n" for r in entry.get("metrics", []))
+        (d / "metrics.jsonl").write_text(lines, encoding="utf-8")
+        written.append(rel)
+    return written, skipped
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``pack ROOT ARCHIVE`` or ``unpack ARCHIVE ROOT``."""
+    p = argparse.ArgumentParser(prog="python -m shf.experiments.archive", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("pack", help="add the finished runs under ROOT to ARCHIVE")
+    a.add_argument("root")
+    a.add_argument("archive")
+    b = sub.add_parser("unpack", help="write ARCHIVE's runs under ROOT (existing runs are kept)")
+    b.add_argument("archive")
+    b.add_argument("root")
+    args = p.parse_args(argv)
+    try:
+        if args.cmd == "pack":
+            added = pack(args.root, args.archive)
+            print(f"{args.archive}: {len(added)} finished run(s) from {args.root}")
+        else:
+            written, skipped = unpack(args.archive, args.root)
+            print(f"{args.root}: {len(written)} run(s) written, {len(skipped)} already there")
+    except ShfError as e:
+        print(f"error: {e}")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
