@@ -47,9 +47,9 @@ def thin(metrics: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     last = len(metrics) - 1
     for i, r in enumerate(metrics):
         v = r.get("val_error")
-        improves = v is not None and v < best
-        if improves:
-            best = float(v)
+        improves = False
+        if v is not None and v < best:
+            best, improves = float(v), True
         if improves or r.get("test_error") is not None or i in (0, last):
             out.append({k: x for k, x in r.items() if _keep_key(k)})
     return out
