@@ -1,4 +1,4 @@
-"""Finished runs kept as one small JSON file, so that a comparison can span sessions and machines.
+"""Finished runs kept as one small gzipped JSON file, so that a comparison can span sessions and machines.
 
 A comparison of issue 31 (``shf compare`` over several seeds and a learning-rate sweep, each run
 a quarter or half hour on one core) takes longer than a working session, and run directories
@@ -9,18 +9,20 @@ directories without checkpoints or weights, which ``shf compare`` then reuses as
 (``--report-only`` or a resumed queue).
 
 Thinning keeps every row where the running minimum of the validation error falls (so the first
-time a validation target is reached is exact), every row with a test error (the curves in the
-figures), and the first and last rows; of each row only the iteration, the clocks, the examples
-seen and the error and accuracy columns. Numbers are kept exactly
-(a target may equal a run's own error).
+time a validation target is reached is kept), up to :data:`EVAL_ROWS` evenly spaced rows with a
+test error (the curves in the figures), and the first and last rows; of each row only the
+iteration, the optimiser clock (to the millisecond) and the error and accuracy columns, rounded
+down to 7 significant digits (so a run still reaches a target equal to its own best). The
+summaries, which the tables' errors come from, are kept exactly.
 
-    python -m shf.experiments.archive pack runs/fair/usps docs/results/fair/usps/runs.json
-    python -m shf.experiments.archive unpack docs/results/fair/usps/runs.json runs/fair/usps
+    python -m shf.experiments.archive pack runs/fair/usps docs/results/fair/usps/runs.json.gz
+    python -m shf.experiments.archive unpack docs/results/fair/usps/runs.json.gz runs/fair/usps
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import math
 import os
@@ -32,27 +34,54 @@ from shf.errors import ShfError
 from shf.runlog import read_json, read_metrics
 
 FORMAT = 1
-_KEEP = ("iteration", "time_s", "wall_s", "examples")
+EVAL_ROWS = 200
+"""Rows with a test error kept per run at most (evenly spaced; the figures' curves)."""
+_ERROR_DIGITS = 7
 _FILES = ("config", "run", "env", "summary")
 
 
 def _keep_key(k: str) -> bool:
-    return k in _KEEP or "error" in k or "accuracy" in k
+    """The columns kept: the clock, the iteration and the error and accuracy curves (not the
+    ``*_no_half`` doubles, which the summary holds at the best iteration)."""
+    return k in ("iteration", "time_s") or (
+        ("error" in k or "accuracy" in k) and not k.endswith("_no_half") and not k.startswith("best_")
+    )
+
+
+def _floor_digits(x: float) -> float:
+    """``x`` to :data:`_ERROR_DIGITS` significant digits, never above ``x``: a run that reached a
+    validation target still reaches it after rounding (a target may equal a run's own best)."""
+    if not math.isfinite(x) or x == 0.0:
+        return x
+    r = float(f"{x:.{_ERROR_DIGITS}g}")
+    if r > x:
+        r -= 10.0 ** (math.floor(math.log10(abs(x))) - _ERROR_DIGITS + 1)
+    return r
+
+
+def _compact(r: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, x in r.items():
+        if not _keep_key(k) or x is None:
+            continue
+        if isinstance(x, float):
+            x = round(x, 3) if k == "time_s" else _floor_digits(x)
+        out[k] = x
+    return out
 
 
 def thin(metrics: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The rows of ``metrics`` a report and its figures read (see the module's docstring)."""
-    out: list[dict[str, Any]] = []
+    evals = [i for i, r in enumerate(metrics) if r.get("test_error") is not None]
+    step = max(1, math.ceil(len(evals) / EVAL_ROWS))
+    keep = set(evals[::step]) | {0, len(metrics) - 1}
     best = math.inf
-    last = len(metrics) - 1
     for i, r in enumerate(metrics):
         v = r.get("val_error")
-        improves = False
         if v is not None and v < best:
-            best, improves = float(v), True
-        if improves or r.get("test_error") is not None or i in (0, last):
-            out.append({k: x for k, x in r.items() if _keep_key(k)})
-    return out
+            best = float(v)
+            keep.add(i)
+    return [_compact(metrics[i]) for i in sorted(keep) if 0 <= i < len(metrics)]
 
 
 def finished_dirs(root: Path) -> list[Path]:
@@ -71,7 +100,12 @@ def finished_dirs(root: Path) -> list[Path]:
 def _load(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {"format": FORMAT, "runs": {}}
-    rec = read_json(path, "run archive")
+    try:
+        rec = json.loads(gzip.decompress(path.read_bytes()).decode("utf-8"))
+    except (OSError, ValueError) as e:
+        raise ShfError(f"{path} is not a run archive of format {FORMAT} ({e})") from e
+    if not isinstance(rec, dict):
+        raise ShfError(f"{path} is not a run archive of format {FORMAT}")
     if rec.get("format") != FORMAT or not isinstance(rec.get("runs"), dict):
         raise ShfError(f"{path} is not a run archive of format {FORMAT}")
     return rec
@@ -97,7 +131,8 @@ def pack(root: str | os.PathLike[str], dest: str | os.PathLike[str]) -> list[str
     rec["runs"] = dict(sorted(rec["runs"].items()))
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".tmp")
-    tmp.write_text(json.dumps(rec, separators=(",", ":"), allow_nan=True) + "\n", encoding="utf-8")
+    text = json.dumps(rec, separators=(",", ":"), allow_nan=True) + "\n"
+    tmp.write_bytes(gzip.compress(text.encode("utf-8"), mtime=0))
     os.replace(tmp, dest)
     return added
 
