@@ -13,7 +13,9 @@
 #   curves        the paper's CURVES autoencoder on the offline synthetic set, 1800 s, seeds 0,1,2
 #   mnist-t10k    the MNIST autoencoder on the 10,000-image stand-in (8,000/1,000/1,000), 1800 s, seeds 0,1,2
 #   classify-usps, classify-t10k   the MLP classifiers, 120 s, seeds 0,1,2
-# Finished runs are reused and interrupted ones resumed, so a queue can be stopped and started again.
+# Finished runs are reused and interrupted ones resumed, so a queue can be stopped and started again;
+# finished runs are also kept in docs/results/fair/<data set>/runs.json.gz (shf.experiments.archive),
+# so that a comparison spans sessions: commit that file as runs finish.
 set -euo pipefail
 DS=${1:?usage: run.sh default|usps|curves|mnist-t10k|classify-usps|classify-t10k [report]}
 DATA_ROOT=${DATA_ROOT:-../shared/data}
@@ -46,10 +48,20 @@ LOSS_ARGS=(); if [ -n "${LOSSES:-}" ]; then LOSS_ARGS=(--baseline-losses "$LOSSE
 COMMON=("${ARGS[@]}" --budget "${BUDGET:-$B}" --seeds "${SEEDS:-$S}" --eval-every 10 --out "$OUT" ${EXTRA:-})
 ALL=$DEF,adam
 if [ "${2:-}" = report ]; then
+  if [ -f "docs/results/fair/$DS/runs.json.gz" ]; then
+    python -m shf.experiments.archive unpack "docs/results/fair/$DS/runs.json.gz" "$OUT"
+  fi
   exec shf compare "${COMMON[@]}" --methods "${METHODS:-$ALL}" --target-from adam --report-only
 fi
 mkdir -p "$OUT"
 M=${METHODS:-$ALL}
 M=${M//defaults/$DEF}
-exec taskset -c "${CORE:-0}" shf compare "${COMMON[@]}" "${LOSS_ARGS[@]}" --methods "$M" \
-  >> "$OUT/queue-${M//,/-}${LOSSES:+-$LOSSES}.log" 2>&1
+# Finished runs of earlier sessions come back from the archive kept in git (existing runs are
+# kept as they are); the runs this job finished are added to it (one writer at a time).
+ARCHIVE=${ARCHIVE:-docs/results/fair/$DS/runs.json.gz}
+if [ -f "$ARCHIVE" ]; then python -m shf.experiments.archive unpack "$ARCHIVE" "$OUT"; fi
+rc=0
+taskset -c "${CORE:-0}" shf compare "${COMMON[@]}" "${LOSS_ARGS[@]}" --methods "$M" \
+  >> "$OUT/queue-${M//,/-}${LOSSES:+-$LOSSES}.log" 2>&1 || rc=$?
+flock "$OUT/.archive.lock" python -m shf.experiments.archive pack "$OUT" "$ARCHIVE"
+exit "$rc"
