@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from shf import tensorlist as tl
+from shf.batch import Inputs, rows
 from shf.curvature.module import ModuleProblem, check_module, curvature_model, math_kernels
 from shf.errors import ConfigError, DataError
 
@@ -69,9 +70,26 @@ SEQUENCE_MODELS = {
 }
 
 
-def _batch(kind: str, loss: str, n: int = 6, seed: int = 0) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+class NamedInputs(nn.Module):
+    """Takes a dict of inputs, as models of several inputs do: ``{"ids": (n, T) token ids,
+    "extra": {"x": (n, 2) features}}`` (a nested dict)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb, self.lin = nn.Embedding(7, 3), nn.Linear(5, 3)
+
+    def forward(self, batch: dict) -> torch.Tensor:  # type: ignore[type-arg]
+        h = self.emb(batch["ids"]).mean(dim=1)
+        return self.lin(torch.tanh(torch.cat([h, batch["extra"]["x"]], dim=1)))
+
+
+def _batch(kind: str, loss: str, n: int = 6, seed: int = 0) -> tuple[nn.Module, Inputs, torch.Tensor]:
     torch.manual_seed(seed)
-    if kind in SEQUENCE_MODELS:
+    X: Inputs
+    if kind == "named":
+        model = NamedInputs().to(F64)
+        X = {"ids": torch.randint(0, 7, (n, 3)), "extra": {"x": torch.randn(n, 2, dtype=F64)}}
+    elif kind in SEQUENCE_MODELS:
         model = SEQUENCE_MODELS[kind]().to(F64)
         X = torch.randn(n, 3, 4, dtype=F64)
     else:
@@ -86,7 +104,7 @@ def _batch(kind: str, loss: str, n: int = 6, seed: int = 0) -> tuple[nn.Module, 
     return model, X, Y
 
 
-def _reference(model: nn.Module, loss: str, X: torch.Tensor, Y: torch.Tensor):  # type: ignore[no-untyped-def]
+def _reference(model: nn.Module, loss: str, X: Inputs, Y: torch.Tensor):  # type: ignore[no-untyped-def]
     """Dense ``J`` (outputs x flat weights), per-example output Hessians ``H_i``, and ``f(w)``."""
     names = [k for k, _ in model.named_parameters()]
     w0 = [p.detach().clone() for p in model.parameters()]
@@ -112,14 +130,14 @@ def _reference(model: nn.Module, loss: str, X: torch.Tensor, Y: torch.Tensor):  
 
 CASES = [(kind, loss) for kind in ("mlp", "cnn") for loss in ("mse", "bce", "cross_entropy")] + [
     (kind, "cross_entropy") for kind in SEQUENCE_MODELS
-]
+] + [("named", "mse"), ("named", "cross_entropy")]
 
 
 @pytest.mark.parametrize(("kind", "loss"), CASES)
 def test_products_match_the_dense_gauss_newton_matrix(kind: str, loss: str) -> None:
     model, X, Y = _batch(kind, loss)
     w0, J, H, _, _ = _reference(model, loss, X, Y)
-    n = X.shape[0]
+    n = rows(X)
     A = ModuleProblem(model, loss).jacobian(w0, X, Y)
     # G = (1/n) sum_i J_i^T H_i J_i must equal A^T A, column by column
     G = torch.einsum("iap,iab,ibq->pq", J, H, J) / n
@@ -141,7 +159,7 @@ def test_forward_mode_is_the_jacobian_and_reverse_mode_its_adjoint(kind: str, lo
     u = torch.randn(A.residual.shape, generator=g, dtype=F64)
     # forward mode: B^T (J d) / sqrt(n)
     Jd = (J @ tl.flatten(d)).reshape(A.residual.shape[0], -1)
-    torch.testing.assert_close(A.matvec(d), A.point.bt(Jd) / math.sqrt(X.shape[0]), **TOL)
+    torch.testing.assert_close(A.matvec(d), A.point.bt(Jd) / math.sqrt(rows(X)), **TOL)
     # adjoint test: <A d, u> = <d, A^T u>
     assert tl.dot(A.matvec(d), u) == pytest.approx(tl.dot(d, A.rmatvec(u)), rel=1e-12)
 
@@ -171,7 +189,9 @@ PER_EXAMPLE_CASES = [
     (kind, loss, path)
     for kind, loss in [("mlp", "cross_entropy"), ("cnn", "mse"), ("cnn", "bce")]
     for path in ("auto", "vmap", "loop")
-] + [(kind, "cross_entropy", "auto") for kind in SEQUENCE_MODELS]
+] + [(kind, "cross_entropy", "auto") for kind in SEQUENCE_MODELS] + [
+    ("named", "mse", path) for path in ("auto", "vmap", "loop")
+]
 
 
 @pytest.mark.parametrize(("kind", "loss", "path"), PER_EXAMPLE_CASES)
@@ -180,7 +200,7 @@ def test_per_example_statistics_match_a_loop_over_examples(kind: str, loss: str,
     w0, J, _, f, flat = _reference(model, loss, X, Y)
     problem = _forced(ModuleProblem(model, loss), path)
     A = problem.jacobian(w0, X, Y)
-    n = X.shape[0]
+    n = rows(X)
     g = torch.Generator().manual_seed(9)
     U = torch.randn(A.residual.shape, generator=g, dtype=F64)
     # sum_i (J_i^T B_i u_i)^2, with B_i u_i from the loss factor, one example at a time
@@ -193,7 +213,8 @@ def test_per_example_statistics_match_a_loop_over_examples(kind: str, loss: str,
     grad, sumsq = A.per_example_gradient_stats()
     torch.testing.assert_close(tl.flatten(grad), torch.func.grad(f)(flat), **TOL)
     torch.testing.assert_close(tl.flatten(sumsq), sum(p * p for p in per), **TOL)
-    expected = {"mlp": "layers", "cnn": "layers", "lstm": "loop", "gru": "loop"}.get(kind, "vmap")
+    rules = {"mlp": "layers", "cnn": "layers", "named": "layers", "lstm": "loop", "gru": "loop"}
+    expected = rules.get(kind, "vmap")
     assert problem.per_example_path == (expected if path == "auto" else path)
 
 
@@ -236,7 +257,7 @@ def test_forward_mode_after_the_switch_to_linearize_is_still_the_jacobian(kind: 
         for i in range(LINEARIZE_AFTER + 3):
             d = [torch.randn(t.shape, generator=g, dtype=F64) for t in w0]
             Jd = (J @ tl.flatten(d)).reshape(A.residual.shape[0], -1)
-            torch.testing.assert_close(A.matvec(d), A.point.bt(Jd) / math.sqrt(X.shape[0]), **TOL)
+            torch.testing.assert_close(A.matvec(d), A.point.bt(Jd) / math.sqrt(rows(X)), **TOL)
             assert A.linearized == (i >= first - 1)
             assert A.forward_path == ("linearize" if i >= first - 1 else "jvp")
 
@@ -297,7 +318,7 @@ def test_chapelle_erhan_estimate_on_the_generic_operator_is_unbiased() -> None:
     model, X, Y = _batch("mlp", "cross_entropy", n=5, seed=8)
     w0, J, H, _, _ = _reference(model, "cross_entropy", X, Y)
     A = ModuleProblem(model, "cross_entropy").jacobian(w0, X, Y)
-    exact = torch.diagonal(torch.einsum("iap,iab,ibq->pq", J, H, J)) / X.shape[0]
+    exact = torch.diagonal(torch.einsum("iap,iab,ibq->pq", J, H, J)) / rows(X)
     g = torch.Generator().manual_seed(0)
     M = 800
     draws = torch.stack([tl.flatten(precond.chapelle_erhan_estimate(A, g)) for _ in range(M)])

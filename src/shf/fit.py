@@ -30,11 +30,13 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from shf import batch as bt
 from shf import tensorlist as tl
 from shf.averaging import Averaged
+from shf.batch import Inputs
 from shf.data.dataset import DatasetRows, is_dataset
 from shf.data.dataset import tensors as dataset_tensors
-from shf.data.split import Split
+from shf.data.split import InputSplit
 from shf.errors import ConfigError
 from shf.method import Method
 from shf.optim.shf import SHF, as_pair
@@ -125,7 +127,7 @@ class LoopState:
         return cls(**d)
 
 
-Evaluate = Callable[[list[Tensor], Tensor, "Tensor | None"], float]
+Evaluate = Callable[[list[Tensor], Any, "Tensor | None"], float]
 """``evaluate(w, X, Y)``: the error the loop reports and tracks (validation: best weights)."""
 
 
@@ -149,7 +151,7 @@ class SHFMethod:
     def __init__(
         self,
         opt: SHF,
-        data: Split,
+        data: InputSplit,
         init: Callable[[SHF], None] | None = None,
         *,
         reuse_val: bool = True,
@@ -157,7 +159,7 @@ class SHFMethod:
     ) -> None:
         self.opt, self.data, self.init, self.reuse_val = opt, data, init, reuse_val
         self.rows = rows
-        self.N = data.train.shape[0] if rows is None else len(rows)
+        self.N = bt.rows(data.train) if rows is None else len(rows)
         # Data-parallel: the same sets on every rank (each rank takes its rows of every batch).
         opt.check_same_data(data.train, data.train_targets, data.val, data.val_targets, data.test,
                             data.test_targets)  # fmt: skip
@@ -173,11 +175,11 @@ class SHFMethod:
         opt.set_weights(w)  # a no-op copy unless the caller changed the weights
         n = opt.batch_size
         # S <- draw n instances from {1..N} randomly; X <- X_train[S, :]
-        idx = torch.randperm(self.N, generator=opt.generator)[:n].to(data.train.device)
+        idx = torch.randperm(self.N, generator=opt.generator)[:n].to(bt.device(data.train))
         if self.rows is not None:
             X, Y = self.rows.take(idx)  # read from the dataset
         else:
-            X = data.train[idx]
+            X = bt.take(data.train, idx)
             Y = data.train_targets[idx] if data.train_targets is not None else None
         info = opt.step(X, Y, val=(data.val, data.val_targets), deadline=deadline)
         rec = {k: v for k, v in info.as_dict().items() if k != "times"}
@@ -202,7 +204,7 @@ class SHFMethod:
 
 
 def run_loop(
-    data: Split,
+    data: InputSplit,
     method: Method,
     loop: LoopConfig,
     *,
@@ -230,7 +232,7 @@ def run_loop(
     is a subset of the training set (the method reads its batches elsewhere), which the
     metrics then say.
     """
-    N = data.train.shape[0]
+    N = bt.rows(data.train)
     if N < 2:
         raise ConfigError(f"need at least 2 training examples, got {N}")
     if loop.weight_average > 0.0:
@@ -242,8 +244,7 @@ def run_loop(
     Y_train_eval = data.train_targets
     if loop.train_eval_size is not None and loop.train_eval_size < N:
         sub = torch.randperm(N, generator=torch.Generator().manual_seed(seed + 1))[: loop.train_eval_size]
-        sub = sub.to(data.train.device)
-        X_train_eval = data.train[sub]
+        X_train_eval = bt.take(data.train, sub)
         Y_train_eval = data.train_targets[sub] if data.train_targets is not None else None
     else:
         X_train_eval = data.train
@@ -406,7 +407,7 @@ class FitResult:
 TRAIN_EVAL_ROWS = 10_000
 """Rows of a training *dataset* the train loss is measured on (a fixed random subset)."""
 
-Data = Tensor | tuple[Tensor, Tensor | None] | Dataset[Any]
+Data = Inputs | tuple[Inputs, Tensor | None] | Dataset[Any]
 
 
 def fit(
@@ -473,14 +474,15 @@ def fit(
     else:
         X, Y = as_pair(train, "train")
 
-    def pair(d: Data, what: str) -> tuple[Tensor, Tensor | None]:
+    def pair(d: Data, what: str) -> tuple[Inputs, Tensor | None]:
         if is_dataset(d):
             return dataset_tensors(cast(Dataset[Any], d), what, dtype=dtype, device=device)
         return as_pair(d, what)
 
     Xv, Yv = pair(val, "val")
-    Xt, Yt = pair(test, "test") if test is not None else (Xv[:0], None if Yv is None else Yv[:0])
-    N = X.shape[0] if rows is None else len(rows)
+    no_test = (bt.take(Xv, slice(0, 0)), None if Yv is None else Yv[:0])
+    Xt, Yt = pair(test, "test") if test is not None else no_test
+    N = bt.rows(X) if rows is None else len(rows)
     if optimizer is None:
         opt = SHF(model, loss, train_size=N, seed=seed, **hyper)
     else:
@@ -493,18 +495,18 @@ def fit(
     for name, inputs, targets in sets:
         # NaN/Inf rows, shapes, dtypes and the loss's targets (one forward pass on two rows)
         opt.check_data(inputs, targets, name)
-    data = Split(X, Xv, Xt, "fit", Y, Yv, Yt)
+    data = InputSplit(X, Xv, Xt, "fit", Y, Yv, Yt)
     loop = LoopConfig(
         max_iters=max_iters, max_time=max_time, patience=patience, eval_every=eval_every,
         weight_average=weight_average,
     )  # fmt: skip
 
-    def evaluate(w: list[Tensor], Xe: Tensor, Ye: Tensor | None) -> float:
-        return math.nan if Xe.shape[0] == 0 else float(opt.problem.loss(w, Xe, Ye))
+    def evaluate(w: list[Tensor], Xe: Inputs, Ye: Tensor | None) -> float:
+        return math.nan if bt.rows(Xe) == 0 else float(opt.problem.loss(w, Xe, Ye))
 
     res = run_loop(
         data, SHFMethod(opt, data, rows=rows), loop, evaluate=evaluate, seed=seed, on_iteration=callback,
-        should_stop=should_stop, no_half=False, train_subset=rows is not None and len(rows) > X.shape[0],
+        should_stop=should_stop, no_half=False, train_subset=rows is not None and len(rows) > bt.rows(X),
     )  # fmt: skip
     opt.set_weights(res.weights)  # the best-validation weights
     s = res.summary

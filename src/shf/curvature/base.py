@@ -21,6 +21,7 @@ from typing import Protocol, runtime_checkable
 
 from torch import Tensor
 
+from shf.batch import Inputs
 from shf.tensorlist import Vec
 
 
@@ -76,15 +77,16 @@ class CurvatureModel(Protocol):
     :class:`shf.curvature.module.ModuleProblem` wraps any ``nn.Module``.
     """
 
-    def jacobian(self, w: list[Tensor], X: Tensor, Y: Tensor | None = None) -> JacobianOperator:
-        """The operator at ``(w, X, Y)`` (``Y = None``: the targets are the inputs)."""
+    def jacobian(self, w: list[Tensor], X: Inputs, Y: Tensor | None = None) -> JacobianOperator:
+        """The operator at ``(w, X, Y)`` (``Y = None``: the targets are the inputs). ``X``: a tensor,
+        or a dict of tensors where the model takes one (:mod:`shf.batch`)."""
         ...
 
-    def loss(self, w: Sequence[Tensor], X: Tensor, Y: Tensor | None = None) -> float:
+    def loss(self, w: Sequence[Tensor], X: Inputs, Y: Tensor | None = None) -> float:
         """``f(w; X, Y)`` (float64 accumulation; ``inf`` on overflow)."""
         ...
 
-    def check_batch(self, w: Sequence[Tensor], X: Tensor, Y: Tensor | None) -> None:
+    def check_batch(self, w: Sequence[Tensor], X: Inputs, Y: Tensor | None) -> None:
         """Raise a clear error unless ``(X, Y)`` fits the model and its loss."""
         ...
 

@@ -43,7 +43,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from shf import batch as bt
 from shf import tensorlist as tl
+from shf.batch import Inputs
 from shf.errors import ConfigError, DataError
 
 ROOT_FLOOR = 1e-6
@@ -313,12 +315,13 @@ def finite_or_inf(value: float) -> float:
     return value if value == value else math.inf
 
 
-def chunked_mean(term: Callable[[Tensor, Tensor], float], X: Tensor, Y: Tensor, chunk: int = 8192) -> float:
+def chunked_mean(term: Callable[[Any, Tensor], float], X: Inputs, Y: Tensor, chunk: int = 8192) -> float:
     """``(1/n) sum over chunks of term(X_c, Y_c)`` without autograd, chunks of ``chunk`` rows (a
-    loss over a large set without its whole forward pass in memory); ``inf`` for NaN."""
-    n = X.shape[0]
+    loss over a large set without its whole forward pass in memory); ``inf`` for NaN. ``X``: a
+    tensor or a dict of tensors (:mod:`shf.batch`)."""
+    n = bt.rows(X)
     total = 0.0
     with torch.no_grad():
         for start in range(0, n, chunk):
-            total += term(X[start : start + chunk], Y[start : start + chunk])
+            total += term(bt.take(X, slice(start, start + chunk)), Y[start : start + chunk])
     return finite_or_inf(total / n)

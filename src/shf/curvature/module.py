@@ -44,7 +44,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from shf import batch as bt
 from shf import tensorlist as tl
+from shf.batch import Inputs
 from shf.curvature import chain
 from shf.curvature import per_example as layer_rules
 from shf.curvature.losses import Loss, LossPoint, Residual, chunked_mean, finite_or_inf, get_loss
@@ -180,7 +182,7 @@ class ModuleProblem:
         state.update(dict(self.model.named_buffers()))
         return state
 
-    def output(self, w: Sequence[Tensor], X: Tensor, Y: Tensor) -> Tensor:
+    def output(self, w: Sequence[Tensor], X: Inputs, Y: Tensor) -> Tensor:
         """What the loss sees: ``transform(g(w; X), Y)`` (the model output for built-in losses)."""
         with math_kernels(self._rnn):
             z = torch.func.functional_call(self.model, self._state(w), (X,))
@@ -188,46 +190,51 @@ class ModuleProblem:
             raise _not_one_tensor(z)
         return self.loss_fn.transform(z, Y)
 
-    def jacobian(self, w: list[Tensor], X: Tensor, Y: Tensor | None = None) -> ModuleJacobian:
+    def jacobian(self, w: list[Tensor], X: Inputs, Y: Tensor | None = None) -> ModuleJacobian:
         """``A = B^T J / sqrt(n)`` at ``(w, X, Y)`` (``Y = None``: reconstruct ``X``)."""
-        return ModuleJacobian(self, w, X, X if Y is None else Y)
+        return ModuleJacobian(self, w, X, _targets(X, Y))
 
-    def loss(self, w: Sequence[Tensor], X: Tensor, Y: Tensor | None = None) -> float:
+    def loss(self, w: Sequence[Tensor], X: Inputs, Y: Tensor | None = None) -> float:
         """``f(w; X, Y) = (1/n) sum_i l_i`` in chunks of rows, float64 sums; ``inf`` on overflow."""
 
-        def term(Xc: Tensor, Yc: Tensor) -> float:
+        def term(Xc: Inputs, Yc: Tensor) -> float:
             return self.loss_fn.at(self.output(w, Xc, Yc), Yc).total()
 
-        return chunked_mean(term, X, X if Y is None else Y, EVAL_CHUNK)
+        return chunked_mean(term, X, _targets(X, Y), EVAL_CHUNK)
 
-    def check_batch(self, w: Sequence[Tensor], X: Tensor, Y: Tensor | None) -> None:
+    def check_batch(self, w: Sequence[Tensor], X: Inputs, Y: Tensor | None) -> None:
         """Raise a clear error unless ``(X, Y)`` fits the model and the loss.
 
         The model runs on two rows to learn its output shape; the targets are checked
-        whole (shape, dtype, label range).
+        whole (shape, dtype, label range). ``X`` is a tensor or a dict of tensors
+        (:mod:`shf.batch`), whose rows are the examples.
         """
-        Y = X if Y is None else Y
-        for name, t in (("inputs", X), ("targets", Y)):
-            if not isinstance(t, Tensor):
-                raise DataError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if not isinstance(X, Tensor) and not bt.is_inputs(X):
+            raise DataError(f"inputs must be a torch.Tensor or a dict of tensors, got {type(X).__name__}")
+        Y = _targets(X, Y)
+        if not isinstance(Y, Tensor):
+            raise DataError(f"targets must be a torch.Tensor, got {type(Y).__name__}")
+        named = [*(("inputs" + k, t) for k, t in bt.leaves(X)), ("targets", Y)]
+        for name, t in named:
             if t.dim() == 0 or t.shape[0] == 0:
                 raise DataError(
                     f"{name} must have at least one row (examples first), got shape {tuple(t.shape)}"
                 )
-        if X.shape[0] != Y.shape[0]:
-            raise DataError(f"inputs have {X.shape[0]} rows but targets have {Y.shape[0]}")
-        device = w[0].device if len(w) else X.device
-        for name, t in (("inputs", X), ("targets", Y)):
+        n = bt.rows(X)
+        if n != Y.shape[0]:
+            raise DataError(f"inputs have {n} rows but targets have {Y.shape[0]}")
+        device = w[0].device if len(w) else bt.device(X)
+        for name, t in named:
             if t.device != device:
                 raise DataError(f"{name} are on {t.device} but the model's parameters on {device}")
         with torch.no_grad(), math_kernels(self._rnn):
-            z = torch.func.functional_call(self.model, self._state(w), (X[:2],))
+            z = torch.func.functional_call(self.model, self._state(w), (bt.take(X, slice(0, 2)),))
             if isinstance(self.loss_fn, Residual):  # any output the residual function takes
                 self.loss_fn.transform(z, Y[:2])
                 return
             if not isinstance(z, Tensor):
                 raise _not_one_tensor(z)
-            if z.dim() == 0 or z.shape[0] != min(2, X.shape[0]):
+            if z.dim() == 0 or z.shape[0] != min(2, n):
                 raise ConfigError(
                     "the model must return a tensor with one row per input row, got "
                     f"{getattr(z, 'shape', type(z).__name__)}"
@@ -236,7 +243,7 @@ class ModuleProblem:
             self.loss_fn.transform(z, Y[:2])
 
     def per_example_products(
-        self, w: Sequence[Tensor], X: Tensor, Y: Tensor, V: Tensor
+        self, w: Sequence[Tensor], X: Inputs, Y: Tensor, V: Tensor
     ) -> tuple[list[Tensor], list[Tensor]]:
         """``(sum_i J_i^T v_i, sum_i (J_i^T v_i)^2)`` for output-space cotangents ``V`` (row ``i`` = ``v_i``).
 
@@ -255,11 +262,11 @@ class ModuleProblem:
         if self.per_example_path != "loop":
             self.per_example_path = "vmap"
 
-        def one(ws: tuple[Tensor, ...], x: Tensor, y: Tensor, v: Tensor) -> Tensor:
-            out = self.output(ws, x.unsqueeze(0), y.unsqueeze(0))
+        def one(ws: tuple[Tensor, ...], x: Inputs, y: Tensor, v: Tensor) -> Tensor:
+            out = self.output(ws, bt.apply(lambda t: t.unsqueeze(0), x), y.unsqueeze(0))
             return (out * v.unsqueeze(0)).sum()
 
-        n = X.shape[0]
+        n = bt.rows(X)
         total = [torch.zeros_like(t) for t in w]
         sumsq = [torch.zeros_like(t) for t in w]
         if self.per_example_path == "vmap":
@@ -268,7 +275,7 @@ class ModuleProblem:
             try:
                 for start in range(0, n, chunk):
                     sl = slice(start, start + chunk)
-                    grads = per_example(tuple(w), X[sl], Y[sl], V[sl])
+                    grads = per_example(tuple(w), bt.take(X, sl), Y[sl], V[sl])
                     for t, s, g in zip(total, sumsq, grads):
                         t.add_(g.sum(dim=0))
                         s.add_((g * g).sum(dim=0))
@@ -284,10 +291,19 @@ class ModuleProblem:
         self.per_example_path = "loop"
         gradient = torch.func.grad(one)
         for i in range(n):
-            for t, s, g in zip(total, sumsq, gradient(tuple(w), X[i], Y[i], V[i])):
+            for t, s, g in zip(total, sumsq, gradient(tuple(w), bt.take(X, i), Y[i], V[i])):
                 t.add_(g)
                 s.add_(g * g)
         return total, sumsq
+
+
+def _targets(X: Inputs, Y: Tensor | None) -> Tensor:
+    """``Y``, or ``X`` itself when ``Y`` is None (reconstruct the inputs; a tensor only)."""
+    if Y is not None:
+        return Y
+    if not isinstance(X, Tensor):
+        raise DataError("the inputs are a dict, which a model cannot reconstruct: give the targets")
+    return X
 
 
 def _autograd_vjp(z: Tensor, w: list[Tensor]) -> Callable[[Tensor], tuple[Tensor, ...]]:
@@ -308,11 +324,11 @@ class ModuleJacobian:
     statistics the preconditioners and Alg. 2 use.
     """
 
-    def __init__(self, problem: ModuleProblem, w: Sequence[Tensor], X: Tensor, Y: Tensor) -> None:
+    def __init__(self, problem: ModuleProblem, w: Sequence[Tensor], X: Inputs, Y: Tensor) -> None:
         self.problem = problem
         self.w = [t.detach() for t in w]
         self.X, self.Y = X, Y
-        self.n = X.shape[0]
+        self.n = bt.rows(X)
         self.scale = 1.0 / math.sqrt(self.n)
         # One forward pass with its reverse-mode closure per HF iteration.
         self._chain: chain.ChainForward | None = None

@@ -28,7 +28,9 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
+from shf import batch as bt
 from shf import tensorlist as tl
+from shf.batch import Inputs
 from shf.collectives import Collectives
 from shf.curvature.base import CurvatureModel, JacobianOperator
 from shf.errors import ConfigError
@@ -105,29 +107,29 @@ class ShardedProblem:
     def __init__(self, model: CurvatureModel, comm: Collectives) -> None:
         self.model, self.collectives = model, comm
 
-    def jacobian(self, w: list[Tensor], X: Tensor, Y: Tensor | None = None) -> ShardedJacobian:
+    def jacobian(self, w: list[Tensor], X: Inputs, Y: Tensor | None = None) -> ShardedJacobian:
         """The whole batch's operator, this rank computing on its rows."""
-        n, comm = X.shape[0], self.collectives
+        n, comm = bt.rows(X), self.collectives
         if n < comm.world_size:
             raise ConfigError(
                 f"a batch of {n} rows cannot be split over {comm.world_size} processes (each needs at "
                 "least one row); use a larger batch or fewer processes"
             )
         rows = comm.rows(n)
-        local = self.model.jacobian(w, X[rows], None if Y is None else Y[rows])
+        local = self.model.jacobian(w, bt.take(X, rows), None if Y is None else Y[rows])
         return ShardedJacobian(local, comm, n, rows)
 
-    def loss(self, w: Sequence[Tensor], X: Tensor, Y: Tensor | None = None) -> float:
+    def loss(self, w: Sequence[Tensor], X: Inputs, Y: Tensor | None = None) -> float:
         """``f(w; X, Y) = sum_p (n_p / n) f(w; X_p, Y_p)``: one scalar all-reduce."""
-        n = X.shape[0]
+        n = bt.rows(X)
         rows = self.collectives.rows(n)
         n_p = rows.stop - rows.start
         part = 0.0
         if n_p > 0:
-            part = (n_p / n) * float(self.model.loss(w, X[rows], None if Y is None else Y[rows]))
+            part = (n_p / n) * float(self.model.loss(w, bt.take(X, rows), None if Y is None else Y[rows]))
         return self.collectives.sum_floats([part])[0]
 
-    def check_batch(self, w: Sequence[Tensor], X: Tensor, Y: Tensor | None) -> None:
+    def check_batch(self, w: Sequence[Tensor], X: Inputs, Y: Tensor | None) -> None:
         """The wrapped model's check, on the whole batch."""
         self.model.check_batch(w, X, Y)
 

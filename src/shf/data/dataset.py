@@ -4,8 +4,9 @@ in memory.
 Alg. 1 draws ``n`` training examples without replacement per HF iteration. :class:`DatasetRows`
 reads just those examples from a dataset (``dataset[i]`` for each index, optionally through a
 ``DataLoader`` with worker processes) and stacks them into the batch tensors an SHF step takes.
-Each item is a tensor of inputs (the model reconstructs it: an autoencoder) or a pair
-``(inputs, target)``; items are stacked as ``torch.utils.data.default_collate`` stacks them.
+Each item is a tensor of inputs (the model reconstructs it: an autoencoder), a dict of input
+tensors, or a pair ``(inputs, target)``; items are stacked as ``torch.utils.data.default_collate``
+stacks them.
 
 :func:`tensors` reads a whole dataset into tensors, for the sets that are read at every
 iteration (the validation set, which Alg. 1 and Alg. 6's merit evaluate many times per HF
@@ -14,13 +15,15 @@ iteration) or once (the test set).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
+from shf import batch as bt
+from shf.batch import Inputs
 from shf.errors import DataError
 
 READ_CHUNK = 4096
@@ -35,17 +38,24 @@ def is_dataset(data: object) -> bool:
     return isinstance(data, Dataset) and hasattr(data, "__len__")
 
 
-def _pair(batch: Any, what: str) -> tuple[Tensor, Tensor | None]:
-    """A collated batch as ``(X, Y)``: a tensor (``Y = None``) or a pair of tensors."""
-    if isinstance(batch, Tensor):
+def _pair(batch: Any, what: str) -> tuple[Inputs, Tensor | None]:
+    """A collated batch as ``(X, Y)``: inputs (``Y = None``) or a pair (inputs, targets); the inputs
+    are a tensor or a dict of tensors (:mod:`shf.batch`)."""
+    if bt.is_inputs(batch):
         return batch, None
-    if isinstance(batch, (tuple, list)) and len(batch) == 2 and all(isinstance(t, Tensor) for t in batch):
+    if (
+        isinstance(batch, (tuple, list))
+        and len(batch) == 2
+        and bt.is_inputs(batch[0])
+        and isinstance(batch[1], Tensor)
+    ):
         return batch[0], batch[1]
     kind = type(batch).__name__
     if isinstance(batch, (tuple, list)):
         kind = f"{len(batch)}-item {kind}"
     raise DataError(
-        f"{what}: each item must be a tensor of inputs or a pair (inputs, target) of tensors (or numbers), "
+        f"{what}: each item must be inputs (a tensor or a dict of tensors) or a pair (inputs, target) "
+        "of them (a target may be a number), "
         f"the items stack to a {kind}"
     )
 
@@ -91,7 +101,7 @@ class DatasetRows:
     def __len__(self) -> int:
         return self.n
 
-    def take(self, idx: Tensor | Sequence[int]) -> tuple[Tensor, Tensor | None]:
+    def take(self, idx: Tensor | Sequence[int]) -> tuple[Inputs, Tensor | None]:
         """The examples at ``idx`` stacked, in that order: ``(X, Y)`` (``Y = None``: inputs only)."""
         rows = [int(i) for i in idx]
         if self.workers > 0:
@@ -103,7 +113,8 @@ class DatasetRows:
             except (TypeError, RuntimeError) as e:
                 raise DataError(f"{self.what}: the items could not be stacked into a batch ({e})") from None
         X, Y = _pair(batch, self.what)
-        return self._cast(X), None if Y is None else self._cast(Y)
+        bt.rows(X, f"{self.what} inputs")  # every tensor of a dict stacked to one row per item
+        return bt.apply(self._cast, X), None if Y is None else self._cast(Y)
 
     def _cast(self, t: Tensor) -> Tensor:
         dtype = self.dtype if (self.dtype is not None and t.is_floating_point()) else None
@@ -116,12 +127,20 @@ def tensors(
     *,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
-) -> tuple[Tensor, Tensor | None]:
-    """The whole dataset as ``(X, Y)`` tensors (``Y = None`` for inputs-only items), read in
-    chunks of :data:`READ_CHUNK` items."""
+) -> tuple[Inputs, Tensor | None]:
+    """The whole dataset as ``(X, Y)`` tensors (``Y = None`` for inputs-only items; ``X`` a dict of
+    tensors for dict items), read in chunks of :data:`READ_CHUNK` items."""
     rows = DatasetRows(dataset, what, dtype=dtype, device=device)
     parts = [rows.take(range(s, min(s + READ_CHUNK, rows.n))) for s in range(0, rows.n, READ_CHUNK)]
-    X = torch.cat([p[0] for p in parts])
+    X = _cat([p[0] for p in parts])
     ys = [p[1] for p in parts]
     Y = None if any(y is None for y in ys) else torch.cat([y for y in ys if y is not None])
     return X, Y
+
+
+def _cat(parts: list[Inputs]) -> Inputs:
+    """Chunks of inputs joined along the rows (a dict key by key)."""
+    if isinstance(parts[0], Tensor):
+        return torch.cat(cast(list[Tensor], parts))
+    first = parts[0]
+    return {k: _cat([cast(Mapping[str, Any], p)[k] for p in parts]) for k in first}

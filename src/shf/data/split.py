@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from shf.batch import Inputs
 from shf.errors import DataError
+
+X = TypeVar("X", bound=Inputs, covariant=True)
+"""What a split's inputs are: tensors (:data:`Split`, the data sets of the experiments), or, for
+``shf.fit``, tensors or dicts of tensors (:data:`InputSplit`; :mod:`shf.batch`)."""
 
 
 @dataclass(frozen=True)
-class Split:
+class Sets(Generic[X]):
     """Rows are examples; all three parts have the same number of columns.
 
     ``train_targets``/``val_targets``/``test_targets`` are the targets of a supervised
@@ -20,20 +26,20 @@ class Split:
     its inputs.
     """
 
-    train: Tensor
-    val: Tensor
-    test: Tensor
+    train: X
+    val: X
+    test: X
     name: str = "data"
     train_targets: Tensor | None = None
     val_targets: Tensor | None = None
     test_targets: Tensor | None = None
 
     @property
-    def dim(self) -> int:
+    def dim(self: Split) -> int:
         """Number of features ``m_1``."""
         return int(self.train.shape[1])
 
-    def to(self, dtype: torch.dtype, device: torch.device | str = "cpu") -> Split:
+    def to(self: Split, dtype: torch.dtype, device: torch.device | str = "cpu") -> Split:
         """The same split as ``dtype`` on ``device`` (integer targets keep their dtype)."""
 
         def move(t: Tensor | None) -> Tensor | None:
@@ -55,6 +61,12 @@ class Split:
     def supervised(self) -> bool:
         """True when the split has targets other than its inputs."""
         return self.train_targets is not None
+
+
+Split = Sets[Tensor]
+"""A split of tensors (every data set of the experiments)."""
+InputSplit = Sets[Inputs]
+"""A split whose inputs may be dicts of tensors (``shf.fit``)."""
 
 
 def check_array(x: np.ndarray | Tensor, name: str, *, unit_range: bool = True) -> Tensor:

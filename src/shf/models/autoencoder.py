@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from shf.batch import Inputs
 from shf.curvature.mlp import (
     ACTIVATIONS,
     CROSS_ENTROPY,
@@ -36,7 +37,7 @@ from shf.curvature.mlp import (
     pre_activations,
     weight_count,
 )
-from shf.errors import ConfigError
+from shf.errors import ConfigError, DataError
 
 __all__ = [
     "ACTIVATIONS",
@@ -55,6 +56,13 @@ __all__ = [
     "sequential_weights",
     "sparse_init",
 ]
+
+
+def _one_tensor(X: Inputs) -> Tensor:
+    """The autoencoder's inputs: one tensor (not a dict)."""
+    if not isinstance(X, Tensor):
+        raise DataError(f"the autoencoder takes one tensor of inputs, got {type(X).__name__}")
+    return X
 
 
 class Autoencoder(nn.Module):
@@ -139,16 +147,17 @@ class Autoencoder(nn.Module):
 
     # The curvature-model protocol (shf.curvature.base.CurvatureModel): the fast path.
 
-    def jacobian(self, w: list[Tensor], X: Tensor, Y: Tensor | None = None) -> MLPJacobian:
+    def jacobian(self, w: list[Tensor], X: Inputs, Y: Tensor | None = None) -> MLPJacobian:
         """``grad R(w; X)`` with ``S_l, S'_l`` cached (Alg. 4, 5); targets ``Y = X`` by default."""
-        return MLPJacobian(self, w, X, Y)
+        return MLPJacobian(self, w, _one_tensor(X), Y)
 
-    def loss(self, w: Sequence[Tensor], X: Tensor, Y: Tensor | None = None) -> float:
+    def loss(self, w: Sequence[Tensor], X: Inputs, Y: Tensor | None = None) -> float:
         """The training objective at ``(w, X)``: squared error or cross-entropy."""
-        return objective(self, w, X, Y)
+        return objective(self, w, _one_tensor(X), Y)
 
-    def check_batch(self, w: Sequence[Tensor], X: Tensor, Y: Tensor | None) -> None:
+    def check_batch(self, w: Sequence[Tensor], X: Inputs, Y: Tensor | None) -> None:
         """Raise ``ValueError`` unless ``(X, Y)`` fits the network (widths, rows)."""
+        X = _one_tensor(X)
         check_batch(self, X)
         if Y is not None:
             check_batch(self, Y, "targets", output=True)

@@ -27,7 +27,9 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
+from shf import batch as bt
 from shf import collectives
+from shf.batch import Inputs
 from shf.batchsize import BatchSchedule, batch_cap, predict_batch_size
 from shf.curvature.losses import Loss
 from shf.curvature.module import curvature_model
@@ -36,19 +38,20 @@ from shf.errors import ConfigError, DataError, ShfError
 from shf.optim.hyper import Batch, Damping, Init, LineSearch, Solver, WarmStart, to_config
 from shf.optim.step import NOT_FINITE_BATCH, SHFConfig, SHFState, StepInfo, shf_step
 
-ValSet = tuple[Tensor, Tensor | None] | list[Tensor] | Tensor
+ValSet = tuple[Inputs, Tensor | None] | list[Any] | Inputs
 
 
-def as_pair(data: Any, what: str) -> tuple[Tensor, Tensor | None]:
-    """``X`` or ``(X, Y)`` (a tuple or list; ``Y = None``: the inputs are the targets) -> ``(X, Y)``."""
-    if isinstance(data, Tensor):
+def as_pair(data: Any, what: str) -> tuple[Inputs, Tensor | None]:
+    """``X`` or ``(X, Y)`` (a tuple or list; ``Y = None``: the inputs are the targets) -> ``(X, Y)``.
+    ``X``: a tensor or a dict of tensors (:mod:`shf.batch`)."""
+    if bt.is_inputs(data):
         return data, None
-    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], Tensor):
+    if isinstance(data, (tuple, list)) and len(data) == 2 and bt.is_inputs(data[0]):
         if data[1] is not None and not isinstance(data[1], Tensor):
             raise DataError(f"{what} targets must be a torch.Tensor, got {type(data[1]).__name__}")
         return data[0], data[1]
     raise DataError(
-        f"{what} must be a tensor of inputs or a pair (inputs, targets) of tensors, "
+        f"{what} must be inputs (a tensor or a dict of tensors) or a pair (inputs, targets), "
         f"got {type(data).__name__} (shf.fit also takes a torch.utils.data.Dataset; "
         "shf.data.dataset.tensors reads one into tensors)"
     )
@@ -66,7 +69,7 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def check_finite(t: Tensor | None, what: str) -> None:
+def check_finite(t: Inputs | None, what: str) -> None:
     """Raise :class:`DataError` if rows of ``t`` (examples first) hold NaN or Inf values.
 
     ``what`` names the tensor in the message (e.g. ``"training inputs"``). Integer tensors
@@ -74,7 +77,13 @@ def check_finite(t: Tensor | None, what: str) -> None:
     batch with one of them gives a non-finite loss, so every step is refused, and a
     non-finite validation loss is never a new best.
     """
-    if t is None or not (t.is_floating_point() or t.is_complex()):
+    if t is None:
+        return
+    if not isinstance(t, Tensor):  # a dict of inputs: each of its tensors
+        for name, leaf in bt.leaves(t, what):
+            check_finite(leaf, what + name)
+        return
+    if not (t.is_floating_point() or t.is_complex()):
         return
     rows = t.reshape(t.shape[0], -1) if t.dim() > 0 else t.reshape(1, 1)
     bad = ~torch.isfinite(rows).all(dim=1)
@@ -88,13 +97,17 @@ def check_finite(t: Tensor | None, what: str) -> None:
 
 
 
-def _data_error(err: Exception, X: Tensor, param_dtype: torch.dtype | None, what: str) -> DataError:
+def _data_error(err: Exception, X: Inputs, param_dtype: torch.dtype | None, what: str) -> DataError:
     """A one-line :class:`DataError` for the torch error ``err`` that running the model on two
     rows of the ``what`` inputs ``X`` raised: a dtype that differs from the parameters', integer
     inputs the model cannot take, or (whatever else, e.g. a feature width) the error's first line."""
     lines = str(err).strip().splitlines()
     first = (lines[0] if lines else type(err).__name__)[:300]
     float_params = param_dtype is not None and param_dtype.is_floating_point
+    if not isinstance(X, Tensor):  # a dict of inputs: what each holds, and torch's message
+        if isinstance(err, KeyError):
+            first = f"it reads the key {err.args[0]!r}, which they do not have"
+        return DataError(f"the {what} data ({bt.describe(X)}) do not fit the model: {first}")
     if X.is_floating_point() and float_params and X.dtype != param_dtype:
         return DataError(
             f"the {what} inputs are {_dtype_name(X.dtype)} but the model's parameters are "
@@ -242,12 +255,13 @@ class SHF(torch.optim.Optimizer):
         )
         self.iterations = 0
 
-    def check_same_data(self, *tensors: Tensor | None) -> None:
+    def check_same_data(self, *sets: Inputs | None) -> None:
         """Data-parallel runs: raise :class:`ConfigError` unless every rank was given the same data
         (shapes and float64 sums compared with rank 0's); shf splits each batch itself."""
         if self._comm is None:
             return
         sig: list[float] = []
+        tensors = [t for x in sets for t in ([None] if x is None else [leaf for _, leaf in bt.leaves(x)])]
         for t in tensors:
             if t is None:
                 sig += [math.nan] * 4  # the same length on every rank, whatever it was given
@@ -263,7 +277,7 @@ class SHF(torch.optim.Optimizer):
             )
 
     def check_data(
-        self, inputs: Tensor, targets: Tensor | None, what: str, *, forward: bool = True, finite: bool = True
+        self, inputs: Inputs, targets: Tensor | None, what: str, *, forward: bool = True, finite: bool = True
     ) -> None:
         """Raise a one-line :class:`shf.errors.ShfError` unless ``(inputs, targets)`` fit the model.
 
@@ -285,10 +299,11 @@ class SHF(torch.optim.Optimizer):
             self._local_problem.check_batch(w, inputs, targets)
             if forward:
                 with torch.no_grad():
-                    self._local_problem.loss(w, inputs[:2], None if targets is None else targets[:2])
+                    two = bt.take(inputs, slice(0, 2))
+                    self._local_problem.loss(w, two, None if targets is None else targets[:2])
         except ShfError:
             raise
-        except (RuntimeError, TypeError, ValueError, IndexError, NotImplementedError) as err:
+        except (RuntimeError, TypeError, ValueError, IndexError, KeyError, NotImplementedError) as err:
             param_dtype = w[0].dtype if w else None
             raise _data_error(err, inputs, param_dtype, what) from err
 
@@ -324,14 +339,14 @@ class SHF(torch.optim.Optimizer):
         for p, t in zip(self._params, w):
             p.copy_(t)
 
-    def loss(self, inputs: Tensor, targets: Tensor | None = None) -> float:
+    def loss(self, inputs: Inputs, targets: Tensor | None = None) -> float:
         """The training loss ``f`` of the current weights on ``(inputs, targets)``."""
         self.check_data(inputs, targets, "given")
         return float(self.problem.loss(self.weights(), inputs, targets))
 
     def step(  # type: ignore[override]
         self,
-        inputs: Tensor,
+        inputs: Inputs,
         targets: Tensor | None = None,
         *,
         val: ValSet | None = None,
@@ -340,7 +355,9 @@ class SHF(torch.optim.Optimizer):
         """One HF iteration of Alg. 1 on the batch ``(inputs, targets)``; returns what happened.
 
         Args:
-            inputs, targets: the mini-batch (``targets=None``: reconstruct the inputs).
+            inputs, targets: the mini-batch (``targets=None``: reconstruct the inputs). The
+                inputs are a tensor, or a dict of tensors for a model that takes named inputs
+                (``model(inputs)`` receives the dict; every tensor holds one row per example).
             val: ``(inputs, targets)`` (or just inputs) of the validation set: the loss the
                 growth rule watches and, with ``use_merit``, the merit that stops LSMR
                 (Alg. 6). Without it the batch size stays, and LSMR stops on its other tests.
@@ -355,8 +372,8 @@ class SHF(torch.optim.Optimizer):
         # A non-finite batch is not refused: the step is skipped (solver_stop "not_finite_batch")
         # and the weights kept, so a stream with a corrupt batch goes on with the next one.
         self.check_data(X, Y, "batch", forward=self.fast_path, finite=False)
-        if X.shape[0] < 2:
-            raise ConfigError(f"an SHF step needs a batch of at least 2 examples, got {X.shape[0]}")
+        if bt.rows(X) < 2:
+            raise ConfigError(f"an SHF step needs a batch of at least 2 examples, got {bt.rows(X)}")
         if X_val is not None:
             self.check_data(X_val, Y_val, "validation", forward=self.fast_path)
         cfg, state = self.config, self.hf_state
@@ -391,7 +408,7 @@ class SHF(torch.optim.Optimizer):
                 grad, sumsq = self.problem.jacobian(w, X, Y).per_example_gradient_stats()
                 N = self.train_size
                 info.n_hat = n_hat = predict_batch_size(
-                    grad, sumsq, X.shape[0], N, cfg.theta, squared=cfg.batch_test == "squared"
+                    grad, sumsq, bt.rows(X), N, cfg.theta, squared=cfg.batch_test == "squared"
                 ).n_hat
             if info.val_loss is not None:
                 _, _, info.r_rel = self.schedule.update(info.val_loss, n_hat)

@@ -25,8 +25,10 @@ from typing import Any, cast
 import torch
 from torch import Tensor
 
+from shf import batch as bt
 from shf import precond as pc
 from shf import tensorlist as tl
+from shf.batch import Inputs
 from shf.curvature.base import CurvatureModel
 from shf.damping import DAMPING_RULES, LAMBDA_MAX, NU_MAX, levenberg_marquardt, nielsen, reduction_ratio
 from shf.errors import require
@@ -607,10 +609,10 @@ def _solve_lsmr_stacked(
 def shf_step(
     model: CurvatureModel,
     w: list[Tensor],
-    X: Tensor,
+    X: Inputs,
     state: SHFState,
     cfg: SHFConfig,
-    X_val: Tensor | None = None,
+    X_val: Inputs | None = None,
     generator: torch.Generator | None = None,
     *,
     Y: Tensor | None = None,
@@ -662,7 +664,7 @@ def shf_step(
         # A batch whose loss, residual or preconditioner is not finite (bad data, or weights
         # that overflow on it): no step, the state is kept, the run goes on with the next batch.
         return cast(list[Tensor], tl.clone(w)), StepInfo(
-            n=X.shape[0], loss=f0, loss_new=f0, lam=lam, lam_next=lam, gamma=state.gamma,
+            n=bt.rows(X), loss=f0, loss_new=f0, lam=lam, lam_next=lam, gamma=state.gamma,
             maxiter=state.maxiter, solver_iterations=0, solver_stop=NOT_FINITE_BATCH, merit_evaluations=0,
             rho=math.nan, model_change=math.nan, step=0.0, accepted=False, direction_norm=math.nan,
             solver=cfg.solver, times={**times, "total": time.perf_counter() - t0},
@@ -676,8 +678,8 @@ def shf_step(
     A_curv = A
     g: list[Tensor] | None = None
     n_c = cfg.curvature_size if state.curvature is None else state.curvature.size  # B11 grows it
-    if n_c is not None and n_c < X.shape[0]:
-        A_curv = model.jacobian(w, X[:n_c], None if Y is None else Y[:n_c])
+    if n_c is not None and n_c < bt.rows(X):
+        A_curv = model.jacobian(w, bt.take(X, slice(0, n_c)), None if Y is None else Y[:n_c])
         g = A.gradient()  # grad f on the whole batch (eq. 6)
         times["forward"] = time.perf_counter() - t0
         if _any_rank(not tl.all_finite(A_curv.residual), agree):
@@ -700,8 +702,8 @@ def shf_step(
     if cfg.use_merit and X_val is not None:
         # Beyond the paper (docs/deviations.md B5): the merit on a fixed validation subsample
         Xm, Ym = X_val, Y_val
-        if cfg.merit_size is not None and cfg.merit_size < X_val.shape[0]:
-            Xm = X_val[: cfg.merit_size]
+        if cfg.merit_size is not None and cfg.merit_size < bt.rows(X_val):
+            Xm = bt.take(X_val, slice(0, cfg.merit_size))
             Ym = None if Y_val is None else Y_val[: cfg.merit_size]
             merit_on_val = False
 
@@ -905,7 +907,7 @@ def shf_step(
     times["total"] = time.perf_counter() - t0
 
     info_out = StepInfo(
-        n=X.shape[0],
+        n=bt.rows(X),
         loss=f0,
         loss_new=loss_new,
         lam=lam,
