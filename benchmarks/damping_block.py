@@ -21,10 +21,10 @@ import sys
 
 import torch
 
-from shf import precond as pc
 from shf import tensorlist as tl
 from shf.bench.common import ARCHITECTURES, time_call
 from shf.models.autoencoder import Autoencoder, sparse_init
+from shf.optim import precond as pc
 from shf.solvers.lsmr import lsmr
 from shf.solvers.operator import DampedStack, TimedOperator
 from shf.tensorlist import Vec

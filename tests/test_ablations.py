@@ -149,7 +149,7 @@ def test_forcing_stops_at_the_first_iteration_that_meets_the_forcing_term():
     assert info.solver_stop == "forcing" and 1 < info.solver_iterations < 200
     k = info.solver_iterations
     A = net.jacobian(w, X)
-    from shf import precond as pc
+    from shf.optim import precond as pc
 
     c = pc.compute("martens", A, cfg.lambda1, torch.Generator().manual_seed(0))
     bound = 0.05 * tl.norm(tl.mul(c, A.gradient()))  # eta_1 = eta_0 at the first iteration
@@ -274,7 +274,7 @@ def test_subsampled_curvature_solves_the_big_batch_gradient_system(solver):
     Gauss-Newton matrix of the first m rows and g the whole batch's gradient: checked against a
     dense float64 solve of that system (autograd Jacobian), with a warm start and a preconditioner."""
     from reference import dense_jacobian
-    from shf import precond as pc
+    from shf.optim import precond as pc
 
     net, w, X = tiny_problem((5, 3, 2), 14, seed=6)
     m, lam = 6, 0.7
@@ -316,7 +316,7 @@ def test_weight_cost_solves_the_regularised_system(solver, m):
     a dense float64 solve; the batch loss, the model change and the accepted loss are those of
     f = L + c/2 ||w||^2."""
     from reference import dense_jacobian
-    from shf import precond as pc
+    from shf.optim import precond as pc
 
     net, w, X = tiny_problem((5, 3, 2), 14, seed=6)
     lam, wc = 0.7, 0.3
@@ -363,7 +363,7 @@ def test_weight_cost_with_subsampled_curvature_takes_the_stacked_problems_lsmr_i
     from scipy.sparse.linalg import lsmr as scipy_lsmr
 
     from reference import dense_jacobian
-    from shf import precond as pc
+    from shf.optim import precond as pc
 
     net, w, X = tiny_problem((5, 3, 2), 14, seed=6)
     m, lam, wc = 6, 0.2, 0.3

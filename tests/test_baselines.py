@@ -116,7 +116,7 @@ def _tiny_hf(cfg: HFConfig, zero_column: bool = False) -> tuple[MartensHF, list[
 
 def test_martens_hf_lambda_has_the_damping_ceiling() -> None:
     """hf.lambda1 = 1e300 used to end in cg's "precond must have only positive entries"."""
-    from shf.damping import LAMBDA_MAX
+    from shf.optim.damping import LAMBDA_MAX
 
     ceiling = r"hf.lambda1 must be in \[0, 1e\+10\] \(the damping's ceiling\), got 1e\+300"
     with pytest.raises(ConfigError, match=ceiling):

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from reference import tiny_problem
-from shf.batchsize import BatchSchedule, batch_cap, predict_batch_size
 from shf.curvature.mlp import AutoencoderJacobian
 from shf.errors import ConfigError
+from shf.optim.batchsize import BatchSchedule, batch_cap, predict_batch_size
 
 
 def test_alg2_hand_computed():
@@ -103,7 +103,7 @@ def test_literal_eq13_uses_the_unsquared_norm():
 
     import torch
 
-    from shf.batchsize import predict_batch_size
+    from shf.optim.batchsize import predict_batch_size
 
     g = [torch.tensor([0.3, -0.1]), torch.tensor([[0.2]])]
     sumsq = [torch.tensor([2.0, 1.5]), torch.tensor([[0.9]])]

@@ -313,7 +313,7 @@ def test_fast_path_is_chosen_only_for_the_models_own_loss_and_parameters() -> No
 def test_chapelle_erhan_estimate_on_the_generic_operator_is_unbiased() -> None:
     """Softmax cross-entropy (a non-diagonal B): the mean of the estimate over M draws is
     diag(A^T A) within 6 standard errors per entry (see tests/test_precond.py for the bound)."""
-    from shf import precond
+    from shf.optim import precond
 
     model, X, Y = _batch("mlp", "cross_entropy", n=5, seed=8)
     w0, J, H, _, _ = _reference(model, "cross_entropy", X, Y)

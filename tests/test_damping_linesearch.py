@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from shf.damping import levenberg_marquardt, reduction_ratio
 from shf.errors import ConfigError
-from shf.linesearch import armijo_backtracking
+from shf.optim.damping import levenberg_marquardt, reduction_ratio
+from shf.optim.linesearch import armijo_backtracking
 
 
 def test_lm_rule():
@@ -74,7 +74,7 @@ def test_armijo_reuses_f_at_one():
 
 @pytest.mark.parametrize("rho", [1.0, 0.9, 0.6, 0.5, 0.3, 0.01])
 def test_nielsen_rule_on_lambda_squared(rho: float) -> None:
-    from shf.damping import nielsen
+    from shf.optim.damping import nielsen
 
     lam, nu = nielsen(2.0, rho, 8.0)
     factor = max(1 / 3, 1 - (2 * rho - 1) ** 3)
@@ -84,7 +84,7 @@ def test_nielsen_rule_on_lambda_squared(rho: float) -> None:
 
 @pytest.mark.parametrize("rho", [0.0, -1.0, float("-inf"), float("nan")])
 def test_nielsen_rule_grows_geometrically_on_failure(rho: float) -> None:
-    from shf.damping import nielsen
+    from shf.optim.damping import nielsen
 
     lam, nu = nielsen(2.0, rho, 2.0)
     assert (lam**2, nu) == pytest.approx((8.0, 4.0))
@@ -99,7 +99,7 @@ def test_lambda_stops_at_its_ceiling_when_every_step_fails(rule: str) -> None:
     reached after a finite number of failures, and lambda^2 is finite in float32 there."""
     import torch
 
-    from shf.damping import LAMBDA_MAX, nielsen
+    from shf.optim.damping import LAMBDA_MAX, nielsen
 
     lam, nu = 5.0, 2.0
     for _ in range(3000):

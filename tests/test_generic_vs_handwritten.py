@@ -13,10 +13,11 @@ import copy
 import pytest
 import torch
 
-from shf import SHF, precond
+from shf import SHF
 from shf import tensorlist as tl
 from shf.curvature.module import ModuleProblem
 from shf.models import Autoencoder
+from shf.optim import precond
 from shf.optim.step import SHFConfig
 
 F64 = torch.float64

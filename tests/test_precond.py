@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from reference import dense_jacobian, tiny_problem
-from shf import precond
 from shf import tensorlist as tl
 from shf.curvature.mlp import AutoencoderJacobian
 from shf.errors import ConfigError
+from shf.optim import precond
 
 
 def test_chapelle_erhan_estimate_is_unbiased():

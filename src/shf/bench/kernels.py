@@ -49,7 +49,7 @@ from shf.curvature.mlp import AutoencoderJacobian
 from shf.curvature.module import LINEARIZE_AFTER, ModuleProblem
 from shf.errors import ConfigError
 from shf.models.autoencoder import Autoencoder, forward
-from shf.precond import chapelle_erhan
+from shf.optim.precond import chapelle_erhan
 from shf.solvers.lsmr import lsmr
 
 SIZES = (250, 1000, 2500, 6000)

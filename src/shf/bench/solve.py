@@ -46,7 +46,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from shf.batchsize import batch_cap
 from shf.bench.common import describe_machine, load_with_stand_ins, machine
 from shf.config import ExperimentConfig, load
 from shf.curvature.mlp import pre_activations
@@ -58,6 +57,7 @@ from shf.experiments.run import build_network, check_data_for, resolve_device
 from shf.fit import SHFMethod
 from shf.method import Method
 from shf.models.autoencoder import CROSS_ENTROPY, Autoencoder, as_sequential, sequential_weights, sparse_init
+from shf.optim.batchsize import batch_cap
 from shf.optim.shf import SHF
 from shf.optim.step import SHFConfig
 

@@ -29,10 +29,10 @@ from torch import Tensor
 
 from shf import tensorlist as tl
 from shf.curvature.base import CurvatureModel
-from shf.damping import LAMBDA_MAX
 from shf.data.split import Split
 from shf.errors import ConfigError, require
-from shf.linesearch import armijo_backtracking
+from shf.optim.damping import LAMBDA_MAX
+from shf.optim.linesearch import armijo_backtracking
 from shf.solvers.cg import cg
 
 #: The least ``lambda`` a decrease gives (H10): far below any curvature float32 resolves (its
@@ -226,7 +226,7 @@ class MartensHF:
         else:
             rho = -math.inf
         if rho < 0.25:
-            # at most shf.damping.LAMBDA_MAX (docs/deviations.md H9): no overflow after many failures
+            # at most shf.optim.damping.LAMBDA_MAX (docs/deviations.md H9): no overflow after many failures
             self.lam = min(lam * cfg.lm_increase, LAMBDA_MAX)
         elif rho > 0.75:
             # at least LAMBDA_FLOOR (docs/deviations.md H10): without a weight cost, hundreds of

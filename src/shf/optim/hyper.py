@@ -23,7 +23,7 @@ class Damping:
     """Levenberg-Marquardt damping (§4.2): start at ``lambda1`` (LSMR's ``damp``, the system
     is ``A^T A + lambda^2 I``); ``rule = "paper"``: ``lambda <- lambda/drop`` if ``rho < 1/4``,
     ``drop lambda`` if ``rho > 3/4``; ``rule = "nielsen"`` (beyond the paper): Nielsen's
-    continuous update of ``lambda^2`` (:func:`shf.damping.nielsen`); ``lambda_min``: a floor
+    continuous update of ``lambda^2`` (:func:`shf.optim.damping.nielsen`); ``lambda_min``: a floor
     under ``lambda`` (beyond the paper; 0: none); ``weight_cost``: an L2 weight cost ``c``, the
     objective ``L + c/2 ||w||^2`` and ``c I`` added to the curvature (beyond the paper, B10;
     0, the paper's, is none; Martens' is 2e-5; ``torch.optim``'s coupled ``weight_decay = c``,

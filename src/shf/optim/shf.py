@@ -30,11 +30,11 @@ from torch import Tensor, nn
 from shf import batch as bt
 from shf import collectives
 from shf.batch import Inputs
-from shf.batchsize import BatchSchedule, batch_cap, predict_batch_size
 from shf.curvature.losses import Loss
 from shf.curvature.module import curvature_model
 from shf.curvature.sharded import ShardedProblem
 from shf.errors import ConfigError, DataError, ShfError
+from shf.optim.batchsize import BatchSchedule, batch_cap, predict_batch_size
 from shf.optim.hyper import Batch, Damping, Init, LineSearch, Solver, WarmStart, to_config
 from shf.optim.step import NOT_FINITE_BATCH, SHFConfig, SHFState, StepInfo, shf_step
 

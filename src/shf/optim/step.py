@@ -26,13 +26,13 @@ import torch
 from torch import Tensor
 
 from shf import batch as bt
-from shf import precond as pc
 from shf import tensorlist as tl
 from shf.batch import Inputs
 from shf.curvature.base import CurvatureModel
-from shf.damping import DAMPING_RULES, LAMBDA_MAX, NU_MAX, levenberg_marquardt, nielsen, reduction_ratio
 from shf.errors import require
-from shf.linesearch import armijo_backtracking
+from shf.optim import precond as pc
+from shf.optim.damping import DAMPING_RULES, LAMBDA_MAX, NU_MAX, levenberg_marquardt, nielsen, reduction_ratio
+from shf.optim.linesearch import armijo_backtracking
 from shf.optim.plateau import PlateauGrowth
 from shf.solvers.cg import cg
 from shf.solvers.lsmr import LsmrStop, lsmr
@@ -83,7 +83,7 @@ class SHFConfig:
         batch_schedule: ``dynamic`` (Alg. 2 and the growth rule) or ``fixed`` (``n = n1``
             and ``maxiter = maxiter1`` throughout; ablation).
         damping_rule: ``paper`` (§4.2, ``drop``) or ``nielsen`` (beyond the paper: Nielsen's
-            continuous rule on ``lambda^2``, :func:`shf.damping.nielsen`; ``drop`` unused).
+            continuous rule on ``lambda^2``, :func:`shf.optim.damping.nielsen`; ``drop`` unused).
         lambda_min: a floor under ``lambda`` (beyond the paper; 0, the paper's, is none): an
             undamped system lets LSMR fit the batch's noise for many iterations.
         forcing, forcing_eta0, forcing_power: beyond the paper (docs/deviations.md B3): with
