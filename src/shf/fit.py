@@ -36,10 +36,10 @@ from shf.averaging import Averaged
 from shf.batch import Inputs
 from shf.data.dataset import DatasetRows, is_dataset
 from shf.data.dataset import tensors as dataset_tensors
-from shf.data.split import InputSplit
 from shf.errors import ConfigError
 from shf.method import Method
 from shf.optim.shf import SHF, as_pair
+from shf.sets import InputSplit
 
 log = logging.getLogger(__name__)
 

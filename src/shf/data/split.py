@@ -1,73 +1,18 @@
-"""A train / validation / test split of a data set, checked once for what the model needs."""
+"""A train / validation / test split of a data set, checked once for what the model needs.
+
+The container itself (:class:`shf.sets.Split`) lives below the loop and the optimizers, which
+share it; it is re-exported here, where the loaders make it."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import Generic, TypeVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from shf.batch import Inputs
 from shf.errors import DataError
+from shf.sets import InputSplit, Sets, Split
 
-X = TypeVar("X", bound=Inputs, covariant=True)
-"""What a split's inputs are: tensors (:data:`Split`, the data sets of the experiments), or, for
-``shf.fit``, tensors or dicts of tensors (:data:`InputSplit`; :mod:`shf.batch`)."""
-
-
-@dataclass(frozen=True)
-class Sets(Generic[X]):
-    """Rows are examples; all three parts have the same number of columns.
-
-    ``train_targets``/``val_targets``/``test_targets`` are the targets of a supervised
-    task (labels for classification); ``None`` for an autoencoder, whose targets are
-    its inputs.
-    """
-
-    train: X
-    val: X
-    test: X
-    name: str = "data"
-    train_targets: Tensor | None = None
-    val_targets: Tensor | None = None
-    test_targets: Tensor | None = None
-
-    @property
-    def dim(self: Split) -> int:
-        """Number of features ``m_1``."""
-        return int(self.train.shape[1])
-
-    def to(self: Split, dtype: torch.dtype, device: torch.device | str = "cpu") -> Split:
-        """The same split as ``dtype`` on ``device`` (integer targets keep their dtype)."""
-
-        def move(t: Tensor | None) -> Tensor | None:
-            if t is None:
-                return None
-            return t.to(dtype=dtype, device=device) if t.is_floating_point() else t.to(device=device)
-
-        return Split(
-            self.train.to(dtype=dtype, device=device),
-            self.val.to(dtype=dtype, device=device),
-            self.test.to(dtype=dtype, device=device),
-            self.name,
-            move(self.train_targets),
-            move(self.val_targets),
-            move(self.test_targets),
-        )
-
-    @property
-    def supervised(self) -> bool:
-        """True when the split has targets other than its inputs."""
-        return self.train_targets is not None
-
-
-Split = Sets[Tensor]
-"""A split of tensors (every data set of the experiments)."""
-InputSplit = Sets[Inputs]
-"""A split whose inputs may be dicts of tensors (``shf.fit``)."""
-
+__all__ = ["InputSplit", "Sets", "Split", "check_array", "make_split"]
 
 def check_array(x: np.ndarray | Tensor, name: str, *, unit_range: bool = True) -> Tensor:
     """Validate one part of a data set and return it as a tensor.

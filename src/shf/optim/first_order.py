@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from shf.data.split import Split
 from shf.errors import ConfigError
+from shf.sets import Split
 
 OPTIMIZERS = ("adam", "sgd")
 

@@ -29,10 +29,10 @@ from torch import Tensor
 
 from shf import tensorlist as tl
 from shf.curvature.base import CurvatureModel
-from shf.data.split import Split
 from shf.errors import ConfigError, require
 from shf.optim.damping import LAMBDA_MAX
 from shf.optim.linesearch import armijo_backtracking
+from shf.sets import Split
 from shf.solvers.cg import cg
 
 #: The least ``lambda`` a decrease gives (H10): far below any curvature float32 resolves (its
