@@ -2,7 +2,11 @@
 
 ``python tests/regression_runs.py`` prints the JSON that ``tests/data/before_refactor.json``
 holds (recorded at commit b38bdfb, before the generic optimizer API); the test in
-``tests/test_regression.py`` reruns them and compares.
+``tests/test_regression.py`` reruns them and compares. ``python tests/regression_runs.py parts``
+prints ``tests/data/before_parts.json`` (recorded at commit b222d3e, before the HF iteration
+was split into parts, issue 28): the defaults and their switches (B1-B15) on the shrunk default
+preset, and ``shf.fit`` on a module (the generic products) with the defaults and the paper's
+settings.
 """
 
 from __future__ import annotations
@@ -58,6 +62,28 @@ OWN_INIT = {
     "sgd": ["first_order.m0=15", "first_order.sigma=1.0"],
 }
 
+# The defaults (the default preset holds them) with their switches on, and turned to their other
+# choices, so that every branch of the HF iteration runs: the subsets of B5 and B7 made smaller
+# than the shrunk sets so that they act.
+ACTIVE = ["optimizer.curvature_size=20", "optimizer.merit_size=40"]
+PARTS_RUNS: list[tuple[str, str, str, list[str]]] = [
+    ("defaults", "default", "shf-lsmr", ACTIVE),
+    ("defaults-cg", "default", "shf-cg", ACTIVE),
+    ("defaults-other-choices", "default", "shf-lsmr", [
+        *ACTIVE, "optimizer.step_rule=model", "optimizer.warm_start_guard=retry",
+        "optimizer.maxiter_rule=merit", "optimizer.preconditioner=martens", "optimizer.curvature_patience=1",
+        "optimizer.theta=0.3",
+    ]),
+    ("defaults-paper-damping", "default", "shf-lsmr", [
+        *ACTIVE, "optimizer.damping_rule=paper", "optimizer.weight_cost=0.0",
+        "optimizer.warm_start_guard=model", "optimizer.preconditioner=none", "optimizer.forcing=none",
+        "optimizer.batch_schedule=fixed",
+    ]),
+    ("defaults-squared-no-merit", "default", "shf-lsmr", [
+        "model.loss=squared", "optimizer.use_merit=false", "optimizer.curvature_size=20",
+    ]),
+]  # fmt: skip
+
 DROP = {"time_s", "wall_s", "times", "elapsed_s"}
 
 
@@ -71,10 +97,10 @@ def data() -> Split:
     return make_split(X[:240], X[240:320], X[320:], "tiny CURVES").to(torch.float64)
 
 
-def run(preset: str, method: str, out: str) -> dict[str, Any]:
+def run(preset: str, method: str, out: str, extra: list[str] | None = None) -> dict[str, Any]:
     from shf.experiments.run import run_experiment
 
-    cfg = cfgmod.load(preset, [*OVERRIDES, *OWN_INIT.get(method, []), "run.seed=7"])
+    cfg = cfgmod.load(preset, [*OVERRIDES, *OWN_INIT.get(method, []), "run.seed=7", *(extra or [])])
     metrics: list[dict[str, Any]] = []
     summary = run_experiment(cfg, out, data=data(), on_iteration=metrics.append, method=method)
     keep_summary = {k: v for k, v in summary.items() if k not in ("wall_time_s", "optimizer_time_s", "name")}
@@ -82,13 +108,44 @@ def run(preset: str, method: str, out: str) -> dict[str, Any]:
     return {"summary": keep_summary, "metrics": rows}
 
 
+FIT_RUNS = ("fit-defaults", "fit-paper")
+
+
+def fit_run(name: str) -> dict[str, Any]:
+    """``shf.fit`` on an ``nn.Sequential`` classifier (the generic products, per-layer rules):
+    the defaults (``fit-defaults``) or the paper's settings (``fit-paper``), 6 iterations."""
+    import shf
+    from shf.optim.step import SHFConfig
+
+    torch.manual_seed(3)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 10), torch.nn.Tanh(), torch.nn.Linear(10, 3)).double()
+    g = torch.Generator().manual_seed(4)
+    y = torch.randint(0, 3, (300,), generator=g)
+    X = torch.randn(300, 6, generator=g, dtype=torch.float64) * 0.5
+    X[torch.arange(300), y * 2] += 1.0
+    hyper: dict[str, Any] = {"batch": shf.Batch(n1=40, n_max=120)}
+    if name == "fit-paper":
+        hyper = {"config": SHFConfig(n1=40, n_max=120, maxiter1=30, miniter=8, recover=12)}
+    res = shf.fit(model, (X[:200], y[:200]), (X[200:250], y[200:250]), test=(X[250:], y[250:]),
+                  loss="cross_entropy", max_iters=6, seed=7, **hyper)  # fmt: skip
+    return {"history": without_times(res.history), "best_val_loss": res.best_val_loss,
+            "test_loss": res.test_loss, "iterations": res.iterations}  # fmt: skip
+
+
 def main() -> None:
     import tempfile
 
     out: dict[str, Any] = {}
+    torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
-        for name, preset, method in RUNS:
-            out[name] = run(preset, method, f"{tmp}/{name}")
+        if sys.argv[1:] == ["parts"]:
+            for name, preset, method, extra in PARTS_RUNS:
+                out[name] = run(preset, method, f"{tmp}/{name}", extra)
+            for name in FIT_RUNS:
+                out[name] = fit_run(name)
+        else:
+            for name, preset, method in RUNS:
+                out[name] = run(preset, method, f"{tmp}/{name}")
     json.dump(out, sys.stdout, indent=1, sort_keys=True)
 
 

@@ -63,3 +63,31 @@ def test_small_runs_give_the_recorded_metrics(name: str, preset: str, method: st
     finally:
         torch.set_num_threads(threads)
     _same(BEFORE[name], json.loads(json.dumps(got)), name)
+
+
+PARTS = json.loads((Path(__file__).parent / "data" / "before_parts.json").read_text())
+
+
+@pytest.mark.parametrize(("name", "preset", "method", "extra"), regression_runs.PARTS_RUNS)
+def test_the_defaults_and_their_switches_give_the_recorded_metrics(
+    name: str, preset: str, method: str, extra: list[str], tmp_path: Path
+) -> None:
+    """Issue 28's refactoring of the HF iteration into parts changes no decision of the defaults
+    or of any switch (recorded before it, see ``tests/regression_runs.py``)."""
+    threads = torch.get_num_threads()
+    try:
+        got = regression_runs.run(preset, method, str(tmp_path / name), extra)
+    finally:
+        torch.set_num_threads(threads)
+    _same(PARTS[name], json.loads(json.dumps(got)), name)
+
+
+@pytest.mark.parametrize("name", regression_runs.FIT_RUNS)
+def test_fit_on_a_module_gives_the_recorded_metrics(name: str) -> None:
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        got = regression_runs.fit_run(name)
+    finally:
+        torch.set_num_threads(threads)
+    _same(PARTS[name], json.loads(json.dumps(got)), name)
