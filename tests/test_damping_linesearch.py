@@ -7,8 +7,18 @@ import math
 import pytest
 
 from shf.errors import ConfigError
-from shf.optim.damping import levenberg_marquardt, reduction_ratio
+from shf.optim.damping import (
+    LAMBDA_MAX,
+    NU_MAX,
+    NielsenDamping,
+    PaperDamping,
+    levenberg_marquardt,
+    make_damping,
+    nielsen,
+    reduction_ratio,
+)
 from shf.optim.linesearch import armijo_backtracking
+from shf.optim.step import SHFConfig, SHFState
 
 
 def test_lm_rule():
@@ -110,3 +120,37 @@ def test_lambda_stops_at_its_ceiling_when_every_step_fails(rule: str) -> None:
     # below the ceiling the rules are unchanged, and a good step brings lambda down again
     assert levenberg_marquardt(2.0, 0.0, 0.5) == 4.0
     assert nielsen(LAMBDA_MAX, 1.0, nu)[0] == pytest.approx(LAMBDA_MAX / math.sqrt(3), rel=1e-14)
+
+
+def test_damping_parts_are_the_rules_with_their_floor_state_and_failure_growth() -> None:
+    paper = make_damping("paper", 0.9, lambda_min=0.5)
+    assert isinstance(paper, PaperDamping) and paper.state_dict() == {}
+    assert paper.update(1.0, 0.1) == pytest.approx(1.0 / 0.9)  # rho < 1/4: up
+    assert paper.update(1.0, 0.9) == pytest.approx(0.9)  # rho > 3/4: down
+    assert paper.update(0.52, 0.9) == 0.5  # B2's floor last
+    assert paper.update(2.0, 0.9, failed=True) == pytest.approx(2.0 / 0.9)  # undone: at least up
+    nl = make_damping("nielsen", 0.9)
+    assert isinstance(nl, NielsenDamping)
+    lam, nu = 1.0, 2.0
+    for rho in (0.9, -1.0, -1.0, 0.5):  # the function's sequence, its nu kept by the part
+        want, nu = nielsen(lam, rho, nu)
+        assert nl.update(lam, rho) == want and nl.nu == nu
+        lam = want
+    nl.nu = 8.0
+    assert nl.update(1.0, 0.9, failed=True) >= 1.0 / 0.9 and nl.nu == 16.0  # failed: nu doubles
+    nl.nu = NU_MAX
+    nl.update(1.0, -1.0)
+    assert nl.nu == NU_MAX and nl.update(LAMBDA_MAX, -1.0) == LAMBDA_MAX
+    other = make_damping("nielsen", 0.9)
+    other.load_state_dict(nl.state_dict())
+    assert other.state_dict() == {"nu": NU_MAX}
+    with pytest.raises(ConfigError, match="damping_rule must be one of"):
+        make_damping("lm", 0.9)
+
+
+def test_a_state_saved_before_the_damping_part_resumes_nielsens_nu() -> None:
+    state = SHFState.initial(SHFConfig(damping_rule="nielsen"))
+    old = {**state.state_dict(), "nu": 32.0}
+    del old["damping"]  # the format before the part: nu at the top level
+    state.load_state_dict(old)
+    assert state.damping.state_dict() == {"nu": 32.0}

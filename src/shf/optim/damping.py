@@ -1,8 +1,16 @@
-"""Levenberg-Marquardt damping (§4.2) and the reduction ratio ``rho``."""
+"""Levenberg-Marquardt damping (§4.2) and the reduction ratio ``rho``.
+
+The rules are functions (:func:`levenberg_marquardt`, :func:`nielsen`) and, for the HF
+iteration, parts (:class:`DampingRule`): one object chosen once by :func:`make_damping`, which
+holds the rule's own state (Nielsen's ``nu``) and its ``state_dict``. The iteration itself
+carries ``lambda`` (Alg. 1's variable).
+"""
 
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
 
 from shf.errors import ConfigError
 
@@ -65,3 +73,79 @@ def nielsen(lam: float, rho: float, nu: float) -> tuple[float, float]:
         factor = max(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
         return lam * math.sqrt(factor), 2.0
     return min(lam * math.sqrt(nu), LAMBDA_MAX), min(2.0 * nu, NU_MAX)
+
+
+class DampingRule(ABC):
+    """The damping part of an HF iteration: ``lambda`` for the next iteration from ``rho``.
+
+    ``drop``: the paper's factor (also the least growth after a step undone for non-finite
+    weights, under every rule); ``lambda_min``: B2's floor under ``lambda`` (0: none, the paper's).
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, drop: float, lambda_min: float = 0.0) -> None:
+        self.drop, self.lambda_min = drop, lambda_min
+
+    @abstractmethod
+    def _rule(self, lam: float, rho: float, failed: bool) -> float:
+        """The rule's ``lambda`` (and its own state's update)."""
+
+    def update(self, lam: float, rho: float, *, failed: bool = False) -> float:
+        """``lambda_next`` from ``lambda`` and ``rho``, updating the rule's state. ``failed``: the
+        step was taken and undone (its weights were not finite): ``lambda`` grows at least as the
+        paper's rule grows it on ``rho < 1/4``. B2's floor applies last."""
+        lam_next = self._rule(lam, rho, failed)
+        if failed:
+            lam_next = max(lam_next, levenberg_marquardt(lam, -math.inf, self.drop))
+        # Beyond the paper (docs/deviations.md B2): an optional floor under lambda
+        return max(lam_next, self.lambda_min)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The rule's own state (none for the paper's rule)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (the paper's rule has none: an older checkpoint's ``nu``
+        is ignored)."""
+        del state
+
+
+class PaperDamping(DampingRule):
+    """§4.2: ``lambda <- lambda / drop`` if ``rho < 1/4``, ``drop lambda`` if ``rho > 3/4``."""
+
+    name = "paper"
+
+    def _rule(self, lam: float, rho: float, failed: bool) -> float:
+        # lambda <- lambda/drop if rho < 1/4; drop*lambda if rho > 3/4
+        return levenberg_marquardt(lam, rho, self.drop)
+
+
+class NielsenDamping(DampingRule):
+    """Beyond the paper (docs/deviations.md B1): Nielsen's continuous rule on ``lambda^2``
+    (:func:`nielsen`); its growth factor ``nu`` is its state (doubled on a failed step too)."""
+
+    name = "nielsen"
+
+    def __init__(self, drop: float, lambda_min: float = 0.0) -> None:
+        super().__init__(drop, lambda_min)
+        self.nu = 2.0
+
+    def _rule(self, lam: float, rho: float, failed: bool) -> float:
+        lam_next, nu_next = nielsen(lam, rho, self.nu)
+        self.nu = min(2.0 * self.nu, NU_MAX) if failed else nu_next
+        return lam_next
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"nu": self.nu}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.nu = float(state.get("nu", 2.0))
+
+
+def make_damping(rule: str, drop: float, lambda_min: float = 0.0) -> DampingRule:
+    """The damping part named ``rule`` (one of :data:`DAMPING_RULES`)."""
+    parts: dict[str, type[DampingRule]] = {"paper": PaperDamping, "nielsen": NielsenDamping}
+    if rule not in parts:
+        raise ConfigError(f"damping_rule must be one of {DAMPING_RULES}, got {rule!r}")
+    return parts[rule](drop, lambda_min)

@@ -467,7 +467,7 @@ class SHF(torch.optim.Optimizer):
         sd = super().state_dict()
         sd["shf"] = {
             "lam": self.hf_state.lam,
-            "nu": self.hf_state.nu,
+            "damping": self.hf_state.damping.state_dict(),
             "g1_norm": self.hf_state.g1_norm,
             "gamma": self.hf_state.gamma,
             "maxiter": self.hf_state.maxiter,
@@ -554,7 +554,8 @@ class SHF(torch.optim.Optimizer):
         for g in self.param_groups:
             g.setdefault("lr", 1.0)  # saved before SHF had an lr: the unscaled step
         self.hf_state.lam, self.hf_state.gamma, self.hf_state.maxiter = s["lam"], s["gamma"], s["maxiter"]
-        self.hf_state.nu = float(s.get("nu", 2.0))
+        # saved before the damping was a part: Nielsen's nu at the top level
+        self.hf_state.damping.load_state_dict(s.get("damping", {"nu": s.get("nu", 2.0)}))
         self.hf_state.g1_norm = s.get("g1_norm")
         if self.hf_state.curvature is not None:
             self.hf_state.curvature.load_state_dict(s["curvature_plateau"])

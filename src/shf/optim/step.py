@@ -31,7 +31,7 @@ from shf.batch import Inputs
 from shf.curvature.base import CurvatureModel
 from shf.errors import require
 from shf.optim import precond as pc
-from shf.optim.damping import DAMPING_RULES, LAMBDA_MAX, NU_MAX, levenberg_marquardt, nielsen, reduction_ratio
+from shf.optim.damping import DAMPING_RULES, LAMBDA_MAX, DampingRule, make_damping, reduction_ratio
 from shf.optim.linesearch import armijo_backtracking
 from shf.optim.plateau import PlateauGrowth
 from shf.solvers.cg import cg
@@ -350,8 +350,8 @@ class SHFState:
     lam: float
     gamma: float
     maxiter: int
+    damping: DampingRule  # the damping part (§4.2, B1, B2), with its own state
     d: list[Tensor] | None = None  # the decayed previous step gamma d (warm start)
-    nu: float = 2.0  # Nielsen's growth factor (damping_rule = "nielsen")
     curvature: PlateauGrowth | None = None  # B11: the growing curvature batch (None: fixed)
     g1_norm: float | None = None  # ||grad f_1||, the forcing term's reference (forcing = "gradient")
 
@@ -364,12 +364,15 @@ class SHFState:
             if cfg.curvature_patience is None or cfg.curvature_size is None
             else PlateauGrowth(cfg.curvature_size, cfg.curvature_patience, cfg.curvature_growth)
         )
-        return cls(lam=cfg.lambda1, gamma=cfg.gamma1, maxiter=cfg.maxiter1, d=None, curvature=curvature)
+        damping = make_damping(cfg.damping_rule, cfg.drop, cfg.lambda_min)
+        return cls(lam=cfg.lambda1, gamma=cfg.gamma1, maxiter=cfg.maxiter1, damping=damping, d=None,
+                   curvature=curvature)  # fmt: skip
 
     def state_dict(self) -> dict[str, Any]:
         """Tensors and scalars to resume exactly."""
         return {
-            "lam": self.lam, "gamma": self.gamma, "maxiter": self.maxiter, "d": self.d, "nu": self.nu,
+            "lam": self.lam, "gamma": self.gamma, "maxiter": self.maxiter, "d": self.d,
+            "damping": self.damping.state_dict(),
             "g1_norm": self.g1_norm,
             "curvature": None if self.curvature is None else self.curvature.state_dict(),
         }  # fmt: skip
@@ -377,7 +380,8 @@ class SHFState:
     def load_state_dict(self, s: dict[str, Any]) -> None:
         """Restore from :meth:`state_dict`."""
         self.lam, self.gamma, self.maxiter, self.d = s["lam"], s["gamma"], s["maxiter"], s["d"]
-        self.nu = float(s.get("nu", 2.0))
+        # saved before the damping was a part: Nielsen's nu at the top level
+        self.damping.load_state_dict(s.get("damping", {"nu": s.get("nu", 2.0)}))
         self.g1_norm = s.get("g1_norm")
         if self.curvature is not None:
             self.curvature.load_state_dict(s["curvature"])
@@ -838,13 +842,6 @@ def shf_step(
         slope, curv, model_change, f_new = math.nan, math.nan, math.nan, math.inf
     # rho <- (f(w + d) - f(w)) / q(d)  (§4.2)
     rho = reduction_ratio(f_new, f0, model_change)
-    # lambda <- lambda/drop if rho < 1/4; drop*lambda if rho > 3/4
-    nu_next = state.nu
-    if cfg.damping_rule == "nielsen":
-        # Beyond the paper (docs/deviations.md B1): Nielsen's continuous rule on lambda^2
-        lam_next, nu_next = nielsen(lam, rho, state.nu)
-    else:
-        lam_next = levenberg_marquardt(lam, rho, cfg.drop)
     times["rho"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -879,11 +876,9 @@ def shf_step(
         loss_new = objective(tl.axpy(step, d, w))
     # w <- w + s d
     w_new = cast(list[Tensor], tl.axpy(step, d, w) if accepted else tl.clone(w))
-    if accepted and not tl.all_finite(w_new):  # never write NaN weights
+    failed = accepted and not tl.all_finite(w_new)
+    if failed:  # never write NaN weights
         accepted, step, loss_new, w_new = False, 0.0, f0, cast(list[Tensor], tl.clone(w))
-        # at least the paper rule's growth on a failed step, under the same ceilings
-        lam_next = max(lam_next, levenberg_marquardt(lam, -math.inf, cfg.drop))
-        nu_next = min(2.0 * state.nu, NU_MAX)
 
     # With s = 1 the new weights are exactly the w + d the merit was evaluated at (the same
     # tensor operation), so f(w_new; X_val) is already known: the caller need not recompute it.
@@ -900,10 +895,10 @@ def shf_step(
         state.d = None
     gamma_used = state.gamma
     state.gamma = min(cfg.gamma_growth * state.gamma, cfg.gamma_max)
-    # Beyond the paper (docs/deviations.md B2): an optional floor under lambda
-    lam_next = max(lam_next, cfg.lambda_min)
+    # lambda <- lambda/drop if rho < 1/4; drop*lambda if rho > 3/4 (or the chosen rule, B1, B2);
+    # a step undone for non-finite weights raises it at least as the paper's rule would
+    lam_next = state.damping.update(lam, rho, failed=failed)
     state.lam = lam_next
-    state.nu = nu_next
     times["total"] = time.perf_counter() - t0
 
     info_out = StepInfo(
