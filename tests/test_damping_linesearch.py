@@ -17,7 +17,7 @@ from shf.optim.damping import (
     nielsen,
     reduction_ratio,
 )
-from shf.optim.linesearch import armijo_backtracking
+from shf.optim.linesearch import ArmijoThenModel, armijo_backtracking, make_step_length
 from shf.optim.step import SHFConfig, SHFState
 
 
@@ -154,3 +154,25 @@ def test_a_state_saved_before_the_damping_part_resumes_nielsens_nu() -> None:
     del old["damping"]  # the format before the part: nu at the top level
     state.load_state_dict(old)
     assert state.damping.state_dict() == {"nu": 32.0}
+
+
+def test_step_length_parts_armijo_and_bs_model_step() -> None:
+    # f(s) = (s - 3)^2 along d, slope -6 and curvature 2 at s = 0: the model's minimiser is s* = 3
+    def f(s: float) -> float:
+        return (s - 3.0) ** 2
+
+    paper = make_step_length("unit", 1e-4, 30, 4.0)
+    ls, s_star = paper.search(f, f(0.0), -6.0, 2.0, f(1.0))
+    assert (ls.step, ls.accepted, math.isnan(s_star)) == (1.0, True, True)
+    b8 = make_step_length("model", 1e-4, 30, 4.0)
+    assert isinstance(b8, ArmijoThenModel)
+    ls, s_star = b8.search(f, f(0.0), -6.0, 2.0, f(1.0))
+    assert (ls.step, ls.f_new, s_star) == (3.0, 0.0, 3.0)  # s* is taken: Armijo holds, f lower
+    ls, _ = make_step_length("model", 1e-4, 30, 2.5).search(f, f(0.0), -6.0, 2.0, f(1.0))
+    assert ls.step == 2.5  # at most step_max
+    ls, s_star = b8.search(lambda s: (s - 3.0) ** 2 + (10.0 if s > 1 else 0.0), 9.0, -6.0, 2.0, 4.0)
+    assert (ls.step, s_star) == (1.0, 3.0)  # no lower loss at s*: s = 1 stays
+    ls, s_star = b8.search(f, 9.0, 1.0, 2.0, f(1.0))  # not a descent direction: refused, no s*
+    assert not ls.accepted and math.isnan(s_star)
+    with pytest.raises(ConfigError, match="step_rule must be one of"):
+        make_step_length("wolfe", 1e-4, 30, 4.0)

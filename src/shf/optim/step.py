@@ -32,7 +32,7 @@ from shf.curvature.base import CurvatureModel
 from shf.errors import require
 from shf.optim import precond as pc
 from shf.optim.damping import DAMPING_RULES, LAMBDA_MAX, DampingRule, make_damping, reduction_ratio
-from shf.optim.linesearch import armijo_backtracking
+from shf.optim.linesearch import STEP_RULES, StepLength, make_step_length
 from shf.optim.plateau import PlateauGrowth
 from shf.solvers.cg import cg
 from shf.solvers.lsmr import LsmrStop, lsmr
@@ -48,7 +48,6 @@ FORCED = "forcing"
 FORCING_RULES = ("none", "gradient")
 MAXITER_RULES = ("paper", "merit")
 BATCH_TESTS = ("squared", "paper")
-STEP_RULES = ("unit", "model")
 WARM_START_GUARDS = ("none", "model", "retry", "reset")
 
 
@@ -351,6 +350,7 @@ class SHFState:
     gamma: float
     maxiter: int
     damping: DampingRule  # the damping part (§4.2, B1, B2), with its own state
+    step_length: StepLength  # the step-length part (Armijo, B8), chosen once
     d: list[Tensor] | None = None  # the decayed previous step gamma d (warm start)
     curvature: PlateauGrowth | None = None  # B11: the growing curvature batch (None: fixed)
     g1_norm: float | None = None  # ||grad f_1||, the forcing term's reference (forcing = "gradient")
@@ -365,8 +365,9 @@ class SHFState:
             else PlateauGrowth(cfg.curvature_size, cfg.curvature_patience, cfg.curvature_growth)
         )
         damping = make_damping(cfg.damping_rule, cfg.drop, cfg.lambda_min)
-        return cls(lam=cfg.lambda1, gamma=cfg.gamma1, maxiter=cfg.maxiter1, damping=damping, d=None,
-                   curvature=curvature)  # fmt: skip
+        step_length = make_step_length(cfg.step_rule, cfg.alpha, cfg.max_backtracks, cfg.step_max)
+        return cls(lam=cfg.lambda1, gamma=cfg.gamma1, maxiter=cfg.maxiter1, damping=damping,
+                   step_length=step_length, d=None, curvature=curvature)  # fmt: skip
 
     def state_dict(self) -> dict[str, Any]:
         """Tensors and scalars to resume exactly."""
@@ -845,29 +846,12 @@ def shf_step(
     times["rho"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    # Backtracking: s <- 1; while f(w + s d) > f(w) - alpha s d^T A^T b: s <- s/2
+    # s <- the step length along d (Armijo backtracking from s = 1; B8's model step)
+    accepted, step, loss_new, model_step = False, 0.0, f0, math.nan
     if finite:
-        ls = armijo_backtracking(
-            lambda s: objective(tl.axpy(s, d, w)),
-            f0,
-            slope,
-            alpha=cfg.alpha,
-            max_backtracks=cfg.max_backtracks,
-            f_at_one=f_new,
-        )
+        along = lambda s: objective(tl.axpy(s, d, w))  # noqa: E731  (f(w + s d) on the batch)
+        ls, model_step = state.step_length.search(along, f0, slope, curv, f_new)
         accepted, step, loss_new = ls.accepted, ls.step, ls.f_new
-    else:
-        accepted, step, loss_new = False, 0.0, f0
-    model_step = math.nan
-    if finite and cfg.step_rule == "model" and math.isfinite(slope) and slope < 0.0:
-        # Beyond the paper (docs/deviations.md B8): s* = -g^T d / d^T A^T A d, the undamped
-        # model's minimiser along d; taken when > 1, Armijo holds and the batch loss is lower.
-        model_step = -slope / curv if curv > 0.0 else math.inf
-        if accepted and step == 1.0 and model_step > 1.0:
-            s_try = min(model_step, cfg.step_max)
-            f_try = objective(tl.axpy(s_try, d, w))
-            if math.isfinite(f_try) and f_try <= f0 + cfg.alpha * s_try * slope and f_try < loss_new:
-                step, loss_new = s_try, f_try
     times["linesearch"] = time.perf_counter() - t
 
     if accepted and lr != 1.0:
