@@ -34,6 +34,7 @@ from shf.optim import precond as pc
 from shf.optim.damping import DAMPING_RULES, LAMBDA_MAX, DampingRule, make_damping, reduction_ratio
 from shf.optim.linesearch import STEP_RULES, StepLength, make_step_length
 from shf.optim.plateau import PlateauGrowth
+from shf.optim.warmstart import WARM_START_GUARDS, WarmStartGuard, make_guard
 from shf.solvers.cg import cg
 from shf.solvers.lsmr import LsmrStop, lsmr
 from shf.solvers.merit import MeritMonitor
@@ -48,7 +49,6 @@ FORCED = "forcing"
 FORCING_RULES = ("none", "gradient")
 MAXITER_RULES = ("paper", "merit")
 BATCH_TESTS = ("squared", "paper")
-WARM_START_GUARDS = ("none", "model", "retry", "reset")
 
 
 @dataclass
@@ -351,6 +351,7 @@ class SHFState:
     maxiter: int
     damping: DampingRule  # the damping part (§4.2, B1, B2), with its own state
     step_length: StepLength  # the step-length part (Armijo, B8), chosen once
+    guard: WarmStartGuard  # what the warm start does when it does not decrease the model (B14)
     d: list[Tensor] | None = None  # the decayed previous step gamma d (warm start)
     curvature: PlateauGrowth | None = None  # B11: the growing curvature batch (None: fixed)
     g1_norm: float | None = None  # ||grad f_1||, the forcing term's reference (forcing = "gradient")
@@ -367,7 +368,8 @@ class SHFState:
         damping = make_damping(cfg.damping_rule, cfg.drop, cfg.lambda_min)
         step_length = make_step_length(cfg.step_rule, cfg.alpha, cfg.max_backtracks, cfg.step_max)
         return cls(lam=cfg.lambda1, gamma=cfg.gamma1, maxiter=cfg.maxiter1, damping=damping,
-                   step_length=step_length, d=None, curvature=curvature)  # fmt: skip
+                   step_length=step_length, guard=make_guard(cfg.warm_start_guard), d=None,
+                   curvature=curvature)  # fmt: skip
 
     def state_dict(self) -> dict[str, Any]:
         """Tensors and scalars to resume exactly."""
@@ -741,17 +743,23 @@ def shf_step(
         return tl.dot(d, g), curv  # -d^T A^T b
 
     t = time.perf_counter()
+    def decreases(d: list[Tensor]) -> Callable[[], bool]:
+        """``q(d) < 0`` for the undamped model on this batch (agreed by the ranks), when asked."""
+
+        def ask() -> bool:
+            nonlocal g
+            if g is None:
+                g = A.gradient()
+            slope_d, curv_d = quadratic(d)
+            return not _any_rank(not 0.5 * curv_d + slope_d < 0.0, agree)
+
+        return ask
+
+    # x0 <- gamma d (§4.5), or 0 where B14's guard refuses it
     x0 = state.d if state.d is not None else tl.zeros_like(w)
     warm: bool | None = None if state.d is None else True
-    if state.d is not None and cfg.warm_start_guard == "model":
-        # Beyond the paper (docs/deviations.md B14): start from 0 instead of gamma d when the
-        # warm start does not decrease the undamped model on this batch, q(x0) >= 0 = q(0).
-        # LSMR's damping pulls towards x0 (eq. 19), so a bad x0 would be returned nearly as is.
-        if g is None:
-            g = A.gradient()
-        slope0, curv0 = quadratic(state.d)
-        if _any_rank(not 0.5 * curv0 + slope0 < 0.0, agree):
-            x0, warm = tl.zeros_like(w), False
+    if state.d is not None and not state.guard.keeps_start(decreases(state.d)):
+        x0, warm = tl.zeros_like(w), False
     # The solver sees A through a timer, so its time splits into products and the rest.
     A_timed = TimedOperator(A_curv)
     op: Any = A_timed
@@ -822,9 +830,8 @@ def shf_step(
         # q(d) = 1/2 d^T A^T A d - d^T A^T b, the undamped model (NOTES item 10)
         slope, curv = quadratic(d)
         model_change = 0.5 * curv + slope
-        if warm and cfg.warm_start_guard == "retry" and _any_rank(not model_change < 0.0, agree):
-            # Beyond the paper (docs/deviations.md B14): the solve from gamma d returned a
-            # direction that does not decrease the undamped model; solve again from 0.
+        if state.guard.solves_again(warm, lambda: not _any_rank(not model_change < 0.0, agree)):
+            # Beyond the paper (docs/deviations.md B14, retry): solve again from 0.
             t_retry = time.perf_counter()
             merit_before = merit_time[0]
             d, its, stop, merit_evals, solver_best, merit_of_d = solve(tl.zeros_like(w))  # type: ignore[arg-type]
@@ -868,11 +875,9 @@ def shf_step(
     # tensor operation), so f(w_new; X_val) is already known: the caller need not recompute it.
     val_loss_new = merit_of_d if (accepted and step == 1.0 and merit_of_d is not None) else None
 
-    # Beyond the paper (docs/deviations.md B14): a warm-started solve that returned a direction
-    # with q(d) >= 0 is taken or refused as usual, but d does not seed the next solve.
-    drop_warm = warm is True and cfg.warm_start_guard == "reset" and not model_change < 0.0
-    # d <- gamma d; gamma <- min(1.002 gamma, 0.95)  (§4.5)
-    if accepted and not drop_warm:
+    # d <- gamma d; gamma <- min(1.002 gamma, 0.95)  (§4.5); B14's reset: not from a direction
+    # that a warm-started solve returned with q(d) >= 0
+    if accepted and state.guard.seeds_next(warm, model_change < 0.0):
         state.d = tl.scale(state.gamma, d)  # type: ignore[assignment]
     else:
         # Deviation: a rejected direction (or one B14's reset drops) is not reused as a warm start.
