@@ -108,7 +108,8 @@ def test_merit_monitor_evaluates_x0_only_when_read():
 def test_cg_ablation_evaluates_the_merit_at_x0_in_the_original_variables():
     """With a preconditioner c != 1 and a warm start x0 != 0 the merit's k = 0 point is x0
     (not x0 / c), and when every merit is +inf the returned direction is x0."""
-    from shf.optim.step import _solve_cg
+    from shf.optim.solve import CgSolver, Stops, System
+    from shf.solvers.operator import TimedOperator
 
     net, w, X = tiny_problem((6, 4, 2), 12, seed=3)
     A = net.jacobian(w, X)
@@ -120,10 +121,11 @@ def test_cg_ablation_evaluates_the_merit_at_x0_in_the_original_variables():
         seen.append([t.clone() for t in d])
         return float(tl.norm(d))
 
-    cfg = SHFConfig(miniter=0, first_check=1, ftol=1.0, n1=12)
-    _solve_cg(A, -A.residual, 1.0, c, x0, 5, cfg, merit)
+    solver = CgSolver(SHFConfig(miniter=0, first_check=1, ftol=1.0, n1=12).tolerances())
+    system = System(A, TimedOperator(A), -A.residual, 1.0, c, w)
+    solver.solve(system, x0, Stops(5, merit))
     assert any(all(torch.equal(a, b) for a, b in zip(s, x0)) for s in seen)
-    d, *_ = _solve_cg(A, -A.residual, 1.0, c, x0, 5, cfg, lambda d: float("inf"))
+    d = solver.solve(system, x0, Stops(5, lambda d: float("inf"))).d
     assert all(torch.equal(a, b) for a, b in zip(d, x0))
 
 

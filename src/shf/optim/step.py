@@ -16,6 +16,7 @@ live in :class:`shf.SHF` and :mod:`shf.fit`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -34,18 +35,12 @@ from shf.optim import precond as pc
 from shf.optim.damping import DAMPING_RULES, LAMBDA_MAX, DampingRule, make_damping, reduction_ratio
 from shf.optim.linesearch import STEP_RULES, StepLength, make_step_length
 from shf.optim.plateau import PlateauGrowth
+from shf.optim.solve import InnerSolver, SolveResult, Stops, System, Tolerances, any_rank, make_solver
 from shf.optim.warmstart import WARM_START_GUARDS, WarmStartGuard, make_guard
-from shf.solvers.cg import cg
-from shf.solvers.lsmr import LsmrStop, lsmr
-from shf.solvers.merit import MeritMonitor
-from shf.solvers.operator import DampedStack, TimedOperator
+from shf.solvers.operator import TimedOperator
 
-MAX_TIME = "max_time"
-"""The solver's stop reason when the step's deadline passed."""
 NOT_FINITE_BATCH = "not_finite_batch"
 """The solver's stop reason when the batch's loss or residual was not finite (no solve)."""
-FORCED = "forcing"
-"""The solver's stop reason when the forcing test (``SHFConfig.forcing``) held."""
 FORCING_RULES = ("none", "gradient")
 MAXITER_RULES = ("paper", "merit")
 BATCH_TESTS = ("squared", "paper")
@@ -196,6 +191,12 @@ class SHFConfig:
 
     def __post_init__(self) -> None:
         self.validate()
+
+    def tolerances(self) -> Tolerances:
+        """The inner solver's stopping constants (``atol`` and Alg. 6's merit rule)."""
+        return Tolerances(
+            self.atol, self.ftol, self.miniter, self.recover, self.first_check, self.check_growth
+        )
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first invalid hyper-parameter."""
@@ -352,6 +353,7 @@ class SHFState:
     damping: DampingRule  # the damping part (§4.2, B1, B2), with its own state
     step_length: StepLength  # the step-length part (Armijo, B8), chosen once
     guard: WarmStartGuard  # what the warm start does when it does not decrease the model (B14)
+    solver: InnerSolver  # the inner solve (LSMR, B7's stacked LSMR, CG) and its tolerances
     d: list[Tensor] | None = None  # the decayed previous step gamma d (warm start)
     curvature: PlateauGrowth | None = None  # B11: the growing curvature batch (None: fixed)
     g1_norm: float | None = None  # ||grad f_1||, the forcing term's reference (forcing = "gradient")
@@ -368,8 +370,8 @@ class SHFState:
         damping = make_damping(cfg.damping_rule, cfg.drop, cfg.lambda_min)
         step_length = make_step_length(cfg.step_rule, cfg.alpha, cfg.max_backtracks, cfg.step_max)
         return cls(lam=cfg.lambda1, gamma=cfg.gamma1, maxiter=cfg.maxiter1, damping=damping,
-                   step_length=step_length, guard=make_guard(cfg.warm_start_guard), d=None,
-                   curvature=curvature)  # fmt: skip
+                   step_length=step_length, guard=make_guard(cfg.warm_start_guard),
+                   solver=make_solver(cfg.solver, cfg.tolerances()), d=None, curvature=curvature)  # fmt: skip
 
     def state_dict(self) -> dict[str, Any]:
         """Tensors and scalars to resume exactly."""
@@ -448,171 +450,6 @@ class StepInfo:
         return asdict(self)
 
 
-def _scaled_start(c: list[Tensor] | None, x0: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
-    """The column scaling ``c`` (ones without a preconditioner) and the start ``y0 = x0 / c`` in the
-    scaled variable of Alg. 6's problem (NOTES item 2)."""
-    ones = c if c is not None else [torch.ones_like(t) for t in x0]
-    return ones, cast(list[Tensor], tl.div(x0, ones))
-
-
-def _solve_cg(
-    A: Any,
-    b: Tensor,
-    lam: float,
-    c: list[Tensor] | None,
-    x0: list[Tensor],
-    maxiter: int,
-    cfg: SHFConfig,
-    merit: Callable[[Any], float] | None,
-    deadline: float | None = None,
-    grad: list[Tensor] | None = None,
-    forcing_bound: float | None = None,
-    agree: Callable[[bool], bool] | None = None,
-) -> tuple[list[Tensor], int, str, int, int]:
-    """Ablation: CG on the problem LSMR solves, ``(C A^T A C + lambda^2 I) y = C A^T b + lambda^2 y0``.
-
-    In the scaled variable ``y`` (``d = c ∘ y``, ``y0 = x0 / c``) these are the normal
-    equations of ``min ||A C y - b||^2 + lambda^2 ||y - y0||^2``, Alg. 6's problem. Stops:
-    ``||residual|| <= atol ||rhs||`` (CG has no ``||Abar^T rbar||`` estimate; this is the
-    closest test), ``maxiter``, and Alg. 6's merit rules via :class:`MeritMonitor`, whose
-    best iterate is returned.
-    """
-    ones, y0 = _scaled_start(c, x0)
-
-    def Bv(y: Any) -> Any:
-        # v -> C A^T A C y + lambda^2 y
-        return tl.axpy(lam * lam, y, tl.mul(ones, A.rmatvec(A.matvec(tl.mul(ones, y)))))
-
-    # C A^T b = -C g; with ``grad`` (B7) the gradient of another (larger) batch than A's
-    rhs = tl.axpy(lam * lam, y0, tl.mul(ones, A.rmatvec(b) if grad is None else tl.scale(-1.0, grad)))
-    monitor = None
-    if merit is not None:
-        # x0 in the merit's variables (d), the iterates mapped there by d = c ∘ y
-        monitor = MeritMonitor(
-            merit, x0, ftol=cfg.ftol, miniter=cfg.miniter, recover=cfg.recover, maxiter=maxiter,
-            first_check=cfg.first_check, check_growth=cfg.check_growth, to_x=lambda y: tl.mul(ones, y),
-        )  # fmt: skip
-    late, forced = [False], [False]
-
-    def callback(k: int, y: Any, info: Any) -> bool:
-        if monitor is not None and monitor(k, y, info):
-            return True
-        # B3: CG's residual is the preconditioned damped normal equations' (LSMR's normar)
-        if forcing_bound is not None and info.residual_norm <= forcing_bound:
-            forced[0] = True
-            return True
-        late[0] = _past(deadline, agree)
-        return late[0]
-
-    y, info = cg(Bv, rhs, x0=y0, maxiter=maxiter, tol=0.0, rtol=cfg.atol, callback=callback)
-    stop = FORCED if forced[0] else (MAX_TIME if late[0] else info.stop.value)
-    if monitor is not None:
-        d, k_best = monitor.best(info.iterations, y)
-        return cast(list[Tensor], d), info.iterations, monitor.stop or stop, len(monitor.history), k_best
-    return cast(list[Tensor], tl.mul(ones, y)), info.iterations, stop, 0, info.iterations
-
-
-def _any_rank(flag: bool, agree: Callable[[bool], bool] | None) -> bool:
-    """``flag`` as the ranks decide it together: with ``agree`` (data-parallel runs,
-    :meth:`shf.collectives.Collectives.any`) true on every rank when true on one."""
-    return agree(flag) if agree is not None else flag
-
-
-def _past(deadline: float | None, agree: Callable[[bool], bool] | None) -> bool:
-    """Whether ``deadline`` has passed (on any rank's clock, see :func:`_any_rank`)."""
-    return deadline is not None and _any_rank(time.perf_counter() >= deadline, agree)
-
-
-def _lsmr_stops(
-    forcing_bound: float | None, deadline: float | None, agree: Callable[[bool], bool] | None = None
-) -> tuple[Callable[[int, Any, Any], bool], list[bool]]:
-    """LSMR's callback for the step: stop on the forcing test (B3: ``||Abar^T rbar_k|| <= bound``,
-    then ``forced[0]`` is True) or at the deadline (agreed by the ranks, see :func:`_past`)."""
-    forced = [False]
-
-    def callback(k: int, x: Any, i: Any) -> bool:
-        if forcing_bound is not None and i.normar <= forcing_bound:
-            forced[0] = True
-            return True
-        return _past(deadline, agree)
-
-    return callback, forced
-
-
-def _lsmr_outcome(info: Any, forced: bool) -> tuple[str, int, float | None]:
-    """``(stop reason, k of the returned iterate, phi of it or None)`` of an LSMR solve of the step:
-    the callback's stop named ``forcing`` or ``max_time``; ``phi(d)`` when the merit evaluated the
-    returned ``d`` (its best iterate), else None."""
-    stop = str(info.stop.value)
-    if info.stop is LsmrStop.CALLBACK:
-        stop = FORCED if forced else MAX_TIME  # the callbacks: forcing and the deadline
-    best = info.best_merit_iteration
-    merit_of_d = None
-    if best is not None and info.stop is not LsmrStop.X0_SOLVES:
-        # phi(d) for the returned d, which LSMR evaluated: f(w + d; X_val).
-        merit_of_d = dict(info.merit_history).get(best)
-    return stop, best if best is not None else info.iterations, merit_of_d
-
-
-def _solve_lsmr_stacked(
-    A_timed: Any,
-    g_A: list[Tensor],
-    b: Any,
-    g: list[Tensor],
-    lam: float,
-    c: list[Tensor] | None,
-    x0: list[Tensor],
-    maxiter: int,
-    cfg: SHFConfig,
-    merit: Callable[[Any], float] | None,
-    deadline: float | None,
-    forcing_bound: float | None,
-    agree: Callable[[bool], bool] | None = None,
-    weight_cost: float = 0.0,
-) -> tuple[list[Tensor], int, str, int, int, float | None]:
-    """B7: LSMR on ``(C A^T A C + lambda^2 I) y = -C g + lambda^2 y0`` with ``g`` not ``A``'s gradient.
-
-    In the scaled variable ``y`` (``d = c ∘ y``, ``y0 = x0 / c``) this is
-    ``min || [A C; lambda I] y - [b; e] ||`` with ``e = lambda y0 + C (g_A - g) / lambda``,
-    ``g_A = -A^T b`` the curvature rows' own gradient (:class:`DampedStack`). LSMR's iterates are
-    those of MINRES on these normal equations, as for Alg. 6's problem; the merit, forcing,
-    deadline and ``maxiter`` rules are the same. ``atol``'s test reads ``||rbar||``, which here
-    includes ``e``: it is looser than on Alg. 6's problem.
-
-    With B10's weight cost ``wc`` (``g`` then includes ``wc w``) the system is
-    ``(C (A^T A + wc I) C + lambda^2 I) y = -C g + lambda^2 y0``: the rows ``sqrt(wc) C y`` with
-    right-hand side ``-sqrt(wc) w`` and the damping rows ``lambda y`` make one diagonal block
-    ``D y``, ``D = sqrt(wc c^2 + lambda^2)``, with right-hand side
-    ``e = (lambda^2 y0 + C (g_A - g)) / D``, ``g_A`` the curvature rows' data gradient
-    (the same normal equations, so the same LSMR iterates as the two blocks stacked, with one
-    weight-sized part in LSMR's range vectors instead of two: fewer passes over the weights per
-    iteration, ``benchmarks/damping_block.py``).
-    Returns ``(d, iterations, stop, merit evaluations, k of d, phi(d) or None)``.
-    """
-    ones, y0 = _scaled_start(c, x0)
-    if weight_cost > 0.0:
-        # D = sqrt(wc c^2 + lambda^2);  D e = lambda^2 y0 + C (g_A - g)  (g holds wc w, g_A not)
-        c2 = cast(list[Tensor], tl.mul(ones, ones))
-        D = [torch.sqrt(t.mul_(weight_cost).add_(lam * lam)) for t in c2]
-        e = tl.div(tl.axpy(lam * lam, y0, tl.mul(ones, tl.sub(g_A, g))), D)
-        damp: float | list[Tensor] = D
-    else:
-        # e = lambda y0 + C (g_A - g) / lambda
-        damp = lam
-        e = tl.axpy(1.0 / lam, tl.mul(ones, tl.sub(g_A, g)), tl.scale(lam, y0))
-    op = DampedStack(A_timed, damp, ones)
-    rhs = op.join(b, e)
-    callback, forced = _lsmr_stops(forcing_bound, deadline, agree)
-    y, info = lsmr(
-        op, rhs, callback=callback, damp=0.0, x0=y0, atol=cfg.atol, btol=0.0, conlim=0.0, maxiter=maxiter,
-        merit=None if merit is None else (lambda y: merit(tl.mul(ones, y))), ftol=cfg.ftol,
-        miniter=cfg.miniter, recover=cfg.recover, first_check=cfg.first_check, check_growth=cfg.check_growth,
-    )  # fmt: skip
-    stop, k_d, merit_of_d = _lsmr_outcome(info, forced[0])
-    d = cast(list[Tensor], tl.mul(ones, y))
-    return d, info.iterations, stop, len(info.merit_history), k_d, merit_of_d
-
-
 def shf_step(
     model: CurvatureModel,
     w: list[Tensor],
@@ -678,7 +515,7 @@ def shf_step(
         )  # fmt: skip
 
     # b is this rank's rows of the residual (data-parallel): every rank skips, or none
-    if _any_rank(not (math.isfinite(f0) and tl.all_finite(b)), agree):
+    if any_rank(not (math.isfinite(f0) and tl.all_finite(b)), agree):
         return skip()
 
     # Beyond the paper (docs/deviations.md B7): the curvature on the batch's first rows only
@@ -689,7 +526,7 @@ def shf_step(
         A_curv = model.jacobian(w, bt.take(X, slice(0, n_c)), None if Y is None else Y[:n_c])
         g = A.gradient()  # grad f on the whole batch (eq. 6)
         times["forward"] = time.perf_counter() - t0
-        if _any_rank(not tl.all_finite(A_curv.residual), agree):
+        if any_rank(not tl.all_finite(A_curv.residual), agree):
             return skip()
     if wc > 0.0:
         # B10: grad f = grad L + c w
@@ -751,7 +588,7 @@ def shf_step(
             if g is None:
                 g = A.gradient()
             slope_d, curv_d = quadratic(d)
-            return not _any_rank(not 0.5 * curv_d + slope_d < 0.0, agree)
+            return not any_rank(not 0.5 * curv_d + slope_d < 0.0, agree)
 
         return ask
 
@@ -762,61 +599,18 @@ def shf_step(
         x0, warm = tl.zeros_like(w), False
     # The solver sees A through a timer, so its time splits into products and the rest.
     A_timed = TimedOperator(A_curv)
-    op: Any = A_timed
-    b_curv: Any = b if A_curv is A else -A_curv.residual
-    b_solve: Any = b_curv
-    # B7 with LSMR: the damping rows need their own right-hand side (and take B10's rows in)
-    stacked = A_curv is not A and cfg.solver == "lsmr"
-    if wc > 0.0 and not stacked:
-        # B10: the weight cost's rows sqrt(c) I under A, with right-hand side -sqrt(c) w
-        op = DampedStack(A_timed, math.sqrt(wc), None)
-        b_solve = op.join(b_solve, tl.scale(-math.sqrt(wc), w))
+    b_curv = b if A_curv is A else -A_curv.residual
+    system = System(A_curv, A_timed, b_curv, lam, c, w, g=g, weight_cost=wc, subset=A_curv is not A)
+    stops = Stops(state.maxiter, merit, forcing_bound, deadline, agree)
 
-    def solve(x0: list[Tensor]) -> tuple[list[Tensor], int, str, int, int | None, float | None]:
-        """``(d, iterations, stop, merit evaluations, solver_best, f(w + d; X_val) or None)``
-        from ``x0``."""
-        d, its, stop, evals, best, phi_d = solve_from(x0)
-        # the merit read a subsample (B5): not f(w + d; X_val)
-        return d, its, stop, evals, best, (phi_d if merit_on_val else None)
+    def solve(x0: list[Tensor]) -> SolveResult:
+        # Solve (A^T A + lambda^2 I) d = A^T b from x0 (Alg. 6; the chosen solver, B7's stacked block)
+        r = state.solver.solve(system, x0, stops)
+        # phi(d) is f(w + d; X_val) unless the merit read a subsample (B5)
+        return r if merit_on_val else dataclasses.replace(r, merit_of_d=None)
 
-    def solve_from(x0: list[Tensor]) -> tuple[list[Tensor], int, str, int, int | None, float | None]:
-        if stacked:
-            assert g is not None
-            # g_A = -A_c^T b_c: the curvature rows' data gradient (B10's rows join the damping block)
-            return _solve_lsmr_stacked(
-                A_timed, A_curv.gradient(), b_curv, g, lam, c, x0, state.maxiter,
-                cfg, merit, deadline, forcing_bound, agree, weight_cost=wc,
-            )  # fmt: skip
-        if cfg.solver == "lsmr":
-            # Solve (A^T A + lambda^2 I) d = A^T b with LSMR(d, A, b, lambda, c; maxiter, atol, ftol, phi)
-            callback, forced = _lsmr_stops(forcing_bound, deadline, agree)
-            d_solve, info = lsmr(
-                op,
-                b_solve,
-                callback=None if (deadline is None and forcing_bound is None) else callback,
-                damp=lam,
-                x0=x0,
-                precond=c,
-                atol=cfg.atol,
-                btol=0.0,  # Alg. 6 has no consistent-system test; only atol, the merit and maxiter
-                conlim=0.0,  # ... and no condition-number stop (0 disables it, as in scipy)
-                maxiter=state.maxiter,
-                merit=merit,
-                ftol=cfg.ftol,
-                miniter=cfg.miniter,
-                recover=cfg.recover,
-                first_check=cfg.first_check,
-                check_growth=cfg.check_growth,
-            )
-            stop, best, phi_d = _lsmr_outcome(info, forced[0])
-            return cast(list[Tensor], d_solve), info.iterations, stop, len(info.merit_history), best, phi_d
-        d_cg, its, stop, evals, best = _solve_cg(
-            op, b_solve, lam, c, x0, state.maxiter, cfg, merit, deadline,
-            grad=g if A_curv is not A else None, forcing_bound=forcing_bound, agree=agree,
-        )  # fmt: skip
-        return d_cg, its, stop, evals, best, None
-
-    d, iterations, stop, merit_evals, solver_best, merit_of_d = solve(cast(list[Tensor], x0))
+    solved = solve(cast(list[Tensor], x0))
+    d, iterations = solved.d, solved.iterations
     assert isinstance(d, list)
     times["solver"] = time.perf_counter() - t - merit_time[0]
     times["products"] = A_timed.seconds  # part of "solver": the Jacobian products alone
@@ -830,12 +624,12 @@ def shf_step(
         # q(d) = 1/2 d^T A^T A d - d^T A^T b, the undamped model (NOTES item 10)
         slope, curv = quadratic(d)
         model_change = 0.5 * curv + slope
-        if state.guard.solves_again(warm, lambda: not _any_rank(not model_change < 0.0, agree)):
+        if state.guard.solves_again(warm, lambda: not any_rank(not model_change < 0.0, agree)):
             # Beyond the paper (docs/deviations.md B14, retry): solve again from 0.
             t_retry = time.perf_counter()
             merit_before = merit_time[0]
-            d, its, stop, merit_evals, solver_best, merit_of_d = solve(tl.zeros_like(w))  # type: ignore[arg-type]
-            iterations += its
+            solved = solve(cast(list[Tensor], tl.zeros_like(w)))
+            d, iterations = solved.d, iterations + solved.iterations
             warm = False
             times["solver"] += time.perf_counter() - t_retry - (merit_time[0] - merit_before)
             times["products"] = A_timed.seconds
@@ -873,6 +667,7 @@ def shf_step(
 
     # With s = 1 the new weights are exactly the w + d the merit was evaluated at (the same
     # tensor operation), so f(w_new; X_val) is already known: the caller need not recompute it.
+    merit_of_d = solved.merit_of_d
     val_loss_new = merit_of_d if (accepted and step == 1.0 and merit_of_d is not None) else None
 
     # d <- gamma d; gamma <- min(1.002 gamma, 0.95)  (§4.5); B14's reset: not from a direction
@@ -899,10 +694,10 @@ def shf_step(
         gamma=gamma_used,
         maxiter=state.maxiter,
         solver_iterations=iterations,
-        solver_stop=stop,
-        merit_evaluations=merit_evals,
+        solver_stop=solved.stop,
+        merit_evaluations=solved.merit_evaluations,
         solver=cfg.solver,
-        solver_best=solver_best,
+        solver_best=solved.best,
         model_step=model_step,
         rho=rho if math.isfinite(rho) else float("nan"),
         model_change=model_change,

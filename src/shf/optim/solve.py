@@ -1,0 +1,299 @@
+"""The inner solve of an HF iteration: Alg. 6's damped least-squares problem, with the stopping
+tests built in one place.
+
+In the scaled variable ``y`` (``d = c ∘ y``, ``y0 = x0 / c``, ``c`` the preconditioner's inverse)
+the problem is ``min ||A C y - b||^2 + lambda^2 ||y - y0||^2`` (eq. 19). :class:`InnerSolver` is
+the part an HF iteration calls, chosen once by :func:`make_solver`: :class:`LsmrSolver` (the
+paper's; on the stacked damping block when the curvature rows are a subset of the batch, B7) or
+:class:`CgSolver` (the ablation: CG on the normal equations). Both stop on the solver's own test
+(``atol``), ``maxiter``, Alg. 6's validation merit, B3's forcing test and the deadline
+(:class:`Stops`), and return a :class:`SolveResult`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, cast
+
+import torch
+from torch import Tensor
+
+from shf import tensorlist as tl
+from shf.curvature.base import JacobianOperator
+from shf.errors import ConfigError
+from shf.solvers.cg import cg
+from shf.solvers.lsmr import LsmrStop, lsmr
+from shf.solvers.merit import MeritMonitor
+from shf.solvers.operator import DampedStack, TimedOperator
+
+MAX_TIME = "max_time"
+"""The solver's stop reason when the step's deadline passed."""
+FORCED = "forcing"
+"""The solver's stop reason when the forcing test (``SHFConfig.forcing``) held."""
+SOLVERS = ("lsmr", "cg")
+
+Agree = Callable[[bool], bool]
+"""The ranks' agreement on a flag (true everywhere when true on one), or None in one process."""
+
+
+def any_rank(flag: bool, agree: Agree | None) -> bool:
+    """``flag`` as the ranks decide it together: with ``agree`` (data-parallel runs,
+    :meth:`shf.collectives.Collectives.any`) true on every rank when true on one."""
+    return agree(flag) if agree is not None else flag
+
+
+def past(deadline: float | None, agree: Agree | None) -> bool:
+    """Whether ``deadline`` has passed (on any rank's clock, see :func:`any_rank`)."""
+    return deadline is not None and any_rank(time.perf_counter() >= deadline, agree)
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """The solver's own stopping constants: ``atol`` (LSMR's ``||Abar^T rbar|| / (||Abar|| ||rbar||)``
+    test; CG's relative residual), and Alg. 6's merit rule (``ftol``, ``miniter``, ``recover``,
+    ``first_check``, ``check_growth``; :class:`shf.solvers.merit.MeritMonitor`)."""
+
+    atol: float = 1e-8
+    ftol: float = 1e-7
+    miniter: int = 50
+    recover: int = 100
+    first_check: int = 5
+    check_growth: float = 1.25
+
+
+@dataclass(frozen=True)
+class Stops:
+    """The tests that end one solve besides the solver's own: ``maxiter``; Alg. 6's merit ``phi(d)``
+    (None: none); B3's forcing bound on the normal equations' residual in the scaled variables
+    (None: none); the ``deadline`` (a ``time.perf_counter()`` value); ``agree``: the ranks'
+    agreement on the time-based stop (data-parallel)."""
+
+    maxiter: int
+    merit: Callable[[Any], float] | None = None
+    forcing_bound: float | None = None
+    deadline: float | None = None
+    agree: Agree | None = None
+
+
+@dataclass
+class System:
+    """One HF iteration's problem: the curvature rows' operator ``A`` (and ``timed``, the same
+    through a timer) with right-hand side ``b``, the damping ``lambda``, the column scaling ``c``
+    (None: no preconditioner); ``g``, the objective's gradient where it is not ``A``'s own
+    (``-A^T b``): a subset of the batch as curvature rows (B7) or B10's weight cost (None: it is);
+    ``weight_cost`` and the weights ``w`` (B10's rows ``sqrt(c) I``, right-hand side ``-sqrt(c) w``);
+    ``subset``: the curvature rows are a subset of the batch (B7)."""
+
+    A: JacobianOperator
+    timed: TimedOperator
+    b: Tensor
+    lam: float
+    c: list[Tensor] | None
+    w: list[Tensor]
+    g: list[Tensor] | None = None
+    weight_cost: float = 0.0
+    subset: bool = False
+
+
+@dataclass(frozen=True)
+class SolveResult:
+    """What one solve returned: the direction ``d``, the iterations, the named stop reason, the
+    merit's evaluations, the iteration of ``d`` (the best merit's, or the last) and ``phi(d)``
+    when the merit evaluated ``d`` (None otherwise)."""
+
+    d: list[Tensor]
+    iterations: int
+    stop: str
+    merit_evaluations: int
+    best: int | None
+    merit_of_d: float | None = None
+
+
+def _scaled_start(c: list[Tensor] | None, x0: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+    """The column scaling ``c`` (ones without a preconditioner) and the start ``y0 = x0 / c`` in the
+    scaled variable of Alg. 6's problem (NOTES item 2)."""
+    ones = c if c is not None else [torch.ones_like(t) for t in x0]
+    return ones, cast(list[Tensor], tl.div(x0, ones))
+
+
+def _with_weight_cost(s: System) -> tuple[Any, Any]:
+    """``(operator, right-hand side)``: ``A`` and ``b``, with B10's rows ``sqrt(c) I`` under ``A``
+    and ``-sqrt(c) w`` under ``b`` when there is a weight cost."""
+    if s.weight_cost > 0.0:
+        # B10: the weight cost's rows sqrt(c) I under A, with right-hand side -sqrt(c) w
+        op = DampedStack(s.timed, math.sqrt(s.weight_cost), None)
+        return op, op.join(s.b, tl.scale(-math.sqrt(s.weight_cost), s.w))
+    return s.timed, s.b
+
+
+class InnerSolver(ABC):
+    """The inner-solve part of an HF iteration (see the module's docstring)."""
+
+    name: ClassVar[str]
+
+    def __init__(self, tol: Tolerances) -> None:
+        self.tol = tol
+
+    @abstractmethod
+    def solve(self, system: System, x0: list[Tensor], stops: Stops) -> SolveResult:
+        """The direction for ``system`` from ``x0``."""
+
+
+class LsmrSolver(InnerSolver):
+    """Alg. 6: preconditioned LSMR with the validation merit (the paper's); with B7's subset of
+    curvature rows, LSMR on the stacked damping block (:meth:`stacked`)."""
+
+    name = "lsmr"
+
+    def solve(self, system: System, x0: list[Tensor], stops: Stops) -> SolveResult:
+        if system.subset:
+            return self.stacked(system, x0, stops)
+        t = self.tol
+        op, b = _with_weight_cost(system)
+        callback, forced = self._callback(stops)
+        # Solve (A^T A + lambda^2 I) d = A^T b with LSMR(d, A, b, lambda, c; maxiter, atol, ftol, phi)
+        d, info = lsmr(
+            op, b, callback=None if (stops.deadline is None and stops.forcing_bound is None) else callback,
+            damp=system.lam, x0=x0, precond=system.c, atol=t.atol,
+            btol=0.0,  # Alg. 6 has no consistent-system test; only atol, the merit and maxiter
+            conlim=0.0,  # ... and no condition-number stop (0 disables it, as in scipy)
+            maxiter=stops.maxiter, merit=stops.merit, ftol=t.ftol, miniter=t.miniter, recover=t.recover,
+            first_check=t.first_check, check_growth=t.check_growth,
+        )  # fmt: skip
+        return self._outcome(cast(list[Tensor], d), info, forced[0])
+
+    def stacked(self, system: System, x0: list[Tensor], stops: Stops) -> SolveResult:
+        """B7: LSMR on ``(C A^T A C + lambda^2 I) y = -C g + lambda^2 y0`` with ``g`` not ``A``'s gradient.
+
+        In the scaled variable ``y`` this is ``min || [A C; lambda I] y - [b; e] ||`` with
+        ``e = lambda y0 + C (g_A - g) / lambda``, ``g_A = -A^T b`` the curvature rows' own
+        gradient (:class:`DampedStack`). LSMR's iterates are those of MINRES on these normal
+        equations, as for Alg. 6's problem; the merit, forcing, deadline and ``maxiter`` rules are
+        the same. ``atol``'s test reads ``||rbar||``, which here includes ``e``: it is looser than
+        on Alg. 6's problem.
+
+        With B10's weight cost ``wc`` (``g`` then includes ``wc w``) the system is
+        ``(C (A^T A + wc I) C + lambda^2 I) y = -C g + lambda^2 y0``: the rows ``sqrt(wc) C y`` with
+        right-hand side ``-sqrt(wc) w`` and the damping rows ``lambda y`` make one diagonal block
+        ``D y``, ``D = sqrt(wc c^2 + lambda^2)``, with right-hand side
+        ``e = (lambda^2 y0 + C (g_A - g)) / D``, ``g_A`` the curvature rows' data gradient
+        (the same normal equations, so the same LSMR iterates as the two blocks stacked, with one
+        weight-sized part in LSMR's range vectors instead of two: fewer passes over the weights
+        per iteration, ``benchmarks/damping_block.py``).
+        """
+        assert system.g is not None
+        t, lam, g = self.tol, system.lam, system.g
+        g_A = system.A.gradient()  # -A_c^T b_c: the curvature rows' data gradient
+        ones, y0 = _scaled_start(system.c, x0)
+        if system.weight_cost > 0.0:
+            # D = sqrt(wc c^2 + lambda^2);  D e = lambda^2 y0 + C (g_A - g)  (g holds wc w, g_A not)
+            c2 = cast(list[Tensor], tl.mul(ones, ones))
+            D = [torch.sqrt(v.mul_(system.weight_cost).add_(lam * lam)) for v in c2]
+            e = tl.div(tl.axpy(lam * lam, y0, tl.mul(ones, tl.sub(g_A, g))), D)
+            damp: float | list[Tensor] = D
+        else:
+            # e = lambda y0 + C (g_A - g) / lambda
+            damp = lam
+            e = tl.axpy(1.0 / lam, tl.mul(ones, tl.sub(g_A, g)), tl.scale(lam, y0))
+        op = DampedStack(system.timed, damp, ones)
+        callback, forced = self._callback(stops)
+        merit = stops.merit
+        y, info = lsmr(
+            op, op.join(system.b, e), callback=callback, damp=0.0, x0=y0, atol=t.atol, btol=0.0, conlim=0.0,
+            maxiter=stops.maxiter, merit=None if merit is None else (lambda y: merit(tl.mul(ones, y))),
+            ftol=t.ftol, miniter=t.miniter, recover=t.recover, first_check=t.first_check,
+            check_growth=t.check_growth,
+        )  # fmt: skip
+        return self._outcome(cast(list[Tensor], tl.mul(ones, y)), info, forced[0])
+
+    @staticmethod
+    def _callback(stops: Stops) -> tuple[Callable[[int, Any, Any], bool], list[bool]]:
+        """LSMR's callback: stop on the forcing test (B3: ``||Abar^T rbar_k|| <= bound``, then
+        ``forced[0]`` is True) or at the deadline (agreed by the ranks, see :func:`past`)."""
+        forced = [False]
+
+        def callback(k: int, x: Any, i: Any) -> bool:
+            if stops.forcing_bound is not None and i.normar <= stops.forcing_bound:
+                forced[0] = True
+                return True
+            return past(stops.deadline, stops.agree)
+
+        return callback, forced
+
+    @staticmethod
+    def _outcome(d: list[Tensor], info: Any, forced: bool) -> SolveResult:
+        """The callback's stop named ``forcing`` or ``max_time``; ``phi(d)`` when the merit
+        evaluated the returned ``d`` (its best iterate)."""
+        stop = str(info.stop.value)
+        if info.stop is LsmrStop.CALLBACK:
+            stop = FORCED if forced else MAX_TIME  # the callbacks: forcing and the deadline
+        best = info.best_merit_iteration
+        merit_of_d = None
+        if best is not None and info.stop is not LsmrStop.X0_SOLVES:
+            # phi(d) for the returned d, which LSMR evaluated: f(w + d; X_val).
+            merit_of_d = dict(info.merit_history).get(best)
+        k_d = best if best is not None else info.iterations
+        return SolveResult(d, info.iterations, stop, len(info.merit_history), k_d, merit_of_d)
+
+
+class CgSolver(InnerSolver):
+    """Ablation: CG on the problem LSMR solves, ``(C A^T A C + lambda^2 I) y = C A^T b + lambda^2 y0``.
+
+    In the scaled variable ``y`` these are the normal equations of Alg. 6's problem. Stops:
+    ``||residual|| <= atol ||rhs||`` (CG has no ``||Abar^T rbar||`` estimate; this is the closest
+    test), ``maxiter``, and Alg. 6's merit rules via :class:`MeritMonitor`, whose best iterate is
+    returned. With B7's subset the right-hand side is ``-C g`` of the whole batch's gradient.
+    """
+
+    name = "cg"
+
+    def solve(self, system: System, x0: list[Tensor], stops: Stops) -> SolveResult:
+        t, lam = self.tol, system.lam
+        A, b = _with_weight_cost(system)
+        grad = system.g if system.subset else None
+        ones, y0 = _scaled_start(system.c, x0)
+
+        def Bv(y: Any) -> Any:
+            # v -> C A^T A C y + lambda^2 y
+            return tl.axpy(lam * lam, y, tl.mul(ones, A.rmatvec(A.matvec(tl.mul(ones, y)))))
+
+        # C A^T b = -C g; with ``grad`` (B7) the gradient of another (larger) batch than A's
+        rhs = tl.axpy(lam * lam, y0, tl.mul(ones, A.rmatvec(b) if grad is None else tl.scale(-1.0, grad)))
+        monitor = None
+        if stops.merit is not None:
+            # x0 in the merit's variables (d), the iterates mapped there by d = c ∘ y
+            monitor = MeritMonitor(
+                stops.merit, x0, ftol=t.ftol, miniter=t.miniter, recover=t.recover, maxiter=stops.maxiter,
+                first_check=t.first_check, check_growth=t.check_growth, to_x=lambda y: tl.mul(ones, y),
+            )  # fmt: skip
+        late, forced = [False], [False]
+
+        def callback(k: int, y: Any, info: Any) -> bool:
+            if monitor is not None and monitor(k, y, info):
+                return True
+            # B3: CG's residual is the preconditioned damped normal equations' (LSMR's normar)
+            if stops.forcing_bound is not None and info.residual_norm <= stops.forcing_bound:
+                forced[0] = True
+                return True
+            late[0] = past(stops.deadline, stops.agree)
+            return late[0]
+
+        y, info = cg(Bv, rhs, x0=y0, maxiter=stops.maxiter, tol=0.0, rtol=t.atol, callback=callback)
+        stop = FORCED if forced[0] else (MAX_TIME if late[0] else info.stop.value)
+        if monitor is not None:
+            d, k_best = monitor.best(info.iterations, y)
+            return SolveResult(cast(list[Tensor], d), info.iterations, monitor.stop or stop,
+                               len(monitor.history), k_best)  # fmt: skip
+        return SolveResult(cast(list[Tensor], tl.mul(ones, y)), info.iterations, stop, 0, info.iterations)
+
+
+def make_solver(name: str, tol: Tolerances) -> InnerSolver:
+    """The inner solver named ``name`` (one of :data:`SOLVERS`)."""
+    solvers: dict[str, type[InnerSolver]] = {"lsmr": LsmrSolver, "cg": CgSolver}
+    if name not in solvers:
+        raise ConfigError(f"solver must be 'lsmr' or 'cg', got {name!r}")
+    return solvers[name](tol)
