@@ -413,10 +413,10 @@ class SHF(torch.optim.Optimizer):
             if info.val_loss is not None:
                 _, _, info.r_rel = self.schedule.update(info.val_loss, n_hat)
         # else (ablation): the batch size and the solver's cap stay at n1 and maxiter1
-        if state.curvature is not None and info.val_loss is not None:
+        if info.val_loss is not None:
             # Beyond the paper (B11): the next curvature batch, grown after curvature_patience
             # iterations in which the validation loss stalled
-            state.curvature.update(info.val_loss, self.schedule.n_max)
+            state.sampler.observe(info.val_loss, self.schedule.n_max)
         usable = info.solver_best is not None and info.solver_stop != NOT_FINITE_BATCH
         if cfg.maxiter_rule == "merit" and usable:
             # Beyond the paper (docs/deviations.md B4): the next cap follows where the merit was
@@ -428,7 +428,7 @@ class SHF(torch.optim.Optimizer):
         if self._comm is not None:
             # The ranks replicate the scalar work; should it differ in a bit somewhere (processes on
             # different hardware or thread counts), say so now rather than hang in a collective.
-            rows = state.curvature.size if state.curvature is not None else 0
+            rows = state.sampler.size or 0
             decided = [info.solver_iterations, float(info.accepted), info.step, info.lam_next, info.n_next,
                        info.maxiter_next, float(rows)]  # fmt: skip
             if not self._comm.same_on_all_ranks(decided):
@@ -481,8 +481,9 @@ class SHF(torch.optim.Optimizer):
             # the trained parameters' shapes and dtypes: a state for another architecture is refused
             "params": [[list(p.shape), _dtype_name(p.dtype)] for p in self._params],
         }
-        if self.hf_state.curvature is not None:
-            sd["shf"]["curvature_plateau"] = self.hf_state.curvature.state_dict()
+        plateau = self.hf_state.sampler.state_dict()
+        if plateau is not None:  # B11's growing curvature rows
+            sd["shf"]["curvature_plateau"] = plateau
         return sd
 
     def _check_parameters(self, state_dict: dict[str, Any]) -> None:
@@ -557,8 +558,7 @@ class SHF(torch.optim.Optimizer):
         # saved before the damping was a part: Nielsen's nu at the top level
         self.hf_state.damping.load_state_dict(s.get("damping", {"nu": s.get("nu", 2.0)}))
         self.hf_state.g1_norm = s.get("g1_norm")
-        if self.hf_state.curvature is not None:
-            self.hf_state.curvature.load_state_dict(s["curvature_plateau"])
+        self.hf_state.sampler.load_state_dict(s.get("curvature_plateau"))
         self.schedule.load_state_dict(s["schedule"])
         self.schedule.n_max = int(s["n_max"])  # set by the training-set size it was saved with
         self.generator.set_state(cast(Tensor, s["generator"]).clone())

@@ -34,7 +34,7 @@ from shf.errors import require
 from shf.optim import precond as pc
 from shf.optim.damping import DAMPING_RULES, LAMBDA_MAX, DampingRule, make_damping, reduction_ratio
 from shf.optim.linesearch import STEP_RULES, StepLength, make_step_length
-from shf.optim.plateau import PlateauGrowth
+from shf.optim.sampler import CurvatureRows, make_sampler
 from shf.optim.solve import InnerSolver, SolveResult, Stops, System, Tolerances, any_rank, make_solver
 from shf.optim.warmstart import WARM_START_GUARDS, WarmStartGuard, make_guard
 from shf.solvers.operator import TimedOperator
@@ -354,24 +354,20 @@ class SHFState:
     step_length: StepLength  # the step-length part (Armijo, B8), chosen once
     guard: WarmStartGuard  # what the warm start does when it does not decrease the model (B14)
     solver: InnerSolver  # the inner solve (LSMR, B7's stacked LSMR, CG) and its tolerances
+    sampler: CurvatureRows  # the curvature rows (the whole batch; B7's first rows; B11's growing)
     d: list[Tensor] | None = None  # the decayed previous step gamma d (warm start)
-    curvature: PlateauGrowth | None = None  # B11: the growing curvature batch (None: fixed)
     g1_norm: float | None = None  # ||grad f_1||, the forcing term's reference (forcing = "gradient")
 
     @classmethod
     def initial(cls, cfg: SHFConfig) -> SHFState:
         """``lambda <- lambda_1``, ``gamma <- gamma_1``, ``maxiter <- maxiter_1``, ``d <- 0``
         (and B11's curvature batch at ``curvature_size``)."""
-        curvature = (
-            None
-            if cfg.curvature_patience is None or cfg.curvature_size is None
-            else PlateauGrowth(cfg.curvature_size, cfg.curvature_patience, cfg.curvature_growth)
-        )
+        sampler = make_sampler(cfg.curvature_size, cfg.curvature_patience, cfg.curvature_growth)
         damping = make_damping(cfg.damping_rule, cfg.drop, cfg.lambda_min)
         step_length = make_step_length(cfg.step_rule, cfg.alpha, cfg.max_backtracks, cfg.step_max)
         return cls(lam=cfg.lambda1, gamma=cfg.gamma1, maxiter=cfg.maxiter1, damping=damping,
                    step_length=step_length, guard=make_guard(cfg.warm_start_guard),
-                   solver=make_solver(cfg.solver, cfg.tolerances()), d=None, curvature=curvature)  # fmt: skip
+                   solver=make_solver(cfg.solver, cfg.tolerances()), sampler=sampler, d=None)  # fmt: skip
 
     def state_dict(self) -> dict[str, Any]:
         """Tensors and scalars to resume exactly."""
@@ -379,7 +375,7 @@ class SHFState:
             "lam": self.lam, "gamma": self.gamma, "maxiter": self.maxiter, "d": self.d,
             "damping": self.damping.state_dict(),
             "g1_norm": self.g1_norm,
-            "curvature": None if self.curvature is None else self.curvature.state_dict(),
+            "curvature": self.sampler.state_dict(),
         }  # fmt: skip
 
     def load_state_dict(self, s: dict[str, Any]) -> None:
@@ -388,8 +384,7 @@ class SHFState:
         # saved before the damping was a part: Nielsen's nu at the top level
         self.damping.load_state_dict(s.get("damping", {"nu": s.get("nu", 2.0)}))
         self.g1_norm = s.get("g1_norm")
-        if self.curvature is not None:
-            self.curvature.load_state_dict(s["curvature"])
+        self.sampler.load_state_dict(s.get("curvature"))
 
 
 @dataclass
@@ -521,8 +516,8 @@ def shf_step(
     # Beyond the paper (docs/deviations.md B7): the curvature on the batch's first rows only
     A_curv = A
     g: list[Tensor] | None = None
-    n_c = cfg.curvature_size if state.curvature is None else state.curvature.size  # B11 grows it
-    if n_c is not None and n_c < bt.rows(X):
+    n_c = state.sampler.rows(bt.rows(X))  # B11 grows it
+    if n_c is not None:
         A_curv = model.jacobian(w, bt.take(X, slice(0, n_c)), None if Y is None else Y[:n_c])
         g = A.gradient()  # grad f on the whole batch (eq. 6)
         times["forward"] = time.perf_counter() - t0
