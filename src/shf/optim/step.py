@@ -34,6 +34,7 @@ from shf.errors import require
 from shf.optim import precond as pc
 from shf.optim.damping import DAMPING_RULES, LAMBDA_MAX, DampingRule, make_damping, reduction_ratio
 from shf.optim.linesearch import STEP_RULES, StepLength, make_step_length
+from shf.optim.objective import Objective
 from shf.optim.sampler import CurvatureRows, make_sampler
 from shf.optim.solve import InnerSolver, SolveResult, Stops, System, Tolerances, any_rank, make_solver
 from shf.optim.warmstart import WARM_START_GUARDS, WarmStartGuard, make_guard
@@ -355,6 +356,7 @@ class SHFState:
     guard: WarmStartGuard  # what the warm start does when it does not decrease the model (B14)
     solver: InnerSolver  # the inner solve (LSMR, B7's stacked LSMR, CG) and its tolerances
     sampler: CurvatureRows  # the curvature rows (the whole batch; B7's first rows; B11's growing)
+    objective: Objective  # the data loss, plus B10's weight cost
     d: list[Tensor] | None = None  # the decayed previous step gamma d (warm start)
     g1_norm: float | None = None  # ||grad f_1||, the forcing term's reference (forcing = "gradient")
 
@@ -367,7 +369,8 @@ class SHFState:
         step_length = make_step_length(cfg.step_rule, cfg.alpha, cfg.max_backtracks, cfg.step_max)
         return cls(lam=cfg.lambda1, gamma=cfg.gamma1, maxiter=cfg.maxiter1, damping=damping,
                    step_length=step_length, guard=make_guard(cfg.warm_start_guard),
-                   solver=make_solver(cfg.solver, cfg.tolerances()), sampler=sampler, d=None)  # fmt: skip
+                   solver=make_solver(cfg.solver, cfg.tolerances()), sampler=sampler,
+                   objective=Objective(cfg.weight_cost), d=None)  # fmt: skip
 
     def state_dict(self) -> dict[str, Any]:
         """Tensors and scalars to resume exactly."""
@@ -486,17 +489,9 @@ def shf_step(
     # A <- grad R(w; X); b <- -R(w; X)
     A = model.jacobian(w, X, Y)
     b = -A.residual
-    f0 = A.loss
-    wc = cfg.weight_cost
-    if wc > 0.0:
-        # Beyond the paper (docs/deviations.md B10): f(w) = L(w) + c/2 ||w||^2
-        f0 += 0.5 * wc * tl.dot(w, w)
-
-    def objective(v: Any) -> float:
-        # f(v; X, Y) on the batch: the data's loss, plus B10's weight cost
-        value = model.loss(v, X, Y)
-        return value + 0.5 * wc * tl.dot(v, v) if wc > 0.0 else value
-
+    # f0 <- f(w; X) (eq. 6; with B10's weight cost)
+    objective = state.objective.at(model, A, w, X, Y)
+    f0 = objective.f0
     times["forward"] = time.perf_counter() - t0
 
     def skip() -> tuple[list[Tensor], StepInfo]:
@@ -515,17 +510,12 @@ def shf_step(
 
     # Beyond the paper (docs/deviations.md B7): the curvature on the batch's first rows only
     A_curv = A
-    g: list[Tensor] | None = None
     n_c = state.sampler.rows(bt.rows(X))  # B11 grows it
     if n_c is not None:
         A_curv = model.jacobian(w, bt.take(X, slice(0, n_c)), None if Y is None else Y[:n_c])
-        g = A.gradient()  # grad f on the whole batch (eq. 6)
         times["forward"] = time.perf_counter() - t0
         if any_rank(not tl.all_finite(A_curv.residual), agree):
             return skip()
-    if wc > 0.0:
-        # B10: grad f = grad L + c w
-        g = cast(list[Tensor], tl.axpy(wc, w, g if g is not None else A.gradient()))
 
     t = time.perf_counter()
     # c <- Precon(w; X)  (Alg. 3, §4.4)
@@ -555,8 +545,7 @@ def shf_step(
     # Beyond the paper (docs/deviations.md B3): the forcing test ||Abar^T rbar_k|| <= eta_i ||c ∘ g||
     forcing_bound: float | None = None
     if cfg.forcing == "gradient":
-        if g is None:
-            g = A.gradient()
+        g = objective.gradient()
         g_norm = tl.norm(g)
         if state.g1_norm is None or not state.g1_norm > 0.0:
             state.g1_norm = g_norm
@@ -566,22 +555,18 @@ def shf_step(
         forcing_bound = eta * (tl.norm(tl.mul(c, g)) if c is not None else g_norm)
 
     def quadratic(d: list[Tensor]) -> tuple[float, float]:
-        """``(d^T grad f, d^T A^T A d)`` (with B10: ``d^T (A^T A + c I) d``); needs ``g``."""
-        assert g is not None
+        """``(d^T grad f, d^T A^T A d)`` (with B10: ``d^T (A^T A + c I) d``)."""
+        g = objective.gradient()
         Ad = A_curv.matvec(d)
-        curv = A_curv.range_norm(Ad) ** 2  # d^T A^T A d
-        if wc > 0.0:
-            curv += wc * tl.dot(d, d)  # B10: d^T (A^T A + c I) d
+        curv = objective.curvature(d, A_curv.range_norm(Ad) ** 2)  # d^T A^T A d
         return tl.dot(d, g), curv  # -d^T A^T b
 
     t = time.perf_counter()
+
     def decreases(d: list[Tensor]) -> Callable[[], bool]:
         """``q(d) < 0`` for the undamped model on this batch (agreed by the ranks), when asked."""
 
         def ask() -> bool:
-            nonlocal g
-            if g is None:
-                g = A.gradient()
             slope_d, curv_d = quadratic(d)
             return not any_rank(not 0.5 * curv_d + slope_d < 0.0, agree)
 
@@ -595,7 +580,9 @@ def shf_step(
     # The solver sees A through a timer, so its time splits into products and the rest.
     A_timed = TimedOperator(A_curv)
     b_curv = b if A_curv is A else -A_curv.residual
-    system = System(A_curv, A_timed, b_curv, lam, c, w, g=g, weight_cost=wc, subset=A_curv is not A)
+    subset = A_curv is not A
+    g_solve = objective.gradient() if subset else None  # grad f of the whole batch (B7)
+    system = System(A_curv, A_timed, b_curv, lam, c, w, g_solve, cfg.weight_cost, subset)
     stops = Stops(state.maxiter, merit, forcing_bound, deadline, agree)
 
     def solve(x0: list[Tensor]) -> SolveResult:
@@ -613,8 +600,6 @@ def shf_step(
 
     t = time.perf_counter()
     finite = tl.all_finite(d)
-    if g is None:
-        g = A.gradient()  # grad f = A^T R = -A^T b (eq. 6)
     if finite:
         # q(d) = 1/2 d^T A^T A d - d^T A^T b, the undamped model (NOTES item 10)
         slope, curv = quadratic(d)

@@ -1,0 +1,69 @@
+"""The objective an HF iteration minimises on its batch: the data loss, plus B10's weight cost.
+
+``f(w; X, Y) = L(w; X, Y) + c/2 ||w||^2`` with ``L`` the model's loss (the paper's ``f``, eq. 6)
+and ``c`` the weight cost (B10; 0, the paper's, is none). Its Gauss-Newton curvature is
+``A^T A + c I``. :class:`Objective` is the part (chosen once); :meth:`Objective.at` gives the
+objective at one iteration's weights and batch (:class:`ObjectiveAt`), which computes the
+gradient once, when first asked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, cast
+
+from torch import Tensor
+
+from shf import tensorlist as tl
+from shf.batch import Inputs
+from shf.curvature.base import CurvatureModel, JacobianOperator
+
+
+@dataclass(frozen=True)
+class Objective:
+    """``f = L + c/2 ||w||^2`` with ``c = weight_cost`` (B10; 0: the paper's ``f = L``)."""
+
+    weight_cost: float = 0.0
+
+    def at(
+        self, model: CurvatureModel, A: JacobianOperator, w: list[Tensor], X: Inputs, Y: Tensor | None
+    ) -> ObjectiveAt:
+        """The objective at ``w`` on the batch ``(X, Y)``, whose operator is ``A``."""
+        return ObjectiveAt(self.weight_cost, model, A, w, X, Y)
+
+
+class ObjectiveAt:
+    """``f`` at one iteration's weights ``w`` and batch: ``f0 = f(w)``, ``f(v)``, ``grad f(w)`` and
+    the curvature along a direction."""
+
+    def __init__(
+        self,
+        wc: float,
+        model: CurvatureModel,
+        A: JacobianOperator,
+        w: list[Tensor],
+        X: Inputs,
+        Y: Tensor | None,
+    ) -> None:
+        self.wc, self.model, self.A, self.w, self.X, self.Y = wc, model, A, w, X, Y
+        self.f0 = A.loss
+        if wc > 0.0:
+            # Beyond the paper (docs/deviations.md B10): f(w) = L(w) + c/2 ||w||^2
+            self.f0 += 0.5 * wc * tl.dot(w, w)
+        self._g: list[Tensor] | None = None
+
+    def __call__(self, v: Any) -> float:
+        """``f(v; X, Y)`` on the batch: the data's loss, plus B10's weight cost."""
+        value = self.model.loss(v, self.X, self.Y)
+        return value + 0.5 * self.wc * tl.dot(v, v) if self.wc > 0.0 else value
+
+    def gradient(self) -> list[Tensor]:
+        """``grad f(w) = A^T R = -A^T b`` (eq. 6), plus ``c w`` (B10); computed once."""
+        if self._g is None:
+            g = self.A.gradient()
+            self._g = cast(list[Tensor], tl.axpy(self.wc, self.w, g)) if self.wc > 0.0 else g
+        return self._g
+
+    def curvature(self, d: list[Tensor], gauss_newton: float) -> float:
+        """``d^T (A^T A + c I) d`` from ``gauss_newton = d^T A^T A d``."""
+        return gauss_newton + self.wc * tl.dot(d, d) if self.wc > 0.0 else gauss_newton
