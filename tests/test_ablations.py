@@ -175,9 +175,10 @@ def test_forcing_term_tightens_with_the_gradient():
                     forcing_eta0=0.5, forcing_power=1.0, preconditioner="none")  # fmt: skip
     state = SHFState.initial(cfg)
     _, first = shf_step(net, w, X, state, cfg)
-    assert state.g1_norm is not None
+    g1 = state.forcing.state_dict()["g1_norm"]
+    assert g1 is not None
     state.d, state.lam = None, cfg.lambda1
-    state.g1_norm *= 10.0  # as if the first gradient had been 10 times larger: eta = 0.05
+    state.forcing.load_state_dict({"g1_norm": 10.0 * g1})  # as if the first gradient had been 10x: eta 0.05
     _, later = shf_step(net, w, X, state, cfg)
     assert first.solver_stop == later.solver_stop == "forcing"
     assert later.solver_iterations > first.solver_iterations

@@ -468,7 +468,7 @@ class SHF(torch.optim.Optimizer):
         sd["shf"] = {
             "lam": self.hf_state.lam,
             "damping": self.hf_state.damping.state_dict(),
-            "g1_norm": self.hf_state.g1_norm,
+            "g1_norm": self.hf_state.forcing.state_dict()["g1_norm"],
             "gamma": self.hf_state.gamma,
             "maxiter": self.hf_state.maxiter,
             "schedule": self.schedule.state_dict(),
@@ -557,7 +557,7 @@ class SHF(torch.optim.Optimizer):
         self.hf_state.lam, self.hf_state.gamma, self.hf_state.maxiter = s["lam"], s["gamma"], s["maxiter"]
         # saved before the damping was a part: Nielsen's nu at the top level
         self.hf_state.damping.load_state_dict(s.get("damping", {"nu": s.get("nu", 2.0)}))
-        self.hf_state.g1_norm = s.get("g1_norm")
+        self.hf_state.forcing.load_state_dict({"g1_norm": s.get("g1_norm")})
         self.hf_state.sampler.load_state_dict(s.get("curvature_plateau"))
         self.schedule.load_state_dict(s["schedule"])
         self.schedule.n_max = int(s["n_max"])  # set by the training-set size it was saved with

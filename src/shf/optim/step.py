@@ -37,12 +37,12 @@ from shf.optim.linesearch import STEP_RULES, StepLength, make_step_length
 from shf.optim.objective import Objective
 from shf.optim.sampler import CurvatureRows, make_sampler
 from shf.optim.solve import InnerSolver, SolveResult, Stops, System, Tolerances, any_rank, make_solver
+from shf.optim.stops import FORCING_RULES, Forcing, ValidationMerit, make_forcing
 from shf.optim.warmstart import WARM_START_GUARDS, WarmStartGuard, make_guard
 from shf.solvers.operator import TimedOperator
 
 NOT_FINITE_BATCH = "not_finite_batch"
 """The solver's stop reason when the batch's loss or residual was not finite (no solve)."""
-FORCING_RULES = ("none", "gradient")
 MAXITER_RULES = ("paper", "merit")
 BATCH_TESTS = ("squared", "paper")
 
@@ -357,27 +357,35 @@ class SHFState:
     solver: InnerSolver  # the inner solve (LSMR, B7's stacked LSMR, CG) and its tolerances
     sampler: CurvatureRows  # the curvature rows (the whole batch; B7's first rows; B11's growing)
     objective: Objective  # the data loss, plus B10's weight cost
+    merit: ValidationMerit  # Alg. 6's merit (B5: on a subsample)
+    forcing: Forcing  # B3's forcing test on the solver's residual (the paper's: none), its state
     d: list[Tensor] | None = None  # the decayed previous step gamma d (warm start)
-    g1_norm: float | None = None  # ||grad f_1||, the forcing term's reference (forcing = "gradient")
 
     @classmethod
     def initial(cls, cfg: SHFConfig) -> SHFState:
         """``lambda <- lambda_1``, ``gamma <- gamma_1``, ``maxiter <- maxiter_1``, ``d <- 0``
         (and B11's curvature batch at ``curvature_size``)."""
-        sampler = make_sampler(cfg.curvature_size, cfg.curvature_patience, cfg.curvature_growth)
-        damping = make_damping(cfg.damping_rule, cfg.drop, cfg.lambda_min)
-        step_length = make_step_length(cfg.step_rule, cfg.alpha, cfg.max_backtracks, cfg.step_max)
-        return cls(lam=cfg.lambda1, gamma=cfg.gamma1, maxiter=cfg.maxiter1, damping=damping,
-                   step_length=step_length, guard=make_guard(cfg.warm_start_guard),
-                   solver=make_solver(cfg.solver, cfg.tolerances()), sampler=sampler,
-                   objective=Objective(cfg.weight_cost), d=None)  # fmt: skip
+        return cls(
+            lam=cfg.lambda1,
+            gamma=cfg.gamma1,
+            maxiter=cfg.maxiter1,
+            damping=make_damping(cfg.damping_rule, cfg.drop, cfg.lambda_min),
+            step_length=make_step_length(cfg.step_rule, cfg.alpha, cfg.max_backtracks, cfg.step_max),
+            guard=make_guard(cfg.warm_start_guard),
+            solver=make_solver(cfg.solver, cfg.tolerances()),
+            sampler=make_sampler(cfg.curvature_size, cfg.curvature_patience, cfg.curvature_growth),
+            objective=Objective(cfg.weight_cost),
+            merit=ValidationMerit(cfg.use_merit, cfg.merit_size),
+            forcing=make_forcing(cfg.forcing, cfg.forcing_eta0, cfg.forcing_power),
+            d=None,
+        )
 
     def state_dict(self) -> dict[str, Any]:
         """Tensors and scalars to resume exactly."""
         return {
             "lam": self.lam, "gamma": self.gamma, "maxiter": self.maxiter, "d": self.d,
             "damping": self.damping.state_dict(),
-            "g1_norm": self.g1_norm,
+            "g1_norm": self.forcing.state_dict()["g1_norm"],
             "curvature": self.sampler.state_dict(),
         }  # fmt: skip
 
@@ -386,7 +394,7 @@ class SHFState:
         self.lam, self.gamma, self.maxiter, self.d = s["lam"], s["gamma"], s["maxiter"], s["d"]
         # saved before the damping was a part: Nielsen's nu at the top level
         self.damping.load_state_dict(s.get("damping", {"nu": s.get("nu", 2.0)}))
-        self.g1_norm = s.get("g1_norm")
+        self.forcing.load_state_dict({"g1_norm": s.get("g1_norm")})
         self.sampler.load_state_dict(s.get("curvature"))
 
 
@@ -524,35 +532,10 @@ def shf_step(
         return skip()
     times["precond"] = time.perf_counter() - t
 
-    # phi(d) := f(w + d; X_val)  (eq. 20)
-    merit: Callable[[Any], float] | None = None
-    merit_time = [0.0]
-    merit_on_val = True  # whether the merit is f(.; X_val) itself
-    if cfg.use_merit and X_val is not None:
-        # Beyond the paper (docs/deviations.md B5): the merit on a fixed validation subsample
-        Xm, Ym = X_val, Y_val
-        if cfg.merit_size is not None and cfg.merit_size < bt.rows(X_val):
-            Xm = bt.take(X_val, slice(0, cfg.merit_size))
-            Ym = None if Y_val is None else Y_val[: cfg.merit_size]
-            merit_on_val = False
-
-        def merit(d: Any) -> float:
-            tm = time.perf_counter()
-            value = model.loss(tl.add(w, d), Xm, Ym)  # type: ignore[arg-type]
-            merit_time[0] += time.perf_counter() - tm
-            return value
-
-    # Beyond the paper (docs/deviations.md B3): the forcing test ||Abar^T rbar_k|| <= eta_i ||c ∘ g||
-    forcing_bound: float | None = None
-    if cfg.forcing == "gradient":
-        g = objective.gradient()
-        g_norm = tl.norm(g)
-        if state.g1_norm is None or not state.g1_norm > 0.0:
-            state.g1_norm = g_norm
-        # eta_i = eta_0 min(1, (||g_i|| / ||g_1||)^p)
-        eta = cfg.forcing_eta0 * min(1.0, (g_norm / state.g1_norm) ** cfg.forcing_power)
-        # the normal equations' residual at d = 0 in LSMR's scaled variables: ||c ∘ g||
-        forcing_bound = eta * (tl.norm(tl.mul(c, g)) if c is not None else g_norm)
+    # phi(d) := f(w + d; X_val)  (eq. 20; B5: on a fixed subsample)
+    merit = state.merit.at(model, w, X_val, Y_val)
+    # B3's forcing bound on the solver's residual (None: the paper's, no such test)
+    forcing_bound = state.forcing.bound(objective.gradient, c)
 
     def quadratic(d: list[Tensor]) -> tuple[float, float]:
         """``(d^T grad f, d^T A^T A d)`` (with B10: ``d^T (A^T A + c I) d``)."""
@@ -589,14 +572,18 @@ def shf_step(
         # Solve (A^T A + lambda^2 I) d = A^T b from x0 (Alg. 6; the chosen solver, B7's stacked block)
         r = state.solver.solve(system, x0, stops)
         # phi(d) is f(w + d; X_val) unless the merit read a subsample (B5)
-        return r if merit_on_val else dataclasses.replace(r, merit_of_d=None)
+        return r if merit is not None and merit.on_val else dataclasses.replace(r, merit_of_d=None)
 
     solved = solve(cast(list[Tensor], x0))
     d, iterations = solved.d, solved.iterations
     assert isinstance(d, list)
-    times["solver"] = time.perf_counter() - t - merit_time[0]
+
+    def merit_seconds() -> float:
+        return merit.seconds if merit is not None else 0.0
+
+    times["solver"] = time.perf_counter() - t - merit_seconds()
     times["products"] = A_timed.seconds  # part of "solver": the Jacobian products alone
-    times["merit"] = merit_time[0]
+    times["merit"] = merit_seconds()
 
     t = time.perf_counter()
     finite = tl.all_finite(d)
@@ -607,13 +594,13 @@ def shf_step(
         if state.guard.solves_again(warm, lambda: not any_rank(not model_change < 0.0, agree)):
             # Beyond the paper (docs/deviations.md B14, retry): solve again from 0.
             t_retry = time.perf_counter()
-            merit_before = merit_time[0]
+            merit_before = merit_seconds()
             solved = solve(cast(list[Tensor], tl.zeros_like(w)))
             d, iterations = solved.d, iterations + solved.iterations
             warm = False
-            times["solver"] += time.perf_counter() - t_retry - (merit_time[0] - merit_before)
+            times["solver"] += time.perf_counter() - t_retry - (merit_seconds() - merit_before)
             times["products"] = A_timed.seconds
-            times["merit"] = merit_time[0]
+            times["merit"] = merit_seconds()
             t = time.perf_counter()
             finite = tl.all_finite(d)
             slope, curv = quadratic(d) if finite else (math.nan, math.nan)
