@@ -67,3 +67,23 @@ class ObjectiveAt:
     def curvature(self, d: list[Tensor], gauss_newton: float) -> float:
         """``d^T (A^T A + c I) d`` from ``gauss_newton = d^T A^T A d``."""
         return gauss_newton + self.wc * tl.dot(d, d) if self.wc > 0.0 else gauss_newton
+
+
+class QuadraticModel:
+    """The undamped quadratic model of ``f`` at ``w`` (NOTES item 10), on the curvature rows ``A``:
+    ``q(d) = 1/2 d^T G d + g^T d`` with ``G = A^T A + c I`` (B10's ``c``) and ``g = grad f(w)``;
+    ``rho`` compares ``f`` with it (§4.2) and the step length reads its slope and curvature."""
+
+    def __init__(self, objective: ObjectiveAt, A: JacobianOperator) -> None:
+        self.objective, self.A = objective, A
+
+    def terms(self, d: list[Tensor]) -> tuple[float, float]:
+        """``(g^T d, d^T G d)``: the slope (``-d^T A^T b``) and the curvature along ``d``."""
+        g = self.objective.gradient()
+        curv = self.objective.curvature(d, self.A.range_norm(self.A.matvec(d)) ** 2)  # d^T A^T A d
+        return tl.dot(d, g), curv
+
+    def change(self, d: list[Tensor]) -> float:
+        """``q(d)``, the change the model predicts."""
+        slope, curv = self.terms(d)
+        return 0.5 * curv + slope

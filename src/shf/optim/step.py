@@ -16,10 +16,11 @@ live in :class:`shf.SHF` and :mod:`shf.fit`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
@@ -34,10 +35,19 @@ from shf.errors import require
 from shf.optim import precond as pc
 from shf.optim.damping import DAMPING_RULES, LAMBDA_MAX, DampingRule, make_damping, reduction_ratio
 from shf.optim.linesearch import STEP_RULES, StepLength, make_step_length
-from shf.optim.objective import Objective
+from shf.optim.objective import Objective, ObjectiveAt, QuadraticModel
 from shf.optim.sampler import CurvatureRows, make_sampler
-from shf.optim.solve import InnerSolver, SolveResult, Stops, System, Tolerances, any_rank, make_solver
-from shf.optim.stops import FORCING_RULES, Forcing, ValidationMerit, make_forcing
+from shf.optim.solve import (
+    Agree,
+    InnerSolver,
+    SolveResult,
+    Stops,
+    System,
+    Tolerances,
+    any_rank,
+    make_solver,
+)
+from shf.optim.stops import FORCING_RULES, Forcing, MeritAt, ValidationMerit, make_forcing
 from shf.optim.warmstart import WARM_START_GUARDS, WarmStartGuard, make_guard
 from shf.solvers.operator import TimedOperator
 
@@ -456,6 +466,121 @@ class StepInfo:
         return asdict(self)
 
 
+class Clock:
+    """Seconds per part of an HF iteration (``StepInfo.times``): ``with clock("precond"): ...``
+    adds the block's time to that part; ``total`` is set by :meth:`done`."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.times: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, part: str) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.times[part] = self.times.get(part, 0.0) + time.perf_counter() - t
+
+    def done(self) -> dict[str, float]:
+        self.times["total"] = time.perf_counter() - self.start
+        return self.times
+
+
+@dataclass
+class Direction:
+    """What the inner solve gave: ``d`` (its last solve's result), the iterations of every solve,
+    whether it started warm, and the undamped model along ``d`` (NaN when ``d`` is not finite)."""
+
+    solved: SolveResult
+    iterations: int
+    warm: bool | None
+    finite: bool = False
+    slope: float = math.nan
+    curv: float = math.nan
+    change: float = math.nan
+
+    @property
+    def d(self) -> list[Tensor]:
+        return self.solved.d
+
+
+def _agreement(model: CurvatureModel) -> Agree | None:
+    """Data-parallel (shf.curvature.sharded): the ranks agree on every time-based decision."""
+    comm = getattr(model, "collectives", None)
+    return cast(Agree, comm.any) if comm is not None else None
+
+
+def _direction(
+    state: SHFState, system: System, stops: Stops, q: QuadraticModel, w: list[Tensor], clock: Clock
+) -> Direction:
+    """Solve from ``x0 = gamma d`` (§4.5; B14's guard may start from 0, or solve again from 0),
+    then evaluate the undamped model along the direction."""
+    agree, merit = stops.agree, stops.merit
+
+    def merit_seconds() -> float:
+        return merit.seconds if isinstance(merit, MeritAt) else 0.0
+
+    def solve(x0: list[Tensor]) -> SolveResult:
+        before = merit_seconds()
+        with clock("solver"):
+            # Solve (A^T A + lambda^2 I) d = A^T b with LSMR(d, A, b, lambda, c; maxiter, atol, ftol, phi)
+            r = state.solver.solve(system, x0, stops)
+        clock.times["merit"] = merit_seconds()
+        clock.times["solver"] -= merit_seconds() - before  # the merit's time is its own part
+        clock.times["products"] = system.timed.seconds  # part of "solver": the products alone
+        # phi(d) is f(w + d; X_val) unless the merit read a subsample (B5)
+        on_val = isinstance(merit, MeritAt) and merit.on_val
+        return r if on_val else dataclasses.replace(r, merit_of_d=None)
+
+    def decreases(d: list[Tensor]) -> Callable[[], bool]:
+        """Whether ``q(d) < 0`` (agreed by the ranks), computed when a guard asks."""
+        return lambda: not any_rank(not q.change(d) < 0.0, agree)
+
+    # x0 <- gamma d (§4.5), or 0 where B14's guard refuses it
+    x0, warm = (state.d, True) if state.d is not None else (tl.zeros_like(w), None)
+    if state.d is not None and not state.guard.keeps_start(decreases(state.d)):
+        x0, warm = tl.zeros_like(w), False
+    solved = solve(cast(list[Tensor], x0))
+    out = Direction(solved, solved.iterations, warm)
+    with clock("rho"):
+        if tl.all_finite(out.d):
+            # q(d) = 1/2 d^T A^T A d - d^T A^T b, the undamped model (NOTES item 10)
+            out.finite, (out.slope, out.curv) = True, q.terms(out.d)
+            out.change = 0.5 * out.curv + out.slope
+    if out.finite and state.guard.solves_again(warm, lambda: not any_rank(not out.change < 0.0, agree)):
+        # Beyond the paper (docs/deviations.md B14, retry): solve again from 0.
+        solved = solve(cast(list[Tensor], tl.zeros_like(w)))
+        out = Direction(solved, out.iterations + solved.iterations, False)
+        with clock("rho"):
+            out.finite = tl.all_finite(out.d)
+            out.slope, out.curv = q.terms(out.d) if out.finite else (math.nan, math.nan)
+            out.change = 0.5 * out.curv + out.slope
+    return out
+
+
+def _step(
+    state: SHFState, objective: ObjectiveAt, w: list[Tensor], p: Direction, f_new: float, lr: float
+) -> tuple[list[Tensor], bool, float, float, float, bool]:
+    """``(w_new, accepted, s, f(w_new), s*, undone)``: the step length along ``d`` (Armijo from
+    ``s = 1``, B8's model step), ``lr`` (G9), and a step whose weights are not finite undone."""
+    accepted, step, loss_new, model_step = False, 0.0, objective.f0, math.nan
+    if p.finite:
+        along = lambda s: objective(tl.axpy(s, p.d, w))  # noqa: E731  (f(w + s d) on the batch)
+        ls, model_step = state.step_length.search(along, objective.f0, p.slope, p.curv, f_new)
+        accepted, step, loss_new = ls.accepted, ls.step, ls.f_new
+    if accepted and lr != 1.0:
+        # Beyond the paper (docs/deviations.md G9): torch.optim's lr scales the step taken
+        step = lr * step
+        loss_new = objective(tl.axpy(step, p.d, w))
+    # w <- w + s d
+    w_new = cast(list[Tensor], tl.axpy(step, p.d, w) if accepted else tl.clone(w))
+    undone = accepted and not tl.all_finite(w_new)
+    if undone:  # never write NaN weights
+        accepted, step, loss_new, w_new = False, 0.0, objective.f0, cast(list[Tensor], tl.clone(w))
+    return w_new, accepted, step, loss_new, model_step, undone
+
+
 def shf_step(
     model: CurvatureModel,
     w: list[Tensor],
@@ -488,192 +613,70 @@ def shf_step(
     A direction or loss that is NaN/Inf is rejected: the weights stay as they were,
     ``lambda`` is raised as for ``rho < 1/4`` and the warm start is reset.
     """
-    times: dict[str, float] = {}
-    t0 = time.perf_counter()
-    lam = state.lam
-    # Data-parallel (shf.curvature.sharded): the ranks agree on every time-based decision.
-    comm = getattr(model, "collectives", None)
-    agree: Callable[[bool], bool] | None = comm.any if comm is not None else None
-    # A <- grad R(w; X); b <- -R(w; X)
-    A = model.jacobian(w, X, Y)
-    b = -A.residual
-    # f0 <- f(w; X) (eq. 6; with B10's weight cost)
-    objective = state.objective.at(model, A, w, X, Y)
-    f0 = objective.f0
-    times["forward"] = time.perf_counter() - t0
-
-    def skip() -> tuple[list[Tensor], StepInfo]:
-        # A batch whose loss, residual or preconditioner is not finite (bad data, or weights
-        # that overflow on it): no step, the state is kept, the run goes on with the next batch.
-        return cast(list[Tensor], tl.clone(w)), StepInfo(
-            n=bt.rows(X), loss=f0, loss_new=f0, lam=lam, lam_next=lam, gamma=state.gamma,
-            maxiter=state.maxiter, solver_iterations=0, solver_stop=NOT_FINITE_BATCH, merit_evaluations=0,
-            rho=math.nan, model_change=math.nan, step=0.0, accepted=False, direction_norm=math.nan,
-            solver=cfg.solver, times={**times, "total": time.perf_counter() - t0},
-        )  # fmt: skip
-
-    # b is this rank's rows of the residual (data-parallel): every rank skips, or none
-    if any_rank(not (math.isfinite(f0) and tl.all_finite(b)), agree):
-        return skip()
-
-    # Beyond the paper (docs/deviations.md B7): the curvature on the batch's first rows only
-    A_curv = A
-    n_c = state.sampler.rows(bt.rows(X))  # B11 grows it
-    if n_c is not None:
-        A_curv = model.jacobian(w, bt.take(X, slice(0, n_c)), None if Y is None else Y[:n_c])
-        times["forward"] = time.perf_counter() - t0
-        if any_rank(not tl.all_finite(A_curv.residual), agree):
-            return skip()
-
-    t = time.perf_counter()
-    # c <- Precon(w; X)  (Alg. 3, §4.4)
-    c = pc.compute(cfg.preconditioner, A_curv, lam, generator)
+    clock = Clock()
+    lam, agree, n = state.lam, _agreement(model), bt.rows(X)
+    with clock("forward"):
+        # A <- grad R(w; X); b <- -R(w; X); f0 <- f(w; X) (eq. 6; with B10's weight cost)
+        A = model.jacobian(w, X, Y)
+        objective = state.objective.at(model, A, w, X, Y)
+        # Beyond the paper (B7, B11): the curvature on the batch's first n_c rows only
+        n_c = state.sampler.rows(n)
+        rows = slice(0, n_c)
+        A_c = A if n_c is None else model.jacobian(w, bt.take(X, rows), None if Y is None else Y[rows])
+    # A batch whose loss or residual is not finite (on any rank): no step, the state is kept
+    if any_rank(not (math.isfinite(objective.f0) and tl.all_finite(A.residual)), agree) or (
+        A_c is not A and any_rank(not tl.all_finite(A_c.residual), agree)
+    ):
+        return _skipped(w, n, objective.f0, state, cfg, clock)
+    with clock("precond"):
+        # c <- Precon(w; X)  (Alg. 3, §4.4)
+        c = pc.compute(cfg.preconditioner, A_c, lam, generator)
     if c is not None and not tl.all_finite(c):
-        return skip()
-    times["precond"] = time.perf_counter() - t
+        return _skipped(w, n, objective.f0, state, cfg, clock)
+    # phi(d) := f(w + d; X_val) (eq. 20; B5: a subsample); B3's forcing bound (None: none)
+    stops = Stops(state.maxiter, state.merit.at(model, w, X_val, Y_val),
+                  state.forcing.bound(objective.gradient, c), deadline, agree)  # fmt: skip
+    subset = A_c is not A  # then the gradient is the whole batch's (B7), not A_c's
+    system = System(A_c, TimedOperator(A_c), -A_c.residual, lam, c, w,
+                    objective.gradient() if subset else None, cfg.weight_cost, subset)  # fmt: skip
+    # d <- the damped Gauss-Newton direction from gamma d (Alg. 6; B14's guard)
+    p = _direction(state, system, stops, QuadraticModel(objective, A_c), w, clock)
+    with clock("rho"):
+        # rho <- (f(w + d) - f(w)) / q(d)  (§4.2)
+        f_new = objective(tl.add(w, p.d)) if p.finite else math.inf
+        rho = reduction_ratio(f_new, objective.f0, p.change)
+    with clock("linesearch"):
+        # s <- Armijo backtracking from 1 (B8: the model's step); w <- w + s d
+        w_new, accepted, step, loss_new, model_step, undone = _step(state, objective, w, p, f_new, lr)
+    # d <- gamma d (not from a rejected direction, or one B14's reset drops); gamma <- min(1.002 gamma, 0.95)
+    gamma = state.gamma
+    seeds = accepted and state.guard.seeds_next(p.warm, p.change < 0.0)
+    state.d = cast(list[Tensor], tl.scale(gamma, p.d)) if seeds else None
+    state.gamma = min(cfg.gamma_growth * gamma, cfg.gamma_max)
+    # lambda <- lambda/drop if rho < 1/4; drop*lambda if rho > 3/4 (the chosen rule, B1, B2); a
+    # step undone for non-finite weights raises it at least as the paper's rule would
+    state.lam = state.damping.update(lam, rho, failed=undone)
+    # With s = 1 the new weights are exactly the w + d the merit evaluated: f(w_new; X_val) is known
+    known = accepted and step == 1.0 and p.solved.merit_of_d is not None
+    return w_new, StepInfo(
+        n=n, loss=objective.f0, loss_new=loss_new, lam=lam, lam_next=state.lam, gamma=gamma,
+        maxiter=state.maxiter, solver_iterations=p.iterations, solver_stop=p.solved.stop,
+        merit_evaluations=p.solved.merit_evaluations, solver=cfg.solver, solver_best=p.solved.best,
+        model_step=model_step, rho=rho if math.isfinite(rho) else math.nan, model_change=p.change, step=step,
+        accepted=accepted, direction_norm=tl.norm(p.d) if p.finite else math.nan,
+        val_loss_new=p.solved.merit_of_d if known else None, curvature_rows=n_c if subset else None,
+        warm_start=p.warm, times=clock.done(),
+    )  # fmt: skip
 
-    # phi(d) := f(w + d; X_val)  (eq. 20; B5: on a fixed subsample)
-    merit = state.merit.at(model, w, X_val, Y_val)
-    # B3's forcing bound on the solver's residual (None: the paper's, no such test)
-    forcing_bound = state.forcing.bound(objective.gradient, c)
 
-    def quadratic(d: list[Tensor]) -> tuple[float, float]:
-        """``(d^T grad f, d^T A^T A d)`` (with B10: ``d^T (A^T A + c I) d``)."""
-        g = objective.gradient()
-        Ad = A_curv.matvec(d)
-        curv = objective.curvature(d, A_curv.range_norm(Ad) ** 2)  # d^T A^T A d
-        return tl.dot(d, g), curv  # -d^T A^T b
-
-    t = time.perf_counter()
-
-    def decreases(d: list[Tensor]) -> Callable[[], bool]:
-        """``q(d) < 0`` for the undamped model on this batch (agreed by the ranks), when asked."""
-
-        def ask() -> bool:
-            slope_d, curv_d = quadratic(d)
-            return not any_rank(not 0.5 * curv_d + slope_d < 0.0, agree)
-
-        return ask
-
-    # x0 <- gamma d (§4.5), or 0 where B14's guard refuses it
-    x0 = state.d if state.d is not None else tl.zeros_like(w)
-    warm: bool | None = None if state.d is None else True
-    if state.d is not None and not state.guard.keeps_start(decreases(state.d)):
-        x0, warm = tl.zeros_like(w), False
-    # The solver sees A through a timer, so its time splits into products and the rest.
-    A_timed = TimedOperator(A_curv)
-    b_curv = b if A_curv is A else -A_curv.residual
-    subset = A_curv is not A
-    g_solve = objective.gradient() if subset else None  # grad f of the whole batch (B7)
-    system = System(A_curv, A_timed, b_curv, lam, c, w, g_solve, cfg.weight_cost, subset)
-    stops = Stops(state.maxiter, merit, forcing_bound, deadline, agree)
-
-    def solve(x0: list[Tensor]) -> SolveResult:
-        # Solve (A^T A + lambda^2 I) d = A^T b from x0 (Alg. 6; the chosen solver, B7's stacked block)
-        r = state.solver.solve(system, x0, stops)
-        # phi(d) is f(w + d; X_val) unless the merit read a subsample (B5)
-        return r if merit is not None and merit.on_val else dataclasses.replace(r, merit_of_d=None)
-
-    solved = solve(cast(list[Tensor], x0))
-    d, iterations = solved.d, solved.iterations
-    assert isinstance(d, list)
-
-    def merit_seconds() -> float:
-        return merit.seconds if merit is not None else 0.0
-
-    times["solver"] = time.perf_counter() - t - merit_seconds()
-    times["products"] = A_timed.seconds  # part of "solver": the Jacobian products alone
-    times["merit"] = merit_seconds()
-
-    t = time.perf_counter()
-    finite = tl.all_finite(d)
-    if finite:
-        # q(d) = 1/2 d^T A^T A d - d^T A^T b, the undamped model (NOTES item 10)
-        slope, curv = quadratic(d)
-        model_change = 0.5 * curv + slope
-        if state.guard.solves_again(warm, lambda: not any_rank(not model_change < 0.0, agree)):
-            # Beyond the paper (docs/deviations.md B14, retry): solve again from 0.
-            t_retry = time.perf_counter()
-            merit_before = merit_seconds()
-            solved = solve(cast(list[Tensor], tl.zeros_like(w)))
-            d, iterations = solved.d, iterations + solved.iterations
-            warm = False
-            times["solver"] += time.perf_counter() - t_retry - (merit_seconds() - merit_before)
-            times["products"] = A_timed.seconds
-            times["merit"] = merit_seconds()
-            t = time.perf_counter()
-            finite = tl.all_finite(d)
-            slope, curv = quadratic(d) if finite else (math.nan, math.nan)
-            model_change = 0.5 * curv + slope
-    if finite:
-        f_new = objective(tl.add(w, d))
-    else:
-        slope, curv, model_change, f_new = math.nan, math.nan, math.nan, math.inf
-    # rho <- (f(w + d) - f(w)) / q(d)  (§4.2)
-    rho = reduction_ratio(f_new, f0, model_change)
-    times["rho"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    # s <- the step length along d (Armijo backtracking from s = 1; B8's model step)
-    accepted, step, loss_new, model_step = False, 0.0, f0, math.nan
-    if finite:
-        along = lambda s: objective(tl.axpy(s, d, w))  # noqa: E731  (f(w + s d) on the batch)
-        ls, model_step = state.step_length.search(along, f0, slope, curv, f_new)
-        accepted, step, loss_new = ls.accepted, ls.step, ls.f_new
-    times["linesearch"] = time.perf_counter() - t
-
-    if accepted and lr != 1.0:
-        # Beyond the paper (docs/deviations.md G9): torch.optim's lr scales the step taken
-        step = lr * step
-        loss_new = objective(tl.axpy(step, d, w))
-    # w <- w + s d
-    w_new = cast(list[Tensor], tl.axpy(step, d, w) if accepted else tl.clone(w))
-    failed = accepted and not tl.all_finite(w_new)
-    if failed:  # never write NaN weights
-        accepted, step, loss_new, w_new = False, 0.0, f0, cast(list[Tensor], tl.clone(w))
-
-    # With s = 1 the new weights are exactly the w + d the merit was evaluated at (the same
-    # tensor operation), so f(w_new; X_val) is already known: the caller need not recompute it.
-    merit_of_d = solved.merit_of_d
-    val_loss_new = merit_of_d if (accepted and step == 1.0 and merit_of_d is not None) else None
-
-    # d <- gamma d; gamma <- min(1.002 gamma, 0.95)  (§4.5); B14's reset: not from a direction
-    # that a warm-started solve returned with q(d) >= 0
-    if accepted and state.guard.seeds_next(warm, model_change < 0.0):
-        state.d = tl.scale(state.gamma, d)  # type: ignore[assignment]
-    else:
-        # Deviation: a rejected direction (or one B14's reset drops) is not reused as a warm start.
-        state.d = None
-    gamma_used = state.gamma
-    state.gamma = min(cfg.gamma_growth * state.gamma, cfg.gamma_max)
-    # lambda <- lambda/drop if rho < 1/4; drop*lambda if rho > 3/4 (or the chosen rule, B1, B2);
-    # a step undone for non-finite weights raises it at least as the paper's rule would
-    lam_next = state.damping.update(lam, rho, failed=failed)
-    state.lam = lam_next
-    times["total"] = time.perf_counter() - t0
-
-    info_out = StepInfo(
-        n=bt.rows(X),
-        loss=f0,
-        loss_new=loss_new,
-        lam=lam,
-        lam_next=lam_next,
-        gamma=gamma_used,
-        maxiter=state.maxiter,
-        solver_iterations=iterations,
-        solver_stop=solved.stop,
-        merit_evaluations=solved.merit_evaluations,
-        solver=cfg.solver,
-        solver_best=solved.best,
-        model_step=model_step,
-        rho=rho if math.isfinite(rho) else float("nan"),
-        model_change=model_change,
-        step=step,
-        accepted=accepted,
-        direction_norm=tl.norm(d) if finite else float("nan"),
-        val_loss_new=val_loss_new,
-        curvature_rows=n_c if A_curv is not A else None,
-        warm_start=warm,
-        times=times,
-    )
-    return w_new, info_out
+def _skipped(
+    w: list[Tensor], n: int, f0: float, state: SHFState, cfg: SHFConfig, clock: Clock
+) -> tuple[list[Tensor], StepInfo]:
+    """A batch whose loss, residual or preconditioner is not finite (bad data, or weights that
+    overflow on it): no step, the state kept; the run goes on with the next batch."""
+    return cast(list[Tensor], tl.clone(w)), StepInfo(
+        n=n, loss=f0, loss_new=f0, lam=state.lam, lam_next=state.lam, gamma=state.gamma,
+        maxiter=state.maxiter, solver_iterations=0, solver_stop=NOT_FINITE_BATCH, merit_evaluations=0,
+        rho=math.nan, model_change=math.nan, step=0.0, accepted=False, direction_norm=math.nan,
+        solver=cfg.solver, times=clock.done(),
+    )  # fmt: skip
