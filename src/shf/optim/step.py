@@ -57,6 +57,10 @@ MAXITER_RULES = ("paper", "merit")
 BATCH_TESTS = ("squared", "paper")
 
 
+def _finite(x: float) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
 @dataclass
 class SHFConfig:
     """Hyper-parameters of Alg. 1 and Alg. 6 (defaults: the paper's CURVES run, §6).
@@ -211,12 +215,14 @@ class SHFConfig:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first invalid hyper-parameter."""
+        self._check_paper_solve()
+        self._check_paper_batch()
+        self._check_rules()
+        self._check_beyond()
 
-        need = require
-
-        def finite(x: float) -> bool:
-            return isinstance(x, (int, float)) and math.isfinite(x)
-
+    def _check_paper_solve(self) -> None:
+        """The paper's damping, warm start and inner solve (§4.2, §4.5, Alg. 6)."""
+        need, finite = require, _finite
         need(
             finite(self.lambda1) and 0 <= self.lambda1 <= LAMBDA_MAX,
             f"lambda1 must be in [0, {LAMBDA_MAX:g}] (the damping's ceiling), got {self.lambda1}",
@@ -247,6 +253,10 @@ class SHFConfig:
             finite(self.check_growth) and self.check_growth > 1,
             f"check_growth must be > 1, got {self.check_growth}",
         )
+
+    def _check_paper_batch(self) -> None:
+        """The paper's batch schedule, initialisation and line search (Alg. 1, 2, eq. 9)."""
+        need, finite = require, _finite
         need(finite(self.theta) and 0 < self.theta < 1, f"theta must be in (0, 1), got {self.theta}")
         need(isinstance(self.m0, int) and self.m0 >= 1, f"m0 must be a positive integer, got {self.m0}")
         need(finite(self.sigma) and self.sigma > 0, f"sigma must be > 0, got {self.sigma}")
@@ -266,6 +276,10 @@ class SHFConfig:
         )
         need(finite(self.rrel_tol) and self.rrel_tol >= 0, f"rrel_tol must be >= 0, got {self.rrel_tol}")
         need(isinstance(self.window, int) and self.window >= 1, f"window must be >= 1, got {self.window}")
+
+    def _check_rules(self) -> None:
+        """The choices of rule (solver, damping, batch schedule, forcing: B1, B3)."""
+        need, finite = require, _finite
         need(self.solver in ("lsmr", "cg"), f"solver must be 'lsmr' or 'cg', got {self.solver!r}")
         need(
             finite(self.lambda_min) and self.lambda_min >= 0,
@@ -293,6 +307,10 @@ class SHFConfig:
             finite(self.forcing_power) and self.forcing_power >= 0,
             f"forcing_power must be >= 0, got {self.forcing_power}",
         )
+
+    def _check_beyond(self) -> None:
+        """The settings beyond the paper (B4, B5, B7, B8, B10, B11, B13, B14) and the preconditioner."""
+        need, finite = require, _finite
         need(
             self.maxiter_rule in MAXITER_RULES,
             f"maxiter_rule must be one of {MAXITER_RULES}, got {self.maxiter_rule!r}",
