@@ -238,106 +238,20 @@ def run_loop(
     if loop.weight_average > 0.0:
         # B12 (beyond the paper): the loop sees the EMA of the iterates, the method its iterates.
         method = Averaged(method, loop.weight_average)
-    w = method.init_weights()
-    w0 = cast(list[Tensor], tl.clone(w))
-    # A fixed subset of the training set for the train error, if asked (documented in metrics).
-    Y_train_eval = data.train_targets
-    if loop.train_eval_size is not None and loop.train_eval_size < N:
-        sub = torch.randperm(N, generator=torch.Generator().manual_seed(seed + 1))[: loop.train_eval_size]
-        X_train_eval = bt.take(data.train, sub)
-        Y_train_eval = data.train_targets[sub] if data.train_targets is not None else None
-    else:
-        X_train_eval = data.train
-
-    def val_error(w: list[Tensor]) -> float:
-        return evaluate(w, data.val, data.val_targets)
-
-    def test_error(w: list[Tensor]) -> float:
-        return evaluate(w, data.test, data.test_targets)
-
-    def train_error(w: list[Tensor]) -> float:
-        return evaluate(w, X_train_eval, Y_train_eval)
-
-    def scales(name: str, value: float) -> dict[str, float]:
-        return {name: value, f"{name}_no_half": 2.0 * value} if no_half else {name: value}
-
-    history: list[dict[str, Any]] = []
-    stop_reason = "max_iters"
-    wall0 = time.perf_counter()
+    errors = _Errors(data, evaluate, loop.train_eval_size, seed, no_half, train_subset)
     comm = getattr(method, "collectives", None)
-    if resume is None:
-        f_val0 = val_error(w)
-        if comm is not None:
-            f_val0 = comm.broadcast_floats([f_val0])[0]  # rank 0's, on every rank
-        f_test0 = test_error(w)
-        best = {"val": f_val0, "iteration": 0}
-        best_w = cast(list[Tensor], tl.clone(w))
-        opt_time = 0.0
-        examples = 0
-        start, records = 1, 0
-    else:
-        method.load_state_dict(resume.method)
-        w, w0 = [t.clone() for t in resume.w], [t.clone() for t in resume.w0]
-        best_w = [t.clone() for t in resume.best_w]
-        best = {"val": resume.best_val, "iteration": resume.best_iteration}
-        f_val0, f_test0 = resume.f_val0, resume.f_test0
-        opt_time, examples = resume.opt_time, resume.examples
-        start, records = resume.iteration + 1, resume.records
-
-    def state(i: int) -> LoopState:
-        return LoopState(
-            iteration=i, w=[t.clone() for t in w], w0=w0, best_w=best_w, best_val=float(best["val"]),
-            best_iteration=int(best["iteration"]), f_val0=f_val0, f_test0=f_test0, opt_time=opt_time,
-            examples=examples, records=records, method=method.state_dict(),
-        )  # fmt: skip
-
-    # Data-parallel methods (shf.curvature.sharded): rank 0's validation error, and a time limit
-    # reached or a stop asked on any rank, decide for all ranks (one 24-byte all-reduce per
-    # iteration).
-    i = start - 1
+    st = _first_state(method, errors, comm) if resume is None else _resumed(method, resume)
+    history: list[dict[str, Any]] = []
+    stop_reason, wall0, start = "max_iters", time.perf_counter(), st.iteration + 1
+    i = st.iteration
     for i in range(start, loop.max_iters + 1):
-        t_iter = time.perf_counter()
-        # The time limit also holds inside an iteration (the solvers stop at the deadline).
-        deadline = t_iter + (loop.max_time - opt_time) if math.isfinite(loop.max_time) else None
-        w, info = method.step(w, deadline)
-        f_val = info.pop("val_error", None)
-        if f_val is None:
-            f_val = val_error(w)
-        opt_time += time.perf_counter() - t_iter
-        examples += int(info.pop("examples"))
-        time_up = opt_time >= loop.max_time
-        stop_asked: bool | None = None  # polled below, after the checkpoint (one process)
-        if comm is not None:
-            stop_asked = should_stop() if should_stop is not None else False
-            first = f_val if comm.rank == 0 else 0.0
-            f_val, up, asked = comm.sum_floats([first, float(time_up), float(stop_asked)])
-            time_up, stop_asked = up > 0.0, asked > 0.0
-        improved = f_val < best["val"]
-        times = info.pop("times", {})
-        rec: dict[str, Any] = {
-            "iteration": i,
-            "time_s": opt_time,
-            "wall_s": time.perf_counter() - wall0,
-            "examples": examples,
-            **info,
-            **scales("val_error", f_val),
-            "times": times,
-            "train_error_subset": train_subset or X_train_eval is not data.train,
-        }
-        if i % loop.eval_every == 0:
-            rec.update(scales("train_error", train_error(w)))
-            rec.update(scales("test_error", test_error(w)))
-        if improved:
-            best = {"val": f_val, "iteration": i}
-            best_w = cast(list[Tensor], tl.clone(w))
-        rec["best_val_error"] = best["val"]
+        rec, time_up, stop_asked = _iterate(method, st, i, loop, errors, comm, should_stop, wall0)
         history.append(rec)
-        records += 1
         if on_iteration is not None:
             on_iteration(rec)
         if checkpoint is not None and checkpoint_every > 0 and i % checkpoint_every == 0:
-            checkpoint(state(i))
-        if i - int(best["iteration"]) >= loop.patience:
+            checkpoint(_snapshot(st, method))
+        if i - st.best_iteration >= loop.patience:
             stop_reason = "patience"
             break
         if time_up:
@@ -348,33 +262,135 @@ def run_loop(
         if stop_asked:
             stop_reason = "interrupted"
             if checkpoint is not None:
-                checkpoint(state(i))
+                checkpoint(_snapshot(st, method))
             break
 
     if checkpoint is not None and stop_reason != "interrupted" and i >= start and not (
         checkpoint_every > 0 and i % checkpoint_every == 0
     ):
-        checkpoint(state(i))  # the end of the run: an extension continues from here, not earlier
-    # Train and test errors at the best-validation weights (what the paper reports).
-    best_train = train_error(best_w)
-    best_test = test_error(best_w)
+        checkpoint(_snapshot(st, method))  # the end of the run: an extension continues from here
     summary = {
-        **scales("train_error", best_train),
-        **scales("val_error", float(best["val"])),
-        **scales("test_error", best_test),
-        "initial_test_error": f_test0,
-        "initial_val_error": f_val0,
-        "best_iteration": int(best["iteration"]),
+        # Train and test errors at the best-validation weights (what the paper reports).
+        **errors.scales("train_error", errors.train(st.best_w)),
+        **errors.scales("val_error", st.best_val),
+        **errors.scales("test_error", errors.test(st.best_w)),
+        "initial_test_error": st.f_test0,
+        "initial_val_error": st.f_val0,
+        "best_iteration": st.best_iteration,
         "hf_iterations": i,
         "wall_time_s": time.perf_counter() - wall0,
-        "optimizer_time_s": opt_time,
-        "examples_processed": examples,
+        "optimizer_time_s": st.opt_time,
+        "examples_processed": st.examples,
         "stop_reason": stop_reason,
-        "train_error_on_subset": train_subset or X_train_eval is not data.train,
+        "train_error_on_subset": errors.on_subset,
         **method.summary(),
     }
     log.info("finished: %s", summary)
-    return TrainResult(weights=best_w, history=history, summary=summary, initial_weights=w0)
+    return TrainResult(weights=st.best_w, history=history, summary=summary, initial_weights=st.w0)
+
+
+class _Errors:
+    """The errors the loop measures: validation, test, and train (on a fixed random subset of
+    ``train_eval_size`` rows when asked, drawn with seed ``seed + 1``); ``no_half`` adds the
+    ``*_no_half`` doubles; ``on_subset``: the train error is on a subset (or ``data.train`` is
+    one: ``train_subset``)."""
+
+    def __init__(
+        self, data: InputSplit, evaluate: Evaluate, train_eval_size: int | None, seed: int, no_half: bool,
+        train_subset: bool,
+    ) -> None:  # fmt: skip
+        self.data, self.evaluate, self.no_half = data, evaluate, no_half
+        N = bt.rows(data.train)
+        # A fixed subset of the training set for the train error, if asked (documented in metrics).
+        self.X_train, self.Y_train = data.train, data.train_targets
+        if train_eval_size is not None and train_eval_size < N:
+            sub = torch.randperm(N, generator=torch.Generator().manual_seed(seed + 1))[:train_eval_size]
+            self.X_train = bt.take(data.train, sub)
+            self.Y_train = data.train_targets[sub] if data.train_targets is not None else None
+        self.on_subset = train_subset or self.X_train is not data.train
+
+    def val(self, w: list[Tensor]) -> float:
+        return self.evaluate(w, self.data.val, self.data.val_targets)
+
+    def test(self, w: list[Tensor]) -> float:
+        return self.evaluate(w, self.data.test, self.data.test_targets)
+
+    def train(self, w: list[Tensor]) -> float:
+        return self.evaluate(w, self.X_train, self.Y_train)
+
+    def scales(self, name: str, value: float) -> dict[str, float]:
+        return {name: value, f"{name}_no_half": 2.0 * value} if self.no_half else {name: value}
+
+
+def _first_state(method: Method, errors: _Errors, comm: Any) -> LoopState:
+    """Iteration 0: the method's initial weights and their validation (rank 0's) and test errors."""
+    w = method.init_weights()
+    f_val0 = errors.val(w)
+    if comm is not None:
+        f_val0 = comm.broadcast_floats([f_val0])[0]  # rank 0's, on every rank
+    return LoopState(
+        iteration=0, w=w, w0=cast(list[Tensor], tl.clone(w)), best_w=cast(list[Tensor], tl.clone(w)),
+        best_val=f_val0, best_iteration=0, f_val0=f_val0, f_test0=errors.test(w), opt_time=0.0,
+        examples=0, records=0, method={},
+    )  # fmt: skip
+
+
+def _resumed(method: Method, resume: LoopState) -> LoopState:
+    """The state a checkpoint holds, with its own copies of the weights; the method restored."""
+    method.init_weights()
+    method.load_state_dict(resume.method)
+    return dataclasses.replace(
+        resume, w=[t.clone() for t in resume.w], w0=[t.clone() for t in resume.w0],
+        best_w=[t.clone() for t in resume.best_w], best_val=float(resume.best_val),
+        best_iteration=int(resume.best_iteration),
+    )  # fmt: skip
+
+
+def _snapshot(st: LoopState, method: Method) -> LoopState:
+    """What a checkpoint keeps of ``st`` (its own copy of the current weights)."""
+    return dataclasses.replace(st, w=[t.clone() for t in st.w], method=method.state_dict())
+
+
+def _iterate(
+    method: Method, st: LoopState, i: int, loop: LoopConfig, errors: _Errors, comm: Any,
+    should_stop: Callable[[], bool] | None, wall0: float,
+) -> tuple[dict[str, Any], bool, bool | None]:  # fmt: skip
+    """Iteration ``i``: one step of the method, its validation error, the best weights; returns the
+    metrics record, whether the time is up, and whether a stop was asked (None: not polled yet).
+
+    Data-parallel methods (shf.curvature.sharded): rank 0's validation error, and a time limit
+    reached or a stop asked on any rank, decide for all ranks (one 24-byte all-reduce)."""
+    t_iter = time.perf_counter()
+    # The time limit also holds inside an iteration (the solvers stop at the deadline).
+    deadline = t_iter + (loop.max_time - st.opt_time) if math.isfinite(loop.max_time) else None
+    st.w, info = method.step(st.w, deadline)
+    f_val = info.pop("val_error", None)
+    if f_val is None:
+        f_val = errors.val(st.w)
+    st.opt_time += time.perf_counter() - t_iter
+    st.examples += int(info.pop("examples"))
+    time_up = st.opt_time >= loop.max_time
+    stop_asked: bool | None = None  # polled by the loop, after the checkpoint (one process)
+    if comm is not None:
+        stop_asked = should_stop() if should_stop is not None else False
+        first = f_val if comm.rank == 0 else 0.0
+        f_val, up, asked = comm.sum_floats([first, float(time_up), float(stop_asked)])
+        time_up, stop_asked = up > 0.0, asked > 0.0
+    times = info.pop("times", {})
+    rec: dict[str, Any] = {
+        "iteration": i, "time_s": st.opt_time, "wall_s": time.perf_counter() - wall0,
+        "examples": st.examples, **info, **errors.scales("val_error", f_val), "times": times,
+        "train_error_subset": errors.on_subset,
+    }  # fmt: skip
+    if i % loop.eval_every == 0:
+        rec.update(errors.scales("train_error", errors.train(st.w)))
+        rec.update(errors.scales("test_error", errors.test(st.w)))
+    if f_val < st.best_val:
+        st.best_val, st.best_iteration = f_val, i
+        st.best_w = cast(list[Tensor], tl.clone(st.w))
+    rec["best_val_error"] = st.best_val
+    st.iteration, st.records = i, st.records + 1
+    return rec, time_up, stop_asked
 
 
 @dataclass
