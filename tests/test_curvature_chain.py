@@ -120,7 +120,7 @@ def test_every_forward_mode_gives_the_same_products() -> None:
         assert A.forward_path == ("layers" if mode in ("auto", "layers") else mode)
     for mode in FORWARD_MODES:
         torch.testing.assert_close(got[mode], got["jvp"], **TOL)
-    with pytest.raises(ConfigError, match="forward_mode must be one of auto, layers, jvp, linearize"):
+    with pytest.raises(ConfigError, match="forward_mode must be one of auto, layers, jvp, linearize, double"):
         ModuleProblem(model, "mse", forward_mode="fast")
 
 

@@ -148,11 +148,12 @@ def test_products_match_the_dense_gauss_newton_matrix(kind: str, loss: str) -> N
     torch.testing.assert_close(AtA, G, **TOL)
 
 
+@pytest.mark.parametrize("mode", ["auto", "double-backward"])
 @pytest.mark.parametrize(("kind", "loss"), CASES)
-def test_forward_mode_is_the_jacobian_and_reverse_mode_its_adjoint(kind: str, loss: str) -> None:
+def test_forward_mode_is_the_jacobian_and_reverse_mode_its_adjoint(kind: str, loss: str, mode: str) -> None:
     model, X, Y = _batch(kind, loss, seed=1)
     w0, J, _, _, _ = _reference(model, loss, X, Y)
-    problem = ModuleProblem(model, loss)
+    problem = ModuleProblem(model, loss, forward_mode=mode)
     A = problem.jacobian(w0, X, Y)
     g = torch.Generator().manual_seed(5)
     d = [torch.randn(t.shape, generator=g, dtype=F64) for t in w0]
@@ -400,3 +401,28 @@ def test_a_model_with_several_outputs_trains_with_a_residual_that_picks_them(as_
     refused = r"returns a (dict|tuple), not one tensor: give a residual function"
     with pytest.raises(ConfigError, match=refused):
         ModuleProblem(model, "mse").check_batch(w0, X, Y)
+
+
+class Unused(nn.Module):
+    """A layer the output does not depend on: its columns of J are zero."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.used, self.spare = nn.Linear(4, 3), nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.used(x))
+
+
+def test_double_backward_products_with_a_parameter_the_output_does_not_use() -> None:
+    torch.manual_seed(0)
+    model, X, Y = Unused().to(F64), torch.randn(5, 4, dtype=F64), torch.randn(5, 3, dtype=F64)
+    w0 = [p.detach() for p in model.parameters()]
+    d = [torch.randn_like(t) for t in w0]
+    A = ModuleProblem(model, "mse", forward_mode="double-backward").jacobian(w0, X, Y)
+    ref = ModuleProblem(model, "mse", forward_mode="jvp").jacobian(w0, X, Y)
+    torch.testing.assert_close(A.matvec(d), ref.matvec(d), **TOL)
+    assert A.forward_path == "double-backward"
+    frozen = ModuleProblem(model, "mse", [model.spare.weight], forward_mode="double-backward")
+    A0 = frozen.jacobian([model.spare.weight.detach()], X, Y)
+    assert float(A0.matvec([torch.ones(3, 4, dtype=F64)]).abs().max()) == 0.0  # only unused columns

@@ -12,6 +12,7 @@ from torch import nn
 
 from shf import SHF, Batch, Damping, Solver
 from shf.errors import ConfigError, DataError
+from shf.models import Autoencoder
 from shf.optim.step import SHFConfig
 
 F64 = torch.float64
@@ -498,3 +499,16 @@ def test_a_step_refuses_a_non_finite_validation_set_and_leaves_the_weights() -> 
     with pytest.raises(DataError, match=r"the validation inputs have 1 row\(s\) with NaN or Inf values"):
         opt.step(X[:40], y[:40], val=(Xv, yv))
     assert all(torch.equal(a, p) for a, p in zip(before, model.parameters()))
+
+
+def test_the_forward_mode_reaches_the_generic_products_and_is_refused_on_the_hand_written_path() -> None:
+    X, y, Xv, yv = _task()
+    opt = SHF(_model(), "cross_entropy", train_size=240, seed=1, forward_mode="double-backward", **HYPER)
+    ref = SHF(_model(), "cross_entropy", train_size=240, seed=1, forward_mode="jvp", **HYPER)
+    a, b = _steps(opt, X, y, (Xv, yv), 2), _steps(ref, X, y, (Xv, yv), 2)
+    assert opt.problem.forward_mode == "double-backward"
+    assert [r["loss_new"] for r in a] == pytest.approx([r["loss_new"] for r in b], rel=1e-5)
+    net = Autoencoder((6, 3))
+    with pytest.raises(ConfigError, match="forward_mode='jvp' is for the generic products"):
+        SHF(net, forward_mode="jvp")
+    assert SHF(net, forward_mode="jvp", generic=True).problem.forward_mode == "jvp"

@@ -477,7 +477,7 @@ def fit(
             this process); see :class:`shf.data.dataset.DatasetRows`.
         **hyper: :class:`shf.SHF`'s hyper-parameters (``damping=``, ``solver=``, ``batch=``,
             ``line_search=``, ``warm_start=``, ``preconditioner=``, ``config=``, ``generic=``,
-            ``lr=``).
+            ``forward_mode=``, ``lr=``).
     """
     like = next((p for p in model.parameters() if p.is_floating_point()), None)
     dtype, device = (None, None) if like is None else (like.dtype, like.device)

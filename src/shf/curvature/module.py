@@ -38,7 +38,7 @@ import logging
 import math
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -59,12 +59,15 @@ PER_EXAMPLE_BUDGET = 1 << 24
 """Numbers of per-example gradients held at once (64 MiB in float32): the chunk of
 examples processed by one ``vmap`` call is ``max(1, PER_EXAMPLE_BUDGET // n_params)``."""
 
-FORWARD_MODES = ("auto", "layers", "jvp", "linearize")
+FORWARD_MODES = ("auto", "layers", "jvp", "linearize", "double-backward")
 """How ``A d`` is made (:attr:`ModuleProblem.forward_mode`): ``layers``, per-layer rules on the
 activations of the HF iteration's one forward pass (:mod:`shf.curvature.chain`; a chain of known
 layers only); ``jvp``, ``torch.func.jvp`` per product (a forward pass each), switching to a
 checked ``linearize`` trace after :data:`LINEARIZE_AFTER` products; ``linearize``, the trace from
-the first product; ``auto``: ``layers`` where the model has a plan, else ``jvp``."""
+the first product; ``double-backward``, the graph of ``J^T u`` built once per HF iteration and
+differentiated in ``u`` per product (the fastest on a transformer, the slowest on a CNN:
+``docs/results/bench/forward-modes.md``); ``auto``: ``layers`` where the model has a plan, else
+``jvp``."""
 
 LINEARIZE_AFTER = 8
 """Forward-mode products per HF iteration made by ``jvp`` before ``linearize`` is tried:
@@ -311,6 +314,8 @@ def _autograd_vjp(z: Tensor, w: list[Tensor]) -> Callable[[Tensor], tuple[Tensor
     parameter the output does not depend on gets zeros."""
 
     def vjp(v: Tensor) -> tuple[Tensor, ...]:
+        if not z.requires_grad:  # no trained parameter reaches the output
+            return tuple(torch.zeros_like(t) for t in w)
         grads = torch.autograd.grad(z, w, v, retain_graph=True, allow_unused=True)
         return tuple(torch.zeros_like(t) if g is None else g for t, g in zip(w, grads))
 
@@ -345,6 +350,21 @@ class ModuleJacobian:
             self._calls = recorder.calls() if recorder is not None else None
             z = self._z = self._chain.output
             self._vjp = _autograd_vjp(z, wr)
+        elif problem.forward_mode == "double-backward":
+            # J^T u as a differentiable graph in u, built once per HF iteration; J d is its
+            # derivative in u, one backward pass of that graph per product (docs/results/bench/
+            # forward-modes.md: the fastest where no per-layer rule applies, on a transformer)
+            wr = [t.detach().requires_grad_(True) for t in self.w]
+            with torch.enable_grad():
+                z = problem.output(wr, X, Y)
+                self._vjp = _autograd_vjp(z, wr)
+                self._u0 = torch.zeros_like(z, requires_grad=z.requires_grad)
+                grads: Sequence[Tensor | None] = [None] * len(wr)  # no trained parameter is used
+                if z.requires_grad:
+                    grads = torch.autograd.grad(z, wr, self._u0, create_graph=True, allow_unused=True)
+            # a parameter the output does not depend on has a zero column of J: left out
+            self._used = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
+            self._jtu = [cast(Tensor, grads[i]) for i in self._used]
         else:
             z, self._vjp = torch.func.vjp(self._fn, *self.w)[:2]
         self.point: LossPoint = problem.loss_fn.at(z.detach(), Y)
@@ -373,6 +393,8 @@ class ModuleJacobian:
         self._matvecs += 1
         if self._chain is not None:
             jd = self._chain(self.w, d)
+        elif self.problem.forward_mode == "double-backward":
+            jd = self._double_backward(d)
         elif self._linear is not None:
             jd = self._linear(*d)
         else:
@@ -382,6 +404,16 @@ class ModuleJacobian:
                 self._linear = self._checked_linearization(d, jd)
         return self.point.bt(jd).mul_(self.scale)  # bt returns jd itself or a new tensor
 
+    def _double_backward(self, d: list[Tensor]) -> Tensor:
+        """``J d = d/du <J^T u, d>``: the derivative of the graph of ``J^T u`` in ``u``."""
+        if not self._used:
+            return torch.zeros_like(self._u0)
+        with torch.enable_grad():
+            (jd,) = torch.autograd.grad(
+                self._jtu, self._u0, [d[i] for i in self._used], retain_graph=True, allow_unused=True
+            )
+        return torch.zeros_like(self._u0) if jd is None else jd.detach()
+
     @property
     def linearized(self) -> bool:
         """Whether forward mode now replays a checked ``linearize`` trace."""
@@ -389,9 +421,11 @@ class ModuleJacobian:
 
     @property
     def forward_path(self) -> str:
-        """How the last ``A d`` was made: ``layers``, ``linearize`` or ``jvp``."""
+        """How the last ``A d`` was made: ``layers``, ``linearize``, ``jvp`` or ``double-backward``."""
         if self._chain is not None:
             return "layers"
+        if self.problem.forward_mode == "double-backward":
+            return "double-backward"
         return "linearize" if self._linear is not None else "jvp"
 
     def _checked_linearization(self, d: list[Tensor], jd: Tensor) -> Callable[..., Tensor] | None:
@@ -454,11 +488,14 @@ def curvature_model(
     params: Sequence[Tensor] | None = None,
     *,
     generic: bool = False,
+    forward_mode: str = "auto",
 ) -> Any:
     """What SHF trains ``model`` through: the model itself when it provides hand-written
     products for this loss and these parameters (the fast path, e.g.
     :class:`shf.models.Autoencoder` with its own loss), else a :class:`ModuleProblem`
     (``torch.func``, any module). ``generic=True`` forces the ``torch.func`` path.
+    ``forward_mode``: :attr:`ModuleProblem.forward_mode` (one of :data:`FORWARD_MODES`); a mode
+    other than ``auto`` is refused on the hand-written path, which has its own products.
 
     ``loss=None`` means the model's own loss (its ``loss_name``) where the model has one,
     else ``mse``. A generic loss applies to the module's output: for the autoencoder that is
@@ -477,6 +514,11 @@ def curvature_model(
         chosen = mine if params is None else list(params)
         same = len(chosen) == len(mine) and all(a is b for a, b in zip(chosen, mine))
         if same and all(p.requires_grad for p in mine):
+            if forward_mode != "auto":
+                raise ConfigError(
+                    f"forward_mode={forward_mode!r} is for the generic products, but this model uses its "
+                    "hand-written ones: leave forward_mode at 'auto', or pass generic=True"
+                )
             return model
     if loss is None and own is not None:
         generic_loss = _FAST_LOSS.get(str(own))
@@ -486,7 +528,7 @@ def curvature_model(
                 "model's parameters (trainable) and generic=False; give another loss explicitly"
             )
         loss = generic_loss
-    return ModuleProblem(model, "mse" if loss is None else loss, params)
+    return ModuleProblem(model, "mse" if loss is None else loss, params, forward_mode=forward_mode)
 
 
 _FAST_LOSS = {"squared": "mse"}

@@ -156,6 +156,10 @@ class SHF(torch.optim.Optimizer):
         seed, generator: the random numbers of the batches (drawn by :func:`shf.fit`) and of
             the preconditioner's probes; ``generator`` (a CPU generator) wins over ``seed``.
         generic: use the ``torch.func`` products even where hand-written ones exist.
+        forward_mode: how the generic path makes ``A d``: ``"auto"`` (per-layer rules for a
+            chain of known layers, else ``jvp`` and a checked trace), ``"layers"``, ``"jvp"``,
+            ``"linearize"`` or ``"double-backward"`` (differentiating the graph of ``J^T u``: the
+            fastest on a transformer, ``docs/results/bench/forward-modes.md``).
         distributed: data-parallel over the processes of ``torch.distributed`` (launched by
             ``torchrun``): each rank computes on its rows of every batch, which must be the same
             batch on every rank (:mod:`shf.curvature.sharded`, ``docs/distributed.md``). ``None``
@@ -179,6 +183,7 @@ class SHF(torch.optim.Optimizer):
         seed: int = 0,
         generator: torch.Generator | None = None,
         generic: bool = False,
+        forward_mode: str = "auto",
         distributed: bool | None = None,
         lr: float = 1.0,
     ) -> None:
@@ -216,7 +221,9 @@ class SHF(torch.optim.Optimizer):
         self._group_lr()  # refuses a bad one now
         self._params: list[Tensor] = [p for g in self.param_groups for p in g["params"]]
         self.model = model
-        self._local_problem = curvature_model(model, loss, self._params, generic=generic)
+        self._local_problem = curvature_model(
+            model, loss, self._params, generic=generic, forward_mode=forward_mode
+        )
         self.problem = self._local_problem
         comm = None if distributed is False else collectives.current(self._params[0].device)
         if distributed is True and comm is None:
