@@ -248,6 +248,177 @@ def _validate_vectors(
     return m, n
 
 
+class _Recurrence:
+    """Fong & Saunders' (2011) LSMR recurrence on ``Abar`` with damping ``damp`` (Alg. 6's body):
+    the Golub-Kahan bidiagonalization, the rotations, the updates of ``y`` and the estimates of
+    ``||rbar_k||``, ``||Abar^T rbar_k||``, ``||Abar||_F`` and ``cond(Abar)``, as in
+    ``scipy.sparse.linalg.lsmr`` with the paper's names. Starts from ``u_1, v_1`` (normalised),
+    ``alpha_1``, ``beta_1`` and the iterate ``y`` (updated in place); :meth:`step` makes one
+    iteration."""
+
+    def __init__(
+        self, abar: LinearOperator, damp: float, u: Vec, v: Vec, alpha: float, beta: float, y: Vec
+    ) -> None:
+        self.abar, self.damp, self.u, self.v, self.alpha, self.beta, self.y = abar, damp, u, v, alpha, beta, y
+        # Alg. 6 lines 1-2: alphabar_1 = alpha_1, zetabar_1 = alpha_1 beta_1, rhobar_0 = cbar_0 = 1,
+        # sbar_0 = 0, h_1 = v_1, hbar_0 = 0. Alg. 6 writes rho_0 = 0, which would make the k = 1
+        # hbar coefficient thetabar_1 rho_1 / (rho_0 rhobar_0) = 0/0; Fong & Saunders (and scipy)
+        # use rho_0 = 1, which gives the intended hbar_1 = h_1.
+        self.zetabar = alpha * beta
+        self.alphabar = alpha
+        self.rho = 1.0
+        self.rhobar = 1.0
+        self.cbar = 1.0
+        self.sbar = 0.0
+        self.h = tl.clone(v)
+        self.hbar = tl.zeros_like(v)
+        # Fong & Saunders (2011) §3.4: state of the ||r_k|| estimate.
+        self.betadd = beta
+        self.betad = 0.0
+        self.rhodold = 1.0
+        self.tautildeold = 0.0
+        self.thetatilde = 0.0
+        self.zeta = 0.0
+        self.d = 0.0
+        # Fong & Saunders (2011) §3.5: ||Abar||_F and cond(Abar) estimates.
+        self.norma2 = alpha * alpha
+        self.maxrbar = 0.0
+        self.minrbar = 1e100
+        self.norma = math.sqrt(self.norma2)
+        self.conda = 1.0
+        self.normr = beta
+        self.normar = alpha * beta
+        self.normy = tl.norm(y)
+
+    def step(self, k: int) -> bool:
+        """Iteration ``k``: ``y_k`` and the estimates; False when a product, a norm or a scalar
+        of the recurrence is not finite (then ``y`` is ``y_{k-1}``, unless the overflow was in
+        the vector update itself, which ``normy`` then shows)."""
+        abar, damp, alpha, beta = self.abar, self.damp, self.alpha, self.beta
+        # Alg. 6, Golub-Kahan bidiagonalization: beta_{k+1} u_{k+1} = Abar v_k - alpha_k u_k,
+        # accumulated into the product's own (new) result: one pass instead of two.
+        self.u = u = tl.axpy_(-alpha, self.u, abar.matvec(self.v))
+        beta_new = range_norm(abar, u)
+        if not math.isfinite(beta_new):
+            return False
+        self.beta = beta = beta_new
+        if beta > 0.0:
+            tl.scale_(u, 1.0 / beta)
+            # alpha_{k+1} v_{k+1} = Abar^T u_{k+1} - beta_{k+1} v_k (into the product's result).
+            self.v = tl.axpy_(-beta, self.v, abar.rmatvec(u))
+            alpha_new = tl.norm(self.v)
+            if not math.isfinite(alpha_new):
+                return False
+            self.alpha = alpha = alpha_new
+            if alpha > 0.0:
+                tl.scale_(self.v, 1.0 / alpha)
+        # (If beta_{k+1} = 0, alpha and v are kept, as in Fong & Saunders' code; then
+        # zetabar_{k+1} = 0 below and the least-squares test stops the iteration.)
+
+        try:
+            # Alg. 6: rotation Phat_k eliminates damp: alphahat_k = (alphabar_k^2 + damp^2)^1/2.
+            chat, shat, alphahat = _sym_ortho(self.alphabar, damp)
+            # Alg. 6: rotation P_k: rho_k = (alphahat_k^2 + beta_{k+1}^2)^1/2,
+            # theta_{k+1} = s_k alpha_{k+1}, alphabar_{k+1} = c_k alpha_{k+1}.
+            rhoold = self.rho
+            ck, sk, rho = _sym_ortho(alphahat, beta)
+            self.rho = rho
+            thetanew = sk * alpha
+            self.alphabar = ck * alpha
+            # Alg. 6: rotation Pbar_k: thetabar_k = sbar_{k-1} rho_k,
+            # rhobar_k = ((cbar_{k-1} rho_k)^2 + theta_{k+1}^2)^1/2.
+            rhobarold = self.rhobar
+            zetaold = self.zeta
+            thetabar = self.sbar * rho
+            rhotemp = self.cbar * rho
+            self.cbar, self.sbar, self.rhobar = _sym_ortho(self.cbar * rho, thetanew)
+            # Alg. 6: zeta_k = cbar_k zetabar_k, zetabar_{k+1} = -sbar_k zetabar_k.
+            self.zeta = zeta = self.cbar * self.zetabar
+            self.zetabar = -self.sbar * self.zetabar
+            # Coefficients of the hbar, x and h updates (Alg. 6, "Update hbar_k, x_k, h_k").
+            hbar_coef = -(thetabar * rho / (rhoold * rhobarold))
+            x_coef = zeta / (rho * self.rhobar)
+            h_coef = -(thetanew / rho)
+
+            # Fong & Saunders (2011) §3.4, estimate of ||rbar_k||: apply Qhat_k, then Q_k
+            # to (betadd, 0) ...
+            betaacute = chat * self.betadd
+            betacheck = -shat * self.betadd
+            betahat = ck * betaacute
+            self.betadd = -sk * betaacute
+            # ... then Qtilde_{k-1}, which turns Rbar_k^T into Rtilde_k.
+            thetatildeold = self.thetatilde
+            ctildeold, stildeold, rhotildeold = _sym_ortho(self.rhodold, thetabar)
+            self.thetatilde = stildeold * self.rhobar
+            self.rhodold = ctildeold * self.rhobar
+            self.betad = -stildeold * self.betad + ctildeold * betahat
+            # tau~_{k-1} and tau._k by forward substitution with Rtilde_k^T.
+            self.tautildeold = (zetaold - thetatildeold * self.tautildeold) / rhotildeold
+            taud = (zeta - self.thetatilde * self.tautildeold) / self.rhodold
+            # ||rbar_k||^2 = sum betacheck_j^2 + (betad_k - taud_k)^2 + betadd_{k+1}^2.
+            self.d = self.d + betacheck * betacheck
+            normr_new = math.sqrt(self.d + (self.betad - taud) ** 2 + self.betadd * self.betadd)
+        except ZeroDivisionError:
+            return False
+        if not all(math.isfinite(t) for t in (hbar_coef, x_coef, h_coef, normr_new)):
+            return False
+
+        # Alg. 6: hbar_k = h_k - thetabar_k rho_k / (rho_{k-1} rhobar_{k-1}) hbar_{k-1},
+        # x_k = x_{k-1} + zeta_k / (rho_k rhobar_k) hbar_k,
+        # h_{k+1} = v_{k+1} - theta_{k+1} / rho_k h_k.
+        tl.xpay_(self.h, hbar_coef, self.hbar)
+        tl.axpy_(x_coef, self.hbar, self.y)
+        tl.xpay_(self.v, h_coef, self.h)
+
+        self.normr = normr_new
+        # Fong & Saunders (2011) §3.5: ||Abar||_F^2 accumulates alpha_k^2 + beta_{k+1}^2.
+        self.norma2 = self.norma2 + beta * beta
+        self.norma = math.sqrt(self.norma2)
+        self.norma2 = self.norma2 + alpha * alpha
+        # cond(Abar) ~ max(rhobar_j) / min(rhobar_j) over j < k, with cbar_{k-1} rho_k.
+        self.maxrbar = max(self.maxrbar, rhobarold)
+        if k > 1:
+            self.minrbar = min(self.minrbar, rhobarold)
+        den = min(self.minrbar, rhotemp)
+        self.conda = max(self.maxrbar, rhotemp) / den if den != 0.0 else math.inf
+        # ||Abar^T rbar_k|| = |zetabar_{k+1}| (Fong & Saunders (2011) §2).
+        self.normar = abs(self.zetabar)
+        self.normy = tl.norm(self.y)
+        return True
+
+
+def _tests(
+    normr: float, normar: float, norma: float, conda: float, normy: float, normb: float,
+    atol: float, btol: float, ctol: float,
+) -> LsmrStop | None:  # fmt: skip
+    """The stopping tests of Fong & Saunders (2011) §6 (scipy's test1..3, t1, rtol) on the
+    estimates of iteration ``k``; None: go on. In scipy's priority: the tolerance tests
+    (``btol``/``atol`` on a consistent system, ``atol`` on the least-squares problem, the
+    paper's test, and ``ctol = 1/conlim``) override the machine-precision ones."""
+    if normb > 0.0:
+        test1 = normr / normb
+        t1 = test1 / (1.0 + norma * normy / normb)
+        rtol = btol + atol * norma * normy / normb
+    else:
+        test1 = t1 = math.inf  # b = 0 (damped, x0 != 0): no consistent-system test
+        rtol = 0.0
+    test2 = normar / (norma * normr) if norma * normr != 0.0 else math.inf
+    test3 = 1.0 / conda
+    if test1 <= rtol:
+        return LsmrStop.RESIDUAL_SMALL
+    if test2 <= atol:
+        return LsmrStop.LSQ_SOLVED  # Alg. 6: checked before the merit, any k
+    if test3 <= ctol:
+        return LsmrStop.ILL_CONDITIONED
+    if 1.0 + t1 <= 1.0:
+        return LsmrStop.RESIDUAL_EPS
+    if 1.0 + test2 <= 1.0:
+        return LsmrStop.LSQ_EPS
+    if 1.0 + test3 <= 1.0:
+        return LsmrStop.COND_EPS
+    return None
+
+
 def lsmr(
     A: object,
     b: Vec,
@@ -442,37 +613,9 @@ def lsmr(
     if alpha > 0.0:
         tl.scale_(v, 1.0 / alpha)
 
-    # Alg. 6 lines 1-2: alphabar_1 = alpha_1, zetabar_1 = alpha_1 beta_1, rhobar_0 = cbar_0 = 1,
-    # sbar_0 = 0, h_1 = v_1, hbar_0 = 0. Alg. 6 writes rho_0 = 0, which would make the k = 1
-    # hbar coefficient thetabar_1 rho_1 / (rho_0 rhobar_0) = 0/0; Fong & Saunders (and scipy)
-    # use rho_0 = 1, which gives the intended hbar_1 = h_1.
-    zetabar = alpha * beta
-    alphabar = alpha
-    rho = 1.0
-    rhobar = 1.0
-    cbar = 1.0
-    sbar = 0.0
-    h = tl.clone(v)
-    hbar = tl.zeros_like(v)
-
-    # Fong & Saunders (2011) §3.4: state of the ||r_k|| estimate.
-    betadd = beta
-    betad = 0.0
-    rhodold = 1.0
-    tautildeold = 0.0
-    thetatilde = 0.0
-    zeta = 0.0
-    d = 0.0
-
-    # Fong & Saunders (2011) §3.5: ||Abar||_F and cond(Abar) estimates.
-    norma2 = alpha * alpha
-    maxrbar = 0.0
-    minrbar = 1e100
-    norma = math.sqrt(norma2)
-    conda = 1.0
+    rec = _Recurrence(abar, damp, u, v, alpha, beta, y)
+    norma, conda, normr, normar = rec.norma, rec.conda, rec.normr, rec.normar
     ctol = 1.0 / conlim if conlim > 0.0 else 0.0
-    normr = beta
-    normar = alpha * beta
 
     # A^T r0 = 0: x0 solves the (damped) problem.
     if normar == 0.0:
@@ -494,98 +637,11 @@ def lsmr(
     while k < maxiter:
         k += 1
 
-        # Alg. 6, Golub-Kahan bidiagonalization: beta_{k+1} u_{k+1} = Abar v_k - alpha_k u_k,
-        # accumulated into the product's own (new) result: one pass instead of two.
-        u = tl.axpy_(-alpha, u, abar.matvec(v))
-        beta_new = range_norm(abar, u)
-        if not math.isfinite(beta_new):
+        finite = rec.step(k)
+        normr, normar, norma, conda, normy = rec.normr, rec.normar, rec.norma, rec.conda, rec.normy
+        if not finite:
             stop = LsmrStop.NOT_FINITE
             break
-        beta = beta_new
-        if beta > 0.0:
-            tl.scale_(u, 1.0 / beta)
-            # alpha_{k+1} v_{k+1} = Abar^T u_{k+1} - beta_{k+1} v_k (into the product's result).
-            v = tl.axpy_(-beta, v, abar.rmatvec(u))
-            alpha_new = tl.norm(v)
-            if not math.isfinite(alpha_new):
-                stop = LsmrStop.NOT_FINITE
-                break
-            alpha = alpha_new
-            if alpha > 0.0:
-                tl.scale_(v, 1.0 / alpha)
-        # (If beta_{k+1} = 0, alpha and v are kept, as in Fong & Saunders' code; then
-        # zetabar_{k+1} = 0 below and the least-squares test stops the iteration.)
-
-        try:
-            # Alg. 6: rotation Phat_k eliminates damp: alphahat_k = (alphabar_k^2 + damp^2)^1/2.
-            chat, shat, alphahat = _sym_ortho(alphabar, damp)
-            # Alg. 6: rotation P_k: rho_k = (alphahat_k^2 + beta_{k+1}^2)^1/2,
-            # theta_{k+1} = s_k alpha_{k+1}, alphabar_{k+1} = c_k alpha_{k+1}.
-            rhoold = rho
-            ck, sk, rho = _sym_ortho(alphahat, beta)
-            thetanew = sk * alpha
-            alphabar = ck * alpha
-            # Alg. 6: rotation Pbar_k: thetabar_k = sbar_{k-1} rho_k,
-            # rhobar_k = ((cbar_{k-1} rho_k)^2 + theta_{k+1}^2)^1/2.
-            rhobarold = rhobar
-            zetaold = zeta
-            thetabar = sbar * rho
-            rhotemp = cbar * rho
-            cbar, sbar, rhobar = _sym_ortho(cbar * rho, thetanew)
-            # Alg. 6: zeta_k = cbar_k zetabar_k, zetabar_{k+1} = -sbar_k zetabar_k.
-            zeta = cbar * zetabar
-            zetabar = -sbar * zetabar
-            # Coefficients of the hbar, x and h updates (Alg. 6, "Update hbar_k, x_k, h_k").
-            hbar_coef = -(thetabar * rho / (rhoold * rhobarold))
-            x_coef = zeta / (rho * rhobar)
-            h_coef = -(thetanew / rho)
-
-            # Fong & Saunders (2011) §3.4, estimate of ||rbar_k||: apply Qhat_k, then Q_k
-            # to (betadd, 0) ...
-            betaacute = chat * betadd
-            betacheck = -shat * betadd
-            betahat = ck * betaacute
-            betadd = -sk * betaacute
-            # ... then Qtilde_{k-1}, which turns Rbar_k^T into Rtilde_k.
-            thetatildeold = thetatilde
-            ctildeold, stildeold, rhotildeold = _sym_ortho(rhodold, thetabar)
-            thetatilde = stildeold * rhobar
-            rhodold = ctildeold * rhobar
-            betad = -stildeold * betad + ctildeold * betahat
-            # tau~_{k-1} and tau._k by forward substitution with Rtilde_k^T.
-            tautildeold = (zetaold - thetatildeold * tautildeold) / rhotildeold
-            taud = (zeta - thetatilde * tautildeold) / rhodold
-            # ||rbar_k||^2 = sum betacheck_j^2 + (betad_k - taud_k)^2 + betadd_{k+1}^2.
-            d = d + betacheck * betacheck
-            normr_new = math.sqrt(d + (betad - taud) ** 2 + betadd * betadd)
-        except ZeroDivisionError:
-            stop = LsmrStop.NOT_FINITE
-            break
-        if not all(math.isfinite(t) for t in (hbar_coef, x_coef, h_coef, normr_new)):
-            stop = LsmrStop.NOT_FINITE
-            break
-
-        # Alg. 6: hbar_k = h_k - thetabar_k rho_k / (rho_{k-1} rhobar_{k-1}) hbar_{k-1},
-        # x_k = x_{k-1} + zeta_k / (rho_k rhobar_k) hbar_k,
-        # h_{k+1} = v_{k+1} - theta_{k+1} / rho_k h_k.
-        tl.xpay_(h, hbar_coef, hbar)
-        tl.axpy_(x_coef, hbar, y)
-        tl.xpay_(v, h_coef, h)
-
-        normr = normr_new
-        # Fong & Saunders (2011) §3.5: ||Abar||_F^2 accumulates alpha_k^2 + beta_{k+1}^2.
-        norma2 = norma2 + beta * beta
-        norma = math.sqrt(norma2)
-        norma2 = norma2 + alpha * alpha
-        # cond(Abar) ~ max(rhobar_j) / min(rhobar_j) over j < k, with cbar_{k-1} rho_k.
-        maxrbar = max(maxrbar, rhobarold)
-        if k > 1:
-            minrbar = min(minrbar, rhobarold)
-        den = min(minrbar, rhotemp)
-        conda = max(maxrbar, rhotemp) / den if den != 0.0 else math.inf
-        # ||Abar^T rbar_k|| = |zetabar_{k+1}| (Fong & Saunders (2011) §2).
-        normar = abs(zetabar)
-        normy = tl.norm(y)
         info.residual_history.append(normr)
         info.normar_history.append(normar)
         if not math.isfinite(normy):
@@ -593,29 +649,8 @@ def lsmr(
             stop = LsmrStop.NOT_FINITE
             break
 
-        # Stopping tests of Fong & Saunders (2011) §6 / scipy (test1..3, t1, rtol).
-        if normb > 0.0:
-            test1 = normr / normb
-            t1 = test1 / (1.0 + norma * normy / normb)
-            rtol = btol + atol * norma * normy / normb
-        else:
-            test1 = t1 = math.inf  # b = 0 (damped, x0 != 0): no consistent-system test
-            rtol = 0.0
-        test2 = normar / (norma * normr) if norma * normr != 0.0 else math.inf
-        test3 = 1.0 / conda
-        # Priority as in scipy: the tolerance tests override the machine-precision ones.
-        if test1 <= rtol:
-            stop = LsmrStop.RESIDUAL_SMALL
-        elif test2 <= atol:
-            stop = LsmrStop.LSQ_SOLVED  # Alg. 6: checked before the merit, any k
-        elif test3 <= ctol:
-            stop = LsmrStop.ILL_CONDITIONED
-        elif 1.0 + t1 <= 1.0:
-            stop = LsmrStop.RESIDUAL_EPS
-        elif 1.0 + test2 <= 1.0:
-            stop = LsmrStop.LSQ_EPS
-        elif 1.0 + test3 <= 1.0:
-            stop = LsmrStop.COND_EPS
+        # Stopping tests of Fong & Saunders (2011) §6 / scipy (Alg. 6's atol test among them)
+        stop = _tests(normr, normar, norma, conda, normy, normb, atol, btol, ctol)
 
         if callback is not None:
             info.iterations = k
