@@ -387,6 +387,56 @@ class _Recurrence:
         return True
 
 
+def _check_callables_and_maxiter(
+    op: LinearOperator, b: Vec, x0: Vec | None, precond: Vec | None, merit: object, callback: object,
+    check_growth: float, maxiter: int | None,
+) -> int:  # fmt: skip
+    """Check the vectors, the callables and ``check_growth``; ``maxiter`` (default ``min(m, n)``
+    for a dense ``A``, required for an operator)."""
+    if check_growth < 1.0:
+        raise ValueError(f"check_growth must be >= 1, got {check_growth}")
+    if merit is not None and not callable(merit):
+        raise ValueError("merit must be callable: x -> float")
+    if callback is not None and not callable(callback):
+        raise ValueError("callback must be callable: (k, x, info) -> bool | None")
+    shape = _validate_vectors(op, b, x0, precond)
+    if maxiter is None:
+        if shape is None:
+            raise ValueError(
+                "maxiter is required when A is an operator without a 2-D shape "
+                "(for a dense A it defaults to min(m, n))"
+            )
+        maxiter = max(1, min(shape))
+    return _check_int("maxiter", maxiter, 1)
+
+
+def _start(abar: LinearOperator, b: Vec, x0: Vec | None, c: Vec | None) -> tuple[Vec, Vec, float, float, Vec]:
+    """``(u_1, Abar^T u_1, alpha_1, beta_1, y0)``: Alg. 6 line 1, ``r0 = b - Abar y0``,
+    ``beta_1 u_1 = r0`` (Fong & Saunders (2011) §2), ``y0 = x0 / c`` (0 without ``x0``); ``v`` is
+    ``alpha_1 v_1``, not yet normalised."""
+    y: Vec | None
+    if x0 is None:
+        y = None
+        u = tl.clone(b)
+    else:
+        y = tl.clone(x0) if c is None else tl.div(x0, c)
+        u = tl.axpy(-1.0, abar.matvec(y), b)
+    beta = range_norm(abar, u)
+    # alpha_1 v_1 = Abar^T u_1.
+    if math.isfinite(beta) and beta > 0.0:
+        tl.scale_(u, 1.0 / beta)
+        v = abar.rmatvec(u)
+        alpha = tl.norm(v)
+    else:
+        # u = 0 (or not finite): v = 0, with the domain's structure taken from A^T u.
+        v = tl.zeros_like(abar.rmatvec(u)) if y is None else tl.zeros_like(y)
+        alpha = 0.0
+    for name, vec in (("x0", x0), ("precond", c)):
+        if vec is not None and _structure(vec) != _structure(v):
+            raise ValueError(f"{name} has structure {_structure(vec)} but A^T u has {_structure(v)}")
+    return u, v, alpha, beta, (tl.zeros_like(v) if y is None else y)
+
+
 def _tests(
     normr: float, normar: float, norma: float, conda: float, normy: float, normb: float,
     atol: float, btol: float, ctol: float,
@@ -492,30 +542,15 @@ def lsmr(
     """
     t_start = time.perf_counter()
     op = as_operator(A)
-    damp = _check_real("damp", damp)
-    atol = _check_real("atol", atol)
-    btol = _check_real("btol", btol)
+    damp, atol, btol, ftol, check_growth = (
+        _check_real(name, value)
+        for name, value in (("damp", damp), ("atol", atol), ("btol", btol), ("ftol", ftol),
+                            ("check_growth", check_growth))
+    )  # fmt: skip
     conlim = _check_real("conlim", conlim, allow_inf=True)
-    ftol = _check_real("ftol", ftol)
-    miniter = _check_int("miniter", miniter, 0)
-    recover = _check_int("recover", recover, 0)
+    miniter, recover = _check_int("miniter", miniter, 0), _check_int("recover", recover, 0)
     first_check = _check_int("first_check", first_check, 1)
-    check_growth = _check_real("check_growth", check_growth)
-    if check_growth < 1.0:
-        raise ValueError(f"check_growth must be >= 1, got {check_growth}")
-    if merit is not None and not callable(merit):
-        raise ValueError("merit must be callable: x -> float")
-    if callback is not None and not callable(callback):
-        raise ValueError("callback must be callable: (k, x, info) -> bool | None")
-    shape = _validate_vectors(op, b, x0, precond)
-    if maxiter is None:
-        if shape is None:
-            raise ValueError(
-                "maxiter is required when A is an operator without a 2-D shape "
-                "(for a dense A it defaults to min(m, n))"
-            )
-        maxiter = max(1, min(shape))
-    maxiter = _check_int("maxiter", maxiter, 1)
+    maxiter = _check_callables_and_maxiter(op, b, x0, precond, merit, callback, check_growth, maxiter)
 
     # NOTES item 2: LSMR works with Abar = A diag(c) in the scaled variable y, x = c ∘ y.
     c = precond
@@ -526,59 +561,20 @@ def lsmr(
         return y if c is None else tl.mul(c, y)
 
     def finish(
-        stop: LsmrStop,
-        x: Vec,
-        k: int,
-        normr: float,
-        normar: float,
-        norma: float,
-        conda: float,
-        normx: float,
+        stop: LsmrStop, x: Vec, k: int, normr: float, normar: float, norma: float, conda: float, normx: float
     ) -> tuple[Vec, LsmrInfo]:
         info.stop, info.iterations = stop, k
-        info.normr, info.normar, info.norma, info.conda, info.normx = (
-            normr,
-            normar,
-            norma,
-            conda,
-            normx,
-        )
+        info.normr, info.normar, info.norma, info.conda, info.normx = normr, normar, norma, conda, normx
         info.elapsed_s = time.perf_counter() - t_start
-        logger.debug(
-            "lsmr stopped: %s after %d iterations, normr=%.3e normar=%.3e",
-            stop.value,
-            k,
-            normr,
-            normar,
-        )
+        logger.debug("lsmr stopped: %s after %d iterations, normr=%.3e normar=%.3e", stop.value, k, normr,
+                     normar)  # fmt: skip
         return x, info
 
     info = LsmrInfo(LsmrStop.RUNNING, 0, math.nan, math.nan, math.nan, math.nan, math.nan)
 
-    # Alg. 6 line 1: r0 = b - Abar y0, beta_1 u_1 = r0 (Fong & Saunders (2011) §2).
+    # Alg. 6 line 1: r0 = b - Abar y0, beta_1 u_1 = r0, alpha_1 v_1 = Abar^T u_1 (before normalising v)
     normb = range_norm(op, b)
-    y: Vec | None
-    if x0 is None:
-        y = None
-        u = tl.clone(b)
-    else:
-        y = tl.clone(x0) if c is None else tl.div(x0, c)
-        u = tl.axpy(-1.0, abar.matvec(y), b)
-    beta = range_norm(abar, u)
-    # alpha_1 v_1 = Abar^T u_1.
-    if math.isfinite(beta) and beta > 0.0:
-        tl.scale_(u, 1.0 / beta)
-        v = abar.rmatvec(u)
-        alpha = tl.norm(v)
-    else:
-        # u = 0 (or not finite): v = 0, with the domain's structure taken from A^T u.
-        v = tl.zeros_like(abar.rmatvec(u)) if y is None else tl.zeros_like(y)
-        alpha = 0.0
-    for name, vec in (("x0", x0), ("precond", c)):
-        if vec is not None and _structure(vec) != _structure(v):
-            raise ValueError(f"{name} has structure {_structure(vec)} but A^T u has {_structure(v)}")
-    if y is None:
-        y = tl.zeros_like(v)
+    u, v, alpha, beta, y = _start(abar, b, x0, c)
 
     # The k = 0 iterate in the original variables (x0 itself, not c ∘ (x0 / c)).
     def x_start() -> Vec:
@@ -600,16 +596,8 @@ def lsmr(
     normy = tl.norm(y)
     if not (math.isfinite(beta) and math.isfinite(alpha)):
         # A product with x0 or b was not finite: nothing to iterate on.
-        return finish(
-            LsmrStop.NOT_FINITE,
-            x_min if x_min is not None else x_start(),
-            0,
-            beta,
-            alpha * beta,
-            alpha,
-            1.0,
-            normy,
-        )
+        x = x_min if x_min is not None else x_start()
+        return finish(LsmrStop.NOT_FINITE, x, 0, beta, alpha * beta, alpha, 1.0, normy)
     if alpha > 0.0:
         tl.scale_(v, 1.0 / alpha)
 
@@ -654,13 +642,7 @@ def lsmr(
 
         if callback is not None:
             info.iterations = k
-            info.normr, info.normar, info.norma, info.conda, info.normx = (
-                normr,
-                normar,
-                norma,
-                conda,
-                normy,
-            )
+            info.normr, info.normar, info.norma, info.conda, info.normx = normr, normar, norma, conda, normy
             user_stop = bool(callback(k, to_x(y), info))
         if stop is not None:
             break
