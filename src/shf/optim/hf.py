@@ -202,19 +202,7 @@ class MartensHF:
 
         # 4. CG backtracking over the stored iterates, on the gradient batch
         t = time.perf_counter()
-        stored = info.stored
-        j = len(stored) - 1
-        p = cast(list[Tensor], stored[j][1])
-        f_p = self._objective(cast(list[Tensor], tl.add(w, p)), Xg, Yg)
-        evals = 1
-        while j > 0:
-            f_prev = self._objective(cast(list[Tensor], tl.add(w, stored[j - 1][1])), Xg, Yg)
-            evals += 1
-            if not f_prev < f_p:
-                break
-            j -= 1
-            p, f_p = cast(list[Tensor], stored[j][1]), f_prev
-        chosen = stored[j][0]
+        p, f_p, chosen, evals = self._cg_backtracking(info.stored, w, Xg, Yg)
         times["backtrack"] = time.perf_counter() - t
 
         # 5. rho with the undamped model q(p) = 1/2 p^T (G + wc I) p + g^T p; LM 3/2, 2/3
@@ -225,13 +213,7 @@ class MartensHF:
             rho = (f_p - f0) / q if q < 0 else -math.inf
         else:
             rho = -math.inf
-        if rho < 0.25:
-            # at most shf.optim.damping.LAMBDA_MAX (docs/deviations.md H9): no overflow after many failures
-            self.lam = min(lam * cfg.lm_increase, LAMBDA_MAX)
-        elif rho > 0.75:
-            # at least LAMBDA_FLOOR (docs/deviations.md H10): without a weight cost, hundreds of
-            # successes took lambda below float32's range, and M = 0 for a weight with zero gradients
-            self.lam = max(lam * cfg.lm_decrease, LAMBDA_FLOOR) if lam > 0 else lam
+        self.lam = self._damping(lam, rho)
 
         # 6. Armijo: c = 1e-2, s <- 0.8 s, at most 60 times
         slope = tl.dot(g, p) if finite else math.nan
@@ -268,6 +250,37 @@ class MartensHF:
             "times": times,
         }
         return w_new, rec
+
+    def _cg_backtracking(
+        self, stored: list[tuple[int, Any]], w: list[Tensor], Xg: Tensor, Yg: Tensor | None
+    ) -> tuple[list[Tensor], float, int, int]:
+        """Martens' CG backtracking: from the last stored CG iterate back while the objective on
+        the gradient batch keeps falling; ``(p, f(w + p), its CG iteration, evaluations)``."""
+        j = len(stored) - 1
+        p = cast(list[Tensor], stored[j][1])
+        f_p = self._objective(cast(list[Tensor], tl.add(w, p)), Xg, Yg)
+        evals = 1
+        while j > 0:
+            f_prev = self._objective(cast(list[Tensor], tl.add(w, stored[j - 1][1])), Xg, Yg)
+            evals += 1
+            if not f_prev < f_p:
+                break
+            j -= 1
+            p, f_p = cast(list[Tensor], stored[j][1]), f_prev
+        return p, f_p, stored[j][0], evals
+
+    def _damping(self, lam: float, rho: float) -> float:
+        """Martens' Levenberg-Marquardt rule: ``lambda`` times 3/2 when ``rho < 1/4``, 2/3 when
+        ``rho > 3/4``."""
+        cfg = self.cfg
+        if rho < 0.25:
+            # at most shf.optim.damping.LAMBDA_MAX (docs/deviations.md H9): no overflow after many failures
+            return min(lam * cfg.lm_increase, LAMBDA_MAX)
+        if rho > 0.75:
+            # at least LAMBDA_FLOOR (docs/deviations.md H10): without a weight cost, hundreds of
+            # successes took lambda below float32's range, and M = 0 for a weight with zero gradients
+            return max(lam * cfg.lm_decrease, LAMBDA_FLOOR) if lam > 0 else lam
+        return lam
 
     def summary(self) -> dict[str, Any]:
         return {"final_lambda": self.lam}
