@@ -55,14 +55,15 @@ def past(deadline: float | None, agree: Agree | None) -> bool:
 class Tolerances:
     """The solver's own stopping constants: ``atol`` (LSMR's ``||Abar^T rbar|| / (||Abar|| ||rbar||)``
     test; CG's relative residual), and Alg. 6's merit rule (``ftol``, ``miniter``, ``recover``,
-    ``first_check``, ``check_growth``; :class:`shf.solvers.merit.MeritMonitor`)."""
+    ``first_check``, ``check_growth``; :class:`shf.solvers.merit.MeritMonitor`). No defaults: they
+    are :class:`shf.optim.step.SHFConfig`'s (``SHFConfig.tolerances()``)."""
 
-    atol: float = 1e-8
-    ftol: float = 1e-7
-    miniter: int = 50
-    recover: int = 100
-    first_check: int = 5
-    check_growth: float = 1.25
+    atol: float
+    ftol: float
+    miniter: int
+    recover: int
+    first_check: int
+    check_growth: float
 
 
 @dataclass(frozen=True)
