@@ -10,7 +10,7 @@ import torch
 from reference import tiny_problem
 from shf.curvature.mlp import AutoencoderJacobian
 from shf.errors import ConfigError
-from shf.optim.batchsize import BatchSchedule, batch_cap, predict_batch_size
+from shf.optim.batchsize import BatchPolicy, BatchSchedule, batch_cap, predict_batch_size
 
 
 def test_alg2_hand_computed():
@@ -126,3 +126,30 @@ def test_batch_cap_by_hand():
     assert batch_cap(2500, 250, None, 0.3) == 2500
     assert batch_cap(2500, 250, 500, 0.3) == 250  # 150 < n1: n1
     assert batch_cap(2500, 250, 100, 0.3) == 100  # n1 > N: the whole set
+
+
+def test_the_batch_policy_asks_for_statistics_only_when_they_can_change_a_decision() -> None:
+    asked: list[int] = []
+    g = [torch.tensor([1.0, 0.0], dtype=torch.float64)]
+    stats = lambda: asked.append(1) or (g, [torch.tensor([50.0, 50.0], dtype=torch.float64)])  # noqa: E731
+
+    def policy(**kw):  # type: ignore[no-untyped-def]
+        options = {"dynamic": True, "theta": 0.5, "squared": True, "merit_cap": False, "first_check": 5,
+                   "maxiter_max": None, **kw}  # fmt: skip
+        return BatchPolicy(BatchSchedule(n=10, maxiter=20, n_max=40, window=1), **options)
+
+    p = policy()
+    n_hat, r_rel = p.update(1.0, stats, 10, 100, solver_best=7)
+    assert asked == [1] and n_hat is not None and r_rel is None  # the first iteration fills the window
+    p.schedule.n = 40  # at n_max: Alg. 2 cannot change a decision, it is not computed
+    assert p.update(0.9, stats, 40, 100, solver_best=7)[0] is None and asked == [1]
+    fixed = policy(dynamic=False)  # the ablation: n and maxiter stay, nothing is computed
+    assert fixed.update(1.0, stats, 10, 100, solver_best=7) == (None, None) and asked == [1]
+    assert (fixed.schedule.n, fixed.schedule.maxiter) == (10, 20)
+    b4 = policy(dynamic=False, merit_cap=True, maxiter_max=9)  # B4: ceil(1.5 k*), bounded
+    b4.update(1.0, stats, 10, 100, solver_best=4)
+    assert b4.schedule.maxiter == 6
+    b4.update(1.0, stats, 10, 100, solver_best=30)
+    assert b4.schedule.maxiter == 9
+    b4.update(1.0, stats, 10, 100, solver_best=None)  # no usable solve: the bound only
+    assert b4.schedule.maxiter == 9

@@ -291,7 +291,7 @@ def test_batch_statistics_skipped_at_n_max_change_no_decision(monkeypatch):
         opt = shf.SHF(net, "mse", train_size=200, solver=shf.Solver(maxiter1=10, miniter=5, recover=5),
                       batch=shf.Batch(n1=20, n_max=60, theta=0.01))  # fmt: skip
         if always:
-            monkeypatch.setattr(opt, "_needs_batch_stats", lambda: True)
+            monkeypatch.setattr(opt.batch_policy, "needs_statistics", lambda: True)
         infos = []
         for _ in range(14):
             idx = torch.randperm(200, generator=opt.generator)[: opt.batch_size]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from torch import Tensor
@@ -164,3 +164,59 @@ class BatchSchedule:
         self.fval = deque(float(v) for v in state["fval"])  # type: ignore[attr-defined]
         self.nhat = deque(int(v) for v in state["nhat"])  # type: ignore[attr-defined]
         self.iteration = int(state["iteration"])  # type: ignore[call-overload]
+
+
+class BatchPolicy:
+    """The batch part of Alg. 1, after each HF iteration: Alg. 2's prediction and the growth rule
+    (:class:`BatchSchedule`) for the next batch size and the solver's cap, and B4's rules on the
+    cap.
+
+    ``dynamic``: the paper's schedule (False, the ablation: ``n1`` and ``maxiter1`` stay);
+    ``theta`` and ``squared``: Alg. 2's test (``batch_test``); ``merit_cap``: B4's rule, the next
+    cap ``max(ceil(1.5 k*), first_check)`` from the iteration ``k*`` of the solver's best merit;
+    ``maxiter_max``: B4's bound on the cap (None: none).
+    """
+
+    def __init__(
+        self, schedule: BatchSchedule, *, dynamic: bool, theta: float, squared: bool, merit_cap: bool,
+        first_check: int, maxiter_max: int | None,
+    ) -> None:  # fmt: skip
+        self.schedule, self.dynamic, self.theta, self.squared = schedule, dynamic, theta, squared
+        self.merit_cap, self.first_check, self.maxiter_max = merit_cap, first_check, maxiter_max
+
+    def needs_statistics(self) -> bool:
+        """Whether Alg. 2's prediction can change the next batch size (not at ``n_max``)."""
+        return self.dynamic and self.schedule.n < self.schedule.n_max
+
+    def update(
+        self,
+        val_loss: float | None,
+        statistics: Callable[[], tuple[Sequence[Tensor], Sequence[Tensor]]],
+        n: int,
+        N: int | None,
+        solver_best: int | None,
+    ) -> tuple[int | None, float | None]:
+        """Record an iteration: its validation loss (None without a validation set), the batch's
+        per-example gradient statistics ``(grad, sumsq)`` for Alg. 2 (computed only when they can
+        change a decision), the batch size ``n``, the training-set size ``N`` (None: a stream)
+        and the solver's best iteration (None: no usable solve). Returns ``(n_hat, r_rel)`` (None
+        where not computed)."""
+        n_hat: int | None = None
+        r_rel: float | None = None
+        if self.dynamic:
+            # At n_max every branch of the growth rule keeps n = n_max (and maxiter), so Alg. 2's
+            # prediction cannot change a decision: it is not computed (deviation 23).
+            # n_hat_i <- BatchSize(w, S, N, theta)  (Alg. 2, at the new w on the same batch)
+            if self.needs_statistics():
+                grad, sumsq = statistics()
+                n_hat = predict_batch_size(grad, sumsq, n, N, self.theta, squared=self.squared).n_hat
+            if val_loss is not None:
+                _, _, r_rel = self.schedule.update(val_loss, self.schedule.n if n_hat is None else n_hat)
+        # else (ablation): the batch size and the solver's cap stay at n1 and maxiter1
+        if self.merit_cap and solver_best is not None:
+            # Beyond the paper (docs/deviations.md B4): the next cap follows where the merit was
+            # best, ceil(1.5 k*), at least first_check (instead of scaling with the batch).
+            self.schedule.maxiter = max(math.ceil(1.5 * solver_best), self.first_check)
+        if self.maxiter_max is not None:
+            self.schedule.maxiter = min(self.schedule.maxiter, self.maxiter_max)  # B4's bound
+        return n_hat, r_rel

@@ -34,7 +34,7 @@ from shf.curvature.losses import Loss
 from shf.curvature.module import curvature_model
 from shf.curvature.sharded import ShardedProblem
 from shf.errors import ConfigError, DataError, ShfError
-from shf.optim.batchsize import BatchSchedule, batch_cap, predict_batch_size
+from shf.optim.batchsize import BatchPolicy, BatchSchedule, batch_cap
 from shf.optim.hyper import Batch, Damping, Init, LineSearch, Solver, WarmStart, to_config
 from shf.optim.step import NOT_FINITE_BATCH, SHFConfig, SHFState, StepInfo, shf_step
 
@@ -260,6 +260,12 @@ class SHF(torch.optim.Optimizer):
             growth=cfg.batch_growth,
             rrel_tol=cfg.rrel_tol,
         )
+        # Alg. 2 and the growth rule after each step (the fixed schedule: the ablation), B4's cap
+        self.batch_policy = BatchPolicy(
+            self.schedule, dynamic=cfg.batch_schedule == "dynamic", theta=cfg.theta,
+            squared=cfg.batch_test == "squared", merit_cap=cfg.maxiter_rule == "merit",
+            first_check=cfg.first_check, maxiter_max=cfg.maxiter_max,
+        )  # fmt: skip
         self.iterations = 0
 
     def check_same_data(self, *sets: Inputs | None) -> None:
@@ -404,33 +410,17 @@ class SHF(torch.optim.Optimizer):
             f_val = info.val_loss_new if info.val_loss_new is not None else self.problem.loss(w, X_val, Y_val)
             info.val_loss = f_val
         t_bs = time.perf_counter()
-        if cfg.batch_schedule == "dynamic":
-            if not self._needs_batch_stats():
-                # At n_max every branch of the growth rule keeps n = n_max (and maxiter), so
-                # Alg. 2's prediction cannot change a decision: it is not computed (deviation
-                # 23, the same decisions; one per-example pass fewer per iteration).
-                n_hat = self.schedule.n
-            else:
-                # n_hat_i <- BatchSize(w, S, N, theta)  (Alg. 2, at the new w on the same batch)
-                grad, sumsq = self.problem.jacobian(w, X, Y).per_example_gradient_stats()
-                N = self.train_size
-                info.n_hat = n_hat = predict_batch_size(
-                    grad, sumsq, bt.rows(X), N, cfg.theta, squared=cfg.batch_test == "squared"
-                ).n_hat
-            if info.val_loss is not None:
-                _, _, info.r_rel = self.schedule.update(info.val_loss, n_hat)
-        # else (ablation): the batch size and the solver's cap stay at n1 and maxiter1
+        usable = info.solver_best is not None and info.solver_stop != NOT_FINITE_BATCH
+        n_hat, info.r_rel = self.batch_policy.update(
+            info.val_loss, lambda: self.problem.jacobian(w, X, Y).per_example_gradient_stats(), bt.rows(X),
+            self.train_size, info.solver_best if usable else None,
+        )  # fmt: skip
+        if n_hat is not None:
+            info.n_hat = n_hat
         if info.val_loss is not None:
             # Beyond the paper (B11): the next curvature batch, grown after curvature_patience
             # iterations in which the validation loss stalled
             state.sampler.observe(info.val_loss, self.schedule.n_max)
-        usable = info.solver_best is not None and info.solver_stop != NOT_FINITE_BATCH
-        if cfg.maxiter_rule == "merit" and usable:
-            # Beyond the paper (docs/deviations.md B4): the next cap follows where the merit was
-            # best, ceil(1.5 k*), at least first_check (instead of scaling with the batch).
-            self.schedule.maxiter = max(math.ceil(1.5 * cast(int, info.solver_best)), cfg.first_check)
-        if cfg.maxiter_max is not None:
-            self.schedule.maxiter = min(self.schedule.maxiter, cfg.maxiter_max)  # B4's bound
         info.n_next, info.maxiter_next = self.schedule.n, self.schedule.maxiter
         if self._comm is not None:
             # The ranks replicate the scalar work; should it differ in a bit somewhere (processes on
@@ -462,10 +452,6 @@ class SHF(torch.optim.Optimizer):
         if not (math.isfinite(lrs[0]) and lrs[0] >= 0.0):
             raise ConfigError(f"lr (the scale of SHF's step) must be finite and >= 0, got {lrs[0]}")
         return lrs[0]
-
-    def _needs_batch_stats(self) -> bool:
-        """Whether Alg. 2's prediction can change the next batch size (not at ``n_max``)."""
-        return self.schedule.n < self.schedule.n_max
 
     def state_dict(self) -> dict[str, Any]:
         """``torch.optim``'s state dict (the warm start per parameter) plus Alg. 1's state
