@@ -15,6 +15,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from shf.errors import ConfigError
 from shf.optim.step import SHFConfig
 
 
@@ -181,8 +182,6 @@ def to_config(
     for cls, part in zip(GROUPS, (damping, warm_start, solver, batch, line_search, init)):
         part = cls() if part is None else part
         if not (isinstance(part, cls) and dataclasses.is_dataclass(part)):
-            from shf.errors import ConfigError
-
             raise ConfigError(f"expected a shf.{cls.__name__}, got {type(part).__name__}")
         names = _RENAMED.get(cls, {})
         for f in dataclasses.fields(part):
