@@ -437,6 +437,48 @@ def _start(abar: LinearOperator, b: Vec, x0: Vec | None, c: Vec | None) -> tuple
     return u, v, alpha, beta, (tl.zeros_like(v) if y is None else y)
 
 
+def _iterate(
+    rec: _Recurrence, maxiter: int, tols: tuple[float, float, float, float], info: LsmrInfo,
+    callback: Callback | None, monitor: MeritMonitor | None, to_x: Callable[[Vec], Vec],
+) -> tuple[LsmrStop, int]:  # fmt: skip
+    """Alg. 6's loop: iterations of the recurrence until a stopping test, the merit rule, the
+    callback or ``maxiter`` ends it; ``tols = (||b||, atol, btol, 1/conlim)``. Returns the stop
+    reason and the last iteration ``k`` (the histories in ``info`` hold the estimates)."""
+    normb, atol, btol, ctol = tols
+    k = 0
+    user_stop = False
+    while k < maxiter:
+        k += 1
+        if not rec.step(k):
+            return LsmrStop.NOT_FINITE, k
+        info.residual_history.append(rec.normr)
+        info.normar_history.append(rec.normar)
+        if not math.isfinite(rec.normy):
+            # Overflow in the vector update itself (the scalars were finite).
+            return LsmrStop.NOT_FINITE, k
+
+        # Stopping tests of Fong & Saunders (2011) §6 / scipy (Alg. 6's atol test among them)
+        stop = _tests(rec.normr, rec.normar, rec.norma, rec.conda, rec.normy, normb, atol, btol, ctol)
+
+        if callback is not None:
+            info.iterations = k
+            info.normr, info.normar, info.norma, info.conda = rec.normr, rec.normar, rec.norma, rec.conda
+            info.normx = rec.normy
+            user_stop = bool(callback(k, to_x(rec.y), info))
+        if stop is not None:
+            return stop, k
+
+        # Alg. 6, merit check at k = k_next (stall and recovery rules).
+        if monitor is not None and monitor.due(k):
+            merit_stop = monitor.check(k, rec.y)
+            info.merit_evaluations = len(monitor.history)
+            if merit_stop is not None:
+                return LsmrStop(merit_stop), k  # merit_stalled or merit_not_recovered
+        if user_stop:
+            return LsmrStop.CALLBACK, k
+    return LsmrStop.MAXITER, k
+
+
 def _tests(
     normr: float, normar: float, norma: float, conda: float, normy: float, normb: float,
     atol: float, btol: float, ctol: float,
@@ -619,47 +661,8 @@ def lsmr(
             info.best_merit_iteration = 0
         return finish(LsmrStop.X0_SOLVES, zero, 0, 0.0, 0.0, norma, conda, 0.0)
 
-    k = 0
-    stop: LsmrStop | None = None
-    user_stop = False
-    while k < maxiter:
-        k += 1
-
-        finite = rec.step(k)
-        normr, normar, norma, conda, normy = rec.normr, rec.normar, rec.norma, rec.conda, rec.normy
-        if not finite:
-            stop = LsmrStop.NOT_FINITE
-            break
-        info.residual_history.append(normr)
-        info.normar_history.append(normar)
-        if not math.isfinite(normy):
-            # Overflow in the vector update itself (the scalars were finite).
-            stop = LsmrStop.NOT_FINITE
-            break
-
-        # Stopping tests of Fong & Saunders (2011) §6 / scipy (Alg. 6's atol test among them)
-        stop = _tests(normr, normar, norma, conda, normy, normb, atol, btol, ctol)
-
-        if callback is not None:
-            info.iterations = k
-            info.normr, info.normar, info.norma, info.conda, info.normx = normr, normar, norma, conda, normy
-            user_stop = bool(callback(k, to_x(y), info))
-        if stop is not None:
-            break
-
-        # Alg. 6, merit check at k = k_next (stall and recovery rules).
-        if monitor is not None and monitor.due(k):
-            merit_stop = monitor.check(k, y)
-            info.merit_evaluations = len(monitor.history)
-            if merit_stop is not None:
-                stop = LsmrStop(merit_stop)  # merit_stalled or merit_not_recovered
-                break
-        if user_stop:
-            stop = LsmrStop.CALLBACK
-            break
-    else:
-        stop = LsmrStop.MAXITER
-
+    stop, k = _iterate(rec, maxiter, (normb, atol, btol, ctol), info, callback, monitor, to_x)
+    normr, normar, norma, conda, normy = rec.normr, rec.normar, rec.norma, rec.conda, rec.normy
     assert stop is not None
     # The returned iterate is x_{k_done}: on NOT_FINITE the update of iteration k was
     # not applied (unless the overflow happened in the update itself).
