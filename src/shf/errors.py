@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class ShfError(Exception):
     """Base class of the errors :mod:`shf` raises on purpose."""
@@ -31,3 +33,8 @@ def require(ok: bool, message: str) -> None:
     """Raise :class:`ConfigError` with ``message`` unless ``ok``."""
     if not ok:
         raise ConfigError(message)
+
+
+def require_choice(name: str, value: object, choices: Sequence[object]) -> None:
+    """Raise :class:`ConfigError` unless the setting ``name`` is one of ``choices``."""
+    require(value in choices, f"{name} must be one of {choices}, got {value!r}")

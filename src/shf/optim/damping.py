@@ -12,7 +12,7 @@ import math
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
-from shf.errors import ConfigError
+from shf.errors import ConfigError, require_choice
 
 
 def reduction_ratio(f_new: float, f_old: float, model_change: float) -> float:
@@ -146,6 +146,5 @@ class NielsenDamping(DampingRule):
 def make_damping(rule: str, drop: float, lambda_min: float = 0.0) -> DampingRule:
     """The damping part named ``rule`` (one of :data:`DAMPING_RULES`)."""
     parts: dict[str, type[DampingRule]] = {"paper": PaperDamping, "nielsen": NielsenDamping}
-    if rule not in parts:
-        raise ConfigError(f"damping_rule must be one of {DAMPING_RULES}, got {rule!r}")
+    require_choice("damping_rule", rule, DAMPING_RULES)
     return parts[rule](drop, lambda_min)

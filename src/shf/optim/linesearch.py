@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from shf.errors import ConfigError
+from shf.errors import require_choice
 
 
 @dataclass(frozen=True)
@@ -116,8 +116,7 @@ class ArmijoThenModel(StepLength):
 
 def make_step_length(rule: str, alpha: float, max_backtracks: int, step_max: float) -> StepLength:
     """The step-length part named ``rule`` (one of :data:`STEP_RULES`)."""
-    if rule == "unit":
-        return StepLength(alpha, max_backtracks)
+    require_choice("step_rule", rule, STEP_RULES)
     if rule == "model":
         return ArmijoThenModel(alpha, max_backtracks, step_max)
-    raise ConfigError(f"step_rule must be one of {STEP_RULES}, got {rule!r}")
+    return StepLength(alpha, max_backtracks)

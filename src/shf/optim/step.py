@@ -31,13 +31,14 @@ from shf import batch as bt
 from shf import tensorlist as tl
 from shf.batch import Inputs
 from shf.curvature.base import CurvatureModel
-from shf.errors import require
+from shf.errors import require, require_choice
 from shf.optim import precond as pc
 from shf.optim.damping import DAMPING_RULES, LAMBDA_MAX, DampingRule, make_damping, reduction_ratio
 from shf.optim.linesearch import STEP_RULES, StepLength, make_step_length
 from shf.optim.objective import Objective, ObjectiveAt, QuadraticModel
 from shf.optim.sampler import CurvatureRows, make_sampler
 from shf.optim.solve import (
+    SOLVERS,
     Agree,
     InnerSolver,
     SolveResult,
@@ -280,7 +281,7 @@ class SHFConfig:
     def _check_rules(self) -> None:
         """The choices of rule (solver, damping, batch schedule, forcing: B1, B3)."""
         need, finite = require, _finite
-        need(self.solver in ("lsmr", "cg"), f"solver must be 'lsmr' or 'cg', got {self.solver!r}")
+        need(self.solver in SOLVERS, f"solver must be 'lsmr' or 'cg', got {self.solver!r}")
         need(
             finite(self.lambda_min) and self.lambda_min >= 0,
             f"lambda_min must be a number >= 0, got {self.lambda_min}",
@@ -290,15 +291,12 @@ class SHFConfig:
             f"lambda1 = {self.lambda1:g} is below lambda_min = {self.lambda_min:g}, the damping's floor: "
             f"lambda1 must be >= lambda_min (raise lambda1, or lower lambda_min too)",
         )
-        need(
-            self.damping_rule in DAMPING_RULES,
-            f"damping_rule must be one of {DAMPING_RULES}, got {self.damping_rule!r}",
-        )
+        require_choice("damping_rule", self.damping_rule, DAMPING_RULES)
         need(
             self.batch_schedule in ("dynamic", "fixed"),
             f"batch_schedule must be 'dynamic' or 'fixed', got {self.batch_schedule!r}",
         )
-        need(self.forcing in FORCING_RULES, f"forcing must be one of {FORCING_RULES}, got {self.forcing!r}")
+        require_choice("forcing", self.forcing, FORCING_RULES)
         need(
             finite(self.forcing_eta0) and 0 < self.forcing_eta0 < 1,
             f"forcing_eta0 must be in (0, 1), got {self.forcing_eta0}",
@@ -311,10 +309,7 @@ class SHFConfig:
     def _check_beyond(self) -> None:
         """The settings beyond the paper (B4, B5, B7, B8, B10, B11, B13, B14) and the preconditioner."""
         need, finite = require, _finite
-        need(
-            self.maxiter_rule in MAXITER_RULES,
-            f"maxiter_rule must be one of {MAXITER_RULES}, got {self.maxiter_rule!r}",
-        )
+        require_choice("maxiter_rule", self.maxiter_rule, MAXITER_RULES)
         need(
             self.maxiter_max is None or (isinstance(self.maxiter_max, int) and self.maxiter_max >= 1),
             f"maxiter_max must be a positive integer or none, got {self.maxiter_max}",
@@ -323,10 +318,7 @@ class SHFConfig:
             self.merit_size is None or (isinstance(self.merit_size, int) and self.merit_size >= 1),
             f"merit_size must be a positive integer or none, got {self.merit_size}",
         )
-        need(
-            self.batch_test in BATCH_TESTS,
-            f"batch_test must be one of {BATCH_TESTS}, got {self.batch_test!r}",
-        )
+        require_choice("batch_test", self.batch_test, BATCH_TESTS)
         need(
             self.curvature_size is None
             or (isinstance(self.curvature_size, int) and self.curvature_size >= 2),
@@ -350,7 +342,7 @@ class SHFConfig:
             isinstance(self.curvature_growth, (int, float)) and 1 < self.curvature_growth < math.inf,
             f"curvature_growth must be a number > 1, got {self.curvature_growth}",
         )
-        need(self.step_rule in STEP_RULES, f"step_rule must be one of {STEP_RULES}, got {self.step_rule!r}")
+        require_choice("step_rule", self.step_rule, STEP_RULES)
         need(finite(self.step_max) and self.step_max >= 1, f"step_max must be >= 1, got {self.step_max}")
         need(
             finite(self.weight_cost) and self.weight_cost >= 0,
@@ -361,15 +353,8 @@ class SHFConfig:
             or (finite(self.n_max_fraction) and 0 < self.n_max_fraction <= 1),
             f"n_max_fraction must be in (0, 1] or none, got {self.n_max_fraction}",
         )
-        need(
-            self.warm_start_guard in WARM_START_GUARDS,
-            f"warm_start_guard must be one of {WARM_START_GUARDS}, got {self.warm_start_guard!r}",
-        )
-        choices = [p.value for p in pc.Preconditioner]
-        need(
-            self.preconditioner in choices,
-            f"preconditioner must be one of {choices}, got {self.preconditioner!r}",
-        )
+        require_choice("warm_start_guard", self.warm_start_guard, WARM_START_GUARDS)
+        require_choice("preconditioner", self.preconditioner, [p.value for p in pc.Preconditioner])
 
 
 @dataclass

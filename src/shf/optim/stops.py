@@ -25,7 +25,7 @@ from shf import batch as bt
 from shf import tensorlist as tl
 from shf.batch import Inputs
 from shf.curvature.base import CurvatureModel
-from shf.errors import ConfigError
+from shf.errors import require_choice
 
 FORCING_RULES = ("none", "gradient")
 
@@ -117,8 +117,5 @@ class GradientForcing(Forcing):
 
 def make_forcing(rule: str, eta0: float, power: float) -> Forcing:
     """The forcing rule named ``rule`` (one of :data:`FORCING_RULES`)."""
-    if rule == "none":
-        return Forcing()
-    if rule == "gradient":
-        return GradientForcing(eta0, power)
-    raise ConfigError(f"forcing must be one of {FORCING_RULES}, got {rule!r}")
+    require_choice("forcing", rule, FORCING_RULES)
+    return GradientForcing(eta0, power) if rule == "gradient" else Forcing()

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import ClassVar
 
-from shf.errors import ConfigError
+from shf.errors import require_choice
 
 WARM_START_GUARDS = ("none", "model", "retry", "reset")
 
@@ -76,6 +76,5 @@ def make_guard(name: str) -> WarmStartGuard:
     guards: dict[str, type[WarmStartGuard]] = {
         g.name: g for g in (WarmStartGuard, ModelGuard, RetryGuard, ResetGuard)
     }
-    if name not in guards:
-        raise ConfigError(f"warm_start_guard must be one of {WARM_START_GUARDS}, got {name!r}")
+    require_choice("warm_start_guard", name, WARM_START_GUARDS)
     return guards[name]()
