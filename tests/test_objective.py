@@ -7,7 +7,7 @@ import torch
 
 from reference import tiny_problem
 from shf import tensorlist as tl
-from shf.optim.objective import Objective
+from shf.optim.objective import Objective, QuadraticModel
 
 
 @pytest.mark.parametrize("c", [0.0, 0.3])
@@ -27,3 +27,7 @@ def test_value_gradient_and_curvature_of_the_loss_with_a_weight_cost(c: float) -
     assert f.gradient() is f.gradient()  # computed once
     gn = A.range_norm(A.matvec(d)) ** 2
     assert f.curvature(d, gn) == pytest.approx(gn + c * tl.dot(d, d), rel=1e-14)
+    # the undamped model along d: q(d) = 1/2 d^T (A^T A + c I) d + g^T d, from its terms computed here
+    slope, curv, change = QuadraticModel(f, A).along(d)
+    assert (slope, curv) == pytest.approx((tl.dot(f.gradient(), d), gn + c * tl.dot(d, d)), rel=1e-12)
+    assert change == pytest.approx(0.5 * curv + slope, rel=1e-14)

@@ -77,13 +77,10 @@ class QuadraticModel:
     def __init__(self, objective: ObjectiveAt, A: JacobianOperator) -> None:
         self.objective, self.A = objective, A
 
-    def terms(self, d: list[Tensor]) -> tuple[float, float]:
-        """``(g^T d, d^T G d)``: the slope (``-d^T A^T b``) and the curvature along ``d``."""
+    def along(self, d: list[Tensor]) -> tuple[float, float, float]:
+        """``(g^T d, d^T G d, q(d))``: the slope (``-d^T A^T b``), the curvature along ``d`` and
+        the change the model predicts, ``q(d) = 1/2 d^T G d + g^T d``."""
         g = self.objective.gradient()
         curv = self.objective.curvature(d, self.A.range_norm(self.A.matvec(d)) ** 2)  # d^T A^T A d
-        return tl.dot(d, g), curv
-
-    def change(self, d: list[Tensor]) -> float:
-        """``q(d)``, the change the model predicts."""
-        slope, curv = self.terms(d)
-        return 0.5 * curv + slope
+        slope = tl.dot(d, g)
+        return slope, curv, 0.5 * curv + slope

@@ -536,29 +536,30 @@ def _direction(
         on_val = isinstance(merit, MeritAt) and merit.on_val
         return r if on_val else dataclasses.replace(r, merit_of_d=None)
 
-    def decreases(d: list[Tensor]) -> Callable[[], bool]:
-        """Whether ``q(d) < 0`` (agreed by the ranks), computed when a guard asks."""
-        return lambda: not any_rank(not q.change(d) < 0.0, agree)
+    def negative(change: Callable[[], float]) -> Callable[[], bool]:
+        """Whether the model's change ``q(d) < 0`` (agreed by the ranks), computed when asked."""
+        return lambda: not any_rank(not change() < 0.0, agree)
+
+    def direction(solved: SolveResult, iterations: int, warm: bool | None) -> Direction:
+        out = Direction(solved, iterations, warm)
+        with clock("rho"):
+            if tl.all_finite(out.d):
+                # q(d) = 1/2 d^T A^T A d - d^T A^T b, the undamped model (NOTES item 10)
+                out.finite = True
+                out.slope, out.curv, out.change = q.along(out.d)
+        return out
 
     # x0 <- gamma d (§4.5), or 0 where B14's guard refuses it
-    x0, warm = (state.d, True) if state.d is not None else (tl.zeros_like(w), None)
-    if state.d is not None and not state.guard.keeps_start(decreases(state.d)):
+    d0 = state.d
+    x0, warm = (d0, True) if d0 is not None else (tl.zeros_like(w), None)
+    if d0 is not None and not state.guard.keeps_start(negative(lambda: q.along(d0)[2])):
         x0, warm = tl.zeros_like(w), False
     solved = solve(cast(list[Tensor], x0))
-    out = Direction(solved, solved.iterations, warm)
-    with clock("rho"):
-        if tl.all_finite(out.d):
-            # q(d) = 1/2 d^T A^T A d - d^T A^T b, the undamped model (NOTES item 10)
-            out.finite, (out.slope, out.curv) = True, q.terms(out.d)
-            out.change = 0.5 * out.curv + out.slope
-    if out.finite and state.guard.solves_again(warm, lambda: not any_rank(not out.change < 0.0, agree)):
+    out = direction(solved, solved.iterations, warm)
+    if out.finite and state.guard.solves_again(warm, negative(lambda: out.change)):
         # Beyond the paper (docs/deviations.md B14, retry): solve again from 0.
         solved = solve(cast(list[Tensor], tl.zeros_like(w)))
-        out = Direction(solved, out.iterations + solved.iterations, False)
-        with clock("rho"):
-            out.finite = tl.all_finite(out.d)
-            out.slope, out.curv = q.terms(out.d) if out.finite else (math.nan, math.nan)
-            out.change = 0.5 * out.curv + out.slope
+        out = direction(solved, out.iterations + solved.iterations, False)
     return out
 
 
