@@ -9,7 +9,7 @@ the part once; it holds its own state (B11's) and ``state_dict``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from shf.optim.plateau import PlateauGrowth
 
@@ -48,7 +48,8 @@ class FirstRows(CurvatureRows):
         return self._size
 
     def rows(self, n: int) -> int | None:
-        return self._size if self._size < n else None
+        size = cast(int, self.size)
+        return size if size < n else None
 
 
 class GrowingRows(FirstRows):
@@ -62,9 +63,6 @@ class GrowingRows(FirstRows):
     @property
     def size(self) -> int | None:
         return self.plateau.size
-
-    def rows(self, n: int) -> int | None:
-        return self.plateau.size if self.plateau.size < n else None
 
     def observe(self, val_loss: float, cap: int) -> None:
         # Beyond the paper (B11): the next curvature batch, grown after curvature_patience
