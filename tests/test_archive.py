@@ -55,6 +55,10 @@ def test_pack_takes_finished_runs_only_and_unpack_never_overwrites(tmp_path):
     root, arc = tmp_path / "runs", tmp_path / "a" / "runs.json.gz"
     _run(root / "sweep" / "adam-lr1")
     _run(root / "runs" / "shf", stop="interrupted")
+    killed = root / "runs" / "extended"  # an extension to 2 s killed before its own summary
+    _run(killed)
+    (killed / "config.json").write_text(json.dumps({"run": {"max_time": 2.0}}))
+    (killed / "summary.json").write_text(json.dumps({"stop_reason": "max_time", "optimizer_time_s": 1.0}))
     assert pack(root, arc) == ["sweep/adam-lr1"]
     _run(root / "runs" / "adam")
     assert pack(root, arc) == ["runs/adam", "sweep/adam-lr1"]  # merged: the file keeps both

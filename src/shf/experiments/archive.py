@@ -30,7 +30,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from shf import config as cfgmod
 from shf.errors import ShfError
+from shf.experiments.run import is_finished
 from shf.runlog import read_json, read_metrics
 
 FORMAT = 1
@@ -84,16 +86,19 @@ def thin(metrics: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [_compact(metrics[i]) for i in sorted(keep) if 0 <= i < len(metrics)]
 
 
-def finished_dirs(root: Path) -> list[Path]:
-    """The run directories under ``root`` whose summary says they finished (not interrupted)."""
+def finished_runs(root: Path) -> list[tuple[Path, dict[str, Any], dict[str, Any]]]:
+    """``(directory, configuration, summary)`` of the runs under ``root`` that finished, by the rule
+    ``shf compare`` reuses a run by (:func:`shf.experiments.run.is_finished`: not interrupted, and
+    not an extension to a longer budget killed before its own summary)."""
     found = []
-    for summary in sorted(root.rglob("summary.json")):
-        d = summary.parent
+    for summary_path in sorted(root.rglob("summary.json")):
+        d = summary_path.parent
         if not (d / "config.json").is_file() or d == root:
             continue
-        s = read_json(summary, "run's summary")
-        if s and s.get("stop_reason") != "interrupted":
-            found.append(d)
+        summary = read_json(summary_path, "run's summary")
+        config = read_json(d / "config.json", "run's configuration")
+        if is_finished(summary, cfgmod.from_dict(cfgmod.restore_infinities(config))):
+            found.append((d, config, summary))
     return found
 
 
@@ -118,10 +123,10 @@ def pack(root: str | os.PathLike[str], dest: str | os.PathLike[str]) -> list[str
     root, dest = Path(root), Path(dest)
     rec = _load(dest)
     added = []
-    for d in finished_dirs(root):
+    for d, config, summary in finished_runs(root):
         rel = d.relative_to(root).as_posix()
-        entry: dict[str, Any] = {}
-        for name in _FILES:
+        entry: dict[str, Any] = {"config": config, "summary": summary}
+        for name in ("run", "env"):
             p = d / f"{name}.json"
             if p.is_file():
                 entry[name] = read_json(p, f"run's {name}")
