@@ -212,7 +212,7 @@ class ModuleProblem:
         whole (shape, dtype, label range). ``X`` is a tensor or a dict of tensors
         (:mod:`shf.batch`), whose rows are the examples.
         """
-        if not isinstance(X, Tensor) and not bt.is_inputs(X):
+        if not bt.is_inputs(X):
             raise DataError(f"inputs must be a torch.Tensor or a dict of tensors, got {type(X).__name__}")
         Y = _targets(X, Y)
         if not isinstance(Y, Tensor):
