@@ -7,11 +7,22 @@ prints ``tests/data/before_parts.json`` (recorded at commit b222d3e, before the 
 was split into parts, issue 28): the defaults and their switches (B1-B15) on the shrunk default
 preset, and ``shf.fit`` on a module (the generic products) with the defaults and the paper's
 settings.
+
+Both were recorded, and are rerun, in one process per set with :data:`REPRODUCIBLE` in the
+environment (the script re-executes itself with it): one thread, MKL's conditional numerical
+reproducibility (``MKL_CBWR=COMPATIBLE``) and ATen's baseline CPU kernels
+(``ATEN_CPU_CAPABILITY=default``), so that the bits do not depend on the CPU's vector units. Without
+them MKL and ATen pick AVX2 or AVX-512 code by the processor, and the same float64 run differs in
+the 10th digit between an AMD EPYC and an Intel Xeon: a golden file recorded on one then fails on
+the other. (Recorded on an Intel Xeon with that environment: ``before_refactor.json`` by the script
+of commit 03233c6 on the code of b38bdfb, ``before_parts.json`` by the script of 97dcf67 on the
+code of b222d3e.)
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -20,6 +31,14 @@ import torch
 from shf import config as cfgmod
 from shf.data.curves import generate_curves
 from shf.data.split import Split, make_split
+
+REPRODUCIBLE = {
+    "MKL_CBWR": "COMPATIBLE",
+    "ATEN_CPU_CAPABILITY": "default",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+}
+"""The environment in which the runs give the same bits on any x86 CPU (module docstring)."""
 
 # (name, preset, method): each paper preset's optimizer settings with SHF-LSMR, and the
 # baselines on the CURVES preset (named "default-*": recorded when the default preset had the
@@ -135,6 +154,9 @@ def fit_run(name: str) -> dict[str, Any]:
 def main() -> None:
     import tempfile
 
+    if any(os.environ.get(k) != v for k, v in REPRODUCIBLE.items()):
+        # read when MKL and torch load: set them for a fresh process of this script
+        os.execve(sys.executable, [sys.executable, __file__, *sys.argv[1:]], {**os.environ, **REPRODUCIBLE})
     out: dict[str, Any] = {}
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:

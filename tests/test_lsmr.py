@@ -31,6 +31,7 @@ from torch import Tensor
 
 from shf import tensorlist as tl
 from shf.solvers.lsmr import LsmrInfo, LsmrStop, lsmr
+from shf.solvers.merit import MeritRule
 
 RTOL_X = 1e-10
 # Relative agreement of scipy's scalar estimates (normr, normar, norma, conda, normx) on the
@@ -358,7 +359,7 @@ def test_merit_schedule_and_final_evaluation() -> None:
         calls.append(tl.norm(x))
         return float(torch.sum((A @ x - b) ** 2))
 
-    _, info = lsmr(A, b, atol=0.0, btol=0.0, conlim=0.0, maxiter=30, merit=phi, miniter=1000)
+    _, info = lsmr(A, b, atol=0.0, btol=0.0, conlim=0.0, maxiter=30, merit=phi, rule=MeritRule(miniter=1000))
     assert info.stop is LsmrStop.MAXITER
     # k_next: 5, ceil(1.25*5)=7, 9, 12, 15, 19, 24, then min(30, maxiter) = 30. phi(x0) is
     # not evaluated: only the stall test beyond miniter would read it.
@@ -369,9 +370,9 @@ def test_merit_schedule_and_final_evaluation() -> None:
 
     # maxiter = 28 caps the last check at 28; maxiter = 27 is not on the schedule, so the
     # final iterate is evaluated after the loop.
-    _, info = lsmr(A, b, atol=0.0, btol=0.0, conlim=0.0, maxiter=28, merit=phi, miniter=1000)
+    _, info = lsmr(A, b, atol=0.0, btol=0.0, conlim=0.0, maxiter=28, merit=phi, rule=MeritRule(miniter=1000))
     assert [k for k, _ in info.merit_history] == [5, 7, 9, 12, 15, 19, 24, 28]
-    _, info = lsmr(A, b, atol=0.0, btol=0.0, conlim=0.0, maxiter=26, merit=phi, miniter=1000)
+    _, info = lsmr(A, b, atol=0.0, btol=0.0, conlim=0.0, maxiter=26, merit=phi, rule=MeritRule(miniter=1000))
     assert [k for k, _ in info.merit_history] == [5, 7, 9, 12, 15, 19, 24, 26]
 
 
@@ -379,7 +380,7 @@ def test_atol_test_applies_before_miniter_with_merit() -> None:
     # Footnote 1 of the paper: the atol test stops even for k < miniter.
     A, b = (torch.from_numpy(t) for t in _gauss(60, 20, seed=3))
     _, ref = lsmr(A, b)
-    _, info = lsmr(A, b, merit=lambda x: float(tl.norm(x)), miniter=50)
+    _, info = lsmr(A, b, merit=lambda x: float(tl.norm(x)), rule=MeritRule(miniter=50))
     assert info.stop is LsmrStop.LSQ_SOLVED and info.iterations == ref.iterations < 50
     ks = [k for k, _ in info.merit_history]
     assert ks[0] == 5 and ks[-1] == info.iterations  # last iterate evaluated as well
@@ -396,8 +397,8 @@ def test_merit_stalled_returns_best_iterate() -> None:
         return float(torch.sum((A @ x - b) ** 2))
 
     x, info = lsmr(
-        A, b, atol=0.0, btol=0.0, conlim=0.0, maxiter=500, merit=phi, miniter=10,
-        ftol=1e-2, callback=record,
+        A, b, atol=0.0, btol=0.0, conlim=0.0, maxiter=500, merit=phi, rule=MeritRule(miniter=10, ftol=1e-2),
+        callback=record,
     )  # fmt: skip
     assert info.stop is LsmrStop.MERIT_STALLED
     k = info.iterations
@@ -431,8 +432,8 @@ def test_merit_not_recovered_returns_best_iterate() -> None:
         return (tl.norm(x) - t) ** 2
 
     x, info = lsmr(
-        A, b, atol=0.0, btol=0.0, conlim=0.0, maxiter=500, merit=phi, miniter=10,
-        recover=5, callback=record,
+        A, b, atol=0.0, btol=0.0, conlim=0.0, maxiter=500, merit=phi, rule=MeritRule(miniter=10, recover=5),
+        callback=record,
     )  # fmt: skip
     assert info.stop is LsmrStop.MERIT_NOT_RECOVERED
     # Checks at 5, 7, 9, 12, 15: k = 12 is not > k_min + recover = 12; k = 15 is.
@@ -533,7 +534,7 @@ def test_list_of_tensors_matches_flat(variant: str) -> None:
     if variant != "plain":
         x0 = torch.from_numpy(np.random.default_rng(16).standard_normal(22))
         c = torch.from_numpy(np.random.default_rng(17).uniform(0.8, 1.25, 22))
-        kw = dict(x0=x0, precond=c, damp=0.3, merit=lambda x: float(tl.norm(x)), miniter=0)
+        kw = dict(x0=x0, precond=c, damp=0.3, merit=lambda x: float(tl.norm(x)), rule=MeritRule(miniter=0))
         kw_list = dict(kw, x0=tl.unflatten(x0, like), precond=tl.unflatten(c, like))
     x_flat, info_flat = lsmr(A, b, maxiter=30, **kw)
     x_list, info_list = lsmr(op, b.reshape(40, 5), maxiter=30, **kw_list)
@@ -600,9 +601,7 @@ def _bad_cases() -> list[tuple[dict[str, Any], str]]:
         (dict(base, precond=-torch.ones(3, dtype=DTYPE)), "must have all entries > 0"),
         (dict(base, precond=inf_c), "precond contains NaN or Inf"),
         (dict(base, precond=torch.ones(2, dtype=DTYPE)), "precond must be a 1-D tensor"),
-        (dict(base, check_growth=0.5), "check_growth must be >= 1"),
-        (dict(base, first_check=0), "first_check must be an integer >= 1"),
-        (dict(base, ftol=-1.0), "ftol must be"),
+        (dict(base, rule={"ftol": 1e-5}), "rule must be a shf.solvers.merit.MeritRule"),
         (dict(base, b=torch.ones(4, dtype=torch.int64)), "floating-point"),
         (dict(base, b=[1.0, 2.0]), "b must be a torch.Tensor or a non-empty list"),
     ]
@@ -640,7 +639,8 @@ def test_merit_at_x0_is_evaluated_only_when_the_stall_test_reads_it(ftol: float)
     def phi(x: Any) -> float:
         return float(torch.sum((A @ x - b) ** 2))
 
-    _, info = lsmr(A, b, x0=x0, atol=0.0, btol=0.0, conlim=0.0, maxiter=40, merit=phi, miniter=0, ftol=ftol)
+    _, info = lsmr(A, b, x0=x0, atol=0.0, btol=0.0, conlim=0.0, maxiter=40, merit=phi,
+                   rule=MeritRule(miniter=0, ftol=ftol))
     # The first check (k = 5) is beyond miniter = 0 and a new minimum: it needs phi(x0).
     assert [k for k, _ in info.merit_history][:2] == [5, 0]
     f5, f0 = info.merit_history[0][1], info.merit_history[1][1]

@@ -13,9 +13,12 @@ from shf import tensorlist as tl
 from shf.errors import ConfigError
 from shf.optim.solve import FORCED, MAX_TIME, CgSolver, LsmrSolver, Stops, System, Tolerances, make_solver
 from shf.solvers.lsmr import lsmr
+from shf.solvers.merit import MeritRule
 from shf.solvers.operator import TimedOperator
 
-TOL = Tolerances(atol=1e-14, ftol=1e-7, miniter=0, recover=10, first_check=1, check_growth=1.25)
+TOL = Tolerances(
+    atol=1e-14, merit=MeritRule(ftol=1e-7, miniter=0, recover=10, first_check=1, check_growth=1.25)
+)
 
 
 def _system(wc: float = 0.0):  # type: ignore[no-untyped-def]
@@ -65,3 +68,36 @@ def test_make_solver_names_the_choices() -> None:
     assert isinstance(make_solver("cg", TOL), CgSolver) and isinstance(make_solver("lsmr", TOL), LsmrSolver)
     with pytest.raises(ConfigError, match="solver must be 'lsmr' or 'cg'"):
         make_solver("minres", TOL)
+
+
+@pytest.mark.parametrize("solver_cls", [LsmrSolver, CgSolver])
+def test_lsmr_and_cg_read_one_merit_rule(solver_cls) -> None:  # type: ignore[no-untyped-def]
+    # The rule's schedule, not a solver's own constants, decides where the merit is read: the
+    # checks at first_check, then at ceil(2 k), capped at maxiter = 6.
+    _, s, w = _system()
+    history: list[int] = []
+
+    def merit(d) -> float:  # type: ignore[no-untyped-def]
+        history.append(len(history))
+        return float(tl.norm(tl.sub(d, w)))
+
+    rule = MeritRule(ftol=0.0, miniter=100, recover=100, first_check=2, check_growth=2.0)
+    r = solver_cls(Tolerances(atol=0.0, merit=rule)).solve(s, tl.zeros_like(w), Stops(maxiter=6, merit=merit))
+    assert r.iterations == 6 and r.merit_evaluations == len(history) == 3  # k = 2, 4, 6
+    looser = MeritRule(ftol=0.0, miniter=100, recover=100, first_check=3, check_growth=2.0)
+    history.clear()
+    r = solver_cls(Tolerances(atol=0.0, merit=looser)).solve(
+        s, tl.zeros_like(w), Stops(maxiter=6, merit=merit)
+    )
+    assert r.iterations == 6 and r.merit_evaluations == len(history) == 2  # k = 3, 6
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"ftol": -1.0}, "ftol must be >= 0"), ({"check_growth": 0.5}, "check_growth must be >= 1"),
+     ({"first_check": 0}, "first_check must be an integer >= 1"), ({"miniter": -1}, "miniter must be"),
+     ({"recover": 1.5}, "recover must be an integer"), ({"ftol": float("nan")}, "ftol must be a finite")],
+)  # fmt: skip
+def test_a_bad_merit_rule_is_refused(kwargs, match) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match=match):
+        MeritRule(**kwargs)

@@ -27,7 +27,7 @@ from shf.curvature.base import JacobianOperator
 from shf.errors import ConfigError
 from shf.solvers.cg import cg
 from shf.solvers.lsmr import LsmrStop, lsmr
-from shf.solvers.merit import MeritMonitor
+from shf.solvers.merit import MeritRule
 from shf.solvers.operator import DampedStack, TimedOperator
 
 MAX_TIME = "max_time"
@@ -54,16 +54,12 @@ def past(deadline: float | None, agree: Agree | None) -> bool:
 @dataclass(frozen=True)
 class Tolerances:
     """The solver's own stopping constants: ``atol`` (LSMR's ``||Abar^T rbar|| / (||Abar|| ||rbar||)``
-    test; CG's relative residual), and Alg. 6's merit rule (``ftol``, ``miniter``, ``recover``,
-    ``first_check``, ``check_growth``; :class:`shf.solvers.merit.MeritMonitor`). No defaults: they
-    are :class:`shf.optim.step.SHFConfig`'s (``SHFConfig.tolerances()``)."""
+    test; CG's relative residual), and Alg. 6's merit rule, one :class:`MeritRule` that LSMR and
+    CG read alike. No defaults: they are :class:`shf.optim.step.SHFConfig`'s
+    (``SHFConfig.tolerances()``)."""
 
     atol: float
-    ftol: float
-    miniter: int
-    recover: int
-    first_check: int
-    check_growth: float
+    merit: MeritRule
 
 
 @dataclass(frozen=True)
@@ -162,8 +158,7 @@ class LsmrSolver(InnerSolver):
             damp=system.lam, x0=x0, precond=system.c, atol=t.atol,
             btol=0.0,  # Alg. 6 has no consistent-system test; only atol, the merit and maxiter
             conlim=0.0,  # ... and no condition-number stop (0 disables it, as in scipy)
-            maxiter=stops.maxiter, merit=stops.merit, ftol=t.ftol, miniter=t.miniter, recover=t.recover,
-            first_check=t.first_check, check_growth=t.check_growth,
+            maxiter=stops.maxiter, merit=stops.merit, rule=t.merit,
         )  # fmt: skip
         return self._outcome(cast(list[Tensor], d), info, forced[0])
 
@@ -206,8 +201,7 @@ class LsmrSolver(InnerSolver):
         y, info = lsmr(
             op, op.join(system.b, e), callback=callback, damp=0.0, x0=y0, atol=t.atol, btol=0.0, conlim=0.0,
             maxiter=stops.maxiter, merit=None if merit is None else (lambda y: merit(tl.mul(ones, y))),
-            ftol=t.ftol, miniter=t.miniter, recover=t.recover, first_check=t.first_check,
-            check_growth=t.check_growth,
+            rule=t.merit,
         )  # fmt: skip
         return self._outcome(cast(list[Tensor], tl.mul(ones, y)), info, forced[0])
 
@@ -246,7 +240,7 @@ class CgSolver(InnerSolver):
 
     In the scaled variable ``y`` these are the normal equations of Alg. 6's problem. Stops:
     ``||residual|| <= atol ||rhs||`` (CG has no ``||Abar^T rbar||`` estimate; this is the closest
-    test), ``maxiter``, and Alg. 6's merit rules via :class:`MeritMonitor`, whose best iterate is
+    test), ``maxiter``, and Alg. 6's merit rule (the same :class:`MeritRule` as LSMR's), whose best iterate is
     returned. With B7's subset the right-hand side is ``-C g`` of the whole batch's gradient.
     """
 
@@ -267,10 +261,7 @@ class CgSolver(InnerSolver):
         monitor = None
         if stops.merit is not None:
             # x0 in the merit's variables (d), the iterates mapped there by d = c ∘ y
-            monitor = MeritMonitor(
-                stops.merit, x0, ftol=t.ftol, miniter=t.miniter, recover=t.recover, maxiter=stops.maxiter,
-                first_check=t.first_check, check_growth=t.check_growth, to_x=lambda y: tl.mul(ones, y),
-            )  # fmt: skip
+            monitor = t.merit.monitor(stops.merit, x0, stops.maxiter, to_x=lambda y: tl.mul(ones, y))
         late, forced = [False], [False]
 
         def callback(k: int, y: Any, info: Any) -> bool:

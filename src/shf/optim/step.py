@@ -50,6 +50,7 @@ from shf.optim.solve import (
 )
 from shf.optim.stops import FORCING_RULES, Forcing, MeritAt, ValidationMerit, make_forcing
 from shf.optim.warmstart import WARM_START_GUARDS, WarmStartGuard, make_guard
+from shf.solvers.merit import MeritRule
 from shf.solvers.operator import TimedOperator
 
 NOT_FINITE_BATCH = "not_finite_batch"
@@ -211,7 +212,7 @@ class SHFConfig:
     def tolerances(self) -> Tolerances:
         """The inner solver's stopping constants (``atol`` and Alg. 6's merit rule)."""
         return Tolerances(
-            self.atol, self.ftol, self.miniter, self.recover, self.first_check, self.check_growth
+            self.atol, MeritRule(self.ftol, self.miniter, self.recover, self.first_check, self.check_growth)
         )
 
     def validate(self) -> None:

@@ -49,9 +49,13 @@ from dataclasses import dataclass, field
 from torch import Tensor
 
 from shf import tensorlist as tl
-from shf.solvers.merit import MeritMonitor
+from shf.solvers.merit import MeritMonitor, MeritRule
 from shf.solvers.operator import ColumnScaled, LinearOperator, as_operator, range_norm
 from shf.tensorlist import Vec
+
+DEFAULT_RULE = MeritRule()
+"""Alg. 6's merit rule with :func:`lsmr`'s defaults (Martens' ``ftol`` 1e-5, ``miniter`` 50,
+``recover`` 100, checks at 5, ``ceil(1.25 k)``, ...)."""
 
 logger = logging.getLogger(__name__)
 
@@ -389,12 +393,10 @@ class _Recurrence:
 
 def _check_callables_and_maxiter(
     op: LinearOperator, b: Vec, x0: Vec | None, precond: Vec | None, merit: object, callback: object,
-    check_growth: float, maxiter: int | None,
+    maxiter: int | None,
 ) -> int:  # fmt: skip
-    """Check the vectors, the callables and ``check_growth``; ``maxiter`` (default ``min(m, n)``
-    for a dense ``A``, required for an operator)."""
-    if check_growth < 1.0:
-        raise ValueError(f"check_growth must be >= 1, got {check_growth}")
+    """Check the vectors and the callables; ``maxiter`` (default ``min(m, n)`` for a dense ``A``,
+    required for an operator)."""
     if merit is not None and not callable(merit):
         raise ValueError("merit must be callable: x -> float")
     if callback is not None and not callable(callback):
@@ -523,11 +525,7 @@ def lsmr(
     conlim: float = 1e8,
     maxiter: int | None = None,
     merit: Merit | None = None,
-    ftol: float = 1e-5,
-    miniter: int = 50,
-    recover: int = 100,
-    first_check: int = 5,
-    check_growth: float = 1.25,
+    rule: MeritRule = DEFAULT_RULE,
     callback: Callback | None = None,
 ) -> tuple[Vec, LsmrInfo]:
     """Solve ``min ||A x - b||^2 + damp^2 ||x - x0||^2`` by (preconditioned) LSMR.
@@ -554,20 +552,15 @@ def lsmr(
         maxiter: iteration limit; default ``min(m, n)`` when ``A`` has a 2-D ``shape``
             (like scipy); required otherwise.
         merit: ``phi(x) -> float`` evaluated at iterations
-            ``first_check, ceil(check_growth * first_check), ...`` (capped at ``maxiter``)
-            and at the last iterate, and at ``x0`` only if the stall rule needs
-            ``f_prev = phi(x0)`` (a first check beyond ``miniter``); NaN/Inf values count
+            ``rule.first_check, ceil(rule.check_growth * first_check), ...`` (capped at
+            ``maxiter``) and at the last iterate, and at ``x0`` only if the stall rule needs
+            ``f_prev = phi(x0)`` (a first check beyond ``rule.miniter``); NaN/Inf values count
             as ``+inf``. When given, the
             iterate with the lowest merit among the evaluated ``k >= 1`` is returned
             (``x0`` only when every evaluated merit is ``+inf``).
-        ftol: Alg. 6's stall rule: at a check ``k > miniter`` that is a new minimum,
-            stop when ``(f_prev - f_k)/f_k < (k - k_prev) ftol``.
-        miniter: the merit rules are inactive for ``k <= miniter``.
-        recover: stop at a check ``k > miniter`` with ``f_k > f_min`` and
-            ``k > k_min + recover``.
-        first_check: first merit check (Alg. 6: 5).
-        check_growth: ``k_next <- min(max(k_next + 1, ceil(check_growth k_next)), maxiter)``
-            (Alg. 6 / Martens: 1.25).
+        rule: Alg. 6's merit rule (:class:`shf.solvers.merit.MeritRule`: ``ftol``, ``miniter``,
+            ``recover``, ``first_check``, ``check_growth``), the one object CG's merit reads too.
+            Unused without ``merit``.
         callback: ``callback(k, x_k, info)`` after each iteration ``k >= 1``, once the
             iterate and the estimates in ``info`` are updated (``info.stop`` is
             ``RUNNING``); returning True stops with ``CALLBACK``. ``x_k`` is the live
@@ -584,15 +577,13 @@ def lsmr(
     """
     t_start = time.perf_counter()
     op = as_operator(A)
-    damp, atol, btol, ftol, check_growth = (
-        _check_real(name, value)
-        for name, value in (("damp", damp), ("atol", atol), ("btol", btol), ("ftol", ftol),
-                            ("check_growth", check_growth))
-    )  # fmt: skip
+    damp, atol, btol = (
+        _check_real(name, value) for name, value in (("damp", damp), ("atol", atol), ("btol", btol))
+    )
     conlim = _check_real("conlim", conlim, allow_inf=True)
-    miniter, recover = _check_int("miniter", miniter, 0), _check_int("recover", recover, 0)
-    first_check = _check_int("first_check", first_check, 1)
-    maxiter = _check_callables_and_maxiter(op, b, x0, precond, merit, callback, check_growth, maxiter)
+    if not isinstance(rule, MeritRule):
+        raise ValueError(f"rule must be a shf.solvers.merit.MeritRule, got {type(rule).__name__}")
+    maxiter = _check_callables_and_maxiter(op, b, x0, precond, merit, callback, maxiter)
 
     # NOTES item 2: LSMR works with Abar = A diag(c) in the scaled variable y, x = c ∘ y.
     c = precond
@@ -627,10 +618,7 @@ def lsmr(
     monitor: MeritMonitor | None = None
     x_min: Vec | None = None
     if merit is not None:
-        monitor = MeritMonitor(
-            merit, x_start(), ftol=ftol, miniter=miniter, recover=recover, maxiter=maxiter,
-            first_check=first_check, check_growth=check_growth, to_x=None if c is None else to_x,
-        )  # fmt: skip
+        monitor = rule.monitor(merit, x_start(), maxiter, to_x=None if c is None else to_x)
         info.merit_history = monitor.history
         x_min = monitor.x_min
         info.best_merit_iteration = 0

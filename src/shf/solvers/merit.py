@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from shf import tensorlist as tl
 from shf.tensorlist import Vec
@@ -35,6 +36,50 @@ def relative_progress(f_prev: float, f_k: float) -> float:
     if f_k == 0.0:
         return 0.0 if f_prev == f_k else math.inf
     return (f_prev - f_k) / abs(f_k)
+
+
+@dataclass(frozen=True)
+class MeritRule:
+    """Alg. 6's merit rule as one object, handed to LSMR (:func:`shf.lsmr`) and CG
+    (:class:`shf.optim.solve.CgSolver`) alike.
+
+    ``ftol``: the stall test, stop at a new minimum ``k > miniter`` when
+    ``(f_prev - f_k)/|f_k| < (k - k_prev) ftol``; ``miniter``: both tests are off for
+    ``k <= miniter``; ``recover``: stop when the merit has stayed above its minimum for more than
+    ``recover`` iterations; ``first_check``, ``check_growth``: the checks at
+    ``k = first_check, ceil(check_growth k), ...`` (Alg. 6: 5 and 1.25). The defaults are
+    :func:`shf.lsmr`'s (Martens' 1e-5 is looser than the paper's 1e-7; SHF passes its own).
+    """
+
+    ftol: float = 1e-5
+    miniter: int = 50
+    recover: int = 100
+    first_check: int = 5
+    check_growth: float = 1.25
+
+    def __post_init__(self) -> None:
+        for name in ("ftol", "check_growth"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+        if self.ftol < 0:
+            raise ValueError(f"ftol must be >= 0, got {self.ftol}")
+        if self.check_growth < 1.0:
+            raise ValueError(f"check_growth must be >= 1, got {self.check_growth}")
+        for name, low in (("miniter", 0), ("recover", 0), ("first_check", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+    def monitor(
+        self, merit: Callable[[Vec], float], x0: Vec, maxiter: int, to_x: Callable[[Vec], Vec] | None = None
+    ) -> MeritMonitor:
+        """The rule applied to one solve: a :class:`MeritMonitor` of ``merit`` from ``x0``, with
+        the checks capped at ``maxiter`` (``to_x``: the solver's iterate to the merit's argument)."""
+        return MeritMonitor(
+            merit, x0, ftol=self.ftol, miniter=self.miniter, recover=self.recover, maxiter=maxiter,
+            first_check=self.first_check, check_growth=self.check_growth, to_x=to_x,
+        )  # fmt: skip
 
 
 class MeritMonitor:
