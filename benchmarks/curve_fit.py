@@ -55,8 +55,8 @@ def main() -> None:
     start = time.perf_counter()
     res = shf.fit(
         model, (t[tr], y[tr]), (t[va], y[va]), test=(t[te], y[te]), loss=lambda out, yy: (out - yy) / SIGMA,
-        preconditioner="none", max_iters=50, patience=10, damping=shf.Damping(lambda1=1.0, drop=0.5),
-        batch=shf.Batch(n1=100, n_max=400), solver=shf.Solver(maxiter1=20, miniter=3, recover=5),
+        preconditioner="none", max_iters=50, patience=10, damping=shf.Damping(lambda1=1.0),
+        batch=shf.Batch(n1=100, n_max=400), solver=shf.Solver(maxiter1=20),
     )  # fmt: skip
     shf_s = time.perf_counter() - start
 

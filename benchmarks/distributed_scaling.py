@@ -51,7 +51,7 @@ def _time_steps(args: argparse.Namespace, device: torch.device) -> dict[str, Any
     from shf.optim.step import SHFConfig
 
     net, X, Xv = _problem(args.n, args.n_val, device)
-    cfg = SHFConfig(n1=args.n, n_max=args.n, maxiter1=args.lsmr, atol=0.0, use_merit=False, lambda1=1.0)
+    cfg = SHFConfig.paper(n1=args.n, n_max=args.n, maxiter1=args.lsmr, atol=0.0, use_merit=False, lambda1=1.0)
     opt = shf.SHF(net, config=cfg, train_size=args.n, seed=0)
     comm = getattr(opt.problem, "collectives", None)
 

@@ -25,7 +25,7 @@ def main() -> int:
     g = torch.Generator().manual_seed(0)
     X = torch.rand(4000, 256, generator=g)
     net = shf.models.Autoencoder((256, 400, 200, 100, 50, 25), generator=torch.Generator().manual_seed(1))
-    cfg = SHFConfig(n1=2000, n_max=2000, maxiter1=30, atol=0.0, ftol=0.0, miniter=10**6, recover=10**6,
+    cfg = SHFConfig.paper(n1=2000, n_max=2000, maxiter1=30, atol=0.0, ftol=0.0, miniter=10**6, recover=10**6,
                     batch_schedule="fixed")  # fmt: skip
     per_it = []
     for _ in range(3):

@@ -32,7 +32,7 @@ def _data(case: str) -> tuple[Any, Any, torch.nn.Module, SHFConfig, dict[str, An
         train, val = X[:500], X[500:]
         init = torch.Generator().manual_seed(1)
         model = shf.models.Autoencoder((20, 12, 5), dtype=torch.float64, generator=init)
-        cfg = SHFConfig(**{**TUNED, "n1": 61, "n_max": 301, "curvature_size": 45, "merit_size": 77,
+        cfg = SHFConfig.paper(**{**TUNED, "n1": 61, "n_max": 301, "curvature_size": 45, "merit_size": 77,
                            "batch_growth": 1.3, "rrel_tol": 0.5, "window": 2, "forcing_eta0": 0.1,
                            "lambda1": 1.0, "lambda_min": 0.3})  # fmt: skip
         return train, val, model, cfg, {"max_time": 1e6}
@@ -43,7 +43,7 @@ def _data(case: str) -> tuple[Any, Any, torch.nn.Module, SHFConfig, dict[str, An
         labels = (X[:, 0] + 0.5 * X[:, 1] > 0).long() + (X[:, 2] > 0.5).long()
         torch.manual_seed(0)
         model = nn.Sequential(nn.Linear(8, 40), nn.Tanh(), nn.Linear(40, 3)).double()
-        cfg = SHFConfig(lambda1=0.3, miniter=5, recover=10, n1=64, n_max=257, maxiter1=30,
+        cfg = SHFConfig.paper(lambda1=0.3, miniter=5, recover=10, n1=64, n_max=257, maxiter1=30,
                         preconditioner="martens", batch_growth=1.3, rrel_tol=0.5, window=2)  # fmt: skip
         return (X[:450], labels[:450]), (X[450:], labels[450:]), model, cfg, {"loss": "cross_entropy"}
     raise ValueError(case)

@@ -22,7 +22,7 @@ def test_cg_ablation_solves_the_same_problem_as_lsmr():
     base = dict(lambda1=0.5, use_merit=False, maxiter1=400, atol=1e-13, n1=12)
     steps = {}
     for solver in ("lsmr", "cg"):
-        cfg = SHFConfig(solver=solver, **base)
+        cfg = SHFConfig.paper(solver=solver, **base)
         state = SHFState.initial(cfg)
         state.d = [0.1 * W for W in w]  # a warm start, to check the damping on y - y0 too
         _, info = shf_step(net, w, X, state, cfg, generator=torch.Generator().manual_seed(0))
@@ -42,7 +42,7 @@ def _data():
 @pytest.mark.parametrize("precond", ["chapelle-erhan", "martens", "none"])
 def test_switches_are_visible_in_metrics(precond):
     net = Autoencoder((784, 24, 6))
-    cfg = SHFConfig(n1=40, n_max=200, maxiter1=20, miniter=5, recover=10, preconditioner=precond,
+    cfg = SHFConfig.paper(n1=40, n_max=200, maxiter1=20, miniter=5, recover=10, preconditioner=precond,
                     solver="cg", batch_schedule="fixed")  # fmt: skip
     res = train(net, _data(), cfg, LoopConfig(max_iters=8), seed=0)
     h = res.history
@@ -53,7 +53,7 @@ def test_switches_are_visible_in_metrics(precond):
 
 def test_dynamic_schedule_grows_batch():
     net = Autoencoder((784, 24, 6))
-    cfg = SHFConfig(n1=20, n_max=240, maxiter1=20, miniter=5, recover=10, theta=0.05)
+    cfg = SHFConfig.paper(n1=20, n_max=240, maxiter1=20, miniter=5, recover=10, theta=0.05)
     res = train(net, _data(), cfg, LoopConfig(max_iters=8), seed=0)
     # theta = 0.05 demands a low-variance gradient: Alg. 2 asks for more data, n grows after i = 5.
     assert res.history[-1]["n"] > 20 and all(r["n_hat"] is not None for r in res.history)
@@ -121,7 +121,7 @@ def test_cg_ablation_evaluates_the_merit_at_x0_in_the_original_variables():
         seen.append([t.clone() for t in d])
         return float(tl.norm(d))
 
-    solver = CgSolver(SHFConfig(miniter=0, first_check=1, ftol=1.0, n1=12).tolerances())
+    solver = CgSolver(SHFConfig.paper(miniter=0, first_check=1, ftol=1.0, n1=12).tolerances())
     system = System(A, TimedOperator(A), -A.residual, 1.0, c, w)
     solver.solve(system, x0, Stops(5, merit))
     assert any(all(torch.equal(a, b) for a, b in zip(s, x0)) for s in seen)
@@ -143,7 +143,7 @@ def test_forcing_stops_at_the_first_iteration_that_meets_the_forcing_term():
     in float64 from the products (not LSMR's estimate); one iteration earlier it did not hold."""
     net, w, X = tiny_problem((6, 4, 2), 12, seed=4)
     base = dict(lambda1=0.3, use_merit=False, maxiter1=200, atol=0.0, n1=12, preconditioner="martens")
-    cfg = SHFConfig(forcing="gradient", forcing_eta0=0.05, **base)
+    cfg = SHFConfig.paper(forcing="gradient", forcing_eta0=0.05, **base)
     state = SHFState.initial(cfg)
     x0 = [0.05 * W for W in w]
     state.d = [t.clone() for t in x0]
@@ -158,7 +158,7 @@ def test_forcing_stops_at_the_first_iteration_that_meets_the_forcing_term():
     d_k = tl.scale(1.0 / cfg.gamma1, state.d)
     assert _normal_residual(net, w, X, cfg.lambda1, c, x0, d_k) <= bound * (1 + 1e-8)
     # The same solve capped one iteration earlier has not reached the bound.
-    cfg_prev = SHFConfig(**{**base, "maxiter1": k - 1})
+    cfg_prev = SHFConfig.paper(**{**base, "maxiter1": k - 1})
     st = SHFState.initial(cfg_prev)
     st.d = [t.clone() for t in x0]
     _, info_prev = shf_step(net, w, X, st, cfg_prev, generator=torch.Generator().manual_seed(0))
@@ -171,7 +171,7 @@ def test_forcing_term_tightens_with_the_gradient():
     """eta_i = eta_0 min(1, (||g_i||/||g_1||)^p): after the gradient norm shrinks, a solve with the
     same operator needs more iterations than the first one did."""
     net, w, X = tiny_problem((6, 4, 2), 12, seed=4)
-    cfg = SHFConfig(lambda1=0.3, use_merit=False, maxiter1=200, atol=0.0, n1=12, forcing="gradient",
+    cfg = SHFConfig.paper(lambda1=0.3, use_merit=False, maxiter1=200, atol=0.0, n1=12, forcing="gradient",
                     forcing_eta0=0.5, forcing_power=1.0, preconditioner="none")  # fmt: skip
     state = SHFState.initial(cfg)
     _, first = shf_step(net, w, X, state, cfg)
@@ -190,7 +190,7 @@ def test_forcing_stops_cg_at_the_same_residual():
     net, w, X = tiny_problem((6, 4, 2), 12, seed=4)
     base = dict(lambda1=0.3, use_merit=False, maxiter1=200, atol=0.0, n1=12, preconditioner="none",
                 solver="cg")
-    cfg = SHFConfig(forcing="gradient", forcing_eta0=0.05, **base)
+    cfg = SHFConfig.paper(forcing="gradient", forcing_eta0=0.05, **base)
     state = SHFState.initial(cfg)
     _, info = shf_step(net, w, X, state, cfg)
     assert info.solver_stop == "forcing" and 1 < info.solver_iterations < 200
@@ -213,9 +213,9 @@ def test_merit_subsample_is_the_merit_on_the_first_rows():
                 check_growth=1.01)  # every iteration checked: the best-merit iterate decides
     out = {}
     for name, cfg, val in (
-        ("sub", SHFConfig(merit_size=8, **base), Xv),
-        ("ref", SHFConfig(**base), Xv[:8]),
-        ("all", SHFConfig(**base), Xv),
+        ("sub", SHFConfig.paper(merit_size=8, **base), Xv),
+        ("ref", SHFConfig.paper(**base), Xv[:8]),
+        ("all", SHFConfig.paper(**base), Xv),
     ):
         state = SHFState.initial(cfg)
         w_new, info = shf_step(net, w, X, state, cfg, X_val=val, generator=torch.Generator().manual_seed(0))
@@ -241,8 +241,9 @@ def test_merit_maxiter_rule_follows_the_best_merit_iteration():
     X = torch.rand(300, 8, generator=g, dtype=torch.float64)
     net = torch.nn.Sequential(torch.nn.Linear(8, 5), torch.nn.Sigmoid(), torch.nn.Linear(5, 8))
     opt = shf.SHF(net.double(), "mse", train_size=200,
-                  solver=shf.Solver(maxiter1=12, miniter=0, recover=4, ftol=0.0, first_check=2,
-                                    check_growth=1.01, maxiter_rule="merit", maxiter_max=17, atol=0.0),
+                  solver=shf.Solver(maxiter1=12, use_merit=True, miniter=0, recover=4, ftol=0.0,
+                                    first_check=2, check_growth=1.01, maxiter_rule="merit", maxiter_max=17,
+                                    atol=0.0),
                   batch=shf.Batch(n1=40, n_max=200, theta=0.01))  # fmt: skip
     caps = []
     for _ in range(8):
@@ -281,7 +282,7 @@ def test_subsampled_curvature_solves_the_big_batch_gradient_system(solver):
 
     net, w, X = tiny_problem((5, 3, 2), 14, seed=6)
     m, lam = 6, 0.7
-    cfg = SHFConfig(lambda1=lam, lambda_min=0.1, use_merit=False, maxiter1=300, atol=0.0, n1=14,
+    cfg = SHFConfig.paper(lambda1=lam, lambda_min=0.1, use_merit=False, maxiter1=300, atol=0.0, n1=14,
                     curvature_size=m, preconditioner="martens", solver=solver)  # fmt: skip
     state = SHFState.initial(cfg)
     x0 = [0.05 * W for W in w]
@@ -308,7 +309,7 @@ def test_subsampled_curvature_needs_a_damping_floor():
     from shf.errors import ConfigError
 
     with pytest.raises(ConfigError, match="curvature_size needs lambda_min"):
-        SHFConfig(curvature_size=10)
+        SHFConfig.paper(curvature_size=10)
 
 
 @pytest.mark.parametrize("solver", ["lsmr", "cg"])
@@ -324,7 +325,7 @@ def test_weight_cost_solves_the_regularised_system(solver, m):
     net, w, X = tiny_problem((5, 3, 2), 14, seed=6)
     lam, wc = 0.7, 0.3
     rows = X if m is None else X[:m]
-    cfg = SHFConfig(lambda1=lam, lambda_min=0.1, use_merit=False, maxiter1=300, atol=0.0, n1=14,
+    cfg = SHFConfig.paper(lambda1=lam, lambda_min=0.1, use_merit=False, maxiter1=300, atol=0.0, n1=14,
                     curvature_size=m, preconditioner="martens", solver=solver, weight_cost=wc)  # fmt: skip
     state = SHFState.initial(cfg)
     x0 = [0.05 * W for W in w]
@@ -370,7 +371,7 @@ def test_weight_cost_with_subsampled_curvature_takes_the_stacked_problems_lsmr_i
 
     net, w, X = tiny_problem((5, 3, 2), 14, seed=6)
     m, lam, wc = 6, 0.2, 0.3
-    cfg = SHFConfig(lambda1=lam, lambda_min=0.1, use_merit=False, maxiter1=k, atol=0.0, n1=14,
+    cfg = SHFConfig.paper(lambda1=lam, lambda_min=0.1, use_merit=False, maxiter1=k, atol=0.0, n1=14,
                     curvature_size=m, preconditioner="martens", weight_cost=wc)  # fmt: skip
     state = SHFState.initial(cfg)
     x0 = [0.05 * W for W in w]
@@ -402,7 +403,7 @@ def test_weight_cost_must_be_a_finite_non_negative_number():
 
     for bad in (-1e-5, float("nan"), float("inf")):
         with pytest.raises(ConfigError, match="weight_cost must be >= 0"):
-            SHFConfig(weight_cost=bad)
+            SHFConfig.paper(weight_cost=bad)
 
 
 def test_model_step_extends_a_short_truncated_direction():
@@ -412,7 +413,7 @@ def test_model_step_extends_a_short_truncated_direction():
 
     net, w, X = tiny_problem((6, 4, 2), 20, seed=3)
     base = dict(lambda1=0.01, use_merit=False, maxiter1=1, atol=0.0, n1=20, preconditioner="none")
-    cfg = SHFConfig(step_rule="model", step_max=3.0, **base)
+    cfg = SHFConfig.paper(step_rule="model", step_max=3.0, **base)
     state = SHFState.initial(cfg)
     _, info = shf_step(net, w, X, state, cfg)
     d = tl.flatten(state.d) / cfg.gamma1
@@ -426,8 +427,8 @@ def test_model_step_extends_a_short_truncated_direction():
     assert info.loss_new == pytest.approx(f(info.step), rel=1e-12) and f(info.step) < f(1.0)
     assert f(info.step) <= info.loss + 1e-4 * info.step * float(g @ d)
     # The paper's rule takes s = 1 on the same direction.
-    st = SHFState.initial(SHFConfig(**base))
-    _, unit = shf_step(net, w, X, st, SHFConfig(**base))
+    st = SHFState.initial(SHFConfig.paper(**base))
+    _, unit = shf_step(net, w, X, st, SHFConfig.paper(**base))
     assert unit.step == 1.0 and info.loss_new < unit.loss_new
 
 
@@ -435,7 +436,7 @@ def test_model_step_is_refused_when_the_loss_does_not_agree():
     """B8: when f(w + s* d) is not below f(w + d) the paper's s = 1 stays (seed 8: s* = 1.08 but the
     batch loss rises beyond s = 1)."""
     net, w, X = tiny_problem((6, 4, 2), 20, seed=8)
-    cfg = SHFConfig(lambda1=0.01, use_merit=False, maxiter1=1, atol=0.0, n1=20, preconditioner="none",
+    cfg = SHFConfig.paper(lambda1=0.01, use_merit=False, maxiter1=1, atol=0.0, n1=20, preconditioner="none",
                     step_rule="model")  # fmt: skip
     state = SHFState.initial(cfg)
     _, info = shf_step(net, w, X, state, cfg)

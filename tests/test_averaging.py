@@ -119,11 +119,10 @@ def test_shf_fit_with_a_weight_average_resumes_and_trains() -> None:
     """Through the real loop and SHF: the averaged run's checkpoint at iteration 4 resumes to the
     same records as the whole run, and the averaged weights are not the last iterate."""
     import regression_runs
-    from shf import config as cfgmod
     from shf.experiments.methods import build_method
     from shf.experiments.run import build_network, squared_error
 
-    cfg = cfgmod.load("default", [*regression_runs.OVERRIDES, "run.seed=3"])
+    cfg = regression_runs.shrunk("default", ["run.seed=3"])
     data = regression_runs.data()
     loop = LoopConfig(max_iters=8, eval_every=2, weight_average=0.7)
     threads = torch.get_num_threads()

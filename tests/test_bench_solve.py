@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import statistics
 from pathlib import Path
@@ -17,6 +18,7 @@ from shf.config import ExperimentConfig
 from shf.data.split import Split, make_split
 from shf.errors import ConfigError, DataError
 from shf.experiments import run as experiments_run
+from shf.optim.settings import PAPER_VALUES
 
 # A tiny CURVES problem: 300/100/100 synthetic rows, a 784-20-6 encoder, n1 = 50, n_max capped at 300.
 TINY = [
@@ -35,7 +37,9 @@ TIMES = ("forward", "precond", "solver", "products", "merit", "rho", "linesearch
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], list[str], str]:
     toml = tmp_path_factory.mktemp("cfg") / "tiny.toml"
-    toml.write_text('name = "tiny-toml"\n[data]\ndataset = "curves"\nseed = 3\n')
+    # a user's file with the paper's settings (a file without [optimizer] keys has the defaults)
+    paper = "".join(f"{k} = {json.dumps('none' if v is None else v)}\n" for k, v in PAPER_VALUES.items())
+    toml.write_text(f'name = "tiny-toml"\n[data]\ndataset = "curves"\nseed = 3\n[optimizer]\n{paper}')
     messages: list[str] = []
     record = bench_solve(("default", str(toml)), iters=2, overrides=TINY, progress=messages.append)
     return record, messages, str(toml)

@@ -28,7 +28,7 @@ def test_products_match_cpu():
 @cuda
 def test_step_runs_on_cuda():
     net, w, X = tiny_problem((12, 8, 4), 16)
-    cfg = SHFConfig(n1=16, maxiter1=20)
+    cfg = SHFConfig.paper(n1=16, maxiter1=20)
     wg = [W.cuda() for W in w]
     w1, info = shf_step(net, wg, X.cuda(), SHFState.initial(cfg), cfg, X_val=X.cuda())
     assert w1[0].is_cuda and tl.all_finite(w1) and info.loss_new <= info.loss

@@ -149,7 +149,7 @@ def test_damping_parts_are_the_rules_with_their_floor_state_and_failure_growth()
 
 
 def test_a_state_saved_before_the_damping_part_resumes_nielsens_nu() -> None:
-    state = SHFState.initial(SHFConfig(damping_rule="nielsen"))
+    state = SHFState.initial(SHFConfig.paper(damping_rule="nielsen"))
     old = {**state.state_dict(), "nu": 32.0}
     del old["damping"]  # the format before the part: nu at the top level
     state.load_state_dict(old)

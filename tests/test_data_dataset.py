@@ -54,7 +54,11 @@ def test_a_tensor_dataset_trains_exactly_as_its_tensors() -> None:
     for r in (b, c):
         assert [h["val_error"] for h in r.history] == [h["val_error"] for h in a.history]
         assert [h["loss"] for h in r.history] == [h["loss"] for h in a.history]
-        assert r.best_val_loss == a.best_val_loss and r.train_loss == a.train_loss
+        assert r.best_val_loss == a.best_val_loss
+        # The final train loss is one forward pass over rows the dataset path gathers into a new
+        # tensor: MKL's kernels depend on the memory's alignment (an Intel Xeon gives the last bit
+        # differently, an AMD EPYC not), so this one pass agrees to round-off, not to the bit.
+        assert r.train_loss == pytest.approx(a.train_loss, rel=1e-14)
     assert a.best_val_loss < a.initial_val_loss
 
 

@@ -35,7 +35,7 @@ def _model() -> nn.Module:
 # The paper's damping rule (with the tuned floor): on this toy the tuned default (Nielsen's rule)
 # ends at 0.895 accuracy after 25 iterations, the paper's rule with drop 0.9 at 0.909.
 HYPER = {"damping": Damping(lambda1=1.0, drop=0.9, rule="paper"),
-         "solver": Solver(maxiter1=30, miniter=10, recover=20),
+         "solver": Solver(maxiter1=30),
          "batch": Batch(n1=64, n_max=400, theta=0.3)}  # fmt: skip
 
 
@@ -86,8 +86,8 @@ def test_fit_on_a_regression_with_a_residual_function() -> None:
     model = Decay()
     res = shf.fit(
         model, (t[:300], y[:300]), (t[300:], y[300:]), loss=lambda out, yy: (out - yy) / 0.01, max_iters=30,
-        preconditioner="none", damping=Damping(lambda1=1.0, drop=0.5), batch=Batch(n1=100, n_max=300),
-        solver=Solver(maxiter1=20, miniter=3, recover=5),
+        preconditioner="none", damping=Damping(lambda1=1.0), batch=Batch(n1=100, n_max=300),
+        solver=Solver(maxiter1=20),
     )  # fmt: skip
     torch.testing.assert_close(
         model.p.detach(), torch.tensor([2.0, 1.3, 0.5], dtype=F64), rtol=0.02, atol=0.02
@@ -141,12 +141,11 @@ def test_run_loop_resumes_bit_for_bit_from_a_checkpoint(method: str) -> None:
     import copy
 
     import regression_runs
-    from shf import config as cfgmod
     from shf.experiments.methods import build_method
     from shf.experiments.run import build_network, squared_error
     from shf.fit import LoopConfig, run_loop
 
-    cfg = cfgmod.load("default", [*regression_runs.OVERRIDES, "run.seed=3"])
+    cfg = regression_runs.shrunk("default", ["run.seed=3"])
     data = regression_runs.data()
     loop = LoopConfig(max_iters=10, eval_every=2)
     threads = torch.get_num_threads()
@@ -278,5 +277,5 @@ def test_integer_inputs_that_the_model_takes_are_not_refused() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Embedding(10, 4), nn.Flatten(), nn.Linear(12, 2)).to(F64)
     res = shf.fit(model, (tokens[:40], y[:40]), (tokens[40:], y[40:]), loss="cross_entropy", max_iters=2,
-                  batch=Batch(n1=20, n_max=40), solver=Solver(maxiter1=10, miniter=2, recover=3))  # fmt: skip
+                  batch=Batch(n1=20, n_max=40), solver=Solver(maxiter1=10))  # fmt: skip
     assert res.iterations == 2 and math.isfinite(res.best_val_loss)

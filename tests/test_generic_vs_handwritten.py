@@ -70,7 +70,7 @@ def test_preconditioners_agree(kind: str) -> None:
 def test_shf_steps_agree() -> None:
     net, X, Xv = _setup()
     twin = copy.deepcopy(net)
-    cfg = SHFConfig(lambda1=2.0, n1=20, n_max=40, maxiter1=40, miniter=10, recover=15, theta=0.3)
+    cfg = SHFConfig.paper(lambda1=2.0, n1=20, n_max=40, maxiter1=40, miniter=10, recover=15, theta=0.3)
     fast = SHF(net, config=cfg, train_size=X.shape[0], seed=0)
     generic = SHF(twin, config=cfg, train_size=X.shape[0], seed=0, generic=True)
     assert fast.fast_path and not generic.fast_path

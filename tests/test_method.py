@@ -25,11 +25,10 @@ def test_the_protocol_refuses_an_object_without_it() -> None:
     assert not isinstance(Half(), Method)
     # a built method is one (runtime check of the protocol's members)
     import regression_runs
-    from shf import config as cfgmod
     from shf.experiments.methods import build_method
     from shf.experiments.run import build_network
 
-    cfg = cfgmod.load("default", regression_runs.OVERRIDES)
+    cfg = regression_runs.shrunk("default", [])
     data = regression_runs.data()
     m = build_method("adam", build_network(cfg), data, cfg)
     assert isinstance(m, Method) and isinstance(Averaged(m, 0.5), Method)

@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from shf import SHF, Batch, Damping, Solver
+import shf
+from shf import SHF, Batch, Damping, LineSearch, Solver
 from shf.errors import ConfigError, DataError
 from shf.models import Autoencoder
 from shf.optim.step import SHFConfig
@@ -44,8 +45,8 @@ def _steps(
 
 
 HYPER = {
-    "damping": Damping(lambda1=1.0, drop=0.9, weight_cost=0.0),  # no B10: the tests below predate it
-    "solver": Solver(maxiter1=20, miniter=5, recover=8),
+    "damping": Damping(lambda1=1.0, weight_cost=0.0),  # no B10: the tests below predate it
+    "solver": Solver(maxiter1=20),
     "batch": Batch(n1=30, n_max=120, theta=0.3),
     "preconditioner": "martens",
 }
@@ -91,13 +92,13 @@ def test_loading_a_state_dict_of_other_hyper_parameters_is_refused() -> None:
 
 def test_a_state_dict_from_before_a_new_option_loads_when_the_option_is_at_its_default() -> None:
     """A state saved by an shf without a later option (here B10's weight_cost) was made with that
-    option's behaviour then, SHFConfig's default (0, none): it loads into an optimizer without the
-    weight cost and is refused by one with it."""
+    option's behaviour then, the paper's (0, none): it loads into an optimizer without the weight
+    cost and is refused by one with it (today's default, 1e-4, among them)."""
     model = _model()
     sd = SHF(model, "cross_entropy", **HYPER).state_dict()
     del sd["shf"]["config"]["weight_cost"]  # as an older shf saved it
     SHF(model, "cross_entropy", **HYPER).load_state_dict(sd)
-    other = {**HYPER, "damping": Damping(lambda1=1.0, drop=0.9, weight_cost=1e-3)}
+    other = {**HYPER, "damping": Damping(lambda1=1.0, weight_cost=1e-3)}
     with pytest.raises(ConfigError, match=r"other hyper-parameters \(weight_cost\)"):
         SHF(model, "cross_entropy", **other).load_state_dict(sd)
 
@@ -105,7 +106,7 @@ def test_a_state_dict_from_before_a_new_option_loads_when_the_option_is_at_its_d
 def test_groups_map_to_the_flat_config_and_back() -> None:
     from shf.optim.hyper import from_config, to_config
 
-    cfg = SHFConfig(lambda1=7.5, n1=200, n_max=2000, batch_growth=1.01, solver="cg", gamma_growth=1.003)
+    cfg = SHFConfig.paper(lambda1=7.5, n1=200, n_max=2000, batch_growth=1.01, solver="cg", gamma_growth=1.003)
     assert to_config(**from_config(cfg)) == cfg
     assert SHF(_model(), "mse", config=cfg).config == cfg
 
@@ -255,7 +256,7 @@ def test_weight_cost_shrinks_the_weights_of_any_module() -> None:
     norms = {}
     for wc in (0.0, 0.1):
         opt = SHF(_model(), "cross_entropy", train_size=240, seed=1,
-                  **{**HYPER, "damping": Damping(lambda1=1.0, drop=0.9, weight_cost=wc)})  # fmt: skip
+                  **{**HYPER, "damping": Damping(lambda1=1.0, weight_cost=wc)})  # fmt: skip
         steps = _steps(opt, X, y, (Xv, yv), 8)
         assert all(r["accepted"] for r in steps[2:])
         norms[wc] = float(torch.cat([p.detach().reshape(-1) for p in opt.model.parameters()]).norm())
@@ -273,7 +274,7 @@ def test_groups_cover_every_config_field_once():
     names = [_RENAMED.get(g, {}).get(f.name, f.name) for g in GROUPS for f in dataclasses.fields(g)]
     fields = {f.name for f in dataclasses.fields(SHFConfig)} - {"preconditioner"}
     assert sorted(names) == sorted(fields)
-    cfg = SHFConfig(curvature_size=30, lambda_min=0.1, forcing="gradient", merit_size=7, maxiter_max=9)
+    cfg = SHFConfig.paper(curvature_size=30, lambda_min=0.1, forcing="gradient", merit_size=7, maxiter_max=9)
     assert to_config(**from_config(cfg)) == cfg
 
 
@@ -288,7 +289,7 @@ def test_batch_statistics_skipped_at_n_max_change_no_decision(monkeypatch):
     def run(always: bool):  # type: ignore[no-untyped-def]
         torch.manual_seed(0)
         net = torch.nn.Sequential(torch.nn.Linear(8, 5), torch.nn.Sigmoid(), torch.nn.Linear(5, 8)).double()
-        opt = shf.SHF(net, "mse", train_size=200, solver=shf.Solver(maxiter1=10, miniter=5, recover=5),
+        opt = shf.SHF(net, "mse", train_size=200, solver=shf.Solver(maxiter1=10),
                       batch=shf.Batch(n1=20, n_max=60, theta=0.01))  # fmt: skip
         if always:
             monkeypatch.setattr(opt.batch_policy, "needs_statistics", lambda: True)
@@ -306,17 +307,54 @@ def test_batch_statistics_skipped_at_n_max_change_no_decision(monkeypatch):
     assert all(torch.equal(a, b) for a, b in zip(w_skip, w_all))
 
 
-def test_group_defaults_are_the_paper_with_the_tuned_overlay():
-    """shf.SHF / shf.fit default to SHFConfig(**TUNED); SHFConfig() itself stays the paper's CURVES run."""
+def test_one_set_of_defaults_and_the_paper_as_a_named_preset():
+    """The groups hold shf's defaults, SHFConfig's defaults are theirs, TUNED is where they differ
+    from the paper, and shf.PAPER is the paper's CURVES run (§6) exactly."""
     import dataclasses
 
-    from shf.optim.hyper import TUNED, to_config
+    from shf.optim.hyper import GROUPS, TUNED, group_key, to_config
+    from shf.optim.settings import PAPER_VALUES
     from shf.optim.step import SHFConfig
 
-    assert to_config() == dataclasses.replace(SHFConfig(), **TUNED)
-    paper = SHFConfig()
+    assert to_config() == SHFConfig()
+    for cls in GROUPS:  # every group default is the flat default of its key
+        for f in dataclasses.fields(cls):
+            assert getattr(SHFConfig(), group_key(cls, f.name)) == f.default, (cls.__name__, f.name)
+    paper = shf.PAPER
+    assert paper == SHFConfig.paper() == dataclasses.replace(SHFConfig(), **PAPER_VALUES)
     assert (paper.damping_rule, paper.lambda_min, paper.maxiter1, paper.recover) == ("paper", 0.0, 200, 100)
+    assert paper.use_merit and paper.forcing == "none" and paper.warm_start_guard == "none"
     assert paper.curvature_size is None and paper.merit_size is None and paper.maxiter_max is None
+    assert paper.weight_cost == 0.0 and paper.n_max_fraction is None
+    # TUNED lists exactly the keys where the defaults leave the paper, with the defaults' values
+    assert set(TUNED) == {k for k in PAPER_VALUES if getattr(SHFConfig(), k) != PAPER_VALUES[k]}
+    assert SHFConfig.paper(**TUNED) == SHFConfig()
+    assert SHFConfig.paper(lambda1=7.5).lambda1 == 7.5 and SHFConfig.paper(lambda1=7.5).use_merit
+
+
+@pytest.mark.parametrize(
+    ("groups", "match"),
+    [
+        ({"damping": Damping(drop=0.9)}, r"Damping\(drop=0.9\) is ignored by Nielsen's damping rule"),
+        ({"solver": Solver(merit_size=100)}, r"Solver\(merit_size=100\) is ignored by the solve without"),
+        ({"solver": Solver(ftol=1e-5)}, r"Solver\(ftol=1e-05\) is ignored by the solve without Alg. 6's"),
+        ({"solver": Solver(forcing="none", forcing_eta0=0.1)}, "ignored by the solve without B3's forcing"),
+        ({"line_search": LineSearch(step_max=2.0)}, r"is ignored by Armijo's backtracking from 1"),
+        ({"batch": Batch(curvature_growth=3.0)}, "is ignored by curvature rows that do not grow"),
+        ({"batch": Batch(schedule="fixed", theta=0.3)}, r"is ignored by the fixed batch"),
+    ],
+)  # fmt: skip
+def test_a_setting_that_the_chosen_parts_ignore_is_refused_naming_the_part(groups, match):
+    with pytest.raises(ConfigError, match=match):
+        shf.SHF(_model(), "mse", **groups)
+
+
+def test_a_setting_is_accepted_once_a_part_that_reads_it_is_chosen():
+    shf.SHF(_model(), "mse", damping=Damping(rule="paper", drop=0.9))
+    shf.SHF(_model(), "mse", solver=Solver(use_merit=True, merit_size=100, ftol=1e-5))
+    shf.SHF(_model(), "mse", solver=Solver(maxiter_rule="merit", first_check=3))  # B4's cap reads it
+    shf.SHF(_model(), "mse", line_search=LineSearch(step_rule="model", step_max=2.0))
+    shf.SHF(_model(), "mse", config=shf.SHFConfig.paper(lambda1=3.0))  # a whole configuration: not checked
 
 
 def test_b11_grows_the_curvature_batch_when_the_validation_loss_stalls() -> None:
@@ -355,9 +393,9 @@ def test_b11_grows_the_curvature_batch_when_the_validation_loss_stalls() -> None
 
 def test_b11_needs_b7s_curvature_batch() -> None:
     with pytest.raises(ConfigError, match="set curvature_size too"):
-        SHFConfig(curvature_patience=5)
+        SHFConfig.paper(curvature_patience=5)
     with pytest.raises(ConfigError, match="curvature_growth"):
-        SHFConfig(curvature_size=10, lambda_min=0.1, curvature_patience=5, curvature_growth=1.0)
+        SHFConfig.paper(curvature_size=10, lambda_min=0.1, curvature_patience=5, curvature_growth=1.0)
 
 
 def test_a_batch_the_model_cannot_take_is_a_one_line_shf_error() -> None:

@@ -20,7 +20,7 @@ TINY = [
     "--encoder", "784,24,6", "--dtype", "float64", "--threads", "1", "--max-iters", "24",
     "--set", "data.n_train=600", "--set", "data.n_val=150", "--set", "data.n_test=150",
     "--set", "optimizer.n1=100", "--set", "optimizer.n_max=400", "--set", "optimizer.maxiter1=40",
-    "--set", "optimizer.miniter=8", "--set", "optimizer.recover=12", "--set", "run.checkpoint_every=2",
+    "--set", "run.checkpoint_every=2",
     "--set", "run.patience=1000", "--no-progress",
 ]  # fmt: skip
 TIMES = ("time_s", "wall_s", "times", "wall_time_s", "optimizer_time_s", "resumed_from_iteration")
@@ -213,13 +213,12 @@ def test_run_or_reuse_reuses_resumes_and_refuses(tmp_path: Path) -> None:
     reused, an interrupted one resumed (equal to the uninterrupted run), one of another
     configuration refused with the differing keys (replaced with overwrite)."""
     import regression_runs
-    from shf import config as cfgmod
     from shf.errors import ConfigError
     from shf.experiments.run import run_or_reuse
 
-    base = [*regression_runs.OVERRIDES, "run.max_iters=8", "run.checkpoint_every=2", "data.n_train=300"]
-    base += ["data.n_val=100", "data.n_test=100"]
-    cfg = cfgmod.load("default", base)
+    base = ["run.max_iters=8", "run.checkpoint_every=2", "data.n_train=300", "data.n_val=100"]
+    base += ["data.n_test=100"]
+    cfg = regression_runs.shrunk("default", base)
     whole = run_or_reuse(cfg, tmp_path / "whole")
     assert run_or_reuse(cfg, tmp_path / "whole") == whole  # reused, not rerun
     stopped = {"n": 0}
@@ -235,7 +234,7 @@ def test_run_or_reuse_reuses_resumes_and_refuses(tmp_path: Path) -> None:
     resumed = run_or_reuse(cfg, tmp_path / "cut")
     assert resumed["resumed_from_iteration"] == 5
     _same_run(tmp_path / "cut", tmp_path / "whole")
-    other = cfgmod.load("default", [*base, "optimizer.lambda1=2.0"])
+    other = regression_runs.shrunk("default", [*base, "optimizer.lambda1=2.0"])
     with pytest.raises(ConfigError, match=r"optimizer\.lambda1 differ"):
         run_or_reuse(other, tmp_path / "whole")
     assert run_or_reuse(other, tmp_path / "whole", overwrite=True)["hf_iterations"] == 8

@@ -29,7 +29,7 @@ def test_models_satisfy_protocol():
 
 def test_one_step_with_vanishing_damping_reaches_least_squares_solution():
     model, w = _lsq()
-    cfg = SHFConfig(lambda1=1e-8, preconditioner="none", use_merit=False, maxiter1=50, atol=1e-14)
+    cfg = SHFConfig.paper(lambda1=1e-8, preconditioner="none", use_merit=False, maxiter1=50, atol=1e-14)
     state = SHFState.initial(cfg)
     w1, info = shf_step(model, w, torch.empty(0), state, cfg)
     x_ls = torch.linalg.lstsq(model.M, model.y.unsqueeze(1)).solution.squeeze(1)
@@ -47,7 +47,7 @@ def test_one_step_with_vanishing_damping_reaches_least_squares_solution():
 
 def test_armijo_holds_after_line_search_on_autoencoder():
     net, w, X = tiny_problem((6, 4, 2), 16, seed=3)
-    cfg = SHFConfig(lambda1=1e-3, preconditioner="chapelle-erhan", use_merit=False, maxiter1=30, n1=16)
+    cfg = SHFConfig.paper(lambda1=1e-3, preconditioner="chapelle-erhan", use_merit=False, maxiter1=30, n1=16)
     state = SHFState.initial(cfg)
     A = net.jacobian(w, X)
     f0, g = A.loss, A.gradient()
@@ -64,7 +64,7 @@ def test_lm_rule_raises_damping_when_model_is_poor():
     """Nearly undamped Gauss-Newton on a saturated net overshoots: rho < 1/4, lambda / drop."""
     net, w, X = tiny_problem((6, 4, 2), 16, seed=4)
     w = [W * 6 for W in w]  # saturated units: the quadratic model is poor far from w
-    cfg = SHFConfig(lambda1=1e-6, preconditioner="none", use_merit=False, maxiter1=200, n1=16, drop=0.5)
+    cfg = SHFConfig.paper(lambda1=1e-6, preconditioner="none", use_merit=False, maxiter1=200, n1=16, drop=0.5)
     state = SHFState.initial(cfg)
     _, info = shf_step(net, w, X, state, cfg)
     assert info.rho < 0.25
@@ -76,7 +76,7 @@ def test_lm_rule_raises_damping_when_model_is_poor():
 def test_lm_rule_lowers_damping_when_model_is_good():
     """Heavily damped step on a mildly nonlinear net: the model is accurate, rho > 3/4."""
     net, w, X = tiny_problem((6, 4, 2), 16, seed=4)
-    cfg = SHFConfig(lambda1=10.0, preconditioner="none", use_merit=False, maxiter1=50, n1=16, drop=0.5)
+    cfg = SHFConfig.paper(lambda1=10.0, preconditioner="none", use_merit=False, maxiter1=50, n1=16, drop=0.5)
     state = SHFState.initial(cfg)
     _, info = shf_step(net, w, X, state, cfg)
     assert info.rho > 0.75
@@ -98,7 +98,7 @@ def test_nan_loss_rejects_step_and_raises_damping():
         torch.randn(10, 4, generator=g, dtype=torch.float64), torch.ones(10, dtype=torch.float64), (2, 2)
     )
     w = [torch.zeros(2, 2, dtype=torch.float64)]
-    cfg = SHFConfig(lambda1=1.0, preconditioner="none", use_merit=False, drop=0.5)
+    cfg = SHFConfig.paper(lambda1=1.0, preconditioner="none", use_merit=False, drop=0.5)
     state = SHFState.initial(cfg)
     w1, info = shf_step(model, w, torch.empty(0), state, cfg)
     assert not info.accepted and info.step == 0.0
@@ -120,7 +120,7 @@ def test_nan_direction_never_reaches_weights():
         torch.randn(10, 4, generator=g, dtype=torch.float64), torch.ones(10, dtype=torch.float64), (2, 2)
     )
     w = [torch.ones(2, 2, dtype=torch.float64)]
-    cfg = SHFConfig(lambda1=1.0, preconditioner="none", use_merit=False, drop=0.5)
+    cfg = SHFConfig.paper(lambda1=1.0, preconditioner="none", use_merit=False, drop=0.5)
     state = SHFState.initial(cfg)
     w1, info = shf_step(model, w, torch.empty(0), state, cfg)
     assert tl.all_finite(w1) and torch.equal(w1[0], w[0])
@@ -140,7 +140,7 @@ def test_overflowing_update_is_refused_and_raises_damping(monkeypatch):
     grows at least as the paper's rule does on a failed step, and d is not reused."""
     model, w = _lsq(3)
     model = _BlindLoss(model.M, model.y, model.shape)
-    cfg = SHFConfig(lambda1=1.0, preconditioner="none", use_merit=False, drop=0.5)
+    cfg = SHFConfig.paper(lambda1=1.0, preconditioner="none", use_merit=False, drop=0.5)
     real_axpy = tl.axpy
 
     def overflowing_axpy(alpha, x, y):  # type: ignore[no-untyped-def]
@@ -175,8 +175,8 @@ def test_warm_start_guard_drops_a_start_that_does_not_decrease_the_model(t, kept
     x0 = tl.scale(t, d_star)
     # lambda = 1e3 and 2 iterations: the returned direction stays close to where LSMR started
     kwargs = {"lambda1": 1e3, "preconditioner": "none", "use_merit": False, "maxiter1": 2, "atol": 0.0}
-    guarded = SHFConfig(warm_start_guard="model", **kwargs)
-    paper = SHFConfig(**kwargs)
+    guarded = SHFConfig.paper(warm_start_guard="model", **kwargs)
+    paper = SHFConfig.paper(**kwargs)
     results = {}
     for name, cfg in (("guarded", guarded), ("paper", paper), ("zero", paper)):
         state = SHFState.initial(cfg)
@@ -204,7 +204,7 @@ def test_warm_start_retry_solves_again_from_zero_when_the_direction_raises_the_m
     kwargs = {"lambda1": 1e3, "preconditioner": "none", "use_merit": False, "maxiter1": 2, "atol": 0.0}
     out = {}
     for name, guard, start in (("retry", "retry", x0), ("paper", "none", x0), ("zero", "none", None)):
-        cfg = SHFConfig(warm_start_guard=guard, **kwargs)
+        cfg = SHFConfig.paper(warm_start_guard=guard, **kwargs)
         state = SHFState.initial(cfg)
         state.d = None if start is None else tl.clone(start)
         out[name] = shf_step(model, w, torch.empty(0), state, cfg)
@@ -227,7 +227,7 @@ def test_warm_start_reset_keeps_the_step_and_drops_the_next_warm_start(t):
     kwargs = {"lambda1": 1e3, "preconditioner": "none", "use_merit": False, "maxiter1": 2, "atol": 0.0}
     out = {}
     for guard in ("reset", "none"):
-        cfg = SHFConfig(warm_start_guard=guard, **kwargs)
+        cfg = SHFConfig.paper(warm_start_guard=guard, **kwargs)
         state = SHFState.initial(cfg)
         state.d = tl.clone(x0)
         out[guard] = (*shf_step(model, w, torch.empty(0), state, cfg), state)
@@ -264,4 +264,4 @@ def test_warm_start_reset_keeps_the_step_and_drops_the_next_warm_start(t):
 )
 def test_invalid_hyperparameters(kwargs, match):
     with pytest.raises(ConfigError, match=match):
-        SHFConfig(**kwargs)
+        SHFConfig.paper(**kwargs)

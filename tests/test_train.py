@@ -24,7 +24,7 @@ def _data(n_train: int = 600, n_val: int = 200, n_test: int = 200):
 
 
 NET = Autoencoder((784, 64, 16, 6))
-CFG = SHFConfig(lambda1=5.0, n1=50, n_max=300, maxiter1=40, ftol=1e-7, miniter=10, recover=20)
+CFG = SHFConfig.paper(lambda1=5.0, n1=50, n_max=300, maxiter1=40, ftol=1e-7, miniter=10, recover=20)
 
 
 def _strip_times(history):

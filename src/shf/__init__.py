@@ -11,7 +11,8 @@ A matrix-free Gauss-Newton / Levenberg-Marquardt optimizer for PyTorch models:
 from shf import losses, models
 from shf.errors import ConfigError, DataError, ShfError
 from shf.fit import FitResult, fit
-from shf.optim.hyper import Batch, Damping, Init, LineSearch, Solver, WarmStart
+from shf.optim.hyper import PAPER
+from shf.optim.settings import Batch, Damping, Init, LineSearch, Solver, WarmStart
 from shf.optim.shf import SHF
 from shf.optim.step import SHFConfig, StepInfo
 from shf.solvers.lsmr import LsmrInfo, LsmrStop, lsmr
@@ -19,6 +20,7 @@ from shf.solvers.lsmr import LsmrInfo, LsmrStop, lsmr
 __version__ = "0.1.0"
 
 __all__ = [
+    "PAPER",
     "SHF",
     "Batch",
     "ConfigError",

@@ -563,7 +563,7 @@ def _compare_config(
     rest = [s for s in o if s not in opt]
     keys = [k.split(".", 1)[1] for k in _set_keys(opt)]
     under = [f"optimizer.{k}={json.dumps(v)}" for k, v in TUNED.items() if k not in keys]
-    tuned = cfgmod.load(config, [*rest, *under, *opt])  # validates shf-tuned's own [optimizer]
+    tuned = cfgmod.load(config, [*rest, *under, *opt], given=keys)  # validates shf-tuned's own [optimizer]
     return cfgmod.load(config, rest), {k: getattr(tuned.optimizer, k) for k in sorted(keys)}
 
 

@@ -17,6 +17,7 @@ import os
 import tomllib
 import types
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -27,6 +28,7 @@ from shf.errors import ConfigError
 from shf.fit import LoopConfig
 from shf.optim.first_order import FirstOrderConfig
 from shf.optim.hf import HFConfig
+from shf.optim.settings import PAPER_VALUES
 from shf.optim.step import SHFConfig
 
 DTYPES = ("float32", "float64")
@@ -253,6 +255,10 @@ def from_dict(d: dict[str, Any]) -> ExperimentConfig:
 def restore_infinities(d: dict[str, Any]) -> dict[str, Any]:
     """A stored configuration (a run's ``config.json``) as :func:`from_dict` takes it.
 
+    An ``[optimizer]`` key that the stored configuration lacks was added to shf after that run was
+    made, when shf's behaviour without it was the paper's: it gets the paper's value
+    (:data:`shf.optim.settings.PAPER_VALUES`), not today's default.
+
     ``config.json`` is strict JSON, where :func:`shf.runlog.jsonable` wrote an infinite float
     (``run.max_time = inf``: no time limit) as ``null``; a ``null`` under a key whose type is a
     plain ``float`` (``None`` is not one of its values) is that infinity again. Other values are
@@ -266,6 +272,9 @@ def restore_infinities(d: dict[str, Any]) -> dict[str, Any]:
         for k, v in vals.items():
             if v is None and hints.get(k) is float:
                 vals[k] = math.inf
+    if isinstance(out.get("optimizer"), dict):
+        # a key missing from a stored run was added after it: the run had the paper's setting
+        out["optimizer"] = {**PAPER_VALUES, **out["optimizer"]}
     return out
 
 
@@ -328,8 +337,15 @@ def read_toml(name_or_path: str) -> dict[str, Any]:
 SIZE_KEYS = ("n_train", "n_val", "n_test")
 
 
-def load(name_or_path: str = "default", overrides: list[str] | None = None) -> ExperimentConfig:
+def load(
+    name_or_path: str = "default", overrides: list[str] | None = None, *, given: Iterable[str] | None = None
+) -> ExperimentConfig:
     """Read a preset or file, apply overrides, validate.
+
+    An ``[optimizer]`` key that the chosen parts ignore (:meth:`SHFConfig.ignored`) is refused
+    where it is given: in the file, against the parts the file chooses, and in the overrides,
+    against the result. ``given``: the ``[optimizer]`` keys of the overrides that the user gave
+    (default: all of them; a method's own overlay passed as overrides is not the user's).
 
     The split sizes a file sets are for its own data set: an override that names another
     data set drops them (unless the overrides set them too), so a preset's sizes do not
@@ -337,6 +353,12 @@ def load(name_or_path: str = "default", overrides: list[str] | None = None) -> E
     """
     base = read_toml(name_or_path)
     d = apply_overrides(base, overrides or [])
+    try:  # the file's own [optimizer] keys, against the parts the file itself chooses
+        check_ignored(from_dict(base).optimizer, base.get("optimizer", {}), str(name_or_path))
+    except ConfigError as e:
+        if "is ignored" in str(e):
+            raise
+        # the file is completed by the overrides: its keys are checked against the result below
     before = base.get("data", {}).get("dataset", DataConfig.dataset)
     after = d.get("data", {}).get("dataset", DataConfig.dataset)
     if after != before:
@@ -344,4 +366,20 @@ def load(name_or_path: str = "default", overrides: list[str] | None = None) -> E
         for k in SIZE_KEYS:
             if k not in given:
                 d["data"].pop(k, None)
-    return from_dict(d)
+    cfg = from_dict(d)
+    if given is None:
+        given = [parse_override(o)[1] for o in overrides or [] if parse_override(o)[0] == "optimizer"]
+    check_ignored(cfg.optimizer, given, "--set")
+    return cfg
+
+
+def check_ignored(cfg: SHFConfig, keys: Iterable[str], where: str) -> None:
+    """Refuse the ``[optimizer]`` ``keys`` (given in a file or as overrides, ``where``) that the
+    parts ``cfg`` chooses do not read (:meth:`SHFConfig.ignored`), naming the part."""
+    ignored = cfg.ignored()
+    for k in keys:
+        if k in ignored:
+            raise ConfigError(
+                f"{where}: optimizer.{k} is ignored by {ignored[k]}: remove it, or choose a part "
+                "that reads it"
+            )

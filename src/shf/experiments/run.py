@@ -339,10 +339,11 @@ def config_differences(stored: dict[str, Any], cfg: ExperimentConfig) -> list[st
     """The ``section.key`` names whose stored value (a run's ``config.json``) differs from ``cfg``'s.
 
     A key the stored configuration lacks was added to shf after that run was made; the run then
-    behaved as the key's default does (a new option's default keeps the earlier behaviour), so
-    it differs only if ``cfg`` sets another value."""
+    behaved as the key's value at its introduction (the paper's, for an ``[optimizer]`` key:
+    ``SHFConfig.paper()``), so it differs only if ``cfg`` sets another value."""
     a, b = _flat(runlog.jsonable(stored)), _flat(runlog.jsonable(cfg.to_dict()))
-    defaults = _flat(runlog.jsonable(ExperimentConfig().to_dict()))
+    # what shf did before a key existed: the paper's setting for an [optimizer] key
+    defaults = _flat(runlog.jsonable(ExperimentConfig(optimizer=SHFConfig.paper()).to_dict()))
     for k in set(b) - set(a):
         if k in defaults:
             a[k] = defaults[k]

@@ -35,7 +35,8 @@ from shf.curvature.module import curvature_model
 from shf.curvature.sharded import ShardedProblem
 from shf.errors import ConfigError, DataError, ShfError
 from shf.optim.batchsize import BatchPolicy, BatchSchedule, batch_cap
-from shf.optim.hyper import Batch, Damping, Init, LineSearch, Solver, WarmStart, to_config
+from shf.optim.hyper import to_config
+from shf.optim.settings import PRECONDITIONER, Batch, Damping, Init, LineSearch, Solver, WarmStart
 from shf.optim.step import NOT_FINITE_BATCH, SHFConfig, SHFState, StepInfo, shf_step
 
 ValSet = tuple[Inputs, Tensor | None] | list[Any] | Inputs
@@ -147,10 +148,13 @@ class SHF(torch.optim.Optimizer):
             (``torch.optim.lr_scheduler``) set it. 1.0 (the default): the paper's step, bit for
             bit; it must be finite and >= 0.
         damping, warm_start, solver, batch, line_search: the hyper-parameter groups of
-            :mod:`shf.optim.hyper` (defaults: the paper's CURVES settings with the measured-best
-            ones beyond the paper, ``shf.optim.hyper.TUNED``, on top).
+            :mod:`shf.optim.settings`, shf's one set of defaults (the paper's CURVES settings with
+            the measured-best ones beyond the paper, ``shf.optim.hyper.TUNED``, on top). A field
+            set to a value that the chosen parts ignore is refused, naming the part
+            (``Damping(drop=0.9)`` under Nielsen's rule).
         preconditioner: ``chapelle-erhan`` (Alg. 3), ``martens`` or ``none``.
-        config: all hyper-parameters as one flat :class:`SHFConfig` instead of the groups.
+        config: all hyper-parameters as one flat :class:`SHFConfig` instead of the groups;
+            ``shf.PAPER`` (``SHFConfig.paper()``) is the paper's settings.
         train_size: ``N``, the training-set size, for Alg. 2's finite-population factor
             (``None``: an unbounded stream). The batch size is capped at it.
         seed, generator: the random numbers of the batches (drawn by :func:`shf.fit`) and of
@@ -177,7 +181,7 @@ class SHF(torch.optim.Optimizer):
         solver: Solver | None = None,
         batch: Batch | None = None,
         line_search: LineSearch | None = None,
-        preconditioner: str = "chapelle-erhan",
+        preconditioner: str = PRECONDITIONER,
         config: SHFConfig | None = None,
         train_size: int | None = None,
         seed: int = 0,
@@ -191,7 +195,7 @@ class SHF(torch.optim.Optimizer):
             raise ConfigError(f"SHF needs the model (a torch.nn.Module), got {type(model).__name__}")
         groups = (damping, warm_start, solver, batch, line_search)
         if config is not None:
-            if any(g is not None for g in groups) or preconditioner != "chapelle-erhan":
+            if any(g is not None for g in groups) or preconditioner != PRECONDITIONER:
                 raise ConfigError("give SHF either config= or the hyper-parameter groups, not both")
             if not isinstance(config, SHFConfig):
                 raise ConfigError(f"config must be a shf.SHFConfig, got {type(config).__name__}")
@@ -538,8 +542,8 @@ class SHF(torch.optim.Optimizer):
         self._check_parameters(state_dict)
         mine = dataclasses.asdict(self.config)
         # A hyper-parameter the saved state lacks was added to shf after it was saved: that run
-        # behaved as the field's default (a new option's default keeps the earlier behaviour).
-        defaults = {f.name: f.default for f in dataclasses.fields(SHFConfig)}
+        # behaved as the paper's setting (each option kept shf's behaviour when it was added).
+        defaults = dataclasses.asdict(SHFConfig.paper())
         saved = {k: s["config"].get(k, defaults.get(k)) for k in set(mine) | set(s["config"])}
         if saved != mine:
             diff = sorted(k for k, v in saved.items() if mine.get(k) != v)

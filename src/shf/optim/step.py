@@ -37,6 +37,16 @@ from shf.optim.damping import DAMPING_RULES, LAMBDA_MAX, DampingRule, make_dampi
 from shf.optim.linesearch import STEP_RULES, StepLength, make_step_length
 from shf.optim.objective import Objective, ObjectiveAt, QuadraticModel
 from shf.optim.sampler import CurvatureRows, make_sampler
+from shf.optim.settings import (
+    PAPER_VALUES,
+    PRECONDITIONER,
+    Batch,
+    Damping,
+    Init,
+    LineSearch,
+    Solver,
+    WarmStart,
+)
 from shf.optim.solve import (
     SOLVERS,
     Agree,
@@ -65,7 +75,10 @@ def _finite(x: float) -> bool:
 
 @dataclass
 class SHFConfig:
-    """Hyper-parameters of Alg. 1 and Alg. 6 (defaults: the paper's CURVES run, §6).
+    """Hyper-parameters of Alg. 1 and Alg. 6, flat (the ``[optimizer]`` section of a configuration
+    file). The defaults are the settings groups' (:mod:`shf.optim.settings`): the paper's CURVES run
+    (§6) with the measured-best settings beyond the paper on top; :meth:`paper` (``shf.PAPER``) is
+    the paper's run exactly.
 
     Attributes:
         lambda1: initial damping ``lambda_1`` (LSMR's ``damp``; the system is
@@ -162,52 +175,86 @@ class SHFConfig:
             (eq. 19), so without the merit a bad start is returned almost unchanged.
     """
 
-    lambda1: float = 5.0
-    drop: float = 0.99
-    gamma1: float = 0.7
-    gamma_growth: float = 1.002
-    gamma_max: float = 0.95
-    maxiter1: int = 200
-    atol: float = 1e-8
-    ftol: float = 1e-7
-    miniter: int = 50
-    recover: int = 100
-    first_check: int = 5
-    check_growth: float = 1.25
-    theta: float = 0.5
-    m0: int = 20
-    sigma: float = 1.5
-    alpha: float = 1e-4
-    max_backtracks: int = 30
-    n1: int = 250
-    n_max: int = 2500
-    batch_growth: float = 1.005
-    rrel_tol: float = 0.005
-    window: int = 5
-    preconditioner: str = "chapelle-erhan"
-    use_merit: bool = True
-    solver: str = "lsmr"
-    batch_schedule: str = "dynamic"
-    damping_rule: str = "paper"
-    lambda_min: float = 0.0
-    forcing: str = "none"
-    forcing_eta0: float = 0.5
-    forcing_power: float = 0.5
-    maxiter_rule: str = "paper"
-    maxiter_max: int | None = None
-    merit_size: int | None = None
-    batch_test: str = "squared"
-    curvature_size: int | None = None
-    curvature_patience: int | None = None
-    curvature_growth: float = 2.0
-    step_rule: str = "unit"
-    step_max: float = 4.0
-    weight_cost: float = 0.0
-    n_max_fraction: float | None = None
-    warm_start_guard: str = "none"
+    lambda1: float = Damping.lambda1
+    drop: float = Damping.drop
+    gamma1: float = WarmStart.gamma1
+    gamma_growth: float = WarmStart.growth
+    gamma_max: float = WarmStart.gamma_max
+    maxiter1: int = Solver.maxiter1
+    atol: float = Solver.atol
+    ftol: float = Solver.ftol
+    miniter: int = Solver.miniter
+    recover: int = Solver.recover
+    first_check: int = Solver.first_check
+    check_growth: float = Solver.check_growth
+    theta: float = Batch.theta
+    m0: int = Init.m0
+    sigma: float = Init.sigma
+    alpha: float = LineSearch.alpha
+    max_backtracks: int = LineSearch.max_backtracks
+    n1: int = Batch.n1
+    n_max: int = Batch.n_max
+    batch_growth: float = Batch.growth
+    rrel_tol: float = Batch.rrel_tol
+    window: int = Batch.window
+    preconditioner: str = PRECONDITIONER
+    use_merit: bool = Solver.use_merit
+    solver: str = Solver.kind
+    batch_schedule: str = Batch.schedule
+    damping_rule: str = Damping.rule
+    lambda_min: float = Damping.lambda_min
+    forcing: str = Solver.forcing
+    forcing_eta0: float = Solver.forcing_eta0
+    forcing_power: float = Solver.forcing_power
+    maxiter_rule: str = Solver.maxiter_rule
+    maxiter_max: int | None = Solver.maxiter_max
+    merit_size: int | None = Solver.merit_size
+    batch_test: str = Batch.test
+    curvature_size: int | None = Batch.curvature_size
+    curvature_patience: int | None = Batch.curvature_patience
+    curvature_growth: float = Batch.curvature_growth
+    step_rule: str = LineSearch.step_rule
+    step_max: float = LineSearch.step_max
+    weight_cost: float = Damping.weight_cost
+    n_max_fraction: float | None = Batch.n_max_fraction
+    warm_start_guard: str = WarmStart.guard
 
     def __post_init__(self) -> None:
         self.validate()
+
+    @classmethod
+    def paper(cls, **changes: Any) -> SHFConfig:
+        """The paper's settings (its CURVES run, §6: :data:`shf.optim.settings.PAPER_VALUES` over
+        the defaults), with ``changes`` (e.g. another preset's Table 1 row) on top."""
+        return cls(**{**PAPER_VALUES, **changes})
+
+    def ignored(self) -> dict[str, str]:
+        """The keys that this configuration's chosen parts do not read, each with the part that
+        ignores it (a setting given for one of them is refused where shf can tell that it was
+        given: the groups, :func:`shf.optim.hyper.check_given`, and a configuration file's keys and
+        overrides, :func:`shf.config.load`)."""
+        out: dict[str, str] = {}
+
+        def by(part: str, *keys: str) -> None:
+            out.update(dict.fromkeys(keys, part))
+
+        if self.damping_rule == "nielsen":
+            by("Nielsen's damping rule (damping_rule = 'nielsen', NielsenDamping)", "drop")
+        if not self.use_merit:
+            merit_keys = ["ftol", "miniter", "recover", "check_growth", "merit_size"]
+            if self.maxiter_rule != "merit":  # B4's merit cap reads first_check too
+                merit_keys.append("first_check")
+            by("the solve without Alg. 6's validation merit (use_merit = false)", *merit_keys)
+        if self.forcing == "none":
+            by("the solve without B3's forcing test (forcing = 'none')", "forcing_eta0", "forcing_power")
+        if self.step_rule == "unit":
+            by("Armijo's backtracking from 1 (step_rule = 'unit', StepLength)", "step_max")
+        if self.curvature_patience is None:
+            by("curvature rows that do not grow (curvature_patience = none)", "curvature_growth")
+        if self.batch_schedule == "fixed":
+            by("the fixed batch (batch_schedule = 'fixed')", "theta", "batch_growth", "rrel_tol", "window",
+               "batch_test")  # fmt: skip
+        return out
 
     def tolerances(self) -> Tolerances:
         """The inner solver's stopping constants (``atol`` and Alg. 6's merit rule)."""
