@@ -463,11 +463,7 @@ class SHF(torch.optim.Optimizer):
         generator's state and the configuration."""
         sd = super().state_dict()
         sd["shf"] = {
-            "lam": self.hf_state.lam,
-            "damping": self.hf_state.damping.state_dict(),
-            "g1_norm": self.hf_state.forcing.state_dict()["g1_norm"],
-            "gamma": self.hf_state.gamma,
-            "maxiter": self.hf_state.maxiter,
+            **self.hf_state.state_dict(warm_start=False),  # d: per parameter, in sd["state"]
             "schedule": self.schedule.state_dict(),
             "n_max": self.schedule.n_max,
             "generator": self.generator.get_state(),
@@ -478,9 +474,6 @@ class SHF(torch.optim.Optimizer):
             # the trained parameters' shapes and dtypes: a state for another architecture is refused
             "params": [[list(p.shape), _dtype_name(p.dtype)] for p in self._params],
         }
-        plateau = self.hf_state.sampler.state_dict()
-        if plateau is not None:  # B11's growing curvature rows
-            sd["shf"]["curvature_plateau"] = plateau
         return sd
 
     def _check_parameters(self, state_dict: dict[str, Any]) -> None:
@@ -551,15 +544,11 @@ class SHF(torch.optim.Optimizer):
         super().load_state_dict(state_dict)
         for g in self.param_groups:
             g.setdefault("lr", 1.0)  # saved before SHF had an lr: the unscaled step
-        self.hf_state.lam, self.hf_state.gamma, self.hf_state.maxiter = s["lam"], s["gamma"], s["maxiter"]
-        # saved before the damping was a part: Nielsen's nu at the top level
-        self.hf_state.damping.load_state_dict(s.get("damping", {"nu": s.get("nu", 2.0)}))
-        self.hf_state.forcing.load_state_dict({"g1_norm": s.get("g1_norm")})
-        self.hf_state.sampler.load_state_dict(s.get("curvature_plateau"))
         self.schedule.load_state_dict(s["schedule"])
         self.schedule.n_max = int(s["n_max"])  # set by the training-set size it was saved with
         self.generator.set_state(cast(Tensor, s["generator"]).clone())
         self.train_size = s["train_size"]
         self.iterations = int(s["iterations"])
         d = [self.state[p].get("warm_start") for p in self._params]
-        self.hf_state.d = None if any(t is None for t in d) else cast(list[Tensor], d)
+        warm = None if any(t is None for t in d) else cast(list[Tensor], d)
+        self.hf_state.load_state_dict({**s, "d": warm})  # Alg. 1's state: one reader for it

@@ -441,22 +441,27 @@ class SHFState:
             d=None,
         )
 
-    def state_dict(self) -> dict[str, Any]:
-        """Tensors and scalars to resume exactly."""
-        return {
-            "lam": self.lam, "gamma": self.gamma, "maxiter": self.maxiter, "d": self.d,
+    def state_dict(self, warm_start: bool = True) -> dict[str, Any]:
+        """Tensors and scalars to resume exactly (``warm_start``: with ``d``; :class:`shf.SHF`
+        keeps ``d`` per parameter in ``torch.optim``'s state instead)."""
+        out: dict[str, Any] = {
+            "lam": self.lam, "gamma": self.gamma, "maxiter": self.maxiter,
             "damping": self.damping.state_dict(),
             "g1_norm": self.forcing.state_dict()["g1_norm"],
             "curvature": self.sampler.state_dict(),
         }  # fmt: skip
+        if warm_start:
+            out["d"] = self.d
+        return out
 
     def load_state_dict(self, s: dict[str, Any]) -> None:
-        """Restore from :meth:`state_dict`."""
+        """Restore from :meth:`state_dict` (or from the keys of older ones)."""
         self.lam, self.gamma, self.maxiter, self.d = s["lam"], s["gamma"], s["maxiter"], s["d"]
         # saved before the damping was a part: Nielsen's nu at the top level
         self.damping.load_state_dict(s.get("damping", {"nu": s.get("nu", 2.0)}))
         self.forcing.load_state_dict({"g1_norm": s.get("g1_norm")})
-        self.sampler.load_state_dict(s.get("curvature"))
+        # shf.SHF saved B11's rows as "curvature_plateau", and only when they grow
+        self.sampler.load_state_dict(s.get("curvature", s.get("curvature_plateau")))
 
 
 @dataclass
