@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -31,3 +33,72 @@ def test_value_gradient_and_curvature_of_the_loss_with_a_weight_cost(c: float) -
     slope, curv, change = QuadraticModel(f, A).along(d)
     assert (slope, curv) == pytest.approx((tl.dot(f.gradient(), d), gn + c * tl.dot(d, d)), rel=1e-12)
     assert change == pytest.approx(0.5 * curv + slope, rel=1e-14)
+
+
+def _classifier() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)).double()
+    g = torch.Generator().manual_seed(1)
+    X = torch.randn(80, 5, generator=g, dtype=torch.float64)
+    return net, X, torch.randint(0, 3, (80,), generator=g)
+
+
+def test_b16_sets_the_weight_cost_by_the_weights_per_training_example() -> None:
+    """c = weight_cost (P / N) / 100: the rule's formula, the cost SHF builds from its model and
+    train_size, and the run it gives: identical, bit for bit, to the constant rule at that c."""
+    import shf
+    from shf.optim.objective import WeightsPerExample, make_objective
+
+    assert WeightsPerExample(1e-4).cost(355_000, 1_000) == pytest.approx(3.55e-4, rel=1e-15)
+    assert make_objective("constant", 1e-4, 35_500, 1_000).weight_cost == 1e-4
+    net, X, y = _classifier()
+    P = sum(p.numel() for p in net.parameters())  # 75 weights
+
+    def run(rule: str, wc: float) -> list[torch.Tensor]:
+        model = copy.deepcopy(net)
+        damping = shf.Damping(weight_cost=wc, weight_cost_rule=rule)
+        opt = shf.SHF(
+            model, "cross_entropy", train_size=60, seed=3, damping=damping, batch=shf.Batch(n1=30, n_max=60)
+        )
+        for _ in range(3):
+            opt.step(X[:30], y[:30], val=(X[60:], y[60:]))
+        if rule == "per-example":
+            assert opt.hf_state.objective.weight_cost == pytest.approx(wc * P / 60 / 100, rel=1e-15)
+        return [p.detach().clone() for p in model.parameters()]
+
+    per_example = run("per-example", 0.2)
+    assert all(torch.equal(a, b) for a, b in zip(per_example, run("constant", 0.2 * (P / 60) / 100)))
+    # ... and not the constant rule at weight_cost itself (else this test could not fail)
+    assert not all(torch.equal(a, b) for a, b in zip(per_example, run("constant", 0.2)))
+
+
+def test_b16_needs_the_training_set_size_and_a_weight_cost() -> None:
+    import shf
+    from shf.errors import ConfigError
+
+    net, _, _ = _classifier()
+    with pytest.raises(ConfigError, match="'per-example' needs the training-set size: give SHF train_size="):
+        shf.SHF(net, "cross_entropy", damping=shf.Damping(weight_cost_rule="per-example"))
+    with pytest.raises(
+        ConfigError, match=r"weight_cost_rule='per-example'\) is ignored by the objective without"
+    ):
+        shf.SHF(
+            net,
+            "cross_entropy",
+            train_size=60,
+            damping=shf.Damping(weight_cost=0.0, weight_cost_rule="per-example"),
+        )
+    with pytest.raises(ConfigError, match="weight_cost_rule must be one of"):
+        shf.SHF(net, "cross_entropy", train_size=60, damping=shf.Damping(weight_cost_rule="per-weight"))
+
+
+def test_b16_resumes_with_the_training_set_size_it_was_saved_with() -> None:
+    import shf
+
+    net, _, _ = _classifier()
+    kw = {"damping": shf.Damping(weight_cost_rule="per-example"), "batch": shf.Batch(n1=30, n_max=60)}
+    opt = shf.SHF(net, "cross_entropy", train_size=60, **kw)
+    other = shf.SHF(net, "cross_entropy", train_size=6000, **kw)
+    assert other.hf_state.objective.weight_cost != opt.hf_state.objective.weight_cost
+    other.load_state_dict(opt.state_dict())
+    assert other.hf_state.objective.weight_cost == opt.hf_state.objective.weight_cost

@@ -9,6 +9,7 @@ gradient once, when first asked.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -17,6 +18,15 @@ from torch import Tensor
 from shf import tensorlist as tl
 from shf.batch import Inputs
 from shf.curvature.base import CurvatureModel, JacobianOperator
+from shf.errors import ConfigError, require_choice
+
+logger = logging.getLogger(__name__)
+
+WEIGHT_COST_RULES = ("constant", "per-example")
+"""How B10's weight cost ``c`` is set: ``weight_cost`` itself, or B16's rule."""
+
+REFERENCE_WEIGHTS_PER_EXAMPLE = 100.0
+"""B16: the weights per training example at which ``c`` is ``weight_cost``."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +40,37 @@ class Objective:
     ) -> ObjectiveAt:
         """The objective at ``w`` on the batch ``(X, Y)``, whose operator is ``A``."""
         return ObjectiveAt(self.weight_cost, model, A, w, X, Y)
+
+
+@dataclass(frozen=True)
+class WeightsPerExample:
+    """Beyond the paper (B16, ``weight_cost_rule = "per-example"``): B10's weight cost in proportion
+    to the model's weights per training example, ``c = weight_cost (P / N) / 100`` (``P`` weights,
+    ``N`` training examples; ``weight_cost`` is ``c`` at 100 weights per example). The weight cost
+    that helped the MNIST-t10k network (5e-4; 355 weights per example) hurt USPS's (62): a model
+    with more weights per example has more room to fit its training set and wants more of it."""
+
+    weight_cost: float
+
+    def cost(self, n_weights: int, train_size: int | None) -> float:
+        """``c`` for ``n_weights`` weights and ``train_size`` training examples."""
+        if train_size is None:
+            raise ConfigError(
+                "weight_cost_rule = 'per-example' needs the training-set size: give SHF train_size= "
+                "(shf.fit and shf train do), or use weight_cost_rule = 'constant'"
+            )
+        return self.weight_cost * (n_weights / train_size) / REFERENCE_WEIGHTS_PER_EXAMPLE
+
+
+def make_objective(rule: str, weight_cost: float, n_weights: int, train_size: int | None) -> Objective:
+    """The objective with B10's weight cost set by ``rule`` (one of :data:`WEIGHT_COST_RULES`):
+    ``"constant"`` (``c = weight_cost``) or ``"per-example"`` (:class:`WeightsPerExample`)."""
+    require_choice("weight_cost_rule", rule, WEIGHT_COST_RULES)
+    if rule == "per-example":
+        c = WeightsPerExample(weight_cost).cost(n_weights, train_size)
+        logger.info("B16: weight cost %.4g (%d weights, %s training examples)", c, n_weights, train_size)
+        return Objective(c)
+    return Objective(weight_cost)
 
 
 class ObjectiveAt:

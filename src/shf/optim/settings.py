@@ -30,13 +30,17 @@ class Damping:
     0, the paper's, is none; Martens' is 2e-5; ``torch.optim``'s coupled ``weight_decay = c``,
     applied inside the Newton system). TUNED's is 1e-4: with B14 ``"reset"`` and B15 it lowered
     the test error on USPS, MNIST-t10k and CURVES (``docs/results/goal``, "B10 in the
-    defaults"); with the validation merit inside LSMR it had cost on CURVES and MNIST-t10k."""
+    defaults"); with the validation merit inside LSMR it had cost on CURVES and MNIST-t10k.
+    ``weight_cost_rule``: ``"constant"`` (``c = weight_cost``) or, beyond the paper (B16),
+    ``"per-example"``: ``c = weight_cost (P / N) / 100`` with ``P`` the weights and ``N`` the
+    training examples (:class:`shf.optim.objective.WeightsPerExample`)."""
 
     lambda1: float = 5.0
     drop: float = 0.99
     rule: str = "nielsen"
     lambda_min: float = 0.05
     weight_cost: float = 1e-4
+    weight_cost_rule: str = "constant"
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from shf.curvature.sharded import ShardedProblem
 from shf.errors import ConfigError, DataError, ShfError
 from shf.optim.batchsize import BatchPolicy, BatchSchedule, batch_cap
 from shf.optim.hyper import to_config
+from shf.optim.objective import make_objective
 from shf.optim.settings import PRECONDITIONER, Batch, Damping, Init, LineSearch, Solver, WarmStart
 from shf.optim.step import NOT_FINITE_BATCH, SHFConfig, SHFState, StepInfo, shf_step
 
@@ -252,7 +253,7 @@ class SHF(torch.optim.Optimizer):
                     comm.broadcast_(p.data)
             self.generator.set_state(comm.broadcast_(self.generator.get_state()))
         # lambda <- lambda1; gamma <- gamma1; maxiter <- maxiter1; d <- 0  (Alg. 1)
-        self.hf_state = SHFState.initial(cfg)
+        self.hf_state = SHFState.initial(cfg, self._n_weights(), self.train_size)
         N = self.train_size
         n1 = cfg.n1 if N is None else min(cfg.n1, N)
         # n <- n1 (Alg. 1), and the growth rule's window
@@ -271,6 +272,10 @@ class SHF(torch.optim.Optimizer):
             first_check=cfg.first_check, maxiter_max=cfg.maxiter_max,
         )  # fmt: skip
         self.iterations = 0
+
+    def _n_weights(self) -> int:
+        """The number of weights trained (``P``, which B16's weight-cost rule reads)."""
+        return sum(p.numel() for p in self._params)
 
     def check_same_data(self, *sets: Inputs | None) -> None:
         """Data-parallel runs: raise :class:`ConfigError` unless every rank was given the same data
@@ -549,6 +554,10 @@ class SHF(torch.optim.Optimizer):
         self.generator.set_state(cast(Tensor, s["generator"]).clone())
         self.train_size = s["train_size"]
         self.iterations = int(s["iterations"])
+        # B16's weight cost reads the training-set size the state was saved with
+        self.hf_state.objective = make_objective(
+            self.config.weight_cost_rule, self.config.weight_cost, self._n_weights(), self.train_size
+        )
         d = [self.state[p].get("warm_start") for p in self._params]
         warm = None if any(t is None for t in d) else cast(list[Tensor], d)
         self.hf_state.load_state_dict({**s, "d": warm})  # Alg. 1's state: one reader for it

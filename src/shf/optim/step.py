@@ -35,7 +35,7 @@ from shf.errors import require, require_choice
 from shf.optim import precond as pc
 from shf.optim.damping import DAMPING_RULES, LAMBDA_MAX, DampingRule, make_damping, reduction_ratio
 from shf.optim.linesearch import STEP_RULES, StepLength, make_step_length
-from shf.optim.objective import Objective, ObjectiveAt, QuadraticModel
+from shf.optim.objective import WEIGHT_COST_RULES, Objective, ObjectiveAt, QuadraticModel, make_objective
 from shf.optim.sampler import CurvatureRows, make_sampler
 from shf.optim.settings import (
     PAPER_VALUES,
@@ -155,6 +155,9 @@ class SHFConfig:
             ``(C (A^T A + c I) C + lambda^2 I) y = -C (grad L + c w) + lambda^2 y0``; ``rho``, the
             line search and the batch loss use ``f``. The merit, Alg. 2 and the validation loss
             stay on ``L`` (the data's loss: the term is the same on every data set).
+        weight_cost_rule: ``"constant"`` (``c = weight_cost``) or, beyond the paper (B16),
+            ``"per-example"``: ``c = weight_cost (P / N) / 100``, ``P`` the weights and ``N`` the
+            training examples (:class:`shf.optim.objective.WeightsPerExample`; needs ``N``).
         n_max_fraction: beyond the paper (B13): with a known training-set size ``N`` the
             gradient batch is capped at ``ceil(n_max_fraction N)`` as well as at ``n_max``
             (never below ``n1``); ``None`` (the paper's): ``n_max`` alone. The presets' caps
@@ -218,6 +221,7 @@ class SHFConfig:
     weight_cost: float = Damping.weight_cost
     n_max_fraction: float | None = Batch.n_max_fraction
     warm_start_guard: str = WarmStart.guard
+    weight_cost_rule: str = Damping.weight_cost_rule
 
     def __post_init__(self) -> None:
         self.validate()
@@ -251,6 +255,8 @@ class SHFConfig:
             by("Armijo's backtracking from 1 (step_rule = 'unit', StepLength)", "step_max")
         if self.curvature_patience is None:
             by("curvature rows that do not grow (curvature_patience = none)", "curvature_growth")
+        if self.weight_cost == 0.0:
+            by("the objective without a weight cost (weight_cost = 0)", "weight_cost_rule")
         if self.batch_schedule == "fixed":
             by("the fixed batch (batch_schedule = 'fixed')", "theta", "batch_growth", "rrel_tol", "window",
                "batch_test")  # fmt: skip
@@ -402,6 +408,7 @@ class SHFConfig:
             f"n_max_fraction must be in (0, 1] or none, got {self.n_max_fraction}",
         )
         require_choice("warm_start_guard", self.warm_start_guard, WARM_START_GUARDS)
+        require_choice("weight_cost_rule", self.weight_cost_rule, WEIGHT_COST_RULES)
         require_choice("preconditioner", self.preconditioner, [p.value for p in pc.Preconditioner])
 
 
@@ -423,9 +430,10 @@ class SHFState:
     d: list[Tensor] | None = None  # the decayed previous step gamma d (warm start)
 
     @classmethod
-    def initial(cls, cfg: SHFConfig) -> SHFState:
+    def initial(cls, cfg: SHFConfig, n_weights: int = 0, train_size: int | None = None) -> SHFState:
         """``lambda <- lambda_1``, ``gamma <- gamma_1``, ``maxiter <- maxiter_1``, ``d <- 0``
-        (and B11's curvature batch at ``curvature_size``)."""
+        (and B11's curvature batch at ``curvature_size``). ``n_weights`` and ``train_size``: the
+        model's weights and the training-set size, which B16's weight-cost rule reads."""
         return cls(
             lam=cfg.lambda1,
             gamma=cfg.gamma1,
@@ -435,7 +443,7 @@ class SHFState:
             guard=make_guard(cfg.warm_start_guard),
             solver=make_solver(cfg.solver, cfg.tolerances()),
             sampler=make_sampler(cfg.curvature_size, cfg.curvature_patience, cfg.curvature_growth),
-            objective=Objective(cfg.weight_cost),
+            objective=make_objective(cfg.weight_cost_rule, cfg.weight_cost, n_weights, train_size),
             merit=ValidationMerit(cfg.use_merit, cfg.merit_size),
             forcing=make_forcing(cfg.forcing, cfg.forcing_eta0, cfg.forcing_power),
             d=None,
@@ -695,7 +703,7 @@ def shf_step(
                   state.forcing.bound(objective.gradient, c), deadline, agree)  # fmt: skip
     subset = A_c is not A  # then the gradient is the whole batch's (B7), not A_c's
     system = System(A_c, TimedOperator(A_c), -A_c.residual, lam, c, w,
-                    objective.gradient() if subset else None, cfg.weight_cost, subset)  # fmt: skip
+                    objective.gradient() if subset else None, objective.wc, subset)  # fmt: skip
     # d <- the damped Gauss-Newton direction from gamma d (Alg. 6; B14's guard)
     p = _direction(state, system, stops, QuadraticModel(objective, A_c), w, clock)
     with clock("rho"):
