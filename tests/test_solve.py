@@ -101,3 +101,20 @@ def test_lsmr_and_cg_read_one_merit_rule(solver_cls) -> None:  # type: ignore[no
 def test_a_bad_merit_rule_is_refused(kwargs, match) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError, match=match):
         MeritRule(**kwargs)
+
+
+def test_one_stop_reason_type_names_every_outcome_of_either_solver() -> None:
+    """SolveStop holds every outcome LSMR and CG can return (their callbacks' stops become
+    forcing or max_time), and is a string in the metrics."""
+    import json
+
+    from shf.optim.solve import SolveStop
+    from shf.solvers.cg import CgStop
+    from shf.solvers.lsmr import LsmrStop
+
+    through_callbacks = {"callback", "running"}
+    for outcome in [*LsmrStop, *CgStop]:
+        if outcome.value not in through_callbacks:
+            assert SolveStop(outcome.value) == outcome.value
+    assert json.dumps({"solver_stop": SolveStop.FORCING}) == '{"solver_stop": "forcing"}'
+    assert f"{SolveStop.MAX_TIME}" == "max_time" and FORCED is SolveStop.FORCING

@@ -12,6 +12,7 @@ paper's; on the stacked damping block when the curvature rows are a subset of th
 
 from __future__ import annotations
 
+import enum
 import math
 import time
 from abc import ABC, abstractmethod
@@ -30,9 +31,37 @@ from shf.solvers.lsmr import LsmrStop, lsmr
 from shf.solvers.merit import MeritRule
 from shf.solvers.operator import DampedStack, TimedOperator
 
-MAX_TIME = "max_time"
+
+class SolveStop(enum.StrEnum):
+    """Why the inner solve of an HF iteration ended: the one stop-reason type of an HF iteration's
+    solve (``StepInfo.solver_stop``), whichever solver ran. Its values are LSMR's
+    (:class:`shf.solvers.lsmr.LsmrStop`: scipy's tests and Alg. 6's merit rule) and CG's
+    (:class:`shf.solvers.cg.CgStop`) outcomes, the stops the HF iteration adds through the
+    solvers' callbacks (the forcing test, the deadline) and the batch it did not solve on. A
+    ``StrEnum``: each member is its string, in the metrics and in comparisons."""
+
+    X0_SOLVES = "x0_solves"  # LSMR: A^T r0 = 0
+    RESIDUAL_SMALL = "residual_small"  # LSMR: a consistent system solved (btol, atol)
+    LSQ_SOLVED = "lsq_solved"  # LSMR: Alg. 6's atol test
+    ILL_CONDITIONED = "ill_conditioned"  # LSMR: conlim
+    RESIDUAL_EPS = "residual_eps"  # LSMR: the tests at machine precision
+    LSQ_EPS = "lsq_eps"
+    COND_EPS = "cond_eps"
+    MAXITER = "maxiter"  # both: the cap
+    MERIT_STALLED = "merit_stalled"  # both: Alg. 6's merit rule
+    MERIT_NOT_RECOVERED = "merit_not_recovered"
+    NOT_FINITE = "not_finite"  # both: a product was not finite
+    RESIDUAL_ZERO = "residual_zero"  # CG: r = 0
+    PROGRESS = "progress"  # CG: Martens' progress rule (off in SHF's CG)
+    NEGATIVE_CURVATURE = "negative_curvature"  # CG
+    FORCING = "forcing"  # B3's forcing test held
+    MAX_TIME = "max_time"  # the step's deadline passed
+    NOT_FINITE_BATCH = "not_finite_batch"  # no solve: the batch's loss or residual was not finite
+
+
+MAX_TIME = SolveStop.MAX_TIME
 """The solver's stop reason when the step's deadline passed."""
-FORCED = "forcing"
+FORCED = SolveStop.FORCING
 """The solver's stop reason when the forcing test (``SHFConfig.forcing``) held."""
 SOLVERS = ("lsmr", "cg")
 
@@ -104,7 +133,7 @@ class SolveResult:
 
     d: list[Tensor]
     iterations: int
-    stop: str
+    stop: SolveStop
     merit_evaluations: int
     best: int | None
     merit_of_d: float | None = None
@@ -223,9 +252,10 @@ class LsmrSolver(InnerSolver):
     def _outcome(d: list[Tensor], info: Any, forced: bool) -> SolveResult:
         """The callback's stop named ``forcing`` or ``max_time``; ``phi(d)`` when the merit
         evaluated the returned ``d`` (its best iterate)."""
-        stop = str(info.stop.value)
         if info.stop is LsmrStop.CALLBACK:
             stop = FORCED if forced else MAX_TIME  # the callbacks: forcing and the deadline
+        else:
+            stop = SolveStop(info.stop.value)
         best = info.best_merit_iteration
         merit_of_d = None
         if best is not None and info.stop is not LsmrStop.X0_SOLVES:
@@ -275,11 +305,15 @@ class CgSolver(InnerSolver):
             return late[0]
 
         y, info = cg(Bv, rhs, x0=y0, maxiter=stops.maxiter, tol=0.0, rtol=t.atol, callback=callback)
-        stop = FORCED if forced[0] else (MAX_TIME if late[0] else info.stop.value)
+        if monitor is not None and monitor.stop is not None:
+            stop = SolveStop(monitor.stop)  # Alg. 6's merit rule (through the callback)
+        elif forced[0] or late[0]:
+            stop = FORCED if forced[0] else MAX_TIME
+        else:
+            stop = SolveStop(info.stop.value)
         if monitor is not None:
             d, k_best = monitor.best(info.iterations, y)
-            return SolveResult(cast(list[Tensor], d), info.iterations, monitor.stop or stop,
-                               len(monitor.history), k_best)  # fmt: skip
+            return SolveResult(cast(list[Tensor], d), info.iterations, stop, len(monitor.history), k_best)
         return SolveResult(cast(list[Tensor], tl.mul(ones, y)), info.iterations, stop, 0, info.iterations)
 
 

@@ -52,6 +52,7 @@ from shf.optim.solve import (
     Agree,
     InnerSolver,
     SolveResult,
+    SolveStop,
     Stops,
     System,
     Tolerances,
@@ -63,7 +64,7 @@ from shf.optim.warmstart import WARM_START_GUARDS, WarmStartGuard, make_guard
 from shf.solvers.merit import MeritRule
 from shf.solvers.operator import TimedOperator
 
-NOT_FINITE_BATCH = "not_finite_batch"
+NOT_FINITE_BATCH = SolveStop.NOT_FINITE_BATCH
 """The solver's stop reason when the batch's loss or residual was not finite (no solve)."""
 MAXITER_RULES = ("paper", "merit")
 BATCH_TESTS = ("squared", "paper")
@@ -490,7 +491,7 @@ class StepInfo:
     gamma: float
     maxiter: int
     solver_iterations: int
-    solver_stop: str
+    solver_stop: SolveStop
     merit_evaluations: int
     rho: float
     model_change: float
