@@ -15,29 +15,17 @@ from collections.abc import Iterable
 from typing import Any
 
 from shf.errors import ConfigError
-from shf.optim.settings import (
-    PAPER_VALUES,
-    PRECONDITIONER,
-    Batch,
-    Damping,
-    Init,
-    LineSearch,
-    Solver,
-    WarmStart,
-)
+from shf.optim import settings as st
 from shf.optim.step import SHFConfig
 
-__all__ = [
-    "GROUPS", "PAPER", "TUNED", "Batch", "Damping", "Init", "LineSearch", "Solver", "WarmStart",
-    "check_given", "from_config", "to_config",
-]  # fmt: skip
+__all__ = ["GROUPS", "PAPER", "TUNED", "check_given", "from_config", "group_key", "to_config"]
 
 PAPER: SHFConfig = SHFConfig.paper()
 """The paper's settings (its CURVES run, §6) as a named preset: ``shf.SHF(model, loss,
 config=shf.PAPER)`` or ``shf.fit(..., config=shf.PAPER)``; another preset's Table 1 row on top with
 ``SHFConfig.paper(lambda1=7.5, ...)``. (SHF copies the configuration it is given.)"""
 
-TUNED: dict[str, Any] = {k: getattr(SHFConfig(), k) for k in PAPER_VALUES}
+TUNED: dict[str, Any] = {k: getattr(SHFConfig(), k) for k in st.PAPER_VALUES}
 """The measured-best settings beyond the paper (issue 11; ``docs/results/ablations2`` and, for
 B10 and B13-B15, ``docs/results/goal``): the keys of :class:`SHFConfig` whose default values differ
 from the paper's, with the defaults' values. ``shf compare``'s ``shf-tuned`` overlays them on any
@@ -45,23 +33,23 @@ preset (the paper's presets keep the paper's values)."""
 
 # (group field -> SHFConfig field) where the names differ.
 _RENAMED: dict[type, dict[str, str]] = {
-    Damping: {"rule": "damping_rule"},
-    WarmStart: {"growth": "gamma_growth", "guard": "warm_start_guard"},
-    Solver: {"kind": "solver"},
-    Batch: {"growth": "batch_growth", "schedule": "batch_schedule", "test": "batch_test"},
+    st.Damping: {"rule": "damping_rule"},
+    st.WarmStart: {"growth": "gamma_growth", "guard": "warm_start_guard"},
+    st.Solver: {"kind": "solver"},
+    st.Batch: {"growth": "batch_growth", "schedule": "batch_schedule", "test": "batch_test"},
 }
-GROUPS: tuple[type, ...] = (Damping, WarmStart, Solver, Batch, LineSearch, Init)
+GROUPS: tuple[type, ...] = (st.Damping, st.WarmStart, st.Solver, st.Batch, st.LineSearch, st.Init)
 
 
 def to_config(
     *,
-    damping: Damping | None = None,
-    warm_start: WarmStart | None = None,
-    solver: Solver | None = None,
-    batch: Batch | None = None,
-    line_search: LineSearch | None = None,
-    init: Init | None = None,
-    preconditioner: str = PRECONDITIONER,
+    damping: st.Damping | None = None,
+    warm_start: st.WarmStart | None = None,
+    solver: st.Solver | None = None,
+    batch: st.Batch | None = None,
+    line_search: st.LineSearch | None = None,
+    init: st.Init | None = None,
+    preconditioner: str = st.PRECONDITIONER,
 ) -> SHFConfig:
     """The flat, validated :class:`SHFConfig` of these groups (``None``: the group's defaults).
 
