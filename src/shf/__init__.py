@@ -9,6 +9,7 @@ A matrix-free Gauss-Newton / Levenberg-Marquardt optimizer for PyTorch models:
 """
 
 from shf import losses, models
+from shf._version import __version__
 from shf.errors import ConfigError, DataError, ShfError
 from shf.fit import FitResult, fit
 from shf.optim.hyper import PAPER
@@ -16,8 +17,6 @@ from shf.optim.settings import Batch, Damping, Init, LineSearch, Solver, WarmSta
 from shf.optim.shf import SHF
 from shf.optim.step import SHFConfig, StepInfo
 from shf.solvers.lsmr import LsmrInfo, LsmrStop, lsmr
-
-__version__ = "0.1.0"
 
 __all__ = [
     "PAPER",

@@ -16,9 +16,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+import numpy
+import scipy
 import torch
 
+from shf._version import __version__
 from shf.errors import ShfError
+
+try:
+    import resource  # Unix: the process's peak resident memory
+except ImportError:  # pragma: no cover - Windows
+    resource = None  # type: ignore[assignment]
 
 
 def jsonable(x: Any) -> Any:
@@ -34,10 +42,7 @@ def jsonable(x: Any) -> Any:
 
 def environment() -> dict[str, Any]:
     """Versions, threads and machine, for the record."""
-    import numpy
-    import scipy
 
-    from shf import __version__
 
     return {
         "shf": __version__,
@@ -56,9 +61,10 @@ def environment() -> dict[str, Any]:
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident memory so far, in MiB (``ru_maxrss``: KiB on Linux)."""
-    import resource
-
+    """This process's peak resident memory so far, in MiB (``ru_maxrss``: KiB on Linux; NaN where
+    the platform has no ``resource`` module)."""
+    if resource is None:  # pragma: no cover - Windows
+        return math.nan
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 

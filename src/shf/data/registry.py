@@ -20,7 +20,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shf.data.curves import PAPER_SPLIT, load_curves
+from shf.data.download import cache_dir
+from shf.data.mnist import PAPER_SIZES, T10K_SIZES, load_fashion_mnist, load_mnist, load_mnist_t10k
+from shf.data.own import load_own
 from shf.data.split import Split, make_split
+from shf.data.usps import default_sizes, load_usps, read_usps_mat
 from shf.errors import ConfigError, DataError
 
 DATASETS = ("curves", "mnist", "fashion-mnist", "mnist-t10k", "usps", "own")
@@ -76,7 +81,6 @@ def _sizes(cfg: DataConfig, default: tuple[int, int, int]) -> tuple[int, int, in
 def _usps_path(cfg: DataConfig) -> Path:
     if cfg.path:
         return Path(cfg.path)
-    from shf.data.download import cache_dir
 
     # Only the data cache: the library never looks into a development checkout.
     cache = cache_dir(cfg.cache_dir)
@@ -99,7 +103,6 @@ def load_dataset(cfg: DataConfig, *, labels: bool = False) -> Split:
     if labels and name not in LABELLED:
         raise ConfigError(f"classification needs labels, which only {', '.join(LABELLED)} have; got {name!r}")
     if name == "curves":
-        from shf.data.curves import PAPER_SPLIT, load_curves
 
         tr, te, va = PAPER_SPLIT
         train, val, test = _sizes(cfg, (tr, va, te))
@@ -107,7 +110,6 @@ def load_dataset(cfg: DataConfig, *, labels: bool = False) -> Split:
         label = "CURVES (file)" if cfg.path and os.path.exists(cfg.path) else "CURVES (synthetic)"
         return make_split(cs.train[:train], cs.val[:val], cs.test[:test], label)
     if name == "mnist":
-        from shf.data.mnist import PAPER_SIZES, load_mnist
 
         return load_mnist(
             cfg.path,
@@ -117,24 +119,20 @@ def load_dataset(cfg: DataConfig, *, labels: bool = False) -> Split:
             sizes=_sizes(cfg, PAPER_SIZES),
         )
     if name == "fashion-mnist":
-        from shf.data.mnist import PAPER_SIZES, load_fashion_mnist
 
         return load_fashion_mnist(cfg.path, seed=cfg.seed, sizes=_sizes(cfg, PAPER_SIZES))
     if name == "mnist-t10k":
-        from shf.data.mnist import T10K_SIZES, load_mnist_t10k
 
         return load_mnist_t10k(
             cfg.path, seed=cfg.seed, sizes=_sizes(cfg, T10K_SIZES), download=cfg.download,
             cache=cfg.cache_dir, labels=labels,
         )  # fmt: skip
     if name == "usps":
-        from shf.data.usps import default_sizes, load_usps, read_usps_mat
 
         path = _usps_path(cfg)
         n = len(read_usps_mat(path).images)
         return load_usps(path, seed=cfg.seed, sizes=_sizes(cfg, default_sizes(n)), labels=labels)
     if name == "own":
-        from shf.data.own import load_own
 
         if not cfg.path:
             raise ConfigError("data.dataset = 'own' needs data.path (shf train --data FILE)")
