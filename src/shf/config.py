@@ -65,6 +65,7 @@ def check_seed(value: object, where: str) -> None:
 
 
 TASKS = ("autoencoder", "classify")
+PATHS = ("hand-written", "sequential")
 ARCHS = ("mlp", "cnn", "transformer")
 
 
@@ -79,6 +80,11 @@ class ModelConfig:
             with tanh layers of ``hidden`` units, ``cnn``, two 5x5 convolutions of
             ``channels`` maps, or ``transformer``, images read as sequences of rows by
             ``len(hidden)`` encoder blocks of width ``hidden[0]`` with ``heads`` heads).
+        path: how SHF trains an autoencoder: ``hand-written`` (its products by Alg. 4 and 5, the
+            fast path) or ``sequential`` (the network as a user writes it, ``nn.Sequential`` of
+            ``nn.Linear`` and ``nn.Sigmoid``, through ``torch.func`` and the per-layer rules, the
+            path any ``nn.Module`` takes; issue 27). The same weights, batches and objective; the
+            other methods train the objective by autograd either way.
     """
 
     task: str = "autoencoder"
@@ -90,6 +96,7 @@ class ModelConfig:
     channels: list[int] = field(default_factory=lambda: [8, 16])
     classes: int = 10
     heads: int = 4
+    path: str = "hand-written"
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -119,6 +126,12 @@ class ModelConfig:
                 raise ConfigError(
                     f"model.heads must be a positive divisor of the width {self.hidden[0]}, got {self.heads}"
                 )
+        if self.path not in PATHS:
+            raise ConfigError(f"model.path must be one of {PATHS}, got {self.path!r}")
+        if self.task == "classify" and self.path != "hand-written":
+            raise ConfigError(
+                "model.path chooses how an autoencoder is trained; a classifier is an nn.Module already"
+            )
         if self.task == "classify" and self.loss != "squared":
             raise ConfigError("model.loss is the autoencoder's; a classifier uses softmax cross-entropy")
 

@@ -13,11 +13,12 @@
 #   curves        the paper's CURVES autoencoder on the offline synthetic set, 1800 s, seeds 0,1,2
 #   mnist-t10k    the MNIST autoencoder on the 10,000-image stand-in (8,000/1,000/1,000), 1800 s, seeds 0,1,2
 #   classify-usps, classify-t10k   the MLP classifiers, 120 s, seeds 0,1,2
+#   classify-usps-cnn   the CNN classifier of USPS digits (issue 27 item 6), 120 s, seeds 0,1,2
 # Finished runs are reused and interrupted ones resumed, so a queue can be stopped and started again;
 # finished runs are also kept in docs/results/fair/<data set>/runs.json.gz (shf.experiments.archive),
 # so that a comparison spans sessions: commit that file as runs finish.
 set -euo pipefail
-DS=${1:?usage: run.sh default|usps|curves|mnist-t10k|classify-usps|classify-t10k [report]}
+DS=${1:?usage: run.sh default|usps|curves|mnist-t10k|classify-usps|classify-t10k|classify-usps-cnn [report]}
 DATA_ROOT=${DATA_ROOT:-../shared/data}
 AE_LRS=3e-4,1e-3,3e-3
 case "$DS" in
@@ -32,6 +33,8 @@ case "$DS" in
               DEF=shf-tuned; B=1800; S=0,1,2 ;;
   classify-usps) ARGS=(--config classify-usps --data-path "$DATA_ROOT/usps/usps_9298.mat"
                        --lrs 3e-4,1e-3,3e-3,1e-2); DEF=shf-lsmr; B=120; S=0,1,2 ;;
+  classify-usps-cnn) ARGS=(--config classify-usps --data-path "$DATA_ROOT/usps/usps_9298.mat" --set model.arch=cnn
+                           --lrs 3e-4,1e-3,3e-3,1e-2); DEF=shf-lsmr; B=120; S=0,1,2 ;;
   # the first sweep's best (1e-2) was at the grid's edge: 3e-2 added
   classify-t10k) ARGS=(--config classify-mnist-t10k --data-path "$DATA_ROOT/mnist-t10k"
                        --lrs 3e-4,1e-3,3e-3,1e-2,3e-2); DEF=shf-lsmr; B=120; S=0,1,2 ;;

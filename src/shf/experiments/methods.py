@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -13,7 +14,14 @@ from shf.data.split import Split
 from shf.errors import ConfigError
 from shf.fit import SHFMethod
 from shf.method import Method
-from shf.models.autoencoder import Autoencoder, sparse_init
+from shf.models.autoencoder import (
+    CROSS_ENTROPY,
+    Autoencoder,
+    as_sequential,
+    autoencoder_weights,
+    sequential_weights,
+    sparse_init,
+)
 from shf.optim.first_order import FirstOrder, FirstOrderConfig
 from shf.optim.hf import MartensHF
 from shf.optim.shf import SHF
@@ -84,13 +92,67 @@ def shf_method(net: Autoencoder, data: Split, cfg: SHFConfig, seed: int) -> SHFM
     return SHFMethod(opt, data, init, reuse_val=net.loss_name == "squared")
 
 
+class AsAutoencoder:
+    """A method that trains the autoencoder written as ``nn.Sequential`` (:func:`as_sequential`),
+    seen by the loop through the autoencoder's weights ``W_l``: the loop's errors, best weights and
+    ``weights.pt`` are the same as on the hand-written path."""
+
+    def __init__(self, inner: SHFMethod) -> None:
+        self.inner = inner
+
+    def init_weights(self) -> list[torch.Tensor]:
+        return autoencoder_weights(self.inner.init_weights())
+
+    def step(
+        self, w: list[torch.Tensor], deadline: float | None = None
+    ) -> tuple[list[torch.Tensor], dict[str, Any]]:
+        w_new, rec = self.inner.step(sequential_weights(w), deadline)
+        return autoencoder_weights(w_new), rec
+
+    @property
+    def collectives(self) -> Any:
+        return self.inner.collectives
+
+    def summary(self) -> dict[str, Any]:
+        return self.inner.summary()
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.inner.load_state_dict(state)
+
+
+def sequential_shf_method(net: Autoencoder, data: Split, cfg: SHFConfig, seed: int) -> AsAutoencoder:
+    """Alg. 1 on the autoencoder as a user writes it (``model.path = "sequential"``, issue 27):
+    ``nn.Sequential`` of ``nn.Linear`` and ``nn.Sigmoid`` through the ``torch.func`` products and
+    the per-layer rules, with the loss ``mse`` (the squared error) or ``bce`` on the logits (the
+    cross-entropy objective). The initial weights are :func:`shf_method`'s for the seed (eq. 9
+    drawn first from the same generator), and so are the batches and probes that follow."""
+    net.to(dtype=data.train.dtype, device=data.train.device)
+    ce = net.loss_name == CROSS_ENTROPY
+    gen = torch.Generator().manual_seed(seed)
+    opt = SHF(as_sequential(net, logits=ce), "bce" if ce else "mse", config=cfg,
+              train_size=data.train.shape[0], generator=gen, generic=True)  # fmt: skip
+
+    def init(opt: SHF) -> None:
+        # Initialize w according to (9) with m0, sigma, as nn.Linear's parameters
+        X, gen = data.train, opt.generator
+        w = sparse_init(net, m0=cfg.m0, sigma=cfg.sigma, generator=gen, dtype=X.dtype, device=X.device)
+        opt.set_weights(sequential_weights(w))
+
+    # the step's loss is on the module's output (logits with bce), not the loop's squared error
+    return AsAutoencoder(SHFMethod(opt, data, init, reuse_val=False))
+
+
 def build_method(name: str, net: Autoencoder, data: Split, cfg: ExperimentConfig) -> Method:
     """The optimiser ``name`` configured from ``cfg``'s ``optimizer``, ``hf`` or ``first_order`` section."""
     seed = cfg.run.seed
-    if name == "shf-lsmr":
-        return shf_method(net, data, dataclasses.replace(cfg.optimizer, solver="lsmr"), seed)
-    if name == "shf-cg":
-        return shf_method(net, data, dataclasses.replace(cfg.optimizer, solver="cg"), seed)
+    if name in ("shf-lsmr", "shf-cg"):
+        shf_cfg = dataclasses.replace(cfg.optimizer, solver=name.removeprefix("shf-"))
+        if cfg.model.path == "sequential":
+            return sequential_shf_method(net, data, shf_cfg, seed)
+        return shf_method(net, data, shf_cfg, seed)
     if name == "martens-hf":
         init = initial_weights_for(net, data, cfg, cfg.hf.m0, cfg.hf.sigma)
         return MartensHF(net, init, data, cfg.hf, seed)

@@ -236,3 +236,11 @@ def sequential_weights(w: Sequence[Tensor]) -> list[Tensor]:
     for W in w:
         out += [W[:-1].T.contiguous(), W[-1].clone()]
     return out
+
+
+def autoencoder_weights(params: Sequence[Tensor]) -> list[Tensor]:
+    """The inverse of :func:`sequential_weights`: ``nn.Linear`` parameters ``(weight, bias)`` in
+    order as the autoencoder's ``W_l = [weight^T; bias]`` (new tensors)."""
+    if len(params) % 2:
+        raise ValueError(f"expected (weight, bias) pairs, got {len(params)} tensors")
+    return [torch.cat([W.T, b.unsqueeze(0)], 0) for W, b in zip(params[::2], params[1::2])]
