@@ -550,3 +550,20 @@ def test_the_forward_mode_reaches_the_generic_products_and_is_refused_on_the_han
     with pytest.raises(ConfigError, match="forward_mode='jvp' is for the generic products"):
         SHF(net, forward_mode="jvp")
     assert SHF(net, forward_mode="jvp", generic=True).problem.forward_mode == "jvp"
+
+
+def test_a_steps_record_is_plain_data_that_a_checkpoint_loads_without_shfs_classes() -> None:
+    """The stop reason is a SolveStop in memory and its plain string in the record, so records
+    saved in a checkpoint load with torch.load(weights_only=True)."""
+    from shf.optim.solve import SolveStop
+
+    X, y, Xv, yv = _task()
+    opt = SHF(_model(), "cross_entropy", train_size=240, **HYPER)
+    info = opt.step(X[:30], y[:30], val=(Xv, yv))
+    assert isinstance(info.solver_stop, SolveStop)
+    rec = info.as_dict()
+    assert type(rec["solver_stop"]) is str and rec["solver_stop"] == info.solver_stop
+    buf = io.BytesIO()
+    torch.save({"records": [rec]}, buf)
+    buf.seek(0)
+    assert torch.load(buf, weights_only=True)["records"][0]["solver_stop"] == rec["solver_stop"]

@@ -527,8 +527,11 @@ class StepInfo:
     times: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready dictionary."""
-        return asdict(self)
+        """JSON-ready dictionary of plain values (the stop reason as its string: records go into
+        checkpoints, which ``torch.load(weights_only=True)`` reads as data, without shf's classes)."""
+        out = asdict(self)
+        out["solver_stop"] = str(self.solver_stop)
+        return out
 
 
 class Clock:
