@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from shf.curvature.module import ModuleProblem
+from shf.models.classifier import RowTransformer
 
 
 def _models(n: int) -> dict[str, tuple[nn.Module, torch.Tensor, torch.Tensor, str]]:
@@ -61,6 +62,12 @@ def _models(n: int) -> dict[str, tuple[nn.Module, torch.Tensor, torch.Tensor, st
         "MNIST MLP classifier": (mlp, Xm, yl, "cross_entropy"),
         "USPS CNN classifier": (cnn, Xu, yl, "cross_entropy"),
         "tokens: Embedding, LayerNorm, Linear on 32 positions": (Tokens(), ids, yl, "cross_entropy"),
+        # shf's transformer classifier (model.arch = transformer): attention, LayerNorm, Linear
+        # on the 16 rows, the position Embedding; one block of width 32, four heads (the model
+        # of the classify-usps-transformer runs)
+        "USPS row transformer (MultiheadAttention)": (
+            RowTransformer(256, 10, width=32, layers=1, heads=4).eval(), Xu, yl, "cross_entropy",
+        ),
     }
 
 
@@ -76,19 +83,19 @@ def _measure(
     """(weights, median seconds of a gradient, of the layer rules, of vmap)."""
     prob = ModuleProblem(model, loss)
     w = [q.detach() for q in model.parameters()]
-    plan = prob._layer_plan
+    plan = prob.layer_plan
     with torch.no_grad():
         z = prob.output(w, X, Y)
     V = torch.randn_like(z)
 
     def rules() -> object:
-        prob._layer_plan = plan
+        prob.layer_plan = plan
         out = prob.per_example_products(w, X, Y, V)
         assert prob.per_example_path == "layers"
         return out
 
     def vmap() -> object:
-        prob._layer_plan = None
+        prob.layer_plan = None
         return prob.per_example_products(w, X, Y, V)
 
     def gradient() -> object:

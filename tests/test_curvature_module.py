@@ -214,8 +214,8 @@ def test_per_example_statistics_match_a_loop_over_examples(kind: str, loss: str,
     grad, sumsq = A.per_example_gradient_stats()
     torch.testing.assert_close(tl.flatten(grad), torch.func.grad(f)(flat), **TOL)
     torch.testing.assert_close(tl.flatten(sumsq), sum(p * p for p in per), **TOL)
-    rules = {"mlp": "layers", "cnn": "layers", "named": "layers", "lstm": "loop", "gru": "loop"}
-    expected = rules.get(kind, "vmap")
+    rules = {"lstm": "loop", "gru": "loop"}  # the recurrent layers have no rule yet
+    expected = rules.get(kind, "layers")
     assert problem.per_example_path == (expected if path == "auto" else path)
 
 

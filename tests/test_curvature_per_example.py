@@ -10,12 +10,15 @@ rule (a missing term or a square taken before a sum moves entries by O(1) relati
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
 
 from shf.curvature.module import ModuleProblem
-from shf.curvature.per_example import plan
+from shf.curvature.per_example import Recorder, plan
+from shf.models import RowTransformer
 
 TOL = 1e-10
 
@@ -60,6 +63,72 @@ class Tied(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = torch.tanh(nn.functional.linear(x, self.enc.weight.T, self.enc.bias))
         return self.dec(h)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over positions, pooled to a linear head; ``pad``: a float key
+    padding mask made from the input (the last position never attended, and a penalty where the
+    first feature is large), so that every example carries its own mask, as vmap needs."""
+
+    def __init__(self, batch_first: bool = True, bias: bool = True, pad: bool = False, **kw: object) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=batch_first, bias=bias)
+        self.head = nn.Linear(8, 3)
+        self.pad, self.kw = pad, kw
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x if self.attn.batch_first else x.transpose(0, 1)
+        kw = dict(self.kw)
+        if self.pad:
+            mask = torch.zeros(x.shape[:2], dtype=x.dtype)
+            mask[:, -1] = -math.inf
+            kw["key_padding_mask"] = mask - 3.0 * (x[..., 0] > 1.0).to(x.dtype)
+        y = self.attn(h, h, h, **kw)[0]
+        y = y if self.attn.batch_first else y.transpose(0, 1)
+        return self.head(torch.tanh(y).mean(dim=1))
+
+
+class CrossAttention(nn.Module):
+    """Queries from three positions attend to keys and values from other inputs (three sites of
+    in_proj_weight's rows), and the averaged attention weights are part of the output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y, weights = self.attn(x[:, :3], x, x.flip(1))
+        return self.head(y.mean(dim=1)) + weights.pow(2).sum(dim=(1, 2)).unsqueeze(1)
+
+
+def _attention_models() -> dict[str, tuple[nn.Module, torch.Tensor]]:
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(7, 5, 8, generator=g)
+    causal = torch.triu(torch.ones(5, 5, dtype=torch.bool), 1)
+    block = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True, norm_first=True)
+    return {
+        "self-attention": (SelfAttention(), X),
+        "sequence-first-no-bias": (SelfAttention(batch_first=False, bias=False), X),
+        "masks-no-weights": (
+            SelfAttention(
+                pad=True,
+                attn_mask=torch.randn(5, 5, generator=g, dtype=torch.float64),
+                need_weights=False,
+            ),
+            X,
+        ),
+        "causal": (SelfAttention(attn_mask=causal, is_causal=True), X),
+        "cross-attention-weights": (CrossAttention(), X),
+        "encoder": (
+            nn.Sequential(
+                nn.TransformerEncoder(block, 2, enable_nested_tensor=False),
+                nn.Flatten(),
+                nn.Linear(40, 3),
+            ),
+            X,
+        ),
+    }
 
 
 def _models() -> dict[str, tuple[nn.Module, torch.Tensor]]:
@@ -122,9 +191,9 @@ def _close(got: list[torch.Tensor], want: list[torch.Tensor]) -> None:
         assert float((a - b).abs().max()) <= TOL * scale
 
 
-@pytest.mark.parametrize("name", list(_models()))
+@pytest.mark.parametrize("name", list(_models()) + list(_attention_models()))
 def test_each_rule_gives_vmap_s_sums_and_sums_of_squares(name: str) -> None:
-    model, X = _models()[name]
+    model, X = {**_models(), **_attention_models()}[name]
     (total, sumsq), (rt, rs), path = _both(model, X)
     assert path == "layers"
     _close(total, rt)
@@ -182,3 +251,48 @@ def test_an_embedding_that_reads_the_batch_is_left_to_vmap() -> None:
     model = EmbedMean()
     model.emb.scale_grad_by_freq = True
     assert plan(model, [n for n, _ in model.named_parameters()]) is None
+
+
+@pytest.mark.parametrize("name", list(_attention_models()))
+def test_attention_computes_its_own_function_while_recorded(name: str) -> None:
+    """The statistics' forward pass runs multi-head attention as a recorded math path: the same
+    outputs as the layer's own forward (float64 round-off), and the layer's forward is its own
+    again afterwards."""
+    model, X = _attention_models()[name]
+    model, X = model.double(), X.double()
+    layer_plan = plan(model, [n for n, _ in model.named_parameters()])
+    assert layer_plan is not None
+    with torch.no_grad():
+        want = model(X)
+    with Recorder(model, layer_plan) as rec:
+        got = model(X).detach()
+    assert rec.calls() is not None  # every layer recorded once, its outputs in the graph
+    assert float((got - want).abs().max()) <= TOL * float(want.abs().max())
+    assert all("forward" not in m.__dict__ for m in model.modules())
+
+
+def test_attention_outside_the_ruled_case_is_left_to_the_fallback() -> None:
+    """Dropout while training draws per call: the layer runs its own forward and the fallback
+    serves (one example at a time, as vmap refuses random operations); extra key/value rows
+    (bias_k) have no rule at all."""
+    model = SelfAttention()
+    model.attn.dropout = 0.5
+    model.train()
+    assert plan(model, [n for n, _ in model.named_parameters()]) is not None
+    prob = ModuleProblem(model.double(), "mse")
+    w = [p.detach() for p in model.parameters()]
+    X = torch.randn(4, 5, 8, dtype=torch.float64)
+    prob.per_example_products(w, X, X, torch.randn(4, 3, dtype=torch.float64))
+    assert prob.per_example_path == "loop"
+    extra = nn.MultiheadAttention(8, 2, add_bias_kv=True)
+    assert plan(extra, [n for n, _ in extra.named_parameters()]) is None
+
+
+def test_the_row_transformer_is_served_by_the_rules() -> None:
+    """shf's transformer classifier (attention, LayerNorm, Linear on rows, the position
+    Embedding) has a rule for every parameter, and its sums agree with vmap."""
+    model = RowTransformer(16, 3, width=8, layers=1, heads=2)
+    (total, sumsq), (rt, rs), path = _both(model, torch.randn(6, 16))
+    assert path == "layers"
+    _close(total, rt)
+    _close(sumsq, rs)

@@ -14,11 +14,16 @@
 #   mnist-t10k    the MNIST autoencoder on the 10,000-image stand-in (8,000/1,000/1,000), 1800 s, seeds 0,1,2
 #   classify-usps, classify-t10k   the MLP classifiers, 120 s, seeds 0,1,2
 #   classify-usps-cnn   the CNN classifier of USPS digits (issue 27 item 6), 120 s, seeds 0,1,2
+#   classify-usps-transformer   a one-block transformer (width 32) reading USPS digits as sequences
+#                 of rows (issue 27 item 6), 300 s, seeds 0,1,2
+#   usps-sequential   the USPS autoencoder written as nn.Sequential (model.path = sequential, the
+#                 torch.func path; issue 27 item 6), 900 s, seeds 0,1,2; Adam at the usps sweep's
+#                 winner (squared error, 5e-4) rerun beside it
 # Finished runs are reused and interrupted ones resumed, so a queue can be stopped and started again;
 # finished runs are also kept in docs/results/fair/<data set>/runs.json.gz (shf.experiments.archive),
 # so that a comparison spans sessions: commit that file as runs finish.
 set -euo pipefail
-DS=${1:?usage: run.sh default|usps|curves|mnist-t10k|classify-usps|classify-t10k|classify-usps-cnn [report]}
+DS=${1:?usage: run.sh default|usps|curves|mnist-t10k|classify-usps|classify-t10k|classify-usps-cnn|classify-usps-transformer|usps-sequential [report]}
 DATA_ROOT=${DATA_ROOT:-../shared/data}
 AE_LRS=3e-4,1e-3,3e-3
 case "$DS" in
@@ -35,6 +40,11 @@ case "$DS" in
                        --lrs 3e-4,1e-3,3e-3,1e-2); DEF=shf-lsmr; B=120; S=0,1,2 ;;
   classify-usps-cnn) ARGS=(--config classify-usps --data-path "$DATA_ROOT/usps/usps_9298.mat" --set model.arch=cnn
                            --lrs 3e-4,1e-3,3e-3,1e-2); DEF=shf-lsmr; B=120; S=0,1,2 ;;
+  classify-usps-transformer) ARGS=(--config classify-usps --data-path "$DATA_ROOT/usps/usps_9298.mat"
+                                   --set model.arch=transformer --set 'model.hidden=[32]'
+                                   --lrs 3e-4,1e-3,3e-3,1e-2); DEF=shf-lsmr; B=300; S=0,1,2 ;;
+  usps-sequential) ARGS=(--config usps --data-path "$DATA_ROOT/usps/usps_9298.mat" --set model.path=sequential
+                         --lrs 5e-4); DEF=shf-tuned; B=900; S=0,1,2; LOSSES=${LOSSES:-squared} ;;
   # the first sweep's best (1e-2) was at the grid's edge: 3e-2 added
   classify-t10k) ARGS=(--config classify-mnist-t10k --data-path "$DATA_ROOT/mnist-t10k"
                        --lrs 3e-4,1e-3,3e-3,1e-2,3e-2); DEF=shf-lsmr; B=120; S=0,1,2 ;;
@@ -54,7 +64,7 @@ if [ "${2:-}" = report ]; then
   if [ -f "docs/results/fair/$DS/runs.json.gz" ]; then
     python -m shf.experiments.archive unpack "docs/results/fair/$DS/runs.json.gz" "$OUT"
   fi
-  exec shf compare "${COMMON[@]}" --methods "${METHODS:-$ALL}" --target-from adam --report-only
+  exec shf compare "${COMMON[@]}" "${LOSS_ARGS[@]}" --methods "${METHODS:-$ALL}" --target-from adam --report-only
 fi
 mkdir -p "$OUT"
 M=${METHODS:-$ALL}

@@ -337,7 +337,7 @@ class ModuleJacobian:
         self.scale = 1.0 / math.sqrt(self.n)
         # One forward pass with its reverse-mode closure per HF iteration.
         self._chain: chain.ChainForward | None = None
-        self._calls: dict[str, tuple[Tensor, Tensor]] | None = None
+        self._calls: layer_rules.Calls | None = None
         plan = problem.chain_plan
         if plan is not None and problem.forward_mode in ("auto", "layers"):
             # The layers keep what their forward-mode rules need during this same pass, and what

@@ -20,7 +20,14 @@ per example through ``torch.func.vmap``:
   gradient of the example alone, all examples at once as the groups of one convolution;
 * ``Embedding``: the rows of ``g_i`` added at the example's indices (an index repeated within an
   example adds before squaring; ``padding_idx`` gets nothing);
-* ``LayerNorm``: ``G_i = sum g_i ∘ x̂_i`` over the positions, ``x̂`` the normalised input.
+* ``LayerNorm``: ``G_i = sum g_i ∘ x̂_i`` over the positions, ``x̂`` the normalised input;
+* ``MultiheadAttention`` (equal query, key and value widths, no ``bias_k``/``add_zero_attn``,
+  no dropout while training, batched inputs): its weights are used by two linear maps inside
+  ``F.multi_head_attention_forward``, out of reach of hooks, so while the statistics' forward pass
+  runs the layer computes the same function through :func:`_attention` (the math path of that
+  function), which records the input projections' and the output projection's inputs and
+  outputs; each is then a ``Linear`` on sequences (the query, key and value rows of
+  ``in_proj_weight`` from their own inputs when those differ, as in cross-attention).
 
 A model is ruled only when every trained parameter belongs to a layer with a rule, that layer
 runs exactly once per forward pass, and no parameter is shared (tied) between modules; any
@@ -29,8 +36,10 @@ other model returns ``None`` and the caller uses ``vmap`` (:meth:`ModuleProblem.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -43,7 +52,12 @@ convolution inputs): 64 MiB in float32."""
 
 #: (total, sumsq) for each of a layer's parameters, by attribute name ("weight", "bias").
 Stats = dict[str, tuple[Tensor, Tensor]]
-Rule = Callable[[nn.Module, Tensor, Tensor], Stats]
+#: One call of a layer: its recorded (input, output) pairs, one per linear map inside it (one for
+#: most layers; the input projections and the output projection of multi-head attention).
+Sites = tuple[tuple[Tensor, Tensor], ...]
+#: The recorded call of each planned layer, by module path.
+Calls = dict[str, Sites]
+Rule = Callable[[nn.Module, Sequence[tuple[Tensor, Tensor]]], Stats]
 
 
 def _chunked(per_example: Callable[[slice], Tensor], n: int, size: int) -> tuple[Tensor, Tensor]:
@@ -77,11 +91,7 @@ def _linear(m: nn.Module, a: Tensor, g: Tensor) -> Stats:
         # G_i = g_i a_i^T: the sum is g^T a, the sum of squares (g∘g)^T (a∘a)
         out["weight"] = (g.T @ a, (g * g).T @ (a * a))
     else:
-        n = a.shape[0]
-        a3, g3 = a.reshape(n, -1, a.shape[-1]), g.reshape(n, -1, g.shape[-1])
-        out["weight"] = _chunked(
-            lambda s: torch.einsum("nto,nti->noi", g3[s], a3[s]), n, m.in_features * m.out_features
-        )
+        out["weight"] = _seq_linear(a, g)
     if m.bias is not None:
         out["bias"] = _bias(g)
     return out
@@ -143,14 +153,55 @@ def _layer_norm(m: nn.Module, a: Tensor, g: Tensor) -> Stats:
     return out
 
 
+def _seq_linear(a: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
+    """``(sum_i G_i, sum_i G_i^2)`` of a weight used at every position, ``G_i = sum_t g_it a_it^T``
+    (the examples first in ``a`` and ``g``)."""
+    n = a.shape[0]
+    a3, g3 = a.reshape(n, -1, a.shape[-1]), g.reshape(n, -1, g.shape[-1])
+    return _chunked(lambda s: torch.einsum("nto,nti->noi", g3[s], a3[s]), n, a3.shape[-1] * g3.shape[-1])
+
+
+def _attention_rule(m: nn.Module, sites: Sequence[tuple[Tensor, Tensor]]) -> Stats:
+    """Multi-head attention's weights from the sites :func:`_attention` records: the input
+    projections (one site for self-attention, whose output holds the query, key and value
+    columns, or one per input) and the output projection (the last site)."""
+    assert isinstance(m, nn.MultiheadAttention)
+    *inputs, (ctx, g_out) = sites
+    weight = [_seq_linear(a, g) for a, g in inputs]
+    # the rows of in_proj_weight are the query, key and value maps: each block's statistics
+    # come from its own site, and disjoint rows concatenate
+    out: Stats = {"in_proj_weight": (torch.cat([t for t, _ in weight]), torch.cat([s for _, s in weight]))}
+    if m.in_proj_bias is not None:
+        bias = [_bias(g) for _, g in inputs]
+        out["in_proj_bias"] = (torch.cat([t for t, _ in bias]), torch.cat([s for _, s in bias]))
+    out["out_proj.weight"] = _seq_linear(ctx, g_out)
+    if m.out_proj.bias is not None:
+        out["out_proj.bias"] = _bias(g_out)
+    return out
+
+
+def _one_site(rule: Callable[[nn.Module, Tensor, Tensor], Stats]) -> Rule:
+    """A rule of a layer with one linear map: its input ``a`` and output gradient ``g``."""
+
+    def of_sites(m: nn.Module, sites: Sequence[tuple[Tensor, Tensor]]) -> Stats:
+        ((a, g),) = sites
+        return rule(m, a, g)
+
+    return of_sites
+
+
 RULES: dict[type[nn.Module], Rule] = {
-    nn.Linear: _linear,
-    nn.Conv1d: _conv,
-    nn.Conv2d: _conv,
-    nn.Embedding: _embedding,
-    nn.LayerNorm: _layer_norm,
+    nn.Linear: _one_site(_linear),
+    nn.Conv1d: _one_site(_conv),
+    nn.Conv2d: _one_site(_conv),
+    nn.Embedding: _one_site(_embedding),
+    nn.LayerNorm: _one_site(_layer_norm),
+    nn.MultiheadAttention: _attention_rule,
 }
 """The layer types with a rule (exact types: a subclass may change what its forward does)."""
+
+ATTENTION_PARAMETERS = ("in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias")
+"""Multi-head attention's parameters that its rule serves (``out_proj`` runs no forward of its own)."""
 
 
 def _ruled(m: nn.Module) -> bool:
@@ -161,7 +212,90 @@ def _ruled(m: nn.Module) -> bool:
         return m.groups == 1 and m.padding_mode == "zeros" and not isinstance(m.padding, str)
     if isinstance(m, nn.Embedding):  # max_norm rewrites the weight; scale_grad_by_freq reads the batch
         return m.max_norm is None and not m.scale_grad_by_freq
+    if isinstance(m, nn.MultiheadAttention):  # the packed projection, no extra key/value rows
+        return bool(m._qkv_same_embed_dim) and m.bias_k is None and m.bias_v is None and not m.add_zero_attn
     return True
+
+
+def _additive(mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    """A boolean mask (True: not attended) as ``-inf`` entries to add to the scores, a float
+    mask as it is (``F.multi_head_attention_forward``'s convention)."""
+    if mask is None or mask.is_floating_point():
+        return None if mask is None else mask.to(dtype)
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(mask, float("-inf"))
+
+
+def _attention(
+    m: nn.MultiheadAttention,
+    record: Callable[[Sites | None], None],
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    key_padding_mask: Tensor | None = None,
+    need_weights: bool = True,
+    attn_mask: Tensor | None = None,
+    average_attn_weights: bool = True,
+    is_causal: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """``nn.MultiheadAttention.forward`` for the statistics' forward pass: the same function,
+    computed as ``F.multi_head_attention_forward``'s math path with the projections as separate
+    ``F.linear`` calls whose inputs and outputs go to ``record``. A call outside the ruled case
+    (unbatched inputs, dropout while training, an integer mask, ``is_causal`` without a mask)
+    runs the layer's own forward and records ``None`` (the caller then uses ``vmap``)."""
+    masks = [t for t in (key_padding_mask, attn_mask) if t is not None]
+    if (
+        query.dim() != 3
+        or (m.training and m.dropout > 0.0)
+        or any(not (t.dtype == torch.bool or t.is_floating_point()) for t in masks)
+        or (is_causal and attn_mask is None)
+    ):
+        record(None)
+        return nn.MultiheadAttention.forward(
+            m, query, key, value, key_padding_mask=key_padding_mask, need_weights=need_weights,
+            attn_mask=attn_mask, average_attn_weights=average_attn_weights, is_causal=is_causal,
+        )  # fmt: skip
+    same = query is key and key is value
+    if not m.batch_first:  # the examples first, as the rules read them
+        query, key, value = (t.transpose(0, 1) for t in (query, key, value))
+    E, H = m.embed_dim, m.num_heads
+    W, b = m.in_proj_weight, m.in_proj_bias
+    sites: list[tuple[Tensor, Tensor]] = []
+    if same:  # self-attention: one projection to the query, key and value columns
+        qkv = functional.linear(query, W, b)
+        sites.append((query.detach(), qkv))
+        q, k, v = qkv.chunk(3, dim=-1)
+    else:  # each input through its own rows of the packed projection
+        projected = []
+        for j, x in enumerate((query, key, value)):
+            rows = slice(j * E, (j + 1) * E)
+            y = functional.linear(x, W[rows], None if b is None else b[rows])
+            sites.append((x.detach(), y))
+            projected.append(y)
+        q, k, v = projected
+    n, L, S, d = q.shape[0], q.shape[1], k.shape[1], E // H
+    # heads: (n, H, positions, d)
+    q, k, v = (t.reshape(n, -1, H, d).transpose(1, 2) for t in (q, k, v))
+    # the masks added to the scores: attn_mask (L, S) or (n*H, L, S), key_padding_mask (n, S)
+    bias = _additive(attn_mask, q.dtype)
+    if bias is not None:
+        bias = bias.reshape(1, 1, L, S) if bias.dim() == 2 else bias.reshape(n, H, L, S)
+    padding = _additive(key_padding_mask, q.dtype)
+    if padding is not None:
+        padding = padding.reshape(n, 1, 1, S)
+        bias = padding if bias is None else bias + padding
+    # softmax(q k^T / sqrt(d) + mask) v, the heads joined
+    scores = (q * math.sqrt(1.0 / d)) @ k.transpose(-2, -1)
+    weights = torch.softmax(scores if bias is None else scores + bias, dim=-1)
+    ctx = (weights @ v).transpose(1, 2).reshape(n, L, E)
+    out = functional.linear(ctx, m.out_proj.weight, m.out_proj.bias)
+    sites.append((ctx.detach(), out))
+    record(tuple(sites))
+    out = out.clone()  # a later in-place operation cannot change the recorded output
+    if not m.batch_first:
+        out = out.transpose(0, 1)
+    if not need_weights:
+        return out, None
+    return out, weights.mean(dim=1) if average_attn_weights else weights
 
 
 @dataclass(frozen=True)
@@ -185,8 +319,12 @@ def plan(model: nn.Module, names: Sequence[str]) -> LayerPlan | None:
     owners = []
     for name in names:
         path, _, attr = name.rpartition(".")
+        parent, _, child = path.rpartition(".")
+        if child == "out_proj" and isinstance(mods.get(parent), nn.MultiheadAttention):
+            path, attr = parent, f"out_proj.{attr}"  # served by the attention layer's rule
         m = mods.get(path)
-        if m is None or not _ruled(m) or attr not in ("weight", "bias"):
+        allowed = ATTENTION_PARAMETERS if isinstance(m, nn.MultiheadAttention) else ("weight", "bias")
+        if m is None or not _ruled(m) or attr not in allowed:
             return None
         owners.append((path, attr))
     return LayerPlan(tuple(owners), tuple(dict.fromkeys(p for p, _ in owners)))
@@ -195,6 +333,8 @@ def plan(model: nn.Module, names: Sequence[str]) -> LayerPlan | None:
 class Recorder:
     """Forward hooks that keep each planned layer's input and output while the model runs
     (``with Recorder(model, plan): z = forward()``); :meth:`calls` gives them afterwards.
+    Multi-head attention runs :func:`_attention` instead of its own forward meanwhile (the same
+    function, its linear maps recorded).
 
     Each hook hands what follows a copy of the layer's output, so that an in-place activation
     (``ReLU(inplace=True)``, ``sigmoid_``) cannot change the output whose gradient is read.
@@ -203,35 +343,55 @@ class Recorder:
     def __init__(self, model: nn.Module, layer_plan: LayerPlan) -> None:
         self._mods = dict(model.named_modules())
         self._plan = layer_plan
-        self._seen: dict[str, list[tuple[Tensor, Tensor] | None]] = {p: [] for p in layer_plan.modules}
+        self._seen: dict[str, list[Sites | None]] = {p: [] for p in layer_plan.modules}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        # (layer, its own forward attribute, if it had one)
+        self._patched: list[tuple[nn.Module, Callable[..., Any] | None]] = []
 
     def _hook_for(self, path: str) -> Callable[..., Tensor]:
         def hook(module: nn.Module, args: tuple[object, ...], output: Tensor) -> Tensor:
             x = args[0] if args else None
             if isinstance(x, Tensor) and isinstance(output, Tensor):
-                self._seen[path].append((x.detach(), output))
+                self._seen[path].append(((x.detach(), output),))
                 return output.clone()
             self._seen[path].append(None)  # not a plain tensor call: no rule
             return output
 
         return hook
 
+    def _attention_for(
+        self, m: nn.MultiheadAttention, path: str
+    ) -> Callable[..., tuple[Tensor, Tensor | None]]:
+        def forward(*args: Tensor | None, **kwargs: object) -> tuple[Tensor, Tensor | None]:
+            return _attention(m, self._seen[path].append, *args, **kwargs)  # type: ignore[arg-type]
+
+        return forward
+
     def __enter__(self) -> Recorder:
-        self._handles = [self._mods[p].register_forward_hook(self._hook_for(p)) for p in self._plan.modules]
+        for p in self._plan.modules:
+            m = self._mods[p]
+            if isinstance(m, nn.MultiheadAttention):
+                self._patched.append((m, m.__dict__.get("forward")))
+                m.forward = self._attention_for(m, p)  # type: ignore[method-assign]
+            else:
+                self._handles.append(m.register_forward_hook(self._hook_for(p)))
         return self
 
     def __exit__(self, *exc: object) -> None:
         for h in self._handles:
             h.remove()
-        self._handles = []
+        for m, own in self._patched:
+            del m.forward  # the class's forward again, or the one the instance had
+            if own is not None:
+                m.forward = own  # type: ignore[method-assign]
+        self._handles, self._patched = [], []
 
-    def calls(self) -> dict[str, tuple[Tensor, Tensor]] | None:
-        """``{layer: (input, output)}``, or None if a planned layer did not run exactly once (or
-        its output is outside the graph): the caller then uses ``vmap``."""
-        calls: dict[str, tuple[Tensor, Tensor]] = {}
+    def calls(self) -> Calls | None:
+        """``{layer: ((input, output), ...)}``, or None if a planned layer did not run exactly once
+        (or its output is outside the graph): the caller then uses ``vmap``."""
+        calls: Calls = {}
         for p, got in self._seen.items():
-            if len(got) != 1 or got[0] is None or not got[0][1].requires_grad:
+            if len(got) != 1 or got[0] is None or not all(o.requires_grad for _, o in got[0]):
                 return None  # not run, run twice (a shared layer), or outside the graph
             calls[p] = got[0]
         return calls
@@ -241,7 +401,7 @@ def sums(
     model: nn.Module,
     layer_plan: LayerPlan,
     z: Tensor,
-    calls: dict[str, tuple[Tensor, Tensor]],
+    calls: Calls,
     V: Tensor,
     like: Sequence[Tensor],
     *,
@@ -252,12 +412,19 @@ def sums(
     from ``V`` to the layers' outputs, then each layer's rule (``retain_graph``: keep the graph
     for later backward passes)."""
     mods = dict(model.named_modules())
-    outs = [calls[p][1] for p in layer_plan.modules]
-    grads = torch.autograd.grad(z, outs, grad_outputs=V, allow_unused=True, retain_graph=retain_graph)
+    sites = [site for p in layer_plan.modules for site in calls[p]]
+    grads = torch.autograd.grad(
+        z, [o for _, o in sites], grad_outputs=V, allow_unused=True, retain_graph=retain_graph
+    )
     stats: dict[str, Stats] = {}
-    for p, g in zip(layer_plan.modules, grads):
-        a, o = calls[p]
-        stats[p] = RULES[type(mods[p])](mods[p], a, torch.zeros_like(o) if g is None else g.detach())
+    k = 0
+    for p in layer_plan.modules:
+        got = []
+        for a, o in calls[p]:
+            g = grads[k]
+            got.append((a, torch.zeros_like(o) if g is None else g.detach()))
+            k += 1
+        stats[p] = RULES[type(mods[p])](mods[p], got)
     total, sumsq = [], []
     for (path, attr), w in zip(layer_plan.owners, like):
         t, s = stats[path][attr]

@@ -67,7 +67,8 @@ class RowTransformer(nn.Module):
     """A small transformer that reads an image as a sequence of its rows.
 
     Each of the ``side`` rows (``side`` pixels) is embedded by a linear layer to ``width``
-    features, a learned position embedding is added, ``layers`` ``nn.TransformerEncoderLayer``
+    features, a learned position embedding is added (an ``nn.Embedding`` of the row indices,
+    zero at the start: a layer with a per-example rule), ``layers`` ``nn.TransformerEncoderLayer``
     blocks (``heads`` heads, feed-forward width ``2 * width``, no dropout, pre-norm) mix the
     rows, and the mean over rows goes through a layer norm and a linear layer to the logits.
 
@@ -92,7 +93,8 @@ class RowTransformer(nn.Module):
             raise ConfigError(f"the transformer needs at least one layer, got {layers}")
         self.side = side
         self.embed = nn.Linear(side, width)
-        self.position = nn.Parameter(torch.zeros(side, width))
+        self.position = nn.Embedding(side, width)
+        nn.init.zeros_(self.position.weight)
         block = nn.TransformerEncoderLayer(
             width, heads, 2 * width, dropout=0.0, batch_first=True, norm_first=True
         )
@@ -101,6 +103,7 @@ class RowTransformer(nn.Module):
         self.head = nn.Linear(width, classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        h = self.embed(x.reshape(x.shape[0], self.side, self.side)) + self.position
+        rows = torch.arange(self.side, device=x.device).expand(x.shape[0], self.side)
+        h = self.embed(x.reshape(x.shape[0], self.side, self.side)) + self.position(rows)
         out: Tensor = self.head(self.norm(self.encoder(h).mean(dim=1)))
         return out

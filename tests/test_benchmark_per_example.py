@@ -1,0 +1,27 @@
+"""The per-example benchmark script runs (a small batch): it reads ModuleProblem's attributes,
+which a rename would otherwise break unseen."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "per_example.py"
+
+
+def test_the_per_example_benchmark_prints_a_row_per_model(capsys: pytest.CaptureFixture[str]) -> None:
+    spec = importlib.util.spec_from_file_location("per_example_benchmark", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    threads = torch.get_num_threads()
+    try:
+        assert module.main(["--n", "6", "--repeats", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)  # the script takes one thread; the other tests keep theirs
+    out = capsys.readouterr().out.splitlines()
+    rows = [line for line in out if line.startswith("| ") and "---" not in line]
+    assert len(rows) == 1 + len(module._models(6))  # the header and one row per model
