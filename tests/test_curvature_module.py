@@ -214,9 +214,7 @@ def test_per_example_statistics_match_a_loop_over_examples(kind: str, loss: str,
     grad, sumsq = A.per_example_gradient_stats()
     torch.testing.assert_close(tl.flatten(grad), torch.func.grad(f)(flat), **TOL)
     torch.testing.assert_close(tl.flatten(sumsq), sum(p * p for p in per), **TOL)
-    rules = {"lstm": "loop", "gru": "loop"}  # the recurrent layers have no rule yet
-    expected = rules.get(kind, "layers")
-    assert problem.per_example_path == (expected if path == "auto" else path)
+    assert problem.per_example_path == ("layers" if path == "auto" else path)
 
 
 def test_per_example_statistics_are_the_same_in_small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -24,10 +24,15 @@ per example through ``torch.func.vmap``:
 * ``MultiheadAttention`` (equal query, key and value widths, no ``bias_k``/``add_zero_attn``,
   no dropout while training, batched inputs): its weights are used by two linear maps inside
   ``F.multi_head_attention_forward``, out of reach of hooks, so while the statistics' forward pass
-  runs the layer computes the same function through :func:`_attention` (the math path of that
-  function), which records the input projections' and the output projection's inputs and
-  outputs; each is then a ``Linear`` on sequences (the query, key and value rows of
-  ``in_proj_weight`` from their own inputs when those differ, as in cross-attention).
+  runs the layer computes the same function through :func:`shf.curvature.recorded.attention`
+  (the math path of that function), which records the input projections' and the output
+  projection's inputs and outputs; each is then a ``Linear`` on sequences (the query, key and
+  value rows of ``in_proj_weight`` from their own inputs when those differ, as in
+  cross-attention);
+* ``RNN``, ``LSTM``, ``GRU`` (no ``proj_size``, no dropout between layers while training,
+  batched unpacked sequences): through :func:`shf.curvature.recorded.recurrent`, each (layer,
+  direction)'s input map ``W_ih x_t + b_ih`` is a ``Linear`` on the sequence and its hidden map
+  ``W_hh h_{t-1} + b_hh`` the same rule on the steps stacked as positions.
 
 A model is ruled only when every trained parameter belongs to a layer with a rule, that layer
 runs exactly once per forward pass, and no parameter is shared (tied) between modules; any
@@ -36,7 +41,6 @@ other model returns ``None`` and the caller uses ``vmap`` (:meth:`ModuleProblem.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -46,15 +50,14 @@ from torch import Tensor, nn
 from torch.nn import functional
 from torch.nn.grad import conv1d_weight, conv2d_weight
 
+from shf.curvature.recorded import MATH_PATHS, Sites
+
 PER_EXAMPLE_BUDGET = 1 << 24
 """Numbers held at once by a rule that forms per-example gradients (sequence and
 convolution inputs): 64 MiB in float32."""
 
 #: (total, sumsq) for each of a layer's parameters, by attribute name ("weight", "bias").
 Stats = dict[str, tuple[Tensor, Tensor]]
-#: One call of a layer: its recorded (input, output) pairs, one per linear map inside it (one for
-#: most layers; the input projections and the output projection of multi-head attention).
-Sites = tuple[tuple[Tensor, Tensor], ...]
 #: The recorded call of each planned layer, by module path.
 Calls = dict[str, Sites]
 Rule = Callable[[nn.Module, Sequence[tuple[Tensor, Tensor]]], Stats]
@@ -162,9 +165,9 @@ def _seq_linear(a: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _attention_rule(m: nn.Module, sites: Sequence[tuple[Tensor, Tensor]]) -> Stats:
-    """Multi-head attention's weights from the sites :func:`_attention` records: the input
-    projections (one site for self-attention, whose output holds the query, key and value
-    columns, or one per input) and the output projection (the last site)."""
+    """Multi-head attention's weights from the sites :func:`shf.curvature.recorded.attention`
+    records: the input projections (one site for self-attention, whose output holds the query,
+    key and value columns, or one per input) and the output projection (the last site)."""
     assert isinstance(m, nn.MultiheadAttention)
     *inputs, (ctx, g_out) = sites
     weight = [_seq_linear(a, g) for a, g in inputs]
@@ -177,6 +180,30 @@ def _attention_rule(m: nn.Module, sites: Sequence[tuple[Tensor, Tensor]]) -> Sta
     out["out_proj.weight"] = _seq_linear(ctx, g_out)
     if m.out_proj.bias is not None:
         out["out_proj.bias"] = _bias(g_out)
+    return out
+
+
+def _recurrent_rule(m: nn.Module, sites: Sequence[tuple[Tensor, Tensor]]) -> Stats:
+    """A recurrent layer's weights from the sites :func:`shf.curvature.recorded.recurrent`
+    records: for each (layer, direction), the input map over the whole sequence, then the hidden
+    map once per step. ``W_ih`` is a ``Linear`` on the sequence; ``W_hh``'s per-example gradient
+    ``sum_t g_it h_i,t-1^T`` is the same rule on the steps stacked as positions."""
+    assert isinstance(m, nn.RNNBase)
+    out: Stats = {}
+    k = 0
+    for layer in range(m.num_layers):
+        for d in range(2 if m.bidirectional else 1):
+            suffix = f"_l{layer}" + ("_reverse" if d else "")
+            a, g = sites[k]
+            steps = sites[k + 1 : k + 1 + a.shape[1]]
+            k += 1 + a.shape[1]
+            h, gh = torch.stack([t for t, _ in steps], dim=1), torch.stack([t for _, t in steps], dim=1)
+            out["weight_ih" + suffix] = _seq_linear(a, g)
+            out["weight_hh" + suffix] = _seq_linear(h, gh)
+            if m.bias:
+                out["bias_ih" + suffix] = _bias(g)
+                out["bias_hh" + suffix] = _bias(gh)
+    assert k == len(sites)
     return out
 
 
@@ -197,6 +224,9 @@ RULES: dict[type[nn.Module], Rule] = {
     nn.Embedding: _one_site(_embedding),
     nn.LayerNorm: _one_site(_layer_norm),
     nn.MultiheadAttention: _attention_rule,
+    nn.RNN: _recurrent_rule,
+    nn.LSTM: _recurrent_rule,
+    nn.GRU: _recurrent_rule,
 }
 """The layer types with a rule (exact types: a subclass may change what its forward does)."""
 
@@ -214,88 +244,18 @@ def _ruled(m: nn.Module) -> bool:
         return m.max_norm is None and not m.scale_grad_by_freq
     if isinstance(m, nn.MultiheadAttention):  # the packed projection, no extra key/value rows
         return bool(m._qkv_same_embed_dim) and m.bias_k is None and m.bias_v is None and not m.add_zero_attn
+    if isinstance(m, nn.RNNBase):  # no projection of the hidden state
+        return m.proj_size == 0
     return True
 
 
-def _additive(mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
-    """A boolean mask (True: not attended) as ``-inf`` entries to add to the scores, a float
-    mask as it is (``F.multi_head_attention_forward``'s convention)."""
-    if mask is None or mask.is_floating_point():
-        return None if mask is None else mask.to(dtype)
-    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(mask, float("-inf"))
-
-
-def _attention(
-    m: nn.MultiheadAttention,
-    record: Callable[[Sites | None], None],
-    query: Tensor,
-    key: Tensor,
-    value: Tensor,
-    key_padding_mask: Tensor | None = None,
-    need_weights: bool = True,
-    attn_mask: Tensor | None = None,
-    average_attn_weights: bool = True,
-    is_causal: bool = False,
-) -> tuple[Tensor, Tensor | None]:
-    """``nn.MultiheadAttention.forward`` for the statistics' forward pass: the same function,
-    computed as ``F.multi_head_attention_forward``'s math path with the projections as separate
-    ``F.linear`` calls whose inputs and outputs go to ``record``. A call outside the ruled case
-    (unbatched inputs, dropout while training, an integer mask, ``is_causal`` without a mask)
-    runs the layer's own forward and records ``None`` (the caller then uses ``vmap``)."""
-    masks = [t for t in (key_padding_mask, attn_mask) if t is not None]
-    if (
-        query.dim() != 3
-        or (m.training and m.dropout > 0.0)
-        or any(not (t.dtype == torch.bool or t.is_floating_point()) for t in masks)
-        or (is_causal and attn_mask is None)
-    ):
-        record(None)
-        return nn.MultiheadAttention.forward(
-            m, query, key, value, key_padding_mask=key_padding_mask, need_weights=need_weights,
-            attn_mask=attn_mask, average_attn_weights=average_attn_weights, is_causal=is_causal,
-        )  # fmt: skip
-    same = query is key and key is value
-    if not m.batch_first:  # the examples first, as the rules read them
-        query, key, value = (t.transpose(0, 1) for t in (query, key, value))
-    E, H = m.embed_dim, m.num_heads
-    W, b = m.in_proj_weight, m.in_proj_bias
-    sites: list[tuple[Tensor, Tensor]] = []
-    if same:  # self-attention: one projection to the query, key and value columns
-        qkv = functional.linear(query, W, b)
-        sites.append((query.detach(), qkv))
-        q, k, v = qkv.chunk(3, dim=-1)
-    else:  # each input through its own rows of the packed projection
-        projected = []
-        for j, x in enumerate((query, key, value)):
-            rows = slice(j * E, (j + 1) * E)
-            y = functional.linear(x, W[rows], None if b is None else b[rows])
-            sites.append((x.detach(), y))
-            projected.append(y)
-        q, k, v = projected
-    n, L, S, d = q.shape[0], q.shape[1], k.shape[1], E // H
-    # heads: (n, H, positions, d)
-    q, k, v = (t.reshape(n, -1, H, d).transpose(1, 2) for t in (q, k, v))
-    # the masks added to the scores: attn_mask (L, S) or (n*H, L, S), key_padding_mask (n, S)
-    bias = _additive(attn_mask, q.dtype)
-    if bias is not None:
-        bias = bias.reshape(1, 1, L, S) if bias.dim() == 2 else bias.reshape(n, H, L, S)
-    padding = _additive(key_padding_mask, q.dtype)
-    if padding is not None:
-        padding = padding.reshape(n, 1, 1, S)
-        bias = padding if bias is None else bias + padding
-    # softmax(q k^T / sqrt(d) + mask) v, the heads joined
-    scores = (q * math.sqrt(1.0 / d)) @ k.transpose(-2, -1)
-    weights = torch.softmax(scores if bias is None else scores + bias, dim=-1)
-    ctx = (weights @ v).transpose(1, 2).reshape(n, L, E)
-    out = functional.linear(ctx, m.out_proj.weight, m.out_proj.bias)
-    sites.append((ctx.detach(), out))
-    record(tuple(sites))
-    out = out.clone()  # a later in-place operation cannot change the recorded output
-    if not m.batch_first:
-        out = out.transpose(0, 1)
-    if not need_weights:
-        return out, None
-    return out, weights.mean(dim=1) if average_attn_weights else weights
+def _rule_parameters(m: nn.Module) -> tuple[str, ...]:
+    """The parameter names a layer's rule serves."""
+    if isinstance(m, nn.MultiheadAttention):
+        return ATTENTION_PARAMETERS
+    if isinstance(m, nn.RNNBase):
+        return tuple(m._flat_weights_names)
+    return ("weight", "bias")
 
 
 @dataclass(frozen=True)
@@ -323,8 +283,7 @@ def plan(model: nn.Module, names: Sequence[str]) -> LayerPlan | None:
         if child == "out_proj" and isinstance(mods.get(parent), nn.MultiheadAttention):
             path, attr = parent, f"out_proj.{attr}"  # served by the attention layer's rule
         m = mods.get(path)
-        allowed = ATTENTION_PARAMETERS if isinstance(m, nn.MultiheadAttention) else ("weight", "bias")
-        if m is None or not _ruled(m) or attr not in allowed:
+        if m is None or not _ruled(m) or attr not in _rule_parameters(m):
             return None
         owners.append((path, attr))
     return LayerPlan(tuple(owners), tuple(dict.fromkeys(p for p, _ in owners)))
@@ -333,7 +292,8 @@ def plan(model: nn.Module, names: Sequence[str]) -> LayerPlan | None:
 class Recorder:
     """Forward hooks that keep each planned layer's input and output while the model runs
     (``with Recorder(model, plan): z = forward()``); :meth:`calls` gives them afterwards.
-    Multi-head attention runs :func:`_attention` instead of its own forward meanwhile (the same
+    Multi-head attention and the recurrent layers run their math paths
+    (:data:`shf.curvature.recorded.MATH_PATHS`) instead of their own forwards meanwhile (the same
     function, its linear maps recorded).
 
     Each hook hands what follows a copy of the layer's output, so that an in-place activation
@@ -359,20 +319,20 @@ class Recorder:
 
         return hook
 
-    def _attention_for(
-        self, m: nn.MultiheadAttention, path: str
-    ) -> Callable[..., tuple[Tensor, Tensor | None]]:
-        def forward(*args: Tensor | None, **kwargs: object) -> tuple[Tensor, Tensor | None]:
-            return _attention(m, self._seen[path].append, *args, **kwargs)  # type: ignore[arg-type]
+    def _math_path_for(self, m: nn.Module, path: str) -> Callable[..., Any]:
+        math_path = MATH_PATHS[type(m)]
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            return math_path(m, self._seen[path].append, *args, **kwargs)
 
         return forward
 
     def __enter__(self) -> Recorder:
         for p in self._plan.modules:
             m = self._mods[p]
-            if isinstance(m, nn.MultiheadAttention):
+            if type(m) in MATH_PATHS:
                 self._patched.append((m, m.__dict__.get("forward")))
-                m.forward = self._attention_for(m, p)  # type: ignore[method-assign]
+                m.forward = self._math_path_for(m, p)  # type: ignore[method-assign]
             else:
                 self._handles.append(m.register_forward_hook(self._hook_for(p)))
         return self
