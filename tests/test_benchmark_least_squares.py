@@ -1,0 +1,70 @@
+"""The NIST StRD problems of the least-squares benchmark: each model, at NIST's certified
+parameters, gives NIST's certified residual sum of squares; the log relative error; a small run
+of the benchmark script."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _module(name: str) -> ModuleType:
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_model_gives_the_certified_residual_sum_of_squares() -> None:
+    """The check of the models' transcription: 9 of the 11 certified digits (the parameters are
+    rounded to 11 digits, which moves the sum of squares in its 10th-11th digit). Lanczos1's sum
+    of squares, 1.4e-25, is below what 11-digit parameters can reach (about 4e-21): only its
+    size is checked."""
+    L = _module("lsq_problems")
+    problems = L.load()
+    assert [p.name for p in problems] == list(L.MODELS) and len(problems) == 27
+    for p in problems:
+        assert len(p.starts[0]) == len(p.starts[1]) == len(p.certified)
+        rss = p.rss(p.certified)
+        if p.name == "Lanczos1":
+            assert rss < 1e-20
+        else:
+            assert L.lre(rss, p.certified_rss) >= 9.0, p.name
+        # the check can fail: a start is no solution
+        assert L.lre(p.rss(p.starts[0]), p.certified_rss) < 3.0, p.name
+
+
+def test_the_log_relative_error_counts_correct_digits() -> None:
+    L = _module("lsq_problems")
+    assert L.lre(1.0, 1.0) == L.DIGITS
+    # 1.001 is not exact in binary: three digits to 1e-4
+    assert L.lre(torch.tensor([1.001, 2.0]), torch.tensor([1.0, 2.0])) == pytest.approx(3.0, abs=1e-4)
+    assert L.lre(math.nan, 1.0) == 0.0 and L.lre(5.0, 1.0) == 0.0
+
+
+def test_the_benchmark_runs_and_scipy_reaches_misra1a_s_certified_values(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bench = _module("least_squares")
+    threads = torch.get_num_threads()
+    try:
+        args = ["--problems", "Misra1a", "--starts", "2", "--methods", "scipy-lm,shf-lm", "--max-iters", "3"]
+        assert bench.main([*args, "--out", str(tmp_path)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert "| Misra1a | 2 |" in out and (tmp_path / "least-squares.json").exists()
+    row = next(line for line in out.splitlines() if line.startswith("Misra1a") and "scipy-lm" in line)
+    assert float(row.split("digits")[1].split()[0]) >= 8.0  # MINPACK solves the easy problem
