@@ -10,11 +10,12 @@ points, in float64 on one thread, by:
 * ``scipy-trf``: the same with ``method="trf"``;
 * ``lbfgs``: ``torch.optim.LBFGS`` (strong Wolfe line search, history 100) on ``1/2 ||r||^2``
   until it stops moving or ``--max-iters`` iterations;
-* ``shf-defaults``: ``shf.SHF`` with its defaults on the residual (the whole data every step, no
-  validation set), ``--max-iters`` HF iterations or ``--patience`` without a lower loss;
-* ``shf-lm``: ``shf.SHF`` set by hand as a plain Levenberg-Marquardt (no weight cost, no damping
-  floor, the whole data for the curvature, no preconditioner): what the full-batch regime of
-  issue 31 item 4 is to choose by itself.
+* ``shf``: ``shf.SHF`` with its defaults on the residual (the whole data every step, no
+  validation set), which choose the full-batch regime (B17: a plain, well-damped LM solved by
+  LSMR to round-off) and form the 2-9 parameters' Jacobian (G16), ``--max-iters`` HF
+  iterations or ``--patience`` without a lower loss;
+* ``shf-stochastic``: the same with ``regime="stochastic"``: the defaults made for mini-batches
+  (weight cost, damping floor, forcing term, Chapelle-Erhan), what ``shf`` ran before B17.
 
 Prints, per problem and start, the certified digits reached (NIST's LRE: the fewest correct
 significant digits over the parameters, and of the residual sum of squares) and the seconds;
@@ -45,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lsq_problems
 from lsq_problems import Problem, lre
 
-METHODS = ("scipy-lm", "scipy-trf", "lbfgs", "shf-defaults", "shf-lm")
+METHODS = ("scipy-lm", "scipy-trf", "lbfgs", "shf", "shf-stochastic")
 
 
 @dataclass
@@ -107,17 +108,9 @@ def _lbfgs(problem: Problem, b0: Tensor, max_iters: int) -> tuple[Tensor, int, s
     return b.detach(), int(opt.state[b]["n_iter"]), ""
 
 
-def _shf(problem: Problem, b0: Tensor, lm: bool, max_iters: int, patience: int) -> tuple[Tensor, int, str]:
+def _shf(problem: Problem, b0: Tensor, regime: str, max_iters: int, patience: int) -> tuple[Tensor, int, str]:
     model = Parametric(problem, b0)
-    kwargs: dict[str, object] = {}
-    if lm:
-        n = problem.x.shape[0]
-        kwargs = dict(
-            damping=shf.Damping(lambda_min=0.0, weight_cost=0.0),
-            batch=shf.Batch(n1=n, n_max=n, curvature_size=None, n_max_fraction=None),
-            preconditioner="none",
-        )
-    opt = shf.SHF(model, lambda out, y: out - y, **kwargs)  # type: ignore[arg-type]
+    opt = shf.SHF(model, lambda out, y: out - y, regime=regime)
     X, Y = problem.x, problem.y.unsqueeze(1)
     best, best_b, since, iterations = math.inf, b0.clone(), 0, 0
     while iterations < max_iters and since < patience:
@@ -127,7 +120,7 @@ def _shf(problem: Problem, b0: Tensor, lm: bool, max_iters: int, patience: int) 
         if not math.isfinite(f):
             break
         best, best_b, since = (f, model.b.detach().clone(), 0) if f < best else (best, best_b, since + 1)
-    return best_b, iterations, ""
+    return best_b, iterations, opt.regime
 
 
 def run(problem: Problem, start: int, method: str, max_iters: int, patience: int) -> Outcome:
@@ -140,7 +133,8 @@ def run(problem: Problem, start: int, method: str, max_iters: int, patience: int
         elif method == "lbfgs":
             b, iters, note = _lbfgs(problem, b0, max_iters)
         else:
-            b, iters, note = _shf(problem, b0, method == "shf-lm", max_iters, patience)
+            regime = "stochastic" if method == "shf-stochastic" else "auto"
+            b, iters, note = _shf(problem, b0, regime, max_iters, patience)
     except Exception as e:  # a method that fails on a problem scores 0 digits there
         b, iters = torch.full_like(b0, math.nan), 0
         note = f"{type(e).__name__}: {str(e).splitlines()[0][:80]}"

@@ -156,4 +156,8 @@ def test_models_without_a_plan_use_torch_func() -> None:
     X = torch.randn(4, 3)
     A = problem.jacobian([p.detach() for p in ok.parameters()], X, X)
     A.matvec([torch.ones_like(p) for p in ok.parameters()])
+    assert A.forward_path == "dense"  # 12 weights: auto forms J (G16); a larger model uses jvp
+    problem.forward_mode = "jvp"
+    A = problem.jacobian([p.detach() for p in ok.parameters()], X, X)
+    A.matvec([torch.ones_like(p) for p in ok.parameters()])
     assert A.forward_path == "jvp"

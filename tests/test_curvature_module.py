@@ -16,6 +16,7 @@ from torch import nn
 
 from shf import tensorlist as tl
 from shf.batch import Inputs, rows
+from shf.curvature import module
 from shf.curvature.module import ModuleProblem, check_module, curvature_model, math_kernels
 from shf.errors import ConfigError, DataError
 
@@ -148,7 +149,7 @@ def test_products_match_the_dense_gauss_newton_matrix(kind: str, loss: str) -> N
     torch.testing.assert_close(AtA, G, **TOL)
 
 
-@pytest.mark.parametrize("mode", ["auto", "double-backward"])
+@pytest.mark.parametrize("mode", ["auto", "double-backward", "dense"])
 @pytest.mark.parametrize(("kind", "loss"), CASES)
 def test_forward_mode_is_the_jacobian_and_reverse_mode_its_adjoint(kind: str, loss: str, mode: str) -> None:
     model, X, Y = _batch(kind, loss, seed=1)
@@ -424,3 +425,42 @@ def test_double_backward_products_with_a_parameter_the_output_does_not_use() -> 
     frozen = ModuleProblem(model, "mse", [model.spare.weight], forward_mode="double-backward")
     A0 = frozen.jacobian([model.spare.weight.detach()], X, Y)
     assert float(A0.matvec([torch.ones(3, 4, dtype=F64)]).abs().max()) == 0.0  # only unused columns
+
+
+DENSE_CASES = [(kind, loss) for kind in ("mlp", "cnn") for loss in ("mse", "bce", "cross_entropy")] + [
+    ("named", "cross_entropy"), ("attention", "cross_entropy"),
+]
+
+
+@pytest.mark.parametrize(("kind", "loss"), DENSE_CASES)
+def test_the_dense_jacobian_gives_the_same_products_and_statistics(kind: str, loss: str) -> None:
+    """forward_mode='dense' (G16): J formed once; products, gradient and per-example sums equal the
+    reference dense Jacobian's (float64, the TOL of this file)."""
+    model, X, Y = _batch(kind, loss, n=7, seed=4)
+    w0, J, _, f, flat = _reference(model, loss, X, Y)
+    A = ModuleProblem(model, loss, forward_mode="dense").jacobian(w0, X, Y)
+    assert A.forward_path == "dense"
+    g = torch.Generator().manual_seed(5)
+    d = [torch.randn(t.shape, generator=g, dtype=F64) for t in w0]
+    U = torch.randn(A.residual.shape, generator=g, dtype=F64)
+    Jd = (J @ tl.flatten(d)).reshape(A.residual.shape[0], -1)
+    torch.testing.assert_close(A.matvec(d), A.point.bt(Jd) / math.sqrt(rows(X)), **TOL)
+    assert tl.dot(A.matvec(d), U) == pytest.approx(tl.dot(d, A.rmatvec(U)), rel=1e-12)
+    torch.testing.assert_close(tl.flatten(A.gradient()), torch.func.grad(f)(flat), **TOL)
+    V = A.point.b(U)
+    want = sum((J[i].T @ V[i].reshape(-1)) ** 2 for i in range(rows(X)))
+    torch.testing.assert_close(tl.flatten(A.per_example_sumsq(U)), want, **TOL)
+    assert A.problem.per_example_path == "dense"
+
+
+def test_auto_forms_the_jacobian_of_a_small_model_only() -> None:
+    """auto: dense up to DENSE_WEIGHTS trained weights (a parametric fit), matrix-free above."""
+    torch.manual_seed(0)
+    small = nn.Linear(3, 2).to(F64)  # 8 weights
+    X, Y = torch.randn(6, 3, dtype=F64), torch.randn(6, 2, dtype=F64)
+    A = ModuleProblem(small, "mse").jacobian([p.detach() for p in small.parameters()], X, Y)
+    assert A.forward_path == "dense"
+    big = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 2)).to(F64)
+    assert sum(p.numel() for p in big.parameters()) > module.DENSE_WEIGHTS
+    B = ModuleProblem(big, "mse").jacobian([p.detach() for p in big.parameters()], X, Y)
+    assert B.forward_path != "dense"

@@ -59,15 +59,26 @@ PER_EXAMPLE_BUDGET = 1 << 24
 """Numbers of per-example gradients held at once (64 MiB in float32): the chunk of
 examples processed by one ``vmap`` call is ``max(1, PER_EXAMPLE_BUDGET // n_params)``."""
 
-FORWARD_MODES = ("auto", "layers", "jvp", "linearize", "double-backward")
+FORWARD_MODES = ("auto", "layers", "jvp", "linearize", "double-backward", "dense")
 """How ``A d`` is made (:attr:`ModuleProblem.forward_mode`): ``layers``, per-layer rules on the
 activations of the HF iteration's one forward pass (:mod:`shf.curvature.chain`; a chain of known
 layers only); ``jvp``, ``torch.func.jvp`` per product (a forward pass each), switching to a
 checked ``linearize`` trace after :data:`LINEARIZE_AFTER` products; ``linearize``, the trace from
 the first product; ``double-backward``, the graph of ``J^T u`` built once per HF iteration and
 differentiated in ``u`` per product (the fastest on a transformer, the slowest on a CNN:
-``docs/results/bench/forward-modes.md``); ``auto``: ``layers`` where the model has a plan, else
-``jvp``."""
+``docs/results/bench/forward-modes.md``); ``dense`` (beyond the paper, G16), the Jacobian ``J``
+formed once per HF iteration by ``torch.func.jacfwd`` (or ``jacrev`` where the outputs are fewer
+than the weights), every product then a matrix-vector product and the per-example statistics
+read from its rows: for models with a handful of weights, where each ``jvp`` costs
+milliseconds of overhead and LSMR needs few iterations; ``auto``: ``layers`` where the model has
+a plan, ``dense`` where the model has at most :data:`DENSE_WEIGHTS` weights, else ``jvp``."""
+
+DENSE_WEIGHTS = 16
+"""The most trained weights for which ``auto`` forms ``J`` (``dense``): a parametric model
+(``docs/results/least-squares``); above it a network's products stay matrix-free."""
+
+DENSE_BUDGET = 1 << 22
+"""The most entries ``J`` may have for ``dense`` (32 MiB in float64); a larger batch uses ``jvp``."""
 
 LINEARIZE_AFTER = 8
 """Forward-mode products per HF iteration made by ``jvp`` before ``linearize`` is tried:
@@ -176,6 +187,7 @@ class ModuleProblem:
         # and the loss reads the output as it is (shf.curvature.chain).
         self.chain_plan = None if isinstance(self.loss_fn, Residual) else chain.plan(model, self.names)
         self.forward_mode = forward_mode
+        self.dense_failed = False  # set when J could not be formed (dense falls back to jvp)
 
     def _state(self, w: Sequence[Tensor]) -> dict[str, Tensor]:
         # The parameters not trained are read from the model at every call (it may have
@@ -350,6 +362,16 @@ class ModuleJacobian:
             self._calls = recorder.calls() if recorder is not None else None
             z = self._z = self._chain.output
             self._vjp = _autograd_vjp(z, wr)
+        elif self._dense_wanted(problem):
+            # J once per HF iteration (G16): every product a matrix-vector product
+            z = self._fn(*self.w)
+            self._J = self._dense_jacobian(z)
+            if self._J is None:  # jacfwd/jacrev failed on this model: matrix-free from now on
+                problem.forward_mode = "jvp" if problem.forward_mode == "dense" else problem.forward_mode
+                problem.dense_failed = True
+                z, self._vjp = torch.func.vjp(self._fn, *self.w)[:2]
+            else:
+                self._vjp = self._dense_vjp
         elif problem.forward_mode == "double-backward":
             # J^T u as a differentiable graph in u, built once per HF iteration; J d is its
             # derivative in u, one backward pass of that graph per product (docs/results/bench/
@@ -367,12 +389,43 @@ class ModuleJacobian:
             self._jtu = [cast(Tensor, grads[i]) for i in self._used]
         else:
             z, self._vjp = torch.func.vjp(self._fn, *self.w)[:2]
+        self._zshape = z.shape
         self.point: LossPoint = problem.loss_fn.at(z.detach(), Y)
         # R = r / sqrt(n) with B r = dl/dz, so A^T R = J^T dl/dz / n = grad f
         self._R = self.point.residual * self.scale
         self._loss = finite_or_inf(self.point.total() / self.n)
         self._matvecs = 0
         self._linear: Callable[..., Tensor] | None = None  # the checked linearize trace, if any
+
+    _J: Tensor | None = None  # the dense Jacobian (rows: output entries, columns: weights)
+
+    def _dense_wanted(self, problem: ModuleProblem) -> bool:
+        """Whether this operator forms ``J`` (``dense``, or ``auto`` on a small model)."""
+        if problem.dense_failed:
+            return False
+        if problem.forward_mode == "dense":
+            return True
+        return problem.forward_mode == "auto" and problem.n_params <= DENSE_WEIGHTS
+
+    def _dense_jacobian(self, z: Tensor) -> Tensor | None:
+        """``J`` as a ``(z.numel(), n_params)`` matrix, or None where the model cannot be
+        differentiated under ``vmap`` or ``J`` would exceed :data:`DENSE_BUDGET` entries."""
+        if z.numel() * self.problem.n_params > DENSE_BUDGET:
+            return None
+        argnums = tuple(range(len(self.w)))
+        jac = torch.func.jacfwd if self.problem.n_params <= z.numel() else torch.func.jacrev
+        try:
+            with math_kernels(self.problem._rnn):
+                blocks = jac(self._fn, argnums=argnums)(*self.w)
+        except Exception as e:  # any vmap or tracing failure: the matrix-free products are right
+            log.info("dense Jacobian not used (%s); matrix-free products from now on", str(e).splitlines()[0])
+            return None
+        return torch.cat([b.reshape(z.numel(), -1) for b in blocks], dim=1)
+
+    def _dense_vjp(self, v: Tensor) -> tuple[Tensor, ...]:
+        """``J^T v`` from the dense Jacobian, as one tensor per weight tensor."""
+        assert self._J is not None
+        return tuple(_unflatten(self._J.T @ v.reshape(-1), self.w))
 
     def _fn(self, *w: Tensor) -> Tensor:
         return self.problem.output(w, self.X, self.Y)
@@ -393,6 +446,8 @@ class ModuleJacobian:
         self._matvecs += 1
         if self._chain is not None:
             jd = self._chain(self.w, d)
+        elif self._J is not None:
+            jd = (self._J @ torch.cat([t.reshape(-1) for t in d])).reshape(self._zshape)
         elif self.problem.forward_mode == "double-backward":
             jd = self._double_backward(d)
         elif self._linear is not None:
@@ -424,6 +479,8 @@ class ModuleJacobian:
         """How the last ``A d`` was made: ``layers``, ``linearize``, ``jvp`` or ``double-backward``."""
         if self._chain is not None:
             return "layers"
+        if self._J is not None:
+            return "dense"
         if self.problem.forward_mode == "double-backward":
             return "double-backward"
         return "linearize" if self._linear is not None else "jvp"
@@ -466,6 +523,12 @@ class ModuleJacobian:
         """``(sum_i J_i^T v_i, sum_i (J_i^T v_i)^2)``: from this operator's own forward pass where
         it recorded the layers' inputs and outputs, else by :meth:`ModuleProblem.per_example_products`."""
         plan = self.problem.layer_plan
+        if self._J is not None:
+            # each example's rows of J: J_i^T v_i for all examples at once
+            self.problem.per_example_path = "dense"
+            rows = self._J.reshape(self.n, -1, self._J.shape[1])
+            per = torch.einsum("nkp,nk->np", rows, V.reshape(self.n, -1))
+            return _unflatten(per.sum(dim=0), self.w), _unflatten((per * per).sum(dim=0), self.w)
         if self._calls is not None and plan is not None:
             self.problem.per_example_path = "layers"
             model = self.problem.model
@@ -480,6 +543,11 @@ class ModuleJacobian:
         """``(grad f_S, sum_i (grad l_i)^2)`` with ``grad l_i = J_i^T dl/dz_i`` (Alg. 2, Martens)."""
         total, sumsq = self._per_example(self.point.grad_z)
         return [t.div_(self.n) for t in total], sumsq
+
+
+def _unflatten(flat: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
+    """``flat`` split into tensors shaped as ``like``."""
+    return [t.reshape(w.shape) for t, w in zip(torch.split(flat, [w.numel() for w in like]), like)]
 
 
 def curvature_model(

@@ -30,13 +30,14 @@ from torch import Tensor, nn
 from shf import batch as bt
 from shf import collectives
 from shf.batch import Inputs
-from shf.curvature.losses import Loss
+from shf.curvature.losses import Loss, Residual
 from shf.curvature.module import curvature_model
 from shf.curvature.sharded import ShardedProblem
 from shf.errors import ConfigError, DataError, ShfError
 from shf.optim.batchsize import BatchPolicy, BatchSchedule, batch_cap
-from shf.optim.hyper import to_config
+from shf.optim.hyper import GROUPS, to_config
 from shf.optim.objective import make_objective
+from shf.optim.regime import choose, full_batch, given_keys
 from shf.optim.settings import PRECONDITIONER, Batch, Damping, Init, LineSearch, Solver, WarmStart
 from shf.optim.step import NOT_FINITE_BATCH, SHFConfig, SHFState, StepInfo, shf_step
 
@@ -165,6 +166,12 @@ class SHF(torch.optim.Optimizer):
             chain of known layers, else ``jvp`` and a checked trace), ``"layers"``, ``"jvp"``,
             ``"linearize"`` or ``"double-backward"`` (differentiating the graph of ``J^T u``: the
             fastest on a transformer, ``docs/results/bench/forward-modes.md``).
+        regime: beyond the paper (B17, :mod:`shf.optim.regime`): ``"auto"`` (the default) runs
+            a plain, well-damped Levenberg-Marquardt step (no weight cost, no damping floor,
+            LSMR to round-off, the whole batch for the curvature, no preconditioner, no Alg. 2)
+            where the training set fits in the first batch or the loss is a residual function,
+            for the settings the user did not give; ``"stochastic"`` or ``"full-batch"`` force
+            one. A flat ``config=`` is never changed by ``auto``. ``StepInfo.regime`` says which.
         distributed: data-parallel over the processes of ``torch.distributed`` (launched by
             ``torchrun``): each rank computes on its rows of every batch, which must be the same
             batch on every rank (:mod:`shf.curvature.sharded`, ``docs/distributed.md``). ``None``
@@ -191,6 +198,7 @@ class SHF(torch.optim.Optimizer):
         forward_mode: str = "auto",
         distributed: bool | None = None,
         lr: float = 1.0,
+        regime: str = "auto",
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ConfigError(f"SHF needs the model (a torch.nn.Module), got {type(model).__name__}")
@@ -230,6 +238,17 @@ class SHF(torch.optim.Optimizer):
             model, loss, self._params, generic=generic, forward_mode=forward_mode
         )
         self.problem = self._local_problem
+        # B17: the full-batch regime (a plain, well-damped LM) where the data fit in one batch
+        given = (
+            set() if config is not None
+            else given_keys(zip(GROUPS, (damping, warm_start, solver, batch, line_search)), preconditioner,
+                            PRECONDITIONER)
+        )  # fmt: skip
+        residual = isinstance(getattr(self._local_problem, "loss_fn", None), Residual)
+        self.regime = choose(regime, residual=residual, train_size=train_size, n1=cfg.n1, given=given,
+                             one_config=config is not None)  # fmt: skip
+        if self.regime == "full-batch":
+            cfg = full_batch(cfg, given, None if train_size is None else int(train_size))
         comm = None if distributed is False else collectives.current(self._params[0].device)
         if distributed is True and comm is None:
             raise ConfigError(
@@ -447,6 +466,7 @@ class SHF(torch.optim.Optimizer):
         info.times["batch_stats"] = time.perf_counter() - t_bs
         local = self._local_problem
         info.per_example = "hand-written" if self.fast_path else getattr(local, "per_example_path", None)
+        info.regime = self.regime
         self.iterations += 1
         return info
 

@@ -524,6 +524,8 @@ class StepInfo:
     """How the per-example statistics (preconditioner, Alg. 2) were computed: ``"hand-written"``
     (the model's own products), ``"layers"`` (per-layer rules, shf.curvature.per_example) or
     ``"vmap"`` (torch.func's per-example gradients, the fallback); None: none yet."""
+    regime: str | None = None
+    """``"stochastic"`` or ``"full-batch"`` (B17, :mod:`shf.optim.regime`), set by :class:`shf.SHF`."""
     times: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:

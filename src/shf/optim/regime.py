@@ -1,0 +1,111 @@
+"""The full-batch regime (B17, beyond the paper): Levenberg-Marquardt where the data fit in one batch.
+
+SHF's defaults are made for a stochastic problem: a mini-batch of a large training set, a
+weight cost and a damping floor that regularise, a subsample of rows for the curvature, an
+inexact solve stopped by a forcing term, Alg. 2's batch statistics. When the whole training set
+is one batch, or the loss is a user's residual (a least-squares fit), none of that pays: the
+weight cost moves the solution, the floor on ``lambda`` keeps the steps short of Gauss-Newton's
+where LM converges fast, a truncated solve loses the directions of small singular values, and
+the batch statistics are paid for a decision that cannot change. In the full-batch regime the
+HF iteration is a plain, well-damped Levenberg-Marquardt step, solved by LSMR to round-off:
+
+======================  ==========================  =========================================
+setting                 full-batch regime           why
+======================  ==========================  =========================================
+``weight_cost``         0                           the certified solution is of the data loss
+``lambda_min``          0                           Nielsen's rule takes ``lambda`` to 0 near
+                                                    the solution (quadratic convergence)
+``atol``                1e-15                       LSMR to round-off: every digit the data give
+``forcing``             ``"none"``                  no truncated solve (a forcing term lost the
+                                                    parameters of Lanczos3 and Eckerle4)
+``preconditioner``      ``"none"``                  measured: Chapelle-Erhan lost digits on 4 of
+                                                    6 NIST problems
+``curvature_size``      none (all rows)             the curvature of the whole batch
+``n_max_fraction``      none                        the batch is the whole set
+``batch_schedule``      ``"fixed"``                 no Alg. 2: the batch cannot grow
+``n1``, ``n_max``       ``N`` (when known)          every step sees every example
+======================  ==========================  =========================================
+
+A setting the user gave (a group field set to other than its default, or ``preconditioner``)
+is kept, and so is any choice whose change would make a given setting ignored. The regime is
+chosen by :func:`choose`: ``auto`` (the default) is ``full-batch`` when the training set is
+known and fits in the first batch, or the loss is a residual function and the user did not
+set ``n1`` below ``N``; ``stochastic`` when the settings came as one :class:`SHFConfig` (the
+paper's presets stay the paper's). ``StepInfo.regime`` says which one runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from typing import Any
+
+from shf.errors import ConfigError, require_choice
+from shf.optim.hyper import group_key
+from shf.optim.step import SHFConfig
+
+REGIMES = ("auto", "stochastic", "full-batch")
+"""``SHF(regime=...)``: choose by the data (``auto``), or force one."""
+
+FULL_BATCH: dict[str, Any] = {
+    "curvature_size": None,  # first: B7's rows need lambda_min > 0
+    "weight_cost": 0.0,
+    "lambda_min": 0.0,
+    "atol": 1e-15,
+    "forcing": "none",
+    "preconditioner": "none",
+    "n_max_fraction": None,
+    "batch_schedule": "fixed",
+}
+"""The :class:`SHFConfig` values of the full-batch regime (besides ``n1 = n_max = N``)."""
+
+
+def given_keys(
+    groups: Iterable[tuple[type, Any]], preconditioner: str, default_preconditioner: str
+) -> set[str]:
+    """The :class:`SHFConfig` keys the user set: a group field given a value other than its
+    default, and ``preconditioner`` when it is not the default."""
+    keys = {"preconditioner"} if preconditioner != default_preconditioner else set()
+    for cls, part in groups:
+        if part is None:
+            continue
+        default = cls()
+        for f in dataclasses.fields(cls):
+            if getattr(part, f.name) != getattr(default, f.name):
+                keys.add(group_key(cls, f.name))
+    return keys
+
+
+def choose(
+    regime: str, *, residual: bool, train_size: int | None, n1: int, given: set[str], one_config: bool
+) -> str:
+    """``stochastic`` or ``full-batch`` for ``SHF(regime=regime)`` (see the module docstring)."""
+    require_choice("regime", regime, REGIMES)
+    if regime != "auto":
+        return regime
+    if one_config:
+        return "stochastic"
+    if train_size is not None and train_size <= n1:
+        return "full-batch"
+    if residual and (train_size is None or "n1" not in given):
+        return "full-batch"
+    return "stochastic"
+
+
+def full_batch(cfg: SHFConfig, given: set[str], train_size: int | None) -> SHFConfig:
+    """``cfg`` in the full-batch regime: :data:`FULL_BATCH`'s values for the keys the user did not
+    give, unless one would make a given key ignored or conflict with one (then that key keeps
+    its value)."""
+    out = cfg
+    for key, value in FULL_BATCH.items():
+        if key in given:
+            continue
+        try:
+            trial = dataclasses.replace(out, **{key: value})
+        except ConfigError:  # e.g. lambda_min = 0 under a curvature_size the user gave
+            continue
+        if not set(trial.ignored()) & given:
+            out = trial
+    if train_size is not None and not {"n1", "n_max"} & given:
+        out = dataclasses.replace(out, n1=train_size, n_max=max(train_size, 1))
+    return out
