@@ -68,3 +68,27 @@ def test_the_benchmark_runs_and_scipy_reaches_misra1a_s_certified_values(
     assert "| Misra1a | 2 |" in out and (tmp_path / "least-squares.json").exists()
     row = next(line for line in out.splitlines() if line.startswith("Misra1a") and "scipy-lm" in line)
     assert float(row.split("digits")[1].split()[0]) >= 8.0  # MINPACK solves the easy problem
+
+
+def test_the_scalable_problems_vanish_at_their_solutions_and_start_where_the_paper_does() -> None:
+    M = _module("mgh_problems")
+    for name in M.FUNCTIONS:
+        p = M.problem(name, 8)
+        assert p.residual(p.x0).shape[0] >= 8 and p.zero_digits(p.x0) < 2.0, name
+        if p.solution is not None:
+            assert float(p.residual(p.solution).abs().max()) == 0.0, name
+    assert M.problem("extended_rosenbrock", 4).x0.tolist() == [-1.2, 1.0, -1.2, 1.0]
+    assert M.problem("broyden_tridiagonal", 3).x0.tolist() == [-1.0, -1.0, -1.0]
+    with pytest.raises(ValueError, match="even"):
+        M.problem("extended_rosenbrock", 5)
+
+
+def test_the_large_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    bench = _module("least_squares_large")
+    threads = torch.get_num_threads()
+    try:
+        assert bench.main(["--n", "10", "--seconds", "0.2", "--problems", "extended_rosenbrock"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert out.count("| extended_rosenbrock |") == 3  # shf, L-BFGS and scipy

@@ -113,3 +113,13 @@ def test_a_flat_config_keeps_the_paper_s_settings_and_fit_chooses_by_the_trainin
     assert res.history[-1]["n"] == 60  # every example in every step
     big = shf.fit(net, (X[:60], Y[:60]), (X[60:], Y[60:]), max_iters=1, batch=shf.Batch(n1=20, n_max=40))
     assert big.optimizer.regime == "stochastic"
+
+
+def test_a_damping_below_the_stochastic_floor_is_the_user_s_to_give_in_the_full_batch_regime() -> None:
+    """The regime's floor (0) applies before the groups are checked: ``lambda1`` below the
+    stochastic defaults' floor (0.05) is accepted for a residual fit, and refused where the
+    floor stays (the stochastic regime)."""
+    opt = shf.SHF(Rise(), lambda out, t: out - t, damping=shf.Damping(lambda1=1e-3))
+    assert (opt.config.lambda1, opt.config.lambda_min) == (1e-3, 0.0)
+    with pytest.raises(ConfigError, match="lambda1 must be >= lambda_min"):
+        shf.SHF(Rise(), lambda out, t: out - t, damping=shf.Damping(lambda1=1e-3), regime="stochastic")

@@ -67,7 +67,7 @@ def given_keys(
     default, and ``preconditioner`` when it is not the default."""
     keys = {"preconditioner"} if preconditioner != default_preconditioner else set()
     for cls, part in groups:
-        if part is None:
+        if not isinstance(part, cls):  # None, or not a group (refused where the groups are read)
             continue
         default = cls()
         for f in dataclasses.fields(cls):

@@ -202,20 +202,37 @@ class SHF(torch.optim.Optimizer):
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ConfigError(f"SHF needs the model (a torch.nn.Module), got {type(model).__name__}")
+        if train_size is not None and (isinstance(train_size, bool) or int(train_size) < 2):
+            raise ConfigError(f"train_size must be an integer >= 2, got {train_size}")
         groups = (damping, warm_start, solver, batch, line_search)
         if config is not None:
             if any(g is not None for g in groups) or preconditioner != PRECONDITIONER:
                 raise ConfigError("give SHF either config= or the hyper-parameter groups, not both")
             if not isinstance(config, SHFConfig):
                 raise ConfigError(f"config must be a shf.SHFConfig, got {type(config).__name__}")
+        # B17: the full-batch regime (a plain, well-damped LM) where the data fit in one batch
+        given = given_keys(zip(GROUPS, groups), preconditioner, PRECONDITIONER) if config is None else set()
+        n1 = config.n1 if config is not None else (batch if isinstance(batch, Batch) else Batch()).n1
+        residual = isinstance(loss, Residual) or (callable(loss) and not isinstance(loss, (str, Loss)))
+        N = None if train_size is None else int(train_size)
+        self.regime = choose(regime, residual=residual, train_size=N, n1=n1, given=given,
+                             one_config=config is not None)  # fmt: skip
+        if config is not None:
             cfg = dataclasses.replace(config)  # validated copy
         else:
+            if self.regime == "full-batch":
+                # the regime's floor and curvature rows first, so that the groups validate under it
+                # (a lambda1 below the stochastic floor is the user's to give here)
+                if "lambda_min" not in given and (damping is None or isinstance(damping, Damping)):
+                    damping = dataclasses.replace(damping or Damping(), lambda_min=0.0)
+                if "curvature_size" not in given and (batch is None or isinstance(batch, Batch)):
+                    batch = dataclasses.replace(batch or Batch(), curvature_size=None)
             cfg = to_config(
                 damping=damping, warm_start=warm_start, solver=solver, batch=batch,
                 line_search=line_search, init=Init(), preconditioner=preconditioner,
             )  # fmt: skip
-        if train_size is not None and (isinstance(train_size, bool) or int(train_size) < 2):
-            raise ConfigError(f"train_size must be an integer >= 2, got {train_size}")
+        if self.regime == "full-batch":
+            cfg = full_batch(cfg, given, N)
         if params is None:
             params = [p for p in model.parameters() if p.requires_grad]
             if not params:
@@ -238,17 +255,6 @@ class SHF(torch.optim.Optimizer):
             model, loss, self._params, generic=generic, forward_mode=forward_mode
         )
         self.problem = self._local_problem
-        # B17: the full-batch regime (a plain, well-damped LM) where the data fit in one batch
-        given = (
-            set() if config is not None
-            else given_keys(zip(GROUPS, (damping, warm_start, solver, batch, line_search)), preconditioner,
-                            PRECONDITIONER)
-        )  # fmt: skip
-        residual = isinstance(getattr(self._local_problem, "loss_fn", None), Residual)
-        self.regime = choose(regime, residual=residual, train_size=train_size, n1=cfg.n1, given=given,
-                             one_config=config is not None)  # fmt: skip
-        if self.regime == "full-batch":
-            cfg = full_batch(cfg, given, None if train_size is None else int(train_size))
         comm = None if distributed is False else collectives.current(self._params[0].device)
         if distributed is True and comm is None:
             raise ConfigError(
