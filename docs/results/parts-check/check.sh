@@ -23,5 +23,9 @@ out, drop = sys.argv[1], {"time_s", "wall_s", "times", "elapsed_s"}
 for name in ("usps", "default"):
     a, b = ([{k: v for k, v in json.loads(line).items() if k not in drop}
              for line in open(f"{out}/{tag}-{name}/metrics.jsonl")] for tag in ("before", "after"))
-    print(f"{name}: {len(a)} and {len(b)} iterations, metrics {'identical' if a == b else 'DIFFERENT'}")
+    # every metric recorded before is compared; a field added since (StepInfo.regime) is listed
+    same = len(a) == len(b) and all(all(y.get(k) == v for k, v in x.items()) for x, y in zip(a, b))
+    added = sorted(set(b[0]) - set(a[0])) if a and b else []
+    print(f"{name}: {len(a)} and {len(b)} iterations, metrics {'identical' if same else 'DIFFERENT'}"
+          + (f" (fields added since: {', '.join(added)})" if added else ""))
 PY
