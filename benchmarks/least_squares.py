@@ -15,7 +15,8 @@ points, in float64 on one thread, by:
   LSMR to round-off) and form the 2-9 parameters' Jacobian (G16), ``--max-iters`` HF
   iterations or ``--patience`` without a lower loss;
 * ``shf-stochastic``: the same with ``regime="stochastic"``: the defaults made for mini-batches
-  (weight cost, damping floor, forcing term, Chapelle-Erhan), what ``shf`` ran before B17.
+  (weight cost, damping floor, forcing term, Chapelle-Erhan), what ``shf`` ran before B17;
+* ``shf-martens`` (on request): the full-batch regime with Martens' preconditioner.
 
 Prints, per problem and start, the certified digits reached (NIST's LRE: the fewest correct
 significant digits over the parameters, and of the residual sum of squares) and the seconds;
@@ -47,6 +48,11 @@ import lsq_problems
 from lsq_problems import Problem, lre
 
 METHODS = ("scipy-lm", "scipy-trf", "lbfgs", "shf", "shf-stochastic")
+VARIANTS: dict[str, dict[str, str]] = {
+    "shf": {}, "shf-stochastic": {"regime": "stochastic"}, "shf-martens": {"preconditioner": "martens"},
+}
+"""SHF's settings per method (``shf-martens``, not run by default: the full-batch regime with
+Martens' diagonal preconditioner, a scaling of the damping like MINPACK's)."""
 
 
 @dataclass
@@ -108,9 +114,9 @@ def _lbfgs(problem: Problem, b0: Tensor, max_iters: int) -> tuple[Tensor, int, s
     return b.detach(), int(opt.state[b]["n_iter"]), ""
 
 
-def _shf(problem: Problem, b0: Tensor, regime: str, max_iters: int, patience: int) -> tuple[Tensor, int, str]:
+def _shf(problem: Problem, b0: Tensor, method: str, max_iters: int, patience: int) -> tuple[Tensor, int, str]:
     model = Parametric(problem, b0)
-    opt = shf.SHF(model, lambda out, y: out - y, regime=regime)
+    opt = shf.SHF(model, lambda out, y: out - y, **VARIANTS[method])  # type: ignore[arg-type]
     X, Y = problem.x, problem.y.unsqueeze(1)
     best, best_b, since, iterations = math.inf, b0.clone(), 0, 0
     while iterations < max_iters and since < patience:
@@ -133,8 +139,7 @@ def run(problem: Problem, start: int, method: str, max_iters: int, patience: int
         elif method == "lbfgs":
             b, iters, note = _lbfgs(problem, b0, max_iters)
         else:
-            regime = "stochastic" if method == "shf-stochastic" else "auto"
-            b, iters, note = _shf(problem, b0, regime, max_iters, patience)
+            b, iters, note = _shf(problem, b0, method, max_iters, patience)
     except Exception as e:  # a method that fails on a problem scores 0 digits there
         b, iters = torch.full_like(b0, math.nan), 0
         note = f"{type(e).__name__}: {str(e).splitlines()[0][:80]}"

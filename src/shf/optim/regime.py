@@ -27,7 +27,10 @@ setting                 full-batch regime           why
 ======================  ==========================  =========================================
 
 A setting the user gave (a group field set to other than its default, or ``preconditioner``)
-is kept, and so is any choice whose change would make a given setting ignored. The regime is
+is kept, and so is any choice whose change would make a given setting ignored. A setting given
+at its default value cannot be told from one not given: to keep a default of the stochastic
+regime (``weight_cost = 1e-4``, say) in a full-batch fit, pass ``regime="stochastic"`` and set
+the rest by hand. The regime is
 chosen by :func:`choose`: ``auto`` (the default) is ``full-batch`` when the training set is
 known and fits in the first batch, or the loss is a residual function and the user did not
 set ``n1`` below ``N``; ``stochastic`` when the settings came as one :class:`SHFConfig` (the
