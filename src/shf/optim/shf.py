@@ -163,9 +163,11 @@ class SHF(torch.optim.Optimizer):
             the preconditioner's probes; ``generator`` (a CPU generator) wins over ``seed``.
         generic: use the ``torch.func`` products even where hand-written ones exist.
         forward_mode: how the generic path makes ``A d``: ``"auto"`` (per-layer rules for a
-            chain of known layers, else ``jvp`` and a checked trace), ``"layers"``, ``"jvp"``,
-            ``"linearize"`` or ``"double-backward"`` (differentiating the graph of ``J^T u``: the
-            fastest on a transformer, ``docs/results/bench/forward-modes.md``).
+            chain of known layers, the Jacobian formed for a model of at most 16 weights, else
+            ``jvp`` and a checked trace), ``"layers"``, ``"jvp"``, ``"linearize"``,
+            ``"double-backward"`` (differentiating the graph of ``J^T u``: the fastest on a
+            transformer, ``docs/results/bench/forward-modes.md``) or ``"dense"`` (``J`` formed
+            once per HF iteration, G16).
         regime: beyond the paper (B17, :mod:`shf.optim.regime`): ``"auto"`` (the default) runs
             a plain, well-damped Levenberg-Marquardt step (no weight cost, no damping floor,
             LSMR to round-off, the whole batch for the curvature, no preconditioner, no Alg. 2)
