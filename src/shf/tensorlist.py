@@ -233,7 +233,8 @@ def all_finite(a: Vec) -> bool:
 def flatten(a: Vec) -> Tensor:
     """Concatenate into one 1-D tensor (row-major per layer).
 
-    Only for tests and dense references: the algorithms never flatten.
+    Only for tests, dense references and the dense Jacobian of a model with a handful of
+    weights (G16, :mod:`shf.curvature.module`): the algorithms never flatten.
     """
     if _is_list(a):
         assert isinstance(a, list)

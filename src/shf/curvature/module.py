@@ -425,7 +425,7 @@ class ModuleJacobian:
     def _dense_vjp(self, v: Tensor) -> tuple[Tensor, ...]:
         """``J^T v`` from the dense Jacobian, as one tensor per weight tensor."""
         assert self._J is not None
-        return tuple(_unflatten(self._J.T @ v.reshape(-1), self.w))
+        return tuple(tl.unflatten(self._J.T @ v.reshape(-1), self.w))
 
     def _fn(self, *w: Tensor) -> Tensor:
         return self.problem.output(w, self.X, self.Y)
@@ -447,7 +447,7 @@ class ModuleJacobian:
         if self._chain is not None:
             jd = self._chain(self.w, d)
         elif self._J is not None:
-            jd = (self._J @ torch.cat([t.reshape(-1) for t in d])).reshape(self._zshape)
+            jd = (self._J @ tl.flatten(d)).reshape(self._zshape)
         elif self.problem.forward_mode == "double-backward":
             jd = self._double_backward(d)
         elif self._linear is not None:
@@ -528,7 +528,7 @@ class ModuleJacobian:
             self.problem.per_example_path = "dense"
             rows = self._J.reshape(self.n, -1, self._J.shape[1])
             per = torch.einsum("nkp,nk->np", rows, V.reshape(self.n, -1))
-            return _unflatten(per.sum(dim=0), self.w), _unflatten((per * per).sum(dim=0), self.w)
+            return tl.unflatten(per.sum(dim=0), self.w), tl.unflatten((per * per).sum(dim=0), self.w)
         if self._calls is not None and plan is not None:
             self.problem.per_example_path = "layers"
             model = self.problem.model
@@ -543,11 +543,6 @@ class ModuleJacobian:
         """``(grad f_S, sum_i (grad l_i)^2)`` with ``grad l_i = J_i^T dl/dz_i`` (Alg. 2, Martens)."""
         total, sumsq = self._per_example(self.point.grad_z)
         return [t.div_(self.n) for t in total], sumsq
-
-
-def _unflatten(flat: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
-    """``flat`` split into tensors shaped as ``like``."""
-    return [t.reshape(w.shape) for t, w in zip(torch.split(flat, [w.numel() for w in like]), like)]
 
 
 def curvature_model(

@@ -11,7 +11,7 @@ where the defaults differ from the paper's settings (``SHFConfig.paper()``, ``sh
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from shf.errors import ConfigError
@@ -82,20 +82,28 @@ def group_key(cls: type, name: str) -> str:
     return _RENAMED.get(cls, {}).get(name, name)
 
 
+def given_fields(groups: Iterable[tuple[type, Any]]) -> Iterator[tuple[type, str, str, Any, Any]]:
+    """``(class, field, SHFConfig key, value, default)`` of each group field given a value other
+    than its default. ``groups``: ``(class, instance or None)``; what is not an instance of its
+    class is skipped (:func:`to_config` refuses it)."""
+    for cls, part in groups:
+        if not isinstance(part, cls):
+            continue
+        default = cls()
+        for f in dataclasses.fields(cls):
+            value, was = getattr(part, f.name), getattr(default, f.name)
+            if value != was:
+                yield cls, f.name, group_key(cls, f.name), value, was
+
+
 def check_given(cfg: SHFConfig, groups: Iterable[tuple[type, Any]]) -> None:
     """Refuse a group field given a value other than its default that ``cfg``'s parts ignore
     (``Damping(drop=0.9)`` under Nielsen's rule, ``Solver(merit_size=100)`` without the merit),
     with a message naming the part that ignores it. ``groups``: ``(class, instance or None)``."""
     ignored = cfg.ignored()
-    for cls, part in groups:
-        if part is None:
-            continue
-        default = cls()
-        for f in dataclasses.fields(cls):
-            key = group_key(cls, f.name)
-            value = getattr(part, f.name)
-            if key in ignored and value != getattr(default, f.name):
-                raise ConfigError(
-                    f"{cls.__name__}({f.name}={value!r}) is ignored by {ignored[key]}: leave {f.name} at "
-                    f"its default ({getattr(default, f.name)!r}), or choose a part that reads it"
-                )
+    for cls, name, key, value, default in given_fields(groups):
+        if key in ignored:
+            raise ConfigError(
+                f"{cls.__name__}({name}={value!r}) is ignored by {ignored[key]}: leave {name} at "
+                f"its default ({default!r}), or choose a part that reads it"
+            )

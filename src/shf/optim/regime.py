@@ -44,7 +44,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from shf.errors import ConfigError, require_choice
-from shf.optim.hyper import group_key
+from shf.optim.hyper import given_fields
+from shf.optim.settings import Batch, Damping
 from shf.optim.step import SHFConfig
 
 REGIMES = ("auto", "stochastic", "full-batch")
@@ -67,16 +68,22 @@ def given_keys(
     groups: Iterable[tuple[type, Any]], preconditioner: str, default_preconditioner: str
 ) -> set[str]:
     """The :class:`SHFConfig` keys the user set: a group field given a value other than its
-    default, and ``preconditioner`` when it is not the default."""
-    keys = {"preconditioner"} if preconditioner != default_preconditioner else set()
-    for cls, part in groups:
-        if not isinstance(part, cls):  # None, or not a group (refused where the groups are read)
-            continue
-        default = cls()
-        for f in dataclasses.fields(cls):
-            if getattr(part, f.name) != getattr(default, f.name):
-                keys.add(group_key(cls, f.name))
-    return keys
+    default (:func:`shf.optim.hyper.given_fields`), and ``preconditioner`` when it is not the
+    default."""
+    keys = {key for _, _, key, _, _ in given_fields(groups)}
+    return keys | {"preconditioner"} if preconditioner != default_preconditioner else keys
+
+
+def first_groups(damping: Damping | None, batch: Batch | None, given: set[str]) -> tuple[Any, Any]:
+    """``damping`` and ``batch`` with the full-batch floor and curvature rows
+    (:data:`FULL_BATCH`) where the user did not give them, before the groups are checked: a
+    ``lambda1`` below the stochastic floor is the user's to give in this regime. A group that is
+    not one is returned as it is (:func:`shf.optim.hyper.to_config` refuses it)."""
+    if "lambda_min" not in given and (damping is None or isinstance(damping, Damping)):
+        damping = dataclasses.replace(damping or Damping(), lambda_min=FULL_BATCH["lambda_min"])
+    if "curvature_size" not in given and (batch is None or isinstance(batch, Batch)):
+        batch = dataclasses.replace(batch or Batch(), curvature_size=FULL_BATCH["curvature_size"])
+    return damping, batch
 
 
 def choose(
@@ -110,5 +117,5 @@ def full_batch(cfg: SHFConfig, given: set[str], train_size: int | None) -> SHFCo
         if not set(trial.ignored()) & given:
             out = trial
     if train_size is not None and not {"n1", "n_max"} & given:
-        out = dataclasses.replace(out, n1=train_size, n_max=max(train_size, 1))
+        out = dataclasses.replace(out, n1=train_size, n_max=train_size)
     return out

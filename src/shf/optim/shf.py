@@ -30,14 +30,14 @@ from torch import Tensor, nn
 from shf import batch as bt
 from shf import collectives
 from shf.batch import Inputs
-from shf.curvature.losses import Loss, Residual
+from shf.curvature.losses import Loss, Residual, get_loss
 from shf.curvature.module import curvature_model
 from shf.curvature.sharded import ShardedProblem
 from shf.errors import ConfigError, DataError, ShfError
 from shf.optim.batchsize import BatchPolicy, BatchSchedule, batch_cap
 from shf.optim.hyper import GROUPS, to_config
 from shf.optim.objective import make_objective
-from shf.optim.regime import choose, full_batch, given_keys
+from shf.optim.regime import choose, first_groups, full_batch, given_keys
 from shf.optim.settings import PRECONDITIONER, Batch, Damping, Init, LineSearch, Solver, WarmStart
 from shf.optim.step import NOT_FINITE_BATCH, SHFConfig, SHFState, StepInfo, shf_step
 
@@ -215,20 +215,15 @@ class SHF(torch.optim.Optimizer):
         # B17: the full-batch regime (a plain, well-damped LM) where the data fit in one batch
         given = given_keys(zip(GROUPS, groups), preconditioner, PRECONDITIONER) if config is None else set()
         n1 = config.n1 if config is not None else (batch if isinstance(batch, Batch) else Batch()).n1
-        residual = isinstance(loss, Residual) or (callable(loss) and not isinstance(loss, (str, Loss)))
+        residual = loss is not None and isinstance(get_loss(loss), Residual)
         N = None if train_size is None else int(train_size)
         self.regime = choose(regime, residual=residual, train_size=N, n1=n1, given=given,
                              one_config=config is not None)  # fmt: skip
         if config is not None:
             cfg = dataclasses.replace(config)  # validated copy
         else:
-            if self.regime == "full-batch":
-                # the regime's floor and curvature rows first, so that the groups validate under it
-                # (a lambda1 below the stochastic floor is the user's to give here)
-                if "lambda_min" not in given and (damping is None or isinstance(damping, Damping)):
-                    damping = dataclasses.replace(damping or Damping(), lambda_min=0.0)
-                if "curvature_size" not in given and (batch is None or isinstance(batch, Batch)):
-                    batch = dataclasses.replace(batch or Batch(), curvature_size=None)
+            if self.regime == "full-batch":  # its floor and curvature rows before the groups' checks
+                damping, batch = first_groups(damping, batch, given)
             cfg = to_config(
                 damping=damping, warm_start=warm_start, solver=solver, batch=batch,
                 line_search=line_search, init=Init(), preconditioner=preconditioner,
