@@ -69,3 +69,60 @@ def test_bad_init_parameters():
         sparse_init(net, m0=0, sigma=1.0)
     with pytest.raises(ConfigError, match="sigma must be positive"):
         sparse_init(net, m0=2, sigma=0.0)
+
+
+def _net_and_data(dtype: torch.dtype, loss_name: str = "cross_entropy") -> tuple[Autoencoder, torch.Tensor]:
+    g = torch.Generator().manual_seed(3)
+    net = Autoencoder((12, 7, 3), loss_name=loss_name, generator=g, dtype=dtype)
+    X = torch.rand(40, 12, generator=g, dtype=dtype)
+    return net, X
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_shared_outputs_give_the_two_passes_numbers_bit_for_bit(dtype):
+    # The memo (OutputMemo) must not change a number: the loss and the error at the same weights
+    # equal those of mlp's own functions, each computed by its own forward pass.
+    from shf.curvature import mlp
+
+    net, X = _net_and_data(dtype)
+    w = [t.detach().clone() for t in net.weights]
+    copies = [t.clone() for t in w]  # what the loop holds: equal values, other tensors
+    ce, se = mlp.cross_entropy(net, w, X), mlp.loss(net, w, X)
+    assert net.loss(w, X) == ce
+    assert net.squared_error(copies, X) == se  # a hit: the cross-entropy's pass
+    assert net.cross_entropy(w, X) == ce
+    Y = torch.rand(40, 12, generator=torch.Generator().manual_seed(4), dtype=dtype)
+    assert net.squared_error(w, X, Y) == mlp.loss(net, w, X, Y)
+    assert net.cross_entropy(w, X, Y) == mlp.cross_entropy(net, w, X, Y)
+
+
+def test_the_memo_runs_one_forward_pass_for_the_same_rows_and_weights(monkeypatch):
+    import shf.models.autoencoder as ae
+
+    calls = []
+    real = ae.pre_activations
+    monkeypatch.setattr(ae, "pre_activations", lambda *a: calls.append(1) or real(*a))
+    net, X = _net_and_data(torch.float64)
+    w = [t.detach().clone() for t in net.weights]
+    net.loss(w, X)
+    net.squared_error([t.clone() for t in w], X)
+    assert len(calls) == 1, "equal weights on the same rows must share the forward pass"
+    net.squared_error(w, X[:20])  # other rows (a view of the same memory, other shape): a miss
+    assert len(calls) == 2
+
+
+def test_the_memo_misses_when_weights_or_rows_change(monkeypatch):
+    from shf.curvature import mlp
+
+    net, X = _net_and_data(torch.float64)
+    w = [t.detach().clone() for t in net.weights]
+    net.loss(w, X)
+    w2 = [t.clone() for t in w]
+    w2[1][0, 0] += 1e-3  # one weight changed
+    assert net.squared_error(w2, X) == mlp.loss(net, w2, X)
+    assert net.squared_error(w2, X) != mlp.loss(net, w, X)
+    X.mul_(0.5)  # the same tensor changed in place: its version counter moves
+    assert net.squared_error(w2, X) == mlp.loss(net, w2, X)
+    assert net.cross_entropy(w2, X) == mlp.cross_entropy(net, w2, X)
+    Xb = X.clone()  # equal values in other memory: computed again, the same numbers
+    assert net.cross_entropy(w2, Xb) == mlp.cross_entropy(net, w2, X)
