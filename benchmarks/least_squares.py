@@ -50,9 +50,11 @@ from lsq_problems import Problem, lre
 METHODS = ("scipy-lm", "scipy-trf", "lbfgs", "shf", "shf-stochastic")
 VARIANTS: dict[str, dict[str, str]] = {
     "shf": {}, "shf-stochastic": {"regime": "stochastic"}, "shf-martens": {"preconditioner": "martens"},
+    "shf-column-norms": {"preconditioner": "column-norms"},
 }
-"""SHF's settings per method (``shf-martens``, not run by default: the full-batch regime with
-Martens' diagonal preconditioner, a scaling of the damping like MINPACK's)."""
+"""SHF's settings per method (not run by default: ``shf-martens``, the full-batch regime with
+Martens' diagonal preconditioner, a scaling of the damping like MINPACK's; ``shf-column-norms``,
+with MINPACK's own scaling, B18)."""
 
 
 @dataclass

@@ -39,7 +39,7 @@ def _data():
     return make_split(X[:240], X[240:320], X[320:], "tiny").to(torch.float64)
 
 
-@pytest.mark.parametrize("precond", ["chapelle-erhan", "martens", "none"])
+@pytest.mark.parametrize("precond", ["chapelle-erhan", "martens", "column-norms", "none"])
 def test_switches_are_visible_in_metrics(precond):
     net = Autoencoder((784, 24, 6))
     cfg = SHFConfig.paper(n1=40, n_max=200, maxiter1=20, miniter=5, recover=10, preconditioner=precond,

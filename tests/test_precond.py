@@ -87,3 +87,59 @@ def test_preconditioned_lsmr_solves_the_scaled_damped_problem():
     # ... which differs from the unpreconditioned damped solution (the damping acts on y).
     x_plain = torch.linalg.solve(J.T @ J + lam**2 * torch.eye(J.shape[1], dtype=J.dtype), J.T @ b.reshape(-1))
     assert float((x_plain - tl.flatten(d)).norm()) > 1e-3 * float(x_plain.norm())
+
+
+def test_column_norms_are_exact_for_one_residual_per_example():
+    # the bottleneck network (6 -> 4 -> 1) reconstructs one value per example (its targets Y):
+    # with one range entry per example, (a_i^T u_i)^2 = a_i^2 for any sign, so every draw is exact
+    from shf.curvature.mlp import MLPJacobian
+
+    class Spec:
+        sizes = (6, 4, 1)
+        activations = ("logistic", "logistic")
+        loss_name = "squared"
+
+        def weight_shapes(self):
+            return [(7, 4), (5, 1)]
+
+    g = torch.Generator().manual_seed(2)
+    w = [torch.randn(s, generator=g, dtype=torch.float64) for s in Spec().weight_shapes()]
+    X = torch.rand(9, 6, generator=g, dtype=torch.float64)
+    Y = torch.rand(9, 1, generator=g, dtype=torch.float64)
+    A = MLPJacobian(Spec(), w, X, Y)
+    J = torch.stack([tl.flatten(A.rmatvec(e.reshape(9, 1))) for e in torch.eye(9, dtype=torch.float64)])
+    exact = J.norm(dim=0)  # ||A_:j||, A's rows one per example
+    for seed in range(3):
+        got = tl.flatten(precond.column_norms(A, torch.Generator().manual_seed(seed)))
+        torch.testing.assert_close(got, exact, rtol=1e-12, atol=1e-15)
+
+
+def test_minpack_scaling_keeps_the_largest_column_norm_so_far():
+    net, w, X = tiny_problem((6, 4, 2), 8, seed=7)
+    s = precond.Scaling("column-norms")
+    g = torch.Generator().manual_seed(0)
+    first = tl.flatten(precond.column_norms(AutoencoderJacobian(net, w, X), torch.Generator().manual_seed(0)))
+    c1 = tl.flatten(s(AutoencoderJacobian(net, w, X), 1.0, g))
+    torch.testing.assert_close(c1, 1.0 / first, rtol=1e-14, atol=0)
+    # at smaller weights the columns shrink somewhere: D keeps the larger norms of the first iteration
+    w2 = [0.3 * W for W in w]
+    A2 = AutoencoderJacobian(net, w2, X)
+    second = tl.flatten(precond.column_norms(A2, torch.Generator().manual_seed(1)))
+    c2 = tl.flatten(s(AutoencoderJacobian(net, w2, X), 1.0, torch.Generator().manual_seed(1)))
+    assert bool((second < first).any())
+    torch.testing.assert_close(c2, 1.0 / torch.maximum(first, second), rtol=1e-14, atol=0)
+    # the state round-trips; a zero column counts as 1
+    t = precond.Scaling("column-norms")
+    t.load_state_dict(s.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(t.D or [], s.D or []))
+    z = precond.Scaling("column-norms")
+    zero = [torch.zeros_like(W) for W in w]  # the first layer's columns are then all zero
+    A0 = AutoencoderJacobian(net, zero, X)
+    norms = tl.flatten(precond.column_norms(A0, torch.Generator().manual_seed(4)))
+    cz = tl.flatten(z(AutoencoderJacobian(net, zero, X), 1.0, torch.Generator().manual_seed(4)))
+    assert bool((norms == 0).any()) and bool((norms > 0).any())
+    assert torch.equal(cz[norms == 0], torch.ones_like(cz[norms == 0]))
+    torch.testing.assert_close(cz[norms > 0], 1.0 / norms[norms > 0], rtol=1e-14, atol=0)
+    assert precond.Scaling("chapelle-erhan").state_dict() == {"column_norms": None}
+    with pytest.raises(ConfigError, match="unknown preconditioner"):
+        precond.Scaling("jacobi")

@@ -123,3 +123,36 @@ def test_a_damping_below_the_stochastic_floor_is_the_user_s_to_give_in_the_full_
     assert (opt.config.lambda1, opt.config.lambda_min) == (1e-3, 0.0)
     with pytest.raises(ConfigError, match="lambda1 must be >= lambda_min"):
         shf.SHF(Rise(), lambda out, t: out - t, damping=shf.Damping(lambda1=1e-3), regime="stochastic")
+
+
+class ScaledRise(nn.Module):
+    """:class:`Rise` with ``a`` stored in units of ``scale``: ``y = (scale q) (1 - exp(-b x))``."""
+
+    def __init__(self, scale: float) -> None:
+        super().__init__()
+        self.scale = scale
+        self.p = nn.Parameter(torch.tensor([500.0 / scale, 1e-4], dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.scale * self.p[0]) * (1.0 - torch.exp(-self.p[1] * x))
+
+
+def test_minpack_s_column_scaling_makes_the_iterates_independent_of_the_parameters_units() -> None:
+    # B18: with D_j = max ||A_:j||, LSMR's damping is lambda^2 ||D d||^2, so storing b in other
+    # units changes no iterate (to round-off); without a scaling the damping mixes the units and
+    # the iterates differ. Two heavily damped steps: where the damping no longer matters, Gauss-
+    # Newton's steps are the same in any units with or without a scaling.
+    x, y = _data()
+
+    def fit(scale: float, preconditioner: str) -> np.ndarray:
+        model = ScaledRise(scale)
+        opt = shf.SHF(model, lambda out, t: out - t, preconditioner=preconditioner,
+                      damping=shf.Damping(lambda1=50.0))  # fmt: skip
+        for _ in range(2):
+            opt.step(x, y)
+        p = model.p.detach().numpy().copy()
+        return np.array([p[0] * scale, p[1]])
+
+    base, scaled = fit(1.0, "column-norms"), fit(1e4, "column-norms")  # a's column: 0.3 or 3e3
+    np.testing.assert_allclose(scaled, base, rtol=1e-9)
+    assert np.abs(fit(1e4, "none") / fit(1.0, "none") - 1).max() > 1e-3

@@ -2,12 +2,15 @@
 
 Each function returns the *inverse* preconditioner ``c`` as a list of tensors shaped
 like the weights (§4.4 stores ``(C_l)_pq = 1/(C_ll)_pq,pq``). LSMR applies it as a
-column scaling, ``d -> A (c ∘ d)`` and ``U -> c ∘ A^T U`` (Alg. 6).
+column scaling, ``d -> A (c ∘ d)`` and ``U -> c ∘ A^T U`` (Alg. 6). :class:`Scaling` is the
+HF iteration's part that computes ``c`` each iteration and keeps the state of the one rule
+that has some (MINPACK's column norms, beyond the paper).
 """
 
 from __future__ import annotations
 
 import enum
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -21,6 +24,7 @@ class Preconditioner(str, enum.Enum):
 
     CHAPELLE_ERHAN = "chapelle-erhan"
     MARTENS = "martens"
+    COLUMN_NORMS = "column-norms"
     NONE = "none"
 
 
@@ -70,6 +74,68 @@ def martens_fisher(A: JacobianOperator, lam: float, exponent: float = 0.75) -> l
     return [torch.pow(s / A.n + damp2 + 1e-12, -exponent / 2.0) for s in sumsq]
 
 
+def column_norms(A: JacobianOperator, generator: torch.Generator | None = None) -> list[Tensor]:
+    """The column norms of ``A``, ``sqrt(diag(A^T A))``, from Alg. 3's estimate of ``diag(G)``:
+    exact where every example has one residual (``(a_i^T u_i)^2 = a_i^2`` for ``u_i = ±1``, the
+    parametric fits), unbiased for ``diag(G)`` otherwise."""
+    return [torch.sqrt(D) for D in chapelle_erhan_estimate(A, generator)]
+
+
+class Scaling:
+    """``c <- Precon(w; X)`` (Alg. 3, §4.4) as a part of the HF iteration, chosen once by name.
+
+    ``column-norms`` (beyond the paper, docs/deviations.md B18) is MINPACK's scaling of
+    Levenberg-Marquardt (Moré 1978, ``mode = 1`` of ``lmder``): ``D_j = max(D_j, ||A_:j||)``
+    over the iterations so far (a column that has been zero so far counts as 1), and
+    ``c = 1 / D``. LSMR on ``A diag(c)`` with damping ``lambda`` solves
+    ``min ||A d - b||^2 + lambda^2 ||D d||^2`` for ``d = c ∘ y``, so the damping is measured in
+    each parameter's own units and the method does not depend on how the parameters are scaled.
+    ``D`` is the part's state (:meth:`state_dict`); the other rules keep none.
+    """
+
+    def __init__(self, kind: Preconditioner | str) -> None:
+        try:
+            self.kind = Preconditioner(kind)
+        except ValueError:
+            choices = ", ".join(p.value for p in Preconditioner)
+            raise ConfigError(f"unknown preconditioner {kind!r}; choose from {choices}") from None
+        self.D: list[Tensor] | None = None
+
+    def __call__(
+        self, A: JacobianOperator, lam: float, generator: torch.Generator | None = None
+    ) -> list[Tensor] | None:
+        """The inverse preconditioner ``c`` for this iteration's operator (None: none)."""
+        if self.kind is not Preconditioner.COLUMN_NORMS:
+            return compute(self.kind, A, lam, generator)
+        _needs_per_example(self.kind, A)
+        norms = column_norms(A, generator)
+        if self.D is None:
+            # D <- ||A_:j||, 1 for a zero column (lmder's first iteration)
+            self.D = [torch.where(t > 0, t, torch.ones_like(t)) for t in norms]
+        else:
+            # D_j <- max(D_j, ||A_:j||)  (lmder, mode 1)
+            self.D = [torch.maximum(D.to(t), t) for D, t in zip(self.D, norms)]
+        # c <- 1 / D
+        return [1.0 / D for D in self.D]
+
+    def state_dict(self) -> dict[str, Any]:
+        """``column_norms``: ``D`` (None: not yet, or a rule without state)."""
+        return {"column_norms": None if self.D is None else [t.clone() for t in self.D]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (tensors are moved to the operator's device when used)."""
+        D = state.get("column_norms")
+        self.D = None if D is None else [t.clone() for t in D]
+
+
+def _needs_per_example(kind: Preconditioner, A: JacobianOperator) -> None:
+    if not hasattr(A, "per_example_sumsq"):
+        raise ConfigError(
+            f"the {kind.value} preconditioner needs per-example products, which "
+            f"{type(A).__name__} does not provide; use preconditioner 'none'"
+        )
+
+
 def compute(
     kind: Preconditioner | str,
     A: JacobianOperator,
@@ -84,11 +150,9 @@ def compute(
         raise ConfigError(f"unknown preconditioner {kind!r}; choose from {choices}") from None
     if kind is Preconditioner.NONE:
         return None
-    if not hasattr(A, "per_example_sumsq"):
-        raise ConfigError(
-            f"the {kind.value} preconditioner needs per-example products, which "
-            f"{type(A).__name__} does not provide; use preconditioner 'none'"
-        )
+    _needs_per_example(kind, A)
     if kind is Preconditioner.CHAPELLE_ERHAN:
         return chapelle_erhan(A, generator)
+    if kind is Preconditioner.COLUMN_NORMS:
+        return Scaling(kind)(A, lam, generator)  # the first iteration's (no state kept)
     return martens_fisher(A, lam)

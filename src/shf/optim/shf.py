@@ -154,7 +154,8 @@ class SHF(torch.optim.Optimizer):
             the measured-best ones beyond the paper, ``shf.optim.hyper.TUNED``, on top). A field
             set to a value that the chosen parts ignore is refused, naming the part
             (``Damping(drop=0.9)`` under Nielsen's rule).
-        preconditioner: ``chapelle-erhan`` (Alg. 3), ``martens`` or ``none``.
+        preconditioner: ``chapelle-erhan`` (Alg. 3), ``martens``, ``column-norms`` (MINPACK's
+            scaling, B18) or ``none``.
         config: all hyper-parameters as one flat :class:`SHFConfig` instead of the groups;
             ``shf.PAPER`` (``SHFConfig.paper()``) is the paper's settings.
         train_size: ``N``, the training-set size, for Alg. 2's finite-population factor

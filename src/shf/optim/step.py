@@ -100,7 +100,8 @@ class SHFConfig:
         n1, n_max: initial and maximal mini-batch size (Table 1).
         batch_growth, rrel_tol, window: Alg. 1's growth by 1.005 when
             ``r_rel < 0.005`` over a window of 5 iterations.
-        preconditioner: ``chapelle-erhan`` (Alg. 3), ``martens`` or ``none``.
+        preconditioner: ``chapelle-erhan`` (Alg. 3), ``martens``, ``column-norms`` (MINPACK's
+            scaling, B18) or ``none``.
         use_merit: evaluate the validation merit inside LSMR (Alg. 6); off gives
             plain damped LSMR stopped by ``atol``/``maxiter`` only.
         solver: ``lsmr`` (Alg. 6) or ``cg`` (ablation: CG on the same preconditioned
@@ -428,6 +429,7 @@ class SHFState:
     objective: Objective  # the data loss, plus B10's weight cost
     merit: ValidationMerit  # Alg. 6's merit (B5: on a subsample)
     forcing: Forcing  # B3's forcing test on the solver's residual (the paper's: none), its state
+    scaling: pc.Scaling  # the preconditioner (Alg. 3; B18's column norms keep a state)
     d: list[Tensor] | None = None  # the decayed previous step gamma d (warm start)
 
     @classmethod
@@ -447,6 +449,7 @@ class SHFState:
             objective=make_objective(cfg.weight_cost_rule, cfg.weight_cost, n_weights, train_size),
             merit=ValidationMerit(cfg.use_merit, cfg.merit_size),
             forcing=make_forcing(cfg.forcing, cfg.forcing_eta0, cfg.forcing_power),
+            scaling=pc.Scaling(cfg.preconditioner),
             d=None,
         )
 
@@ -458,6 +461,7 @@ class SHFState:
             "damping": self.damping.state_dict(),
             "g1_norm": self.forcing.state_dict()["g1_norm"],
             "curvature": self.sampler.state_dict(),
+            "scaling": self.scaling.state_dict(),
         }  # fmt: skip
         if warm_start:
             out["d"] = self.d
@@ -471,6 +475,7 @@ class SHFState:
         self.forcing.load_state_dict({"g1_norm": s.get("g1_norm")})
         # shf.SHF saved B11's rows as "curvature_plateau", and only when they grow
         self.sampler.load_state_dict(s.get("curvature", s.get("curvature_plateau")))
+        self.scaling.load_state_dict(s.get("scaling", {}))
 
 
 @dataclass
@@ -701,7 +706,7 @@ def shf_step(
         return _skipped(w, n, objective.f0, state, cfg, clock)
     with clock("precond"):
         # c <- Precon(w; X)  (Alg. 3, §4.4)
-        c = pc.compute(cfg.preconditioner, A_c, lam, generator)
+        c = state.scaling(A_c, lam, generator)
     if c is not None and not tl.all_finite(c):
         return _skipped(w, n, objective.f0, state, cfg, clock)
     # phi(d) := f(w + d; X_val) (eq. 20; B5: a subsample); B3's forcing bound (None: none)
