@@ -9,6 +9,14 @@ operation, amplified by at most a few thousand LSMR/CG operations); a changed de
 seed or formula moves them by far more. The runs are made in a fresh process in an environment
 that fixes the CPU code paths of MKL and ATen (``regression_runs.REPRODUCIBLE``), in which the
 golden files were recorded: without it the bits depend on the processor.
+
+One run keeps a processor-dependent difference in that environment: ``defaults-paper-damping``
+(no preconditioner, no forcing term, no weight cost, so LSMR runs to its cap on an unscaled, weakly
+damped system and amplifies an ulp-level difference that the environment does not remove). Its
+floats differ by at most 3.5e-9 relative between the Intel Xeon that recorded the golden file and
+an AMD EPYC (every other run: the same bits; every integer, flag and stop reason the same), so
+its floats are compared to 1e-7 (:data:`CROSS_CPU_REL`); a changed formula or decision still moves
+them by far more.
 """
 
 from __future__ import annotations
@@ -37,7 +45,11 @@ RENAMED = {
 }
 
 
-def _same(a: Any, b: Any, where: str) -> None:
+CROSS_CPU_REL = {"defaults-paper-damping": 1e-7}
+"""Runs whose floats are compared to a looser relative tolerance than 1e-10 (module docstring)."""
+
+
+def _same(a: Any, b: Any, where: str, rel: float = 1e-10) -> None:
     exact = (bool, str, type(None))
     if isinstance(a, exact) or isinstance(b, exact) or (isinstance(a, int) and isinstance(b, int)):
         assert a == b, where
@@ -45,16 +57,16 @@ def _same(a: Any, b: Any, where: str) -> None:
         if math.isnan(a):
             assert math.isnan(b), where
         else:
-            assert b == pytest.approx(a, rel=1e-10, abs=1e-12), where
+            assert b == pytest.approx(a, rel=rel, abs=1e-12), where
     elif isinstance(a, dict):
         for k in a:
             k_new = RENAMED.get(k, k) if "solver" in a else k  # only SHF's records are renamed
             assert k_new in b, f"{where}.{k_new} missing"
-            _same(a[k], b[k_new], f"{where}.{k}")
+            _same(a[k], b[k_new], f"{where}.{k}", rel)
     elif isinstance(a, list):
         assert len(a) == len(b), where
         for i, (x, y) in enumerate(zip(a, b)):
-            _same(x, y, f"{where}[{i}]")
+            _same(x, y, f"{where}[{i}]", rel)
     else:  # pragma: no cover
         raise AssertionError(f"{where}: unexpected {a!r}")
 
@@ -96,7 +108,7 @@ def test_the_defaults_and_their_switches_give_the_recorded_metrics(
 ) -> None:
     """Issue 28's refactoring of the HF iteration into parts changes no decision of the defaults
     or of any switch (recorded before it, see ``tests/regression_runs.py``)."""
-    _same(PARTS[name], rerun_parts[name], name)
+    _same(PARTS[name], rerun_parts[name], name, CROSS_CPU_REL.get(name, 1e-10))
 
 
 @pytest.mark.parametrize("name", regression_runs.FIT_RUNS)
