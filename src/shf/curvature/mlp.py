@@ -24,7 +24,7 @@ is any :class:`MLPSpec` (:class:`shf.models.Autoencoder` is one).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import torch
@@ -130,39 +130,57 @@ def objective_tensor(spec: MLPSpec, w: Sequence[Tensor], X: Tensor, Y: Tensor | 
     return 0.5 * ((S - Y) ** 2).sum() / X.shape[0]
 
 
-def loss(spec: MLPSpec, w: Sequence[Tensor], X: Tensor, Y: Tensor | None = None, chunk: int = 8192) -> float:
+Outputs = Callable[[Tensor], Tensor]
+"""``rows -> Z_k``: the output layer's pre-activations for a chunk of rows at fixed weights (a
+source other than a forward pass, e.g. :class:`shf.models.autoencoder.OutputMemo`; never modified)."""
+
+
+def loss(
+    spec: MLPSpec, w: Sequence[Tensor], X: Tensor, Y: Tensor | None = None, chunk: int = 8192,
+    outputs: Outputs | None = None,
+) -> float:  # fmt: skip
     """``f(w; X) = (1/n) sum_i 1/2 ||s_{k,i} - y_i||^2`` (§3; ``Y = X`` by default), in chunks of rows.
 
-    Accumulated in float64; returns ``inf`` rather than NaN if the network overflows.
+    Accumulated in float64; returns ``inf`` rather than NaN if the network overflows. ``outputs``:
+    where the output pre-activations come from (default: a forward pass, in place).
     """
 
     def term(Xc: Tensor, Yc: Tensor) -> float:
+        if outputs is None:
+            S = forward(spec, w, Xc)
+        else:  # not in place: the source's Z_k stays intact
+            Z = outputs(Xc)
+            S = torch.sigmoid(Z) if spec.activations[-1] == LOGISTIC else Z.clone()
         # float64 accumulation without a float64 copy of the residual
-        return 0.5 * tl.sumsq(forward(spec, w, Xc).sub_(Yc))
+        return 0.5 * tl.sumsq(S.sub_(Yc))
 
     return chunked_mean(term, X, X if Y is None else Y, chunk)
 
 
 def cross_entropy(
-    spec: MLPSpec, w: Sequence[Tensor], X: Tensor, Y: Tensor | None = None, chunk: int = 8192
-) -> float:
+    spec: MLPSpec, w: Sequence[Tensor], X: Tensor, Y: Tensor | None = None, chunk: int = 8192,
+    outputs: Outputs | None = None,
+) -> float:  # fmt: skip
     """``(1/n) sum_i sum_j -[y_ij log s_ij + (1 - y_ij) log(1 - s_ij)]`` on logistic outputs.
 
-    Computed from the output pre-activations ``z`` as ``softplus(z) - y z`` (no log of 0).
+    Computed from the output pre-activations ``z`` as ``softplus(z) - y z`` (no log of 0);
+    ``outputs``: where they come from (default: a forward pass).
     """
 
     def term(Xc: Tensor, Yc: Tensor) -> float:
-        Z = pre_activations(spec, w, Xc)[1]
+        Z = pre_activations(spec, w, Xc)[1] if outputs is None else outputs(Xc)
         return tl.sum64(torch.nn.functional.softplus(Z).sub_(Yc * Z))
 
     return chunked_mean(term, X, X if Y is None else Y, chunk)
 
 
-def objective(spec: MLPSpec, w: Sequence[Tensor], X: Tensor, Y: Tensor | None = None) -> float:
+def objective(
+    spec: MLPSpec, w: Sequence[Tensor], X: Tensor, Y: Tensor | None = None, outputs: Outputs | None = None
+) -> float:
     """The training objective at ``(w, X, Y)``: :func:`loss` or :func:`cross_entropy`."""
     if spec.loss_name == CROSS_ENTROPY:
-        return cross_entropy(spec, w, X, Y)
-    return loss(spec, w, X, Y)
+        return cross_entropy(spec, w, X, Y, outputs=outputs)
+    return loss(spec, w, X, Y, outputs=outputs)
 
 
 def _aug_t_mm(S: Tensor, F: Tensor) -> Tensor:

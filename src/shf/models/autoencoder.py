@@ -17,9 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from shf import tensorlist as tl
 from shf.batch import Inputs
-from shf.curvature.losses import chunked_mean
 from shf.curvature.mlp import (
     ACTIVATIONS,
     CROSS_ENTROPY,
@@ -28,6 +26,7 @@ from shf.curvature.mlp import (
     LOSSES,
     SQUARED,
     MLPJacobian,
+    Outputs,
     activation,
     affine,
     check_batch,
@@ -35,6 +34,7 @@ from shf.curvature.mlp import (
     cross_entropy,
     forward,
     loss,
+    objective,
     pre_activations,
     weight_count,
 )
@@ -154,36 +154,18 @@ class Autoencoder(nn.Module):
         return MLPJacobian(self, w, _one_tensor(X), Y)
 
     def loss(self, w: Sequence[Tensor], X: Inputs, Y: Tensor | None = None) -> float:
-        """The training objective at ``(w, X)``: squared error or cross-entropy (the numbers of
-        :func:`shf.curvature.mlp.objective`, bit for bit, from the memo of :class:`OutputMemo`)."""
-        if self.loss_name == CROSS_ENTROPY:
-            return self.cross_entropy(w, X, Y)
-        return self.squared_error(w, X, Y)
+        """The training objective at ``(w, X)``: squared error or cross-entropy, the output layer's
+        pre-activations shared with :meth:`squared_error` at the same weights and rows
+        (:class:`OutputMemo`)."""
+        return objective(self, w, _one_tensor(X), Y, outputs=self._memo(w))
 
     def squared_error(self, w: Sequence[Tensor], X: Inputs, Y: Tensor | None = None) -> float:
         """``(1/n) sum_i 1/2 ||s_{k,i} - y_i||^2`` (§3; ``Y = X`` by default), the error every table
-        reports: :func:`shf.curvature.mlp.loss` with the output layer's pre-activations shared with
-        :meth:`cross_entropy` at the same weights and rows (:class:`OutputMemo`)."""
-        X = _one_tensor(X)
+        reports, with the pre-activations shared with :meth:`loss` (:class:`OutputMemo`)."""
+        return loss(self, w, _one_tensor(X), Y, outputs=self._memo(w))
 
-        def term(Xc: Tensor, Yc: Tensor) -> float:
-            # the output layer is logistic (only the code layer may be linear); not in place:
-            # the memo's Z stays intact
-            S = torch.sigmoid(self._outputs.get(self, w, Xc))
-            return 0.5 * tl.sumsq(S.sub_(Yc))
-
-        return chunked_mean(term, X, X if Y is None else Y)
-
-    def cross_entropy(self, w: Sequence[Tensor], X: Inputs, Y: Tensor | None = None) -> float:
-        """:func:`shf.curvature.mlp.cross_entropy` (``softplus(z) - y z`` summed over the outputs,
-        averaged over the rows), with the pre-activations of :class:`OutputMemo`."""
-        X = _one_tensor(X)
-
-        def term(Xc: Tensor, Yc: Tensor) -> float:
-            Z = self._outputs.get(self, w, Xc)
-            return tl.sum64(torch.nn.functional.softplus(Z).sub_(Yc * Z))
-
-        return chunked_mean(term, X, X if Y is None else Y)
+    def _memo(self, w: Sequence[Tensor]) -> Outputs:
+        return lambda Xc: self._outputs.get(self, w, Xc)
 
     def check_batch(self, w: Sequence[Tensor], X: Inputs, Y: Tensor | None) -> None:
         """Raise ``ValueError`` unless ``(X, Y)`` fits the network (widths, rows)."""

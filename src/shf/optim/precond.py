@@ -94,11 +94,7 @@ class Scaling:
     """
 
     def __init__(self, kind: Preconditioner | str) -> None:
-        try:
-            self.kind = Preconditioner(kind)
-        except ValueError:
-            choices = ", ".join(p.value for p in Preconditioner)
-            raise ConfigError(f"unknown preconditioner {kind!r}; choose from {choices}") from None
+        self.kind = _kind(kind)
         self.D: list[Tensor] | None = None
 
     def __call__(
@@ -128,6 +124,15 @@ class Scaling:
         self.D = None if D is None else [t.clone() for t in D]
 
 
+def _kind(kind: Preconditioner | str) -> Preconditioner:
+    """``kind`` as a :class:`Preconditioner`, or a one-line error naming the choices."""
+    try:
+        return Preconditioner(kind)
+    except ValueError:
+        choices = ", ".join(p.value for p in Preconditioner)
+        raise ConfigError(f"unknown preconditioner {kind!r}; choose from {choices}") from None
+
+
 def _needs_per_example(kind: Preconditioner, A: JacobianOperator) -> None:
     if not hasattr(A, "per_example_sumsq"):
         raise ConfigError(
@@ -143,11 +148,7 @@ def compute(
     generator: torch.Generator | None = None,
 ) -> list[Tensor] | None:
     """The inverse preconditioner ``c`` named by ``kind`` (``None`` for no preconditioning)."""
-    try:
-        kind = Preconditioner(kind)
-    except ValueError:
-        choices = ", ".join(p.value for p in Preconditioner)
-        raise ConfigError(f"unknown preconditioner {kind!r}; choose from {choices}") from None
+    kind = _kind(kind)
     if kind is Preconditioner.NONE:
         return None
     _needs_per_example(kind, A)
