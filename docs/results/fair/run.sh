@@ -14,6 +14,7 @@
 #   mnist-t10k    the MNIST autoencoder on the 10,000-image stand-in (8,000/1,000/1,000), 1800 s, seeds 0,1,2
 #   classify-usps, classify-t10k   the MLP classifiers, 120 s, seeds 0,1,2
 #   classify-usps-cnn   the CNN classifier of USPS digits (issue 27 item 6), 120 s, seeds 0,1,2
+#   classify-t10k-cnn   the same CNN on the MNIST-t10k digits (28x28; issue 27 item 6), 120 s, seeds 0,1,2
 #   classify-usps-transformer   a one-block transformer (width 32) reading USPS digits as sequences
 #                 of rows (issue 27 item 6), 300 s, seeds 0,1,2
 #   usps-sequential   the USPS autoencoder written as nn.Sequential (model.path = sequential, the
@@ -23,7 +24,7 @@
 # finished runs are also kept in docs/results/fair/<data set>/runs.json.gz (shf.experiments.archive),
 # so that a comparison spans sessions: commit that file as runs finish.
 set -euo pipefail
-DS=${1:?usage: run.sh default|usps|curves|mnist-t10k|classify-usps|classify-t10k|classify-usps-cnn|classify-usps-transformer|usps-sequential [report]}
+DS=${1:?usage: run.sh default|usps|curves|mnist-t10k|classify-usps|classify-t10k|classify-usps-cnn|classify-t10k-cnn|classify-usps-transformer|usps-sequential [report]}
 DATA_ROOT=${DATA_ROOT:-../shared/data}
 AE_LRS=3e-4,1e-3,3e-3
 case "$DS" in
@@ -39,6 +40,8 @@ case "$DS" in
   classify-usps) ARGS=(--config classify-usps --data-path "$DATA_ROOT/usps/usps_9298.mat"
                        --lrs 3e-4,1e-3,3e-3,1e-2); DEF=shf-lsmr; B=120; S=0,1,2 ;;
   classify-usps-cnn) ARGS=(--config classify-usps --data-path "$DATA_ROOT/usps/usps_9298.mat" --set model.arch=cnn
+                           --lrs 3e-4,1e-3,3e-3,1e-2); DEF=shf-lsmr; B=120; S=0,1,2 ;;
+  classify-t10k-cnn) ARGS=(--config classify-mnist-t10k --data-path "$DATA_ROOT/mnist-t10k" --set model.arch=cnn
                            --lrs 3e-4,1e-3,3e-3,1e-2); DEF=shf-lsmr; B=120; S=0,1,2 ;;
   classify-usps-transformer) ARGS=(--config classify-usps --data-path "$DATA_ROOT/usps/usps_9298.mat"
                                    --set model.arch=transformer --set 'model.hidden=[32]'
