@@ -488,3 +488,19 @@ def test_progress_bar_counts_optimiser_seconds_under_a_time_limit(capsys: pytest
     assert (bar.bar.total, bar.bar.n) == (4, 1)
     bar.close()
     capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    ("text", "items"),
+    [
+        ("curves,mnist,usps", ["curves", "mnist", "usps"]),
+        (" curves , ,usps ", ["curves", "usps"]),
+        ("classify-usps:model.hidden=[32,16],usps", ["classify-usps:model.hidden=[32,16]", "usps"]),
+        ("a:run.name='x,y',b", ["a:run.name='x,y'", "b"]),
+        ('a:k={p = 1, q = 2},b:k="u,v"', ["a:k={p = 1, q = 2}", 'b:k="u,v"']),
+    ],
+)
+def test_comma_lists_keep_commas_inside_brackets_and_quotes(text: str, items: list[str]) -> None:
+    from shf.cli import _words
+
+    assert _words(text) == items

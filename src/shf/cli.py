@@ -376,7 +376,23 @@ def _add_bench_parser(sub: Any) -> None:
 
 
 def _words(text: str) -> list[str]:
-    return [v.strip() for v in text.split(",") if v.strip()]
+    """The comma-separated items of ``text``; a comma inside brackets or quotes belongs to its
+    item (``classify-usps:model.hidden=[32,16],usps`` is two configurations)."""
+    items, depth, quote, start = [], 0, "", 0
+    for i, ch in enumerate(text):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[({":
+            depth += 1
+        elif ch in "])}":
+            depth = max(depth - 1, 0)
+        elif ch == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    items.append(text[start:])
+    return [v.strip() for v in items if v.strip()]
 
 
 def _bench_solve(args: argparse.Namespace, progress: Any) -> tuple[dict[str, Any], str]:
