@@ -1,18 +1,31 @@
 """Per-example statistics on the generic path: per-layer rules against ``vmap``, same run.
 
     taskset -c 0 python benchmarks/per_example.py [--n 2000] [--repeats 5]
+    python benchmarks/per_example.py --memory [--n 2000]
 
 For each model, the time of ``ModuleProblem.per_example_products`` (what the Chapelle-Erhan
 preconditioner, Martens' preconditioner and Alg. 2's variance test call once or twice per HF
 iteration) through the layer rules and through ``vmap``, interleaved, median of the repeats,
 one thread; and, as the yardstick, one gradient (a forward and a backward pass) on the same
 batch. Prints a markdown table with the ratios.
+
+``--memory`` measures peak memory instead (issue 27's goal: the per-example statistics at most
+twice a forward and backward pass on the same batch): each call runs in a fresh process (spawn)
+with the model, batch and weights already built and the call made once, so that lazy
+initialisation is not counted; the peak is the resident set's high-water mark during a second
+call (``/proc/self/clear_refs``, then ``VmHWM``) less the resident set just before it. glibc's
+``MALLOC_MMAP_THRESHOLD_`` is fixed at 64 KiB in the children, so freed tensors go back to the
+system at once and the high-water mark follows the live tensors instead of a heap that keeps
+freed pages. Linux only.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
+import multiprocessing as mp
+import os
 import statistics
 import sys
 import time
@@ -21,6 +34,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from shf.bench.memory import _reset_peak, current_rss_mb
 from shf.curvature.module import ModuleProblem
 from shf.models.classifier import RowTransformer
 
@@ -132,11 +146,82 @@ def _measure(
     return prob.n_params, g, r, v, str(fallback[0])
 
 
+def _peak_mb() -> float:
+    """The resident set's high-water mark of this process in MiB (``VmHWM``, Linux)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def _memory_child(name: str, n: int, what: str, q: mp.Queue) -> None:  # type: ignore[type-arg]
+    """Put the peak MiB of one call of ``what`` (gradient, rules or vmap) on ``model`` into ``q``."""
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model, X, Y, loss = _models(n)[name]
+    prob = ModuleProblem(model, loss)
+    w = [p.detach() for p in model.parameters()]
+    plan = prob.layer_plan
+    with torch.no_grad():
+        z = prob.output(w, X, Y)
+    V = torch.randn_like(z)
+
+    def call() -> object:
+        if what == "gradient":
+            return prob.jacobian(w, X, Y).gradient()
+        prob.layer_plan = plan if what == "rules" else None
+        out = prob.per_example_products(w, X, Y, V)
+        assert prob.per_example_path == ("layers" if what == "rules" else "vmap"), prob.per_example_path
+        return out
+
+    call()  # lazy initialisation (kernels, the trace) is not counted
+    gc.collect()
+    before = current_rss_mb()
+    if not _reset_peak():
+        raise RuntimeError("cannot reset the RSS high-water mark (/proc/self/clear_refs)")
+    out = call()
+    peak = _peak_mb()
+    del out
+    q.put(peak - before)
+
+
+def _memory(name: str, n: int, what: str) -> float:
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_memory_child, args=(name, n, what, q))
+    p.start()
+    p.join()
+    if p.exitcode != 0:
+        raise RuntimeError(f"{name}, {what}: the measuring process failed ({p.exitcode})")
+    return float(q.get())
+
+
+def main_memory(n: int) -> int:
+    os.environ["MALLOC_MMAP_THRESHOLD_"] = "65536"  # read by glibc when a child starts
+    print(f"{n} examples, one thread; peak MiB of one call above the memory held before it\n")
+    print("| model | weights | gradient | layer rules | vmap | rules / gradient | vmap / gradient |")
+    print("|---|---|---|---|---|---|---|")
+    for name, (model, _, _, _) in _models(8).items():
+        weights = sum(p.numel() for p in model.parameters())
+        g = _memory(name, n, "gradient")
+        r = _memory(name, n, "rules")
+        recurrent = isinstance(getattr(model, "core", None), nn.RNNBase)
+        v = None if recurrent else _memory(name, n, "vmap")  # vmap cannot batch them (see above)
+        vs = "—" if v is None else f"{v:.1f}"
+        vr = "—" if v is None else f"{v / g:.1f}"
+        print(f"| {name} | {weights:,} | {g:.1f} | {r:.1f} | {vs} | {r / g:.2f} | {vr} |", flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--n", type=int, default=2000, help="examples in the batch")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--memory", action="store_true", help="peak memory instead of time")
     a = p.parse_args(argv)
+    if a.memory:
+        return main_memory(a.n)
     torch.set_num_threads(1)
     torch.manual_seed(0)
     print(f"{a.n} examples, one thread, median of {a.repeats} (seconds)\n")

@@ -16,6 +16,7 @@ import pytest
 import torch
 from torch import nn
 
+from shf.curvature import per_example
 from shf.curvature.module import ModuleProblem
 from shf.curvature.per_example import Recorder, plan
 from shf.models import RowTransformer
@@ -31,9 +32,9 @@ class Flatten2(nn.Module):
 class EmbedMean(nn.Module):
     """Token ids (n, T) -> embeddings -> LayerNorm -> mean over tokens -> Linear."""
 
-    def __init__(self) -> None:
+    def __init__(self, padding_idx: int | None = 0) -> None:
         super().__init__()
-        self.emb = nn.Embedding(7, 5, padding_idx=0)
+        self.emb = nn.Embedding(7, 5, padding_idx=padding_idx)
         self.norm = nn.LayerNorm(5)
         self.out = nn.Linear(5, 3)
 
@@ -157,6 +158,7 @@ def _models() -> dict[str, tuple[nn.Module, torch.Tensor]]:
         ),
         # ids with repeats inside an example and the padding index
         "embedding-layernorm": (EmbedMean(), torch.randint(0, 7, (n, 6), generator=g)),
+        "embedding-no-padding": (EmbedMean(padding_idx=None), torch.randint(0, 7, (n, 6), generator=g)),
         "layernorm-2d": (
             nn.Sequential(nn.Linear(6, 4), nn.LayerNorm(4), nn.Linear(4, 2)),
             torch.randn(n, 6, generator=g),
@@ -201,6 +203,19 @@ def test_each_rule_gives_vmap_s_sums_and_sums_of_squares(name: str) -> None:
     # the check can fail: squaring before the per-example sum (over positions, or over an
     # example's repeated ids) gives other numbers wherever an example has several positions
     assert all(float(s.abs().max()) > 0 for s in sumsq)
+
+
+@pytest.mark.parametrize("name", ["linear-on-sequences", "conv1d", "conv2d"])
+def test_rules_in_chunks_of_examples_give_the_same_sums(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a budget below one example's gradient: one example per chunk (nine chunks), each squared in
+    # place and added; the sums must still be vmap's (a chunk lost or counted twice, or a square
+    # taken of a running sum, moves them by O(1))
+    monkeypatch.setattr(per_example, "PER_EXAMPLE_BUDGET", 1)
+    model, X = _models()[name]
+    (total, sumsq), (rt, rs), path = _both(model, X)
+    assert path == "layers"
+    _close(total, rt)
+    _close(sumsq, rs)
 
 
 def test_a_subset_of_the_parameters_and_a_classifier_loss() -> None:

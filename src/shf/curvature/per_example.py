@@ -52,9 +52,11 @@ from torch.nn.grad import conv1d_weight, conv2d_weight
 
 from shf.curvature.recorded import MATH_PATHS, Sites
 
-PER_EXAMPLE_BUDGET = 1 << 24
+PER_EXAMPLE_BUDGET = 1 << 22
 """Numbers held at once by a rule that forms per-example gradients (sequence and
-convolution inputs): 64 MiB in float32."""
+convolution inputs): 16 MiB in float32. At 64 MiB the chunks (and their squares) made the
+statistics of a small sequence model need 2.4x the memory of a gradient on the same batch
+(issue 27's goal: at most 2x; ``benchmarks/per_example.py --memory``)."""
 
 #: (total, sumsq) for each of a layer's parameters, by attribute name ("weight", "bias").
 Stats = dict[str, tuple[Tensor, Tensor]]
@@ -65,14 +67,18 @@ Rule = Callable[[nn.Module, Sequence[tuple[Tensor, Tensor]]], Stats]
 
 def _chunked(per_example: Callable[[slice], Tensor], n: int, size: int) -> tuple[Tensor, Tensor]:
     """``(sum_i G_i, sum_i G_i^2)`` over examples, ``per_example(rows)`` giving ``G`` for a slice of
-    them with ``size`` numbers per example, at most :data:`PER_EXAMPLE_BUDGET` at a time."""
+    them with ``size`` numbers per example, at most :data:`PER_EXAMPLE_BUDGET` at a time.
+    ``per_example`` must return a tensor of its own (not a view of its inputs): it is squared in
+    place, so that a chunk's square takes no second buffer."""
     step = max(1, PER_EXAMPLE_BUDGET // max(1, size))
     total: Tensor | None = None
     sumsq: Tensor | None = None
     for start in range(0, n, step):
         G = per_example(slice(start, start + step))
-        t, s = _sums(G)
-        total, sumsq = (t, s) if total is None or sumsq is None else (total + t, sumsq + s)
+        t = G.sum(dim=0)
+        s = G.mul_(G).sum(dim=0)  # G_i^2 in place: G is not used again
+        del G
+        total, sumsq = (t, s) if total is None or sumsq is None else (total.add_(t), sumsq.add_(s))
     assert total is not None and sumsq is not None
     return total, sumsq
 
@@ -127,15 +133,18 @@ def _embedding(m: nn.Module, a: Tensor, g: Tensor) -> Stats:
     n, rows = a.shape[0], m.num_embeddings
     idx = a.reshape(n, -1)
     gf = g.reshape(n, idx.shape[1], -1)
-    keep = torch.ones_like(idx, dtype=torch.bool) if m.padding_idx is None else idx != m.padding_idx
     example = torch.arange(n, device=idx.device).unsqueeze(1).expand_as(idx)
-    key = (example * rows + idx)[keep]  # one key per (example, row) pair
-    vals = gf[keep]
-    total = torch.zeros(rows, gf.shape[-1], dtype=g.dtype, device=g.device).index_add_(0, idx[keep], vals)
+    key = example * rows + idx  # one key per (example, row) pair
+    if m.padding_idx is None:  # every position counts: views, no copy of the gradients
+        ids, vals = idx.reshape(-1), gf.reshape(-1, gf.shape[-1])
+    else:
+        keep = idx != m.padding_idx
+        ids, key, vals = idx[keep], key[keep], gf[keep]
+    total = torch.zeros(rows, gf.shape[-1], dtype=g.dtype, device=g.device).index_add_(0, ids, vals)
     # an index repeated within one example adds before squaring
-    uniq, inverse = torch.unique(key, return_inverse=True)
+    uniq, inverse = torch.unique(key.reshape(-1), return_inverse=True)
     per = vals.new_zeros(uniq.shape[0], gf.shape[-1]).index_add_(0, inverse, vals)
-    sumsq = torch.zeros_like(total).index_add_(0, uniq % rows, per * per)
+    sumsq = torch.zeros_like(total).index_add_(0, uniq % rows, per.mul_(per))
     return {"weight": (total, sumsq)}
 
 
@@ -150,7 +159,7 @@ def _layer_norm(m: nn.Module, a: Tensor, g: Tensor) -> Stats:
 
     out: Stats = {}
     if m.weight is not None:
-        out["weight"] = per_example(g * xhat)
+        out["weight"] = per_example(xhat.mul_(g))  # g ∘ x̂, in x̂'s buffer
     if m.bias is not None:
         out["bias"] = per_example(g)
     return out
