@@ -143,6 +143,20 @@ def test_a_key_the_user_sets_wins_over_the_tuned_overlay(tmp_path):
     assert cfg["model"]["loss"] == "squared"
 
 
+def test_the_tuned_settings_run_with_the_solver_the_user_names(tmp_path):
+    """`--methods shf-tuned --set optimizer.solver=cg` runs CG with the tuned settings (item 5's
+    LSMR-against-CG ablation on the defaults), not LSMR under another name."""
+    out = tmp_path / "cmp"
+    args = ["compare", "--methods", "shf-tuned", "--budget", "0.5", "--out", str(out),
+            "--encoder", "784,16,6", "--set", "data.n_train=200", "--set", "data.n_val=60",
+            "--set", "data.n_test=60", "--set", "optimizer.n1=40", "--set", "optimizer.solver=cg",
+            "--set", "run.max_iters=2"]  # fmt: skip
+    assert main(args) == 0
+    run = out / "runs" / "shf-tuned"
+    assert json.loads((run / "summary.json").read_text())["method"] == "shf-cg"
+    assert json.loads((run / "config.json").read_text())["optimizer"]["solver"] == "cg"
+
+
 def test_one_seed_given_is_the_seed_run(tmp_path):
     """`--seeds 1` alone runs seed 1 (for the first-order sweep and every other method), not the
     configuration's own seed 0."""

@@ -299,7 +299,10 @@ def compare(
         if m == TUNED_METHOD:
             overlay = {k: v for k, v in TUNED.items() if f"optimizer.{k}" not in explicit}
             overlay.update(tuned_optimizer or {})
-            mcfg, run_as = _with(base, optimizer=overlay), "shf-lsmr"
+            # the tuned settings with the solver the configuration names (lsmr unless
+            # --set optimizer.solver=cg: item 5's LSMR-against-CG ablation on the defaults)
+            mcfg = _with(base, optimizer=overlay)
+            run_as = f"shf-{mcfg.optimizer.solver}"
             if not classify:  # B9: the autoencoders' new defaults train on the cross-entropy objective
                 model = {k: v for k, v in TUNED_MODEL.items() if f"model.{k}" not in explicit}
                 mcfg = _with(mcfg, model=model)

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Issue 31 item 5: the ablations that back each claim, over seeds, with shf compare --seeds.
+# Each ARM is the defaults with one change (or another method), run for the seeds on one core;
+# a claim's table compares its arms (table.py). Arms are shared between claims (the defaults once).
+#   CORE=0 bash docs/results/claims/run.sh usps defaults cg no-merit     # run arms, one after another
+#   python docs/results/claims/table.py usps                             # the tables of every claim
+# Data sets: usps (the paper's USPS autoencoder, the fair table's data and split) and default
+# (shf train's task, synthetic CURVES); budget BUDGET (300 s), seeds SEEDS (0,1,2), one thread.
+# Arms:
+#   defaults    shf-tuned (usps) or shf-lsmr on the default preset (default): the defaults
+#   cg          the defaults with CG instead of LSMR on the same damped, preconditioned system
+#   no-merit    the defaults without the validation merit inside the solver (B15)
+#   fixed       the defaults with a fixed batch (n = n1, maxiter = maxiter1) instead of Alg. 1/2
+#   martens-pc  the defaults with Martens' preconditioner instead of Chapelle-Erhan's (Alg. 3)
+#   no-pc       the defaults without a preconditioner
+#   paper       shf-lsmr with the preset's settings (the paper's; usps only)
+#   martens-hf  Martens' (2010) HF with CG
+#   adam        the fair Adam at the fair table's objective and rate (usps: squared error, 5e-4;
+#               default: cross-entropy, 3e-3), batch 200, from the same initial weights
+# Finished runs are reused, interrupted ones resumed; each arm's finished runs are kept in
+# docs/results/claims/<data set>/<arm>.json.gz (commit it as the arm finishes).
+set -euo pipefail
+DS=${1:?usage: run.sh usps|default ARM...}; shift
+DATA_ROOT=${DATA_ROOT:-../shared/data}
+case "$DS" in
+  usps) DATA=(--config usps --data-path "$DATA_ROOT/usps/usps_9298.mat"); DEF=shf-tuned
+        ADAM=(--lrs 5e-4 --baseline-losses squared) ;;
+  default) DATA=(--config default); DEF=shf-lsmr; ADAM=(--lrs 3e-3 --baseline-losses cross_entropy) ;;
+  *) echo "unknown data set $DS" >&2; exit 2 ;;
+esac
+COMMON=("${DATA[@]}" --budget "${BUDGET:-300}" --seeds "${SEEDS:-0,1,2}" --eval-every 10
+        --set first_order.batch_size=200)
+here=$(dirname "$0")
+mkdir -p "$here/$DS"
+for arm in "$@"; do
+  case "$arm" in
+    defaults) A=(--methods "$DEF") ;;
+    cg) A=(--methods "$DEF" --set optimizer.solver=cg) ;;
+    no-merit) A=(--methods "$DEF" --set optimizer.use_merit=false) ;;
+    fixed) A=(--methods "$DEF" --set optimizer.batch_schedule=fixed) ;;
+    martens-pc) A=(--methods "$DEF" --set optimizer.preconditioner=martens) ;;
+    no-pc) A=(--methods "$DEF" --set optimizer.preconditioner=none) ;;
+    paper) [ "$DS" = usps ] || { echo "paper: usps only" >&2; continue; }; A=(--methods shf-lsmr) ;;
+    martens-hf) A=(--methods martens-hf) ;;
+    adam) A=(--methods adam "${ADAM[@]}") ;;
+    *) echo "unknown arm $arm" >&2; continue ;;
+  esac
+  out=runs/claims/$DS/$arm
+  arc=$here/$DS/$arm.json.gz
+  mkdir -p "$out"
+  if [ -f "$arc" ]; then python -m shf.experiments.archive unpack "$arc" "$out"; fi
+  echo "$(date -u +%FT%TZ) start $DS $arm on core ${CORE:-0}"
+  taskset -c "${CORE:-0}" shf compare "${COMMON[@]}" "${A[@]}" --out "$out" >> "$out/queue.log" 2>&1 \
+    || echo "$(date -u +%FT%TZ) $DS $arm ended with $?"
+  python -m shf.experiments.archive pack "$out" "$arc"
+done
+echo "$(date -u +%FT%TZ) done"
