@@ -57,3 +57,14 @@ def test_the_path_is_an_autoencoders_choice() -> None:
         cfgmod.load("default", ["model.path=generic"])
     with pytest.raises(ConfigError, match=r"a classifier is an nn\.Module already"):
         cfgmod.load("classify-usps", ["model.path=sequential"])
+
+
+def test_the_method_names_the_solver_and_a_contrary_setting_is_refused() -> None:
+    # shf-cg runs CG whatever the default field says; shf-lsmr with optimizer.solver = cg would
+    # silently run LSMR: refused with the method to use
+    data = regression_runs.data()
+    cg = regression_runs.shrunk("default", ["optimizer.solver=cg"])
+    build_method("shf-cg", build_network(cg), data, cg)
+    build_method("shf-cg", build_network(cg), data, regression_runs.shrunk("default", []))
+    with pytest.raises(ConfigError, match="run method shf-cg instead"):
+        build_method("shf-lsmr", build_network(cg), data, cg)

@@ -149,7 +149,13 @@ def build_method(name: str, net: Autoencoder, data: Split, cfg: ExperimentConfig
     """The optimiser ``name`` configured from ``cfg``'s ``optimizer``, ``hf`` or ``first_order`` section."""
     seed = cfg.run.seed
     if name in ("shf-lsmr", "shf-cg"):
-        shf_cfg = dataclasses.replace(cfg.optimizer, solver=name.removeprefix("shf-"))
+        solver = name.removeprefix("shf-")
+        if solver != cfg.optimizer.solver != "lsmr":  # lsmr: the field's default, not a choice
+            raise ConfigError(
+                f"method {name} with optimizer.solver = {cfg.optimizer.solver!r}: the method names the "
+                f"solver; run method shf-{cfg.optimizer.solver} instead"
+            )
+        shf_cfg = dataclasses.replace(cfg.optimizer, solver=solver)
         if cfg.model.path == "sequential":
             return sequential_shf_method(net, data, shf_cfg, seed)
         return shf_method(net, data, shf_cfg, seed)
