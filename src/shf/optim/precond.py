@@ -17,6 +17,7 @@ from torch import Tensor
 
 from shf.curvature.base import JacobianOperator
 from shf.errors import ConfigError
+from shf.optim.kron import KroneckerScaling
 
 
 class Preconditioner(str, enum.Enum):
@@ -25,6 +26,7 @@ class Preconditioner(str, enum.Enum):
     CHAPELLE_ERHAN = "chapelle-erhan"
     MARTENS = "martens"
     COLUMN_NORMS = "column-norms"
+    KFAC = "kfac"  # B19: Kronecker-factored, not diagonal (shf.optim.kron)
     NONE = "none"
 
 
@@ -99,8 +101,13 @@ class Scaling:
 
     def __call__(
         self, A: JacobianOperator, lam: float, generator: torch.Generator | None = None
-    ) -> list[Tensor] | None:
-        """The inverse preconditioner ``c`` for this iteration's operator (None: none)."""
+    ) -> list[Tensor] | KroneckerScaling | None:
+        """The inverse preconditioner ``c`` for this iteration's operator (None: none; B19's
+        :class:`~shf.optim.kron.KroneckerScaling` for ``kfac``)."""
+        if self.kind is Preconditioner.KFAC:
+            # B19: P = L_a^{-T} ⊗ L_g^{-1} per layer, the damping still scaled by Alg. 3's c
+            _needs_per_example(self.kind, A)
+            return KroneckerScaling.of(A, chapelle_erhan(A, generator), lam, generator)
         if self.kind is not Preconditioner.COLUMN_NORMS:
             return compute(self.kind, A, lam, generator)
         _needs_per_example(self.kind, A)
@@ -155,5 +162,9 @@ def compute(
     if kind is Preconditioner.CHAPELLE_ERHAN:
         return chapelle_erhan(A, generator)
     if kind is Preconditioner.COLUMN_NORMS:
-        return Scaling(kind)(A, lam, generator)  # the first iteration's (no state kept)
+        c = Scaling(kind)(A, lam, generator)  # the first iteration's (no state kept)
+        assert isinstance(c, list)
+        return c
+    if kind is Preconditioner.KFAC:
+        raise ConfigError("the kfac preconditioner is not diagonal: use shf.optim.precond.Scaling")
     return martens_fisher(A, lam)

@@ -155,7 +155,8 @@ class SHF(torch.optim.Optimizer):
             set to a value that the chosen parts ignore is refused, naming the part
             (``Damping(drop=0.9)`` under Nielsen's rule).
         preconditioner: ``chapelle-erhan`` (Alg. 3), ``martens``, ``column-norms`` (MINPACK's
-            scaling, B18) or ``none``.
+            scaling, B18), ``kfac`` (B19: Kronecker-factored per layer, LSMR's right
+            preconditioner on the same damped problem; hand-written autoencoder only) or ``none``.
         config: all hyper-parameters as one flat :class:`SHFConfig` instead of the groups;
             ``shf.PAPER`` (``SHFConfig.paper()``) is the paper's settings.
         train_size: ``N``, the training-set size, for Alg. 2's finite-population factor

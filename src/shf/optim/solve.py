@@ -26,10 +26,11 @@ from torch import Tensor
 from shf import tensorlist as tl
 from shf.curvature.base import JacobianOperator
 from shf.errors import ConfigError
+from shf.optim.kron import KroneckerScaling
 from shf.solvers.cg import cg
 from shf.solvers.lsmr import LsmrStop, lsmr
 from shf.solvers.merit import MeritRule
-from shf.solvers.operator import DampedStack, TimedOperator
+from shf.solvers.operator import DampedStack, PreconditionedStack, TimedOperator
 
 
 class SolveStop(enum.StrEnum):
@@ -118,7 +119,7 @@ class System:
     timed: TimedOperator
     b: Tensor
     lam: float
-    c: list[Tensor] | None
+    c: list[Tensor] | KroneckerScaling | None
     w: list[Tensor]
     g: list[Tensor] | None = None
     weight_cost: float = 0.0
@@ -139,9 +140,12 @@ class SolveResult:
     merit_of_d: float | None = None
 
 
-def _scaled_start(c: list[Tensor] | None, x0: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+def _scaled_start(
+    c: list[Tensor] | KroneckerScaling | None, x0: list[Tensor]
+) -> tuple[list[Tensor], list[Tensor]]:
     """The column scaling ``c`` (ones without a preconditioner) and the start ``y0 = x0 / c`` in the
     scaled variable of Alg. 6's problem (NOTES item 2)."""
+    assert not isinstance(c, KroneckerScaling)  # B19 takes LsmrSolver.kronecker
     ones = c if c is not None else [torch.ones_like(t) for t in x0]
     return ones, cast(list[Tensor], tl.div(x0, ones))
 
@@ -176,6 +180,8 @@ class LsmrSolver(InnerSolver):
     name = "lsmr"
 
     def solve(self, system: System, x0: list[Tensor], stops: Stops) -> SolveResult:
+        if isinstance(system.c, KroneckerScaling):
+            return self.kronecker(system, system.c, x0, stops)
         if system.subset:
             return self.stacked(system, x0, stops)
         t = self.tol
@@ -234,6 +240,39 @@ class LsmrSolver(InnerSolver):
         )  # fmt: skip
         return self._outcome(cast(list[Tensor], tl.mul(ones, y)), info, forced[0])
 
+    def kronecker(self, system: System, P: KroneckerScaling, x0: list[Tensor], stops: Stops) -> SolveResult:
+        """B19: the damped problem of :meth:`stacked` (or of Alg. 6 without B7's subset), in
+        ``d = P z`` with ``P`` Kronecker-factored instead of ``d = c ∘ y``.
+
+        In ``d`` the problem is ``min 1/2 ||A d||^2 + g^T d + wc/2 ||d||^2 + lambda^2/2 ||(d - x0) / c||^2``
+        (``g`` the whole batch's gradient, with ``wc w``), the normal equations
+        ``(A^T A + D^2) d = -g + (lambda / c)^2 ∘ x0`` with the diagonal ``D = sqrt(wc + (lambda / c)^2)``:
+        those of :meth:`stacked` in ``d``. LSMR solves ``min || [A P; D P] z - [b; e] ||`` from
+        ``z0 = P^{-1} x0``, ``D e = (lambda / c)^2 ∘ x0 + g_A - g`` (``g_A = -A^T b``), whose normal
+        equations are ``P^T`` times those in ``d`` (:class:`PreconditionedStack`). The forcing
+        bound and ``atol`` read LSMR's ``||Abar^T rbar||`` in ``z``; the merit reads ``d = P z``.
+        """
+        t, lam, wc = self.tol, system.lam, system.weight_cost
+        g_A = system.A.gradient()  # -A^T b: the curvature rows' data gradient
+        if system.g is not None:
+            g = system.g  # the whole batch's (B7), with B10's wc w
+        else:
+            g = cast(list[Tensor], tl.axpy(wc, system.w, g_A)) if wc > 0.0 else g_A
+        # (lambda / c)^2 and D = sqrt(wc + (lambda / c)^2)
+        lc2 = [(lam / ci) ** 2 for ci in P.c]
+        D = [torch.sqrt(v + wc) for v in lc2]
+        # D e = (lambda / c)^2 ∘ x0 + g_A - g
+        e = tl.div(tl.add(tl.mul(lc2, x0), tl.sub(g_A, g)), D)
+        op = PreconditionedStack(system.timed, P, D)
+        callback, forced = self._callback(stops)
+        merit = stops.merit
+        z, info = lsmr(
+            op, op.join(system.b, e), callback=callback, damp=0.0, x0=P.inverse(x0), atol=t.atol, btol=0.0,
+            conlim=0.0, maxiter=stops.maxiter, merit=None if merit is None else (lambda z: merit(P.apply(z))),
+            rule=t.merit,
+        )  # fmt: skip
+        return self._outcome(P.apply(z), info, forced[0])
+
     @staticmethod
     def _callback(stops: Stops) -> tuple[Callable[[int, Any, Any], bool], list[bool]]:
         """LSMR's callback: stop on the forcing test (B3: ``||Abar^T rbar_k|| <= bound``, then
@@ -278,6 +317,8 @@ class CgSolver(InnerSolver):
 
     def solve(self, system: System, x0: list[Tensor], stops: Stops) -> SolveResult:
         t, lam = self.tol, system.lam
+        if isinstance(system.c, KroneckerScaling):
+            raise ConfigError("the kfac preconditioner (B19) is LSMR's; with solver 'cg' use a diagonal one")
         A, b = _with_weight_cost(system)
         grad = system.g if system.subset else None
         ones, y0 = _scaled_start(system.c, x0)

@@ -34,6 +34,7 @@ from shf.curvature.base import CurvatureModel
 from shf.errors import require, require_choice
 from shf.optim import precond as pc
 from shf.optim.damping import DAMPING_RULES, LAMBDA_MAX, DampingRule, make_damping, reduction_ratio
+from shf.optim.kron import KroneckerScaling
 from shf.optim.linesearch import STEP_RULES, StepLength, make_step_length
 from shf.optim.objective import WEIGHT_COST_RULES, Objective, ObjectiveAt, QuadraticModel, make_objective
 from shf.optim.sampler import CurvatureRows, make_sampler
@@ -101,7 +102,8 @@ class SHFConfig:
         batch_growth, rrel_tol, window: Alg. 1's growth by 1.005 when
             ``r_rel < 0.005`` over a window of 5 iterations.
         preconditioner: ``chapelle-erhan`` (Alg. 3), ``martens``, ``column-norms`` (MINPACK's
-            scaling, B18) or ``none``.
+            scaling, B18), ``kfac`` (B19: Kronecker-factored per layer, LSMR's right
+            preconditioner on the same damped problem; hand-written autoencoder only) or ``none``.
         use_merit: evaluate the validation merit inside LSMR (Alg. 6); off gives
             plain damped LSMR stopped by ``atol``/``maxiter`` only.
         solver: ``lsmr`` (Alg. 6) or ``cg`` (ablation: CG on the same preconditioned
@@ -412,6 +414,10 @@ class SHFConfig:
         require_choice("warm_start_guard", self.warm_start_guard, WARM_START_GUARDS)
         require_choice("weight_cost_rule", self.weight_cost_rule, WEIGHT_COST_RULES)
         require_choice("preconditioner", self.preconditioner, [p.value for p in pc.Preconditioner])
+        need(
+            not (self.preconditioner == "kfac" and self.solver == "cg"),
+            "the kfac preconditioner (B19) is LSMR's; with solver 'cg' use a diagonal one",
+        )
 
 
 @dataclass
@@ -707,7 +713,7 @@ def shf_step(
     with clock("precond"):
         # c <- Precon(w; X)  (Alg. 3, §4.4)
         c = state.scaling(A_c, lam, generator)
-    if c is not None and not tl.all_finite(c):
+    if c is not None and not (c.finite() if isinstance(c, KroneckerScaling) else tl.all_finite(c)):
         return _skipped(w, n, objective.f0, state, cfg, clock)
     # phi(d) := f(w + d; X_val) (eq. 20; B5: a subsample); B3's forcing bound (None: none)
     stops = Stops(state.maxiter, state.merit.at(model, w, X_val, Y_val),

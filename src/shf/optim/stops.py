@@ -26,6 +26,7 @@ from shf import tensorlist as tl
 from shf.batch import Inputs
 from shf.curvature.base import CurvatureModel
 from shf.errors import require_choice
+from shf.optim.kron import KroneckerScaling
 
 FORCING_RULES = ("none", "gradient")
 
@@ -74,7 +75,9 @@ class Forcing:
 
     name: ClassVar[str] = "none"
 
-    def bound(self, gradient: Callable[[], list[Tensor]], c: list[Tensor] | None) -> float | None:
+    def bound(
+        self, gradient: Callable[[], list[Tensor]], c: list[Tensor] | KroneckerScaling | None
+    ) -> float | None:
         """The bound on the normal equations' residual for this iteration (None: no test);
         ``gradient()``: ``grad f`` (computed only by the rules that read it); ``c``: the column
         scaling (None: none)."""
@@ -97,7 +100,9 @@ class GradientForcing(Forcing):
         self.eta0, self.power = eta0, power
         self.g1_norm: float | None = None
 
-    def bound(self, gradient: Callable[[], list[Tensor]], c: list[Tensor] | None) -> float | None:
+    def bound(
+        self, gradient: Callable[[], list[Tensor]], c: list[Tensor] | KroneckerScaling | None
+    ) -> float | None:
         # Beyond the paper (docs/deviations.md B3): the forcing test ||Abar^T rbar_k|| <= eta_i ||c ∘ g||
         g = gradient()
         g_norm = tl.norm(g)
@@ -106,7 +111,10 @@ class GradientForcing(Forcing):
         # eta_i = eta_0 min(1, (||g_i|| / ||g_1||)^p)
         eta = self.eta0 * min(1.0, (g_norm / self.g1_norm) ** self.power)
         # the normal equations' residual at d = 0 in LSMR's scaled variables: ||c ∘ g||
-        return float(eta * (tl.norm(tl.mul(c, g)) if c is not None else g_norm))
+        # (B19's Kronecker-factored P: ||P^T g||)
+        if c is None:
+            return float(eta * g_norm)
+        return float(eta * tl.norm(c.apply_t(g) if isinstance(c, KroneckerScaling) else tl.mul(c, g)))
 
     def state_dict(self) -> dict[str, Any]:
         return {"g1_norm": self.g1_norm}

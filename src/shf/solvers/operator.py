@@ -185,3 +185,36 @@ class DampedStack:
     def range_norm(self, u: Vec) -> float:
         U, v = self.split(u)
         return float((range_norm(self.A, U) ** 2 + tl.norm(v) ** 2) ** 0.5)
+
+
+class RightPreconditioned(Protocol):
+    """A right preconditioner ``P`` that is not diagonal: ``apply(z) = P z``, ``apply_t(v) = P^T v``."""
+
+    def apply(self, z: Vec) -> Vec:
+        """``P z``."""
+        ...
+
+    def apply_t(self, v: Vec) -> Vec:
+        """``P^T v``."""
+        ...
+
+
+class PreconditionedStack(DampedStack):
+    """``Abar = [A P; D P]`` as one operator: :class:`DampedStack` with a right preconditioner ``P``
+    that is not diagonal (``D`` a diagonal damping block in ``x = P z``, a number or a vector)."""
+
+    def __init__(self, A: LinearOperator, P: RightPreconditioned, damp: float | Vec) -> None:
+        super().__init__(A, damp, None)
+        self.P = P
+
+    def matvec(self, x: Vec) -> Vec:
+        # [A P z; D P z]
+        d = self.P.apply(x)
+        return self.join(self.A.matvec(d), self._damped(d))
+
+    def rmatvec(self, u: Vec) -> Vec:
+        # P^T (A^T U + D v)
+        U, v = self.split(u)
+        out = self.A.rmatvec(U)
+        dv = tl.axpy_(self.damp, v, out) if isinstance(self.damp, float) else tl.addcmul_(out, self.damp, v)
+        return self.P.apply_t(dv)

@@ -1,0 +1,143 @@
+"""B19 (beyond the paper): a Kronecker-factored right preconditioner for LSMR.
+
+The paper's preconditioner (Alg. 3) is diagonal: LSMR runs on ``A diag(c)``. Per layer, the
+Gauss-Newton block ``(A^T A)_ll = (1/n) sum_i (s~_i s~_i^T) ⊗ E[f_i f_i^T]`` (``s~_i`` the layer's
+augmented input of example ``i``, ``f_i`` its output gradient for a Gaussian output vector) is
+close to the Kronecker product ``Abar ⊗ Gbar`` of its factors' means (Martens & Grosse 2015,
+K-FAC):
+
+    Abar = S~^T S~ / n,    Gbar = F^T F / n,   F = the backward pass of U ~ N(0, I) (Alg. 5's F_l).
+
+With ``Abar + delta I = L_a L_a^T`` and ``Gbar + delta I = L_g L_g^T`` (Cholesky), the right
+preconditioner ``P V = L_a^{-T} V L_g^{-1}`` (``V`` a layer's weights, in+1 by out) has
+``P P^T = (Abar + delta I)^{-1} ⊗ (Gbar + delta I)^{-1}``: LSMR runs on ``A P``, ``d = P z``.
+
+B19 changes the preconditioner, not the problem: the damped problem is the one the diagonal
+preconditioner solves (``min 1/2 ||A d||^2 + g^T d + wc/2 ||d||^2 + lambda^2/2 ||(d - x0) / c||^2``
+with Chapelle-Erhan's ``c``, eq. 19 in ``d``), so its minimiser is the same and only LSMR's
+path to it changes (``shf.optim.solve.LsmrSolver.kronecker``). ``delta`` per layer is the
+root mean square of that damping's scale ``lambda / c`` over the layer's weights.
+
+Measured before it was built (``benchmarks/kfac_start.py``, ``docs/results/kfac/``): on
+``shf train``'s task after 30 s, LSMR on ``A P`` lowers the damped model in 5 iterations as much
+as the diagonal preconditioner does in about 37, at about 3x the cost per iteration; at the end
+of a 300 s run, 5 iterations against 13.
+
+Costs per HF iteration: one backward pass of a Gaussian probe, ``S~^T S~`` and ``F^T F`` per
+layer, two Cholesky factorisations and two triangular inverses per layer; per LSMR iteration,
+four matrix products per layer (``P`` and ``P^T``), about ``2 (in + out)`` flops per weight each.
+Only the hand-written autoencoder's operator (:class:`shf.curvature.mlp.MLPJacobian`) exposes
+the layer inputs and output gradients this needs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from shf import tensorlist as tl
+from shf.curvature.base import JacobianOperator
+from shf.errors import ConfigError
+
+MAX_SIDE = 256
+"""A factor of a side wider than this is kept diagonal (``sqrt(diag(M) + delta)``): a full one
+costs ``2 side^2`` flops per weight row or column at every LSMR iteration. On ``shf train``'s
+task (784-400-200-100-50-25-6 and back, 250 curvature rows) full factors up to 4096 make an LSMR
+iteration 3x the diagonal preconditioner's, up to 512 1.8x, up to 256 1.1x
+(``benchmarks/kfac_start.py --max-side``, ``docs/results/kfac/``)."""
+
+
+def _left(L: Tensor, Z: Tensor, transpose: bool) -> Tensor:
+    """``L Z`` (``L^T Z``), ``L`` a matrix or the diagonal of one."""
+    if L.dim() == 1:
+        return Z * L.unsqueeze(1)
+    return (L.T if transpose else L) @ Z
+
+
+def _right(Z: Tensor, L: Tensor, transpose: bool) -> Tensor:
+    """``Z L`` (``Z L^T``), ``L`` a matrix or the diagonal of one."""
+    if L.dim() == 1:
+        return Z * L.unsqueeze(0)
+    return Z @ (L.T if transpose else L)
+
+
+class KroneckerScaling:
+    """``P = L_a^{-T} ⊗ L_g^{-1}`` per layer (see the module), with the diagonal ``c`` that
+    scales the damping. ``apply``: ``P z``; ``apply_t``: ``P^T v``; ``inverse``: ``P^{-1} x``. A factor
+    is a lower-triangular matrix, or a vector: the diagonal of one (a side wider than ``max_side``)."""
+
+    def __init__(
+        self, c: list[Tensor], La: Sequence[Tensor], Lg: Sequence[Tensor], Ia: Sequence[Tensor],
+        Ig: Sequence[Tensor],
+    ) -> None:  # fmt: skip
+        self.c = c
+        self.La, self.Lg, self.Ia, self.Ig = list(La), list(Lg), list(Ia), list(Ig)
+
+    def apply(self, z: object) -> list[Tensor]:
+        """``P z``: per layer ``L_a^{-T} Z L_g^{-1}``."""
+        assert isinstance(z, list)
+        return [_right(_left(ia, Z, True), ig, False) for ia, Z, ig in zip(self.Ia, z, self.Ig)]
+
+    def apply_t(self, v: object) -> list[Tensor]:
+        """``P^T v``: per layer ``L_a^{-1} V L_g^{-T}``."""
+        assert isinstance(v, list)
+        return [_right(_left(ia, V, False), ig, True) for ia, V, ig in zip(self.Ia, v, self.Ig)]
+
+    def inverse(self, x: object) -> list[Tensor]:
+        """``P^{-1} x``: per layer ``L_a^T X L_g``."""
+        assert isinstance(x, list)
+        return [_right(_left(la, X, True), lg, False) for la, X, lg in zip(self.La, x, self.Lg)]
+
+    def finite(self) -> bool:
+        """Whether every factor and ``c`` is finite."""
+        return all(tl.all_finite(t) for t in (self.c, self.Ia, self.Ig, self.La, self.Lg))
+
+    @classmethod
+    def of(
+        cls, A: JacobianOperator, c: list[Tensor], lam: float, generator: torch.Generator | None = None,
+        max_side: int = MAX_SIDE,
+    ) -> KroneckerScaling:  # fmt: skip
+        """The factors of the curvature rows' operator ``A`` (hand-written autoencoder only) for
+        damping ``lambda`` and Chapelle-Erhan's ``c``; the Gaussian probe drawn from ``generator``;
+        a side wider than ``max_side`` diagonal."""
+        S, w, backprop = getattr(A, "S", None), getattr(A, "w", None), getattr(A, "backprop", None)
+        if S is None or w is None or backprop is None:
+            raise ConfigError(
+                f"the kfac preconditioner (B19) needs the layers' inputs and output gradients, which "
+                f"{type(A).__name__} does not expose (only the hand-written autoencoder's operator "
+                f"does); use preconditioner 'chapelle-erhan'"
+            )
+        R = A.residual
+        n = R.shape[0]
+        # U ~ N(0, I) in the output space (drawn on the CPU generator, then moved)
+        U = torch.randn(tuple(R.shape), generator=generator, dtype=R.dtype).to(R.device)
+        # F_l: the output gradients of every layer for U (Alg. 5's backward pass, no 1/sqrt(n))
+        Fs = backprop(U)
+        La: list[Tensor] = []
+        Lg: list[Tensor] = []
+        Ia: list[Tensor] = []
+        Ig: list[Tensor] = []
+        for l, (W, F) in enumerate(zip(w, Fs)):
+            # delta_l = rms over the layer of lambda / c (the damping's scale in d)
+            delta = lam * math.sqrt(float(torch.mean(1.0 / c[l].double() ** 2)))
+            St = torch.cat([S[l], torch.ones(n, 1, dtype=S[l].dtype, device=S[l].device)], dim=1).double()
+            F64 = F.double()
+            # Abar = S~^T S~ / n,  Gbar = F^T F / n  (K-FAC's factors of (A^T A)_ll)
+            for X, Ls, Is in ((St, La, Ia), (F64, Lg, Ig)):
+                if X.shape[1] > max_side:
+                    # a wide side: diag(M) + delta = L^2 with L diagonal
+                    L = torch.sqrt((X * X).sum(dim=0) / n + delta)
+                    Ls.append(L.to(W.dtype))
+                    Is.append((1.0 / L).to(W.dtype))
+                    continue
+                M = X.T @ X / n
+                M.diagonal().add_(delta)
+                # M + delta I = L L^T;  L^{-1}
+                L = torch.linalg.cholesky(M)
+                eye = torch.eye(M.shape[0], dtype=M.dtype, device=M.device)
+                Ls.append(L.to(W.dtype))
+                Is.append(torch.linalg.solve_triangular(L, eye, upper=False).to(W.dtype))
+        return cls(c, La, Lg, Ia, Ig)
