@@ -40,12 +40,18 @@ def _scaling(seed: int = 0, max_side: int = 512):  # type: ignore[no-untyped-def
 def test_the_factors_are_k_fac_s_and_the_products_agree() -> None:
     A, w, c, P = _scaling()
     n = A.n
-    # Abar + delta I = L_a L_a^T with Abar = S~^T S~ / n and delta_l = lambda rms(1/c_l)
-    for l, (S, La) in enumerate(zip(A.S, P.La)):
+    # Abar + pi sqrt(gamma) I = L_a L_a^T with Abar = S~^T S~ / n, sqrt(gamma_l) = lambda rms(1/c_l)
+    # and pi = sqrt(mean eigenvalue of Abar / that of Gbar); Gbar = F^T F / n for the same probe
+    U = torch.randn(tuple(A.residual.shape), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    for l, (S, F, La, Lg) in enumerate(zip(A.S, A.backprop(U), P.La, P.Lg)):
         St = torch.cat([S, torch.ones(n, 1, dtype=S.dtype)], dim=1)
-        delta = LAM * math.sqrt(float(torch.mean(1.0 / c[l] ** 2)))
-        want = St.T @ St / n + delta * torch.eye(St.shape[1], dtype=S.dtype)
-        torch.testing.assert_close(La @ La.T, want, rtol=1e-12, atol=0.0)
+        root_gamma = LAM * math.sqrt(float(torch.mean(1.0 / c[l] ** 2)))
+        Abar, Gbar = St.T @ St / n, F.T @ F / n
+        pi = math.sqrt((float(Abar.trace()) / Abar.shape[0]) / (float(Gbar.trace()) / Gbar.shape[0]))
+        want_a = Abar + pi * root_gamma * torch.eye(Abar.shape[0], dtype=S.dtype)
+        want_g = Gbar + root_gamma / pi * torch.eye(Gbar.shape[0], dtype=S.dtype)
+        torch.testing.assert_close(La @ La.T, want_a, rtol=1e-12, atol=0.0)
+        torch.testing.assert_close(Lg @ Lg.T, want_g, rtol=1e-12, atol=0.0)
     z, v = random_like(w, 1), random_like(w, 2)
     # P^{-1} P z = z;  <P z, v> = <z, P^T v> (the adjoint test)
     for a, b in zip(P.inverse(P.apply(z)), z):
@@ -64,9 +70,13 @@ def test_a_side_wider_than_max_side_is_diagonal_and_the_products_still_agree() -
     assert [t.dim() for t in P.La] == [1 if W.shape[0] > 5 else 2 for W in w] == [1, 1, 2, 1]
     assert [t.dim() for t in P.Lg] == [1 if W.shape[1] > 5 else 2 for W in w] == [2, 2, 2, 1]
     n = A.n
+    U = torch.randn(tuple(A.residual.shape), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    F = A.backprop(U)[0]
     St = torch.cat([A.S[0], torch.ones(n, 1, dtype=A.S[0].dtype)], dim=1)
-    delta = LAM * math.sqrt(float(torch.mean(1.0 / c[0] ** 2)))
-    torch.testing.assert_close(P.La[0] ** 2, (St * St).sum(dim=0) / n + delta, rtol=1e-12, atol=0.0)
+    root_gamma = LAM * math.sqrt(float(torch.mean(1.0 / c[0] ** 2)))
+    pi = math.sqrt(float((St * St).sum() / St.shape[1]) / float((F * F).sum() / F.shape[1]))
+    want = (St * St).sum(dim=0) / n + pi * root_gamma
+    torch.testing.assert_close(P.La[0] ** 2, want, rtol=1e-12, atol=0.0)
     z, v = random_like(w, 1), random_like(w, 2)
     for a, b in zip(P.inverse(P.apply(z)), z):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

@@ -8,15 +8,17 @@ K-FAC):
 
     Abar = S~^T S~ / n,    Gbar = F^T F / n,   F = the backward pass of U ~ N(0, I) (Alg. 5's F_l).
 
-With ``Abar + delta I = L_a L_a^T`` and ``Gbar + delta I = L_g L_g^T`` (Cholesky), the right
+With ``Abar + delta_a I = L_a L_a^T`` and ``Gbar + delta_g I = L_g L_g^T`` (Cholesky), the right
 preconditioner ``P V = L_a^{-T} V L_g^{-1}`` (``V`` a layer's weights, in+1 by out) has
-``P P^T = (Abar + delta I)^{-1} ⊗ (Gbar + delta I)^{-1}``: LSMR runs on ``A P``, ``d = P z``.
+``P P^T = (Abar + delta_a I)^{-1} ⊗ (Gbar + delta_g I)^{-1}``: LSMR runs on ``A P``, ``d = P z``.
 
 B19 changes the preconditioner, not the problem: the damped problem is the one the diagonal
 preconditioner solves (``min 1/2 ||A d||^2 + g^T d + wc/2 ||d||^2 + lambda^2/2 ||(d - x0) / c||^2``
 with Chapelle-Erhan's ``c``, eq. 19 in ``d``), so its minimiser is the same and only LSMR's
-path to it changes (``shf.optim.solve.LsmrSolver.kronecker``). ``delta`` per layer is the
-root mean square of that damping's scale ``lambda / c`` over the layer's weights.
+path to it changes (``shf.optim.solve.LsmrSolver.kronecker``). The factors' damping is K-FAC's
+factored Tikhonov damping (Martens & Grosse 2015, §6.3): ``delta_a = pi sqrt(gamma)``,
+``delta_g = sqrt(gamma) / pi``, with ``sqrt(gamma)`` the root mean square over the layer's weights of
+the problem's damping scale ``lambda / c`` and ``pi = sqrt((tr Abar / dim) / (tr Gbar / dim))``.
 
 Measured before it was built (``benchmarks/kfac_start.py``, ``docs/results/kfac/``): on
 ``shf train``'s task after 30 s, LSMR on ``A P`` lowers the damped model in 5 iterations as much
@@ -121,12 +123,19 @@ class KroneckerScaling:
         Ia: list[Tensor] = []
         Ig: list[Tensor] = []
         for l, (W, F) in enumerate(zip(w, Fs)):
-            # delta_l = rms over the layer of lambda / c (the damping's scale in d)
-            delta = lam * math.sqrt(float(torch.mean(1.0 / c[l].double() ** 2)))
+            # sqrt(gamma_l) = rms over the layer of lambda / c (the damping's scale in d)
+            root_gamma = lam * math.sqrt(float(torch.mean(1.0 / c[l].double() ** 2)))
             St = torch.cat([S[l], torch.ones(n, 1, dtype=S[l].dtype, device=S[l].device)], dim=1).double()
             F64 = F.double()
-            # Abar = S~^T S~ / n,  Gbar = F^T F / n  (K-FAC's factors of (A^T A)_ll)
-            for X, Ls, Is in ((St, La, Ia), (F64, Lg, Ig)):
+            # Abar = S~^T S~ / n,  Gbar = F^T F / n  (K-FAC's factors of (A^T A)_ll); their mean
+            # eigenvalues tr(M) / dim
+            mean_a = float((St * St).sum()) / (n * St.shape[1])
+            mean_g = float((F64 * F64).sum()) / (n * F64.shape[1])
+            # factored damping (Martens & Grosse 2015, §6.3): (Abar + pi sqrt(gamma)) ⊗
+            # (Gbar + sqrt(gamma) / pi), pi = sqrt(mean_a / mean_g): each side's damping in
+            # proportion to its scale
+            pi = math.sqrt(mean_a / mean_g) if mean_a > 0.0 and mean_g > 0.0 else 1.0
+            for X, Ls, Is, delta in ((St, La, Ia, pi * root_gamma), (F64, Lg, Ig, root_gamma / pi)):
                 if X.shape[1] > max_side:
                     # a wide side: diag(M) + delta = L^2 with L diagonal
                     L = torch.sqrt((X * X).sum(dim=0) / n + delta)

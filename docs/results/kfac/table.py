@@ -1,0 +1,47 @@
+"""B19 against the defaults on shf train's task: best validation error by time, test error.
+
+    python docs/results/kfac/table.py      # reads docs/results/kfac/runs.json.gz
+
+Rows per seed: the defaults (``base-s<seed>``, the runs of docs/results/b8/) and B19
+(``kfac-s<seed>``); the best validation error so far at 10-300 s of optimiser time (the paper's
+1/2 scale) and the test error at the best validation error.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+from shf.experiments.archive import unpack
+from shf.runlog import read_metrics
+
+HERE = Path(__file__).resolve().parent
+TIMES = (10, 20, 40, 60, 100, 200, 300)
+
+
+def main() -> int:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        unpack(HERE / "runs.json.gz", tmp)
+        runs = {p.parent.name: p.parent for p in Path(tmp).rglob("summary.json")}
+        for name in sorted(runs, key=lambda s: (s.split("-s")[1], s)):
+            metrics = read_metrics(runs[name])
+            summary = json.loads((runs[name] / "summary.json").read_text())
+            best = [min((r["val_error"] for r in metrics if r["time_s"] <= t), default=float("nan")) for t in TIMES]
+            rows.append((name, best, summary["test_error"], summary["hf_iterations"]))
+    print("| run | " + " | ".join(f"{t} s" for t in TIMES) + " | test | HF iterations |")
+    print("|---|" + "---|" * (len(TIMES) + 2))
+    for name, best, test, its in rows:
+        print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in best) + f" | {test:.4f} | {its} |")
+    for arm in ("base", "kfac"):
+        tests = [t for n, _, t, _ in rows if n.startswith(arm)]
+        if len(tests) > 1:
+            print(f"\n{arm}: mean test {statistics.fmean(tests):.4f} over {len(tests)} seeds")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
