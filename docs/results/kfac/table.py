@@ -2,14 +2,15 @@
 
     python docs/results/kfac/table.py      # reads docs/results/kfac/runs.json.gz
 
-Rows per seed: the defaults (``base-s<seed>``, the runs of docs/results/b8/) and B19
-(``kfac-s<seed>``); the best validation error so far at 10-300 s of optimiser time (the paper's
-1/2 scale) and the test error at the best validation error.
+Rows per seed and arm (``<arm>-s<seed>``): the defaults (``base``, the runs of docs/results/b8/)
+and B19's variants (see the README); the best validation error so far at 10-300 s of optimiser
+time (the paper's 1/2 scale) and the test error at the best validation error.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -27,19 +28,22 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         unpack(HERE / "runs.json.gz", tmp)
         runs = {p.parent.name: p.parent for p in Path(tmp).rglob("summary.json")}
-        for name in sorted(runs, key=lambda s: (s.split("-s")[1], s)):
+        for name in sorted(runs, key=lambda s: (s.rsplit("-s", 1)[1], s)):
             metrics = read_metrics(runs[name])
             summary = json.loads((runs[name] / "summary.json").read_text())
-            best = [min((r["val_error"] for r in metrics if r["time_s"] <= t), default=float("nan")) for t in TIMES]
+            best = [min((r["val_error"] for r in metrics if r["time_s"] <= t), default=math.nan)
+                    for t in TIMES]
             rows.append((name, best, summary["test_error"], summary["hf_iterations"]))
     print("| run | " + " | ".join(f"{t} s" for t in TIMES) + " | test | HF iterations |")
     print("|---|" + "---|" * (len(TIMES) + 2))
     for name, best, test, its in rows:
         print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in best) + f" | {test:.4f} | {its} |")
-    for arm in ("base", "kfac"):
-        tests = [t for n, _, t, _ in rows if n.startswith(arm)]
-        if len(tests) > 1:
-            print(f"\n{arm}: mean test {statistics.fmean(tests):.4f} over {len(tests)} seeds")
+    arms = sorted({n.rsplit("-s", 1)[0] for n, _, _, _ in rows})
+    print()
+    for arm in arms:
+        tests = {n.rsplit("-s", 1)[1]: t for n, _, t, _ in rows if n.rsplit("-s", 1)[0] == arm}
+        mean = statistics.fmean(tests.values())
+        print(f"- {arm}: mean test {mean:.4f} over seeds {', '.join(sorted(tests))}")
     return 0
 
 
