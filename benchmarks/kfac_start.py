@@ -79,7 +79,9 @@ def _kfac_preconditioned(
 ) -> tuple[list[tuple[float, float]], float]:
     """(Q, q) after k LSMR iterations on B19's problem (``shf.optim.kron``: the damped problem in
     ``d = P z``, ``x0 = 0``), and the seconds per iteration (products and ``P``, ``P^T``)."""
-    P = KroneckerScaling.of(A, c, lam, torch.Generator().manual_seed(gen_seed), max_side=a.max_side)
+    P = KroneckerScaling.of(
+        A, c, lam, torch.Generator().manual_seed(gen_seed), max_side=a.max_side, scaled=not a.unscaled
+    )
     D = [torch.sqrt(wc + (lam / ci) ** 2) for ci in c]
     op = PreconditionedStack(A, P, D)
     # normal equations P^T (A^T A + D^2) P z = -P^T g: [b; e] with D e = g_A - g
@@ -104,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--probes", type=int, default=1)
     p.add_argument("--max-side", type=int, default=MAX_SIDE, help="B19: wider sides diagonal")
+    p.add_argument("--unscaled", action="store_true", help="B19's first version: the factors of A itself")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     ck: dict[str, Any] = torch.load(Path(a.run_dir) / "checkpoint.pt", weights_only=True, map_location="cpu")

@@ -12,6 +12,15 @@ With ``Abar + delta_a I = L_a L_a^T`` and ``Gbar + delta_g I = L_g L_g^T`` (Chol
 preconditioner ``P V = L_a^{-T} V L_g^{-1}`` (``V`` a layer's weights, in+1 by out) has
 ``P P^T = (Abar + delta_a I)^{-1} ⊗ (Gbar + delta_g I)^{-1}``: LSMR runs on ``A P``, ``d = P z``.
 
+The factors are those of the diagonally scaled problem (the default, ``scaled``): Chapelle-Erhan's
+``c`` is fitted per layer by a Kronecker product ``C_k = diag(r) ⊗ diag(s)`` (``c_ij ~ r_i s_j``, the
+two-way additive fit of ``log c``), the factors are K-FAC's of ``A C_k`` (``S~ diag(r)`` and
+``F diag(s)``), whose damping is about ``lambda^2 I``, and ``P = C_k (L_a^{-T} ⊗ L_g^{-1})``. As
+``lambda`` grows ``P`` tends to ``C_k / lambda``, the defaults' diagonal preconditioner; the first
+version (``scaled = False``: the factors of ``A``, damped by the layer's root mean square of
+``lambda / c``) tended to a multiple of the identity, no preconditioning at all, and lost the
+late phase of ``shf train``'s task on three seeds of five (``docs/results/kfac/``).
+
 B19 changes the preconditioner, not the problem: the damped problem is the one the diagonal
 preconditioner solves (``min 1/2 ||A d||^2 + g^T d + wc/2 ||d||^2 + lambda^2/2 ||(d - x0) / c||^2``
 with Chapelle-Erhan's ``c``, eq. 19 in ``d``), so its minimiser is the same and only LSMR's
@@ -73,38 +82,54 @@ class KroneckerScaling:
 
     def __init__(
         self, c: list[Tensor], La: Sequence[Tensor], Lg: Sequence[Tensor], Ia: Sequence[Tensor],
-        Ig: Sequence[Tensor],
+        Ig: Sequence[Tensor], r: Sequence[Tensor] | None = None, s: Sequence[Tensor] | None = None,
     ) -> None:  # fmt: skip
         self.c = c
         self.La, self.Lg, self.Ia, self.Ig = list(La), list(Lg), list(Ia), list(Ig)
+        # the diagonal scaling C_k = diag(r) ⊗ diag(s) applied after the factors (None: none)
+        self.r = None if r is None else list(r)
+        self.s = None if s is None else list(s)
+
+    def _scale(self, l: int, Z: Tensor, inverse: bool = False) -> Tensor:
+        """``r_i s_j Z_ij`` (``Z_ij / (r_i s_j)``) for layer ``l``."""
+        if self.r is None or self.s is None:
+            return Z
+        rs = self.r[l].unsqueeze(1) * self.s[l].unsqueeze(0)
+        return Z / rs if inverse else Z * rs
 
     def apply(self, z: object) -> list[Tensor]:
-        """``P z``: per layer ``L_a^{-T} Z L_g^{-1}``."""
+        """``P z``: per layer ``C_k (L_a^{-T} Z L_g^{-1})``."""
         assert isinstance(z, list)
-        return [_right(_left(ia, Z, True), ig, False) for ia, Z, ig in zip(self.Ia, z, self.Ig)]
+        return [self._scale(l, _right(_left(ia, Z, True), ig, False))
+                for l, (ia, Z, ig) in enumerate(zip(self.Ia, z, self.Ig))]  # fmt: skip
 
     def apply_t(self, v: object) -> list[Tensor]:
-        """``P^T v``: per layer ``L_a^{-1} V L_g^{-T}``."""
+        """``P^T v``: per layer ``L_a^{-1} (C_k V) L_g^{-T}``."""
         assert isinstance(v, list)
-        return [_right(_left(ia, V, False), ig, True) for ia, V, ig in zip(self.Ia, v, self.Ig)]
+        return [_right(_left(ia, self._scale(l, V), False), ig, True)
+                for l, (ia, V, ig) in enumerate(zip(self.Ia, v, self.Ig))]  # fmt: skip
 
     def inverse(self, x: object) -> list[Tensor]:
-        """``P^{-1} x``: per layer ``L_a^T X L_g``."""
+        """``P^{-1} x``: per layer ``L_a^T (C_k^{-1} X) L_g``."""
         assert isinstance(x, list)
-        return [_right(_left(la, X, True), lg, False) for la, X, lg in zip(self.La, x, self.Lg)]
+        return [_right(_left(la, self._scale(l, X, inverse=True), True), lg, False)
+                for l, (la, X, lg) in enumerate(zip(self.La, x, self.Lg))]  # fmt: skip
 
     def finite(self) -> bool:
         """Whether every factor and ``c`` is finite."""
-        return all(tl.all_finite(t) for t in (self.c, self.Ia, self.Ig, self.La, self.Lg))
+        parts = [self.c, self.Ia, self.Ig, self.La, self.Lg] + [t for t in (self.r, self.s) if t is not None]
+        return all(tl.all_finite(t) for t in parts)
 
     @classmethod
     def of(
         cls, A: JacobianOperator, c: list[Tensor], lam: float, generator: torch.Generator | None = None,
-        max_side: int = MAX_SIDE,
+        max_side: int = MAX_SIDE, scaled: bool = True,
     ) -> KroneckerScaling:  # fmt: skip
         """The factors of the curvature rows' operator ``A`` (hand-written autoencoder only) for
         damping ``lambda`` and Chapelle-Erhan's ``c``; the Gaussian probe drawn from ``generator``;
-        a side wider than ``max_side`` diagonal."""
+        a side wider than ``max_side`` diagonal. ``scaled`` (the default): the factors of the
+        diagonally scaled problem ``d = C_k y'`` (see the module); ``False``: of ``A`` itself,
+        damped by the layer's root mean square of ``lambda / c`` (the first version)."""
         S, w, backprop = getattr(A, "S", None), getattr(A, "w", None), getattr(A, "backprop", None)
         if S is None or w is None or backprop is None:
             raise ConfigError(
@@ -122,11 +147,26 @@ class KroneckerScaling:
         Lg: list[Tensor] = []
         Ia: list[Tensor] = []
         Ig: list[Tensor] = []
+        rows: list[Tensor] = []
+        cols: list[Tensor] = []
         for l, (W, F) in enumerate(zip(w, Fs)):
-            # sqrt(gamma_l) = rms over the layer of lambda / c (the damping's scale in d)
-            root_gamma = lam * math.sqrt(float(torch.mean(1.0 / c[l].double() ** 2)))
             St = torch.cat([S[l], torch.ones(n, 1, dtype=S[l].dtype, device=S[l].device)], dim=1).double()
             F64 = F.double()
+            if scaled:
+                # c_ij ~ r_i s_j: the two-way additive fit of log c (row and column means)
+                logc = torch.log(c[l].double())
+                m = float(logc.mean())
+                r = torch.exp(logc.mean(dim=1) - m / 2)
+                s = torch.exp(logc.mean(dim=0) - m / 2)
+                rows.append(r.to(W.dtype))
+                cols.append(s.to(W.dtype))
+                # the factors of A C_k: S~ diag(r) and F diag(s); the damping there is about
+                # lambda^2 (lambda^2 (r s / c)^2 per weight), so sqrt(gamma) = lambda
+                St, F64 = St * r, F64 * s
+                root_gamma = lam
+            else:
+                # sqrt(gamma_l) = rms over the layer of lambda / c (the damping's scale in d)
+                root_gamma = lam * math.sqrt(float(torch.mean(1.0 / c[l].double() ** 2)))
             # Abar = S~^T S~ / n,  Gbar = F^T F / n  (K-FAC's factors of (A^T A)_ll); their mean
             # eigenvalues tr(M) / dim
             mean_a = float((St * St).sum()) / (n * St.shape[1])
@@ -149,4 +189,4 @@ class KroneckerScaling:
                 eye = torch.eye(M.shape[0], dtype=M.dtype, device=M.device)
                 Ls.append(L.to(W.dtype))
                 Is.append(torch.linalg.solve_triangular(L, eye, upper=False).to(W.dtype))
-        return cls(c, La, Lg, Ia, Ig)
+        return cls(c, La, Lg, Ia, Ig, rows if scaled else None, cols if scaled else None)
