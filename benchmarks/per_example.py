@@ -36,6 +36,7 @@ from torch import nn
 
 from shf.bench.memory import _reset_peak, current_rss_mb
 from shf.curvature.module import ModuleProblem
+from shf.curvature.per_example import LayerPlan
 from shf.models.classifier import RowTransformer
 
 
@@ -100,6 +101,17 @@ def _models(n: int) -> dict[str, tuple[nn.Module, torch.Tensor, torch.Tensor, st
     }
 
 
+def _problem(
+    model: nn.Module, X: torch.Tensor, Y: torch.Tensor, loss: str
+) -> tuple[ModuleProblem, list[torch.Tensor], LayerPlan | None, torch.Tensor]:
+    """The model's problem, its weights, its layer plan and random output cotangents ``V``."""
+    prob = ModuleProblem(model, loss)
+    w = [q.detach() for q in model.parameters()]
+    with torch.no_grad():
+        z = prob.output(w, X, Y)
+    return prob, w, prob.layer_plan, torch.randn_like(z)
+
+
 def _time(f: Callable[[], object]) -> float:
     t = time.perf_counter()
     f()
@@ -111,12 +123,7 @@ def _measure(
 ) -> tuple[int, float, float, float, str]:
     """(weights, median seconds of a gradient, of the layer rules, of the fallback, which
     fallback: ``vmap``, or ``loop`` where vmap fails and shf takes one example at a time)."""
-    prob = ModuleProblem(model, loss)
-    w = [q.detach() for q in model.parameters()]
-    plan = prob.layer_plan
-    with torch.no_grad():
-        z = prob.output(w, X, Y)
-    V = torch.randn_like(z)
+    prob, w, plan, V = _problem(model, X, Y, loss)
 
     def rules() -> object:
         prob.layer_plan = plan
@@ -160,12 +167,7 @@ def _memory_child(name: str, n: int, what: str, q: mp.Queue) -> None:  # type: i
     torch.set_num_threads(1)
     torch.manual_seed(0)
     model, X, Y, loss = _models(n)[name]
-    prob = ModuleProblem(model, loss)
-    w = [p.detach() for p in model.parameters()]
-    plan = prob.layer_plan
-    with torch.no_grad():
-        z = prob.output(w, X, Y)
-    V = torch.randn_like(z)
+    prob, w, plan, V = _problem(model, X, Y, loss)
 
     def call() -> object:
         if what == "gradient":
