@@ -2,14 +2,16 @@
 # Issue 31 item 5: the ablations that back each claim, over seeds, with shf compare --seeds.
 # Each ARM is the defaults with one change (or another method), run for the seeds on one core;
 # a claim's table compares its arms (table.py). Arms are shared between claims (the defaults once).
-#   CORE=0 bash docs/results/claims/run.sh usps defaults cg no-merit     # run arms, one after another
+#   CORE=0 bash docs/results/claims/run.sh usps defaults cg merit     # run arms, one after another
 #   python docs/results/claims/table.py usps                             # the tables of every claim
 # Data sets: usps (the paper's USPS autoencoder, the fair table's data and split) and default
 # (shf train's task, synthetic CURVES); budget BUDGET (300 s), seeds SEEDS (0,1,2), one thread.
 # Arms:
 #   defaults    shf-tuned (usps) or shf-lsmr on the default preset (default): the defaults
 #   cg          the defaults with CG instead of LSMR on the same damped, preconditioned system
-#   no-merit    the defaults without the validation merit inside the solver (B15)
+#   merit       the defaults with the validation merit inside the solver (the paper's; the
+#               defaults have none, B15)
+#   defaults-rerun  the defaults again: the run-to-run noise of a timed run
 #   fixed       the defaults with a fixed batch (n = n1, maxiter = maxiter1) instead of Alg. 1/2
 #   martens-pc  the defaults with Martens' preconditioner instead of Chapelle-Erhan's (Alg. 3)
 #   no-pc       the defaults without a preconditioner
@@ -36,7 +38,8 @@ for arm in "$@"; do
   case "$arm" in
     defaults) A=(--methods "$DEF") ;;
     cg) A=(--methods "$DEF" --set optimizer.solver=cg) ;;
-    no-merit) A=(--methods "$DEF" --set optimizer.use_merit=false) ;;
+    merit) A=(--methods "$DEF" --set optimizer.use_merit=true) ;;
+    defaults-rerun) A=(--methods "$DEF") ;;
     fixed) A=(--methods "$DEF" --set optimizer.batch_schedule=fixed) ;;
     martens-pc) A=(--methods "$DEF" --set optimizer.preconditioner=martens) ;;
     no-pc) A=(--methods "$DEF" --set optimizer.preconditioner=none) ;;
