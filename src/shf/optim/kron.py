@@ -167,18 +167,19 @@ class KroneckerScaling:
             else:
                 # sqrt(gamma_l) = rms over the layer of lambda / c (the damping's scale in d)
                 root_gamma = lam * math.sqrt(float(torch.mean(1.0 / c[l].double() ** 2)))
-            # Abar = S~^T S~ / n,  Gbar = F^T F / n  (K-FAC's factors of (A^T A)_ll); their mean
-            # eigenvalues tr(M) / dim
-            mean_a = float((St * St).sum()) / (n * St.shape[1])
-            mean_g = float((F64 * F64).sum()) / (n * F64.shape[1])
+            # Abar = S~^T S~ / n,  Gbar = F^T F / n  (K-FAC's factors of (A^T A)_ll): their
+            # diagonals diag(M) and mean eigenvalues tr(M) / dim
+            diag_a, diag_g = (St * St).sum(dim=0) / n, (F64 * F64).sum(dim=0) / n
+            mean_a, mean_g = float(diag_a.mean()), float(diag_g.mean())
             # factored damping (Martens & Grosse 2015, §6.3): (Abar + pi sqrt(gamma)) ⊗
             # (Gbar + sqrt(gamma) / pi), pi = sqrt(mean_a / mean_g): each side's damping in
             # proportion to its scale
             pi = math.sqrt(mean_a / mean_g) if mean_a > 0.0 and mean_g > 0.0 else 1.0
-            for X, Ls, Is, delta in ((St, La, Ia, pi * root_gamma), (F64, Lg, Ig, root_gamma / pi)):
+            sides = ((St, diag_a, La, Ia, pi * root_gamma), (F64, diag_g, Lg, Ig, root_gamma / pi))
+            for X, diag, Ls, Is, delta in sides:
                 if X.shape[1] > max_side:
                     # a wide side: diag(M) + delta = L^2 with L diagonal
-                    L = torch.sqrt((X * X).sum(dim=0) / n + delta)
+                    L = torch.sqrt(diag + delta)
                     Ls.append(L.to(W.dtype))
                     Is.append((1.0 / L).to(W.dtype))
                     continue

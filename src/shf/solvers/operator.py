@@ -172,15 +172,17 @@ class DampedStack:
         Ax = self.A.matvec(x if self.c is None else tl.mul(self.c, x))
         return self.join(Ax, self._damped(x))
 
+    def _plus_damped(self, out: Vec, v: Vec) -> Vec:
+        """``out + D v``, in ``out``'s storage."""
+        return tl.axpy_(self.damp, v, out) if isinstance(self.damp, float) else tl.addcmul_(out, self.damp, v)
+
     def rmatvec(self, u: Vec) -> Vec:
         # c ∘ A^T U + D v
         U, v = self.split(u)
         out = self.A.rmatvec(U)
         if self.c is not None:
             out = tl.mul_(out, self.c)
-        if isinstance(self.damp, float):
-            return tl.axpy_(self.damp, v, out)
-        return tl.addcmul_(out, self.damp, v)
+        return self._plus_damped(out, v)
 
     def range_norm(self, u: Vec) -> float:
         U, v = self.split(u)
@@ -215,6 +217,4 @@ class PreconditionedStack(DampedStack):
     def rmatvec(self, u: Vec) -> Vec:
         # P^T (A^T U + D v)
         U, v = self.split(u)
-        out = self.A.rmatvec(U)
-        dv = tl.axpy_(self.damp, v, out) if isinstance(self.damp, float) else tl.addcmul_(out, self.damp, v)
-        return self.P.apply_t(dv)
+        return self.P.apply_t(self._plus_damped(self.A.rmatvec(U), v))
