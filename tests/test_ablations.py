@@ -12,6 +12,7 @@ from shf.data.split import make_split
 from shf.experiments.run import train
 from shf.fit import LoopConfig
 from shf.models.autoencoder import Autoencoder
+from shf.optim.scaling import DiagonalScaling
 from shf.optim.step import SHFConfig, SHFState, shf_step
 from shf.solvers.merit import MERIT_NOT_RECOVERED, MeritMonitor
 
@@ -122,7 +123,7 @@ def test_cg_ablation_evaluates_the_merit_at_x0_in_the_original_variables():
         return float(tl.norm(d))
 
     solver = CgSolver(SHFConfig.paper(miniter=0, first_check=1, ftol=1.0, n1=12).tolerances())
-    system = System(A, TimedOperator(A), -A.residual, 1.0, c, w)
+    system = System(A, TimedOperator(A), -A.residual, 1.0, DiagonalScaling(c), w)
     solver.solve(system, x0, Stops(5, merit))
     assert any(all(torch.equal(a, b) for a, b in zip(s, x0)) for s in seen)
     d = solver.solve(system, x0, Stops(5, lambda d: float("inf"))).d

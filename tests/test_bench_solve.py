@@ -31,7 +31,7 @@ TINY = [
     "optimizer.maxiter1=5",
     "run.threads=1",
 ]
-TIMES = ("forward", "precond", "solver", "products", "merit", "rho", "linesearch", "total")
+TIMES = ("forward", "precond", "solver", "products", "merit", "rho", "linesearch", "gradient", "total")
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +119,7 @@ def test_summarise_arithmetic() -> None:
     assert b["products"] == pytest.approx(10) and b["solver_other"] == pytest.approx(6)
     assert b["validation"] == pytest.approx(3) and b["batch_stats"] == pytest.approx(5)
     assert b["forward"] == pytest.approx(2e-3) and b["linesearch"] == pytest.approx(14e-3)
+    assert b["gradient"] == pytest.approx(16e-3)
     named = sum(v for k, v in b.items() if k != "other")
     assert b["other"] == pytest.approx(68 - named)
     assert s["products_ms_per_lsmr_iteration"] == pytest.approx(1e3 * 10 / 20)

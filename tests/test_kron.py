@@ -20,6 +20,7 @@ from shf import tensorlist as tl
 from shf.errors import ConfigError
 from shf.optim import precond as pc
 from shf.optim.kron import KroneckerScaling
+from shf.optim.scaling import DiagonalScaling
 from shf.optim.solve import LsmrSolver, Stops, System, Tolerances
 from shf.solvers.merit import MeritRule
 from shf.solvers.operator import TimedOperator
@@ -103,10 +104,11 @@ def test_lsmr_on_a_p_solves_the_diagonal_preconditioner_s_problem(
     x0 = tl.scale(0.1, random_like(w, 5))
     # B7's case: the gradient is another batch's (here a perturbed one), with B10's wc w
     g = tl.axpy(wc, w, tl.add(A.gradient(), tl.scale(0.3, random_like(w, 6)))) if subset else None
-    base = System(A, TimedOperator(A), -A.residual, LAM, c, w, g, wc, subset)
+    base = System(A, TimedOperator(A), -A.residual, LAM, DiagonalScaling(c), w, g, wc, subset)
     kron = System(A, TimedOperator(A), -A.residual, LAM, P, w, g, wc, subset)
     if not subset:  # Alg. 6's problem is damped about x0 in y; B7's stacked one too
-        base = System(A, TimedOperator(A), -A.residual, LAM, c, w, tl.axpy(wc, w, A.gradient()), wc, True)
+        g_all = tl.axpy(wc, w, A.gradient())
+        base = System(A, TimedOperator(A), -A.residual, LAM, DiagonalScaling(c), w, g_all, wc, True)
     d_diag = LsmrSolver(TOL).solve(base, x0, Stops(maxiter=2000)).d
     got = LsmrSolver(TOL).solve(kron, x0, Stops(maxiter=2000))
     scale = float(tl.norm(d_diag))

@@ -265,3 +265,14 @@ def test_warm_start_reset_keeps_the_step_and_drops_the_next_warm_start(t):
 def test_invalid_hyperparameters(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         SHFConfig.paper(**kwargs)
+
+
+@pytest.mark.parametrize("forcing", ["gradient", "none"])
+def test_the_batch_gradient_is_timed_as_its_own_part(forcing: str) -> None:
+    # B3's forcing bound reads grad f before the solve: its backward pass is the part "gradient"
+    # (without a forcing test or B7's subset the part is empty: the quadratic model computes it)
+    net, w, X = tiny_problem((6, 4, 2), 16, seed=3)
+    cfg = SHFConfig.paper(use_merit=False, maxiter1=5, n1=16, forcing=forcing)
+    _, info = shf_step(net, w, X, SHFState.initial(cfg), cfg, generator=torch.Generator().manual_seed(0))
+    assert "gradient" in info.times
+    assert info.times.get("gradient", 0.0) >= 0.0 and info.times["total"] >= info.times.get("gradient", 0.0)

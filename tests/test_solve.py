@@ -11,6 +11,7 @@ import torch
 from reference import tiny_problem
 from shf import tensorlist as tl
 from shf.errors import ConfigError
+from shf.optim.scaling import DiagonalScaling
 from shf.optim.solve import FORCED, MAX_TIME, CgSolver, LsmrSolver, Stops, System, Tolerances, make_solver
 from shf.solvers.lsmr import lsmr
 from shf.solvers.merit import MeritRule
@@ -25,13 +26,14 @@ def _system(wc: float = 0.0):  # type: ignore[no-untyped-def]
     net, w, X = tiny_problem((6, 4, 2), 12, seed=3)
     A = net.jacobian(w, X)
     c = [torch.full_like(W, 0.7) for W in w]
-    return A, System(A, TimedOperator(A), -A.residual, 0.5, c, w, weight_cost=wc), w
+    return A, System(A, TimedOperator(A), -A.residual, 0.5, DiagonalScaling(c), w, weight_cost=wc), w
 
 
 def _normal_residual(A, s: System, d) -> float:  # type: ignore[no-untyped-def]
     """``||(A^T A + wc I + lambda^2 C^-2) d - A^T b + wc w||`` at ``x0 = 0``: Alg. 6's problem's
     normal equations in ``d`` (``d = c y``), zero at its solution."""
-    cinv2 = [1.0 / (t * t) for t in s.c]
+    assert s.c is not None
+    cinv2 = [1.0 / (t * t) for t in s.c.c]
     gauss_newton = tl.add(A.rmatvec(A.matvec(d)), tl.scale(s.weight_cost, d))
     lhs = tl.add(gauss_newton, tl.scale(s.lam**2, tl.mul(cinv2, d)))
     rhs = tl.sub(A.rmatvec(s.b), tl.scale(s.weight_cost, s.w))
@@ -42,7 +44,7 @@ def test_lsmr_part_is_the_preconditioned_damped_lsmr_and_both_solvers_solve_alg6
     A, s, w = _system()
     x0 = tl.zeros_like(w)
     got = LsmrSolver(TOL).solve(s, x0, Stops(maxiter=200))
-    want, info = lsmr(A, s.b, damp=0.5, x0=x0, precond=s.c, atol=1e-14, btol=0.0, conlim=0.0, maxiter=200)
+    want, info = lsmr(A, s.b, damp=0.5, x0=x0, precond=s.c.c, atol=1e-14, btol=0.0, conlim=0.0, maxiter=200)
     assert all(torch.equal(a, b) for a, b in zip(got.d, want)) and got.iterations == info.iterations
     assert got.stop == info.stop.value and got.merit_evaluations == 0 and got.merit_of_d is None
     for wc in (0.0, 0.3):  # with B10's weight-cost rows too, LSMR and CG reach the same solution

@@ -9,6 +9,7 @@ import torch
 from reference import tiny_problem
 from shf import tensorlist as tl
 from shf.errors import ConfigError
+from shf.optim.scaling import DiagonalScaling
 from shf.optim.stops import Forcing, GradientForcing, ValidationMerit, make_forcing
 
 
@@ -40,7 +41,8 @@ def test_the_forcing_bound_follows_the_gradient_norm_from_the_first_iteration() 
     assert f.bound(grad(g1), None) == pytest.approx(0.5 * 5.0)  # eta_1 = eta_0
     half = [0.5 * t for t in g1]
     # eta_2 = 0.5 * (2.5 / 5)^1 = 0.25, times ||c ∘ g|| with c = 2: 0.25 * 5
-    assert f.bound(grad(half), [torch.full((2,), 2.0, dtype=torch.float64)]) == pytest.approx(0.25 * 5.0)
+    c = DiagonalScaling([torch.full((2,), 2.0, dtype=torch.float64)])
+    assert f.bound(grad(half), c) == pytest.approx(0.25 * 5.0)
     assert f.state_dict() == {"g1_norm": 5.0}
     again = make_forcing("gradient", 0.5, 1.0)
     again.load_state_dict(f.state_dict())

@@ -25,6 +25,8 @@ the batch statistics of Alg. 2. Its breakdown (seconds per HF iteration, means):
 * ``rho``: the reduction ratio (one product ``A d`` and one batch loss);
 * ``precond``: the preconditioner (Alg. 3 by default);
 * ``forward``: the forward pass that builds ``A`` (caches ``S`` and ``S'``);
+* ``gradient``: the batch's gradient (a backward pass), where B3's forcing bound or B7's
+  subset reads it before the solve (otherwise the quadratic model computes it under ``rho``);
 * ``batch_stats``: Alg. 2's per-example gradient statistics;
 * ``other``: everything else (``per_iteration_s`` minus the above: weight update,
   warm-start decay, batch draw, timers); it may be slightly negative by rounding.
@@ -82,6 +84,7 @@ BREAKDOWN = (
     "rho",
     "precond",
     "forward",
+    "gradient",
     "batch_stats",
     "other",
 )
@@ -95,6 +98,7 @@ _COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("line search + rho", ("linesearch", "rho")),
     ("precond", ("precond",)),
     ("forward", ("forward",)),
+    ("gradient", ("gradient",)),
     ("batch stats", ("batch_stats",)),
     ("other", ("other",)),
 )
@@ -400,6 +404,7 @@ def summarise(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "rho": tmean("rho"),
         "precond": tmean("precond"),
         "forward": tmean("forward"),
+        "gradient": mean([float(r["times"].get("gradient", 0.0)) for r in records]),
         "batch_stats": tmean("batch_stats"),
     }
     breakdown["other"] = per_iteration - sum(breakdown.values())
@@ -482,7 +487,7 @@ def _against_hand_written(cases: Sequence[dict[str, Any]]) -> list[str]:
     if not any(c["path"] != "hand-written" for c in rows):
         return []
     parts = (("products", ("products",)), ("LSMR vectors", ("solver_other",)), ("precond", ("precond",)),
-             ("forward", ("forward",)), ("batch stats", ("batch_stats",)),
+             ("forward", ("forward", "gradient")), ("batch stats", ("batch_stats",)),
              ("rest", ("merit", "validation", "linesearch", "rho", "other")))  # fmt: skip
     head = ["config", "phase", "path", "per example", "s / HF it", "x hand-written",
             "x per LSMR it", *(f"{h} (s)" for h, _ in parts)]  # fmt: skip

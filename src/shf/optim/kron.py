@@ -78,7 +78,10 @@ def _right(Z: Tensor, L: Tensor, transpose: bool) -> Tensor:
 class KroneckerScaling:
     """``P = L_a^{-T} ⊗ L_g^{-1}`` per layer (see the module), with the diagonal ``c`` that
     scales the damping. ``apply``: ``P z``; ``apply_t``: ``P^T v``; ``inverse``: ``P^{-1} x``. A factor
-    is a lower-triangular matrix, or a vector: the diagonal of one (a side wider than ``max_side``)."""
+    is a lower-triangular matrix, or a vector: the diagonal of one (a side wider than ``max_side``).
+    A :class:`shf.optim.scaling.ColumnScaling` that is not diagonal."""
+
+    diagonal = False
 
     def __init__(
         self, c: list[Tensor], La: Sequence[Tensor], Lg: Sequence[Tensor], Ia: Sequence[Tensor],

@@ -18,6 +18,7 @@ from torch import Tensor
 from shf.curvature.base import JacobianOperator
 from shf.errors import ConfigError
 from shf.optim.kron import KroneckerScaling
+from shf.optim.scaling import ColumnScaling, diagonal
 
 
 class Preconditioner(str, enum.Enum):
@@ -101,15 +102,16 @@ class Scaling:
 
     def __call__(
         self, A: JacobianOperator, lam: float, generator: torch.Generator | None = None
-    ) -> list[Tensor] | KroneckerScaling | None:
-        """The inverse preconditioner ``c`` for this iteration's operator (None: none; B19's
-        :class:`~shf.optim.kron.KroneckerScaling` for ``kfac``)."""
+    ) -> ColumnScaling | None:
+        """LSMR's right preconditioner for this iteration's operator: ``diag(c)`` with the inverse
+        preconditioner ``c`` (None: none), B19's :class:`~shf.optim.kron.KroneckerScaling` for
+        ``kfac``."""
         if self.kind is Preconditioner.KFAC:
             # B19: P = L_a^{-T} ⊗ L_g^{-1} per layer, the damping still scaled by Alg. 3's c
             _needs_per_example(self.kind, A)
             return KroneckerScaling.of(A, chapelle_erhan(A, generator), lam, generator)
         if self.kind is not Preconditioner.COLUMN_NORMS:
-            return compute(self.kind, A, lam, generator)
+            return diagonal(compute(self.kind, A, lam, generator))
         _needs_per_example(self.kind, A)
         norms = column_norms(A, generator)
         if self.D is None:
@@ -119,7 +121,7 @@ class Scaling:
             # D_j <- max(D_j, ||A_:j||)  (lmder, mode 1)
             self.D = [torch.maximum(D.to(t), t) for D, t in zip(self.D, norms)]
         # c <- 1 / D
-        return [1.0 / D for D in self.D]
+        return diagonal([1.0 / D for D in self.D])
 
     def state_dict(self) -> dict[str, Any]:
         """``column_norms``: ``D`` (None: not yet, or a rule without state)."""
@@ -163,8 +165,8 @@ def compute(
         return chapelle_erhan(A, generator)
     if kind is Preconditioner.COLUMN_NORMS:
         c = Scaling(kind)(A, lam, generator)  # the first iteration's (no state kept)
-        assert isinstance(c, list)
-        return c
+        assert c is not None and c.diagonal
+        return c.c
     if kind is Preconditioner.KFAC:
         raise ConfigError("the kfac preconditioner is not diagonal: use shf.optim.precond.Scaling")
     return martens_fisher(A, lam)

@@ -26,7 +26,7 @@ from torch import Tensor
 from shf import tensorlist as tl
 from shf.curvature.base import JacobianOperator
 from shf.errors import ConfigError
-from shf.optim.kron import KroneckerScaling
+from shf.optim.scaling import ColumnScaling
 from shf.solvers.cg import cg
 from shf.solvers.lsmr import LsmrStop, lsmr
 from shf.solvers.merit import MeritRule
@@ -109,9 +109,10 @@ class Stops:
 @dataclass
 class System:
     """One HF iteration's problem: the curvature rows' operator ``A`` (and ``timed``, the same
-    through a timer) with right-hand side ``b``, the damping ``lambda``, the column scaling ``c``
-    (None: no preconditioner); ``g``, the objective's gradient where it is not ``A``'s own
-    (``-A^T b``): a subset of the batch as curvature rows (B7) or B10's weight cost (None: it is);
+    through a timer) with right-hand side ``b``, the damping ``lambda``, LSMR's right
+    preconditioner ``c`` (``P``, with Alg. 3's damping scale ``c.c``; None: no preconditioner);
+    ``g``, the objective's gradient where it is not ``A``'s own (``-A^T b``): a subset of the
+    batch as curvature rows (B7) or B10's weight cost (None: it is);
     ``weight_cost`` and the weights ``w`` (B10's rows ``sqrt(c) I``, right-hand side ``-sqrt(c) w``);
     ``subset``: the curvature rows are a subset of the batch (B7)."""
 
@@ -119,7 +120,7 @@ class System:
     timed: TimedOperator
     b: Tensor
     lam: float
-    c: list[Tensor] | KroneckerScaling | None
+    c: ColumnScaling | None
     w: list[Tensor]
     g: list[Tensor] | None = None
     weight_cost: float = 0.0
@@ -140,13 +141,11 @@ class SolveResult:
     merit_of_d: float | None = None
 
 
-def _scaled_start(
-    c: list[Tensor] | KroneckerScaling | None, x0: list[Tensor]
-) -> tuple[list[Tensor], list[Tensor]]:
-    """The column scaling ``c`` (ones without a preconditioner) and the start ``y0 = x0 / c`` in the
-    scaled variable of Alg. 6's problem (NOTES item 2)."""
-    assert not isinstance(c, KroneckerScaling)  # B19 takes LsmrSolver.kronecker
-    ones = c if c is not None else [torch.ones_like(t) for t in x0]
+def _scaled_start(c: ColumnScaling | None, x0: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+    """The diagonal column scaling ``c`` (ones without a preconditioner) and the start
+    ``y0 = x0 / c`` in the scaled variable of Alg. 6's problem (NOTES item 2)."""
+    assert c is None or c.diagonal  # B19 takes LsmrSolver.kronecker
+    ones = c.c if c is not None else [torch.ones_like(t) for t in x0]
     return ones, cast(list[Tensor], tl.div(x0, ones))
 
 
@@ -180,7 +179,8 @@ class LsmrSolver(InnerSolver):
     name = "lsmr"
 
     def solve(self, system: System, x0: list[Tensor], stops: Stops) -> SolveResult:
-        if isinstance(system.c, KroneckerScaling):
+        if system.c is not None and not system.c.diagonal:
+            # B19: P not diagonal, so not Alg. 6's column scaling
             return self.kronecker(system, system.c, x0, stops)
         if system.subset:
             return self.stacked(system, x0, stops)
@@ -190,7 +190,7 @@ class LsmrSolver(InnerSolver):
         # Solve (A^T A + lambda^2 I) d = A^T b with LSMR(d, A, b, lambda, c; maxiter, atol, ftol, phi)
         d, info = lsmr(
             op, b, callback=None if (stops.deadline is None and stops.forcing_bound is None) else callback,
-            damp=system.lam, x0=x0, precond=system.c, atol=t.atol,
+            damp=system.lam, x0=x0, precond=None if system.c is None else system.c.c, atol=t.atol,
             btol=0.0,  # Alg. 6 has no consistent-system test; only atol, the merit and maxiter
             conlim=0.0,  # ... and no condition-number stop (0 disables it, as in scipy)
             maxiter=stops.maxiter, merit=stops.merit, rule=t.merit,
@@ -240,9 +240,10 @@ class LsmrSolver(InnerSolver):
         )  # fmt: skip
         return self._outcome(cast(list[Tensor], tl.mul(ones, y)), info, forced[0])
 
-    def kronecker(self, system: System, P: KroneckerScaling, x0: list[Tensor], stops: Stops) -> SolveResult:
+    def kronecker(self, system: System, P: ColumnScaling, x0: list[Tensor], stops: Stops) -> SolveResult:
         """B19: the damped problem of :meth:`stacked` (or of Alg. 6 without B7's subset), in
-        ``d = P z`` with ``P`` Kronecker-factored instead of ``d = c ∘ y``.
+        ``d = P z`` with ``P`` Kronecker-factored instead of ``d = c ∘ y`` (any
+        :class:`ColumnScaling` works; a diagonal one gives :meth:`stacked`'s problem).
 
         In ``d`` the problem is ``min 1/2 ||A d||^2 + g^T d + wc/2 ||d||^2 + lambda^2/2 ||(d - x0) / c||^2``
         (``g`` the whole batch's gradient, with ``wc w``), the normal equations
@@ -317,7 +318,7 @@ class CgSolver(InnerSolver):
 
     def solve(self, system: System, x0: list[Tensor], stops: Stops) -> SolveResult:
         t, lam = self.tol, system.lam
-        if isinstance(system.c, KroneckerScaling):
+        if system.c is not None and not system.c.diagonal:
             raise ConfigError("the kfac preconditioner (B19) is LSMR's; with solver 'cg' use a diagonal one")
         A, b = _with_weight_cost(system)
         grad = system.g if system.subset else None

@@ -34,7 +34,6 @@ from shf.curvature.base import CurvatureModel
 from shf.errors import require, require_choice
 from shf.optim import precond as pc
 from shf.optim.damping import DAMPING_RULES, LAMBDA_MAX, DampingRule, make_damping, reduction_ratio
-from shf.optim.kron import KroneckerScaling
 from shf.optim.linesearch import STEP_RULES, StepLength, make_step_length
 from shf.optim.objective import WEIGHT_COST_RULES, Objective, ObjectiveAt, QuadraticModel, make_objective
 from shf.optim.sampler import CurvatureRows, make_sampler
@@ -713,14 +712,17 @@ def shf_step(
     with clock("precond"):
         # c <- Precon(w; X)  (Alg. 3, §4.4)
         c = state.scaling(A_c, lam, generator)
-    if c is not None and not (c.finite() if isinstance(c, KroneckerScaling) else tl.all_finite(c)):
+    if c is not None and not c.finite():
         return _skipped(w, n, objective.f0, state, cfg, clock)
-    # phi(d) := f(w + d; X_val) (eq. 20; B5: a subsample); B3's forcing bound (None: none)
-    stops = Stops(state.maxiter, state.merit.at(model, w, X_val, Y_val),
-                  state.forcing.bound(objective.gradient, c), deadline, agree)  # fmt: skip
     subset = A_c is not A  # then the gradient is the whole batch's (B7), not A_c's
-    system = System(A_c, TimedOperator(A_c), -A_c.residual, lam, c, w,
-                    objective.gradient() if subset else None, objective.wc, subset)  # fmt: skip
+    with clock("gradient"):
+        # grad f(w; X) on the whole batch (a backward pass), where B3's forcing bound or B7's
+        # subset reads it (computed once; the quadratic model reads it too)
+        bound = state.forcing.bound(objective.gradient, c)  # B3's forcing bound (None: none)
+        g_batch = objective.gradient() if subset else None
+    # phi(d) := f(w + d; X_val) (eq. 20; B5: a subsample)
+    stops = Stops(state.maxiter, state.merit.at(model, w, X_val, Y_val), bound, deadline, agree)
+    system = System(A_c, TimedOperator(A_c), -A_c.residual, lam, c, w, g_batch, objective.wc, subset)
     # d <- the damped Gauss-Newton direction from gamma d (Alg. 6; B14's guard)
     p = _direction(state, system, stops, QuadraticModel(objective, A_c), w, clock)
     with clock("rho"):

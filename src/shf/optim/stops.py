@@ -26,7 +26,7 @@ from shf import tensorlist as tl
 from shf.batch import Inputs
 from shf.curvature.base import CurvatureModel
 from shf.errors import require_choice
-from shf.optim.kron import KroneckerScaling
+from shf.optim.scaling import ColumnScaling
 
 FORCING_RULES = ("none", "gradient")
 
@@ -76,11 +76,11 @@ class Forcing:
     name: ClassVar[str] = "none"
 
     def bound(
-        self, gradient: Callable[[], list[Tensor]], c: list[Tensor] | KroneckerScaling | None
+        self, gradient: Callable[[], list[Tensor]], c: ColumnScaling | None
     ) -> float | None:
         """The bound on the normal equations' residual for this iteration (None: no test);
-        ``gradient()``: ``grad f`` (computed only by the rules that read it); ``c``: the column
-        scaling (None: none)."""
+        ``gradient()``: ``grad f`` (computed only by the rules that read it); ``c``: LSMR's right
+        preconditioner (None: none)."""
         return None
 
     def state_dict(self) -> dict[str, Any]:
@@ -101,7 +101,7 @@ class GradientForcing(Forcing):
         self.g1_norm: float | None = None
 
     def bound(
-        self, gradient: Callable[[], list[Tensor]], c: list[Tensor] | KroneckerScaling | None
+        self, gradient: Callable[[], list[Tensor]], c: ColumnScaling | None
     ) -> float | None:
         # Beyond the paper (docs/deviations.md B3): the forcing test ||Abar^T rbar_k|| <= eta_i ||c ∘ g||
         g = gradient()
@@ -110,11 +110,11 @@ class GradientForcing(Forcing):
             self.g1_norm = g_norm
         # eta_i = eta_0 min(1, (||g_i|| / ||g_1||)^p)
         eta = self.eta0 * min(1.0, (g_norm / self.g1_norm) ** self.power)
-        # the normal equations' residual at d = 0 in LSMR's scaled variables: ||c ∘ g||
-        # (B19's Kronecker-factored P: ||P^T g||)
+        # the normal equations' residual at d = 0 in LSMR's variables z (d = P z): ||P^T g||
+        # (||c ∘ g|| for Alg. 3's diagonal P)
         if c is None:
             return float(eta * g_norm)
-        return float(eta * tl.norm(c.apply_t(g) if isinstance(c, KroneckerScaling) else tl.mul(c, g)))
+        return float(eta * tl.norm(c.apply_t(g)))
 
     def state_dict(self) -> dict[str, Any]:
         return {"g1_norm": self.g1_norm}
