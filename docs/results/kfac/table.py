@@ -1,6 +1,7 @@
 """B19 against the defaults on shf train's task: best validation error by time, test error.
 
-    python docs/results/kfac/table.py      # reads docs/results/kfac/runs.json.gz
+    python docs/results/kfac/table.py                # reads docs/results/kfac/runs.json.gz
+    python docs/results/kfac/table.py probes.json.gz # another archive of this folder
 
 Rows per seed and arm (``<arm>-s<seed>``): the defaults (``base``, the runs of docs/results/b8/)
 and B19's variants (see the README); the best validation error so far at 10-300 s of optimiser
@@ -23,10 +24,11 @@ HERE = Path(__file__).resolve().parent
 TIMES = (10, 20, 40, 60, 100, 200, 300)
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
     rows = []
+    archive = HERE / (argv[0] if argv else "runs.json.gz")
     with tempfile.TemporaryDirectory() as tmp:
-        unpack(HERE / "runs.json.gz", tmp)
+        unpack(archive, tmp)
         runs = {p.parent.name: p.parent for p in Path(tmp).rglob("summary.json")}
         for name in sorted(runs, key=lambda s: (s.rsplit("-s", 1)[1], s)):
             metrics = read_metrics(runs[name])
@@ -48,4 +50,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
