@@ -69,8 +69,11 @@ def main() -> None:
             tt = next((r["time_s"] for r in m if r["val_error"] <= args.target), None)
             row += f" {tt:.0f} |" if tt is not None else " - |"
         if ref_best is not None:
-            t = next((r["time_s"] for r in m if r["val_error"] <= ref_best), None)
-            row += f" {t:.0f} | {t / ref_time:.2f} |" if t is not None and ref_time else " - | - |"
+            t_ref = next((r["time_s"] for r in m if r["val_error"] <= ref_best), None)
+            if t_ref is not None and ref_time:
+                row += f" {t_ref:.0f} | {t_ref / ref_time:.2f} |"
+            else:
+                row += " - | - |"
         print(row)
 
 

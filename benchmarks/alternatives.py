@@ -110,7 +110,7 @@ def main() -> None:
             B = NumpyProducts(net, w, X)
             torch.testing.assert_close(B.matvec(d), A.matvec(d), rtol=1e-3, atol=1e-4)
             ceil = ceiling_calls(product_shapes(net, n), torch.float32)
-            variants = {
+            variants: dict[str, Any] = {
                 "ceiling torch": ceil["torch"],
                 "ceiling numpy": ceil["numpy"],
                 "eager": lambda A=A, d=d, U=U: (A.matvec(d), A.rmatvec(U)),

@@ -15,6 +15,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.optimize
@@ -34,7 +35,8 @@ class Decay(nn.Module):
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         a, b, c = self.p
-        return a * torch.exp(-b * t) + c
+        out: torch.Tensor = a * torch.exp(-b * t) + c
+        return out
 
 
 def main() -> None:
@@ -72,7 +74,7 @@ def main() -> None:
         return float(r @ r / r.size)
 
     p_shf = model.p.detach().numpy()
-    record = {
+    record: dict[str, Any] = {
         "true": TRUE,
         "shf": {"params": p_shf.tolist(), "test_chi2_per_point": chi2_test(p_shf),
                 "hf_iterations": res.iterations, "stop_reason": res.stop_reason, "wall_s": shf_s},

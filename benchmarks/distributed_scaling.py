@@ -120,7 +120,7 @@ def _rank(rank: int, world: int, init: str, args: argparse.Namespace, out: str) 
 def _spawn(P: int, args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as d:
         out = os.path.join(d, "r.json")
-        mp.spawn(_rank, args=(P, os.path.join(d, "init"), args, out), nprocs=P, join=True)
+        mp.spawn(_rank, args=(P, os.path.join(d, "init"), args, out), nprocs=P, join=True)  # type: ignore[attr-defined,no-untyped-call]
         res: dict[str, Any] = json.loads(Path(out).read_text())
         return res
 

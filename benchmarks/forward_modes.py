@@ -59,8 +59,8 @@ class _Autograd:
     def matvec(self, d: list[Tensor]) -> Tensor:
         if self.how == "dual":
             with forward_ad.dual_level():
-                duals = [forward_ad.make_dual(t, dt) for t, dt in zip(self.w, d)]
-                jd = forward_ad.unpack_dual(self.problem.output(duals, self.X, self.Y)).tangent
+                duals = [forward_ad.make_dual(t, dt) for t, dt in zip(self.w, d)]  # type: ignore[no-untyped-call]
+                jd = forward_ad.unpack_dual(self.problem.output(duals, self.X, self.Y)).tangent  # type: ignore[no-untyped-call]
         else:
             jd = torch.autograd.grad(self.g, self.u0, d, retain_graph=True)[0]
         return self.point.bt(jd) * self.scale

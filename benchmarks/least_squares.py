@@ -89,7 +89,8 @@ def _scipy(problem: Problem, b0: Tensor, method: str) -> tuple[Tensor, int, str]
         return problem.residual(torch.from_numpy(b)).numpy()
 
     def jac(b: np.ndarray) -> np.ndarray:
-        return torch.func.jacrev(problem.residual)(torch.from_numpy(b)).numpy()
+        jac_b: np.ndarray = torch.func.jacrev(problem.residual)(torch.from_numpy(b)).numpy()
+        return jac_b
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -109,10 +110,10 @@ def _lbfgs(problem: Problem, b0: Tensor, max_iters: int) -> tuple[Tensor, int, s
         opt.zero_grad()
         r = problem.residual(b)
         f = 0.5 * (r @ r)
-        f.backward()
+        f.backward()  # type: ignore[no-untyped-call]
         return f
 
-    opt.step(closure)
+    opt.step(closure)  # type: ignore[no-untyped-call]
     return b.detach(), int(opt.state[b]["n_iter"]), ""
 
 

@@ -125,13 +125,16 @@ def run_scipy(problem: MghProblem) -> Trace:
     def jac(v: np.ndarray) -> scipy.sparse.linalg.LinearOperator:
         x = torch.from_numpy(v.copy())
         m = fun(v).shape[0]
-        _, vjp = torch.func.vjp(problem.residual, x)
+        vjp = torch.func.vjp(problem.residual, x)[1]
 
         def matvec(d: np.ndarray) -> np.ndarray:
-            return torch.func.jvp(problem.residual, (x,), (torch.from_numpy(np.ravel(d).copy()),))[1].numpy()
+            tangent = (torch.from_numpy(np.ravel(d).copy()),)
+            jd: np.ndarray = torch.func.jvp(problem.residual, (x,), tangent)[1].numpy()
+            return jd
 
         def rmatvec(u: np.ndarray) -> np.ndarray:
-            return vjp(torch.from_numpy(np.ravel(u).copy()))[0].numpy()
+            ju: np.ndarray = vjp(torch.from_numpy(np.ravel(u).copy()))[0].numpy()
+            return ju
 
         shape = (m, x.shape[0])
         return scipy.sparse.linalg.LinearOperator(shape, dtype=np.float64, matvec=matvec, rmatvec=rmatvec)

@@ -43,7 +43,9 @@ def _rational(num: int) -> Model:
         t = x[:, 0]
         top = sum(b[i] * t**i for i in range(num))
         bottom = 1.0 + sum(b[num + i] * t ** (i + 1) for i in range(b.shape[0] - num))
-        return top / bottom
+        out = top / bottom
+        assert isinstance(out, Tensor)  # num >= 1 terms on top
+        return out
 
     return f
 

@@ -69,7 +69,8 @@ def _models(n: int) -> dict[str, tuple[nn.Module, torch.Tensor, torch.Tensor, st
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             h = self.norm(self.emb(x))
-            return self.out(torch.tanh(self.mix(h)).mean(dim=1))
+            out: torch.Tensor = self.out(torch.tanh(self.mix(h)).mean(dim=1))
+            return out
 
     class Recurrent(nn.Module):
         """A recurrent layer over the 16 rows of a 16x16 image, its outputs' mean to 10 logits."""
@@ -79,7 +80,8 @@ def _models(n: int) -> dict[str, tuple[nn.Module, torch.Tensor, torch.Tensor, st
             self.core, self.head = core, nn.Linear(core.hidden_size, 10)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.head(self.core(x.reshape(-1, 16, 16))[0].mean(dim=1))
+            out: torch.Tensor = self.head(self.core(x.reshape(-1, 16, 16))[0].mean(dim=1))
+            return out
 
     ids = torch.randint(0, 1000, (n, 32), generator=g)
     return {
