@@ -11,12 +11,13 @@ points, in float64 on one thread, by:
 * ``lbfgs``: ``torch.optim.LBFGS`` (strong Wolfe line search, history 100) on ``1/2 ||r||^2``
   until it stops moving or ``--max-iters`` iterations;
 * ``shf``: ``shf.SHF`` with its defaults on the residual (the whole data every step, no
-  validation set), which choose the full-batch regime (B17: a plain, well-damped LM solved by
-  LSMR to round-off) and form the 2-9 parameters' Jacobian (G16), ``--max-iters`` HF
-  iterations or ``--patience`` without a lower loss;
+  validation set), which choose the full-batch regime (B17: a plain, well-damped LM), form the
+  2-9 parameters' Jacobian (G16) and solve each step's damped problem exactly (B20, QR),
+  ``--max-iters`` HF iterations or ``--patience`` without a lower loss;
 * ``shf-stochastic``: the same with ``regime="stochastic"``: the defaults made for mini-batches
   (weight cost, damping floor, forcing term, Chapelle-Erhan), what ``shf`` ran before B17;
-* ``shf-martens`` (on request): the full-batch regime with Martens' preconditioner.
+* on request: ``shf-lsmr`` (the regime with LSMR to round-off instead of the exact solve),
+  ``shf-martens`` (with Martens' preconditioner), ``shf-column-norms`` (with MINPACK's scaling).
 
 Prints, per problem and start, the certified digits reached (NIST's LRE: the fewest correct
 significant digits over the parameters, and of the residual sum of squares) and the seconds;
@@ -35,6 +36,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.optimize
@@ -48,13 +50,20 @@ import lsq_problems
 from lsq_problems import Problem, lre
 
 METHODS = ("scipy-lm", "scipy-trf", "lbfgs", "shf", "shf-stochastic")
-VARIANTS: dict[str, dict[str, str]] = {
+VARIANTS: dict[str, dict[str, Any]] = {
     "shf": {}, "shf-stochastic": {"regime": "stochastic"}, "shf-martens": {"preconditioner": "martens"},
-    "shf-column-norms": {"preconditioner": "column-norms"},
+    "shf-column-norms": {"preconditioner": "column-norms"}, "shf-lsmr": {"solver": shf.Solver(atol=1e-15)},
 }
 """SHF's settings per method (not run by default: ``shf-martens``, the full-batch regime with
 Martens' diagonal preconditioner, a scaling of the damping like MINPACK's; ``shf-column-norms``,
-with MINPACK's own scaling, B18)."""
+with MINPACK's own scaling, B18; ``shf-lsmr``, the regime's LSMR to round-off instead of B20's
+exact solve, kept by giving its ``atol``)."""
+
+
+ANSWER = "best"
+"""SHF's answer: ``last``, the final iterate (unless its sum of squares is above the lowest seen by
+more than :data:`LAST_RSS_SLACK`, relative), or ``best``, the iterate of the lowest sum of squares."""
+LAST_RSS_SLACK = 1e-10
 
 
 @dataclass
@@ -129,6 +138,12 @@ def _shf(problem: Problem, b0: Tensor, method: str, max_iters: int, patience: in
         if not math.isfinite(f):
             break
         best, best_b, since = (f, model.b.detach().clone(), 0) if f < best else (best, best_b, since + 1)
+    last = model.b.detach().clone()
+    f_last = problem.rss(last)
+    if ANSWER == "last" and math.isfinite(f_last) and f_last <= best * (1.0 + LAST_RSS_SLACK):
+        # the weights the optimiser ends with, as scipy and L-BFGS return theirs (among iterates
+        # whose sums of squares agree to round-off, the smallest sum picks at random)
+        return last, iterations, opt.regime
     return best_b, iterations, opt.regime
 
 
@@ -184,7 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--patience", type=int, default=20, help="SHF: HF iterations without a lower loss")
     p.add_argument("--nist-dir", type=Path, default=None, help="a folder of .dat files, not the archive")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--answer", choices=("best", "last"), default="best",
+                   help="SHF's answer: the lowest sum of squares seen (default) or its final iterate")
     a = p.parse_args(argv)
+    global ANSWER
+    ANSWER = a.answer
     torch.set_num_threads(1)
     problems = lsq_problems.load(a.nist_dir, a.problems.split(",") if a.problems else None)
     methods = a.methods.split(",")

@@ -17,7 +17,7 @@ from torch import nn
 
 import shf
 from shf.errors import ConfigError
-from shf.optim.regime import FULL_BATCH, choose, full_batch, given_keys
+from shf.optim.regime import DIRECT_WEIGHTS, FULL_BATCH, choose, full_batch, given_keys
 from shf.optim.settings import PRECONDITIONER, Damping, Solver
 from shf.optim.step import SHFConfig
 
@@ -156,3 +156,30 @@ def test_minpack_s_column_scaling_makes_the_iterates_independent_of_the_paramete
     base, scaled = fit(1.0, "column-norms"), fit(1e4, "column-norms")  # a's column: 0.3 or 3e3
     np.testing.assert_allclose(scaled, base, rtol=1e-9)
     assert np.abs(fit(1e4, "none") / fit(1.0, "none") - 1).max() > 1e-3
+
+
+def test_the_full_batch_regime_solves_exactly_for_a_handful_of_weights() -> None:
+    """B20: at most DIRECT_WEIGHTS weights (16), one process, and no given setting that the exact
+    solve would ignore: ``solver = "direct"``; otherwise LSMR to round-off."""
+    assert full_batch(SHFConfig(), set(), 14, DIRECT_WEIGHTS).solver == "direct"
+    assert full_batch(SHFConfig(), set(), 14, DIRECT_WEIGHTS + 1).solver == "lsmr"
+    assert full_batch(SHFConfig(), set(), 14, None).solver == "lsmr"  # not known (data-parallel)
+    cfg = dataclasses.replace(SHFConfig(), atol=1e-12)
+    assert full_batch(cfg, {"atol"}, 14, 2).solver == "lsmr"  # a given atol is LSMR's: kept
+    x, y = _data()
+    opt = shf.SHF(Rise(), lambda out, t: out - t)
+    assert opt.config.solver == "direct"
+    info = opt.step(x, y)
+    assert (info.solver, info.solver_stop, info.solver_iterations) == ("direct", "direct", 1)
+    kept = shf.SHF(Rise(), lambda out, t: out - t, solver=shf.Solver(atol=1e-14))
+    assert kept.config.solver == "lsmr" and kept.step(x, y).solver_stop != "direct"
+
+
+def test_the_direct_solver_refuses_what_it_cannot_do() -> None:
+    net = nn.Sequential(nn.Linear(80, 60), nn.Tanh(), nn.Linear(60, 2)).double()  # 4,982 weights
+    with pytest.raises(ConfigError, match="at most 4096 weights, this model trains 4982"):
+        shf.SHF(net, solver=shf.Solver(kind="direct"))
+    with pytest.raises(ConfigError, match=r"forcing_eta0=0.2\) is ignored by the exact solve"):
+        shf.SHF(Rise(), lambda out, t: out - t, solver=shf.Solver(kind="direct", forcing_eta0=0.2))
+    with pytest.raises(ConfigError, match=r"kfac preconditioner \(B19\) is LSMR's; with solver 'direct'"):
+        SHFConfig(solver="direct", preconditioner="kfac")

@@ -12,7 +12,17 @@ from reference import tiny_problem
 from shf import tensorlist as tl
 from shf.errors import ConfigError
 from shf.optim.scaling import DiagonalScaling
-from shf.optim.solve import FORCED, MAX_TIME, CgSolver, LsmrSolver, Stops, System, Tolerances, make_solver
+from shf.optim.solve import (
+    FORCED,
+    MAX_TIME,
+    CgSolver,
+    DirectSolver,
+    LsmrSolver,
+    Stops,
+    System,
+    Tolerances,
+    make_solver,
+)
 from shf.solvers.lsmr import lsmr
 from shf.solvers.merit import MeritRule
 from shf.solvers.operator import TimedOperator
@@ -68,7 +78,7 @@ def test_the_forcing_test_and_the_deadline_are_named_stops(solver) -> None:  # t
 
 def test_make_solver_names_the_choices() -> None:
     assert isinstance(make_solver("cg", TOL), CgSolver) and isinstance(make_solver("lsmr", TOL), LsmrSolver)
-    with pytest.raises(ConfigError, match="solver must be 'lsmr' or 'cg'"):
+    with pytest.raises(ConfigError, match="solver must be one of"):
         make_solver("minres", TOL)
 
 
@@ -120,3 +130,119 @@ def test_one_stop_reason_type_names_every_outcome_of_either_solver() -> None:
             assert SolveStop(outcome.value) == outcome.value
     assert json.dumps({"solver_stop": SolveStop.FORCING}) == '{"solver_stop": "forcing"}'
     assert f"{SolveStop.MAX_TIME}" == "max_time" and FORCED is SolveStop.FORCING
+
+
+def _direct_case(wc: float, subset: bool, scaled: bool, warm: bool):  # type: ignore[no-untyped-def]
+    """One HF iteration's system of the tiny autoencoder (80 weights), in each of the forms an HF
+    iteration builds: B10's weight cost, B7's curvature rows (5 of 12, the gradient of all 12),
+    a diagonal preconditioner, a start ``x0`` (the warm start) or 0."""
+    net, w, X = tiny_problem((6, 4, 2), 12, seed=3)
+    A_all = net.jacobian(w, X)
+    A = net.jacobian(w, X[:5]) if subset else A_all
+    g = None
+    if subset:  # the whole batch's gradient, with B10's wc w
+        g = tl.axpy(wc, w, A_all.gradient()) if wc > 0.0 else A_all.gradient()
+    gen = torch.Generator().manual_seed(7)
+    c_vec = [0.5 + torch.rand(W.shape, generator=gen, dtype=W.dtype) for W in w]
+    c = DiagonalScaling(c_vec) if scaled else None
+    x0 = [0.1 * torch.randn(W.shape, generator=gen, dtype=W.dtype) for W in w] if warm else tl.zeros_like(w)
+    s = System(A, TimedOperator(A), -A.residual, 0.3, c, w, g, wc, subset)
+    return A, s, w, x0
+
+
+def _normal_equations_solution(A, s: System, x0):  # type: ignore[no-untyped-def]
+    """The minimiser of the HF iteration's damped problem in ``d``, from its normal equations
+    ``(A^T A + wc I + lambda^2 C^-2) d = -g + lambda^2 C^-2 x0`` (``g = -A^T b + wc w``, or the
+    whole batch's gradient with B7), formed densely and solved in float64."""
+    p = sum(W.numel() for W in s.w)
+    eye = torch.eye(p, dtype=torch.float64)
+    J = torch.stack([tl.flatten(A.matvec(tl.unflatten(eye[j], s.w))) for j in range(p)], 1)
+    cinv2 = 1.0 / tl.flatten(s.c.c) ** 2 if s.c is not None else torch.ones(p, dtype=torch.float64)
+    g = tl.flatten(s.g) if s.g is not None else -J.T @ tl.flatten(s.b) + s.weight_cost * tl.flatten(s.w)
+    H = J.T @ J + s.weight_cost * eye + s.lam**2 * torch.diag(cinv2)
+    return torch.linalg.solve(H, -g + s.lam**2 * cinv2 * tl.flatten(x0)), H
+
+
+@pytest.mark.parametrize("wc", [0.0, 0.3])
+@pytest.mark.parametrize("subset", [False, True])
+@pytest.mark.parametrize("scaled", [False, True])
+@pytest.mark.parametrize("warm", [False, True])
+def test_the_direct_solve_is_the_minimiser_lsmr_iterates_toward(wc, subset, scaled, warm) -> None:  # type: ignore[no-untyped-def]
+    """B20 against the normal equations' solution (a relative 1e-10: the damped Hessian's
+    condition number here is at most about 1e3, so float64 round-off of either is below 1e-12),
+    and LSMR run to its atol of 1e-14 reaches the same direction (to 1e-7: LSMR's test bounds
+    the normal equations' residual, not the error)."""
+    A, s, _, x0 = _direct_case(wc, subset, scaled, warm)
+    want, H = _normal_equations_solution(A, s, x0)
+    assert float(torch.linalg.cond(H)) < 1e4
+    r = DirectSolver(TOL).solve(s, x0, Stops(maxiter=1))
+    got = tl.flatten(r.d)
+    assert float((got - want).norm()) <= 1e-10 * float(want.norm())
+    assert (r.stop, r.iterations, r.merit_evaluations, r.merit_of_d) == ("direct", 1, 0, None)
+    lsmr_d = tl.flatten(LsmrSolver(TOL).solve(s, x0, Stops(maxiter=2000)).d)
+    assert float((lsmr_d - want).norm()) <= 1e-7 * float(want.norm())
+
+
+class _Matrix:
+    """A dense matrix as the operator of a one-tensor weight vector (``[x] -> M x``)."""
+
+    def __init__(self, M: torch.Tensor) -> None:
+        self.M = M
+
+    def matvec(self, x):  # type: ignore[no-untyped-def]
+        return self.M @ x[0]
+
+    def rmatvec(self, u):  # type: ignore[no-untyped-def]
+        return [self.M.T @ u]
+
+
+def test_the_direct_solve_keeps_the_digits_the_normal_equations_lose() -> None:
+    """An undamped, consistent least-squares problem with condition number 1e7: the direct
+    solve works on ``A`` itself (QR), so its error is about cond(A) eps = 2e-9 relative (asserted
+    below 1e-7); the normal equations' condition number is 1e14, and their Cholesky solution
+    is off by about cond(A)^2 eps = 2e-2 (asserted above 1e-5): the test can tell the two apart."""
+    g = torch.Generator().manual_seed(0)
+    m, p = 40, 8
+    U, _ = torch.linalg.qr(torch.randn(m, p, generator=g, dtype=torch.float64))
+    V, _ = torch.linalg.qr(torch.randn(p, p, generator=g, dtype=torch.float64))
+    M = U @ torch.diag(torch.logspace(0, -7, p, dtype=torch.float64)) @ V.T
+    x_true = torch.randn(p, generator=g, dtype=torch.float64)
+    op = _Matrix(M)
+    w = [torch.zeros(p, dtype=torch.float64)]
+    s = System(op, TimedOperator(op), M @ x_true, 0.0, None, w)  # type: ignore[arg-type]
+    d = DirectSolver(TOL).solve(s, tl.zeros_like(w), Stops(maxiter=1)).d[0]
+    assert float((d - x_true).norm()) <= 1e-7 * float(x_true.norm())
+    normal = torch.linalg.solve(M.T @ M, M.T @ (M @ x_true))
+    assert float((normal - x_true).norm()) >= 1e-5 * float(x_true.norm())
+
+
+def test_the_direct_solve_evaluates_the_merit_once_and_refuses_kfac() -> None:
+    _, s, _, x0 = _direct_case(0.0, False, True, False)
+    seen = []
+
+    def merit(d):  # type: ignore[no-untyped-def]
+        seen.append(d)
+        return 1.5
+
+    r = DirectSolver(TOL).solve(s, x0, Stops(maxiter=1, merit=merit))
+    assert (r.merit_evaluations, r.merit_of_d, len(seen)) == (1, 1.5, 1)
+    assert all(torch.equal(a, b) for a, b in zip(seen[0], r.d))
+    assert isinstance(make_solver("direct", TOL), DirectSolver)
+
+    class NotDiagonal(DiagonalScaling):
+        diagonal = False
+
+    s.c = NotDiagonal(s.c.c)  # type: ignore[union-attr]
+    with pytest.raises(ConfigError, match=r"kfac preconditioner \(B19\) is LSMR's; with solver 'direct'"):
+        DirectSolver(TOL).solve(s, x0, Stops(maxiter=1))
+
+
+def test_the_direct_solve_repeats_bit_for_bit() -> None:
+    """Runs repeat: the same system gives the same direction to the last bit, whatever memory the
+    factorisation gets (``torch.linalg.lstsq``'s CPU driver gave 10 different results in 200
+    such calls; the QR and triangular solve used give one)."""
+    _, s, _, x0 = _direct_case(0.3, True, True, True)
+    first = tl.flatten(DirectSolver(TOL).solve(s, x0, Stops(maxiter=1)).d)
+    for i in range(50):
+        _pad = torch.empty(3 * i + 1, dtype=torch.float64)  # shift the allocations
+        assert torch.equal(tl.flatten(DirectSolver(TOL).solve(s, x0, Stops(maxiter=1)).d), first)

@@ -24,6 +24,10 @@ setting                 full-batch regime           why
 ``n_max_fraction``      none                        the batch is the whole set
 ``batch_schedule``      ``"fixed"``                 no Alg. 2: the batch cannot grow
 ``n1``, ``n_max``       ``N`` (when known)          every step sees every example
+``solver``              ``"direct"`` (at most 16    B20: the damped problem solved exactly by
+                        weights, in one process)    QR where the Jacobian is formed anyway
+                                                    (G16): no round-off of LSMR's stopping test
+                                                    on an ill-conditioned fit, no iterations
 ======================  ==========================  =========================================
 
 A setting the user gave (a group field set to other than its default, or ``preconditioner``)
@@ -43,6 +47,7 @@ import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
+from shf.curvature.module import DENSE_WEIGHTS
 from shf.errors import ConfigError, require_choice
 from shf.optim.hyper import given_fields
 from shf.optim.settings import Batch, Damping
@@ -61,7 +66,13 @@ FULL_BATCH: dict[str, Any] = {
     "n_max_fraction": None,
     "batch_schedule": "fixed",
 }
-"""The :class:`SHFConfig` values of the full-batch regime (besides ``n1 = n_max = N``)."""
+"""The :class:`SHFConfig` values of the full-batch regime (besides ``n1 = n_max = N`` and
+``solver``, :data:`DIRECT_WEIGHTS`)."""
+
+DIRECT_WEIGHTS = DENSE_WEIGHTS
+"""The most weights for which the full-batch regime solves each step exactly (``solver =
+"direct"``, B20): where the generic path forms the Jacobian (G16), so that the ``p`` products
+forming the damped problem's matrix are matrix-vector products."""
 
 
 def given_keys(
@@ -102,12 +113,18 @@ def choose(
     return "stochastic"
 
 
-def full_batch(cfg: SHFConfig, given: set[str], train_size: int | None) -> SHFConfig:
+def full_batch(
+    cfg: SHFConfig, given: set[str], train_size: int | None, n_weights: int | None = None
+) -> SHFConfig:
     """``cfg`` in the full-batch regime: :data:`FULL_BATCH`'s values for the keys the user did not
-    give, unless one would make a given key ignored or conflict with one (then that key keeps
-    its value)."""
+    give, and ``solver = "direct"`` for a model of at most :data:`DIRECT_WEIGHTS` weights
+    (``n_weights``; None: not known, e.g. data-parallel), unless one would make a given key ignored
+    or conflict with one (then that key keeps its value)."""
     out = cfg
-    for key, value in FULL_BATCH.items():
+    values = dict(FULL_BATCH)
+    if n_weights is not None and n_weights <= DIRECT_WEIGHTS:
+        values["solver"] = "direct"  # B20, after atol and forcing (which it then ignores)
+    for key, value in values.items():
         if key in given:
             continue
         try:

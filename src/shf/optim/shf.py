@@ -39,6 +39,7 @@ from shf.optim.hyper import GROUPS, to_config
 from shf.optim.objective import make_objective
 from shf.optim.regime import choose, first_groups, full_batch, given_keys
 from shf.optim.settings import PRECONDITIONER, Batch, Damping, Init, LineSearch, Solver, WarmStart
+from shf.optim.solve import DIRECT_MAX_WEIGHTS
 from shf.optim.step import NOT_FINITE_BATCH, SHFConfig, SHFState, StepInfo, shf_step
 
 ValSet = tuple[Inputs, Tensor | None] | list[Any] | Inputs
@@ -230,8 +231,6 @@ class SHF(torch.optim.Optimizer):
                 damping=damping, warm_start=warm_start, solver=solver, batch=batch,
                 line_search=line_search, init=Init(), preconditioner=preconditioner,
             )  # fmt: skip
-        if self.regime == "full-batch":
-            cfg = full_batch(cfg, given, N)
         if params is None:
             params = [p for p in model.parameters() if p.requires_grad]
             if not params:
@@ -262,6 +261,19 @@ class SHF(torch.optim.Optimizer):
             )
         self.world_size = 1 if comm is None else comm.world_size
         self._comm = comm
+        if self.regime == "full-batch":
+            # B20's exact solve for a handful of weights, in one process
+            n_weights = sum(p.numel() for p in self._params) if comm is None else None
+            cfg = full_batch(cfg, given, N, n_weights)
+        if cfg.solver == "direct":
+            n_weights = sum(p.numel() for p in self._params)
+            if comm is not None:
+                raise ConfigError("solver 'direct' (B20) runs in one process; data-parallel runs use 'lsmr'")
+            if n_weights > DIRECT_MAX_WEIGHTS:
+                raise ConfigError(
+                    f"solver 'direct' (B20) forms a matrix with a column per weight: at most "
+                    f"{DIRECT_MAX_WEIGHTS} weights, this model trains {n_weights} (use 'lsmr')"
+                )
         self.config = cfg
         self.train_size = None if train_size is None else int(train_size)
         if generator is not None and generator.device.type != "cpu":

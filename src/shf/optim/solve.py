@@ -4,10 +4,12 @@ tests built in one place.
 In the scaled variable ``y`` (``d = c ∘ y``, ``y0 = x0 / c``, ``c`` the preconditioner's inverse)
 the problem is ``min ||A C y - b||^2 + lambda^2 ||y - y0||^2`` (eq. 19). :class:`InnerSolver` is
 the part an HF iteration calls, chosen once by :func:`make_solver`: :class:`LsmrSolver` (the
-paper's; on the stacked damping block when the curvature rows are a subset of the batch, B7) or
-:class:`CgSolver` (the ablation: CG on the normal equations). Both stop on the solver's own test
-(``atol``), ``maxiter``, Alg. 6's validation merit, B3's forcing test and the deadline
-(:class:`Stops`), and return a :class:`SolveResult`.
+paper's; on the stacked damping block when the curvature rows are a subset of the batch, B7),
+:class:`CgSolver` (the ablation: CG on the normal equations) or :class:`DirectSolver` (beyond the
+paper, B20: the same problem solved exactly by a QR factorisation, for a model with a handful of
+weights). The iterative ones stop on the solver's own test (``atol``), ``maxiter``, Alg. 6's
+validation merit, B3's forcing test and the deadline (:class:`Stops`); all return a
+:class:`SolveResult`.
 """
 
 from __future__ import annotations
@@ -58,13 +60,14 @@ class SolveStop(enum.StrEnum):
     FORCING = "forcing"  # B3's forcing test held
     MAX_TIME = "max_time"  # the step's deadline passed
     NOT_FINITE_BATCH = "not_finite_batch"  # no solve: the batch's loss or residual was not finite
+    DIRECT = "direct"  # B20: the problem solved exactly (a QR factorisation), no iterations
 
 
 MAX_TIME = SolveStop.MAX_TIME
 """The solver's stop reason when the step's deadline passed."""
 FORCED = SolveStop.FORCING
 """The solver's stop reason when the forcing test (``SHFConfig.forcing``) held."""
-SOLVERS = ("lsmr", "cg")
+SOLVERS = ("lsmr", "cg", "direct")
 
 Agree = Callable[[bool], bool]
 """The ranks' agreement on a flag (true everywhere when true on one), or None in one process."""
@@ -159,6 +162,29 @@ def _with_weight_cost(s: System) -> tuple[Any, Any]:
     return s.timed, s.b
 
 
+def _stacked_problem(
+    system: System, x0: list[Tensor]
+) -> tuple[DampedStack, list[Tensor], list[Tensor], list[Tensor]]:
+    """B7's problem ``min || [A C; D] y - [b; e] ||`` (:meth:`LsmrSolver.stacked`) as
+    ``(operator, right-hand side, c, y0)``."""
+    assert system.g is not None
+    lam, g = system.lam, system.g
+    g_A = system.A.gradient()  # -A_c^T b_c: the curvature rows' data gradient
+    ones, y0 = _scaled_start(system.c, x0)
+    if system.weight_cost > 0.0:
+        # D = sqrt(wc c^2 + lambda^2);  D e = lambda^2 y0 + C (g_A - g)  (g holds wc w, g_A not)
+        c2 = cast(list[Tensor], tl.mul(ones, ones))
+        D = [torch.sqrt(v.mul_(system.weight_cost).add_(lam * lam)) for v in c2]
+        e = tl.div(tl.axpy(lam * lam, y0, tl.mul(ones, tl.sub(g_A, g))), D)
+        damp: float | list[Tensor] = D
+    else:
+        # e = lambda y0 + C (g_A - g) / lambda
+        damp = lam
+        e = tl.axpy(1.0 / lam, tl.mul(ones, tl.sub(g_A, g)), tl.scale(lam, y0))
+    op = DampedStack(system.timed, damp, ones)
+    return op, op.join(system.b, e), ones, y0
+
+
 class InnerSolver(ABC):
     """The inner-solve part of an HF iteration (see the module's docstring)."""
 
@@ -216,25 +242,12 @@ class LsmrSolver(InnerSolver):
         weight-sized part in LSMR's range vectors instead of two: fewer passes over the weights
         per iteration, ``benchmarks/damping_block.py``).
         """
-        assert system.g is not None
-        t, lam, g = self.tol, system.lam, system.g
-        g_A = system.A.gradient()  # -A_c^T b_c: the curvature rows' data gradient
-        ones, y0 = _scaled_start(system.c, x0)
-        if system.weight_cost > 0.0:
-            # D = sqrt(wc c^2 + lambda^2);  D e = lambda^2 y0 + C (g_A - g)  (g holds wc w, g_A not)
-            c2 = cast(list[Tensor], tl.mul(ones, ones))
-            D = [torch.sqrt(v.mul_(system.weight_cost).add_(lam * lam)) for v in c2]
-            e = tl.div(tl.axpy(lam * lam, y0, tl.mul(ones, tl.sub(g_A, g))), D)
-            damp: float | list[Tensor] = D
-        else:
-            # e = lambda y0 + C (g_A - g) / lambda
-            damp = lam
-            e = tl.axpy(1.0 / lam, tl.mul(ones, tl.sub(g_A, g)), tl.scale(lam, y0))
-        op = DampedStack(system.timed, damp, ones)
+        t = self.tol
+        op, rhs, ones, y0 = _stacked_problem(system, x0)
         callback, forced = self._callback(stops)
         merit = stops.merit
         y, info = lsmr(
-            op, op.join(system.b, e), callback=callback, damp=0.0, x0=y0, atol=t.atol, btol=0.0, conlim=0.0,
+            op, rhs, callback=callback, damp=0.0, x0=y0, atol=t.atol, btol=0.0, conlim=0.0,
             maxiter=stops.maxiter, merit=None if merit is None else (lambda y: merit(tl.mul(ones, y))),
             rule=t.merit,
         )  # fmt: skip
@@ -359,9 +372,87 @@ class CgSolver(InnerSolver):
         return SolveResult(cast(list[Tensor], tl.mul(ones, y)), info.iterations, stop, 0, info.iterations)
 
 
+DIRECT_MAX_WEIGHTS = 4096
+"""The most weights :class:`DirectSolver` takes: it makes one product per weight and factors a
+matrix with a column per weight."""
+
+
+class DirectSolver(InnerSolver):
+    """Beyond the paper (docs/deviations.md B20): the HF iteration's damped least-squares problem
+    solved exactly, for a model with a handful of weights.
+
+    The problem is Alg. 6's, ``min ||A C y - b||^2 + lambda^2 ||y - y0||^2`` (eq. 19; with B10's
+    rows under ``A``), or B7's stacked ``min || [A C; D] y - [b; e] ||`` (:meth:`LsmrSolver.stacked`):
+    the same minimiser LSMR iterates toward. Its matrix is formed by one product with each unit
+    vector (``p`` products for ``p`` weights; where the model's Jacobian is formed, G16, each is a
+    matrix-vector product) and the problem solved by a Householder QR factorisation of the
+    stacked matrix (as MINPACK's Levenberg-Marquardt), not by the normal equations: the condition
+    number is not squared, so an ill-conditioned fit keeps its digits, where LSMR's ``atol`` test stops at
+    ``||Abar^T rbar|| <= atol ||Abar|| ||rbar||`` with round-off in both norms.
+
+    No iterations, so ``maxiter``, ``atol``, B3's forcing test and the deadline do not apply
+    (:meth:`shf.optim.step.SHFConfig.ignored`); with the validation merit on, ``phi(d)`` is
+    evaluated once, at the solution. One process only; a diagonal preconditioner or none (B19's
+    Kronecker-factored one is LSMR's).
+    """
+
+    name = "direct"
+
+    def solve(self, system: System, x0: list[Tensor], stops: Stops) -> SolveResult:
+        if system.c is not None and not system.c.diagonal:
+            raise ConfigError(
+                "the kfac preconditioner (B19) is LSMR's; with solver 'direct' use a diagonal one"
+            )
+        lam = system.lam
+        if system.subset:
+            # B7: min || [A C; D] y - [b; e] ||, the damping block in the operator
+            op, rhs, ones, y0 = _stacked_problem(system, x0)
+            M, r = _dense_columns(op, y0, None), tl.flatten(rhs)
+        else:
+            # eq. (19): min || [A C; lambda I] y - [b; lambda y0] || (B10's rows in A)
+            base, b = _with_weight_cost(system)
+            ones, y0 = _scaled_start(system.c, x0)
+            M, r = _dense_columns(base, y0, ones), tl.flatten(b)
+            if lam > 0.0:
+                eye = torch.eye(M.shape[1], dtype=M.dtype, device=M.device)
+                M, r = torch.cat([M, lam * eye]), torch.cat([r, lam * tl.flatten(y0)])
+        # y <- argmin ||M y - r|| by Householder QR, M = Q R, R y = Q^T r: never the normal equations
+        y = _qr_solve(M, r)
+        # d = c ∘ y
+        d = cast(list[Tensor], tl.mul(ones, tl.unflatten(y, y0)))
+        merit_of_d = stops.merit(d) if stops.merit is not None and tl.all_finite(d) else None
+        return SolveResult(d, 1, SolveStop.DIRECT, 0 if merit_of_d is None else 1, 1, merit_of_d)
+
+
+def _qr_solve(M: Tensor, r: Tensor) -> Tensor:
+    """``argmin ||M y - r||`` by Householder QR (``M = Q R``, then ``R y = Q^T r``). Not
+    ``torch.linalg.lstsq``: its CPU driver (MKL's ``gelsy``) gave different last bits from one call
+    to the next on the same matrix, so runs would not repeat. Without damping, a matrix with fewer
+    rows than columns or a singular ``R`` falls back to the minimum-norm solution (SVD)."""
+    if M.shape[0] >= M.shape[1]:
+        Q, R = torch.linalg.qr(M)
+        y: Tensor = torch.linalg.solve_triangular(R, (Q.T @ r).unsqueeze(1), upper=True).squeeze(1)
+        if bool(torch.isfinite(y).all()):
+            return y
+    pinv: Tensor = torch.linalg.pinv(M)
+    return pinv @ r
+
+
+def _dense_columns(op: Any, like: list[Tensor], scale: list[Tensor] | None) -> Tensor:
+    """The matrix of ``y -> op(scale ∘ y)`` (``op(y)`` without ``scale``), one column per weight:
+    the product with each unit vector, flattened (B20)."""
+    p = sum(t.numel() for t in like)
+    eye = torch.eye(p, dtype=like[0].dtype, device=like[0].device)
+    cols = []
+    for j in range(p):
+        e = tl.unflatten(eye[j], like)
+        cols.append(tl.flatten(op.matvec(e if scale is None else tl.mul(scale, e))))
+    return torch.stack(cols, dim=1)
+
+
 def make_solver(name: str, tol: Tolerances) -> InnerSolver:
     """The inner solver named ``name`` (one of :data:`SOLVERS`)."""
-    solvers: dict[str, type[InnerSolver]] = {"lsmr": LsmrSolver, "cg": CgSolver}
+    solvers: dict[str, type[InnerSolver]] = {"lsmr": LsmrSolver, "cg": CgSolver, "direct": DirectSolver}
     if name not in solvers:
-        raise ConfigError(f"solver must be 'lsmr' or 'cg', got {name!r}")
+        raise ConfigError(f"solver must be one of {SOLVERS}, got {name!r}")
     return solvers[name](tol)

@@ -105,8 +105,11 @@ class SHFConfig:
             preconditioner on the same damped problem; hand-written autoencoder only) or ``none``.
         use_merit: evaluate the validation merit inside LSMR (Alg. 6); off gives
             plain damped LSMR stopped by ``atol``/``maxiter`` only.
-        solver: ``lsmr`` (Alg. 6) or ``cg`` (ablation: CG on the same preconditioned
-            damped normal equations, same merit rules, residual test ``rtol = atol``).
+        solver: ``lsmr`` (Alg. 6), ``cg`` (ablation: CG on the same preconditioned
+            damped normal equations, same merit rules, residual test ``rtol = atol``) or
+            ``direct`` (beyond the paper, B20: the same problem solved exactly by QR, for a model
+            with at most ``shf.optim.solve.DIRECT_MAX_WEIGHTS`` weights; the full-batch regime's
+            choice for at most 16, :mod:`shf.optim.regime`).
         batch_schedule: ``dynamic`` (Alg. 2 and the growth rule) or ``fixed`` (``n = n1``
             and ``maxiter = maxiter1`` throughout; ablation).
         damping_rule: ``paper`` (§4.2, ``drop``) or ``nielsen`` (beyond the paper: Nielsen's
@@ -254,6 +257,10 @@ class SHFConfig:
             by("the solve without Alg. 6's validation merit (use_merit = false)", *merit_keys)
         if self.forcing == "none":
             by("the solve without B3's forcing test (forcing = 'none')", "forcing_eta0", "forcing_power")
+        if self.solver == "direct":
+            by("the exact solve (solver = 'direct', DirectSolver, B20), which has no iterations to stop",
+               "atol", "maxiter1", "maxiter_max", "maxiter_rule", "forcing", "forcing_eta0", "forcing_power",
+               "ftol", "miniter", "recover", "first_check", "check_growth")  # fmt: skip
         if self.step_rule == "unit":
             by("Armijo's backtracking from 1 (step_rule = 'unit', StepLength)", "step_max")
         if self.curvature_patience is None:
@@ -338,7 +345,7 @@ class SHFConfig:
     def _check_rules(self) -> None:
         """The choices of rule (solver, damping, batch schedule, forcing: B1, B3)."""
         need, finite = require, _finite
-        need(self.solver in SOLVERS, f"solver must be 'lsmr' or 'cg', got {self.solver!r}")
+        require_choice("solver", self.solver, SOLVERS)
         need(
             finite(self.lambda_min) and self.lambda_min >= 0,
             f"lambda_min must be a number >= 0, got {self.lambda_min}",
@@ -414,8 +421,8 @@ class SHFConfig:
         require_choice("weight_cost_rule", self.weight_cost_rule, WEIGHT_COST_RULES)
         require_choice("preconditioner", self.preconditioner, [p.value for p in pc.Preconditioner])
         need(
-            not (self.preconditioner == "kfac" and self.solver == "cg"),
-            "the kfac preconditioner (B19) is LSMR's; with solver 'cg' use a diagonal one",
+            not (self.preconditioner == "kfac" and self.solver in ("cg", "direct")),
+            f"the kfac preconditioner (B19) is LSMR's; with solver {self.solver!r} use a diagonal one",
         )
 
 
