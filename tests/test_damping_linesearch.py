@@ -12,6 +12,7 @@ from shf.optim.damping import (
     NU_MAX,
     NielsenDamping,
     PaperDamping,
+    below_roundoff,
     levenberg_marquardt,
     make_damping,
     nielsen,
@@ -176,3 +177,21 @@ def test_step_length_parts_armijo_and_bs_model_step() -> None:
     assert not ls.accepted and math.isnan(s_star)
     with pytest.raises(ConfigError, match="step_rule must be one of"):
         make_step_length("wolfe", 1e-4, 30, 4.0)
+
+
+def test_a_step_is_judged_at_f_s_round_off_only_below_it() -> None:
+    """B21: the model predicts a decrease of at most ``roundoff |f|`` and ``f`` rose by at most
+    that much; anything else (a measurable prediction, a rise beyond round-off, a model that
+    predicts no decrease, a non-finite value, the paper's 0) goes to ``rho`` as usual."""
+    f = 4.6e-13
+    assert below_roundoff(f * (1 + 5e-11), f, -1e-24, 1e-10)  # both below 1e-10 |f|
+    assert below_roundoff(f * (1 - 1e-12), f, -f * 1e-10, 1e-10)  # at the edge
+    assert not below_roundoff(f, f, -f * 2e-10, 1e-10)  # the model predicts a measurable decrease
+    assert not below_roundoff(f * (1 + 2e-10), f, -1e-24, 1e-10)  # f rose beyond round-off
+    assert not below_roundoff(f, f, 0.0, 1e-10) and not below_roundoff(f, f, 1e-30, 1e-10)
+    assert not below_roundoff(math.nan, f, -1e-24, 1e-10) and not below_roundoff(f, f, math.nan, 1e-10)
+    assert not below_roundoff(f, f, -1e-30, 0.0)  # the paper's: never
+    with pytest.raises(ConfigError, match=r"roundoff must be in \[0, 1e-3\)"):
+        SHFConfig(roundoff=-1e-12)
+    with pytest.raises(ConfigError, match="roundoff must be"):
+        SHFConfig(roundoff=math.inf)

@@ -2,8 +2,8 @@
 it keeps, and that SHF in it solves a small nonlinear least-squares fit as well as scipy's
 Levenberg-Marquardt (MINPACK) does, in float64: the parameters agree to a relative 1e-8 (the
 second parameter is 1e-4 and badly scaled, which leaves MINPACK's own gradient at 4e-4 and its
-parameters 3e-9 from SHF's), and SHF's sum of squares is not above MINPACK's (to 1e-13
-relative, a few ulps of a sum of 14 squares)."""
+parameters 3e-9 from SHF's), and SHF's sum of squares is not above MINPACK's by more than its
+round-off (1e-10 relative, B21's allowance)."""
 
 from __future__ import annotations
 
@@ -92,7 +92,10 @@ def test_shf_on_a_residual_reaches_scipy_s_levenberg_marquardt_solution() -> Non
     got = model.p.detach().numpy()
     np.testing.assert_allclose(got, ref.x, rtol=1e-8)
     rss = float(((model(x).detach() - y) ** 2).sum())
-    assert rss <= 2 * ref.cost * (1 + 1e-13)  # scipy's cost is half the sum of squares
+    # scipy's cost is half the sum of squares. Not above it by more than B21's allowance (1e-10
+    # relative): the residuals, about 0.1, are differences of data about 240, so each carries
+    # about 5e-14 of absolute round-off and the sum of squares about 1e-12 relative
+    assert rss <= 2 * ref.cost * (1 + 1e-10)
     # the check can fail: the stochastic defaults (a weight cost, a damping floor, a truncated
     # solve) stop far from it in the same iterations
     other = Rise()

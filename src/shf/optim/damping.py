@@ -26,6 +26,21 @@ def reduction_ratio(f_new: float, f_old: float, model_change: float) -> float:
     return (f_new - f_old) / model_change
 
 
+def below_roundoff(f_new: float, f_old: float, model_change: float, roundoff: float) -> bool:
+    """Beyond the paper (docs/deviations.md B21): whether a step is judged at ``f``'s round-off,
+    where ``rho`` is noise: the undamped model predicts a decrease ``-q(d) <= roundoff |f(w)|``
+    and ``f(w + d) <= f(w) + roundoff |f(w)|``. Then the step counts as ``rho = 1`` and is taken
+    whole. ``roundoff = 0`` (the paper's) never holds.
+
+    ``roundoff`` is a relative change of ``f``: where ``f`` is a sum of squared residuals that
+    cancel the data to a few digits it carries far more than machine precision of relative
+    noise (1e-10 is what the full-batch regime uses)."""
+    if not (roundoff > 0.0 and math.isfinite(f_new) and math.isfinite(model_change)):
+        return False
+    floor = roundoff * abs(f_old)
+    return model_change < 0.0 and -model_change <= floor and f_new <= f_old + floor
+
+
 LAMBDA_MAX = 1e10
 """A ceiling on ``lambda`` under both rules (a safeguard, docs/deviations.md: not in the paper).
 A run whose steps keep failing (``rho <= 0``) would otherwise raise ``lambda`` until

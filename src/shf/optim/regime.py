@@ -24,6 +24,8 @@ setting                 full-batch regime           why
 ``n_max_fraction``      none                        the batch is the whole set
 ``batch_schedule``      ``"fixed"``                 no Alg. 2: the batch cannot grow
 ``n1``, ``n_max``       ``N`` (when known)          every step sees every example
+``roundoff``            1e-10                       B21: near the solution ``rho`` is noise;
+                                                    the last Gauss-Newton steps are taken
 ``solver``              ``"direct"`` (at most 16    B20: the damped problem solved exactly by
                         weights, in one process)    QR where the Jacobian is formed anyway
                                                     (G16): no round-off of LSMR's stopping test
@@ -65,6 +67,7 @@ FULL_BATCH: dict[str, Any] = {
     "preconditioner": "none",
     "n_max_fraction": None,
     "batch_schedule": "fixed",
+    "roundoff": 1e-10,  # B21
 }
 """The :class:`SHFConfig` values of the full-batch regime (besides ``n1 = n_max = N`` and
 ``solver``, :data:`DIRECT_WEIGHTS`)."""

@@ -33,7 +33,9 @@ class Damping:
     defaults"); with the validation merit inside LSMR it had cost on CURVES and MNIST-t10k.
     ``weight_cost_rule``: ``"constant"`` (``c = weight_cost``) or, beyond the paper (B16),
     ``"per-example"``: ``c = weight_cost (P / N) / 100`` with ``P`` the weights and ``N`` the
-    training examples (:class:`shf.optim.objective.WeightsPerExample`)."""
+    training examples (:class:`shf.optim.objective.WeightsPerExample`). ``roundoff``: beyond the
+    paper (B21), a step whose undamped model predicts a change of ``f`` below ``roundoff |f|`` is
+    judged by ``f`` alone (the full-batch regime's is 1e-10; 0, the default, is never)."""
 
     lambda1: float = 5.0
     drop: float = 0.99
@@ -41,6 +43,7 @@ class Damping:
     lambda_min: float = 0.05
     weight_cost: float = 1e-4
     weight_cost_rule: str = "constant"
+    roundoff: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,14 @@ from shf.batch import Inputs
 from shf.curvature.base import CurvatureModel
 from shf.errors import require, require_choice
 from shf.optim import precond as pc
-from shf.optim.damping import DAMPING_RULES, LAMBDA_MAX, DampingRule, make_damping, reduction_ratio
+from shf.optim.damping import (
+    DAMPING_RULES,
+    LAMBDA_MAX,
+    DampingRule,
+    below_roundoff,
+    make_damping,
+    reduction_ratio,
+)
 from shf.optim.linesearch import STEP_RULES, StepLength, make_step_length
 from shf.optim.objective import WEIGHT_COST_RULES, Objective, ObjectiveAt, QuadraticModel, make_objective
 from shf.optim.sampler import CurvatureRows, make_sampler
@@ -182,6 +189,15 @@ class SHFConfig:
             the damping update and the line search as usual) but do not warm-start the next
             solve from it. LSMR's damping pulls its iterates towards the start
             (eq. 19), so without the merit a bad start is returned almost unchanged.
+        roundoff: beyond the paper (B21, :func:`shf.optim.damping.below_roundoff`): when the
+            undamped model predicts a change of ``f`` smaller than ``roundoff |f|`` and ``f(w + d)``
+            is not above ``f(w) + roundoff |f|``, the step is taken whole (``s = 1``, no line
+            search) and counts as ``rho = 1``. Near a least-squares solution the change of ``f``
+            is below its round-off (the residuals cancel the data to a few digits, so ``f``
+            carries perhaps 1e-9 of relative noise), ``rho`` is noise, and the paper's rule then
+            raises ``lambda`` and shortens the last Gauss-Newton steps, which are the ones that
+            give the parameters their last digits. 0 (the paper's, and the stochastic defaults')
+            is never; the full-batch regime's is 1e-10.
     """
 
     lambda1: float = Damping.lambda1
@@ -228,6 +244,7 @@ class SHFConfig:
     n_max_fraction: float | None = Batch.n_max_fraction
     warm_start_guard: str = WarmStart.guard
     weight_cost_rule: str = Damping.weight_cost_rule
+    roundoff: float = Damping.roundoff
 
     def __post_init__(self) -> None:
         self.validate()
@@ -419,6 +436,10 @@ class SHFConfig:
         )
         require_choice("warm_start_guard", self.warm_start_guard, WARM_START_GUARDS)
         require_choice("weight_cost_rule", self.weight_cost_rule, WEIGHT_COST_RULES)
+        need(
+            finite(self.roundoff) and 0 <= self.roundoff < 1e-3,
+            f"roundoff must be in [0, 1e-3) (a relative change of f), got {self.roundoff}",
+        )
         require_choice("preconditioner", self.preconditioner, [p.value for p in pc.Preconditioner])
         need(
             not (self.preconditioner == "kfac" and self.solver in ("cg", "direct")),
@@ -648,12 +669,17 @@ def _direction(
 
 
 def _step(
-    state: SHFState, objective: ObjectiveAt, w: list[Tensor], p: Direction, f_new: float, lr: float
+    state: SHFState, objective: ObjectiveAt, w: list[Tensor], p: Direction, f_new: float, lr: float,
+    flat: bool = False,
 ) -> tuple[list[Tensor], bool, float, float, float, bool]:
     """``(w_new, accepted, s, f(w_new), s*, undone)``: the step length along ``d`` (Armijo from
-    ``s = 1``, B8's model step), ``lr`` (G9), and a step whose weights are not finite undone."""
+    ``s = 1``, B8's model step; ``s = 1`` where B21 judged the step at ``f``'s round-off,
+    ``flat``), ``lr`` (G9), and a step whose weights are not finite undone."""
     accepted, step, loss_new, model_step = False, 0.0, objective.f0, math.nan
-    if p.finite:
+    if flat:
+        # Beyond the paper (B21): below f's round-off Armijo's test is noise; the whole step
+        accepted, step, loss_new = True, 1.0, f_new
+    elif p.finite:
         along = lambda s: objective(tl.axpy(s, p.d, w))  # noqa: E731  (f(w + s d) on the batch)
         ls, model_step = state.step_length.search(along, objective.f0, p.slope, p.curv, f_new)
         accepted, step, loss_new = ls.accepted, ls.step, ls.f_new
@@ -735,10 +761,12 @@ def shf_step(
     with clock("rho"):
         # rho <- (f(w + d) - f(w)) / q(d)  (§4.2)
         f_new = objective(tl.add(w, p.d)) if p.finite else math.inf
-        rho = reduction_ratio(f_new, objective.f0, p.change)
+        # Beyond the paper (B21): a change of f the model puts below f's round-off counts as rho = 1
+        flat = p.finite and below_roundoff(f_new, objective.f0, p.change, cfg.roundoff)
+        rho = 1.0 if flat else reduction_ratio(f_new, objective.f0, p.change)
     with clock("linesearch"):
-        # s <- Armijo backtracking from 1 (B8: the model's step); w <- w + s d
-        w_new, accepted, step, loss_new, model_step, undone = _step(state, objective, w, p, f_new, lr)
+        # s <- Armijo backtracking from 1 (B8: the model's step; B21: 1); w <- w + s d
+        w_new, accepted, step, loss_new, model_step, undone = _step(state, objective, w, p, f_new, lr, flat)
     # d <- gamma d (not from a rejected direction, or one B14's reset drops); gamma <- min(1.002 gamma, 0.95)
     gamma = state.gamma
     seeds = accepted and state.guard.seeds_next(p.warm, p.change < 0.0)
