@@ -349,6 +349,10 @@ def test_a_method_stopped_by_a_signal_is_named_and_called_resumable(tmp_path, mo
     class Ctx:
         Process = Stopped
 
+        @staticmethod
+        def SimpleQueue() -> None:  # the context's factory of queues
+            return None
+
     monkeypatch.setattr(cmp.mp, "get_context", lambda kind: Ctx())
     with pytest.raises(ConfigError, match=r"shf-tuned was stopped by signal 15; run the same command again"):
         cmp.run_method(cfgmod.load("default"), "shf-lsmr", tmp_path / "r", label="shf-tuned")
@@ -444,8 +448,27 @@ def test_a_stop_while_a_method_runs_ends_the_comparison_resumably(tmp_path, monk
     class Ctx:
         Process = Child
 
+        @staticmethod
+        def SimpleQueue() -> None:  # the context's factory of queues
+            return None
+
     monkeypatch.setattr(cmp.mp, "get_context", lambda kind: Ctx())
     with pytest.raises(InterruptedRunError, match=message) as e:
         cmp.run_method(cfgmod.load("default"), "shf-lsmr", out, label="shf-tuned")
     assert e.value.exit_code == exitcode if exitcode else e.value.exit_code == 143
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the parent's handler is removed
+
+
+def test_a_setting_the_method_refuses_is_one_line_from_the_comparison_not_the_child_s_traceback(
+    tmp_path, capsys
+):
+    """The method's own check runs in the child process; its message reaches the user as the
+    comparison's error (exit 2), not as a traceback and a pointer to the run folder."""
+    args = ["compare", "--methods", "shf-lsmr", "--budget", "1", "--out", str(tmp_path / "cmp"),
+            "--encoder", "784,8,4", "--set", "data.n_train=100", "--set", "data.n_val=40",
+            "--set", "data.n_test=40", "--set", "run.threads=1", "--set", "optimizer.solver=cg"]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "method shf-lsmr: method shf-lsmr with optimizer.solver = 'cg'" in err
+    assert "run method shf-cg" in err
+    assert "Traceback" not in err

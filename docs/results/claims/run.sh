@@ -9,6 +9,7 @@
 # Arms:
 #   defaults    shf-tuned (usps) or shf-lsmr on the default preset (default): the defaults
 #   cg          the defaults with CG instead of LSMR on the same damped, preconditioned system
+#               (shf-cg on the default preset, whose method names its solver)
 #   merit       the defaults with the validation merit inside the solver (the paper's; the
 #               defaults have none, B15)
 #   defaults-rerun  the defaults again: the run-to-run noise of a timed run
@@ -37,7 +38,7 @@ mkdir -p "$here/$DS"
 for arm in "$@"; do
   case "$arm" in
     defaults) A=(--methods "$DEF") ;;
-    cg) A=(--methods "$DEF" --set optimizer.solver=cg) ;;
+    cg) if [ "$DEF" = shf-lsmr ]; then A=(--methods shf-cg); else A=(--methods "$DEF" --set optimizer.solver=cg); fi ;;
     merit) A=(--methods "$DEF" --set optimizer.use_merit=true) ;;
     defaults-rerun) A=(--methods "$DEF") ;;
     fixed) A=(--methods "$DEF" --set optimizer.batch_schedule=fixed) ;;

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from shf import config as cfgmod
-from shf.errors import ConfigError, InterruptedRunError
+from shf.errors import ConfigError, InterruptedRunError, ShfError
 from shf.experiments.methods import METHODS
 from shf.experiments.stop import ForwardStop, StopRequest
 from shf.optim.hyper import TUNED
@@ -57,11 +57,20 @@ logistic outputs (Martens 2010's objective) instead of the squared error; errors
 reported as the squared error."""
 
 
-def _child(cfg_dict: dict[str, Any], method: str, out: str, threads: int | None, overwrite: bool) -> None:
+FAILED_EXIT = 3
+"""The child's exit code when the run refused its input (a :class:`shf.errors.ShfError`): its
+message goes to the parent, which raises it as its own, without the child's traceback."""
+
+
+def _child(
+    cfg_dict: dict[str, Any], method: str, out: str, threads: int | None, overwrite: bool, errors: Any = None
+) -> None:
     """Run one method in this (child) process and record its peak resident memory. SIGINT or
     SIGTERM stops the run after its current iteration, as in ``shf train`` (checkpoint, best
     weights, an ``"interrupted"`` summary); the process then exits with 128 + the signal number,
-    and with 130 on a second Ctrl-C (abort: the last periodic checkpoint stays)."""
+    and with 130 on a second Ctrl-C (abort: the last periodic checkpoint stays). A run that
+    refuses its input (a bad setting for this method, data that do not fit) puts the message on
+    ``errors`` (a queue) and exits with :data:`FAILED_EXIT`."""
     import torch
 
     from shf.experiments.run import run_or_reuse
@@ -74,6 +83,11 @@ def _child(cfg_dict: dict[str, Any], method: str, out: str, threads: int | None,
             summary = run_or_reuse(cfg, out, method=method, overwrite=overwrite, should_stop=stop)
     except KeyboardInterrupt:
         sys.exit(130)  # no traceback from the child: the parent says what happened
+    except ShfError as e:
+        if errors is None:
+            raise
+        errors.put(str(e))
+        sys.exit(FAILED_EXIT)
     summary["peak_rss_mb"] = peak_rss_mb()
     from shf.runlog import RunDir
 
@@ -97,7 +111,8 @@ def run_method(
     # before writing its own (a second Ctrl-C while resuming), and that summary is stale.
     before = summary_path.read_text() if summary_path.is_file() else None
     ctx = mp.get_context("spawn")
-    p = ctx.Process(target=_child, args=(cfg.to_dict(), method, str(out), cfg.run.threads, overwrite))
+    errors = ctx.SimpleQueue()
+    p = ctx.Process(target=_child, args=(cfg.to_dict(), method, str(out), cfg.run.threads, overwrite, errors))
     p.start()
     # A Ctrl-C or SIGTERM while the child trains stops the child gracefully; the parent waits
     # for its checkpoint and summary, then stops the comparison with a resumable message.
@@ -124,6 +139,8 @@ def run_method(
             what = (f"method {name} was interrupted at once (aborted; its last periodic checkpoint stays); "
                     f"run the same command again to resume it from {out}")  # fmt: skip
         raise InterruptedRunError(what, exit_code=code)
+    if p.exitcode == FAILED_EXIT and not errors.empty():
+        raise ConfigError(f"method {name}: {errors.get()}")
     if p.exitcode != 0 or not summary_path.is_file():
         raise ConfigError(f"method {name} failed (exit code {p.exitcode}); see {out}")
     s: dict[str, Any] = json.loads(summary_path.read_text())
