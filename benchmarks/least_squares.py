@@ -66,7 +66,7 @@ exact solve, kept by giving its ``atol``; ``shf-no-roundoff``, without B21's jud
 default cannot be told from a setting not given)."""
 
 
-ANSWER = "last"
+ANSWERS = ("last", "best")
 """SHF's answer: ``last``, the final iterate (unless its sum of squares is above the lowest seen by
 more than :data:`LAST_RSS_SLACK`, relative), or ``best``, the iterate of the lowest sum of squares."""
 LAST_RSS_SLACK = 1e-8
@@ -132,7 +132,9 @@ def _lbfgs(problem: Problem, b0: Tensor, max_iters: int) -> tuple[Tensor, int, s
     return b.detach(), int(opt.state[b]["n_iter"]), ""
 
 
-def _shf(problem: Problem, b0: Tensor, method: str, max_iters: int, patience: int) -> tuple[Tensor, int, str]:
+def _shf(
+    problem: Problem, b0: Tensor, method: str, max_iters: int, patience: int, answer: str
+) -> tuple[Tensor, int, str]:
     model = Parametric(problem, b0)
     opt = shf.SHF(model, lambda out, y: out - y, **VARIANTS[method])  # type: ignore[arg-type]
     X, Y = problem.x, problem.y.unsqueeze(1)
@@ -146,14 +148,16 @@ def _shf(problem: Problem, b0: Tensor, method: str, max_iters: int, patience: in
         best, best_b, since = (f, model.b.detach().clone(), 0) if f < best else (best, best_b, since + 1)
     last = model.b.detach().clone()
     f_last = problem.rss(last)
-    if ANSWER == "last" and math.isfinite(f_last) and f_last <= best * (1.0 + LAST_RSS_SLACK):
+    if answer == "last" and math.isfinite(f_last) and f_last <= best * (1.0 + LAST_RSS_SLACK):
         # the weights the optimiser ends with, as scipy and L-BFGS return theirs (among iterates
         # whose sums of squares agree to round-off, the smallest sum picks at random)
         return last, iterations, opt.regime
     return best_b, iterations, opt.regime
 
 
-def run(problem: Problem, start: int, method: str, max_iters: int, patience: int) -> Outcome:
+def run(
+    problem: Problem, start: int, method: str, max_iters: int, patience: int, answer: str = "last"
+) -> Outcome:
     b0 = problem.starts[start - 1]
     t0 = time.perf_counter()
     note = ""
@@ -163,7 +167,7 @@ def run(problem: Problem, start: int, method: str, max_iters: int, patience: int
         elif method == "lbfgs":
             b, iters, note = _lbfgs(problem, b0, max_iters)
         else:
-            b, iters, note = _shf(problem, b0, method, max_iters, patience)
+            b, iters, note = _shf(problem, b0, method, max_iters, patience, answer)
     except Exception as e:  # a method that fails on a problem scores 0 digits there
         b, iters = torch.full_like(b0, math.nan), 0
         note = f"{type(e).__name__}: {str(e).splitlines()[0][:80]}"
@@ -205,11 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--patience", type=int, default=20, help="SHF: HF iterations without a lower loss")
     p.add_argument("--nist-dir", type=Path, default=None, help="a folder of .dat files, not the archive")
     p.add_argument("--out", type=Path, default=None)
-    p.add_argument("--answer", choices=("last", "best"), default="last",
+    p.add_argument("--answer", choices=ANSWERS, default="last",
                    help="SHF's answer: its final iterate (default) or the lowest sum of squares seen")
     a = p.parse_args(argv)
-    global ANSWER
-    ANSWER = a.answer
     torch.set_num_threads(1)
     problems = lsq_problems.load(a.nist_dir, a.problems.split(",") if a.problems else None)
     methods = a.methods.split(",")
@@ -217,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     for problem in problems:
         for start in (int(s) for s in a.starts.split(",")):
             for m in methods:
-                o = run(problem, start, m, a.max_iters, a.patience)
+                o = run(problem, start, m, a.max_iters, a.patience, a.answer)
                 outcomes.append(o)
                 line = f"{o.problem:9s} start {o.start} {o.method:13s} digits {o.digits:4.1f}"
                 line += f" rss {o.rss_digits:4.1f}"

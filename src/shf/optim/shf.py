@@ -261,12 +261,11 @@ class SHF(torch.optim.Optimizer):
             )
         self.world_size = 1 if comm is None else comm.world_size
         self._comm = comm
+        n_weights = self._n_weights()
         if self.regime == "full-batch":
             # B20's exact solve for a handful of weights, in one process
-            n_weights = sum(p.numel() for p in self._params) if comm is None else None
-            cfg = full_batch(cfg, given, N, n_weights)
+            cfg = full_batch(cfg, given, N, n_weights if comm is None else None)
         if cfg.solver == "direct":
-            n_weights = sum(p.numel() for p in self._params)
             if comm is not None:
                 raise ConfigError("solver 'direct' (B20) runs in one process; data-parallel runs use 'lsmr'")
             if n_weights > DIRECT_MAX_WEIGHTS:
