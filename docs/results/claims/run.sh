@@ -17,6 +17,8 @@
 #   martens-pc  the defaults with Martens' preconditioner instead of Chapelle-Erhan's (Alg. 3)
 #   no-pc       the defaults without a preconditioner
 #   paper       shf-lsmr with the preset's settings (the paper's; usps only)
+#   paper-lsmr  the same as paper, run again beside paper-cg (same machine and session)
+#   paper-cg    shf-cg with the preset's settings: the paper's SHF-CG against its SHF-LSMR (usps only)
 #   martens-hf  Martens' (2010) HF with CG
 #   adam        the fair Adam at the fair table's objective and rate (usps: squared error, 5e-4;
 #               default: cross-entropy, 3e-3), batch 200, from the same initial weights
@@ -44,7 +46,8 @@ for arm in "$@"; do
     fixed) A=(--methods "$DEF" --set optimizer.batch_schedule=fixed) ;;
     martens-pc) A=(--methods "$DEF" --set optimizer.preconditioner=martens) ;;
     no-pc) A=(--methods "$DEF" --set optimizer.preconditioner=none) ;;
-    paper) [ "$DS" = usps ] || { echo "paper: usps only" >&2; continue; }; A=(--methods shf-lsmr) ;;
+    paper|paper-lsmr) [ "$DS" = usps ] || { echo "$arm: usps only" >&2; continue; }; A=(--methods shf-lsmr) ;;
+    paper-cg) [ "$DS" = usps ] || { echo "paper-cg: usps only" >&2; continue; }; A=(--methods shf-cg) ;;
     martens-hf) A=(--methods martens-hf) ;;
     adam) A=(--methods adam "${ADAM[@]}") ;;
     *) echo "unknown arm $arm" >&2; continue ;;

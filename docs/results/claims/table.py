@@ -25,6 +25,10 @@ HERE = Path(__file__).resolve().parent
 #: claim: (title, the reference arm, the arms in order)
 CLAIMS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "solver": ("LSMR against CG on the same damped, preconditioned system", "defaults", ("defaults", "cg")),
+    "paper-solver": (
+        "the paper's settings with LSMR (SHF-LSMR) against CG (SHF-CG), run side by side",
+        "paper-lsmr", ("paper-lsmr", "paper-cg"),
+    ),
     "merit": (
         "the validation merit inside the solver off (the defaults, B15) and on",
         "defaults", ("defaults", "merit"),
