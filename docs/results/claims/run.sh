@@ -4,8 +4,10 @@
 # a claim's table compares its arms (table.py). Arms are shared between claims (the defaults once).
 #   CORE=0 bash docs/results/claims/run.sh usps defaults cg merit     # run arms, one after another
 #   python docs/results/claims/table.py usps                             # the tables of every claim
-# Data sets: usps (the paper's USPS autoencoder, the fair table's data and split) and default
-# (shf train's task, synthetic CURVES); budget BUDGET (300 s), seeds SEEDS (0,1,2), one thread.
+# Data sets: usps (the paper's USPS autoencoder, the fair table's data and split), default
+# (shf train's task, synthetic CURVES) and curves (the paper's CURVES autoencoder on the offline
+# synthetic set, the fair table's); budget BUDGET (300 s; curves: 1800 s, the fair table's), seeds
+# SEEDS (0,1,2), one thread.
 # Arms:
 #   defaults    shf-tuned (usps) or shf-lsmr on the default preset (default): the defaults
 #   cg          the defaults with CG instead of LSMR on the same damped, preconditioned system
@@ -21,16 +23,19 @@
 #   paper-cg    shf-cg with the preset's settings: the paper's SHF-CG against its SHF-LSMR (usps only)
 #   martens-hf  Martens' (2010) HF with CG
 #   adam        the fair Adam at the fair table's objective and rate (usps: squared error, 5e-4;
-#               default: cross-entropy, 3e-3), batch 200, from the same initial weights
+#               default: cross-entropy, 3e-3; curves: cross-entropy, 1e-3), batch 200, from the same
+#               initial weights
 # Finished runs are reused, interrupted ones resumed; each arm's finished runs are kept in
 # docs/results/claims/<data set>/<arm>.json.gz (commit it as the arm finishes).
 set -euo pipefail
-DS=${1:?usage: run.sh usps|default ARM...}; shift
+DS=${1:?usage: run.sh usps|default|curves ARM...}; shift
 DATA_ROOT=${DATA_ROOT:-../shared/data}
 case "$DS" in
   usps) DATA=(--config usps --data-path "$DATA_ROOT/usps/usps_9298.mat"); DEF=shf-tuned
         ADAM=(--lrs 5e-4 --baseline-losses squared) ;;
   default) DATA=(--config default); DEF=shf-lsmr; ADAM=(--lrs 3e-3 --baseline-losses cross_entropy) ;;
+  curves) DATA=(--config curves); DEF=shf-tuned; ADAM=(--lrs 1e-3 --baseline-losses cross_entropy)
+          BUDGET=${BUDGET:-1800} ;;
   *) echo "unknown data set $DS" >&2; exit 2 ;;
 esac
 COMMON=("${DATA[@]}" --budget "${BUDGET:-300}" --seeds "${SEEDS:-0,1,2}" --eval-every 10
