@@ -20,7 +20,8 @@ points, in float64 on one thread, by:
   (weight cost, damping floor, forcing term, Chapelle-Erhan), what ``shf`` ran before B17;
 * on request: ``shf-lsmr`` (the regime with LSMR to round-off instead of the exact solve),
   ``shf-no-roundoff`` (without B21), ``shf-martens`` (with Martens' preconditioner),
-  ``shf-column-norms`` (with MINPACK's scaling).
+  ``shf-column-norms`` (with MINPACK's scaling), ``shf-geodesic`` and ``shf-geodesic-0.25`` (with
+  B22's geodesic acceleration).
 
 Prints, per problem and start, the certified digits reached (NIST's LRE: the fewest correct
 significant digits over the parameters, and of the residual sum of squares) and the seconds;
@@ -57,13 +58,17 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "shf": {}, "shf-stochastic": {"regime": "stochastic"}, "shf-martens": {"preconditioner": "martens"},
     "shf-column-norms": {"preconditioner": "column-norms"}, "shf-lsmr": {"solver": shf.Solver(atol=1e-15)},
     "shf-no-roundoff": {"damping": shf.Damping(roundoff=1e-300)},
+    "shf-geodesic": {"line_search": shf.LineSearch(acceleration="geodesic")},
+    "shf-geodesic-0.25": {"line_search": shf.LineSearch(acceleration="geodesic", acceleration_max=0.25)},
 }
 """SHF's settings per method (not run by default: ``shf-martens``, the full-batch regime with
 Martens' diagonal preconditioner, a scaling of the damping like MINPACK's; ``shf-column-norms``,
 with MINPACK's own scaling, B18; ``shf-lsmr``, the regime's LSMR to round-off instead of B20's
 exact solve, kept by giving its ``atol``; ``shf-no-roundoff``, without B21's judgement of steps at
 ``f``'s round-off: a given ``roundoff`` of 1e-300, which never holds, since 0 is the default and a
-default cannot be told from a setting not given)."""
+default cannot be told from a setting not given; ``shf-geodesic`` and ``shf-geodesic-0.25``, with
+B22's geodesic acceleration, steps refused above ``2 ||a|| / ||d||`` = 0.75 (Transtrum & Sethna's)
+and 0.25)."""
 
 
 ANSWERS = ("last", "best")

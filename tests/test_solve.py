@@ -246,3 +246,17 @@ def test_the_direct_solve_repeats_bit_for_bit() -> None:
     for i in range(50):
         _pad = torch.empty(3 * i + 1, dtype=torch.float64)  # shift the allocations
         assert torch.equal(tl.flatten(DirectSolver(TOL).solve(s, x0, Stops(maxiter=1)).d), first)
+
+
+def test_the_direct_solve_of_a_non_finite_matrix_is_a_non_finite_direction_not_an_error() -> None:
+    """A Jacobian that overflows where the residual does not (NIST's Rat43 with a small ``b4``:
+    ``(1 + e^(b2 - b3 x))^(1/b4)``) made the QR's SVD fallback raise from inside the step; the
+    direction is now NaN, which the HF iteration rejects (``lambda`` grows) like any other."""
+    from shf.optim.solve import _qr_solve
+
+    M = torch.eye(3, dtype=torch.float64)
+    M[1, 2] = float("inf")
+    y = _qr_solve(M, torch.ones(3, dtype=torch.float64))
+    assert y.shape == (3,) and bool(torch.isnan(y).all())
+    assert torch.equal(_qr_solve(torch.eye(2, dtype=torch.float64), torch.ones(2, dtype=torch.float64)),
+                       torch.ones(2, dtype=torch.float64))  # fmt: skip

@@ -469,6 +469,20 @@ class ModuleJacobian:
                 self._linear = self._checked_linearization(d, jd)
         return self.point.bt(jd).mul_(self.scale)  # bt returns jd itself or a new tensor
 
+    def second_derivative(self, d: list[Tensor]) -> Tensor:
+        """``B^T z''[d, d] / sqrt(n)``: the output's second derivative along ``d``,
+        ``d^2/dt^2 z(w + t d)`` at ``t = 0``, in the range of ``A`` (forward over forward mode);
+        for a least-squares residual, the residuals' (B22's geodesic acceleration)."""
+        dd = tuple(d)
+
+        def along(*ws: Tensor) -> Tensor:
+            jd: Tensor = torch.func.jvp(self._fn, ws, dd)[1]  # J(ws) d
+            return jd
+
+        zdd: Tensor = torch.func.jvp(along, tuple(self.w), dd)[1]  # d/dt J(w + t d) d = z''[d, d]
+        out: Tensor = self.point.bt(zdd).mul_(self.scale)
+        return out
+
     def _double_backward(self, d: list[Tensor]) -> Tensor:
         """``J d = d/du <J^T u, d>``: the derivative of the graph of ``J^T u`` in ``u``."""
         if not self._used:

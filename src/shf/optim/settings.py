@@ -127,12 +127,17 @@ class Batch:
 class LineSearch:
     """Armijo backtracking (§4): sufficient-decrease constant ``alpha``, at most
     ``max_backtracks`` halvings; ``step_rule = "model"`` (beyond the paper, B8) first tries the
-    quadratic model's minimiser along the direction when it is beyond 1 (at most ``step_max``)."""
+    quadratic model's minimiser along the direction when it is beyond 1 (at most ``step_max``).
+    ``acceleration = "geodesic"`` (beyond the paper, B22; the full-batch regime's choice with the
+    exact solve): the step is ``d + a/2`` with Transtrum & Sethna's geodesic acceleration ``a``
+    (:mod:`shf.optim.accel`), refused when ``2 ||a|| / ||d|| > acceleration_max``."""
 
     alpha: float = 1e-4
     max_backtracks: int = 30
     step_rule: str = "unit"
     step_max: float = 4.0
+    acceleration: str = "none"
+    acceleration_max: float = 0.75
 
 
 @dataclass(frozen=True)

@@ -428,7 +428,11 @@ def _qr_solve(M: Tensor, r: Tensor) -> Tensor:
     """``argmin ||M y - r||`` by Householder QR (``M = Q R``, then ``R y = Q^T r``). Not
     ``torch.linalg.lstsq``: its CPU driver (MKL's ``gelsy``) gave different last bits from one call
     to the next on the same matrix, so runs would not repeat. Without damping, a matrix with fewer
-    rows than columns or a singular ``R`` falls back to the minimum-norm solution (SVD)."""
+    rows than columns or a singular ``R`` falls back to the minimum-norm solution (SVD). A matrix
+    or right-hand side that is not finite (a Jacobian that overflows where the residual does not)
+    gives a vector of NaN, which the HF iteration rejects as it rejects any non-finite direction."""
+    if not bool(torch.isfinite(M).all() and torch.isfinite(r).all()):
+        return torch.full((M.shape[1],), math.nan, dtype=M.dtype, device=M.device)
     if M.shape[0] >= M.shape[1]:
         Q, R = torch.linalg.qr(M)
         y: Tensor = torch.linalg.solve_triangular(R, (Q.T @ r).unsqueeze(1), upper=True).squeeze(1)

@@ -33,6 +33,7 @@ from shf.batch import Inputs
 from shf.curvature.base import CurvatureModel
 from shf.errors import require, require_choice
 from shf.optim import precond as pc
+from shf.optim.accel import ACCELERATIONS, Accelerated, Acceleration, make_acceleration
 from shf.optim.damping import (
     DAMPING_RULES,
     LAMBDA_MAX,
@@ -198,6 +199,13 @@ class SHFConfig:
             raises ``lambda`` and shortens the last Gauss-Newton steps, which are the ones that
             give the parameters their last digits. 0 (the paper's, and the stochastic defaults')
             is never; the full-batch regime's is 1e-10.
+        acceleration, acceleration_max: beyond the paper (B22, :mod:`shf.optim.accel`):
+            ``"geodesic"`` corrects the direction ``d`` by Transtrum & Sethna's (2012) geodesic
+            acceleration, the step ``d + a/2`` with ``a`` the damped problem's solution for the
+            residuals' second derivative along ``d`` (one more forward-over-forward pass and one
+            more solve per HF iteration); the step is refused, as for ``rho < 0``, when
+            ``2 ||a|| / ||d|| > acceleration_max`` (their ``alpha``). ``rho`` and the line search
+            read the corrected step. ``"none"`` (the paper's, the stochastic defaults'): ``d``.
     """
 
     lambda1: float = Damping.lambda1
@@ -245,6 +253,8 @@ class SHFConfig:
     warm_start_guard: str = WarmStart.guard
     weight_cost_rule: str = Damping.weight_cost_rule
     roundoff: float = Damping.roundoff
+    acceleration: str = LineSearch.acceleration
+    acceleration_max: float = LineSearch.acceleration_max
 
     def __post_init__(self) -> None:
         self.validate()
@@ -280,6 +290,8 @@ class SHFConfig:
                "ftol", "miniter", "recover", "first_check", "check_growth")  # fmt: skip
         if self.step_rule == "unit":
             by("Armijo's backtracking from 1 (step_rule = 'unit', StepLength)", "step_max")
+        if self.acceleration == "none":
+            by("the step without B22's geodesic acceleration (acceleration = 'none')", "acceleration_max")
         if self.curvature_patience is None:
             by("curvature rows that do not grow (curvature_patience = none)", "curvature_growth")
         if self.weight_cost == 0.0:
@@ -440,6 +452,11 @@ class SHFConfig:
             finite(self.roundoff) and 0 <= self.roundoff < 1e-3,
             f"roundoff must be in [0, 1e-3) (a relative change of f), got {self.roundoff}",
         )
+        require_choice("acceleration", self.acceleration, ACCELERATIONS)
+        need(
+            finite(self.acceleration_max) and self.acceleration_max > 0,
+            f"acceleration_max must be > 0, got {self.acceleration_max}",
+        )
         require_choice("preconditioner", self.preconditioner, [p.value for p in pc.Preconditioner])
         need(
             not (self.preconditioner == "kfac" and self.solver in ("cg", "direct")),
@@ -463,6 +480,7 @@ class SHFState:
     merit: ValidationMerit  # Alg. 6's merit (B5: on a subsample)
     forcing: Forcing  # B3's forcing test on the solver's residual (the paper's: none), its state
     scaling: pc.Scaling  # the preconditioner (Alg. 3; B18's column norms keep a state)
+    acceleration: Acceleration  # the step's correction (B22's geodesic acceleration; none)
     d: list[Tensor] | None = None  # the decayed previous step gamma d (warm start)
 
     @classmethod
@@ -483,6 +501,7 @@ class SHFState:
             merit=ValidationMerit(cfg.use_merit, cfg.merit_size),
             forcing=make_forcing(cfg.forcing, cfg.forcing_eta0, cfg.forcing_power),
             scaling=pc.Scaling(cfg.preconditioner),
+            acceleration=make_acceleration(cfg.acceleration, cfg.acceleration_max),
             d=None,
         )
 
@@ -562,6 +581,9 @@ class StepInfo:
     """How the per-example statistics (preconditioner, Alg. 2) were computed: ``"hand-written"``
     (the model's own products), ``"layers"`` (per-layer rules, shf.curvature.per_example) or
     ``"vmap"`` (torch.func's per-example gradients, the fallback); None: none yet."""
+    acceleration: float = math.nan
+    """B22's ``2 ||a|| / ||d||`` (NaN: no geodesic acceleration); the step was refused when it
+    exceeded ``acceleration_max``."""
     regime: str | None = None
     """``"stochastic"`` or ``"full-batch"`` (B17, :mod:`shf.optim.regime`), set by :class:`shf.SHF`."""
     times: dict[str, float] = field(default_factory=dict)
@@ -757,7 +779,17 @@ def shf_step(
     stops = Stops(state.maxiter, state.merit.at(model, w, X_val, Y_val), bound, deadline, agree)
     system = System(A_c, TimedOperator(A_c), -A_c.residual, lam, c, w, g_batch, objective.wc, subset)
     # d <- the damped Gauss-Newton direction from gamma d (Alg. 6; B14's guard)
-    p = _direction(state, system, stops, QuadraticModel(objective, A_c), w, clock)
+    q = QuadraticModel(objective, A_c)
+    p = _direction(state, system, stops, q, w, clock)
+    accel = Accelerated()
+    if p.finite:
+        with clock("acceleration"):
+            # Beyond the paper (B22): d <- d + a/2, a the geodesic acceleration (refused if 2|a|/|d| > alpha)
+            accel = state.acceleration(state.solver, system, p.d, state.maxiter)
+            if accel.a is not None and not accel.refused:
+                p = _accelerated(p, accel.a, q)
+            elif accel.refused:
+                p = dataclasses.replace(p, finite=False)  # no step; lambda grows as for rho < 0
     with clock("rho"):
         # rho <- (f(w + d) - f(w)) / q(d)  (§4.2)
         f_new = objective(tl.add(w, p.d)) if p.finite else math.inf
@@ -784,8 +816,20 @@ def shf_step(
         model_step=model_step, rho=rho if math.isfinite(rho) else math.nan, model_change=p.change, step=step,
         accepted=accepted, direction_norm=tl.norm(p.d) if p.finite else math.nan,
         val_loss_new=p.solved.merit_of_d if known else None, curvature_rows=n_c if subset else None,
-        warm_start=p.warm, times=clock.done(),
+        warm_start=p.warm, acceleration=accel.ratio, times=clock.done(),
     )  # fmt: skip
+
+
+def _accelerated(p: Direction, a: list[Tensor], q: QuadraticModel) -> Direction:
+    """B22: the direction ``d + a/2`` with the undamped model along it (``rho`` and the line
+    search read it)."""
+    d = cast(list[Tensor], tl.axpy(0.5, a, p.d))
+    out = Direction(dataclasses.replace(p.solved, d=d), p.iterations, p.warm)
+    if tl.all_finite(d):
+        # q(d + a/2), the undamped model along the corrected step
+        out.finite = True
+        out.slope, out.curv, out.change = q.along(d)
+    return out
 
 
 def _skipped(
