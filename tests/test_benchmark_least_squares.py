@@ -83,6 +83,20 @@ def test_the_scalable_problems_vanish_at_their_solutions_and_start_where_the_pap
         M.problem("extended_rosenbrock", 5)
 
 
+def test_the_overhead_benchmark_runs_and_leaves_the_cuts_on(capsys: pytest.CaptureFixture[str]) -> None:
+    from shf.curvature import module as cm
+
+    bench = _module("overhead")
+    kernels, dense = cm.math_kernels, cm.ModuleJacobian.dense
+    threads = torch.get_num_threads()
+    try:
+        assert bench.main(["--problems", "Misra1a", "--blocks", "1", "--iterations", "2"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert cm.math_kernels is kernels and cm.ModuleJacobian.dense is dense
+    assert capsys.readouterr().out.count("| Misra1a |") == 2
+
+
 def test_the_large_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
     bench = _module("least_squares_large")
     threads = torch.get_num_threads()
@@ -94,19 +108,25 @@ def test_the_large_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert out.count("| extended_rosenbrock |") == 3  # shf, L-BFGS and scipy
 
 
-def test_the_last_gauss_newton_steps_give_lanczos2_its_digits() -> None:
-    """B21 on NIST's Lanczos2 from its far start: near the solution the sum of squares (4.6e-13,
-    residuals that cancel the data to seven digits) changes below its round-off, ``rho`` is noise,
-    and without B21 the damping rises and the fit stops at 7.7 certified digits; with it the last
-    Gauss-Newton steps are taken and the final iterate has at least 10 (10.4 measured)."""
+def test_the_last_gauss_newton_steps_give_the_last_digits() -> None:
+    """B21 on three NIST problems (Lanczos2 and ENSO from start 2, Thurber from start 1): near the
+    solution the sum of squares changes below its round-off (Lanczos2: 4.6e-13, residuals that
+    cancel the data to seven digits), ``rho`` is noise, and without B21 the damping rises and the
+    fit stops 2-2.5 digits short (8.0-8.3 on an AMD EPYC and on an Intel Xeon); with it the last
+    Gauss-Newton steps are taken and each final iterate has at least 10 (10.4-10.7 measured).
+    Where the fit stops without B21 is round-off, so it differs between machines (Lanczos2 from
+    start 1: 7.8 digits on the AMD EPYC, 9.8 on the Intel Xeon): the check is on the mean of the
+    three, with a margin of 0.8 digits over both machines' means."""
     bench = _module("least_squares")
     L = _module("lsq_problems")
-    problem = L.load(None, ["Lanczos2"])[0]
+    problems = {p.name: p for p in L.load(None, ["Lanczos2", "ENSO", "Thurber"])}
     threads = torch.get_num_threads()
+    with_b21, without = [], []
     try:
         torch.set_num_threads(1)
-        with_b21 = bench.run(problem, 1, "shf", 500, 20)
-        without = bench.run(problem, 1, "shf-no-roundoff", 500, 20)
+        for name, start in (("Lanczos2", 2), ("ENSO", 2), ("Thurber", 1)):
+            with_b21.append(bench.run(problems[name], start, "shf", 500, 20).digits)
+            without.append(bench.run(problems[name], start, "shf-no-roundoff", 500, 20).digits)
     finally:
         torch.set_num_threads(threads)
-    assert with_b21.digits >= 10.0 and without.digits < 9.0, (with_b21.digits, without.digits)
+    assert min(with_b21) >= 10.0 and sum(without) / 3 < 9.0, (with_b21, without)

@@ -447,6 +447,30 @@ def test_the_dense_jacobian_gives_the_same_products_and_statistics(kind: str, lo
     want = sum((J[i].T @ V[i].reshape(-1)) ** 2 for i in range(rows(X)))
     torch.testing.assert_close(tl.flatten(A.per_example_sumsq(U)), want, **TOL)
     assert A.problem.per_example_path == "dense"
+    # A as a matrix (B20's exact solve reads it): its columns are the products with unit vectors
+    M = A.dense()
+    assert M is not None
+    eye = torch.eye(M.shape[1], dtype=F64)
+    cols = torch.stack([A.matvec(tl.unflatten(e, w0)).reshape(-1) for e in eye], dim=1)
+    torch.testing.assert_close(M, cols, **TOL)
+    assert ModuleProblem(model, loss, forward_mode="jvp").jacobian(w0, X, Y).dense() is None
+
+
+def test_math_kernels_inside_themselves_do_nothing_and_the_outer_exit_restores() -> None:
+    """A nested entry (``jacrev`` calling the model inside the Jacobian's entry) switches nothing
+    and restores nothing; the outer exit restores the fast path and the attention backends; a
+    nested entry that asks for more (``rnn``) than the outer one still switches oneDNN off."""
+    before = torch.backends.mha.get_fastpath_enabled(), torch.backends.mkldnn.enabled
+    with math_kernels(rnn=False):
+        assert not torch.backends.mha.get_fastpath_enabled()
+        with math_kernels(rnn=False):
+            assert not torch.backends.mha.get_fastpath_enabled()
+        assert not torch.backends.mha.get_fastpath_enabled()  # the inner exit restored nothing
+        with math_kernels(rnn=True):
+            assert not torch.backends.mkldnn.enabled
+        assert torch.backends.mkldnn.enabled == before[1]
+    assert (torch.backends.mha.get_fastpath_enabled(), torch.backends.mkldnn.enabled) == before
+    assert module._KERNELS.depth == 0
 
 
 def test_auto_forms_the_jacobian_of_a_small_model_only() -> None:

@@ -162,6 +162,26 @@ def test_bad_models_and_batches_are_clear_errors() -> None:
         SHF(_model(), "mse").step(X[:10], torch.zeros(10, 4, dtype=F64))
 
 
+def test_the_same_batch_is_checked_once_and_a_changed_one_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full-batch fit passes the same tensors at every step: their check (a forward pass on two
+    rows) runs once. New tensors, or the same ones written in place, are checked again, so bad
+    labels after good ones are still a one-line error."""
+    X, y, _, _ = _task()
+    opt = SHF(_model(), "cross_entropy")
+    calls: list[int] = []
+    check = opt.check_data
+    monkeypatch.setattr(opt, "check_data", lambda *a, **k: (calls.append(1), check(*a, **k))[1])
+    Xb, yb = X[:20].clone(), y[:20].clone()
+    for _ in range(3):
+        opt.step(Xb, yb)
+    assert len(calls) == 1
+    opt.step(Xb.clone(), yb)  # another tensor with the same values
+    assert len(calls) == 2
+    yb += 5  # in place: labels out of range
+    with pytest.raises(DataError, match=r"labels must lie in \[0, 2\]"):
+        opt.step(Xb, yb)
+
+
 def test_step_without_validation_keeps_the_batch_size() -> None:
     X, y, _, _ = _task()
     opt = SHF(_model(), "cross_entropy", batch=Batch(n1=30, n_max=120))

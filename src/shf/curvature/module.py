@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, cast
@@ -104,7 +105,36 @@ def math_kernels(rnn: bool) -> Iterator[None]:
     ``nn.TransformerEncoderLayer`` fast path (``aten::_transformer_encoder_layer_fwd`` has
     none), and with ``rnn`` (the model holds an ``nn.LSTM``/``nn.GRU``/``nn.RNN``) no oneDNN
     (its ``mkldnn_rnn_layer`` has none; off only then, since it also speeds up convolutions).
-    The same numbers up to round-off: these are other kernels for the same functions."""
+    The same numbers up to round-off: these are other kernels for the same functions.
+
+    Entered again inside itself (``jacrev`` calling the model), it does nothing: the switches
+    cost about as much as a tiny model's forward pass, and an HF iteration enters it several
+    times."""
+    if _KERNELS.depth > 0 and (_KERNELS.rnn or not rnn):
+        yield  # already switched (the outer entry restores them)
+        return
+    outer_rnn = _KERNELS.rnn
+    _KERNELS.depth, _KERNELS.rnn = _KERNELS.depth + 1, rnn
+    try:
+        with _math_switches(rnn):
+            yield
+    finally:
+        _KERNELS.depth, _KERNELS.rnn = _KERNELS.depth - 1, outer_rnn
+
+
+class _KernelDepth(threading.local):
+    """How deep :func:`math_kernels` is entered in this thread, and whether with ``rnn``."""
+
+    depth = 0
+    rnn = False
+
+
+_KERNELS = _KernelDepth()
+
+
+@contextlib.contextmanager
+def _math_switches(rnn: bool) -> Iterator[None]:
+    """:func:`math_kernels`' switches, set and restored."""
     fast = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:
@@ -468,6 +498,15 @@ class ModuleJacobian:
             if self._matvecs == first:
                 self._linear = self._checked_linearization(d, jd)
         return self.point.bt(jd).mul_(self.scale)  # bt returns jd itself or a new tensor
+
+    def dense(self) -> Tensor | None:
+        """``A`` as a matrix (rows: the entries of ``R``, columns: the weights, flattened) where
+        the Jacobian is formed (G16), else None: ``B^T J / sqrt(n)``, column by column."""
+        if self._J is None:
+            return None
+        J = self._J
+        cols = [self.point.bt(J[:, j].reshape(self._zshape)).reshape(-1) for j in range(J.shape[1])]
+        return torch.stack(cols, dim=1).mul_(self.scale)
 
     def second_derivative(self, d: list[Tensor]) -> Tensor:
         """``B^T z''[d, d] / sqrt(n)``: the output's second derivative along ``d``,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
@@ -333,6 +334,10 @@ class SHF(torch.optim.Optimizer):
                 "validation sets (the same on all ranks); shf gives each rank its rows of every batch"
             )
 
+    _checked_batch: _DataKey | None = None
+    """The batch :meth:`step` checked last (:func:`_data_key`): a full-batch fit passes the same
+    tensors at every step, and their check (a forward pass on two rows) is paid once."""
+
     def check_data(
         self, inputs: Inputs, targets: Tensor | None, what: str, *, forward: bool = True, finite: bool = True
     ) -> None:
@@ -428,7 +433,10 @@ class SHF(torch.optim.Optimizer):
         # fast path, which checks widths only: its two rows are run here.
         # A non-finite batch is not refused: the step is skipped (solver_stop "not_finite_batch")
         # and the weights kept, so a stream with a corrupt batch goes on with the next one.
-        self.check_data(X, Y, "batch", forward=self.fast_path, finite=False)
+        key = _data_key(X, Y, w)
+        if key is None or key != self._checked_batch:
+            self.check_data(X, Y, "batch", forward=self.fast_path, finite=False)
+            self._checked_batch = key  # the same tensors, unchanged, are not checked again
         if bt.rows(X) < 2:
             raise ConfigError(f"an SHF step needs a batch of at least 2 examples, got {bt.rows(X)}")
         if X_val is not None:
@@ -597,3 +605,37 @@ class SHF(torch.optim.Optimizer):
         d = [self.state[p].get("warm_start") for p in self._params]
         warm = None if any(t is None for t in d) else cast(list[Tensor], d)
         self.hf_state.load_state_dict({**s, "d": warm})  # Alg. 1's state: one reader for it
+
+
+class _DataKey:
+    """The identity of a batch for :meth:`SHF.step`'s check: its tensors (weak references, so that
+    a freed tensor's reused ``id`` never matches), their in-place versions, and the weights' dtype
+    and device. Equal only for the same tensor objects, not written to since."""
+
+    def __init__(self, tensors: list[Tensor], w: Sequence[Tensor]) -> None:
+        self.refs = [weakref.ref(t) for t in tensors]
+        self.versions = [t._version for t in tensors]
+        self.weights = (w[0].dtype, w[0].device) if len(w) else None
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, _DataKey)
+            and len(self.refs) == len(other.refs)
+            and all(a() is not None and a() is b() for a, b in zip(self.refs, other.refs))
+            and self.versions == other.versions
+            and self.weights == other.weights
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _data_key(inputs: Inputs, targets: Tensor | None, w: Sequence[Tensor]) -> _DataKey | None:
+    """:class:`_DataKey` of ``(inputs, targets)``, or None where they are not tensors (then the
+    check runs, and raises its one-line error)."""
+    if not bt.is_inputs(inputs) or not (targets is None or isinstance(targets, Tensor)):
+        return None
+    try:
+        leaves = bt.leaves(inputs)
+    except DataError:
+        return None
+    return _DataKey([t for _, t in leaves] + ([] if targets is None else [targets]), w)

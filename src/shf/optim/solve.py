@@ -412,7 +412,11 @@ class DirectSolver(InnerSolver):
             # eq. (19): min || [A C; lambda I] y - [b; lambda y0] || (B10's rows in A)
             base, b = _with_weight_cost(system)
             ones, y0 = _scaled_start(system.c, x0)
-            M, r = _dense_columns(base, y0, ones), tl.flatten(b)
+            # the operator's own matrix where it holds J (G16), else one product per weight
+            dense = getattr(system.A, "dense", None) if system.weight_cost == 0.0 else None
+            J = dense() if dense is not None else None
+            M = _dense_columns(base, y0, ones) if J is None else J * tl.flatten(ones)
+            r = tl.flatten(b)
             if lam > 0.0:
                 eye = torch.eye(M.shape[1], dtype=M.dtype, device=M.device)
                 M, r = torch.cat([M, lam * eye]), torch.cat([r, lam * tl.flatten(y0)])
