@@ -89,6 +89,7 @@ def test_unpack_refuses_a_path_that_leaves_the_root_and_a_foreign_file(tmp_path)
     assert archive_main(["unpack", str(tmp_path / "missing.json"), str(tmp_path / "r")]) == 2
 
 
+@pytest.mark.slow  # about 30-40 s (several spawned runs); `python -m pytest -m slow`
 def test_unpacked_runs_make_the_same_report(tmp_path):
     out = tmp_path / "cmp"
     common = ["compare", "--budget", "1.0", "--encoder", "784,16,6", "--set", "data.n_train=200",

@@ -73,6 +73,7 @@ def test_shf_train_classify_learns_the_task(
     assert "accuracy" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # about 30-40 s (several spawned runs); `python -m pytest -m slow`
 def test_compare_classify_tabulates_accuracy(tmp_path: Path) -> None:
     data = _usps_file(tmp_path / "usps.mat")
     out = tmp_path / "cmp"

@@ -66,6 +66,7 @@ def test_compare_budget_must_be_positive(budget, capsys):
         main(["compare", "--budget", budget])
 
 
+@pytest.mark.slow  # about 30-40 s (several spawned runs); `python -m pytest -m slow`
 def test_compare_over_seeds_with_a_target_from_a_method(tmp_path, capsys):
     out = tmp_path / "cmp"
     args = ["compare", "--methods", "shf-lsmr,adam", "--budget", "1.0", "--out", str(out), "--seeds", "0,1",
@@ -94,6 +95,7 @@ def test_compare_over_seeds_with_a_target_from_a_method(tmp_path, capsys):
     assert cfg["run"]["threads"] == 1 and cfg["run"]["seed"] == 0 and cfg["data"]["seed"] == 0
 
 
+@pytest.mark.slow  # about 30-40 s (several spawned runs); `python -m pytest -m slow`
 def test_whole_budget_sweep_reuses_the_chosen_rate_and_tuned_overlays(tmp_path, capsys):
     """With --sweep-fraction 1 (the default) the chosen rate's sweep run is seed 0's run (no rerun),
     the rate chosen is the one with the best validation error reached, shf-tuned runs SHF-LSMR
