@@ -782,7 +782,7 @@ def shf_step(
     q = QuadraticModel(objective, A_c)
     p = _direction(state, system, stops, q, w, clock)
     accel = Accelerated()
-    if p.finite:
+    if p.finite and cfg.acceleration != "none":  # the paper's step: no part timed, no work
         with clock("acceleration"):
             # Beyond the paper (B22): d <- d + a/2, a the geodesic acceleration (refused if 2|a|/|d| > alpha)
             accel = state.acceleration(state.solver, system, p.d, state.maxiter)
