@@ -60,6 +60,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "shf-no-roundoff": {"damping": shf.Damping(roundoff=1e-300)},
     "shf-geodesic": {"line_search": shf.LineSearch(acceleration="geodesic")},
     "shf-geodesic-0.25": {"line_search": shf.LineSearch(acceleration="geodesic", acceleration_max=0.25)},
+    "shf-trust-region": {"damping": shf.Damping(rule="trust-region"), "solver": shf.Solver(kind="direct")},
+    "shf-minpack": {"damping": shf.Damping(rule="trust-region"), "solver": shf.Solver(kind="direct"),
+                    "preconditioner": "column-norms"},
 }
 """SHF's settings per method (not run by default: ``shf-martens``, the full-batch regime with
 Martens' diagonal preconditioner, a scaling of the damping like MINPACK's; ``shf-column-norms``,

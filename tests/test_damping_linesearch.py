@@ -5,13 +5,17 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 from shf.errors import ConfigError
 from shf.optim.damping import (
     LAMBDA_MAX,
     NU_MAX,
+    RADIUS_FACTOR,
     NielsenDamping,
     PaperDamping,
+    Trial,
+    TrustRegion,
     below_roundoff,
     levenberg_marquardt,
     make_damping,
@@ -195,3 +199,68 @@ def test_a_step_is_judged_at_f_s_round_off_only_below_it() -> None:
         SHFConfig(roundoff=-1e-12)
     with pytest.raises(ConfigError, match="roundoff must be"):
         SHFConfig(roundoff=math.inf)
+
+
+def _trust_region(radius: float, norm: float) -> TrustRegion:
+    rule = TrustRegion(0.99)
+    rule.radius, rule.norm, rule.first = radius, norm, False
+    return rule
+
+
+def test_the_trust_region_starts_at_the_scaled_weights_norm_cut_to_the_first_step() -> None:
+    """B23: ``Delta_1 = factor ||w / c||`` (:data:`RADIUS_FACTOR`), then at most the first step's
+    length; a Gauss-Newton step inside it is taken undamped, one outside damped onto it."""
+    M = torch.tensor([[2.0, 0.0], [0.0, 1.0], [0.0, 0.0]], dtype=torch.float64)
+    r = torch.tensor([2.0, 3.0, 1.0], dtype=torch.float64)  # y(0) = (1, 3), ||y(0)|| = sqrt(10)
+    rule = TrustRegion(0.99)
+    assert rule.choose(5.0, lambda: (M, r), start=10.0 / RADIUS_FACTOR) == 0.0  # Delta = 10 >= sqrt(10)
+    assert rule.radius == pytest.approx(math.sqrt(10.0)) and rule.norm == pytest.approx(math.sqrt(10.0))
+    tiny = TrustRegion(0.99)
+    lam = tiny.choose(0.0, lambda: (M, r), start=1.0 / RADIUS_FACTOR)  # Delta = 1 < sqrt(10)
+    assert lam > 0.0 and abs(tiny.norm - 1.0) <= 0.1 and tiny.radius == 1.0
+
+
+def test_the_trust_region_moves_its_radius_as_minpack_does() -> None:
+    """``rho >= 3/4`` (or ``lambda = 0``): ``Delta = 2 ||y||`` and ``lambda^2`` halved; ``rho <= 1/4``:
+    ``Delta = t min(Delta, 10 ||y||)``, ``lambda^2 / t``, with ``t = 1/2`` when ``f`` fell, the
+    parabola's ``t`` when it rose, 1/10 when it rose a hundredfold or the step failed; in between
+    nothing moves."""
+    good = _trust_region(4.0, 3.0)
+    assert good.update(2.0, 0.8, trial=Trial(1.0, 0.2, -1.0)) == pytest.approx(2.0 / math.sqrt(2.0))
+    assert good.radius == 6.0
+    undamped = _trust_region(4.0, 3.0)
+    assert undamped.update(0.0, 0.5) == 0.0 and undamped.radius == 6.0  # lambda = 0 grows too
+    middle = _trust_region(4.0, 3.0)
+    assert middle.update(2.0, 0.5) == 2.0 and middle.radius == 4.0
+    poor = _trust_region(4.0, 0.2)  # f fell, rho small: t = 1/2, Delta = 0.5 min(4, 2)
+    assert poor.update(2.0, 0.1, trial=Trial(1.0, 0.9, -1.0)) == pytest.approx(2.0 * math.sqrt(2.0))
+    assert poor.radius == pytest.approx(1.0)
+    # f rose: t = (1/2) s / (s + a/2), s = g^T d / (2 f) = -0.5, a = 1 - f_new/f = -0.5: t = 1/3
+    rose = _trust_region(4.0, 3.0)
+    rose.update(2.0, -1.0, trial=Trial(1.0, 1.5, -1.0))
+    assert rose.radius == pytest.approx(4.0 / 3.0)
+    for trial in (Trial(1.0, 200.0, -1.0), Trial(1.0, math.inf, -1.0), Trial(1.0, 20.0, -1e-9)):
+        far = _trust_region(4.0, 3.0)  # t at least 1/10
+        assert far.update(2.0, -5.0, trial=trial) == pytest.approx(2.0 * math.sqrt(10.0))
+        assert far.radius == pytest.approx(0.4)
+    undone = _trust_region(4.0, 3.0)
+    undone.update(2.0, 0.9, failed=True)
+    assert undone.radius == pytest.approx(0.4)
+    zero = _trust_region(4.0, 0.0)  # a zero step does not close the region
+    zero.update(0.0, math.nan)
+    assert zero.radius == pytest.approx(0.4)
+
+
+def test_the_trust_region_saves_its_radius() -> None:
+    rule = _trust_region(4.0, 3.0)
+    other = make_damping("trust-region", 0.99)
+    other.load_state_dict(rule.state_dict())
+    assert (other.radius, other.norm, other.first) == (4.0, 3.0, False)
+
+
+def test_the_trust_region_needs_the_exact_solve_and_ignores_the_warm_start() -> None:
+    with pytest.raises(ConfigError, match="needs solver = 'direct'"):
+        SHFConfig(damping_rule="trust-region")
+    cfg = SHFConfig(damping_rule="trust-region", solver="direct", curvature_size=None, lambda_min=0.0)
+    assert {"drop", "gamma1", "warm_start_guard", "max_backtracks"} <= set(cfg.ignored())
+    assert SHFState.initial(cfg).step_length.max_backtracks == 0

@@ -186,3 +186,26 @@ def test_the_direct_solver_refuses_what_it_cannot_do() -> None:
         shf.SHF(Rise(), lambda out, t: out - t, solver=shf.Solver(kind="direct", forcing_eta0=0.2))
     with pytest.raises(ConfigError, match=r"kfac preconditioner \(B19\) is LSMR's; with solver 'direct'"):
         SHFConfig(solver="direct", preconditioner="kfac")
+
+
+def test_a_trust_region_reaches_minpack_s_solution_with_the_exact_solve_it_needs() -> None:
+    """B23 given for a residual fit: the regime adds the exact solve it needs, the step records its
+    radius, and the fit ends at MINPACK's solution as the default damping does (rtol 1e-8, as
+    above). In the stochastic regime (LSMR) it is a one-line refusal."""
+    x, y = _data()
+    model = Rise()
+    opt = shf.SHF(model, lambda out, t: out - t, damping=shf.Damping(rule="trust-region"))
+    assert (opt.config.solver, opt.config.damping_rule) == ("direct", "trust-region")
+    radii = [opt.step(x, y).radius for _ in range(60)]
+    assert all(r > 0.0 for r in radii)
+    xs, ys = x[:, 0].numpy(), y[:, 0].numpy()
+    ref = scipy.optimize.least_squares(
+        lambda p: p[0] * (1 - np.exp(-p[1] * xs)) - ys, [500.0, 1e-4], method="lm", xtol=1e-15, ftol=1e-15,
+        gtol=1e-15,
+    )  # fmt: skip
+    np.testing.assert_allclose(model.p.detach().numpy(), ref.x, rtol=1e-8)
+    with pytest.raises(ConfigError, match=r"damping_rule 'trust-region' .* needs solver = 'direct'"):
+        shf.SHF(Rise(), lambda out, t: out - t, damping=shf.Damping(rule="trust-region"), regime="stochastic")
+    with pytest.raises(ConfigError, match=r"gamma1=0.5\) is ignored by B23's trust region"):
+        shf.SHF(Rise(), lambda out, t: out - t, damping=shf.Damping(rule="trust-region"),
+                warm_start=shf.WarmStart(gamma1=0.5))  # fmt: skip

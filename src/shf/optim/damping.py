@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from torch import Tensor
+
 from shf.errors import ConfigError, require_choice
+from shf.optim.trust import lm_parameter
 
 
 def reduction_ratio(f_new: float, f_old: float, model_change: float) -> float:
@@ -70,7 +75,7 @@ def levenberg_marquardt(lam: float, rho: float, drop: float) -> float:
     return lam
 
 
-DAMPING_RULES = ("paper", "nielsen")
+DAMPING_RULES = ("paper", "nielsen", "trust-region")
 
 
 def nielsen(lam: float, rho: float, nu: float) -> tuple[float, float]:
@@ -90,14 +95,29 @@ def nielsen(lam: float, rho: float, nu: float) -> tuple[float, float]:
     return min(lam * math.sqrt(nu), LAMBDA_MAX), min(2.0 * nu, NU_MAX)
 
 
+@dataclass(frozen=True)
+class Trial:
+    """What a damping rule may read of one HF iteration's trial step ``w + d``: ``f(w)``,
+    ``f(w + d)`` (``inf`` when not finite or not evaluated) and the slope ``g^T d``."""
+
+    f0: float
+    f_new: float
+    slope: float
+
+
 class DampingRule(ABC):
     """The damping part of an HF iteration: ``lambda`` for the next iteration from ``rho``.
 
     ``drop``: the paper's factor (also the least growth after a step undone for non-finite
     weights, under every rule); ``lambda_min``: B2's floor under ``lambda`` (0: none, the paper's).
+    A rule that chooses ``lambda`` for the iteration's own system (B23's trust region) is
+    ``sized``: the HF iteration then calls :meth:`choose` with the system's dense least-squares
+    problem before the solve, and solves from 0 (no warm start: the region is centred at ``w``).
     """
 
     name: ClassVar[str]
+    sized: ClassVar[bool] = False
+    radius: float = math.nan  # a sized rule's trust radius (NaN: none)
 
     def __init__(self, drop: float, lambda_min: float = 0.0) -> None:
         self.drop, self.lambda_min = drop, lambda_min
@@ -106,10 +126,19 @@ class DampingRule(ABC):
     def _rule(self, lam: float, rho: float, failed: bool) -> float:
         """The rule's ``lambda`` (and its own state's update)."""
 
-    def update(self, lam: float, rho: float, *, failed: bool = False) -> float:
+    def choose(self, lam: float, problem: Callable[[], tuple[Tensor, Tensor]], start: float) -> float:
+        """``lambda`` for this iteration's system (a ``sized`` rule; the others keep ``lam``).
+        ``problem()`` gives the dense ``(M, r)`` of ``min ||M y - r||^2 + lambda^2 ||y||^2`` in the
+        scaled variable ``y = d / c``; ``start`` is ``||w / c||``."""
+        del problem, start
+        return lam
+
+    def update(self, lam: float, rho: float, *, failed: bool = False, trial: Trial | None = None) -> float:
         """``lambda_next`` from ``lambda`` and ``rho``, updating the rule's state. ``failed``: the
         step was taken and undone (its weights were not finite): ``lambda`` grows at least as the
-        paper's rule grows it on ``rho < 1/4``. B2's floor applies last."""
+        paper's rule grows it on ``rho < 1/4``. ``trial``: the trial step's values (read by B23's
+        trust region only). B2's floor applies last."""
+        del trial
         lam_next = self._rule(lam, rho, failed)
         if failed:
             lam_next = max(lam_next, levenberg_marquardt(lam, -math.inf, self.drop))
@@ -158,8 +187,101 @@ class NielsenDamping(DampingRule):
         self.nu = float(state.get("nu", 2.0))
 
 
+RADIUS_FACTOR = 1.0
+"""B23's first radius is ``||w / c||`` (1 where ``w = 0``), scipy's ``trf``'s; MINPACK's default
+``factor`` is 100 (``100 ||D w||``). Measured on the NIST problems (docs/results/least-squares,
+"B23"): with 100 the first, nearly Gauss-Newton step of BoxBOD from start 1 lands where
+``exp(-b2 x)`` underflows and ``b2``'s column vanishes (MINPACK fails there too), and the first
+steps of MGH10 and MGH17 from start 1 without a scaling go astray; with 1 all three converge."""
+
+
+class TrustRegion(DampingRule):
+    """Beyond the paper (docs/deviations.md B23): a trust region on the scaled step ``||d / c||``
+    (MINPACK's ``lmder``, Moré 1978), instead of a rule on ``lambda`` itself.
+
+    Each HF iteration ``lambda`` is chosen so that the step's length ``||y||`` (``y = d / c``) is
+    within 10% of the radius ``Delta``, or 0 where the Gauss-Newton step is shorter
+    (:func:`shf.optim.trust.lm_parameter`); ``Delta`` then moves with ``rho``:
+
+    * ``rho <= 1/4``: ``Delta <- t min(Delta, 10 ||y||)``, ``t = 1/2``, or where ``f`` went up,
+      ``t = (1/2) s / (s + (1/2) a)`` (the minimiser of the parabola through ``f(w)``, the slope
+      ``s`` and ``f(w + d)``: ``a`` the relative reduction, ``s = g^T d / (2 f)``), ``t = 1/10``
+      below 1/10 or where ``f`` grew a hundredfold (or is not finite); ``lambda^2 <- lambda^2 / t``;
+    * ``rho >= 3/4``, or ``lambda = 0``: ``Delta <- 2 ||y||``, ``lambda^2 <- lambda^2 / 2``;
+    * the first radius is ``||w / c||`` (:data:`RADIUS_FACTOR`), cut to the first step's length.
+
+    The ``lambda`` a step leaves is the next solve's first guess. A rule on ``lambda`` needs many
+    iterations to follow a Jacobian whose scale changes by orders of magnitude; the radius does
+    not depend on it. Needs the exact solve (B20), whose matrix the choice reads.
+    """
+
+    name = "trust-region"
+    sized = True
+
+    def __init__(self, drop: float, lambda_min: float = 0.0) -> None:
+        super().__init__(drop, lambda_min)
+        self.radius = math.nan  # Delta: set at the first choice
+        self.norm = math.nan  # ||y|| of the last chosen step
+        self.first = True
+
+    def choose(self, lam: float, problem: Callable[[], tuple[Tensor, Tensor]], start: float) -> float:
+        M, r = problem()
+        if not math.isfinite(self.radius):
+            # Delta_1 = factor ||w / c|| (factor where w = 0)
+            self.radius = RADIUS_FACTOR * start if start > 0.0 else RADIUS_FACTOR
+        # lambda^2 with ||y(lambda)|| within 10% of Delta, or 0 (Moré 1978, Alg. 5.5; B2's floor under it)
+        mu, self.norm = lm_parameter(M, r, self.radius, lam * lam, self.lambda_min**2)
+        if self.first and math.isfinite(self.norm):
+            # MINPACK: the first radius is at most the first step's length
+            self.radius, self.first = min(self.radius, self.norm), False
+        return math.sqrt(mu)
+
+    def update(self, lam: float, rho: float, *, failed: bool = False, trial: Trial | None = None) -> float:
+        mu, norm = lam * lam, self.norm
+        if failed or not rho > 0.25 or not math.isfinite(norm):
+            # shrink: Delta <- t min(Delta, 10 ||y||), lambda^2 <- lambda^2 / t
+            t = _shrink(trial) if not failed else 0.1
+            if math.isfinite(norm) and norm > 0.0:
+                self.radius = t * min(self.radius, norm / 0.1)
+            else:
+                self.radius *= t
+            mu /= t
+        elif mu == 0.0 or rho >= 0.75:
+            # grow: Delta <- 2 ||y||, lambda^2 <- lambda^2 / 2
+            self.radius, mu = 2.0 * norm, 0.5 * mu
+        return max(min(math.sqrt(mu), LAMBDA_MAX), self.lambda_min)
+
+    def _rule(self, lam: float, rho: float, failed: bool) -> float:  # update is the rule
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"radius": self.radius, "norm": self.norm, "first": self.first}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.radius = float(state.get("radius", math.nan))
+        self.norm = float(state.get("norm", math.nan))
+        self.first = bool(state.get("first", True))
+
+
+def _shrink(trial: Trial | None) -> float:
+    """MINPACK's factor ``t`` in ``[1/10, 1/2]`` for a step that reduced ``f`` by less than a
+    quarter of the model's prediction (:class:`TrustRegion`)."""
+    if trial is None or not (math.isfinite(trial.f_new) and math.isfinite(trial.f0)) or trial.f0 <= 0.0:
+        return 0.1
+    if trial.f_new >= 100.0 * trial.f0:  # ||r|| grew tenfold
+        return 0.1
+    actual = 1.0 - trial.f_new / trial.f0  # MINPACK's actred
+    t = 0.5
+    if actual < 0.0:
+        slope = trial.slope / (2.0 * trial.f0)  # MINPACK's dirder (f = 1/2 ||r||^2)
+        t = 0.5 * slope / (slope + 0.5 * actual)
+    return t if t >= 0.1 else 0.1
+
+
 def make_damping(rule: str, drop: float, lambda_min: float = 0.0) -> DampingRule:
     """The damping part named ``rule`` (one of :data:`DAMPING_RULES`)."""
-    parts: dict[str, type[DampingRule]] = {"paper": PaperDamping, "nielsen": NielsenDamping}
+    parts: dict[str, type[DampingRule]] = {
+        "paper": PaperDamping, "nielsen": NielsenDamping, "trust-region": TrustRegion,
+    }  # fmt: skip
     require_choice("damping_rule", rule, DAMPING_RULES)
     return parts[rule](drop, lambda_min)

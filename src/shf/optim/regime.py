@@ -52,7 +52,7 @@ from typing import Any
 from shf.curvature.module import DENSE_WEIGHTS
 from shf.errors import ConfigError, require_choice
 from shf.optim.hyper import given_fields
-from shf.optim.settings import Batch, Damping
+from shf.optim.settings import Batch, Damping, Solver
 from shf.optim.step import SHFConfig
 
 REGIMES = ("auto", "stochastic", "full-batch")
@@ -88,16 +88,22 @@ def given_keys(
     return keys | {"preconditioner"} if preconditioner != default_preconditioner else keys
 
 
-def first_groups(damping: Damping | None, batch: Batch | None, given: set[str]) -> tuple[Any, Any]:
-    """``damping`` and ``batch`` with the full-batch floor and curvature rows
+def first_groups(
+    damping: Damping | None, batch: Batch | None, solver: Solver | None, given: set[str]
+) -> tuple[Any, Any, Any]:
+    """``damping``, ``batch`` and ``solver`` with the full-batch floor and curvature rows
     (:data:`FULL_BATCH`) where the user did not give them, before the groups are checked: a
-    ``lambda1`` below the stochastic floor is the user's to give in this regime. A group that is
+    ``lambda1`` below the stochastic floor is the user's to give in this regime; B23's trust
+    region, when given, with the exact solve it needs unless a solver was given. A group that is
     not one is returned as it is (:func:`shf.optim.hyper.to_config` refuses it)."""
     if "lambda_min" not in given and (damping is None or isinstance(damping, Damping)):
         damping = dataclasses.replace(damping or Damping(), lambda_min=FULL_BATCH["lambda_min"])
     if "curvature_size" not in given and (batch is None or isinstance(batch, Batch)):
         batch = dataclasses.replace(batch or Batch(), curvature_size=FULL_BATCH["curvature_size"])
-    return damping, batch
+    trust = isinstance(damping, Damping) and damping.rule == "trust-region"
+    if trust and "solver" not in given and (solver is None or isinstance(solver, Solver)):
+        solver = dataclasses.replace(solver or Solver(), kind="direct")
+    return damping, batch, solver
 
 
 def choose(

@@ -24,7 +24,10 @@ class Damping:
     """Levenberg-Marquardt damping (§4.2): start at ``lambda1`` (LSMR's ``damp``, the system
     is ``A^T A + lambda^2 I``); ``rule = "paper"``: ``lambda <- lambda/drop`` if ``rho < 1/4``,
     ``drop lambda`` if ``rho > 3/4``; ``rule = "nielsen"`` (beyond the paper): Nielsen's
-    continuous update of ``lambda^2`` (:func:`shf.optim.damping.nielsen`); ``lambda_min``: a floor
+    continuous update of ``lambda^2`` (:func:`shf.optim.damping.nielsen`); ``rule = "trust-region"``
+    (beyond the paper, B23): ``lambda`` chosen per HF iteration so that the scaled step ``||d / c||``
+    meets a radius that moves with ``rho`` (MINPACK's rule, :class:`shf.optim.damping.TrustRegion`;
+    the exact solve only, no warm start, no backtracking); ``lambda_min``: a floor
     under ``lambda`` (beyond the paper; 0: none); ``weight_cost``: an L2 weight cost ``c``, the
     objective ``L + c/2 ||w||^2`` and ``c I`` added to the curvature (beyond the paper, B10;
     0, the paper's, is none; Martens' is 2e-5; ``torch.optim``'s coupled ``weight_decay = c``,
@@ -128,8 +131,8 @@ class LineSearch:
     """Armijo backtracking (§4): sufficient-decrease constant ``alpha``, at most
     ``max_backtracks`` halvings; ``step_rule = "model"`` (beyond the paper, B8) first tries the
     quadratic model's minimiser along the direction when it is beyond 1 (at most ``step_max``).
-    ``acceleration = "geodesic"`` (beyond the paper, B22; the full-batch regime's choice with the
-    exact solve): the step is ``d + a/2`` with Transtrum & Sethna's geodesic acceleration ``a``
+    ``acceleration = "geodesic"`` (beyond the paper, B22; off in every regime): the step is
+    ``d + a/2`` with Transtrum & Sethna's geodesic acceleration ``a``
     (:mod:`shf.optim.accel`), refused when ``2 ||a|| / ||d|| > acceleration_max``."""
 
     alpha: float = 1e-4

@@ -227,7 +227,7 @@ class SHF(torch.optim.Optimizer):
             cfg = dataclasses.replace(config)  # validated copy
         else:
             if self.regime == "full-batch":  # its floor and curvature rows before the groups' checks
-                damping, batch = first_groups(damping, batch, given)
+                damping, batch, solver = first_groups(damping, batch, solver, given)
             cfg = to_config(
                 damping=damping, warm_start=warm_start, solver=solver, batch=batch,
                 line_search=line_search, init=Init(), preconditioner=preconditioner,

@@ -403,22 +403,16 @@ class DirectSolver(InnerSolver):
             raise ConfigError(
                 "the kfac preconditioner (B19) is LSMR's; with solver 'direct' use a diagonal one"
             )
-        lam = system.lam
         if system.subset:
             # B7: min || [A C; D] y - [b; e] ||, the damping block in the operator
             op, rhs, ones, y0 = _stacked_problem(system, x0)
             M, r = _dense_columns(op, y0, None), tl.flatten(rhs)
         else:
             # eq. (19): min || [A C; lambda I] y - [b; lambda y0] || (B10's rows in A)
-            base, b = _with_weight_cost(system)
             ones, y0 = _scaled_start(system.c, x0)
-            # the operator's own matrix where it holds J (G16), else one product per weight
-            dense = getattr(system.A, "dense", None) if system.weight_cost == 0.0 else None
-            J = dense() if dense is not None else None
-            M = _dense_columns(base, y0, ones) if J is None else J * tl.flatten(ones)
-            r = tl.flatten(b)
-            if lam > 0.0:
-                eye = torch.eye(M.shape[1], dtype=M.dtype, device=M.device)
+            M, r = self.matrix(system)
+            if system.lam > 0.0:
+                lam, eye = system.lam, torch.eye(M.shape[1], dtype=M.dtype, device=M.device)
                 M, r = torch.cat([M, lam * eye]), torch.cat([r, lam * tl.flatten(y0)])
         # y <- argmin ||M y - r|| by Householder QR, M = Q R, R y = Q^T r: never the normal equations
         y = _qr_solve(M, r)
@@ -426,6 +420,21 @@ class DirectSolver(InnerSolver):
         d = cast(list[Tensor], tl.mul(ones, tl.unflatten(y, y0)))
         merit_of_d = stops.merit(d) if stops.merit is not None and tl.all_finite(d) else None
         return SolveResult(d, 1, SolveStop.DIRECT, 0 if merit_of_d is None else 1, 1, merit_of_d)
+
+    @staticmethod
+    def matrix(system: System) -> tuple[Tensor, Tensor]:
+        """``(M, r)``: the undamped problem ``min ||M y - r||`` of eq. (19) in the scaled variable,
+        ``M = A C`` (B10's rows ``sqrt(c) C`` under it) and ``r = b`` (``-sqrt(c) w`` under it); not
+        for B7's stacked problem, whose damping block is part of its operator."""
+        if system.subset:
+            raise ConfigError("the dense undamped problem is not defined with curvature rows (B7)")
+        base, b = _with_weight_cost(system)
+        ones = system.c.c if system.c is not None else [torch.ones_like(t) for t in system.w]
+        # the operator's own matrix where it holds J (G16), else one product per weight
+        dense = getattr(system.A, "dense", None) if system.weight_cost == 0.0 else None
+        J = dense() if dense is not None else None
+        M = _dense_columns(base, ones, ones) if J is None else J * tl.flatten(ones)
+        return M, tl.flatten(b)
 
 
 def _qr_solve(M: Tensor, r: Tensor) -> Tensor:

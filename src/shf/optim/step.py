@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -38,6 +39,7 @@ from shf.optim.damping import (
     DAMPING_RULES,
     LAMBDA_MAX,
     DampingRule,
+    Trial,
     below_roundoff,
     make_damping,
     reduction_ratio,
@@ -58,6 +60,7 @@ from shf.optim.settings import (
 from shf.optim.solve import (
     SOLVERS,
     Agree,
+    DirectSolver,
     InnerSolver,
     SolveResult,
     SolveStop,
@@ -120,8 +123,11 @@ class SHFConfig:
             choice for at most 16, :mod:`shf.optim.regime`).
         batch_schedule: ``dynamic`` (Alg. 2 and the growth rule) or ``fixed`` (``n = n1``
             and ``maxiter = maxiter1`` throughout; ablation).
-        damping_rule: ``paper`` (§4.2, ``drop``) or ``nielsen`` (beyond the paper: Nielsen's
-            continuous rule on ``lambda^2``, :func:`shf.optim.damping.nielsen`; ``drop`` unused).
+        damping_rule: ``paper`` (§4.2, ``drop``), ``nielsen`` (beyond the paper: Nielsen's
+            continuous rule on ``lambda^2``, :func:`shf.optim.damping.nielsen`; ``drop`` unused)
+            or ``trust-region`` (beyond the paper, B23: ``lambda`` chosen per HF iteration for a
+            radius on ``||d / c||`` that moves with ``rho``, MINPACK's rule,
+            :class:`shf.optim.damping.TrustRegion`; needs ``solver = "direct"``, no warm start).
         lambda_min: a floor under ``lambda`` (beyond the paper; 0, the paper's, is none): an
             undamped system lets LSMR fit the batch's noise for many iterations.
         forcing, forcing_eta0, forcing_power: beyond the paper (docs/deviations.md B3): with
@@ -277,6 +283,10 @@ class SHFConfig:
 
         if self.damping_rule == "nielsen":
             by("Nielsen's damping rule (damping_rule = 'nielsen', NielsenDamping)", "drop")
+        if self.damping_rule == "trust-region":
+            by("B23's trust region (damping_rule = 'trust-region', TrustRegion), which solves from 0 "
+               "and takes a step whole or not at all", "drop", "gamma1", "gamma_growth", "gamma_max",
+               "warm_start_guard", "max_backtracks", "step_rule", "step_max")  # fmt: skip
         if not self.use_merit:
             merit_keys = ["ftol", "miniter", "recover", "check_growth", "merit_size"]
             if self.maxiter_rule != "merit":  # B4's merit cap reads first_check too
@@ -386,6 +396,12 @@ class SHFConfig:
         )
         require_choice("damping_rule", self.damping_rule, DAMPING_RULES)
         need(
+            self.damping_rule != "trust-region" or (self.solver == "direct" and self.curvature_size is None),
+            "damping_rule 'trust-region' (B23) chooses lambda on the exact solve's matrix: it needs "
+            f"solver = 'direct' and curvature_size = none (got solver {self.solver!r}, curvature_size "
+            f"{self.curvature_size})",
+        )
+        need(
             self.batch_schedule in ("dynamic", "fixed"),
             f"batch_schedule must be 'dynamic' or 'fixed', got {self.batch_schedule!r}",
         )
@@ -493,7 +509,7 @@ class SHFState:
             gamma=cfg.gamma1,
             maxiter=cfg.maxiter1,
             damping=make_damping(cfg.damping_rule, cfg.drop, cfg.lambda_min),
-            step_length=make_step_length(cfg.step_rule, cfg.alpha, cfg.max_backtracks, cfg.step_max),
+            step_length=_step_length(cfg),
             guard=make_guard(cfg.warm_start_guard),
             solver=make_solver(cfg.solver, cfg.tolerances()),
             sampler=make_sampler(cfg.curvature_size, cfg.curvature_patience, cfg.curvature_growth),
@@ -528,6 +544,14 @@ class SHFState:
         # shf.SHF saved B11's rows as "curvature_plateau", and only when they grow
         self.sampler.load_state_dict(s.get("curvature", s.get("curvature_plateau")))
         self.scaling.load_state_dict(s.get("scaling", {}))
+
+
+def _step_length(cfg: SHFConfig) -> StepLength:
+    """The step-length part: Armijo (B8's model step); with B23's trust region, Armijo's test at
+    ``s = 1`` alone (the step is taken whole or refused, and the radius shrinks)."""
+    if cfg.damping_rule == "trust-region":
+        return StepLength(cfg.alpha, 0)
+    return make_step_length(cfg.step_rule, cfg.alpha, cfg.max_backtracks, cfg.step_max)
 
 
 @dataclass
@@ -584,6 +608,8 @@ class StepInfo:
     acceleration: float = math.nan
     """B22's ``2 ||a|| / ||d||`` (NaN: no geodesic acceleration); the step was refused when it
     exceeded ``acceleration_max``."""
+    radius: float = math.nan
+    """B23's trust radius on ``||d / c||`` for this step (NaN: no trust region)."""
     regime: str | None = None
     """``"stochastic"`` or ``"full-batch"`` (B17, :mod:`shf.optim.regime`), set by :class:`shf.SHF`."""
     times: dict[str, float] = field(default_factory=dict)
@@ -778,6 +804,15 @@ def shf_step(
     # phi(d) := f(w + d; X_val) (eq. 20; B5: a subsample)
     stops = Stops(state.maxiter, state.merit.at(model, w, X_val, Y_val), bound, deadline, agree)
     system = System(A_c, TimedOperator(A_c), -A_c.residual, lam, c, w, g_batch, objective.wc, subset)
+    radius = math.nan
+    if state.damping.sized:
+        with clock("damping"):
+            # Beyond the paper (B23): lambda for the trust region's radius on ||d / c|| (Moré 1978)
+            start = tl.norm(w if c is None else tl.div(w, c.c))
+            assert isinstance(state.solver, DirectSolver)  # SHFConfig refuses another solver
+            lam = state.damping.choose(lam, functools.partial(state.solver.matrix, system), start)
+            radius = state.damping.radius
+        system = dataclasses.replace(system, lam=lam)
     # d <- the damped Gauss-Newton direction from gamma d (Alg. 6; B14's guard)
     q = QuadraticModel(objective, A_c)
     p = _direction(state, system, stops, q, w, clock)
@@ -801,12 +836,12 @@ def shf_step(
         w_new, accepted, step, loss_new, model_step, undone = _step(state, objective, w, p, f_new, lr, flat)
     # d <- gamma d (not from a rejected direction, or one B14's reset drops); gamma <- min(1.002 gamma, 0.95)
     gamma = state.gamma
-    seeds = accepted and state.guard.seeds_next(p.warm, p.change < 0.0)
+    seeds = accepted and not state.damping.sized and state.guard.seeds_next(p.warm, p.change < 0.0)
     state.d = cast(list[Tensor], tl.scale(gamma, p.d)) if seeds else None
     state.gamma = min(cfg.gamma_growth * gamma, cfg.gamma_max)
     # lambda <- lambda/drop if rho < 1/4; drop*lambda if rho > 3/4 (the chosen rule, B1, B2); a
     # step undone for non-finite weights raises it at least as the paper's rule would
-    state.lam = state.damping.update(lam, rho, failed=undone)
+    state.lam = state.damping.update(lam, rho, failed=undone, trial=Trial(objective.f0, f_new, p.slope))
     # With s = 1 the new weights are exactly the w + d the merit evaluated: f(w_new; X_val) is known
     known = accepted and step == 1.0 and p.solved.merit_of_d is not None
     return w_new, StepInfo(
@@ -816,7 +851,7 @@ def shf_step(
         model_step=model_step, rho=rho if math.isfinite(rho) else math.nan, model_change=p.change, step=step,
         accepted=accepted, direction_norm=tl.norm(p.d) if p.finite else math.nan,
         val_loss_new=p.solved.merit_of_d if known else None, curvature_rows=n_c if subset else None,
-        warm_start=p.warm, acceleration=accel.ratio, times=clock.done(),
+        warm_start=p.warm, acceleration=accel.ratio, radius=radius, times=clock.done(),
     )  # fmt: skip
 
 
