@@ -12,16 +12,19 @@ points, in float64 on one thread, by:
   until it stops moving or ``--max-iters`` iterations;
 * ``shf``: ``shf.SHF`` with its defaults on the residual (the whole data every step, no
   validation set), which choose the full-batch regime (B17: a plain, well-damped LM), form the
-  2-9 parameters' Jacobian (G16), solve each step's damped problem exactly (B20, QR) and take
-  the last Gauss-Newton steps at ``f``'s round-off (B21), ``--max-iters`` HF iterations or
-  ``--patience`` without a lower loss; the answer is the final iterate (``--answer best``: the
-  iterate of the lowest sum of squares);
+  2-9 parameters' Jacobian (G16), solve each step's damped problem exactly (B20, QR), choose the
+  damping for a trust region on the step scaled by MINPACK's column norms (B23 with B18) and take
+  the last Gauss-Newton steps at ``f``'s round-off (B21), ``--max-iters`` HF iterations (refused
+  steps count) or ``--patience`` without a lower loss; the answer is the final iterate
+  (``--answer best``: the iterate of the lowest sum of squares);
 * ``shf-stochastic``: the same with ``regime="stochastic"``: the defaults made for mini-batches
   (weight cost, damping floor, forcing term, Chapelle-Erhan), what ``shf`` ran before B17;
 * on request: ``shf-lsmr`` (the regime with LSMR to round-off instead of the exact solve),
-  ``shf-no-roundoff`` (without B21), ``shf-martens`` (with Martens' preconditioner),
-  ``shf-column-norms`` (with MINPACK's scaling), ``shf-geodesic`` and ``shf-geodesic-0.25`` (with
-  B22's geodesic acceleration).
+  ``shf-no-roundoff`` (without B21), ``shf-nielsen`` (the regime before B23: Nielsen's rule on
+  ``lambda``, no scaling), ``shf-trust-region`` (B23 without B18's scaling), ``shf-martens`` (with
+  Martens' preconditioner), ``shf-column-norms``, ``shf-geodesic`` and ``shf-geodesic-0.25`` (the
+  regime before B23 with B22's geodesic acceleration); ``--radius-factor`` sets B23's first radius
+  (``shf.optim.damping.RADIUS_FACTOR``, an ablation).
 
 Prints, per problem and start, the certified digits reached (NIST's LRE: the fewest correct
 significant digits over the parameters, and of the residual sum of squares) and the seconds;
@@ -32,6 +35,7 @@ then, per method, the problems solved to at least 4 and 6 digits and the median 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import statistics
@@ -48,30 +52,49 @@ import torch
 from torch import Tensor, nn
 
 import shf
+from shf.optim import damping
+from shf.optim.regime import full_batch
+from shf.optim.step import SHFConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lsq_problems
 from lsq_problems import Problem, lre
 
 METHODS = ("scipy-lm", "scipy-trf", "lbfgs", "shf", "shf-stochastic")
+NIELSEN = "nielsen"
+"""A variant's marker: the full-batch regime as it was before B23 (Nielsen's rule on ``lambda``, no
+scaling, the exact solve), built as a flat configuration (``config=``, which the regime never
+changes): a damping rule given at its default value cannot be told from one not given."""
+
 VARIANTS: dict[str, dict[str, Any]] = {
     "shf": {}, "shf-stochastic": {"regime": "stochastic"}, "shf-martens": {"preconditioner": "martens"},
     "shf-column-norms": {"preconditioner": "column-norms"}, "shf-lsmr": {"solver": shf.Solver(atol=1e-15)},
     "shf-no-roundoff": {"damping": shf.Damping(roundoff=1e-300)},
-    "shf-geodesic": {"line_search": shf.LineSearch(acceleration="geodesic")},
-    "shf-geodesic-0.25": {"line_search": shf.LineSearch(acceleration="geodesic", acceleration_max=0.25)},
-    "shf-trust-region": {"damping": shf.Damping(rule="trust-region"), "solver": shf.Solver(kind="direct")},
-    "shf-minpack": {"damping": shf.Damping(rule="trust-region"), "solver": shf.Solver(kind="direct"),
-                    "preconditioner": "column-norms"},
+    "shf-nielsen": {NIELSEN: {}},
+    "shf-trust-region": {"preconditioner": "none"},
+    "shf-geodesic": {NIELSEN: {"acceleration": "geodesic"}},
+    "shf-geodesic-0.25": {NIELSEN: {"acceleration": "geodesic", "acceleration_max": 0.25}},
 }
 """SHF's settings per method (not run by default: ``shf-martens``, the full-batch regime with
 Martens' diagonal preconditioner, a scaling of the damping like MINPACK's; ``shf-column-norms``,
-with MINPACK's own scaling, B18; ``shf-lsmr``, the regime's LSMR to round-off instead of B20's
-exact solve, kept by giving its ``atol``; ``shf-no-roundoff``, without B21's judgement of steps at
-``f``'s round-off: a given ``roundoff`` of 1e-300, which never holds, since 0 is the default and a
-default cannot be told from a setting not given; ``shf-geodesic`` and ``shf-geodesic-0.25``, with
-B22's geodesic acceleration, steps refused above ``2 ||a|| / ||d||`` = 0.75 (Transtrum & Sethna's)
-and 0.25)."""
+with MINPACK's own scaling, B18 (the regime's choice with the exact solve since B23); ``shf-lsmr``,
+the regime's LSMR to round-off instead of B20's exact solve (and so Nielsen's rule: B23's trust
+region needs the exact solve), kept by giving its ``atol``; ``shf-no-roundoff``, without B21's
+judgement of steps at ``f``'s round-off: a given ``roundoff`` of 1e-300, which never holds, since 0
+is the default and a default cannot be told from a setting not given; ``shf-nielsen``, the regime
+before B23 (:data:`NIELSEN`); ``shf-trust-region``, B23's trust region without B18's scaling (on
+``||d||``); ``shf-geodesic`` and ``shf-geodesic-0.25``, the regime before B23 with B22's geodesic
+acceleration, steps refused above ``2 ||a|| / ||d||`` = 0.75 (Transtrum & Sethna's) and 0.25)."""
+
+
+def _settings(method: str, n_weights: int) -> dict[str, Any]:
+    """``shf.SHF``'s keyword arguments for ``method`` (:data:`VARIANTS`)."""
+    settings = VARIANTS[method]
+    if NIELSEN not in settings:
+        return settings
+    cfg = full_batch(SHFConfig(), set(), None, n_weights)
+    cfg = dataclasses.replace(cfg, damping_rule="nielsen", preconditioner="none", **settings[NIELSEN])
+    return {"config": cfg, "regime": "stochastic"}
 
 
 ANSWERS = ("last", "best")
@@ -144,7 +167,7 @@ def _shf(
     problem: Problem, b0: Tensor, method: str, max_iters: int, patience: int, answer: str
 ) -> tuple[Tensor, int, str]:
     model = Parametric(problem, b0)
-    opt = shf.SHF(model, lambda out, y: out - y, **VARIANTS[method])  # type: ignore[arg-type]
+    opt = shf.SHF(model, lambda out, y: out - y, **_settings(method, b0.numel()))  # type: ignore[arg-type]
     X, Y = problem.x, problem.y.unsqueeze(1)
     best, best_b, since, iterations = math.inf, b0.clone(), 0, 0
     while iterations < max_iters and since < patience:
@@ -213,14 +236,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--problems", default=None, help="comma-separated names (default: all 27)")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--starts", default="1,2")
-    p.add_argument("--max-iters", type=int, default=500, help="L-BFGS iterations, SHF's HF iterations")
+    p.add_argument("--max-iters", type=int, default=2000, help="L-BFGS iterations, SHF's HF iterations")
     p.add_argument("--patience", type=int, default=20, help="SHF: HF iterations without a lower loss")
     p.add_argument("--nist-dir", type=Path, default=None, help="a folder of .dat files, not the archive")
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--answer", choices=ANSWERS, default="last",
                    help="SHF's answer: its final iterate (default) or the lowest sum of squares seen")
+    p.add_argument("--radius-factor", type=float, default=None,
+                   help="B23's first radius over ||D w|| (an ablation; default: RADIUS_FACTOR)")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
+    if a.radius_factor is not None:
+        damping.RADIUS_FACTOR = a.radius_factor
     problems = lsq_problems.load(a.nist_dir, a.problems.split(",") if a.problems else None)
     methods = a.methods.split(",")
     outcomes = []

@@ -153,9 +153,10 @@ def test_the_step_is_d_plus_half_a_and_a_refused_step_raises_the_damping() -> No
 
 def test_geodesic_acceleration_solves_bennett5_from_its_near_start() -> None:
     """NIST's Bennett5 from start 2 (``b1 (b2 + x)^(-1/b3)``): without the acceleration (the
-    full-batch regime's defaults) the iterates crawl along a curved valley (``rho`` about 0.45 at
-    a constant ``lambda``, steps of 2.7 where ``b1`` must move by 1000) and reach 2.1 certified
-    digits in 500 HF iterations; with it (``shf-geodesic``), all 11 (the check fails without B22)."""
+    full-batch regime before B23, Nielsen's rule: ``shf-nielsen``) the iterates crawl along a
+    curved valley (``rho`` about 0.45 at a constant ``lambda``, steps of 2.7 where ``b1`` must move
+    by 1000) and reach 2.1 certified digits in 500 HF iterations; with it (``shf-geodesic``, the
+    same regime), all 11 (the check fails without B22). B23's trust region solves it too."""
     from test_benchmark_least_squares import _module
 
     bench = _module("least_squares")
@@ -164,7 +165,7 @@ def test_geodesic_acceleration_solves_bennett5_from_its_near_start() -> None:
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        plain = bench.run(problem, 2, "shf", 500, 20)
+        plain = bench.run(problem, 2, "shf-nielsen", 500, 20)
         geo = bench.run(problem, 2, "shf-geodesic", 500, 20)
     finally:
         torch.set_num_threads(threads)

@@ -30,6 +30,13 @@ setting                 full-batch regime           why
                         weights, in one process)    QR where the Jacobian is formed anyway
                                                     (G16): no round-off of LSMR's stopping test
                                                     on an ill-conditioned fit, no iterations
+``damping_rule``        ``"trust-region"`` with     B23: ``lambda`` chosen for a radius on the
+                        the exact solve (else       scaled step, MINPACK's rule: it follows a
+                        Nielsen's, the default)     Jacobian whose scale changes by orders of
+                                                    magnitude, where a rule on ``lambda`` lags
+``preconditioner``      ``"column-norms"`` with     B18: the radius on ``||D d||``, ``D`` the
+                        the exact solve (else       largest column norms of ``J`` seen, so the
+                        none)                       steps do not depend on the parameters' units
 ======================  ==========================  =========================================
 
 A setting the user gave (a group field set to other than its default, or ``preconditioner``)
@@ -71,6 +78,13 @@ FULL_BATCH: dict[str, Any] = {
 }
 """The :class:`SHFConfig` values of the full-batch regime (besides ``n1 = n_max = N`` and
 ``solver``, :data:`DIRECT_WEIGHTS`)."""
+
+EXACT: dict[str, Any] = {
+    "damping_rule": "trust-region",  # B23
+    "preconditioner": "column-norms",  # B18: the trust region on ||D d||, MINPACK's scaling
+}
+"""The full-batch regime's values with the exact solve (B20): MINPACK's Levenberg-Marquardt, a
+trust region on the step scaled by the largest column norms of ``J`` seen (B23 with B18)."""
 
 DIRECT_WEIGHTS = DENSE_WEIGHTS
 """The most weights for which the full-batch regime solves each step exactly (``solver =
@@ -126,13 +140,14 @@ def full_batch(
     cfg: SHFConfig, given: set[str], train_size: int | None, n_weights: int | None = None
 ) -> SHFConfig:
     """``cfg`` in the full-batch regime: :data:`FULL_BATCH`'s values for the keys the user did not
-    give, and ``solver = "direct"`` for a model of at most :data:`DIRECT_WEIGHTS` weights
-    (``n_weights``; None: not known, e.g. data-parallel), unless one would make a given key ignored
-    or conflict with one (then that key keeps its value)."""
+    give, and ``solver = "direct"`` with :data:`EXACT`'s trust region for a model of at most
+    :data:`DIRECT_WEIGHTS` weights (``n_weights``; None: not known, e.g. data-parallel), unless one
+    would make a given key ignored or conflict with one (then that key keeps its value)."""
     out = cfg
     values = dict(FULL_BATCH)
     if n_weights is not None and n_weights <= DIRECT_WEIGHTS:
         values["solver"] = "direct"  # B20, after atol and forcing (which it then ignores)
+        values.update(EXACT)  # B23 and B18, which need (and follow) the exact solve
     for key, value in values.items():
         if key in given:
             continue
