@@ -109,22 +109,22 @@ def test_the_large_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_the_last_gauss_newton_steps_give_the_last_digits() -> None:
-    """B21 on three NIST problems (Lanczos2 and ENSO from start 2, Thurber from start 1): near the
-    solution the sum of squares changes below its round-off (Lanczos2: 4.6e-13, residuals that
-    cancel the data to seven digits), ``rho`` is noise, and without B21 the damping rises and the
-    fit stops 2-2.5 digits short (8.0-8.3 on an AMD EPYC and on an Intel Xeon); with it the last
+    """B21 on three NIST problems (Lanczos3 from start 2, ENSO and Thurber from start 1): near the
+    solution the sum of squares changes below its round-off (residuals that cancel the data to
+    several digits), ``rho`` is noise, and without B21 the damping rises and the fit stops short
+    (6.4, 7.2 and 7.5 digits under B23's trust region on an Intel Xeon); with it the last
     Gauss-Newton steps are taken and each final iterate has at least 10 (10.4-10.7 measured).
-    Where the fit stops without B21 is round-off, so it differs between machines (Lanczos2 from
-    start 1: 7.8 digits on the AMD EPYC, 9.8 on the Intel Xeon): the check is on the mean of the
-    three, with a margin of 0.8 digits over both machines' means."""
+    Where the fit stops without B21 is round-off, so it differs between machines and between
+    damping rules (Lanczos2 from start 2: 8.1 digits under Nielsen's rule, 10.4 under B23): the
+    check is on the mean of the three, with a margin of about 2 digits (mean 7.05)."""
     bench = _module("least_squares")
     L = _module("lsq_problems")
-    problems = {p.name: p for p in L.load(None, ["Lanczos2", "ENSO", "Thurber"])}
+    problems = {p.name: p for p in L.load(None, ["Lanczos3", "ENSO", "Thurber"])}
     threads = torch.get_num_threads()
     with_b21, without = [], []
     try:
         torch.set_num_threads(1)
-        for name, start in (("Lanczos2", 2), ("ENSO", 2), ("Thurber", 1)):
+        for name, start in (("Lanczos3", 2), ("ENSO", 1), ("Thurber", 1)):
             with_b21.append(bench.run(problems[name], start, "shf", 500, 20).digits)
             without.append(bench.run(problems[name], start, "shf-no-roundoff", 500, 20).digits)
     finally:

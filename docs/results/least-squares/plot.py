@@ -26,11 +26,13 @@ def main(argv: list[str]) -> int:
     digits: dict[tuple[str, int], dict[str, float]] = {}
     for r in rows:
         digits.setdefault((r["problem"], r["start"]), {})[r["method"]] = r["digits"]
-    shf_methods = [m for m in ("shf", "shf-no-roundoff", "shf-lsmr") if all(m in d for d in digits.values())]
+    shf_methods = [m for m in ("shf", "shf-nielsen", "shf-no-roundoff", "shf-lsmr")
+                   if all(m in d for d in digits.values())]
     fig, ax = plt.subplots(figsize=(5.5, 5.5))
-    markers = {"shf": "o", "shf-no-roundoff": "x", "shf-lsmr": "+"}
+    markers = {"shf": "o", "shf-nielsen": "s", "shf-no-roundoff": "x", "shf-lsmr": "+"}
     labels = {
-        "shf": "shf (defaults: B20, B21)", "shf-no-roundoff": "without B21", "shf-lsmr": "LSMR instead of B20"
+        "shf": "shf (defaults: B20, B21, B23)", "shf-nielsen": "Nielsen's rule instead of B23",
+        "shf-no-roundoff": "without B21", "shf-lsmr": "LSMR instead of B20 (and B23)",
     }
     for m in shf_methods:
         xs = [max(d["scipy-lm"], d["scipy-trf"]) for d in digits.values()]
