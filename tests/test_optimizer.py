@@ -587,3 +587,42 @@ def test_a_steps_record_is_plain_data_that_a_checkpoint_loads_without_shfs_class
     torch.save({"records": [rec]}, buf)
     buf.seek(0)
     assert torch.load(buf, weights_only=True)["records"][0]["solver_stop"] == rec["solver_stop"]
+
+
+def test_the_trust_region_s_radius_resumes_bit_for_bit() -> None:
+    """B23's radius is the damping part's state: 8 + 8 steps through a checkpoint (read as data)
+    equal 16 in one go, on a residual fit in the full-batch regime (its default there)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.linspace(0.0, 3.0, 30, dtype=torch.float64).unsqueeze(1)
+    y = 2.0 * torch.exp(-1.3 * x) + 0.5 + 0.01 * torch.randn(x.shape, generator=g, dtype=torch.float64)
+
+    class Decay(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.tensor([1.0, 0.2, 0.0], dtype=torch.float64))
+
+        def forward(self, t: torch.Tensor) -> torch.Tensor:
+            return self.p[0] * torch.exp(-self.p[1] * t) + self.p[2]
+
+    def residual(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return out - target
+
+    model = Decay()
+    opt = SHF(model, residual)
+    assert opt.config.damping_rule == "trust-region"
+    whole = [opt.step(x, y).radius for _ in range(16)]
+    final = model.p.detach().clone()
+    model = Decay()
+    opt = SHF(model, residual)
+    first = [opt.step(x, y).radius for _ in range(8)]
+    buf = io.BytesIO()
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buf)
+    buf.seek(0)
+    saved = torch.load(buf, weights_only=True)
+    model2 = Decay()
+    opt2 = SHF(model2, residual)
+    model2.load_state_dict(saved["model"])
+    opt2.load_state_dict(saved["opt"])
+    second = [opt2.step(x, y).radius for _ in range(8)]
+    assert first + second == whole and len(set(whole)) > 3  # the radius moved
+    assert torch.equal(final, model2.p.detach())
