@@ -35,7 +35,6 @@ then, per method, the problems solved to at least 4 and 6 digits and the median 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import statistics
@@ -53,27 +52,25 @@ from torch import Tensor, nn
 
 import shf
 from shf.optim import damping
-from shf.optim.regime import full_batch
-from shf.optim.step import SHFConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lsq_problems
 from lsq_problems import Problem, lre
 
 METHODS = ("scipy-lm", "scipy-trf", "lbfgs", "shf", "shf-stochastic")
-NIELSEN = "nielsen"
-"""A variant's marker: the full-batch regime as it was before B23 (Nielsen's rule on ``lambda``, no
-scaling, the exact solve), built as a flat configuration (``config=``, which the regime never
-changes): a damping rule given at its default value cannot be told from one not given."""
-
 VARIANTS: dict[str, dict[str, Any]] = {
     "shf": {}, "shf-stochastic": {"regime": "stochastic"}, "shf-martens": {"preconditioner": "martens"},
     "shf-column-norms": {"preconditioner": "column-norms"}, "shf-lsmr": {"solver": shf.Solver(atol=1e-15)},
     "shf-no-roundoff": {"damping": shf.Damping(roundoff=1e-300)},
-    "shf-nielsen": {NIELSEN: {}},
+    "shf-nielsen": {"damping": shf.Damping(rule="nielsen")},
     "shf-trust-region": {"preconditioner": "none"},
-    "shf-geodesic": {NIELSEN: {"acceleration": "geodesic"}},
-    "shf-geodesic-0.25": {NIELSEN: {"acceleration": "geodesic", "acceleration_max": 0.25}},
+    "shf-geodesic": {
+        "damping": shf.Damping(rule="nielsen"), "line_search": shf.LineSearch(acceleration="geodesic"),
+    },
+    "shf-geodesic-0.25": {
+        "damping": shf.Damping(rule="nielsen"),
+        "line_search": shf.LineSearch(acceleration="geodesic", acceleration_max=0.25),
+    },
 }
 """SHF's settings per method (not run by default: ``shf-martens``, the full-batch regime with
 Martens' diagonal preconditioner, a scaling of the damping like MINPACK's; ``shf-column-norms``,
@@ -82,19 +79,10 @@ the regime's LSMR to round-off instead of B20's exact solve (and so Nielsen's ru
 region needs the exact solve), kept by giving its ``atol``; ``shf-no-roundoff``, without B21's
 judgement of steps at ``f``'s round-off: a given ``roundoff`` of 1e-300, which never holds, since 0
 is the default and a default cannot be told from a setting not given; ``shf-nielsen``, the regime
-before B23 (:data:`NIELSEN`); ``shf-trust-region``, B23's trust region without B18's scaling (on
-``||d||``); ``shf-geodesic`` and ``shf-geodesic-0.25``, the regime before B23 with B22's geodesic
-acceleration, steps refused above ``2 ||a|| / ||d||`` = 0.75 (Transtrum & Sethna's) and 0.25)."""
-
-
-def _settings(method: str, n_weights: int) -> dict[str, Any]:
-    """``shf.SHF``'s keyword arguments for ``method`` (:data:`VARIANTS`)."""
-    settings = VARIANTS[method]
-    if NIELSEN not in settings:
-        return settings
-    cfg = full_batch(SHFConfig(), set(), None, n_weights)
-    cfg = dataclasses.replace(cfg, damping_rule="nielsen", preconditioner="none", **settings[NIELSEN])
-    return {"config": cfg, "regime": "stochastic"}
+before B23 (Nielsen's rule given by name, so no scaling either); ``shf-trust-region``, B23's trust
+region without B18's scaling (on ``||d||``); ``shf-geodesic`` and ``shf-geodesic-0.25``, the
+regime before B23 with B22's geodesic acceleration, steps refused above ``2 ||a|| / ||d||`` = 0.75
+(Transtrum & Sethna's) and 0.25)."""
 
 
 ANSWERS = ("last", "best")
@@ -167,7 +155,7 @@ def _shf(
     problem: Problem, b0: Tensor, method: str, max_iters: int, patience: int, answer: str
 ) -> tuple[Tensor, int, str]:
     model = Parametric(problem, b0)
-    opt = shf.SHF(model, lambda out, y: out - y, **_settings(method, b0.numel()))  # type: ignore[arg-type]
+    opt = shf.SHF(model, lambda out, y: out - y, **VARIANTS[method])  # type: ignore[arg-type]
     X, Y = problem.x, problem.y.unsqueeze(1)
     best, best_b, since, iterations = math.inf, b0.clone(), 0, 0
     while iterations < max_iters and since < patience:

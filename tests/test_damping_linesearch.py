@@ -201,34 +201,47 @@ def test_a_step_is_judged_at_f_s_round_off_only_below_it() -> None:
         SHFConfig(roundoff=math.inf)
 
 
-def _trust_region(radius: float, norm: float) -> TrustRegion:
+def _trust_region(radius: float, norm: float, undamped: bool = False) -> TrustRegion:
     rule = TrustRegion(0.99)
-    rule.radius, rule.norm, rule.first = radius, norm, False
+    rule.radius, rule.norm, rule.first, rule.undamped = radius, norm, False, undamped
     return rule
 
 
 def test_the_trust_region_starts_at_the_scaled_weights_norm_cut_to_the_first_step() -> None:
-    """B23: ``Delta_1 = factor ||w / c||`` (:data:`RADIUS_FACTOR`), then at most the first step's
-    length; a Gauss-Newton step inside it is taken undamped, one outside damped onto it."""
+    """B23: ``Delta_1 = factor ||w / c||`` (:data:`RADIUS_FACTOR`), then at most the step's length
+    until a step is taken; a Gauss-Newton step inside it is taken undamped, one outside damped onto
+    it; B2's floor damps the step and records its length."""
     M = torch.tensor([[2.0, 0.0], [0.0, 1.0], [0.0, 0.0]], dtype=torch.float64)
     r = torch.tensor([2.0, 3.0, 1.0], dtype=torch.float64)  # y(0) = (1, 3), ||y(0)|| = sqrt(10)
     rule = TrustRegion(0.99)
     assert rule.choose(5.0, lambda: (M, r), start=10.0 / RADIUS_FACTOR) == 0.0  # Delta = 10 >= sqrt(10)
     assert rule.radius == pytest.approx(math.sqrt(10.0)) and rule.norm == pytest.approx(math.sqrt(10.0))
+    assert rule.undamped
+    rule.update(0.0, 0.1, trial=Trial(1.0, 0.95, -1.0, accepted=False))  # refused: still the first
+    assert rule.first
+    rule.update(0.0, 0.9, trial=Trial(1.0, 0.2, -1.0, accepted=True))
+    assert not rule.first
     tiny = TrustRegion(0.99)
     lam = tiny.choose(0.0, lambda: (M, r), start=1.0 / RADIUS_FACTOR)  # Delta = 1 < sqrt(10)
-    assert lam > 0.0 and abs(tiny.norm - 1.0) <= 0.1 and tiny.radius == 1.0
+    assert lam > 0.0 and abs(tiny.norm - 1.0) <= 0.1 and tiny.radius <= 1.0 and not tiny.undamped
+    floored = TrustRegion(0.99, lambda_min=1.0)  # y(1) = (4/5, 3/2)
+    assert floored.choose(0.0, lambda: (M, r), start=100.0) == 1.0
+    assert floored.norm == pytest.approx(1.7) and floored.undamped
 
 
 def test_the_trust_region_moves_its_radius_as_minpack_does() -> None:
-    """``rho >= 3/4`` (or ``lambda = 0``): ``Delta = 2 ||y||`` and ``lambda^2`` halved; ``rho <= 1/4``:
-    ``Delta = t min(Delta, 10 ||y||)``, ``lambda^2 / t``, with ``t = 1/2`` when ``f`` fell, the
-    parabola's ``t`` when it rose, 1/10 when it rose a hundredfold or the step failed; in between
-    nothing moves."""
+    """``rho >= 3/4`` (or a Gauss-Newton step with ``rho > 1/4``): ``Delta = 2 ||y||`` and
+    ``lambda^2`` halved; ``rho <= 1/4``: ``Delta = t min(Delta, 10 ||y||)``, ``lambda^2 / t``, with
+    ``t = 1/2`` when ``f`` fell, the parabola's ``t`` (in [1/10, 1/2]) when it rose, 1/10 when it
+    rose a hundredfold or the step failed; in between nothing moves. ``||y||`` is the step solved
+    (the trial's), else the length the choice predicted."""
     good = _trust_region(4.0, 3.0)
     assert good.update(2.0, 0.8, trial=Trial(1.0, 0.2, -1.0)) == pytest.approx(2.0 / math.sqrt(2.0))
     assert good.radius == 6.0
-    undamped = _trust_region(4.0, 3.0)
+    measured = _trust_region(4.0, 3.0)  # the solved step's length, not the predicted one
+    measured.update(2.0, 0.8, trial=Trial(1.0, 0.2, -1.0, True, 2.5))
+    assert measured.radius == 5.0
+    undamped = _trust_region(4.0, 3.0, undamped=True)
     assert undamped.update(0.0, 0.5) == 0.0 and undamped.radius == 6.0  # lambda = 0 grows too
     middle = _trust_region(4.0, 3.0)
     assert middle.update(2.0, 0.5) == 2.0 and middle.radius == 4.0
@@ -239,6 +252,9 @@ def test_the_trust_region_moves_its_radius_as_minpack_does() -> None:
     rose = _trust_region(4.0, 3.0)
     rose.update(2.0, -1.0, trial=Trial(1.0, 1.5, -1.0))
     assert rose.radius == pytest.approx(4.0 / 3.0)
+    uphill = _trust_region(4.0, 3.0)  # no descent slope to fit a parabola to: t = 1/2
+    uphill.update(2.0, -1.0, trial=Trial(1.0, 1.5, 0.5))
+    assert uphill.radius == pytest.approx(2.0)
     for trial in (Trial(1.0, 200.0, -1.0), Trial(1.0, math.inf, -1.0), Trial(1.0, 20.0, -1e-9)):
         far = _trust_region(4.0, 3.0)  # t at least 1/10
         assert far.update(2.0, -5.0, trial=trial) == pytest.approx(2.0 * math.sqrt(10.0))
@@ -246,16 +262,19 @@ def test_the_trust_region_moves_its_radius_as_minpack_does() -> None:
     undone = _trust_region(4.0, 3.0)
     undone.update(2.0, 0.9, failed=True)
     assert undone.radius == pytest.approx(0.4)
-    zero = _trust_region(4.0, 0.0)  # a zero step does not close the region
-    zero.update(0.0, math.nan)
-    assert zero.radius == pytest.approx(0.4)
+    zero = _trust_region(4.0, 0.0, undamped=True)  # a zero step: its rho is -inf, f unchanged
+    zero.update(0.0, -math.inf, trial=Trial(1.0, 1.0, 0.0, False, 0.0))
+    assert zero.radius == pytest.approx(2.0)  # shrinks (t = 1/2) from Delta, not to 0
+    still = _trust_region(4.0, 0.0, undamped=True)  # at a stationary point: rho = 1 by B21
+    still.update(0.0, 1.0, trial=Trial(1.0, 1.0, 0.0, True, 0.0))
+    assert still.radius == 4.0
 
 
 def test_the_trust_region_saves_its_radius() -> None:
     rule = _trust_region(4.0, 3.0)
     other = make_damping("trust-region", 0.99)
     other.load_state_dict(rule.state_dict())
-    assert (other.radius, other.norm, other.first) == (4.0, 3.0, False)
+    assert (other.radius, other.norm, other.first, other.undamped) == (4.0, 3.0, False, False)
 
 
 def test_the_trust_region_needs_the_exact_solve_and_ignores_the_warm_start() -> None:
@@ -264,3 +283,6 @@ def test_the_trust_region_needs_the_exact_solve_and_ignores_the_warm_start() -> 
     cfg = SHFConfig(damping_rule="trust-region", solver="direct", curvature_size=None, lambda_min=0.0)
     assert {"drop", "gamma1", "warm_start_guard", "max_backtracks"} <= set(cfg.ignored())
     assert SHFState.initial(cfg).step_length.max_backtracks == 0
+    with pytest.raises(ConfigError, match="does not take B22's geodesic acceleration"):
+        SHFConfig(damping_rule="trust-region", solver="direct", curvature_size=None, lambda_min=0.0,
+                  acceleration="geodesic")  # fmt: skip

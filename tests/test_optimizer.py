@@ -332,14 +332,16 @@ def test_one_set_of_defaults_and_the_paper_as_a_named_preset():
     from the paper, and shf.PAPER is the paper's CURVES run (§6) exactly."""
     import dataclasses
 
-    from shf.optim.hyper import GROUPS, TUNED, group_key, to_config
+    from shf.optim.hyper import AUTO, GROUPS, TUNED, group_key, to_config
     from shf.optim.settings import PAPER_VALUES
     from shf.optim.step import SHFConfig
 
     assert to_config() == SHFConfig()
-    for cls in GROUPS:  # every group default is the flat default of its key
+    for cls in GROUPS:  # every group default is the flat default of its key ("auto": AUTO's)
         for f in dataclasses.fields(cls):
-            assert getattr(SHFConfig(), group_key(cls, f.name)) == f.default, (cls.__name__, f.name)
+            want = AUTO[cls, f.name] if f.default == "auto" else f.default
+            assert getattr(SHFConfig(), group_key(cls, f.name)) == want, (cls.__name__, f.name)
+    assert {(Damping, "rule"): "nielsen"} == AUTO  # B23: the regime may choose the trust region
     paper = shf.PAPER
     assert paper == SHFConfig.paper() == dataclasses.replace(SHFConfig(), **PAPER_VALUES)
     assert (paper.damping_rule, paper.lambda_min, paper.maxiter1, paper.recover) == ("paper", 0.0, 200, 100)

@@ -162,9 +162,9 @@ def test_minpack_s_column_scaling_makes_the_iterates_independent_of_the_paramete
 
     base, scaled = fit(1.0, "column-norms"), fit(1e4, "column-norms")  # a's column: 0.3 or 3e3
     np.testing.assert_allclose(scaled, base, rtol=1e-9)
-    # without it they differ by over 1000 times that tolerance (paper: 1e-1; the trust region,
-    # whose unscaled radius in the two units makes one of the two first steps Gauss-Newton's: 4e-6)
-    assert np.abs(fit(1e4, "none") / fit(1.0, "none") - 1).max() > 1e-6
+    # without it they differ (paper: by 1e-1; the trust region, whose unscaled radius in the two
+    # units makes only one of the two first steps Gauss-Newton's: by 4e-6, 4000 times the tolerance)
+    assert np.abs(fit(1e4, "none") / fit(1.0, "none") - 1).max() > (1e-2 if rule == "paper" else 1e-6)
 
 
 def test_the_full_batch_regime_solves_exactly_for_a_handful_of_weights() -> None:
@@ -215,3 +215,29 @@ def test_a_trust_region_reaches_minpack_s_solution_with_the_exact_solve_it_needs
     with pytest.raises(ConfigError, match=r"gamma1=0.5\) is ignored by B23's trust region"):
         shf.SHF(Rise(), lambda out, t: out - t, damping=shf.Damping(rule="trust-region"),
                 warm_start=shf.WarmStart(gamma1=0.5))  # fmt: skip
+
+
+def test_the_trust_region_and_its_scaling_come_only_with_the_exact_solve() -> None:
+    """B23 with B18's column norms where the regime solves exactly; where a given setting keeps
+    LSMR, neither (Nielsen's rule, no preconditioner); a damping rule given by name is kept, and
+    so is a preconditioner."""
+    def parts(cfg: SHFConfig) -> tuple[str, str, str]:
+        return cfg.solver, cfg.damping_rule, cfg.preconditioner
+
+    assert parts(full_batch(SHFConfig(), set(), 14, 2)) == ("direct", "trust-region", "column-norms")
+    lsmr = full_batch(dataclasses.replace(SHFConfig(), atol=1e-12), {"atol"}, 14, 2)
+    assert (lsmr.solver, lsmr.damping_rule, lsmr.preconditioner) == ("lsmr", "nielsen", "none")
+    big = full_batch(SHFConfig(), set(), 14, DIRECT_WEIGHTS + 1)
+    assert (big.solver, big.damping_rule, big.preconditioner) == ("lsmr", "nielsen", "none")
+    given = full_batch(dataclasses.replace(SHFConfig(), damping_rule="nielsen"), {"damping_rule"}, 14, 2)
+    assert (given.solver, given.damping_rule, given.preconditioner) == ("direct", "nielsen", "none")
+    martens = dataclasses.replace(SHFConfig(), preconditioner="martens")
+    assert parts(full_batch(martens, {"preconditioner"}, 14, 2)) == ("direct", "trust-region", "martens")
+    warm = full_batch(dataclasses.replace(SHFConfig(), gamma1=0.5), {"gamma1"}, 14, 2)
+    assert (warm.solver, warm.damping_rule, warm.preconditioner) == ("direct", "nielsen", "none")
+    # through shf.SHF: the group's "auto" is not given, a rule named is
+    assert shf.SHF(Rise(), lambda out, t: out - t).config.damping_rule == "trust-region"
+    named = shf.SHF(Rise(), lambda out, t: out - t, damping=shf.Damping(rule="nielsen"))
+    assert named.regime == "full-batch" and parts(named.config) == ("direct", "nielsen", "none")
+    stochastic = shf.SHF(Rise(), lambda out, t: out - t, regime="stochastic")
+    assert stochastic.config.damping_rule == "nielsen" == SHFConfig().damping_rule

@@ -98,11 +98,14 @@ def nielsen(lam: float, rho: float, nu: float) -> tuple[float, float]:
 @dataclass(frozen=True)
 class Trial:
     """What a damping rule may read of one HF iteration's trial step ``w + d``: ``f(w)``,
-    ``f(w + d)`` (``inf`` when not finite or not evaluated) and the slope ``g^T d``."""
+    ``f(w + d)`` (``inf`` when not finite or not evaluated), the slope ``g^T d``, whether a step
+    was taken, and the scaled length ``||d / c||`` (NaN: not measured)."""
 
     f0: float
     f_new: float
     slope: float
+    accepted: bool = False
+    scaled_norm: float = math.nan
 
 
 class DampingRule(ABC):
@@ -201,14 +204,18 @@ class TrustRegion(DampingRule):
 
     Each HF iteration ``lambda`` is chosen so that the step's length ``||y||`` (``y = d / c``) is
     within 10% of the radius ``Delta``, or 0 where the Gauss-Newton step is shorter
-    (:func:`shf.optim.trust.lm_parameter`); ``Delta`` then moves with ``rho``:
+    (:func:`shf.optim.trust.lm_parameter`); ``Delta`` then moves with ``rho`` and the length of the
+    step solved (MINPACK's ``pnorm``):
 
     * ``rho <= 1/4``: ``Delta <- t min(Delta, 10 ||y||)``, ``t = 1/2``, or where ``f`` went up,
       ``t = (1/2) s / (s + (1/2) a)`` (the minimiser of the parabola through ``f(w)``, the slope
-      ``s`` and ``f(w + d)``: ``a`` the relative reduction, ``s = g^T d / (2 f)``), ``t = 1/10``
-      below 1/10 or where ``f`` grew a hundredfold (or is not finite); ``lambda^2 <- lambda^2 / t``;
-    * ``rho >= 3/4``, or ``lambda = 0``: ``Delta <- 2 ||y||``, ``lambda^2 <- lambda^2 / 2``;
-    * the first radius is ``||w / c||`` (:data:`RADIUS_FACTOR`), cut to the first step's length.
+      ``s`` and ``f(w + d)``: ``a`` the relative reduction, ``s = g^T d / (2 f)``), kept in
+      ``[1/10, 1/2]``, and ``t = 1/10`` where ``f`` grew a hundredfold (or is not finite);
+      ``lambda^2 <- lambda^2 / t``;
+    * otherwise, where ``rho >= 3/4`` or the step was Gauss-Newton's (``lambda = 0``):
+      ``Delta <- 2 ||y||``, ``lambda^2 <- lambda^2 / 2``;
+    * the first radius is ``||w / c||`` (:data:`RADIUS_FACTOR`), and until a step is taken it is at
+      most the step's length.
 
     The ``lambda`` a step leaves is the next solve's first guess. A rule on ``lambda`` needs many
     iterations to follow a Jacobian whose scale changes by orders of magnitude; the radius does
@@ -222,45 +229,58 @@ class TrustRegion(DampingRule):
         super().__init__(drop, lambda_min)
         self.radius = math.nan  # Delta: set at the first choice
         self.norm = math.nan  # ||y|| of the last chosen step
-        self.first = True
+        self.first = True  # no step taken yet (MINPACK's iter = 1)
+        self.undamped = False  # the last choice was mu = 0 (before B2's floor)
 
     def choose(self, lam: float, problem: Callable[[], tuple[Tensor, Tensor]], start: float) -> float:
         M, r = problem()
         if not math.isfinite(self.radius):
             # Delta_1 = factor ||w / c|| (factor where w = 0)
             self.radius = RADIUS_FACTOR * start if start > 0.0 else RADIUS_FACTOR
-        # lambda^2 with ||y(lambda)|| within 10% of Delta, or 0 (Moré 1978, Alg. 5.5; B2's floor under it)
-        mu, self.norm = lm_parameter(M, r, self.radius, lam * lam, self.lambda_min**2)
+        self.radius = max(self.radius, RADIUS_MIN)
+        # lambda^2 with ||y(lambda)|| within 10% of Delta, or 0 (Moré 1978, Alg. 5.5)
+        mu, self.norm = lm_parameter(M, r, self.radius, lam * lam)
+        self.undamped = mu == 0.0
+        if mu < self.lambda_min**2:  # B2's floor, and the length of the step it gives
+            mu, self.norm = lm_parameter(M, r, math.inf, self.lambda_min**2, self.lambda_min**2)
         if self.first and math.isfinite(self.norm):
-            # MINPACK: the first radius is at most the first step's length
-            self.radius, self.first = min(self.radius, self.norm), False
+            # MINPACK: until a step is taken the radius is at most the step's length
+            self.radius = min(self.radius, self.norm)
         return math.sqrt(mu)
 
     def update(self, lam: float, rho: float, *, failed: bool = False, trial: Trial | None = None) -> float:
-        mu, norm = lam * lam, self.norm
+        mu = lam * lam
+        # ||y||: the step solved (MINPACK's pnorm), else the length the choice predicted
+        norm = trial.scaled_norm if trial is not None and math.isfinite(trial.scaled_norm) else self.norm
         if failed or not rho > 0.25 or not math.isfinite(norm):
             # shrink: Delta <- t min(Delta, 10 ||y||), lambda^2 <- lambda^2 / t
             t = _shrink(trial) if not failed else 0.1
-            if math.isfinite(norm) and norm > 0.0:
-                self.radius = t * min(self.radius, norm / 0.1)
-            else:
-                self.radius *= t
+            measured = math.isfinite(norm) and norm > 0.0
+            self.radius = t * (min(self.radius, norm / 0.1) if measured else self.radius)
             mu /= t
-        elif mu == 0.0 or rho >= 0.75:
-            # grow: Delta <- 2 ||y||, lambda^2 <- lambda^2 / 2
-            self.radius, mu = 2.0 * norm, 0.5 * mu
+        elif self.undamped or rho >= 0.75:
+            # grow: Delta <- 2 ||y||, lambda^2 <- lambda^2 / 2 (a zero step leaves Delta)
+            self.radius, mu = (2.0 * norm if norm > 0.0 else self.radius), 0.5 * mu
+        if trial is not None and trial.accepted and not failed:
+            self.first = False
         return max(min(math.sqrt(mu), LAMBDA_MAX), self.lambda_min)
 
     def _rule(self, lam: float, rho: float, failed: bool) -> float:  # update is the rule
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
-        return {"radius": self.radius, "norm": self.norm, "first": self.first}
+        return {"radius": self.radius, "norm": self.norm, "first": self.first, "undamped": self.undamped}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.radius = float(state.get("radius", math.nan))
         self.norm = float(state.get("norm", math.nan))
         self.first = bool(state.get("first", True))
+        self.undamped = bool(state.get("undamped", False))
+
+
+RADIUS_MIN = 1e-300
+"""The least radius B23 works with: a run of refusals halves it each time (and ``||y|| = 0`` would
+give 0), and :func:`shf.optim.trust.lm_parameter` divides by it."""
 
 
 def _shrink(trial: Trial | None) -> float:
@@ -271,11 +291,11 @@ def _shrink(trial: Trial | None) -> float:
     if trial.f_new >= 100.0 * trial.f0:  # ||r|| grew tenfold
         return 0.1
     actual = 1.0 - trial.f_new / trial.f0  # MINPACK's actred
-    t = 0.5
-    if actual < 0.0:
-        slope = trial.slope / (2.0 * trial.f0)  # MINPACK's dirder (f = 1/2 ||r||^2)
-        t = 0.5 * slope / (slope + 0.5 * actual)
-    return t if t >= 0.1 else 0.1
+    slope = trial.slope / (2.0 * trial.f0)  # MINPACK's dirder (f = 1/2 ||r||^2)
+    if actual >= 0.0 or not slope < 0.0:  # f fell (or no descent slope to fit a parabola to)
+        return 0.5
+    # the parabola through f(w), its slope and f(w + d): its minimiser, in [1/10, 1/2]
+    return min(max(0.5 * slope / (slope + 0.5 * actual), 0.1), 0.5)
 
 
 def make_damping(rule: str, drop: float, lambda_min: float = 0.0) -> DampingRule:

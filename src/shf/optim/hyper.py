@@ -40,6 +40,10 @@ _RENAMED: dict[type, dict[str, str]] = {
 }
 GROUPS: tuple[type, ...] = (st.Damping, st.WarmStart, st.Solver, st.Batch, st.LineSearch, st.Init)
 
+# (group, field) -> the flat value of a group default that :class:`shf.SHF`'s regime may choose
+# (B17): the group's ``"auto"`` tells a rule not given from one given by name.
+AUTO: dict[tuple[type, str], Any] = {(st.Damping, "rule"): SHFConfig.damping_rule}
+
 
 def to_config(
     *,
@@ -62,7 +66,10 @@ def to_config(
         if not (isinstance(part, cls) and dataclasses.is_dataclass(part)):
             raise ConfigError(f"expected a shf.{cls.__name__}, got {type(part).__name__}")
         for f in dataclasses.fields(part):
-            values[group_key(cls, f.name)] = getattr(part, f.name)
+            value = getattr(part, f.name)
+            if value == "auto" and (cls, f.name) in AUTO:
+                value = AUTO[cls, f.name]  # not given: the flat default (the regime may replace it)
+            values[group_key(cls, f.name)] = value
     cfg = SHFConfig(**values)
     check_given(cfg, given)
     return cfg

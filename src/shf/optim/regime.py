@@ -136,18 +136,10 @@ def choose(
     return "stochastic"
 
 
-def full_batch(
-    cfg: SHFConfig, given: set[str], train_size: int | None, n_weights: int | None = None
-) -> SHFConfig:
-    """``cfg`` in the full-batch regime: :data:`FULL_BATCH`'s values for the keys the user did not
-    give, and ``solver = "direct"`` with :data:`EXACT`'s trust region for a model of at most
-    :data:`DIRECT_WEIGHTS` weights (``n_weights``; None: not known, e.g. data-parallel), unless one
-    would make a given key ignored or conflict with one (then that key keeps its value)."""
+def _replaced(cfg: SHFConfig, values: dict[str, Any], given: set[str]) -> SHFConfig:
+    """``cfg`` with each of ``values`` in turn where the key was not given, the result is valid and
+    no given key becomes ignored."""
     out = cfg
-    values = dict(FULL_BATCH)
-    if n_weights is not None and n_weights <= DIRECT_WEIGHTS:
-        values["solver"] = "direct"  # B20, after atol and forcing (which it then ignores)
-        values.update(EXACT)  # B23 and B18, which need (and follow) the exact solve
     for key, value in values.items():
         if key in given:
             continue
@@ -157,6 +149,25 @@ def full_batch(
             continue
         if not set(trial.ignored()) & given:
             out = trial
+    return out
+
+
+def full_batch(
+    cfg: SHFConfig, given: set[str], train_size: int | None, n_weights: int | None = None
+) -> SHFConfig:
+    """``cfg`` in the full-batch regime: :data:`FULL_BATCH`'s values for the keys the user did not
+    give, and ``solver = "direct"`` with :data:`EXACT`'s trust region for a model of at most
+    :data:`DIRECT_WEIGHTS` weights (``n_weights``; None: not known, e.g. data-parallel), unless one
+    would make a given key ignored or conflict with one (then that key keeps its value)."""
+    values = dict(FULL_BATCH)
+    if n_weights is not None and n_weights <= DIRECT_WEIGHTS:
+        values["solver"] = "direct"  # B20, after atol and forcing (which it then ignores)
+    out = _replaced(cfg, values, given)
+    if out.solver == "direct" and "damping_rule" not in given:
+        # B23 with B18's scaling: only where the exact solve was chosen (or given)
+        trust = _replaced(out, {"damping_rule": EXACT["damping_rule"]}, given)
+        if trust.damping_rule == EXACT["damping_rule"]:
+            out = _replaced(trust, {"preconditioner": EXACT["preconditioner"]}, given)
     if train_size is not None and not {"n1", "n_max"} & given:
         out = dataclasses.replace(out, n1=train_size, n_max=train_size)
     return out

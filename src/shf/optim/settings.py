@@ -22,8 +22,10 @@ PRECONDITIONER = "chapelle-erhan"
 @dataclass(frozen=True)
 class Damping:
     """Levenberg-Marquardt damping (§4.2): start at ``lambda1`` (LSMR's ``damp``, the system
-    is ``A^T A + lambda^2 I``); ``rule = "paper"``: ``lambda <- lambda/drop`` if ``rho < 1/4``,
-    ``drop lambda`` if ``rho > 3/4``; ``rule = "nielsen"`` (beyond the paper): Nielsen's
+    is ``A^T A + lambda^2 I``); ``rule = "auto"`` (the default): Nielsen's rule, and in the
+    full-batch regime with the exact solve B23's trust region (a rule given by name is kept, so
+    ``rule = "nielsen"`` keeps Nielsen's there too); ``rule = "paper"``: ``lambda <- lambda/drop``
+    if ``rho < 1/4``, ``drop lambda`` if ``rho > 3/4``; ``rule = "nielsen"`` (beyond the paper): Nielsen's
     continuous update of ``lambda^2`` (:func:`shf.optim.damping.nielsen`); ``rule = "trust-region"``
     (beyond the paper, B23): ``lambda`` chosen per HF iteration so that the scaled step ``||d / c||``
     meets a radius that moves with ``rho`` (MINPACK's rule, :class:`shf.optim.damping.TrustRegion`;
@@ -42,7 +44,7 @@ class Damping:
 
     lambda1: float = 5.0
     drop: float = 0.99
-    rule: str = "nielsen"
+    rule: str = "auto"
     lambda_min: float = 0.05
     weight_cost: float = 1e-4
     weight_cost_rule: str = "constant"

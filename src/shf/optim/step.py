@@ -47,6 +47,7 @@ from shf.optim.damping import (
 from shf.optim.linesearch import STEP_RULES, StepLength, make_step_length
 from shf.optim.objective import WEIGHT_COST_RULES, Objective, ObjectiveAt, QuadraticModel, make_objective
 from shf.optim.sampler import CurvatureRows, make_sampler
+from shf.optim.scaling import ColumnScaling
 from shf.optim.settings import (
     PAPER_VALUES,
     PRECONDITIONER,
@@ -123,8 +124,9 @@ class SHFConfig:
             choice for at most 16, :mod:`shf.optim.regime`).
         batch_schedule: ``dynamic`` (Alg. 2 and the growth rule) or ``fixed`` (``n = n1``
             and ``maxiter = maxiter1`` throughout; ablation).
-        damping_rule: ``paper`` (§4.2, ``drop``), ``nielsen`` (beyond the paper: Nielsen's
-            continuous rule on ``lambda^2``, :func:`shf.optim.damping.nielsen`; ``drop`` unused)
+        damping_rule: ``paper`` (§4.2, ``drop``), ``nielsen`` (the default, beyond the paper:
+            Nielsen's continuous rule on ``lambda^2``, :func:`shf.optim.damping.nielsen`; ``drop``
+            unused; the settings group's ``Damping(rule="auto")``)
             or ``trust-region`` (beyond the paper, B23: ``lambda`` chosen per HF iteration for a
             radius on ``||d / c||`` that moves with ``rho``, MINPACK's rule,
             :class:`shf.optim.damping.TrustRegion`; needs ``solver = "direct"``, no warm start).
@@ -240,7 +242,7 @@ class SHFConfig:
     use_merit: bool = Solver.use_merit
     solver: str = Solver.kind
     batch_schedule: str = Batch.schedule
-    damping_rule: str = Damping.rule
+    damping_rule: str = "nielsen"  # Damping.rule's "auto" outside the full-batch regime's exact solve
     lambda_min: float = Damping.lambda_min
     forcing: str = Solver.forcing
     forcing_eta0: float = Solver.forcing_eta0
@@ -395,6 +397,11 @@ class SHFConfig:
             f"lambda1 must be >= lambda_min (raise lambda1, or lower lambda_min too)",
         )
         require_choice("damping_rule", self.damping_rule, DAMPING_RULES)
+        need(
+            self.damping_rule != "trust-region" or self.acceleration == "none",
+            "damping_rule 'trust-region' (B23) sizes the step d itself: it does not take B22's "
+            "geodesic acceleration (set acceleration = 'none', or another damping rule)",
+        )
         need(
             self.damping_rule != "trust-region" or (self.solver == "direct" and self.curvature_size is None),
             "damping_rule 'trust-region' (B23) chooses lambda on the exact solve's matrix: it needs "
@@ -841,7 +848,9 @@ def shf_step(
     state.gamma = min(cfg.gamma_growth * gamma, cfg.gamma_max)
     # lambda <- lambda/drop if rho < 1/4; drop*lambda if rho > 3/4 (the chosen rule, B1, B2); a
     # step undone for non-finite weights raises it at least as the paper's rule would
-    state.lam = state.damping.update(lam, rho, failed=undone, trial=Trial(objective.f0, f_new, p.slope))
+    scaled = _scaled_norm(p, c) if state.damping.sized else math.nan  # B23's ||d / c||
+    trial = Trial(objective.f0, f_new, p.slope, accepted, scaled)
+    state.lam = state.damping.update(lam, rho, failed=undone, trial=trial)
     # With s = 1 the new weights are exactly the w + d the merit evaluated: f(w_new; X_val) is known
     known = accepted and step == 1.0 and p.solved.merit_of_d is not None
     return w_new, StepInfo(
@@ -853,6 +862,13 @@ def shf_step(
         val_loss_new=p.solved.merit_of_d if known else None, curvature_rows=n_c if subset else None,
         warm_start=p.warm, acceleration=accel.ratio, radius=radius, times=clock.done(),
     )  # fmt: skip
+
+
+def _scaled_norm(p: Direction, c: ColumnScaling | None) -> float:
+    """``||d / c||``, the step's length in the solver's scaled variable (B23's radius is on it)."""
+    if not p.finite:
+        return math.nan
+    return tl.norm(p.d if c is None else tl.div(p.d, c.c))
 
 
 def _accelerated(p: Direction, a: list[Tensor], q: QuadraticModel) -> Direction:

@@ -54,12 +54,13 @@ class Spectrum:
     @classmethod
     def of(cls, M: Tensor, r: Tensor) -> Spectrum:
         """The thin SVD of ``M`` (float64 for the closed forms); singular values at most
-        ``max(m, p) eps s_max`` count as zero (numpy's ``matrix_rank`` tolerance), as
-        :func:`torch.linalg.pinv` drops them in the minimum-norm Gauss-Newton step."""
+        ``max(m, p) eps s_max`` count as zero (numpy's ``matrix_rank`` tolerance, ``eps`` of
+        ``M``'s dtype), as :func:`torch.linalg.pinv` drops them in the minimum-norm Gauss-Newton
+        step."""
         M64, r64 = M.detach().double(), r.detach().double()
         U, s, _ = torch.linalg.svd(M64, full_matrices=False)
         z = U.T @ r64
-        tol = (s.max() if s.numel() else torch.zeros(())) * max(M.shape) * torch.finfo(torch.float64).eps
+        tol = (s.max() if s.numel() else torch.zeros(())) * max(M.shape) * torch.finfo(M.dtype).eps
         keep = s > tol
         return cls(s[keep], z[keep], bool(keep.all()) and M.shape[0] >= M.shape[1])
 
@@ -83,9 +84,9 @@ def lm_parameter(
     the Gauss-Newton step, where that is no longer than ``1.1 radius``); ``mu0`` is the last
     iteration's ``mu``, the first guess (Moré 1978, Alg. 5.5; MINPACK's ``lmpar``); ``mu`` is then
     at least ``mu_min`` (a floor, B2). A matrix or right-hand side that is not finite gives
-    ``(0, nan)``: the step will be refused."""
+    ``(mu0, nan)``: the step will be refused."""
     if not bool(torch.isfinite(M).all() and torch.isfinite(r).all()):
-        return 0.0, math.nan
+        return mu0, math.nan
     sp = Spectrum.of(M, r)
     mu, norm = _parameter(sp, radius, mu0)
     return (mu, norm) if mu >= mu_min else (mu_min, sp.norm(mu_min))
