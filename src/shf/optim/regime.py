@@ -31,11 +31,11 @@ setting                 full-batch regime           why
                                                     (G16): no round-off of LSMR's stopping test
                                                     on an ill-conditioned fit, no iterations
 ``damping_rule``        ``"trust-region"`` with     B23: ``lambda`` chosen for a radius on the
-                        the exact solve (else       scaled step, MINPACK's rule: it follows a
-                        Nielsen's, the default)     Jacobian whose scale changes by orders of
-                                                    magnitude, where a rule on ``lambda`` lags
+                        the exact solve, unless a   scaled step, MINPACK's rule: it follows a
+                        rule is named (else         Jacobian whose scale changes by orders of
+                        Nielsen's, the default)     magnitude, where a rule on ``lambda`` lags
 ``preconditioner``      ``"column-norms"`` with     B18: the radius on ``||D d||``, ``D`` the
-                        the exact solve (else       largest column norms of ``J`` seen, so the
+                        the trust region (else      largest column norms of ``J`` seen, so the
                         none)                       steps do not depend on the parameters' units
 ======================  ==========================  =========================================
 
