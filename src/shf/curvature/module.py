@@ -436,6 +436,7 @@ class ModuleJacobian:
         self._linear: Callable[..., Tensor] | None = None  # the checked linearize trace, if any
 
     _J: Tensor | None = None  # the dense Jacobian (rows: output entries, columns: weights)
+    _A: Tensor | None = None  # A = B^T J / sqrt(n) from it (dense(), formed when first asked)
 
     def _dense_wanted(self, problem: ModuleProblem) -> bool:
         """Whether this operator forms ``J`` (``dense``, or ``auto`` on a small model)."""
@@ -504,9 +505,11 @@ class ModuleJacobian:
         the Jacobian is formed (G16), else None: ``B^T J / sqrt(n)``, column by column."""
         if self._J is None:
             return None
-        J = self._J
-        cols = [self.point.bt(J[:, j].reshape(self._zshape)).reshape(-1) for j in range(J.shape[1])]
-        return torch.stack(cols, dim=1).mul_(self.scale)
+        if self._A is None:  # formed once per operator (the exact solve, B23 and B18 read it)
+            J = self._J
+            cols = [self.point.bt(J[:, j].reshape(self._zshape)).reshape(-1) for j in range(J.shape[1])]
+            self._A = torch.stack(cols, dim=1).mul_(self.scale)
+        return self._A
 
     def second_derivative(self, d: list[Tensor]) -> Tensor:
         """``B^T z''[d, d] / sqrt(n)``: the output's second derivative along ``d``,

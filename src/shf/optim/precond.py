@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from shf import tensorlist as tl
 from shf.curvature.base import JacobianOperator
 from shf.errors import ConfigError
 from shf.optim.kron import KroneckerScaling
@@ -78,9 +79,16 @@ def martens_fisher(A: JacobianOperator, lam: float, exponent: float = 0.75) -> l
 
 
 def column_norms(A: JacobianOperator, generator: torch.Generator | None = None) -> list[Tensor]:
-    """The column norms of ``A``, ``sqrt(diag(A^T A))``, from Alg. 3's estimate of ``diag(G)``:
-    exact where every example has one residual (``(a_i^T u_i)^2 = a_i^2`` for ``u_i = ±1``, the
-    parametric fits), unbiased for ``diag(G)`` otherwise."""
+    """The column norms of ``A``, ``sqrt(diag(A^T A))``: of its matrix where the operator forms it
+    (G16, ``dense()``: exact, MINPACK's), else from Alg. 3's estimate of ``diag(G)``: exact where
+    every example has one residual (``(a_i^T u_i)^2 = a_i^2`` for ``u_i = ±1``, the parametric
+    fits), unbiased for ``diag(G)`` otherwise."""
+    dense = getattr(A, "dense", None)
+    M = dense() if dense is not None else None
+    w = getattr(A, "w", None)
+    if M is not None and w is not None:
+        # ||A_:j|| of the matrix itself, one column per weight
+        return list(tl.unflatten(torch.linalg.vector_norm(M, dim=0), w))
     return [torch.sqrt(D) for D in chapelle_erhan_estimate(A, generator)]
 
 

@@ -45,10 +45,12 @@ DWARF = torch.finfo(torch.float64).tiny
 @dataclass(frozen=True)
 class Spectrum:
     """``M``'s singular values ``s`` (those above round-off) and ``z = U^T r`` for them:
-    everything ``||y(mu)||`` depends on."""
+    everything ``||y(mu)||`` depends on. Python floats: ``M`` has a handful of columns, and the
+    closed forms below are evaluated a dozen times per HF iteration, where a tensor operation's
+    fixed cost (tens of microseconds) would be most of the work."""
 
-    s: Tensor
-    z: Tensor
+    s: tuple[float, ...]
+    z: tuple[float, ...]
     full_rank: bool
 
     @classmethod
@@ -58,23 +60,29 @@ class Spectrum:
         ``M``'s dtype), as :func:`torch.linalg.pinv` drops them in the minimum-norm Gauss-Newton
         step."""
         M64, r64 = M.detach().double(), r.detach().double()
-        U, s, _ = torch.linalg.svd(M64, full_matrices=False)
-        z = U.T @ r64
-        tol = (s.max() if s.numel() else torch.zeros(())) * max(M.shape) * torch.finfo(M.dtype).eps
-        keep = s > tol
-        return cls(s[keep], z[keep], bool(keep.all()) and M.shape[0] >= M.shape[1])
+        U, sv, _ = torch.linalg.svd(M64, full_matrices=False)
+        s, z = sv.tolist(), (U.T @ r64).tolist()
+        tol = max(s, default=0.0) * max(M.shape) * torch.finfo(M.dtype).eps
+        keep = [i for i, v in enumerate(s) if v > tol]
+        full = len(keep) == len(s) and M.shape[0] >= M.shape[1]
+        return cls(tuple(s[i] for i in keep), tuple(z[i] for i in keep), full)
 
     def norm(self, mu: float) -> float:
-        """``||y(mu)||``."""
-        return float(torch.linalg.vector_norm(self.s * self.z / (self.s * self.s + mu)))
+        """``||y(mu)|| = sqrt(sum_i (s_i z_i / (s_i^2 + mu))^2)``."""
+        return math.sqrt(sum((si * zi / (si * si + mu)) ** 2 for si, zi in zip(self.s, self.z)))
+
+    def gradient_norm(self) -> float:
+        """``||M^T r|| = sqrt(sum_i (s_i z_i)^2)``."""
+        return math.sqrt(sum((si * zi) ** 2 for si, zi in zip(self.s, self.z)))
 
     def newton(self, mu: float, norm: float, radius: float) -> float:
         """Moré's correction ``(phi / Delta) / ||R^{-T} y / ||y||||^2``: Newton's step on
         ``1/Delta - 1/||y(mu)||`` (nearly linear in ``mu``, so better than Newton on ``phi``), with
         ``||R^{-T} y||^2 = y^T (M^T M + mu I)^{-1} y = sum_i s_i^2 z_i^2 / (s_i^2 + mu)^3``."""
-        s2 = self.s * self.s
-        q = float((s2 * self.z * self.z / (s2 + mu) ** 3).sum()) / (norm * norm)
-        return (norm - radius) / radius / q
+        q = sum((si * zi) ** 2 / (si * si + mu) ** 3 for si, zi in zip(self.s, self.z))
+        if not (norm > 0.0 and q > 0.0):  # no step to correct (y = 0): no correction
+            return 0.0
+        return (norm - radius) / radius / (q / (norm * norm))
 
 
 def lm_parameter(
@@ -102,7 +110,7 @@ def _parameter(sp: Spectrum, radius: float, mu0: float) -> tuple[float, float]:
     # l: the Newton step from 0 on 1/Delta - 1/||y(mu)|| (full column rank), a lower bound
     lower = sp.newton(0.0, norm, radius) if sp.full_rank else 0.0
     # u = ||M^T r|| / Delta: y(u) is no longer than Delta
-    g = float(torch.linalg.vector_norm(sp.s * sp.z))
+    g = sp.gradient_norm()
     upper = g / radius if g > 0.0 else DWARF / min(radius, ACCURACY)
     mu = min(max(mu0, lower), upper)
     if mu == 0.0:
