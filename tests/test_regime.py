@@ -239,5 +239,10 @@ def test_the_trust_region_and_its_scaling_come_only_with_the_exact_solve() -> No
     assert shf.SHF(Rise(), lambda out, t: out - t).config.damping_rule == "trust-region"
     named = shf.SHF(Rise(), lambda out, t: out - t, damping=shf.Damping(rule="nielsen"))
     assert named.regime == "full-batch" and parts(named.config) == ("direct", "nielsen", "none")
+    # the regime before B23 exactly (so its checkpoints load when the damping is named this way)
+    auto = shf.SHF(Rise(), lambda out, t: out - t).config
+    nielsen = shf.Damping(rule="nielsen")
+    before = shf.SHF(Rise(), lambda out, t: out - t, damping=nielsen, preconditioner="none")
+    assert before.config == dataclasses.replace(auto, damping_rule="nielsen", preconditioner="none")
     stochastic = shf.SHF(Rise(), lambda out, t: out - t, regime="stochastic")
     assert stochastic.config.damping_rule == "nielsen" == SHFConfig().damping_rule
