@@ -102,3 +102,15 @@ def test_b16_resumes_with_the_training_set_size_it_was_saved_with() -> None:
     assert other.hf_state.objective.weight_cost != opt.hf_state.objective.weight_cost
     other.load_state_dict(opt.state_dict())
     assert other.hf_state.objective.weight_cost == opt.hf_state.objective.weight_cost
+
+
+def test_b24_is_b16_above_a_hundred_weights_per_example_and_the_constant_below() -> None:
+    """B24 (``"per-example-floor"``): ``c = max(weight_cost, weight_cost (P / N) / 100)``; the
+    constant where the training-set size is not known (so it can be a default for any user)."""
+    from shf.optim.objective import make_objective
+
+    above = make_objective("per-example-floor", 1e-4, 35_500, 100)  # 355 weights per example
+    assert above.weight_cost == pytest.approx(3.55e-4, rel=1e-15)
+    assert make_objective("per-example-floor", 1e-4, 6_200, 100).weight_cost == 1e-4  # 62 per example
+    assert make_objective("per-example-floor", 1e-4, 6_200, None).weight_cost == 1e-4
+    assert make_objective("per-example", 1e-4, 6_200, 100).weight_cost == pytest.approx(6.2e-5, rel=1e-15)

@@ -22,8 +22,9 @@ from shf.errors import ConfigError, require_choice
 
 logger = logging.getLogger(__name__)
 
-WEIGHT_COST_RULES = ("constant", "per-example")
-"""How B10's weight cost ``c`` is set: ``weight_cost`` itself, or B16's rule."""
+WEIGHT_COST_RULES = ("constant", "per-example", "per-example-floor")
+"""How B10's weight cost ``c`` is set: ``weight_cost`` itself, B16's rule, or B16's rule with
+``weight_cost`` as its floor (B24)."""
 
 REFERENCE_WEIGHTS_PER_EXAMPLE = 100.0
 """B16: the weights per training example at which ``c`` is ``weight_cost``."""
@@ -64,11 +65,20 @@ class WeightsPerExample:
 
 def make_objective(rule: str, weight_cost: float, n_weights: int, train_size: int | None) -> Objective:
     """The objective with B10's weight cost set by ``rule`` (one of :data:`WEIGHT_COST_RULES`):
-    ``"constant"`` (``c = weight_cost``) or ``"per-example"`` (:class:`WeightsPerExample`)."""
+    ``"constant"`` (``c = weight_cost``), ``"per-example"`` (:class:`WeightsPerExample`) or
+    ``"per-example-floor"`` (beyond the paper, B24: ``c = max(weight_cost, weight_cost (P / N) /
+    100)``, B16's rule above 100 weights per example and the constant below, and the constant
+    where the training-set size is not known: ``weight_cost`` is never lowered, and a model with
+    more weights than a hundred per example gets more)."""
     require_choice("weight_cost_rule", rule, WEIGHT_COST_RULES)
     if rule == "per-example":
         c = WeightsPerExample(weight_cost).cost(n_weights, train_size)
         logger.info("B16: weight cost %.4g (%d weights, %s training examples)", c, n_weights, train_size)
+        return Objective(c)
+    if rule == "per-example-floor" and train_size is not None:
+        # B24: c = max(weight_cost, weight_cost (P / N) / 100)
+        c = max(weight_cost, WeightsPerExample(weight_cost).cost(n_weights, train_size))
+        logger.info("B24: weight cost %.4g (%d weights, %d training examples)", c, n_weights, train_size)
         return Objective(c)
     return Objective(weight_cost)
 

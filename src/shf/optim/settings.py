@@ -38,9 +38,11 @@ class Damping:
     defaults"); with the validation merit inside LSMR it had cost on CURVES and MNIST-t10k.
     ``weight_cost_rule``: ``"constant"`` (``c = weight_cost``) or, beyond the paper (B16),
     ``"per-example"``: ``c = weight_cost (P / N) / 100`` with ``P`` the weights and ``N`` the
-    training examples (:class:`shf.optim.objective.WeightsPerExample`). ``roundoff``: beyond the
-    paper (B21), a step whose undamped model predicts a change of ``f`` below ``roundoff |f|`` is
-    judged by ``f`` alone (the full-batch regime's is 1e-10; 0, the default, is never)."""
+    training examples (:class:`shf.optim.objective.WeightsPerExample`), or ``"per-example-floor"``
+    (B24): the larger of that and ``weight_cost`` (the constant where ``N`` is not known).
+    ``roundoff``: beyond the paper (B21), a step whose undamped model predicts a change of ``f``
+    below ``roundoff |f|`` is judged by ``f`` alone (the full-batch regime's is 1e-10; 0, the
+    default, is never)."""
 
     lambda1: float = 5.0
     drop: float = 0.99

@@ -179,7 +179,9 @@ class SHFConfig:
             stay on ``L`` (the data's loss: the term is the same on every data set).
         weight_cost_rule: ``"constant"`` (``c = weight_cost``) or, beyond the paper (B16),
             ``"per-example"``: ``c = weight_cost (P / N) / 100``, ``P`` the weights and ``N`` the
-            training examples (:class:`shf.optim.objective.WeightsPerExample`; needs ``N``).
+            training examples (:class:`shf.optim.objective.WeightsPerExample`; needs ``N``), or
+            ``"per-example-floor"`` (B24): ``c = max(weight_cost, weight_cost (P / N) / 100)``, the
+            constant where ``N`` is not known.
         n_max_fraction: beyond the paper (B13): with a known training-set size ``N`` the
             gradient batch is capped at ``ceil(n_max_fraction N)`` as well as at ``n_max``
             (never below ``n1``); ``None`` (the paper's): ``n_max`` alone. The presets' caps
