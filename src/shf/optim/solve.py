@@ -147,9 +147,14 @@ class SolveResult:
 def _scaled_start(c: ColumnScaling | None, x0: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
     """The diagonal column scaling ``c`` (ones without a preconditioner) and the start
     ``y0 = x0 / c`` in the scaled variable of Alg. 6's problem (NOTES item 2)."""
-    assert c is None or c.diagonal  # B19 takes LsmrSolver.kronecker
-    ones = c.c if c is not None else [torch.ones_like(t) for t in x0]
+    ones = _column_scale(c, x0)
     return ones, cast(list[Tensor], tl.div(x0, ones))
+
+
+def _column_scale(c: ColumnScaling | None, like: list[Tensor]) -> list[Tensor]:
+    """The diagonal column scaling ``c`` (ones shaped as ``like`` without a preconditioner)."""
+    assert c is None or c.diagonal  # B19 takes LsmrSolver.kronecker
+    return c.c if c is not None else [torch.ones_like(t) for t in like]
 
 
 def _with_weight_cost(s: System) -> tuple[Any, Any]:
@@ -429,7 +434,7 @@ class DirectSolver(InnerSolver):
         if system.subset:
             raise ConfigError("the dense undamped problem is not defined with curvature rows (B7)")
         base, b = _with_weight_cost(system)
-        ones = system.c.c if system.c is not None else [torch.ones_like(t) for t in system.w]
+        ones = _column_scale(system.c, system.w)
         # the operator's own matrix where it holds J (G16), else one product per weight
         dense = getattr(system.A, "dense", None) if system.weight_cost == 0.0 else None
         J = dense() if dense is not None else None

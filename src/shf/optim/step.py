@@ -817,7 +817,7 @@ def shf_step(
     if state.damping.sized:
         with clock("damping"):
             # Beyond the paper (B23): lambda for the trust region's radius on ||d / c|| (Moré 1978)
-            start = tl.norm(w if c is None else tl.div(w, c.c))
+            start = _scaled_norm(w, c)  # ||w / c||, the first radius's scale
             assert isinstance(state.solver, DirectSolver)  # SHFConfig refuses another solver
             lam = state.damping.choose(lam, functools.partial(state.solver.matrix, system), start)
             radius = state.damping.radius
@@ -850,7 +850,7 @@ def shf_step(
     state.gamma = min(cfg.gamma_growth * gamma, cfg.gamma_max)
     # lambda <- lambda/drop if rho < 1/4; drop*lambda if rho > 3/4 (the chosen rule, B1, B2); a
     # step undone for non-finite weights raises it at least as the paper's rule would
-    scaled = _scaled_norm(p, c) if state.damping.sized else math.nan  # B23's ||d / c||
+    scaled = _scaled_norm(p.d, c) if state.damping.sized and p.finite else math.nan  # B23's ||d / c||
     trial = Trial(objective.f0, f_new, p.slope, accepted, scaled)
     state.lam = state.damping.update(lam, rho, failed=undone, trial=trial)
     # With s = 1 the new weights are exactly the w + d the merit evaluated: f(w_new; X_val) is known
@@ -866,11 +866,9 @@ def shf_step(
     )  # fmt: skip
 
 
-def _scaled_norm(p: Direction, c: ColumnScaling | None) -> float:
-    """``||d / c||``, the step's length in the solver's scaled variable (B23's radius is on it)."""
-    if not p.finite:
-        return math.nan
-    return tl.norm(p.d if c is None else tl.div(p.d, c.c))
+def _scaled_norm(x: list[Tensor], c: ColumnScaling | None) -> float:
+    """``||x / c||``, the length of ``x`` in the solver's scaled variable (B23's radius is on it)."""
+    return tl.norm(x if c is None else tl.div(x, c.c))
 
 
 def _accelerated(p: Direction, a: list[Tensor], q: QuadraticModel) -> Direction:
