@@ -9,7 +9,9 @@ import torch
 
 from reference import tiny_problem
 from shf import tensorlist as tl
-from shf.optim.objective import Objective, QuadraticModel
+from shf.errors import ConfigError
+from shf.optim.objective import Objective, QuadraticModel, make_objective
+from shf.optim.step import SHFConfig
 
 
 @pytest.mark.parametrize("c", [0.0, 0.3])
@@ -107,10 +109,40 @@ def test_b16_resumes_with_the_training_set_size_it_was_saved_with() -> None:
 def test_b24_is_b16_above_a_hundred_weights_per_example_and_the_constant_below() -> None:
     """B24 (``"per-example-floor"``): ``c = max(weight_cost, weight_cost (P / N) / 100)``; the
     constant where the training-set size is not known (so it can be a default for any user)."""
-    from shf.optim.objective import make_objective
-
     above = make_objective("per-example-floor", 1e-4, 35_500, 100)  # 355 weights per example
     assert above.weight_cost == pytest.approx(3.55e-4, rel=1e-15)
     assert make_objective("per-example-floor", 1e-4, 6_200, 100).weight_cost == 1e-4  # 62 per example
     assert make_objective("per-example-floor", 1e-4, 6_200, None).weight_cost == 1e-4
     assert make_objective("per-example", 1e-4, 6_200, 100).weight_cost == pytest.approx(6.2e-5, rel=1e-15)
+    # the cap: at most B24_MAX_FACTOR (10) times weight_cost, from 1,000 weights per example on
+    floor = "per-example-floor"
+    assert make_objective(floor, 1e-4, 99_900, 100).weight_cost == pytest.approx(9.99e-4, rel=1e-15)
+    assert make_objective(floor, 1e-4, 400_000, 100).weight_cost == pytest.approx(1e-3, rel=1e-15)
+    assert make_objective("per-example", 1e-4, 400_000, 100).weight_cost == pytest.approx(4e-3, rel=1e-15)
+
+
+def test_b24_is_the_default_and_a_run_from_before_keeps_the_constant() -> None:
+    """B24 is the defaults' rule (``SHFConfig()``, ``shf.Damping()``); the paper has no weight
+    cost (``c = 0`` by any rule); a stored run without the key, made before the rules existed,
+    keeps ``"constant"``."""
+    import shf
+    from shf import config as cfgmod
+
+    assert SHFConfig().weight_cost_rule == shf.Damping().weight_cost_rule == "per-example-floor"
+    assert make_objective(shf.PAPER.weight_cost_rule, shf.PAPER.weight_cost, 10**6, 10).weight_cost == 0.0
+    stored = cfgmod.restore_infinities({"optimizer": {"weight_cost": 1e-4}})
+    assert stored["optimizer"]["weight_cost_rule"] == "constant"
+    # a checkpoint without the key resumes under the constant rule, and is refused by the default
+    net, _, _ = _classifier()
+    constant = {"damping": shf.Damping(weight_cost_rule="constant"), "batch": shf.Batch(n1=30, n_max=60)}
+    state = shf.SHF(net, "cross_entropy", train_size=60, **constant).state_dict()
+    del state["shf"]["config"]["weight_cost_rule"]
+    shf.SHF(net, "cross_entropy", train_size=60, **constant).load_state_dict(state)
+    with pytest.raises(ConfigError, match=r"other hyper-parameters \(weight_cost_rule\)"):
+        shf.SHF(net, "cross_entropy", train_size=60, batch=shf.Batch(n1=30, n_max=60)).load_state_dict(state)
+    # by default a model of 714 weights on 2 training examples (357 per example) gets 3.57 times
+    # the weight cost, and on 20 examples (35.7 per example) the weight cost itself
+    net = torch.nn.Linear(50, 14).double()
+    for n, c in ((2, 3.57e-4), (20, 1e-4)):
+        opt = shf.SHF(net, "cross_entropy", train_size=n, regime="stochastic", batch=shf.Batch(n1=2, n_max=2))
+        assert opt.hf_state.objective.weight_cost == pytest.approx(c, rel=1e-12)

@@ -24,10 +24,16 @@ logger = logging.getLogger(__name__)
 
 WEIGHT_COST_RULES = ("constant", "per-example", "per-example-floor")
 """How B10's weight cost ``c`` is set: ``weight_cost`` itself, B16's rule, or B16's rule with
-``weight_cost`` as its floor (B24)."""
+``weight_cost`` as its floor and :data:`B24_MAX_FACTOR` times it as its cap (B24, the default)."""
 
 REFERENCE_WEIGHTS_PER_EXAMPLE = 100.0
 """B16: the weights per training example at which ``c`` is ``weight_cost``."""
+
+B24_MAX_FACTOR = 10.0
+"""B24's cap: ``c`` is at most this many times ``weight_cost`` (reached at 1,000 weights per
+training example). B16's rule is measured between 42 and 355 weights per example; far above that
+(a large model on a few hundred examples) a proportional ``c`` slowed the fit of ``shf train``'s
+network on 1,000 and 250 examples (``docs/results/b16/README.md``, "Small training sets")."""
 
 
 @dataclass(frozen=True)
@@ -66,18 +72,20 @@ class WeightsPerExample:
 def make_objective(rule: str, weight_cost: float, n_weights: int, train_size: int | None) -> Objective:
     """The objective with B10's weight cost set by ``rule`` (one of :data:`WEIGHT_COST_RULES`):
     ``"constant"`` (``c = weight_cost``), ``"per-example"`` (:class:`WeightsPerExample`) or
-    ``"per-example-floor"`` (beyond the paper, B24: ``c = max(weight_cost, weight_cost (P / N) /
-    100)``, B16's rule above 100 weights per example and the constant below, and the constant
-    where the training-set size is not known: ``weight_cost`` is never lowered, and a model with
-    more weights than a hundred per example gets more)."""
+    ``"per-example-floor"`` (beyond the paper, B24, the default: ``c = min(max(weight_cost,
+    weight_cost (P / N) / 100), B24_MAX_FACTOR weight_cost)``, B16's rule from 100 to 1,000 weights
+    per example, the constant below, the cap above, and the constant where the training-set size is
+    not known: ``weight_cost`` is never lowered, and a model with more weights than a hundred per
+    example gets more, up to :data:`B24_MAX_FACTOR` times)."""
     require_choice("weight_cost_rule", rule, WEIGHT_COST_RULES)
     if rule == "per-example":
         c = WeightsPerExample(weight_cost).cost(n_weights, train_size)
         logger.info("B16: weight cost %.4g (%d weights, %s training examples)", c, n_weights, train_size)
         return Objective(c)
     if rule == "per-example-floor" and train_size is not None:
-        # B24: c = max(weight_cost, weight_cost (P / N) / 100)
-        c = max(weight_cost, WeightsPerExample(weight_cost).cost(n_weights, train_size))
+        # B24: c = min(max(weight_cost, weight_cost (P / N) / 100), B24_MAX_FACTOR weight_cost)
+        c = min(max(weight_cost, WeightsPerExample(weight_cost).cost(n_weights, train_size)),
+                B24_MAX_FACTOR * weight_cost)  # fmt: skip
         logger.info("B24: weight cost %.4g (%d weights, %d training examples)", c, n_weights, train_size)
         return Objective(c)
     return Objective(weight_cost)

@@ -39,7 +39,16 @@ from shf.optim.batchsize import BatchPolicy, BatchSchedule, batch_cap
 from shf.optim.hyper import GROUPS, to_config
 from shf.optim.objective import make_objective
 from shf.optim.regime import choose, first_groups, full_batch, given_keys
-from shf.optim.settings import PRECONDITIONER, Batch, Damping, Init, LineSearch, Solver, WarmStart
+from shf.optim.settings import (
+    ADDED_LATER,
+    PRECONDITIONER,
+    Batch,
+    Damping,
+    Init,
+    LineSearch,
+    Solver,
+    WarmStart,
+)
 from shf.optim.solve import DIRECT_MAX_WEIGHTS
 from shf.optim.step import NOT_FINITE_BATCH, SHFConfig, SHFState, StepInfo, shf_step
 
@@ -585,7 +594,7 @@ class SHF(torch.optim.Optimizer):
         mine = dataclasses.asdict(self.config)
         # A hyper-parameter the saved state lacks was added to shf after it was saved: that run
         # behaved as the paper's setting (each option kept shf's behaviour when it was added).
-        defaults = dataclasses.asdict(SHFConfig.paper())
+        defaults = {**dataclasses.asdict(SHFConfig.paper()), **ADDED_LATER}
         saved = {k: s["config"].get(k, defaults.get(k)) for k in set(mine) | set(s["config"])}
         if saved != mine:
             diff = sorted(k for k, v in saved.items() if mine.get(k) != v)
