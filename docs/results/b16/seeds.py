@@ -2,6 +2,9 @@
 
     python docs/results/b16/seeds.py            # writes docs/results/b16/seeds.md and seeds.json
 
+(and, where they exist, the runs of the defaults since B24 on the fair table's machine kind,
+``docs/results/fair/<data set>/b24-s<seed>.json.gz``, as one more arm)
+
 For each data set with B16 runs (``docs/results/b16/<data set>/s<seed>.json.gz``, made by
 ``seeds.sh``), the per-seed test errors of the defaults and of the fair Adam come from the fair
 table (``docs/results/fair/<data set>/compare.json``, the same seeds, initial weights, budget and
@@ -28,14 +31,17 @@ FAIR = HERE.parent / "fair"
 DATASETS = ("usps", "curves", "mnist-t10k")
 
 
-def _b16_runs(ds: str, target: float) -> dict[int, dict[str, Any]]:
+def _b16_runs(
+    ds: str, target: float, where: Path = HERE, pattern: str = "s*.json.gz"
+) -> dict[int, dict[str, Any]]:
     """{seed: {test_error, best_val_error, time_to_target_s, hf_iterations, stop_reason}} of the
     runs archived under ``docs/results/b16/<ds>/`` (``<ds>`` may name the defaults' reruns,
-    ``mnist-t10k-defaults``)."""
+    ``mnist-t10k-defaults``), or under ``where / ds`` as ``pattern`` (the defaults since B24:
+    ``docs/results/fair/<ds>/b24-s<seed>.json.gz``)."""
     out: dict[int, dict[str, Any]] = {}
-    if not (HERE / ds).is_dir():
+    if not (where / ds).is_dir():
         return out
-    for arc in sorted((HERE / ds).glob("s*.json.gz")):
+    for arc in sorted((where / ds).glob(pattern)):
         with tempfile.TemporaryDirectory() as tmp:
             unpack(arc, tmp)
             for summary in Path(tmp).rglob("summary.json"):
@@ -83,6 +89,12 @@ def table() -> tuple[str, dict[str, Any]]:
         if rerun and set(seeds) <= set(rerun):
             arms = {"defaults (fair table)": fair["shf-tuned"], "defaults (rerun beside B16)": rerun,
                     "B16 (per-example)": b16, "fair Adam": adam}  # fmt: skip
+        # the defaults since B24 (B16's c where the model has 100-1,000 weights per example),
+        # run again on the fair table's machine kind (AMD EPYC)
+        b24 = _b16_runs(ds, target, FAIR, "b24-s*.json.gz")
+        if b24 and set(seeds) <= set(b24):
+            arms = {**{k: v for k, v in arms.items() if k != "fair Adam"},
+                    "defaults since B24 (AMD EPYC)": b24, "fair Adam": adam}  # fmt: skip
         record[ds] = {"target_val_error": target, "budget_s": budget, "seeds": seeds, "arms": {}}
         for name, runs in arms.items():
             tests = [runs[s]["test_error"] for s in seeds]
