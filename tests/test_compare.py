@@ -287,6 +287,32 @@ def test_a_run_from_before_a_new_option_is_the_same_configuration_at_its_default
     assert config_differences(stored, cfgmod.load("usps", ["run.max_time=1800"])) == ["run.max_time"]
 
 
+def test_keys_a_run_does_not_read_are_no_difference():
+    """A run's identity is what it reads: an [optimizer] key that both configurations' parts ignore
+    (B24's rule without a weight cost) is no difference; nor is an [optimizer] key for Adam, but for
+    the initialisation it shares with SHF (m0, sigma). A run stored without B24's key was made
+    before the rules existed, with the constant weight cost."""
+    from shf import config as cfgmod
+    from shf.experiments.run import config_differences
+
+    paper = cfgmod.load("usps", ["run.max_time=900"])  # the paper's settings: no weight cost
+    old = paper.to_dict()
+    old["optimizer"]["weight_cost_rule"] = "constant"
+    assert paper.optimizer.weight_cost_rule == "per-example-floor"
+    assert config_differences(old, paper) == []  # c = 0 by every rule
+    tuned = cfgmod.load("default")  # a weight cost: the rule is read
+    old = tuned.to_dict()
+    old["optimizer"]["weight_cost_rule"] = "constant"
+    assert config_differences(old, tuned) == ["optimizer.weight_cost_rule"]
+    assert config_differences(old, tuned, "shf-lsmr") == ["optimizer.weight_cost_rule"]
+    assert config_differences(old, tuned, "adam") == []
+    old["optimizer"]["sigma"] = 1.0
+    assert config_differences(old, tuned, "adam") == ["optimizer.sigma"]
+    del old["optimizer"]["weight_cost_rule"]  # made before B16's rules: the constant
+    constant = cfgmod.load("default", ["optimizer.weight_cost_rule=constant", "optimizer.sigma=1.0"])
+    assert config_differences(old, constant, "shf-lsmr") == []
+
+
 def test_budget_change_reuses_early_stops_and_extends_time_stops(tmp_path):
     from shf import config as cfgmod
     from shf.experiments.run import EXTEND, REUSE, budget_change

@@ -40,17 +40,21 @@ case "$DS" in
 esac
 COMMON=("${DATA[@]}" --budget "${BUDGET:-300}" --seeds "${SEEDS:-0,1,2}" --eval-every 10
         --set first_order.batch_size=200)
+# The SHF arms archived here were made before B24 became the default (2026-12-07), with the
+# constant weight cost, which B24 equals below 100 weights per training example (USPS 62, CURVES
+# and shf train's task 42): the arms on the defaults name the rule, so they stay this configuration.
+PIN=(--set optimizer.weight_cost_rule=constant)
 here=$(dirname "$0")
 mkdir -p "$here/$DS"
 for arm in "$@"; do
   case "$arm" in
-    defaults) A=(--methods "$DEF") ;;
-    cg) if [ "$DEF" = shf-lsmr ]; then A=(--methods shf-cg); else A=(--methods "$DEF" --set optimizer.solver=cg); fi ;;
-    merit) A=(--methods "$DEF" --set optimizer.use_merit=true) ;;
-    defaults-rerun) A=(--methods "$DEF") ;;
-    fixed) A=(--methods "$DEF" --set optimizer.batch_schedule=fixed) ;;
-    martens-pc) A=(--methods "$DEF" --set optimizer.preconditioner=martens) ;;
-    no-pc) A=(--methods "$DEF" --set optimizer.preconditioner=none) ;;
+    defaults) A=(--methods "$DEF" "${PIN[@]}") ;;
+    cg) if [ "$DEF" = shf-lsmr ]; then A=(--methods shf-cg "${PIN[@]}"); else A=(--methods "$DEF" --set optimizer.solver=cg "${PIN[@]}"); fi ;;
+    merit) A=(--methods "$DEF" --set optimizer.use_merit=true "${PIN[@]}") ;;
+    defaults-rerun) A=(--methods "$DEF" "${PIN[@]}") ;;
+    fixed) A=(--methods "$DEF" --set optimizer.batch_schedule=fixed "${PIN[@]}") ;;
+    martens-pc) A=(--methods "$DEF" --set optimizer.preconditioner=martens "${PIN[@]}") ;;
+    no-pc) A=(--methods "$DEF" --set optimizer.preconditioner=none "${PIN[@]}") ;;
     paper|paper-lsmr) [ "$DS" = usps ] || { echo "$arm: usps only" >&2; continue; }; A=(--methods shf-lsmr) ;;
     paper-cg) [ "$DS" = usps ] || { echo "paper-cg: usps only" >&2; continue; }; A=(--methods shf-cg) ;;
     martens-hf) A=(--methods martens-hf) ;;

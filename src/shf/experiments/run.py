@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -14,7 +15,7 @@ from typing import Any
 import torch
 
 from shf import collectives, runlog
-from shf.config import ExperimentConfig, restore_infinities
+from shf.config import ExperimentConfig, from_dict, restore_infinities
 from shf.data.registry import load_dataset
 from shf.data.split import Split, check_array
 from shf.errors import ConfigError
@@ -22,6 +23,7 @@ from shf.experiments.methods import build_method, shf_method
 from shf.fit import Evaluate, LoopConfig, LoopState, TrainResult, run_loop
 from shf.method import Method
 from shf.models.autoencoder import Autoencoder
+from shf.optim.settings import ADDED_LATER
 from shf.optim.step import SHFConfig
 
 log = logging.getLogger(__name__)
@@ -337,19 +339,45 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def config_differences(stored: dict[str, Any], cfg: ExperimentConfig) -> list[str]:
-    """The ``section.key`` names whose stored value (a run's ``config.json``) differs from ``cfg``'s.
+SHF_METHODS = ("shf-lsmr", "shf-cg")
+"""The methods that read the ``[optimizer]`` section (SHF's settings)."""
+
+BASELINE_OPTIMIZER_KEYS = ("m0", "sigma")
+"""The ``[optimizer]`` keys that a method other than SHF's reads: eq. (9)'s sparse initialisation,
+the initial weights every method of a comparison starts from (:func:`shf.experiments.methods.shared_init`)."""
+
+
+def config_differences(stored: dict[str, Any], cfg: ExperimentConfig, method: str | None = None) -> list[str]:
+    """The ``section.key`` names whose stored value (a run's ``config.json``) differs from ``cfg``'s,
+    less those that cannot change the run.
 
     A key the stored configuration lacks was added to shf after that run was made; the run then
     behaved as the key's value at its introduction (the paper's, for an ``[optimizer]`` key:
-    ``SHFConfig.paper()``), so it differs only if ``cfg`` sets another value."""
+    ``SHFConfig.paper()``, or :data:`shf.optim.settings.ADDED_LATER`), so it differs only if ``cfg``
+    sets another value. An ``[optimizer]`` key that both configurations' parts ignore
+    (:meth:`SHFConfig.ignored`: B24's rule without a weight cost, the merit's constants without
+    the merit) is no difference; nor, for a ``method`` other than SHF's (:data:`SHF_METHODS`), is
+    an ``[optimizer]`` key other than :data:`BASELINE_OPTIMIZER_KEYS` (Adam does not read
+    SHF's damping)."""
     a, b = _flat(runlog.jsonable(stored)), _flat(runlog.jsonable(cfg.to_dict()))
     # what shf did before a key existed: the paper's setting for an [optimizer] key
-    defaults = _flat(runlog.jsonable(ExperimentConfig(optimizer=SHFConfig.paper()).to_dict()))
+    before = dataclasses.replace(SHFConfig.paper(), **ADDED_LATER)
+    defaults = _flat(runlog.jsonable(ExperimentConfig(optimizer=before).to_dict()))
     for k in set(b) - set(a):
         if k in defaults:
             a[k] = defaults[k]
-    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    if not any(k.startswith("optimizer.") for k in diff):
+        return diff
+    if method is not None and method not in SHF_METHODS:
+        keep = {f"optimizer.{k}" for k in BASELINE_OPTIMIZER_KEYS}
+        return [k for k in diff if not k.startswith("optimizer.") or k in keep]
+    try:
+        theirs = from_dict(restore_infinities(stored)).optimizer.ignored()
+    except ConfigError:  # a stored configuration that does not load: every key counts
+        return diff
+    ignored = {f"optimizer.{k}" for k in set(theirs) & set(cfg.optimizer.ignored())}
+    return [k for k in diff if k not in ignored]
 
 
 REUSE = "reuse"
@@ -400,7 +428,7 @@ def stored_run(
     stored_method = runlog.read_json(run_json, "run's record").get("method") if run_json.is_file() else None
     stored_method = stored_method or summary.get("method")
     stored = restore_infinities(runlog.read_json(out / "config.json", "run's configuration"))
-    diff = config_differences(stored, cfg) + ([] if stored_method == method else ["method"])
+    diff = config_differences(stored, cfg, method) + ([] if stored_method == method else ["method"])
     change = budget_change(diff, stored, summary, cfg, out)
     if change == REUSE:
         return [], summary, change  # it stopped before the old budget: the longer one changes nothing
