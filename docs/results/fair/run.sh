@@ -20,6 +20,8 @@
 #   usps-sequential   the USPS autoencoder written as nn.Sequential (model.path = sequential, the
 #                 torch.func path; issue 27 item 6), 900 s, seeds 0,1,2; Adam at the usps sweep's
 #                 winner (squared error, 5e-4) rerun beside it
+# OUT and ARCHIVE (default runs/fair/<data set> and docs/results/fair/<data set>/runs.json.gz) keep a
+# rerun apart, for its queue and its report alike; EXTRA adds shf compare arguments.
 # Finished runs are reused and interrupted ones resumed, so a queue can be stopped and started again;
 # finished runs are also kept in docs/results/fair/<data set>/runs.json.gz (shf.experiments.archive),
 # so that a comparison spans sessions: commit that file as runs finish.
@@ -74,10 +76,11 @@ LOSS_ARGS=(); if [ -n "${LOSSES:-}" ]; then LOSS_ARGS=(--baseline-losses "$LOSSE
 # shellcheck disable=SC2206
 COMMON=("${ARGS[@]}" --budget "${BUDGET:-$B}" --seeds "${SEEDS:-$S}" --eval-every 10 --out "$OUT" ${EXTRA:-})
 ALL=$DEF,adam
+# Finished runs of earlier sessions come back from the archive kept in git (existing runs are
+# kept as they are); the runs a job finishes are added to it (one writer at a time).
+ARCHIVE=${ARCHIVE:-docs/results/fair/$DS/runs.json.gz}
 if [ "${2:-}" = report ]; then
-  if [ -f "docs/results/fair/$DS/runs.json.gz" ]; then
-    python -m shf.experiments.archive unpack "docs/results/fair/$DS/runs.json.gz" "$OUT"
-  fi
+  if [ -f "$ARCHIVE" ]; then python -m shf.experiments.archive unpack "$ARCHIVE" "$OUT"; fi
   # shellcheck disable=SC2046
   exec shf compare "${COMMON[@]}" "${LOSS_ARGS[@]}" $(pin "${METHODS:-$ALL}") --methods "${METHODS:-$ALL}" \
     --target-from adam --report-only
@@ -85,9 +88,6 @@ fi
 mkdir -p "$OUT"
 M=${METHODS:-$ALL}
 M=${M//defaults/$DEF}
-# Finished runs of earlier sessions come back from the archive kept in git (existing runs are
-# kept as they are); the runs this job finished are added to it (one writer at a time).
-ARCHIVE=${ARCHIVE:-docs/results/fair/$DS/runs.json.gz}
 if [ -f "$ARCHIVE" ]; then python -m shf.experiments.archive unpack "$ARCHIVE" "$OUT"; fi
 rc=0
 # shellcheck disable=SC2046
