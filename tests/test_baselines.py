@@ -58,6 +58,27 @@ def test_first_order_lowers_validation_error(opt, lr):
     assert res.history[-1]["examples"] == 5 * 300
 
 
+@pytest.mark.parametrize("opt", ["adam", "sgd"])
+def test_first_order_weight_decay_is_the_weight_cost_objective(opt):
+    """``weight_decay = c``: the same iterates as the method on the objective ``L + c/2 ||w||^2``
+    (SHF's weight cost, B10), which a wrong sign or a decoupled decay would not give."""
+    net = Autoencoder((784, 16, 6))
+    data = _data()
+    c = 0.05
+
+    def run(weight_decay: float, added: float) -> list[torch.Tensor]:
+        fo = FirstOrderConfig(opt, lr=1e-2, batch_size=100, m0=15, sigma=1.0, weight_decay=weight_decay)
+        method = first_order_method(net, data, fo, 0)
+        loss = method.objective
+        method.objective = lambda w, X, Y: loss(w, X, Y) + 0.5 * added * sum((W * W).sum() for W in w)
+        return run_loop(data, method, LoopConfig(max_iters=2), evaluate=squared_error(net)).weights
+
+    decayed, objective, plain = run(c, 0.0), run(0.0, c), run(0.0, 0.0)
+    for a, b in zip(decayed, objective):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert max(float((a - b).abs().max()) for a, b in zip(decayed, plain)) > 1e-6
+
+
 def test_first_order_divergence_never_writes_nan():
     net = Autoencoder((784, 32, 6))
     data = _data()
@@ -72,6 +93,8 @@ def test_configs_reject_bad_values():
         FirstOrderConfig(optimizer="rmsprop")
     with pytest.raises(ConfigError, match="lr must be > 0"):
         FirstOrderConfig(lr=0.0)
+    with pytest.raises(ConfigError, match="weight_decay must be >= 0"):
+        FirstOrderConfig(weight_decay=-1e-4)
     with pytest.raises(ConfigError, match=r"hf.lm_decrease must be in \(0, 1\)"):
         HFConfig(lm_decrease=1.5)
 

@@ -31,7 +31,11 @@ class FirstOrderConfig:
     ``m0``, ``sigma``: the autoencoder's own sparse initialisation (eq. 9), drawn from this
     method's generator; ``None`` (the default): start from SHF's initial weights for the same
     seed (the ``[optimizer]`` section's ``m0`` and ``sigma``), so a comparison starts every
-    method from the same point."""
+    method from the same point.
+
+    ``weight_decay``: ``torch.optim``'s coupled L2 weight decay ``c`` (the gradient of
+    ``c/2 ||w||^2`` added to the loss's), the objective of SHF's weight cost (B10) for a baseline
+    that is to get every advantage SHF gets; 0 (the default): none."""
 
     optimizer: str = "adam"
     lr: float = 1e-3
@@ -40,6 +44,7 @@ class FirstOrderConfig:
     steps: int | None = None  # mini-batch updates per loop iteration (None: one epoch)
     m0: int | None = None
     sigma: float | None = None
+    weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -48,6 +53,8 @@ class FirstOrderConfig:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
         if not 0 <= self.momentum < 1:
             raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.steps is not None and self.steps < 1:
@@ -93,9 +100,10 @@ class FirstOrder:
         w = self.init(self.gen)
         self.params = [W.clone().requires_grad_(True) for W in w]
         if self.cfg.optimizer == "adam":
-            self.opt = torch.optim.Adam(self.params, lr=self.cfg.lr)
+            self.opt = torch.optim.Adam(self.params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
         else:
-            self.opt = torch.optim.SGD(self.params, lr=self.cfg.lr, momentum=self.cfg.momentum, nesterov=True)
+            self.opt = torch.optim.SGD(self.params, lr=self.cfg.lr, momentum=self.cfg.momentum, nesterov=True,
+                                       weight_decay=self.cfg.weight_decay)  # fmt: skip
         return w
 
     def step(self, w: list[Tensor], deadline: float | None = None) -> tuple[list[Tensor], dict[str, Any]]:
