@@ -28,7 +28,7 @@ from shf.errors import ConfigError
 from shf.fit import LoopConfig
 from shf.optim.first_order import FirstOrderConfig
 from shf.optim.hf import HFConfig
-from shf.optim.settings import ADDED_LATER, PAPER_VALUES
+from shf.optim.settings import STORED_DEFAULTS
 from shf.optim.step import SHFConfig
 
 DTYPES = ("float32", "float64")
@@ -270,8 +270,8 @@ def restore_infinities(d: dict[str, Any]) -> dict[str, Any]:
 
     An ``[optimizer]`` key that the stored configuration lacks was added to shf after that run was
     made, when shf's behaviour without it was the paper's: it gets the paper's value
-    (:data:`shf.optim.settings.PAPER_VALUES`, or what it did before the key existed,
-    :data:`shf.optim.settings.ADDED_LATER`), not today's default.
+    (:data:`shf.optim.settings.STORED_DEFAULTS`: the paper's, or what it did before the key
+    existed), not today's default.
 
     ``config.json`` is strict JSON, where :func:`shf.runlog.jsonable` wrote an infinite float
     (``run.max_time = inf``: no time limit) as ``null``; a ``null`` under a key whose type is a
@@ -288,7 +288,7 @@ def restore_infinities(d: dict[str, Any]) -> dict[str, Any]:
                 vals[k] = math.inf
     if isinstance(out.get("optimizer"), dict):
         # a key missing from a stored run was added after it: the run had the paper's setting
-        out["optimizer"] = {**PAPER_VALUES, **ADDED_LATER, **out["optimizer"]}
+        out["optimizer"] = {**STORED_DEFAULTS, **out["optimizer"]}
     return out
 
 

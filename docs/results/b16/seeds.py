@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from shf.experiments.archive import unpack
-from shf.experiments.compare import _mean_ci, _time_to
+from shf.experiments.compare import _time_to, mean_ci_text
 from shf.runlog import read_metrics
 
 HERE = Path(__file__).resolve().parent
@@ -62,10 +62,6 @@ def _fair(ds: str) -> tuple[float, float, dict[str, dict[int, dict[str, Any]]]]:
     d = json.loads((FAIR / ds / "compare.json").read_text())
     per = {r["method"]: {int(x["seed"]): x for x in r["seeds"]} for r in d["rows"]}
     return d["target_val_error"], d["budget_s"], per
-
-
-def _fmt_ci(st: dict[str, Any], spec: str = ".4f") -> str:
-    return f"{st['mean']:{spec}}" + ("" if st["ci95"] is None else f" ± {st['ci95']:{spec}}")
 
 
 def table() -> tuple[str, dict[str, Any]]:
@@ -107,7 +103,7 @@ def table() -> tuple[str, dict[str, Any]]:
                 cell_t += " (" + ", ".join(f"{r:.2f}" for r in both) + ")"
             lines.append(
                 f"| {ds} | {budget:.0f} s | {name} | {', '.join(f'{t:.4f}' for t in tests)} | "
-                f"{_fmt_ci(_mean_ci(tests))} | {_fmt_ci(_mean_ci(ratios), '.3f')} | {cell_t} |"
+                f"{mean_ci_text(tests)} | {mean_ci_text(ratios, '.3f')} | {cell_t} |"
             )
             record[ds]["arms"][name] = {
                 "test_error": tests, "test_ratio": ratios, "time_ratio_where_both": both, "reached": reached,

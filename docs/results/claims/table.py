@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from shf.experiments.archive import unpack
-from shf.experiments.compare import _mean_ci
+from shf.experiments.compare import mean_ci_text
 
 HERE = Path(__file__).resolve().parent
 
@@ -64,11 +64,6 @@ def arm_runs(ds: str, arm: str) -> dict[int, dict[str, Any]]:
     return out
 
 
-def _ci(values: list[float], spec: str) -> str:
-    st = _mean_ci(values)
-    return f"{st['mean']:{spec}}" + ("" if st["ci95"] is None else f" ± {st['ci95']:{spec}}")
-
-
 def tables(ds: str) -> str:
     parts = [f"# Item 5's claims on {ds}\n", "Made by `python docs/results/claims/table.py " + ds + "`.\n"]
     for claim, (title, ref, arms) in CLAIMS.items():
@@ -92,8 +87,8 @@ def tables(ds: str) -> str:
             val = statistics.fmean(r[s]["val_error"] for s in seeds)
             its = statistics.fmean(r[s]["hf_iterations"] for s in seeds)
             parts.append(
-                f"| {a} | {', '.join(f'{t:.4f}' for t in tests)} | {_ci(tests, '.4f')} | "
-                f"{_ci(ratios, '.3f')} | {val:.4f} | {its:.0f} |"
+                f"| {a} | {', '.join(f'{t:.4f}' for t in tests)} | {mean_ci_text(tests)} | "
+                f"{mean_ci_text(ratios, '.3f')} | {val:.4f} | {its:.0f} |"
             )
         parts.append("")
     return "\n".join(parts) + "\n"

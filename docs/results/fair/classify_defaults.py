@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from shf.experiments.archive import unpack
-from shf.experiments.compare import _mean_ci, _time_to
+from shf.experiments.compare import _time_to, mean_ci_text
 from shf.runlog import read_metrics
 
 HERE = Path(__file__).resolve().parent
@@ -45,10 +45,6 @@ def _defaults(ds: str, target: float, name: str = "runs.json.gz") -> dict[int, d
                 "iterations": s.get("hf_iterations"),
             }
     return out
-
-
-def _fmt(st: dict[str, Any], spec: str) -> str:
-    return f"{st['mean']:{spec}}" + ("" if st["ci95"] is None else f" ± {st['ci95']:{spec}}")
 
 
 def table() -> tuple[str, dict[str, Any]]:
@@ -91,8 +87,8 @@ def table() -> tuple[str, dict[str, Any]]:
                 cell += " (" + ", ".join(f"{r:.2f}" for r in both) + ")"
             per_seed = ", ".join(f"{t:.4f}" for t in tests)
             lines.append(
-                f"| {ds} | {name} | {per_seed} | {_fmt(_mean_ci(tests), '.4f')} | "
-                f"{_fmt(_mean_ci(ratios), '.3f')} | {_fmt(_mean_ci(ratios_best), '.3f') if swept else '—'} | "
+                f"| {ds} | {name} | {per_seed} | {mean_ci_text(tests)} | "
+                f"{mean_ci_text(ratios, '.3f')} | {mean_ci_text(ratios_best, '.3f') if swept else '—'} | "
                 f"{cell} |"
             )
             record[ds]["arms"][name] = {

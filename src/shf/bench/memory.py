@@ -54,12 +54,11 @@ from typing import Any
 from shf import config as cfgmod
 from shf.bench.common import describe_machine, encoder_of, jacobian_problem, load_with_stand_ins, machine
 from shf.errors import ConfigError, ShfError
-from shf.experiments.methods import METHODS
+from shf.experiments.methods import METHODS, SHF_METHODS
 from shf.runlog import jsonable, peak_rss_mb
 
 __all__ = ["bench_memory", "current_rss_mb", "lsmr_rss_growth", "markdown"]
 
-_SHF_METHODS = ("shf-lsmr", "shf-cg")
 _MB = 1024.0 * 1024.0
 
 
@@ -259,7 +258,7 @@ def _method_child(cfg: cfgmod.ExperimentConfig, method: str, iters: int) -> dict
             examples_per_iteration_min=min(batches, default=None),
             examples_per_iteration_max=max(batches, default=None),
         )
-        if method in _SHF_METHODS:
+        if method in SHF_METHODS:
             out["final_batch_size"] = s["final_batch_size"]
             out["n1"] = used.optimizer.n1
             out["n_max"] = used.optimizer.n_max
@@ -388,7 +387,7 @@ def bench_memory(
         threads = base_cfg.run.threads
     notes: list[str] = []
     opt = base_cfg.optimizer
-    if any(m in _SHF_METHODS for m in ms):
+    if any(m in SHF_METHODS for m in ms):
         notes.append(
             f"SHF ran with optimizer.n1 = optimizer.n_max = {opt.n_max} (configured n1 = {opt.n1}): "
             "its memory grows with the batch size, which Alg. 1 raises from n1 towards n_max over many "
@@ -423,7 +422,7 @@ def bench_memory(
     rows: list[dict[str, Any]] = []
     for m in ms:
         mcfg = cfg
-        if m in _SHF_METHODS:
+        if m in SHF_METHODS:
             mcfg = dataclasses.replace(
                 cfg, optimizer=dataclasses.replace(cfg.optimizer, n1=cfg.optimizer.n_max)
             )

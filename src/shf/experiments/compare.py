@@ -182,6 +182,12 @@ def _mean_ci(values: Sequence[float]) -> dict[str, Any]:
     return {"mean": st["mean"], "ci95": half, "n": st["n"]}
 
 
+def mean_ci_text(values: Sequence[float], spec: str = ".4f") -> str:
+    """``"mean ± half-width"`` of :func:`_mean_ci` (the mean alone for one value), in format ``spec``."""
+    st = _mean_ci(values)
+    return f"{st['mean']:{spec}}" + ("" if st["ci95"] is None else f" ± {st['ci95']:{spec}}")
+
+
 def _mean_of(runs: Sequence[dict[str, Any]], key: str) -> float | None:
     """The mean of ``key`` over the runs, or None where a run lacks it (a classifier's runs)."""
     values = [r.get(key) for r in runs]

@@ -29,6 +29,9 @@ from shf.optim.step import SHFConfig
 
 METHODS = ("shf-lsmr", "shf-cg", "martens-hf", "adam", "sgd")
 
+SHF_METHODS = ("shf-lsmr", "shf-cg")
+"""The methods that are SHF (they read the ``[optimizer]`` section, SHF's settings)."""
+
 
 def sparse_init_of(
     net: Autoencoder, m0: int, sigma: float, data: Split
@@ -148,7 +151,7 @@ def sequential_shf_method(net: Autoencoder, data: Split, cfg: SHFConfig, seed: i
 def build_method(name: str, net: Autoencoder, data: Split, cfg: ExperimentConfig) -> Method:
     """The optimiser ``name`` configured from ``cfg``'s ``optimizer``, ``hf`` or ``first_order`` section."""
     seed = cfg.run.seed
-    if name in ("shf-lsmr", "shf-cg"):
+    if name in SHF_METHODS:
         solver = name.removeprefix("shf-")
         if solver != cfg.optimizer.solver != "lsmr":  # lsmr: the field's default, not a choice
             raise ConfigError(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import math
@@ -19,11 +18,11 @@ from shf.config import ExperimentConfig, from_dict, restore_infinities
 from shf.data.registry import load_dataset
 from shf.data.split import Split, check_array
 from shf.errors import ConfigError
-from shf.experiments.methods import build_method, shf_method
+from shf.experiments.methods import SHF_METHODS, build_method, shf_method
 from shf.fit import Evaluate, LoopConfig, LoopState, TrainResult, run_loop
 from shf.method import Method
 from shf.models.autoencoder import Autoencoder
-from shf.optim.settings import ADDED_LATER
+from shf.optim.settings import STORED_DEFAULTS
 from shf.optim.step import SHFConfig
 
 log = logging.getLogger(__name__)
@@ -227,8 +226,8 @@ def check_extension(cfg: ExperimentConfig, out: Path, state: LoopState) -> None:
         )
 
 
-DATA_PARALLEL_METHODS = ("shf-lsmr", "shf-cg")
-"""The methods ``shf train`` runs data-parallel under ``torchrun``."""
+DATA_PARALLEL_METHODS = SHF_METHODS
+"""The methods ``shf train`` runs data-parallel under ``torchrun``: SHF's."""
 
 Finish = Callable[[TrainResult], dict[str, Any]]
 """Extra summary entries computed from the loop's result (e.g. accuracies)."""
@@ -339,9 +338,6 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-SHF_METHODS = ("shf-lsmr", "shf-cg")
-"""The methods that read the ``[optimizer]`` section (SHF's settings)."""
-
 BASELINE_OPTIMIZER_KEYS = ("m0", "sigma")
 """The ``[optimizer]`` keys that a method other than SHF's reads: eq. (9)'s sparse initialisation,
 the initial weights every method of a comparison starts from (:func:`shf.experiments.methods.shared_init`)."""
@@ -353,16 +349,15 @@ def config_differences(stored: dict[str, Any], cfg: ExperimentConfig, method: st
 
     A key the stored configuration lacks was added to shf after that run was made; the run then
     behaved as the key's value at its introduction (the paper's, for an ``[optimizer]`` key:
-    ``SHFConfig.paper()``, or :data:`shf.optim.settings.ADDED_LATER`), so it differs only if ``cfg``
+    :data:`shf.optim.settings.STORED_DEFAULTS`), so it differs only if ``cfg``
     sets another value. An ``[optimizer]`` key that both configurations' parts ignore
     (:meth:`SHFConfig.ignored`: B24's rule without a weight cost, the merit's constants without
-    the merit) is no difference; nor, for a ``method`` other than SHF's (:data:`SHF_METHODS`), is
-    an ``[optimizer]`` key other than :data:`BASELINE_OPTIMIZER_KEYS` (Adam does not read
-    SHF's damping)."""
+    the merit) is no difference; nor, for a ``method`` other than SHF's
+    (:data:`shf.experiments.methods.SHF_METHODS`), is an ``[optimizer]`` key other than
+    :data:`BASELINE_OPTIMIZER_KEYS` (Adam does not read SHF's damping)."""
     a, b = _flat(runlog.jsonable(stored)), _flat(runlog.jsonable(cfg.to_dict()))
     # what shf did before a key existed: the paper's setting for an [optimizer] key
-    before = dataclasses.replace(SHFConfig.paper(), **ADDED_LATER)
-    defaults = _flat(runlog.jsonable(ExperimentConfig(optimizer=before).to_dict()))
+    defaults = _flat(runlog.jsonable(ExperimentConfig(optimizer=SHFConfig(**STORED_DEFAULTS)).to_dict()))
     for k in set(b) - set(a):
         if k in defaults:
             a[k] = defaults[k]

@@ -183,3 +183,8 @@ ADDED_LATER: dict[str, Any] = {
 paper's value nor today's default: such a run was made before the key existed. Other missing keys
 read :data:`PAPER_VALUES` (each option kept shf's behaviour when it was added). The paper has no
 weight cost, so ``weight_cost_rule`` is moot there and ``SHFConfig.paper()`` keeps the default."""
+
+STORED_DEFAULTS: dict[str, Any] = {**PAPER_VALUES, **ADDED_LATER}
+"""The value of an ``[optimizer]`` key that a stored run's configuration or a checkpoint lacks
+(the run was made before the key existed): :data:`PAPER_VALUES` with :data:`ADDED_LATER` on top;
+a key in neither has the default it was added with."""

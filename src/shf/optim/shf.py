@@ -40,8 +40,8 @@ from shf.optim.hyper import GROUPS, to_config
 from shf.optim.objective import make_objective
 from shf.optim.regime import choose, first_groups, full_batch, given_keys
 from shf.optim.settings import (
-    ADDED_LATER,
     PRECONDITIONER,
+    STORED_DEFAULTS,
     Batch,
     Damping,
     Init,
@@ -594,7 +594,7 @@ class SHF(torch.optim.Optimizer):
         mine = dataclasses.asdict(self.config)
         # A hyper-parameter the saved state lacks was added to shf after it was saved: that run
         # behaved as the paper's setting (each option kept shf's behaviour when it was added).
-        defaults = {**dataclasses.asdict(SHFConfig.paper()), **ADDED_LATER}
+        defaults = dataclasses.asdict(SHFConfig(**STORED_DEFAULTS))
         saved = {k: s["config"].get(k, defaults.get(k)) for k in set(mine) | set(s["config"])}
         if saved != mine:
             diff = sorted(k for k, v in saved.items() if mine.get(k) != v)

@@ -182,7 +182,7 @@ class SHFConfig:
             training examples (:class:`shf.optim.objective.WeightsPerExample`; needs ``N``), or
             ``"per-example-floor"`` (B24, the default): ``c = max(weight_cost, weight_cost (P / N)
             / 100)``, at most ``B24_MAX_FACTOR`` (10) times ``weight_cost``, the constant where ``N``
-            is not known (the paper's presets: ``"constant"``, with no weight cost).
+            is not known (moot without a weight cost, as in the paper's settings).
         n_max_fraction: beyond the paper (B13): with a known training-set size ``N`` the
             gradient batch is capped at ``ceil(n_max_fraction N)`` as well as at ``n_max``
             (never below ``n1``); ``None`` (the paper's): ``n_max`` alone. The presets' caps
