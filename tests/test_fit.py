@@ -279,3 +279,89 @@ def test_integer_inputs_that_the_model_takes_are_not_refused() -> None:
     res = shf.fit(model, (tokens[:40], y[:40]), (tokens[40:], y[40:]), loss="cross_entropy", max_iters=2,
                   batch=Batch(n1=20, n_max=40), solver=Solver(maxiter1=10))  # fmt: skip
     assert res.iterations == 2 and math.isfinite(res.best_val_loss)
+
+
+class _Clocked:
+    """A method whose every step takes exactly one second of a fake clock and whose validation
+    errors are given: 3, 2, 1, then 1 for ever (no new best after iteration 3)."""
+
+    def __init__(self, clock: list[float]) -> None:
+        self.clock, self.i = clock, 0
+
+    def init_weights(self) -> list[torch.Tensor]:
+        return [torch.zeros(1)]
+
+    def step(self, w: list[torch.Tensor], deadline: float | None = None) -> tuple[list[torch.Tensor], dict]:
+        self.clock[0] += 1.0
+        self.i += 1
+        return [w[0] + 1.0], {"examples": 1, "val_error": float(max(4 - self.i, 1))}
+
+    def summary(self) -> dict:
+        return {}
+
+    def state_dict(self) -> dict:
+        return {"i": self.i}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.i = int(state["i"])
+
+
+def _clocked_run(monkeypatch: pytest.MonkeyPatch, loop: object, **kwargs: object) -> object:
+    import importlib
+    import types
+
+    from shf.sets import InputSplit
+
+    fitmod = importlib.import_module("shf.fit")  # the module (``shf.fit`` is also the function)
+    clock = [0.0]
+    # the loop's clock only: ``shf.fit``'s ``time`` replaced by one that reads the fake clock
+    monkeypatch.setattr(fitmod, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    X = torch.zeros(4, 1)
+    data = InputSplit(X, X, X, "clock")
+    return fitmod.run_loop(
+        data, _Clocked(clock), loop, evaluate=lambda w, X, Y: 10.0, no_half=False, **kwargs  # type: ignore[arg-type]
+    )
+
+
+@pytest.mark.parametrize(
+    ("patience_time", "iterations", "reason"), [(5.0, 8, "patience"), (math.inf, 20, "max_iters")]
+)
+def test_patience_time_counts_seconds_since_the_best_validation_error(
+    monkeypatch: pytest.MonkeyPatch, patience_time: float, iterations: int, reason: str
+) -> None:
+    """The best is at iteration 3 (3 s); a patience of 5 s stops at 8 s, iteration 8, where the
+    iteration patience (100) and max_iters (20) would not; inf (the default) never stops a run."""
+    from shf.fit import LoopConfig
+
+    res = _clocked_run(monkeypatch, LoopConfig(max_iters=20, patience_time=patience_time))
+    s = res.summary  # type: ignore[attr-defined]
+    assert (s["hf_iterations"], s["stop_reason"], s["best_iteration"]) == (iterations, reason, 3)
+    assert s["optimizer_time_s"] == float(iterations)
+
+
+def test_patience_time_from_a_checkpoint_written_before_it_counts_from_the_checkpoint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A checkpoint without ``best_time`` (written before patience_time existed) restarts the
+    patience clock at its own optimiser time; one with it continues the same count."""
+    import copy
+
+    from shf.fit import LoopConfig, LoopState
+
+    states: list[LoopState] = []
+    _clocked_run(monkeypatch, LoopConfig(max_iters=6), checkpoint_every=6,
+                 checkpoint=lambda s: states.append(copy.deepcopy(s)))  # fmt: skip
+    assert states[-1].iteration == 6 and states[-1].best_time == 3.0
+    loop = LoopConfig(max_iters=20, patience_time=5.0)
+    full = states[-1].as_dict()
+    for stored, stop in [(full, 8), ({k: v for k, v in full.items() if k != "best_time"}, 11)]:
+        res = _clocked_run(monkeypatch, loop, resume=LoopState.from_dict(stored))
+        assert res.summary["hf_iterations"] == stop  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, math.nan])
+def test_a_patience_time_that_is_not_positive_is_refused(bad: float) -> None:
+    from shf.fit import LoopConfig
+
+    with pytest.raises(ConfigError, match="patience_time must be > 0"):
+        LoopConfig(patience_time=bad)

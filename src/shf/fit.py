@@ -3,8 +3,9 @@
 Per HF iteration ``i``: draw ``n`` training examples without replacement, take one SHF
 step (:class:`shf.SHF`: the solve, damping, line search, Alg. 2 at the new weights
 and the growth rule), read ``f_val,i``. "Not converged" (NOTES item 12) means: the
-validation error improved within the last ``patience`` iterations, fewer than
-``max_iters`` iterations, less than ``max_time`` seconds of optimiser time. The
+validation error improved within the last ``patience`` iterations (and, when set, the last
+``patience_time`` seconds of optimiser time), fewer than ``max_iters`` iterations, less than
+``max_time`` seconds of optimiser time. The
 weights with the lowest validation error are kept and restored at the end.
 
 The loop knows nothing of the architecture: it sees weights as lists of tensors, a
@@ -54,6 +55,11 @@ class LoopConfig:
             test errors for the metrics is not counted; the validation error is, since
             Alg. 1 uses it).
         patience: stop after this many iterations without a new best validation error.
+        patience_time: beyond the paper: stop after this many seconds of optimiser time without
+            a new best validation error (``inf``: off, the default). Unlike ``patience`` it
+            means the same for every method (an HF iteration and an epoch of Adam differ in
+            cost by orders of magnitude), so a comparison can give all methods one patience.
+            Both apply; the first reached stops the run (reason ``patience``).
         train_eval_size: measure the train error on a fixed random subset of this many
             rows (``None``: the whole training set).
         eval_every: compute train/test errors every this many iterations (and at the
@@ -67,6 +73,7 @@ class LoopConfig:
     max_iters: int = 1000
     max_time: float = math.inf
     patience: int = 100
+    patience_time: float = math.inf
     train_eval_size: int | None = None
     eval_every: int = 1
     weight_average: float = 0.0
@@ -78,6 +85,8 @@ class LoopConfig:
             raise ConfigError(f"max_time must be > 0 seconds, got {self.max_time}")
         if not (isinstance(self.patience, int) and self.patience >= 1):
             raise ConfigError(f"patience must be a positive integer, got {self.patience}")
+        if not self.patience_time > 0:
+            raise ConfigError(f"patience_time must be > 0 seconds (inf: off), got {self.patience_time}")
         if self.train_eval_size is not None and self.train_eval_size < 1:
             raise ConfigError(f"train_eval_size must be >= 1, got {self.train_eval_size}")
         if not (isinstance(self.eval_every, int) and self.eval_every >= 1):
@@ -101,7 +110,9 @@ class LoopState:
     """Where the loop stands after ``iteration`` iterations: enough to continue bit for bit.
 
     ``records`` is the number of metric records written so far (a resumed run's metrics
-    file is cut back to it: records after the checkpoint are written again).
+    file is cut back to it: records after the checkpoint are written again). ``best_time``:
+    the optimiser time at ``best_iteration`` (for ``patience_time``; None in a checkpoint
+    written before it existed, read as the checkpoint's own time).
     """
 
     iteration: int
@@ -116,6 +127,7 @@ class LoopState:
     examples: int
     records: int
     method: dict[str, Any]
+    best_time: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Tensors and plain values (for ``torch.save``)."""
@@ -245,13 +257,13 @@ def run_loop(
     stop_reason, wall0, start = "max_iters", time.perf_counter(), st.iteration + 1
     i = st.iteration
     for i in range(start, loop.max_iters + 1):
-        rec, time_up, stop_asked = _iterate(method, st, i, loop, errors, comm, should_stop, wall0)
+        rec, time_up, stale, stop_asked = _iterate(method, st, i, loop, errors, comm, should_stop, wall0)
         history.append(rec)
         if on_iteration is not None:
             on_iteration(rec)
         if checkpoint is not None and checkpoint_every > 0 and i % checkpoint_every == 0:
             checkpoint(_snapshot(st, method))
-        if i - st.best_iteration >= loop.patience:
+        if i - st.best_iteration >= loop.patience or stale:
             stop_reason = "patience"
             break
         if time_up:
@@ -331,7 +343,7 @@ def _first_state(method: Method, errors: _Errors, comm: Any) -> LoopState:
     return LoopState(
         iteration=0, w=w, w0=cast(list[Tensor], tl.clone(w)), best_w=cast(list[Tensor], tl.clone(w)),
         best_val=f_val0, best_iteration=0, f_val0=f_val0, f_test0=errors.test(w), opt_time=0.0,
-        examples=0, records=0, method={},
+        examples=0, records=0, method={}, best_time=0.0,
     )  # fmt: skip
 
 
@@ -343,6 +355,7 @@ def _resumed(method: Method, resume: LoopState) -> LoopState:
         resume, w=[t.clone() for t in resume.w], w0=[t.clone() for t in resume.w0],
         best_w=[t.clone() for t in resume.best_w], best_val=float(resume.best_val),
         best_iteration=int(resume.best_iteration),
+        best_time=float(resume.opt_time if resume.best_time is None else resume.best_time),
     )  # fmt: skip
 
 
@@ -354,12 +367,14 @@ def _snapshot(st: LoopState, method: Method) -> LoopState:
 def _iterate(
     method: Method, st: LoopState, i: int, loop: LoopConfig, errors: _Errors, comm: Any,
     should_stop: Callable[[], bool] | None, wall0: float,
-) -> tuple[dict[str, Any], bool, bool | None]:  # fmt: skip
+) -> tuple[dict[str, Any], bool, bool, bool | None]:  # fmt: skip
     """Iteration ``i``: one step of the method, its validation error, the best weights; returns the
-    metrics record, whether the time is up, and whether a stop was asked (None: not polled yet).
+    metrics record, whether the time is up, whether ``patience_time`` ran out (no new best within
+    it), and whether a stop was asked (None: not polled yet).
 
-    Data-parallel methods (shf.curvature.sharded): rank 0's validation error, and a time limit
-    reached or a stop asked on any rank, decide for all ranks (one 24-byte all-reduce)."""
+    Data-parallel methods (shf.curvature.sharded): rank 0's validation error and its clock's
+    ``patience_time``, and a time limit reached or a stop asked on any rank, decide for all ranks
+    (one 32-byte all-reduce)."""
     t_iter = time.perf_counter()
     # The time limit also holds inside an iteration (the solvers stop at the deadline).
     deadline = t_iter + (loop.max_time - st.opt_time) if math.isfinite(loop.max_time) else None
@@ -370,12 +385,14 @@ def _iterate(
     st.opt_time += time.perf_counter() - t_iter
     st.examples += int(info.pop("examples"))
     time_up = st.opt_time >= loop.max_time
+    # patience_time: no new best validation error within it (a new best restarts the clock)
+    stale = not f_val < st.best_val and st.opt_time - (st.best_time or 0.0) >= loop.patience_time
     stop_asked: bool | None = None  # polled by the loop, after the checkpoint (one process)
     if comm is not None:
         stop_asked = should_stop() if should_stop is not None else False
-        first = f_val if comm.rank == 0 else 0.0
-        f_val, up, asked = comm.sum_floats([first, float(time_up), float(stop_asked)])
-        time_up, stop_asked = up > 0.0, asked > 0.0
+        first, first_stale = (f_val, float(stale)) if comm.rank == 0 else (0.0, 0.0)
+        f_val, up, asked, out = comm.sum_floats([first, float(time_up), float(stop_asked), first_stale])
+        time_up, stop_asked, stale = up > 0.0, asked > 0.0, out > 0.0
     times = info.pop("times", {})
     rec: dict[str, Any] = {
         "iteration": i, "time_s": st.opt_time, "wall_s": time.perf_counter() - wall0,
@@ -386,11 +403,11 @@ def _iterate(
         rec.update(errors.scales("train_error", errors.train(st.w)))
         rec.update(errors.scales("test_error", errors.test(st.w)))
     if f_val < st.best_val:
-        st.best_val, st.best_iteration = f_val, i
+        st.best_val, st.best_iteration, st.best_time = f_val, i, st.opt_time
         st.best_w = cast(list[Tensor], tl.clone(st.w))
     rec["best_val_error"] = st.best_val
     st.iteration, st.records = i, st.records + 1
-    return rec, time_up, stop_asked
+    return rec, time_up, stale, stop_asked
 
 
 @dataclass
@@ -437,6 +454,7 @@ def fit(
     max_iters: int = 1000,
     max_time: float = math.inf,
     patience: int = 100,
+    patience_time: float = math.inf,
     eval_every: int = 1,
     weight_average: float = 0.0,
     seed: int = 0,
@@ -466,6 +484,8 @@ def fit(
             and the hyper-parameters are its own); default: a new one.
         max_iters, max_time, patience: stop after this many HF iterations, seconds of
             optimiser time, or iterations without a better validation loss.
+        patience_time: beyond the paper: stop after this many seconds of optimiser time
+            without a better validation loss (``inf``: off).
         eval_every: compute the train (and test) loss every this many iterations.
         weight_average: beyond the paper (B12): evaluate and keep the exponential moving
             average, with this decay, of the iterates (0: off); the model ends with the best
@@ -513,8 +533,8 @@ def fit(
         opt.check_data(inputs, targets, name)
     data = InputSplit(X, Xv, Xt, "fit", Y, Yv, Yt)
     loop = LoopConfig(
-        max_iters=max_iters, max_time=max_time, patience=patience, eval_every=eval_every,
-        weight_average=weight_average,
+        max_iters=max_iters, max_time=max_time, patience=patience, patience_time=patience_time,
+        eval_every=eval_every, weight_average=weight_average,
     )  # fmt: skip
 
     def evaluate(w: list[Tensor], Xe: Inputs, Ye: Tensor | None) -> float:
