@@ -283,10 +283,11 @@ def test_integer_inputs_that_the_model_takes_are_not_refused() -> None:
 
 class _Clocked:
     """A method whose every step takes exactly one second of a fake clock and whose validation
-    errors are given: 3, 2, 1, then 1 for ever (no new best after iteration 3)."""
+    errors are ``errors`` (the last repeated for ever): by default 3, 2, 1, then 1 (no new best
+    after iteration 3)."""
 
-    def __init__(self, clock: list[float]) -> None:
-        self.clock, self.i = clock, 0
+    def __init__(self, clock: list[float], errors: tuple[float, ...] = (3.0, 2.0, 1.0)) -> None:
+        self.clock, self.errors, self.i = clock, errors, 0
 
     def init_weights(self) -> list[torch.Tensor]:
         return [torch.zeros(1)]
@@ -294,7 +295,7 @@ class _Clocked:
     def step(self, w: list[torch.Tensor], deadline: float | None = None) -> tuple[list[torch.Tensor], dict]:
         self.clock[0] += 1.0
         self.i += 1
-        return [w[0] + 1.0], {"examples": 1, "val_error": float(max(4 - self.i, 1))}
+        return [w[0] + 1.0], {"examples": 1, "val_error": self.errors[min(self.i, len(self.errors)) - 1]}
 
     def summary(self) -> dict:
         return {}
@@ -306,7 +307,29 @@ class _Clocked:
         self.i = int(state["i"])
 
 
-def _clocked_run(monkeypatch: pytest.MonkeyPatch, loop: object, **kwargs: object) -> object:
+class _RankOne:
+    """Rank 1 of a data-parallel run, as the loop sees it: the all-reduce adds rank 0's values,
+    which are a validation error of 1 and, from iteration ``stale_from`` on, rank 0's verdict that
+    ``patience_time`` ran out."""
+
+    rank = 1
+
+    def __init__(self, stale_from: int) -> None:
+        self.stale_from, self.calls = stale_from, 0
+
+    def broadcast_floats(self, values: list[float]) -> list[float]:
+        return [9.0 for _ in values]  # rank 0's initial validation error
+
+    def sum_floats(self, values: list[float]) -> list[float]:
+        self.calls += 1
+        f_val, up, asked, stale = values
+        assert f_val == 0.0 and stale == 0.0  # rank 1 sends neither its error nor its verdict
+        return [1.0, up, asked, float(self.calls >= self.stale_from)]
+
+
+def _clocked_run(
+    monkeypatch: pytest.MonkeyPatch, loop: object, method: _Clocked | None = None, **kwargs: object
+) -> object:
     import importlib
     import types
 
@@ -316,27 +339,51 @@ def _clocked_run(monkeypatch: pytest.MonkeyPatch, loop: object, **kwargs: object
     clock = [0.0]
     # the loop's clock only: ``shf.fit``'s ``time`` replaced by one that reads the fake clock
     monkeypatch.setattr(fitmod, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    if method is not None:
+        method.clock = clock
     X = torch.zeros(4, 1)
     data = InputSplit(X, X, X, "clock")
     return fitmod.run_loop(
-        data, _Clocked(clock), loop, evaluate=lambda w, X, Y: 10.0, no_half=False, **kwargs  # type: ignore[arg-type]
-    )
+        data, method or _Clocked(clock), loop, evaluate=lambda w, X, Y: 10.0,  # type: ignore[arg-type]
+        no_half=False, **kwargs,
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize(
-    ("patience_time", "iterations", "reason"), [(5.0, 8, "patience"), (math.inf, 20, "max_iters")]
+    ("errors", "patience_time", "iterations", "reason", "best"),
+    [
+        ((3.0, 2.0, 1.0), 5.0, 8, "patience", 3),
+        ((3.0, 2.0, 1.0), math.inf, 20, "max_iters", 3),
+        # a new best exactly 5 s after the last one continues the run, and restarts the count
+        ((3.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5), 5.0, 13, "patience", 8),
+    ],
 )
 def test_patience_time_counts_seconds_since_the_best_validation_error(
-    monkeypatch: pytest.MonkeyPatch, patience_time: float, iterations: int, reason: str
-) -> None:
-    """The best is at iteration 3 (3 s); a patience of 5 s stops at 8 s, iteration 8, where the
+    monkeypatch: pytest.MonkeyPatch, errors: tuple[float, ...], patience_time: float, iterations: int,
+    reason: str, best: int,
+) -> None:  # fmt: skip
+    """With the best at iteration 3 (3 s), a patience of 5 s stops at 8 s, iteration 8, where the
     iteration patience (100) and max_iters (20) would not; inf (the default) never stops a run."""
     from shf.fit import LoopConfig
 
-    res = _clocked_run(monkeypatch, LoopConfig(max_iters=20, patience_time=patience_time))
+    loop = LoopConfig(max_iters=20, patience_time=patience_time)
+    res = _clocked_run(monkeypatch, loop, _Clocked([0.0], errors))
     s = res.summary  # type: ignore[attr-defined]
-    assert (s["hf_iterations"], s["stop_reason"], s["best_iteration"]) == (iterations, reason, 3)
+    assert (s["hf_iterations"], s["stop_reason"], s["best_iteration"]) == (iterations, reason, best)
     assert s["optimizer_time_s"] == float(iterations)
+
+
+def test_rank_zeros_patience_time_verdict_stops_every_rank(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A data-parallel run: rank 1 stops when rank 0 says its patience ran out (iteration 4), not
+    on its own clock (which would say iteration 8: rank 0's validation error 1 is the best from
+    iteration 1 on)."""
+    from shf.fit import LoopConfig
+
+    method = _Clocked([0.0])
+    method.collectives = _RankOne(stale_from=4)  # type: ignore[attr-defined]
+    res = _clocked_run(monkeypatch, LoopConfig(max_iters=20, patience_time=7.0), method)
+    s = res.summary  # type: ignore[attr-defined]
+    assert (s["hf_iterations"], s["stop_reason"], s["best_iteration"]) == (4, "patience", 1)
 
 
 def test_patience_time_from_a_checkpoint_written_before_it_counts_from_the_checkpoint(
@@ -357,6 +404,30 @@ def test_patience_time_from_a_checkpoint_written_before_it_counts_from_the_check
     for stored, stop in [(full, 8), ({k: v for k, v in full.items() if k != "best_time"}, 11)]:
         res = _clocked_run(monkeypatch, loop, resume=LoopState.from_dict(stored))
         assert res.summary["hf_iterations"] == stop  # type: ignore[attr-defined]
+
+
+def test_fit_passes_patience_time_to_the_loop() -> None:
+    """``shf.fit(patience_time=)``: a patience far below one HF iteration's time stops the run at
+    the first iteration without a new best (here at most the second)."""
+    res = shf.fit(_model(), _blobs(200, 0), _blobs(50, 1), loss="cross_entropy", max_iters=50,
+                  patience_time=1e-9, **HYPER)  # fmt: skip
+    assert res.stop_reason == "patience" and res.iterations == res.best_iteration + 1
+
+
+def test_a_stored_patience_time_comes_back_from_a_runs_config() -> None:
+    """``config.json`` writes ``inf`` as null: a stored ``run.patience_time`` of null is off again,
+    a finite one is kept, and a run stored before the key existed has it off."""
+    import json
+
+    from shf import config as cfgmod
+    from shf.runlog import jsonable
+
+    for value in (math.inf, 30.0):
+        cfg = cfgmod.load("default", [f"run.patience_time={value}"])
+        stored = json.loads(json.dumps(jsonable(cfg.to_dict())))
+        assert cfgmod.from_dict(cfgmod.restore_infinities(stored)).run.patience_time == value
+    del stored["run"]["patience_time"]
+    assert cfgmod.from_dict(cfgmod.restore_infinities(stored)).run.patience_time == math.inf
 
 
 @pytest.mark.parametrize("bad", [0.0, -1.0, math.nan])

@@ -237,7 +237,8 @@ def _method_child(cfg: cfgmod.ExperimentConfig, method: str, iters: int) -> dict
     else:
         opt = build_method(method, net, data, used)
         loop = dataclasses.replace(
-            used.run.loop(), max_iters=iters, max_time=math.inf, patience=iters + 1, eval_every=iters + 1
+            used.run.loop(), max_iters=iters, max_time=math.inf, patience=iters + 1, patience_time=math.inf,
+            eval_every=iters + 1,
         )
         batches: list[int] = []
         seen = [0]
