@@ -500,3 +500,41 @@ def test_a_setting_the_method_refuses_is_one_line_from_the_comparison_not_the_ch
     assert "method shf-lsmr: method shf-lsmr with optimizer.solver = 'cg'" in err
     assert "run method shf-cg" in err
     assert "Traceback" not in err
+
+
+def test_the_weight_decay_is_swept_at_the_chosen_rate_and_the_best_wins(tmp_path):
+    """--weight-decays: after the rates (and objectives), each decay at the chosen rate and objective
+    is one more sweep run on the first seed; the best validation error over all of them wins (the
+    configuration's decay 0 among them), the chosen run is seed 0's and seed 1 runs its settings."""
+    out = tmp_path / "cmp"
+    args = ["compare", "--methods", "adam", "--budget", "0.5", "--out", str(out), "--seeds", "0,1",
+            "--encoder", "784,16,6", "--set", "data.n_train=200", "--set", "data.n_val=60",
+            "--set", "data.n_test=60", "--set", "first_order.batch_size=50", "--lrs", "1e-3,1e-2",
+            "--baseline-losses", "squared,cross_entropy", "--weight-decays", "1e-4,3e-1"]  # fmt: skip
+    assert main(args) == 0
+    rec = json.loads((out / "compare.json").read_text())
+    sweep = rec["lr_sweeps"]["adam"]
+    rates = sweep[:4]
+    assert [t["weight_decay"] for t in rates] == [0.0] * 4
+    first = min(rates, key=lambda t: t["val_error"])
+    assert [(t["loss"], t["lr"], t["weight_decay"]) for t in sweep[4:]] == [
+        (first["loss"], first["lr"], 1e-4), (first["loss"], first["lr"], 3e-1)
+    ]
+    best = min(sweep, key=lambda t: t["val_error"])
+    adam = rec["rows"][0]
+    chosen = (best["loss"], best["lr"], best["weight_decay"])
+    assert (adam["objective"], adam["lr"], adam["weight_decay"]) == chosen
+    assert adam["seeds"][0]["best_val_error"] == best["val_error"]  # the sweep's run, not a new one
+    stored = json.loads((out / "runs" / "adam-seed1" / "config.json").read_text())
+    fo = stored["first_order"]
+    assert (stored["model"]["loss"], fo["lr"], fo["weight_decay"]) == chosen
+    run = out / "sweep" / f"adam-{first['loss']}-lr{first['lr']:g}-wd0.3"
+    decayed = json.loads((run / "config.json").read_text())
+    assert decayed["first_order"]["weight_decay"] == 0.3 and decayed["first_order"]["lr"] == first["lr"]
+    assert "weight decay 0.3" in (out / "compare.md").read_text()
+
+
+def test_weight_decays_must_be_positive_numbers(capsys):
+    args = ["compare", "--methods", "adam", "--budget", "1", "--out", "x", "--weight-decays", "1e-4,-1"]
+    assert main(args) != 0
+    assert "--weight-decays must be positive numbers" in capsys.readouterr().err

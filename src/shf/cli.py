@@ -231,6 +231,13 @@ def build_parser() -> argparse.ArgumentParser:
         "SHF may use)",
     )
     c.add_argument(
+        "--weight-decays",
+        default=None,
+        help="comma-separated weight decays (first_order.weight_decay, the coupled L2 decay that is SHF's "
+        "weight cost) each first-order baseline then sweeps at its chosen rate and objective, the best "
+        "validation error winning among them and the configuration's own (default: no sweep)",
+    )
+    c.add_argument(
         "--sweep-fraction",
         type=_positive_float,
         default=1.0,
@@ -603,6 +610,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         report_only=args.report_only, eval_every=args.eval_every, explicit=_set_keys(o),
         tuned_optimizer=tuned_optimizer,
         baseline_losses=_words(args.baseline_losses) if args.baseline_losses else None,
+        weight_decays=_floats(args.weight_decays, "--weight-decays") if args.weight_decays else None,
     )  # fmt: skip
     from shf.experiments.compare import markdown
 

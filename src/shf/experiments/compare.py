@@ -241,6 +241,7 @@ def compare(
     explicit: Collection[str] = (),
     tuned_optimizer: Mapping[str, Any] | None = None,
     baseline_losses: Sequence[str] | None = None,
+    weight_decays: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """Run the methods and write the table and figure; return the JSON record.
 
@@ -270,6 +271,15 @@ def compare(
     and the cross-entropy, :data:`BASELINE_LOSSES`) at each learning rate, choosing the pair by
     the best validation error on the reported (squared-error) scale; the record names each
     method's objective (``objective``) and the chosen rate.
+
+    ``weight_decays``: a first-order method then also sweeps its weight decay
+    (``first_order.weight_decay``: the coupled L2 decay, the objective of SHF's weight cost),
+    after the rate and objective, at the chosen ones, on the first seed, for the same share of
+    the budget: each value that is not the configuration's own is one more sweep run, and the
+    best validation error over all of them wins (so the configuration's decay, usually 0, stays
+    in the race). A staged sweep (rates, then decays) costs ``rates x objectives + decays`` runs
+    where the grid would cost their product; the record names the decay chosen
+    (``weight_decay``). None (the default): the configuration's decay, no sweep.
     """
     classify = cfg.model.task == "classify"
     if classify:
@@ -303,10 +313,14 @@ def compare(
     results: dict[str, list[dict[str, Any]]] = {}
     sweeps: dict[str, list[dict[str, Any]]] = {}
     objectives: dict[str, str] = {}
+    mcfg_decay: dict[str, float] = {}  # a first-order method's weight decay (chosen, or the configuration's)
     losses = list(baseline_losses) if baseline_losses else list(BASELINE_LOSSES)
     bad = sorted(set(losses) - set(BASELINE_LOSSES))
     if bad:
         raise ConfigError(f"unknown baseline objective(s) {', '.join(bad)}; choose from {BASELINE_LOSSES}")
+    decays = list(weight_decays or ())
+    if any(not (math.isfinite(wd) and wd >= 0) for wd in decays) or len(set(decays)) != len(decays):
+        raise ConfigError(f"weight decays must be distinct finite numbers >= 0, got {decays}")
 
     def fetch(c: cfgmod.ExperimentConfig, method: str, d: Path, label: str) -> dict[str, Any] | None:
         if report_only:
@@ -344,18 +358,39 @@ def compare(
                     s = got
                     s["run_dir"] = str(sdir)
                     trial.append({"lr": lr, "loss": None if classify else loss, "val_error": s["val_error"],
-                                  "test_error": s["test_error"], "summary": s})  # fmt: skip
+                                  "test_error": s["test_error"], "summary": s,
+                                  "weight_decay": first.first_order.weight_decay})  # fmt: skip
             if not trial:  # report-only, and no sweep run finished
                 continue
+            finite = [r for r in trial if math.isfinite(r["val_error"])]
+            chosen = min(finite or trial, key=lambda r: r["val_error"])
+            # The weight decay, at the chosen rate and objective (a staged sweep: rates first).
+            for wd in decays:
+                if wd == first.first_order.weight_decay:
+                    continue
+                lr, loss = chosen["lr"], chosen["loss"]
+                scfg = _with(first, run={"max_time": budget * sweep_fraction},
+                             first_order={"lr": lr, "weight_decay": wd},
+                             model={"loss": loss or first.model.loss})  # fmt: skip
+                name = f"{m}-lr{lr:g}" if classify else f"{m}-{loss}-lr{lr:g}"
+                sdir = root / "sweep" / f"{name}-wd{wd:g}"
+                got = fetch(scfg, m, sdir, m)
+                if got is None:
+                    continue
+                got["run_dir"] = str(sdir)
+                trial.append({"lr": lr, "loss": loss, "val_error": got["val_error"], "weight_decay": wd,
+                              "test_error": got["test_error"], "summary": got})  # fmt: skip
             finite = [r for r in trial if math.isfinite(r["val_error"])]
             chosen = min(finite or trial, key=lambda r: r["val_error"])
             if sweep_fraction == 1:
                 reuse = chosen["summary"]
             sweeps[m] = [{k: v for k, v in r.items() if k != "summary"} for r in trial]
-            mcfg = _with(mcfg, first_order={"lr": chosen["lr"]})
+            mcfg = _with(mcfg, first_order={"lr": chosen["lr"], "weight_decay": chosen["weight_decay"]})
             if chosen["loss"] is not None:  # an autoencoder's objective (a classifier has one)
                 mcfg = _with(mcfg, model={"loss": chosen["loss"]})
         objectives[m] = "softmax cross-entropy" if classify else mcfg.model.loss
+        if m in ("adam", "sgd"):
+            mcfg_decay[m] = mcfg.first_order.weight_decay
         results[m] = []
         for i, seed in enumerate(seeds):
             if i == 0 and reuse is not None:
@@ -421,6 +456,7 @@ def compare(
             "iterations": s["hf_iterations"],
             "optimizer_time_s": s["optimizer_time_s"],
             "lr": s.get("lr"),
+            "weight_decay": mcfg_decay.get(m),
             "objective": objectives.get(m),
             "seeds": [
                 {"seed": r["seed"], "best_val_error": r["val_error"], "test_error": r["test_error"],
@@ -515,6 +551,7 @@ def markdown(record: dict[str, Any]) -> str:
     lines = [head, "", "| method | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for r in record["rows"]:
         said = [f"lr {r['lr']:g}"] if r.get("lr") else []
+        said += [f"weight decay {r['weight_decay']:g}"] if r.get("weight_decay") else []
         said += [f"on {r['objective']}"] if r.get("objective") else []
         name = r["method"] + (f" ({', '.join(said)})" if said else "")
         cells = [_f(r.get(key), spec) for _, key, spec in columns]
@@ -544,6 +581,8 @@ def markdown(record: dict[str, Any]) -> str:
     for m, trial in record.get("lr_sweeps", {}).items():
         lines.append("")
         lines.append(f"{m} sweep ({sweep_what} at the end of each run): " + ", ".join(
-            f"{t['loss'] + ' ' if t.get('loss') else ''}lr {t['lr']:g}: {_f(t['val_error'])}"
+            f"{t['loss'] + ' ' if t.get('loss') else ''}lr {t['lr']:g}"
+            f"{' weight decay ' + format(t['weight_decay'], 'g') if t.get('weight_decay') else ''}: "
+            f"{_f(t['val_error'])}"
             for t in trial))  # fmt: skip
     return "\n".join(lines) + "\n"
