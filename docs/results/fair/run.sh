@@ -17,6 +17,8 @@
 #   classify-t10k-cnn   the same CNN on the MNIST-t10k digits (28x28; issue 27 item 6), 120 s, seeds 0,1,2
 #   classify-usps-transformer   a one-block transformer (width 32) reading USPS digits as sequences
 #                 of rows (issue 27 item 6), 300 s, seeds 0,1,2
+#   classify-*-defaults   the classifiers above (usps, usps-cnn, t10k, t10k-cnn, usps-transformer) with
+#                 shf's defaults instead of their presets' paper settings (SHF's runs only)
 #   usps-sequential   the USPS autoencoder written as nn.Sequential (model.path = sequential, the
 #                 torch.func path; issue 27 item 6), 900 s, seeds 0,1,2; Adam at the usps sweep's
 #                 winner (squared error, 5e-4) rerun beside it
@@ -26,7 +28,7 @@
 # finished runs are also kept in docs/results/fair/<data set>/runs.json.gz (shf.experiments.archive),
 # so that a comparison spans sessions: commit that file as runs finish.
 set -euo pipefail
-DS=${1:?usage: run.sh default|usps|curves|mnist-t10k|classify-usps|classify-t10k|classify-usps-cnn|classify-t10k-cnn|classify-usps-transformer|usps-sequential [report]}
+DS=${1:?usage: run.sh default|usps|curves|mnist-t10k|classify-usps|classify-t10k|classify-usps-cnn|classify-t10k-cnn|classify-usps-transformer|classify-*-defaults|usps-sequential [report]}
 DATA_ROOT=${DATA_ROOT:-../shared/data}
 AE_LRS=3e-4,1e-3,3e-3
 case "$DS" in
@@ -56,11 +58,15 @@ case "$DS" in
                        --lrs 3e-4,1e-3,3e-3,1e-2,3e-2); DEF=shf-lsmr; B=120; S=0,1,2 ;;
   # the classifiers with shf's defaults instead of their presets' paper settings (the goal's "same
   # defaults"); Adam's runs are those of the data sets above (the same data, model and batch)
-  classify-usps-defaults|classify-usps-cnn-defaults|classify-t10k-defaults|classify-t10k-cnn-defaults)
+  classify-usps-defaults|classify-usps-cnn-defaults|classify-t10k-defaults|classify-t10k-cnn-defaults|classify-usps-transformer-defaults)
     case "$DS" in classify-usps*) TOML=classify-usps; DP=usps/usps_9298.mat ;; *) TOML=classify-mnist-t10k; DP=mnist-t10k ;; esac
     ARGS=(--config "docs/results/fair/$TOML-defaults.toml" --data-path "$DATA_ROOT/$DP")
-    case "$DS" in *-cnn-*) ARGS+=(--set model.arch=cnn) ;; esac
-    DEF=shf-lsmr; B=120; S=0,1,2 ;;
+    B=120
+    case "$DS" in
+      *-cnn-*) ARGS+=(--set model.arch=cnn) ;;
+      *-transformer-*) ARGS+=(--set model.arch=transformer --set 'model.hidden=[32]'); B=300 ;;
+    esac
+    DEF=shf-lsmr; S=0,1,2 ;;
   *) echo "unknown data set $DS" >&2; exit 2 ;;
 esac
 case "$DS" in
