@@ -23,7 +23,9 @@ from shf.experiments.compare import _time_to, mean_ci_text
 from shf.runlog import read_metrics
 
 HERE = Path(__file__).resolve().parent
-DATASETS = ("classify-usps", "classify-t10k", "classify-usps-cnn", "classify-t10k-cnn")
+DATASETS = (
+    "classify-usps", "classify-t10k", "classify-usps-cnn", "classify-t10k-cnn", "classify-usps-transformer",
+)
 
 
 def _defaults(ds: str, target: float, name: str = "runs.json.gz") -> dict[int, dict[str, Any]]:
