@@ -188,6 +188,12 @@ def mean_ci_text(values: Sequence[float], spec: str = ".4f") -> str:
     return f"{st['mean']:{spec}}" + ("" if st["ci95"] is None else f" ± {st['ci95']:{spec}}")
 
 
+def _best(trial: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The sweep run with the lowest best validation error (among the finite ones, if any)."""
+    finite = [r for r in trial if math.isfinite(r["val_error"])]
+    return min(finite or trial, key=lambda r: r["val_error"])
+
+
 def _mean_of(runs: Sequence[dict[str, Any]], key: str) -> float | None:
     """The mean of ``key`` over the runs, or None where a run lacks it (a classifier's runs)."""
     values = [r.get(key) for r in runs]
@@ -313,7 +319,7 @@ def compare(
     results: dict[str, list[dict[str, Any]]] = {}
     sweeps: dict[str, list[dict[str, Any]]] = {}
     objectives: dict[str, str] = {}
-    mcfg_decay: dict[str, float] = {}  # a first-order method's weight decay (chosen, or the configuration's)
+    decay_of: dict[str, float] = {}  # a first-order method's weight decay (chosen, or the configuration's)
     losses = list(baseline_losses) if baseline_losses else list(BASELINE_LOSSES)
     bad = sorted(set(losses) - set(BASELINE_LOSSES))
     if bad:
@@ -326,6 +332,23 @@ def compare(
         if report_only:
             return finished_run(c, method, d)
         return run_method(c, method, d, overwrite, label=label)
+
+    def sweep_run(
+        m: str, first: cfgmod.ExperimentConfig, loss: str, lr: float, wd: float
+    ) -> list[dict[str, Any]]:
+        """One sweep run of first-order method ``m`` on the first seed's configuration ``first``
+        (objective ``loss``, rate ``lr``, weight decay ``wd``): its record, or none when it has
+        not finished (report-only)."""
+        scfg = _with(first, run={"max_time": budget * sweep_fraction},
+                     first_order={"lr": lr, "weight_decay": wd}, model={"loss": loss})  # fmt: skip
+        name = f"{m}-lr{lr:g}" if classify else f"{m}-{loss}-lr{lr:g}"
+        sdir = root / "sweep" / (name if wd == first.first_order.weight_decay else f"{name}-wd{wd:g}")
+        got = fetch(scfg, m, sdir, m)
+        if got is None:
+            return []
+        got["run_dir"] = str(sdir)
+        return [{"lr": lr, "loss": None if classify else loss, "val_error": got["val_error"],
+                 "test_error": got["test_error"], "summary": got, "weight_decay": wd}]  # fmt: skip
 
     if not 0 < sweep_fraction <= 1:
         raise ConfigError(f"the sweep fraction must be in (0, 1], got {sweep_fraction}")
@@ -345,52 +368,28 @@ def compare(
                 mcfg = _with(mcfg, model=model)
         reuse: dict[str, Any] | None = None  # the sweep's run of the chosen rate, first seed
         if m in ("adam", "sgd"):
-            trial = []
+            trial: list[dict[str, Any]] = []
             first = _with(mcfg, run={"seed": seeds[0]}, data={"seed": seeds[0]})
+            own_decay = first.first_order.weight_decay
             for loss in ([first.model.loss] if classify else losses):
                 for lr in lrs[m]:
-                    scfg = _with(first, run={"max_time": budget * sweep_fraction}, first_order={"lr": lr},
-                                 model={"loss": loss})  # fmt: skip
-                    sdir = root / "sweep" / (f"{m}-lr{lr:g}" if classify else f"{m}-{loss}-lr{lr:g}")
-                    got = fetch(scfg, m, sdir, m)
-                    if got is None:
-                        continue
-                    s = got
-                    s["run_dir"] = str(sdir)
-                    trial.append({"lr": lr, "loss": None if classify else loss, "val_error": s["val_error"],
-                                  "test_error": s["test_error"], "summary": s,
-                                  "weight_decay": first.first_order.weight_decay})  # fmt: skip
+                    trial += sweep_run(m, first, loss, lr, own_decay)
             if not trial:  # report-only, and no sweep run finished
                 continue
-            finite = [r for r in trial if math.isfinite(r["val_error"])]
-            chosen = min(finite or trial, key=lambda r: r["val_error"])
             # The weight decay, at the chosen rate and objective (a staged sweep: rates first).
+            chosen = _best(trial)
             for wd in decays:
-                if wd == first.first_order.weight_decay:
-                    continue
-                lr, loss = chosen["lr"], chosen["loss"]
-                scfg = _with(first, run={"max_time": budget * sweep_fraction},
-                             first_order={"lr": lr, "weight_decay": wd},
-                             model={"loss": loss or first.model.loss})  # fmt: skip
-                name = f"{m}-lr{lr:g}" if classify else f"{m}-{loss}-lr{lr:g}"
-                sdir = root / "sweep" / f"{name}-wd{wd:g}"
-                got = fetch(scfg, m, sdir, m)
-                if got is None:
-                    continue
-                got["run_dir"] = str(sdir)
-                trial.append({"lr": lr, "loss": loss, "val_error": got["val_error"], "weight_decay": wd,
-                              "test_error": got["test_error"], "summary": got})  # fmt: skip
-            finite = [r for r in trial if math.isfinite(r["val_error"])]
-            chosen = min(finite or trial, key=lambda r: r["val_error"])
+                if wd != own_decay:
+                    trial += sweep_run(m, first, chosen["loss"] or first.model.loss, chosen["lr"], wd)
+            chosen = _best(trial)
             if sweep_fraction == 1:
                 reuse = chosen["summary"]
             sweeps[m] = [{k: v for k, v in r.items() if k != "summary"} for r in trial]
             mcfg = _with(mcfg, first_order={"lr": chosen["lr"], "weight_decay": chosen["weight_decay"]})
             if chosen["loss"] is not None:  # an autoencoder's objective (a classifier has one)
                 mcfg = _with(mcfg, model={"loss": chosen["loss"]})
+            decay_of[m] = mcfg.first_order.weight_decay
         objectives[m] = "softmax cross-entropy" if classify else mcfg.model.loss
-        if m in ("adam", "sgd"):
-            mcfg_decay[m] = mcfg.first_order.weight_decay
         results[m] = []
         for i, seed in enumerate(seeds):
             if i == 0 and reuse is not None:
@@ -456,7 +455,7 @@ def compare(
             "iterations": s["hf_iterations"],
             "optimizer_time_s": s["optimizer_time_s"],
             "lr": s.get("lr"),
-            "weight_decay": mcfg_decay.get(m),
+            "weight_decay": decay_of.get(m),
             "objective": objectives.get(m),
             "seeds": [
                 {"seed": r["seed"], "best_val_error": r["val_error"], "test_error": r["test_error"],
