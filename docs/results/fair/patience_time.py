@@ -34,24 +34,19 @@ DATASETS: dict[str, str | None] = {
 }
 
 
-def _runs(arc: Path) -> dict[int, Path]:
-    """{seed: run directory} of an archive unpacked into a temporary directory kept for the process:
-    where an archive holds a rate sweep, seed 0's run is the one at the rate the other seeds ran."""
-    tmp = Path(tempfile.mkdtemp())
-    unpack(arc, tmp)
-    found = [(json.loads(p.read_text()), p.parent) for p in tmp.rglob("summary.json")]
-    later = {s.get("lr") for s, _ in found if int(s["seed"]) != 0}
-    out: dict[int, Path] = {}
-    for s, d in found:
-        seed = int(s["seed"])
-        if seed == 0 and len([1 for t, _ in found if int(t["seed"]) == 0]) > 1 and s.get("lr") not in later:
-            continue  # a rate the sweep did not choose
-        out[seed] = d
-    return out
-
-
-def _summary(d: Path) -> dict[str, Any]:
-    return json.loads((d / "summary.json").read_text())
+def _runs(arc: Path) -> dict[int, tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """{seed: (summary, metrics)} of the runs an archive holds: where it holds a rate sweep, seed 0's
+    run is the one at the rate the other seeds ran."""
+    with tempfile.TemporaryDirectory() as tmp:
+        unpack(arc, tmp)
+        found = [(json.loads(p.read_text()), p.parent) for p in Path(tmp).rglob("summary.json")]
+        later = {s.get("lr") for s, _ in found if int(s["seed"]) != 0}
+        swept = sum(int(s["seed"]) == 0 for s, _ in found) > 1
+        return {
+            int(s["seed"]): (s, read_metrics(d))
+            for s, d in found
+            if not (int(s["seed"]) == 0 and swept and s.get("lr") not in later)  # a rate not chosen
+        }
 
 
 def table() -> tuple[str, dict[str, Any]]:
@@ -75,17 +70,16 @@ def table() -> tuple[str, dict[str, Any]]:
         if not all(set(seeds) <= set(r) for r in arms.values()):
             continue
         adams = [n for n in arms if n.startswith("Adam")]
-        best = min(adams, key=lambda n: _summary(arms[n][seeds[0]])["val_error"])
-        target = statistics.fmean(_summary(arms[best][s])["val_error"] for s in seeds)
-        ref = {s: _summary(arms[best][s]) for s in seeds}
-        ref_t = {s: _time_to(read_metrics(arms[best][s]), "val_error", target) for s in seeds}
+        best = min(adams, key=lambda n: arms[n][seeds[0]][0]["val_error"])
+        target = statistics.fmean(arms[best][s][0]["val_error"] for s in seeds)
+        times_of = {n: [_time_to(runs[s][1], "val_error", target) for s in seeds] for n, runs in arms.items()}
+        ref, ref_t = [arms[best][s][0] for s in seeds], times_of[best]
         record[ds] = {"adam_at_its_best": best, "target_val_error": target, "seeds": seeds, "arms": {}}
         for name, runs in arms.items():
-            sums = [_summary(runs[s]) for s in seeds]
+            sums, times = [runs[s][0] for s in seeds], times_of[name]
             tests = [x["test_error"] for x in sums]
-            ratios = [x["test_error"] / ref[s]["test_error"] for x, s in zip(sums, seeds)]
-            times = [_time_to(read_metrics(runs[s]), "val_error", target) for s in seeds]
-            both = [t / ref_t[s] for t, s in zip(times, seeds) if t is not None and ref_t[s]]
+            ratios = [x["test_error"] / r["test_error"] for x, r in zip(sums, ref)]
+            both = [t / a for t, a in zip(times, ref_t) if t is not None and a]
             stops = ", ".join(
                 f"{x['stop_reason'].replace('max_time', 'budget')} {x['optimizer_time_s']:.0f} s"
                 for x in sums
